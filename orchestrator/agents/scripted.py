@@ -1,0 +1,79 @@
+"""The scripted agent: deterministic, offline, and really acting on the workspace.
+
+It runs the steps of a plan's ``script:`` (or ``retry_script:`` on a later attempt) in order:
+``say`` speaks, ``sleep`` waits, ``write`` writes a workspace file, ``run`` runs a shell
+command with its output streamed line by line, ``block`` reports a blocker and ``fail``
+fails; both end the attempt. The demo and the tests run on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Literal, assert_never
+
+from orchestrator import procs
+from orchestrator.agents.base import AgentContext
+from orchestrator.events import Blocked, Failed, Finished, Output, Started, Text, ToolCall
+from orchestrator.plan import Block, Fail, Run, Say, Sleep, Write
+from orchestrator.tools import ToolError, Workspace
+
+
+class ScriptedAgent:
+    """Runs a fixed list of steps; see the module docstring."""
+
+    async def run(self, ctx: AgentContext) -> None:
+        ctx.emit(Started(detail=f"scripted ({len(ctx.script)} steps)"))
+        workspace = Workspace(ctx.workspace, protected=(ctx.responses,))
+        said = ""
+        for step in ctx.script:
+            match step:
+                case Say(text=text):
+                    said = text
+                    ctx.emit(Text(text + "\n"))
+                case Sleep(seconds=seconds):
+                    await asyncio.sleep(seconds)
+                case Write(path=path, content=content):
+                    ctx.emit(ToolCall("write", f"{path} ({len(content)} chars)"))
+                    try:
+                        target = workspace.resolve(path, for_write=True)
+                    except ToolError as exc:
+                        ctx.emit(Failed(f"write {path}: {exc}"))
+                        return
+                    await asyncio.to_thread(_write_file, target, content)
+                case Run(command=command):
+                    ctx.emit(ToolCall("run", command))
+                    code = await procs.run_streaming(
+                        ["/bin/sh", "-c", command],
+                        cwd=ctx.workspace,
+                        env=ctx.env,
+                        on_line=lambda stream, line: ctx.emit(Output(line, _stream(stream))),
+                        on_start=ctx.on_process,
+                        grace=ctx.grace,
+                    )
+                    if code != 0:
+                        ctx.emit(Failed(f"command failed with exit code {code}: {command}"))
+                        return
+                case Block(reason=reason):
+                    ctx.emit(Blocked(reason))
+                    return
+                case Fail(reason=reason):
+                    ctx.emit(Failed(reason))
+                    return
+                case _:
+                    assert_never(step)
+        ctx.emit(Finished(said))
+
+
+def _write_file(target: Path, content: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(
+        target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+    )
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(content)
+
+
+def _stream(name: str) -> Literal["stdout", "stderr"]:
+    return "stderr" if name == "stderr" else "stdout"

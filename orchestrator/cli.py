@@ -1,0 +1,217 @@
+"""The command line: parse, build settings, one ``asyncio.run``, map errors to exit codes.
+
+Heavy modules (the scheduler, agents, anthropic) are imported inside the commands that need
+them, so ``--help``, ``validate`` and ``status`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from orchestrator.errors import OrchestratorError, PlanErrors, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Run a fleet of coding agents from a plan: concurrent, bounded, killable.",
+)
+
+ResponsesOpt = Annotated[Path, typer.Option("--responses", help="Where progress files live.")]
+DEFAULT_RESPONSES = Path("agent-responses")
+
+
+def _fail(error: OrchestratorError) -> NoReturn:
+    text = str(error)
+    if not text.startswith(("error", "/")) and ": error:" not in text:
+        text = f"error: {text}"
+    sys.stderr.write(text.rstrip("\n") + "\n")
+    raise typer.Exit(error.exit_code)
+
+
+@app.command()
+def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")]) -> None:
+    """Check plans; print a summary of each, or every error found (exit 2)."""
+    from orchestrator.plan import describe
+    from orchestrator.planfile import load_plan
+
+    failed = False
+    for path in plans:
+        try:
+            plan = load_plan(path)
+        except PlanErrors as exc:
+            failed = True
+            sys.stderr.write(str(exc) + "\n")
+            continue
+        except OrchestratorError as exc:
+            failed = True
+            sys.stderr.write(f"{path}: {exc}\n")
+            continue
+        s = describe(plan)
+        kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
+        typer.echo(
+            f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
+            f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
+            f"(max_agents={plan.limits.max_agents})"
+        )
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    plan_path: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan file.")],
+    workspace: Annotated[Path | None, typer.Option(help="Override the plan's workspace.")] = None,
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Override limits.max_concurrency.")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="async (default) or batch.")] = "async",
+    resume: Annotated[bool, typer.Option(help="Continue the last run in --responses.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Validate and show the waves; start nothing.")
+    ] = False,
+    no_live: Annotated[
+        bool, typer.Option("--no-live", help="Plain lines instead of the live table.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the final summary as JSON.")
+    ] = False,
+) -> None:
+    """Run a plan."""
+    import asyncio
+    from dataclasses import replace
+
+    from orchestrator.plan import graph_of, waves
+    from orchestrator.planfile import load_plan
+    from orchestrator.runner import RunOptions, check_environment, run_plan
+
+    if mode not in ("async", "batch"):
+        _fail(UsageError(f"error: --mode must be async or batch, not {mode!r}"))
+    try:
+        plan = load_plan(plan_path, workspace_override=workspace)
+        if max_concurrency is not None:
+            plan = replace(plan, limits=replace(plan.limits, max_concurrency=max_concurrency))
+        if dry_run:
+            for n, wave in enumerate(waves(graph_of(plan.tasks)), 1):
+                typer.echo(f"wave {n}: {', '.join(wave)}")
+            typer.echo(f"dry run: {len(plan.tasks)} tasks, nothing started")
+            return
+        check_environment(plan, os.environ)
+        opts = RunOptions(
+            responses=responses,
+            mode=mode,
+            resume=resume,
+            live=not no_live,
+            json=json_out,  # type: ignore[arg-type]
+        )
+        code = asyncio.run(run_plan(plan, opts))
+    except OrchestratorError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Every agent of the current or last run, from the journal."""
+    from orchestrator import snapshot
+    from orchestrator.journal import load
+    from orchestrator.rundir import RunDir, is_locked
+
+    rundir = RunDir(responses)
+    if not rundir.journal.exists():
+        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+    snap = snapshot.from_journal(load(rundir.journal), alive=is_locked(rundir))
+    if json_out:
+        typer.echo(json.dumps(snap.as_status_json()))
+        return
+    from rich.console import Console
+
+    from orchestrator import dashboard
+
+    Console().print(dashboard.render(snap))
+
+
+@app.command()
+def peek(
+    agent: str,
+    n: Annotated[int, typer.Option("-n", help="How many last lines.")] = 10,
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+) -> None:
+    """The last lines of an agent's progress file; never blocks."""
+    from orchestrator.monitor import last_lines, progress_path
+
+    path = _known(progress_path(responses, agent), agent)
+    for line in last_lines(path, n):
+        typer.echo(line)
+
+
+@app.command()
+def tail(
+    agent: str,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep following until it ends.")
+    ] = False,
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+) -> None:
+    """Print an agent's progress file (and with -f, follow it until the agent ends)."""
+    import asyncio
+
+    from orchestrator.monitor import follow_file, progress_path
+
+    path = _known(progress_path(responses, agent), agent)
+    asyncio.run(follow_file(path, follow=follow, out=sys.stdout))
+
+
+@app.command()
+def wait(
+    agents: Annotated[list[str], typer.Argument(metavar="AGENT...")],
+    any_: Annotated[bool, typer.Option("--any", help="Return when the first one ends.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up after this many seconds (exit 124).")
+    ] = None,
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+) -> None:
+    """Block until the named agents have ended; exit 0 when every one succeeded."""
+    import asyncio
+
+    from orchestrator.monitor import wait_for
+
+    async def bounded() -> int:
+        try:
+            async with asyncio.timeout(timeout):
+                return await wait_for(responses, agents, any_=any_, out=sys.stdout)
+        except TimeoutError:
+            sys.stdout.write(f"timed out after {timeout:g}s\n")
+            return 124
+
+    try:
+        code = asyncio.run(bounded())
+    except OrchestratorError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+def _known(path: Path, agent: str) -> Path:
+    from orchestrator.errors import UnknownAgentError
+
+    if not path.is_file():
+        _fail(UnknownAgentError(agent))
+    return path
+
+
+def main() -> None:
+    try:
+        app()
+    except OrchestratorError as exc:  # a command that forgot to map its error
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(exc.exit_code)

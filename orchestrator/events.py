@@ -1,0 +1,123 @@
+"""The vocabulary agents speak: one frozen dataclass per kind of event, and the states they lead to.
+
+Agents only *emit* events; the scheduler alone turns them into state, files and the display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, TypeAlias, get_args
+
+AgentState: TypeAlias = Literal[
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "blocked",
+    "cancelled",
+    "timed_out",
+    "skipped",
+    "escalated",
+    "budget_exceeded",
+    "lost",
+]
+TERMINAL_STATES: frozenset[str] = frozenset(get_args(AgentState)) - {"pending", "running"}
+
+FailureKind: TypeAlias = Literal["error", "config", "max_turns", "budget", "provider"]
+"""Why a `Failed` happened: ``config`` (exit 126/127, missing program or key) is never "fixed"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The agent is working; ``pid`` when it is a process of its own."""
+
+    detail: str = ""
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Words from the agent (model text, a scripted ``say``)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The agent asked for a tool; ``summary`` is a short rendering of its input."""
+
+    name: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool answered, truncated for the progress file."""
+
+    name: str
+    summary: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One line a command printed."""
+
+    line: str
+    stream: Literal["stdout", "stderr"] = "stdout"
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """The agent cannot go on without help; ends the attempt as ``blocked``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and money spent by one request or one child run (added to the agent's totals)."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The agent says its work is done; ends the attempt as ``succeeded``."""
+
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The agent could not do its work; ends the attempt as ``failed``."""
+
+    error: str
+    kind: FailureKind = "error"
+
+
+AgentEvent: TypeAlias = (
+    Started | Text | ToolCall | ToolResult | Output | Blocked | Usage | Finished | Failed
+)
+
+_BY_NAME: dict[str, type[Any]] = {
+    cls.__name__.lower(): cls
+    for cls in (Started, Text, ToolCall, ToolResult, Output, Blocked, Usage, Finished, Failed)
+}
+
+
+def event_to_dict(event: AgentEvent) -> dict[str, Any]:
+    """A JSON-ready dict with the event's kind under ``"event"``."""
+    data = asdict(event)
+    data["event"] = type(event).__name__.lower()
+    return data
+
+
+def event_from_dict(data: dict[str, Any]) -> AgentEvent:
+    """The inverse of `event_to_dict`; unknown keys are ignored."""
+    cls = _BY_NAME[str(data["event"])]
+    names = {f.name for f in fields(cls)}
+    event: AgentEvent = cls(**{k: v for k, v in data.items() if k in names})
+    return event

@@ -1,0 +1,120 @@
+"""The shell's monitors: `peek` (never blocks), `tail -f` and `wait` (block), from files alone.
+
+They read the progress files and the journal, so they work from any terminal, while the
+run goes on and after it ended, without talking to the orchestrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import aiofiles
+
+from orchestrator.errors import UnknownAgentError
+from orchestrator.events import TERMINAL_STATES
+from orchestrator.journal import JournalReader
+from orchestrator.progress import SAFE_NAME
+from orchestrator.rundir import RunDir, is_locked
+
+POLL = 0.05
+
+
+def progress_path(responses: Path, agent_id: str) -> Path:
+    if not SAFE_NAME.fullmatch(agent_id) or ".." in agent_id:
+        raise UnknownAgentError(agent_id)
+    return responses / f"{agent_id}.md"
+
+
+def last_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a file, reading only its end (a peek must stay cheap)."""
+    if n <= 0:
+        return []
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        block = 4096
+        data = b""
+        while size > 0 and data.count(b"\n") <= n:
+            step = min(block, size)
+            size -= step
+            fh.seek(size)
+            data = fh.read(step) + data
+            block *= 2
+    return data.decode("utf-8", "replace").splitlines()[-n:]
+
+
+def ended(line: str) -> bool:
+    return line.startswith("status: ")
+
+
+async def follow_file(path: Path, *, follow: bool, out: TextIO) -> None:
+    """Print the file; with ``follow``, keep printing until its final ``status:`` line."""
+    async with aiofiles.open(path, encoding="utf-8", errors="replace") as fh:
+        partial = ""
+        while True:
+            chunk = await fh.read()
+            if chunk:
+                text = partial + chunk
+                *lines, partial = text.split("\n")
+                for line in lines:
+                    out.write(line + "\n")
+                    if ended(line) and follow:
+                        out.flush()
+                        return
+                out.flush()
+            elif not follow:
+                if partial:
+                    out.write(partial + "\n")
+                return
+            else:
+                await asyncio.sleep(POLL)
+
+
+async def wait_for(
+    responses: Path,
+    agent_ids: Sequence[str],
+    *,
+    any_: bool,
+    out: TextIO,
+) -> int:
+    """Block until the agents ended: 0 all succeeded, 1 otherwise; unknown ids raise.
+
+    A task id follows the task through its retries to where it settled. An agent that had
+    not ended when its orchestrator went away counts as ``lost``.
+    """
+    rundir = RunDir(responses)
+    reader = JournalReader(rundir.journal)
+    reader.poll()
+    known = reader.state.agents.keys() | reader.state.tasks.keys()
+    for agent_id in agent_ids:
+        if agent_id not in known:
+            raise UnknownAgentError(agent_id)
+
+    def state_of(agent_id: str) -> str | None:
+        task = reader.state.tasks.get(agent_id)
+        if task is not None and task.get("state") in TERMINAL_STATES:
+            return str(task["state"])
+        agent = reader.state.agents.get(agent_id)
+        if task is None and agent is not None and agent.get("state") in TERMINAL_STATES:
+            return str(agent["state"])
+        return None
+
+    async def settle() -> dict[str, str]:
+        while True:
+            reader.poll()
+            states = {a: s for a in agent_ids if (s := state_of(a)) is not None}
+            if (any_ and states) or len(states) == len(agent_ids):
+                return states
+            if not is_locked(rundir):
+                reader.poll()
+                states = {a: state_of(a) or "lost" for a in agent_ids}
+                return states
+            await asyncio.sleep(POLL)
+
+    states = await settle()
+    for agent_id, state in states.items():
+        out.write(f"{agent_id}: {state}\n")
+    return 0 if all(s == "succeeded" for s in states.values()) else 1

@@ -1,0 +1,97 @@
+"""The records the scheduler keeps: settings, spawn requests, and live agent and task state.
+
+Only the scheduler mutates them; views read them through `snapshot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from orchestrator.events import AgentEvent, AgentState
+from orchestrator.plan import Step, Task
+
+Role = Literal["task", "fixer", "build"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    responses: Path
+    run_id: str
+    mode: Literal["async", "batch"] = "async"
+    base_depth: int = 0
+    progress_interval: float = 0.05
+    progress_cap: int = 50 * 1024 * 1024
+    env: Mapping[str, str] | None = None
+    """Where child environments are drawn from (default: os.environ)."""
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A request to start one agent; queued until the governor admits it."""
+
+    agent_id: str
+    task: Task
+    attempt: int
+    role: Role
+    prompt: str
+    script: tuple[Step, ...]
+    depth: int
+    parent: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    """Live state of one agent; mutated by the scheduler only."""
+
+    id: str
+    task_id: str
+    kind: str
+    role: Role
+    attempt: int
+    depth: int
+    parent: str | None
+    state: AgentState = "pending"
+    pid: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    last_line: str = ""
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    reason: str = ""
+    summary: str = ""
+    terminal: AgentEvent | None = None
+    stop: tuple[AgentState, str] | None = None
+    handle: asyncio.Task[None] | None = None
+    done: asyncio.Event | None = None
+    last_event: float = 0.0
+    children: list[str] = field(default_factory=list)
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Peek:
+    """A non-blocking look at one agent."""
+
+    id: str
+    state: AgentState
+    last_lines: tuple[str, ...]
+    reason: str
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task: Task
+    state: AgentState = "pending"
+    attempts: list[str] = field(default_factory=list)
+    fixers: list[str] = field(default_factory=list)
+    reason: str = ""
+    final: bool = False
+    settled: asyncio.Event | None = None

@@ -1,0 +1,225 @@
+"""One `orchestrator run`: checks before start, the lock and journal, signals, display, report.
+
+Everything here is edge wiring around `scheduler.Run`; the CLI calls `check_environment`
+before anything is written, then `run_plan` inside its one ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from orchestrator import report, snapshot
+from orchestrator.agents.base import Agent
+from orchestrator.errors import (
+    AgentProgramNotFound,
+    EnvironmentProblem,
+    MissingApiKeyError,
+    WorkspaceRefused,
+)
+from orchestrator.journal import Journal, load
+from orchestrator.plan import PRESETS, Plan
+from orchestrator.records import AgentRecord, RunSettings
+from orchestrator.rundir import RunDir, RunLock
+from orchestrator.scheduler import Run, new_run_id
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    responses: Path
+    mode: Literal["async", "batch"] = "async"
+    resume: bool = False
+    live: bool = False
+    json: bool = False
+
+
+def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
+    try:
+        return max(int(env.get("ORCHESTRATOR_DEPTH", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse, before anything starts, a run this machine cannot do (exit 3)."""
+    from orchestrator.agents.command import missing_program
+
+    if not plan.workspace.is_dir():
+        raise WorkspaceRefused(f"error: workspace {plan.workspace} is not a directory")
+    depth = run_depth(env)
+    ceiling = plan.limits.max_depth
+    if "ORCHESTRATOR_MAX_DEPTH" in env:
+        try:
+            ceiling = min(ceiling, int(env["ORCHESTRATOR_MAX_DEPTH"]))
+        except ValueError:
+            pass
+    if depth > ceiling:
+        raise EnvironmentProblem(
+            f"error: nested orchestrator at depth {depth} is past max_depth={ceiling}; not starting"
+        )
+    kinds = {t.agent for t in plan.tasks} | ({plan.fixer.agent} if plan.fixer.agent else set())
+    if "claude" in kinds and not env.get("ANTHROPIC_API_KEY"):
+        raise MissingApiKeyError(
+            "error: the plan has claude agents but ANTHROPIC_API_KEY is not set "
+            "(hint: export it, or use agent: scripted for an offline run)"
+        )
+    for task in plan.tasks:
+        if task.agent == "command":
+            program = missing_program(task)
+            if program is not None:
+                raise AgentProgramNotFound(program, task.id)
+        elif task.agent in PRESETS:
+            from orchestrator.agents.presets import missing_preset_program
+
+            problem = missing_preset_program(task)
+            if problem is not None:
+                raise AgentProgramNotFound(problem[0], task.id, problem[1])
+
+
+def default_agents() -> Callable[[str], Agent]:
+    """kind -> agent; each kind is built once per run, claude only when a plan needs it."""
+    cache: dict[str, Agent] = {}
+
+    def factory(kind: str) -> Agent:
+        if kind not in cache:
+            if kind == "scripted":
+                from orchestrator.agents.scripted import ScriptedAgent
+
+                cache[kind] = ScriptedAgent()
+            elif kind == "command":
+                from orchestrator.agents.command import CommandAgent
+
+                cache[kind] = CommandAgent()
+            else:
+                raise KeyError(f"no agent of kind {kind!r} in this build")
+        return cache[kind]
+
+    return factory
+
+
+def _forget_previous(rundir: RunDir) -> None:
+    """A fresh run removes the files the previous run wrote (and only those)."""
+    old = load(rundir.journal)
+    names = [f"{aid}{ext}" for aid in old.agents for ext in (".md", ".events.jsonl")]
+    names += [f"{tid}{ext}" for tid in old.tasks for ext in (".md", ".events.jsonl")]
+    names.append("REPORT.md")
+    for name in names:
+        path = rundir.responses / name
+        if "/" not in name and path.is_file() and not path.is_symlink():
+            path.unlink()
+
+
+def _plain_printer(stream: object) -> Callable[[AgentRecord, str], None]:
+    write = sys.stdout.write
+
+    def on_event(rec: AgentRecord, line: str) -> None:
+        if line.startswith(("| ", "! ")) or not line:
+            return  # command output lives in the progress files; stdout gets the story
+        write(f"{rec.id:>16} | {line}\n")
+
+    return on_event
+
+
+async def run_plan(
+    plan: Plan,
+    opts: RunOptions,
+    *,
+    agents: Callable[[str], Agent] | None = None,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Run the plan to its end; returns the exit code of DESIGN.md."""
+    rundir = RunDir(opts.responses)
+    lock = RunLock(rundir)
+    lock.acquire()
+    try:
+        old = load(rundir.journal) if opts.resume else None
+        if not opts.resume:
+            _forget_previous(rundir)
+        run_id = (old.run.get("run_id") if old else None) or new_run_id()
+        journal = Journal(rundir.journal, fresh=not opts.resume)
+        journal.record(
+            "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
+            workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
+        )  # fmt: skip
+        done = [
+            t for t, rec in (old.tasks if old else {}).items() if rec.get("state") == "succeeded"
+        ]
+        settings = RunSettings(
+            responses=opts.responses,
+            run_id=run_id,
+            mode=opts.mode,
+            base_depth=run_depth(os.environ),
+        )
+        live = opts.live and sys.stdout.isatty()
+        run = Run(
+            plan,
+            settings,
+            agents=agents or default_agents(),
+            journal=journal,
+            on_event=None if live or opts.json else _plain_printer(sys.stdout),
+            done_tasks=done,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, run.interrupt, sig)
+        try:
+            if live:
+                await _run_live(run)
+            else:
+                await run.execute()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        final_state = "interrupted" if run.interrupted else "finished"
+        code = run.exit_code()
+        journal.record("run", state=final_state, ended=run.ended_at or time.time(), exit_code=code,
+                       spent_usd=run.governor.spent_usd, fence=run.governor.fence)  # fmt: skip
+        journal.close()
+        snap = snapshot.from_run(run, state=final_state)
+        snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+        report.write(opts.responses, report.render(snap))
+        _print_summary(snap, opts)
+        return code
+    finally:
+        lock.release()
+
+
+async def _run_live(run: Run) -> None:
+    from rich.live import Live
+
+    from orchestrator import dashboard
+
+    with Live(
+        dashboard.render(snapshot.from_run(run)), refresh_per_second=4, transient=False
+    ) as live:
+        async with asyncio.TaskGroup() as tg:
+            main = tg.create_task(run.execute())
+
+            async def refresh() -> None:
+                while not main.done():
+                    live.update(dashboard.render(snapshot.from_run(run)))
+                    await asyncio.sleep(0.25)
+
+            tg.create_task(refresh())
+        live.update(dashboard.render(snapshot.from_run(run)))
+
+
+def _print_summary(snap: snapshot.Snapshot, opts: RunOptions) -> None:
+    if opts.json:
+        sys.stdout.write(json.dumps({**snap.as_status_json(), "tasks": list(snap.tasks)}) + "\n")
+        return
+    from rich.console import Console
+
+    from orchestrator import dashboard
+
+    console = Console()
+    console.print(dashboard.summary(snap))
+    console.print(f"report: {opts.responses / 'REPORT.md'}")

@@ -1,0 +1,717 @@
+"""The scheduler: the only owner of run state.
+
+It starts each task the moment its own dependencies have succeeded (``mode="async"``) or wave
+by wave (``mode="batch"``), asks the governor before every start, runs every agent inside one
+``asyncio.TaskGroup``, turns agents' events into state, progress files and journal records,
+and answers monitors: ``await run.wait(id)``, ``await run.wait_any(ids)``, ``run.peek(id)``.
+
+Order of effects for every transition: the agent's words are flushed to its progress file,
+the transition is journaled, and only then are waiters told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from orchestrator import procs, recovery, repair
+from orchestrator.agents.base import Agent, AgentContext, child_env
+from orchestrator.buildcheck import BuildAgent
+from orchestrator.errors import UnknownAgentError
+from orchestrator.events import (
+    TERMINAL_STATES,
+    AgentEvent,
+    AgentState,
+    Blocked,
+    Failed,
+    Finished,
+    Started,
+    Usage,
+)
+from orchestrator.governor import Denial, Governor
+from orchestrator.journal import Journal
+from orchestrator.plan import Plan, Task, dependents_of, graph_of, waves
+from orchestrator.progress import ProgressWriter
+from orchestrator.records import AgentRecord, Peek, RunSettings, Spawn, TaskRecord
+from orchestrator.recovery import (
+    AttemptEnded,
+    BuildFailed,
+    Capacity,
+    EndTask,
+    Escalate,
+    FixerEnded,
+    Rebuild,
+    RecoveryState,
+    RetryTask,
+    SpawnFixer,
+    Wait,
+)
+
+AgentFactory = Callable[[str], Agent]
+
+
+class Run:
+    """One execution of a plan. Create, then ``await execute()``; monitors work meanwhile."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        settings: RunSettings,
+        *,
+        agents: AgentFactory,
+        journal: Journal | None = None,
+        on_event: Callable[[AgentRecord, str], None] | None = None,
+        done_tasks: Iterable[str] = (),
+    ) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.governor = Governor(plan.limits)
+        self.progress = ProgressWriter(
+            settings.responses, cap=settings.progress_cap, interval=settings.progress_interval
+        )
+        self.journal = journal
+        self._agent_for = agents
+        self._on_event = on_event
+        self.agents: dict[str, AgentRecord] = {}
+        self.tasks: dict[str, TaskRecord] = {t.id: TaskRecord(t) for t in plan.tasks}
+        self._graph = graph_of(plan.tasks)
+        self._children = dependents_of(self._graph)
+        self._waiting = {tid: len(deps) for tid, deps in self._graph.items()}
+        self._ready: deque[Spawn] = deque()
+        self._waves = waves(self._graph) if settings.mode == "batch" else []
+        self._wave = 0
+        self._tg: asyncio.TaskGroup | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._finished = asyncio.Event()
+        self._interrupted: int | None = None
+        self._recovery = RecoveryState()
+        self._builder = BuildAgent()
+        self.builds: list[str] = []
+        self.build_state: str | None = None
+        self.escalations: list[dict[str, object]] = []
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        for tid in done_tasks:
+            if tid in self.tasks:
+                self.tasks[tid].state = "succeeded"
+                self.tasks[tid].final = True
+                self.tasks[tid].reason = "succeeded in an earlier run"
+
+    # --- public API -------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run the plan to the end (or until stopped); never raises for an agent's failure."""
+        if self.journal is not None:
+            self.journal.record("run", state="running", started=self.started_at)
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            flusher = tg.create_task(self.progress.run_flusher())
+            syncer = tg.create_task(self.journal.run_syncer()) if self.journal else None
+            for tid, rec in self.tasks.items():
+                if rec.state == "succeeded":
+                    self._release_dependents(tid)
+            self._seed()
+            self._dispatch()
+            self._check_finished()
+            await self._finished.wait()
+            flusher.cancel()
+            if syncer is not None:
+                syncer.cancel()
+        self._tg = None
+        self.ended_at = time.time()
+
+    def peek(self, agent_id: str) -> Peek:
+        rec = self._record(agent_id)
+        return Peek(rec.id, rec.state, tuple(rec.lines), rec.reason)
+
+    async def wait(self, agent_id: str) -> AgentState:
+        """Block until the agent has ended; for a task's first attempt, until the task settled."""
+        if agent_id in self.tasks:
+            task = self.tasks[agent_id]
+            if not task.final:
+                if task.settled is None:
+                    task.settled = asyncio.Event()
+                await task.settled.wait()
+            return task.state
+        rec = self._record(agent_id)
+        if rec.state not in TERMINAL_STATES:
+            if rec.done is None:
+                rec.done = asyncio.Event()
+            await rec.done.wait()
+        return rec.state
+
+    async def wait_any(self, agent_ids: Iterable[str]) -> tuple[str, AgentState]:
+        """Block until the first of ``agent_ids`` has ended; return its id and state."""
+        ids = list(agent_ids)
+        for agent_id in ids:
+            self._check_known(agent_id)
+        async with asyncio.TaskGroup() as tg:
+            waiters = {tg.create_task(self.wait(a)): a for a in ids}
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+        first = next(iter(done))
+        return waiters[first], first.result()
+
+    def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:
+        """Stop one agent (and with ``tree`` the agents it spawned); idempotent."""
+        self._check_known(agent_id)
+        targets = [agent_id]
+        if tree:
+            todo = [agent_id]
+            while todo:
+                for child in self._children_of(todo.pop()):
+                    targets.append(child)
+                    todo.append(child)
+        stopped = []
+        for target in targets:
+            if self._stop(target, "cancelled", "cancelled by request", force=force):
+                stopped.append(target)
+        return stopped
+
+    def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
+        """Raise the fence (nothing new starts), then stop every running agent."""
+        self.governor.raise_fence(reason)
+        if self.journal is not None:
+            self.journal.record("run", fence=reason)
+        for rec in list(self.agents.values()):
+            self._stop(rec.id, "cancelled", reason, force=force)
+        self._dispatch()
+        self._check_finished()
+
+    def interrupt(self, signum: int) -> None:
+        """A signal arrived: first time stop gracefully, second time kill at once."""
+        force = self._interrupted is not None
+        self._interrupted = signum
+        self.cancel_all(reason=f"interrupted by {signal.Signals(signum).name}", force=force)
+
+    @property
+    def interrupted(self) -> int | None:
+        return self._interrupted
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def _seed(self) -> None:
+        if self.settings.mode == "batch":
+            self._next_wave()
+            return
+        for tid, n in self._waiting.items():
+            if n == 0 and self.tasks[tid].state == "pending":
+                self._ready.append(self._first_attempt(self.tasks[tid].task))
+
+    def _next_wave(self) -> None:
+        while self._wave < len(self._waves):
+            wave = self._waves[self._wave]
+            self._wave += 1
+            runnable = [
+                t for t in wave if self.tasks[t].state == "pending" and self._waiting[t] == 0
+            ]
+            for tid in runnable:
+                self._ready.append(self._first_attempt(self.tasks[tid].task))
+            if runnable:
+                return
+
+    def _first_attempt(self, task: Task) -> Spawn:
+        return Spawn(
+            agent_id=task.id,
+            task=task,
+            attempt=1,
+            role="task",
+            prompt=task.prompt,
+            script=task.script,
+            depth=self.settings.base_depth,
+            notes=self._dependency_notes(task),
+        )
+
+    def _dependency_notes(self, task: Task) -> tuple[str, ...]:
+        notes = []
+        for dep in task.depends_on:
+            rec = self.tasks[dep]
+            last = rec.attempts[-1] if rec.attempts else dep
+            summary = self.agents[last].summary if last in self.agents else rec.reason
+            notes.append(f"{dep}: {summary or 'succeeded'} (progress: {last}.md)")
+        return tuple(notes)
+
+    def _dispatch(self) -> None:
+        """Start what may start now; sync, so a finished dependency starts its dependent at once."""
+        gov = self.governor
+        while self._ready:
+            spawn = self._ready[0]
+            denial = gov.denial(depth=spawn.depth)
+            if denial is not None:
+                self._ready.popleft()
+                self._deny(spawn, denial)
+                continue
+            delay = gov.delay()
+            if delay == math.inf:
+                return
+            if delay > 0:
+                if self._timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(delay, self._on_timer)
+                return
+            self._ready.popleft()
+            self._start(spawn)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _deny(self, spawn: Spawn, denial: Denial) -> None:
+        if denial.limit == "fence":
+            return  # not started; settled as such when the run ends
+        state: AgentState = "budget_exceeded" if denial.limit == "budget_usd" else "skipped"
+        reason = f"spawn denied: {denial.reason}"
+        if self.journal is not None:
+            self.journal.record("denial", agent=spawn.agent_id, limit=denial.limit, reason=reason)
+        self._settle_task(spawn.task.id, state, reason)
+
+    def _start(self, spawn: Spawn) -> None:
+        assert self._tg is not None
+        task = spawn.task
+        rec = AgentRecord(
+            id=spawn.agent_id,
+            task_id=task.id,
+            kind=task.agent,
+            role=spawn.role,
+            attempt=spawn.attempt,
+            depth=spawn.depth,
+            parent=spawn.parent,
+        )
+        self.agents[rec.id] = rec
+        if spawn.parent in self.agents:
+            self.agents[spawn.parent].children.append(rec.id)
+        if spawn.role == "task":
+            trec = self.tasks[task.id]
+            trec.attempts.append(rec.id)
+            trec.state = "running"
+        rec.state = "running"
+        rec.started = time.time()
+        rec.last_event = time.monotonic()
+        self.progress.open(rec.id, self._header(rec, spawn))
+        if self.journal is not None:
+            self.journal.record(
+                "agent",
+                id=rec.id,
+                task=rec.task_id,
+                kind=rec.kind,
+                role=rec.role,
+                parent=rec.parent,
+                attempt=rec.attempt,
+                depth=rec.depth,
+                state="running",
+                started=rec.started,
+            )
+        self.governor.spawned(counts=spawn.role != "build")
+        ctx = AgentContext(
+            agent_id=rec.id,
+            task=task,
+            attempt=spawn.attempt,
+            prompt=spawn.prompt,
+            script=spawn.script,
+            workspace=self.plan.workspace,
+            responses=self.settings.responses,
+            env=child_env(
+                agent_id=rec.id,
+                run_id=self.settings.run_id,
+                depth=rec.depth + 1,
+                extra={"ORCHESTRATOR_MAX_DEPTH": str(self.plan.limits.max_depth), **dict(task.env)},
+                pass_env=task.pass_env,
+                source=self.settings.env,
+            ),
+            emit=lambda event, rec=rec: self._emit(rec, event),  # type: ignore[misc]
+            on_process=lambda pid, rec=rec: self._on_process(rec, pid),  # type: ignore[misc]
+            grace=self.plan.limits.grace,
+            depth=rec.depth,
+            parent=rec.parent,
+            context_notes=spawn.notes,
+        )
+        rec.handle = self._tg.create_task(self._attempt(rec, ctx), name=rec.id)
+
+    def _header(self, rec: AgentRecord, spawn: Spawn) -> str:
+        deps = ", ".join(spawn.task.depends_on) if rec.role == "task" else ""
+        lines = [
+            f"# {rec.id}",
+            "",
+            f"- task: {rec.task_id}",
+            f"- kind: {rec.kind}",
+            f"- role: {rec.role}",
+            f"- attempt: {rec.attempt}",
+            f"- depends on: {deps or '(none)'}",
+            f"- parent: {rec.parent + '.md' if rec.parent else '-'}",
+            f"- started: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rec.started))}",
+            "",
+            "## Prompt",
+            "",
+        ]
+        if spawn.prompt:
+            lines.extend(spawn.prompt.rstrip("\n").split("\n"))
+        elif spawn.script:
+            lines.append(f"(scripted: {len(spawn.script)} steps)")
+        elif spawn.task.command:
+            lines.append("$ " + " ".join(spawn.task.command))
+        if spawn.notes:
+            lines += ["", "## Context", "", *(f"- {n}" for n in spawn.notes)]
+        lines += ["", "## Progress", "", ""]
+        return "\n".join(lines)
+
+    # --- one attempt ------------------------------------------------------------------------
+
+    async def _attempt(self, rec: AgentRecord, ctx: AgentContext) -> None:
+        loop = asyncio.get_running_loop()
+        task = ctx.task
+        me = asyncio.current_task()
+        assert me is not None
+        deadline = loop.call_later(
+            task.timeout, self._stop, rec.id, "timed_out", f"timed out after {task.timeout:g}s"
+        )
+        stall = loop.call_later(task.stall_timeout, self._check_stall, rec, task.stall_timeout)
+        try:
+            agent = self._builder if rec.role == "build" else self._agent_for(task.agent)
+            await agent.run(ctx)
+            state, reason = self._outcome(rec)
+        except asyncio.CancelledError:
+            if rec.stop is None:
+                self._end(rec, "cancelled", "the run was torn down")
+                raise
+            while me.cancelling():
+                me.uncancel()
+            state, reason = rec.stop
+        except Exception as exc:  # the one place an agent's crash becomes a value
+            state, reason = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            deadline.cancel()
+            stall.cancel()
+        if rec.stop is not None:
+            state, reason = rec.stop
+        self._end(rec, state, reason)
+
+    def _check_stall(self, rec: AgentRecord, limit: float) -> None:
+        if rec.state != "running":
+            return
+        idle = time.monotonic() - rec.last_event
+        if idle >= limit:
+            self._stop(rec.id, "timed_out", f"stalled: no output for {limit:g}s")
+        else:
+            loop = asyncio.get_running_loop()
+            loop.call_later(limit - idle, self._check_stall, rec, limit)
+
+    def _outcome(self, rec: AgentRecord) -> tuple[AgentState, str]:
+        match rec.terminal:
+            case Blocked(reason=reason):
+                return "blocked", reason
+            case Failed(error=error):
+                return "failed", error
+            case Finished(summary=summary):
+                return "succeeded", summary
+            case _:
+                return "succeeded", ""
+
+    def _stop(self, agent_id: str, state: AgentState, reason: str, *, force: bool = False) -> bool:
+        rec = self.agents.get(agent_id)
+        if rec is None:
+            trec = self.tasks.get(agent_id)
+            if trec is not None and trec.state == "pending":
+                self._settle_task(agent_id, state, f"not started: {reason}")
+                return True
+            return False
+        if rec.state != "running" or rec.handle is None:
+            return False
+        if force and rec.pid:
+            procs.kill_group(rec.pid, signal.SIGKILL)
+        if rec.stop is None:
+            rec.stop = (state, reason)
+            rec.handle.cancel()
+            return True
+        if force and not rec.force:
+            rec.force = True
+            rec.handle.cancel()  # a second cancel cuts the grace short
+        return False
+
+    def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:
+        rec.last_event = time.monotonic()
+        line = self.progress.append(rec.id, event)
+        if line:
+            rec.last_line = line[:200]
+            rec.lines.append(rec.last_line)
+        match event:
+            case Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost):
+                rec.tokens_in += tin
+                rec.tokens_out += tout
+                rec.cost_usd += cost
+            case Started(pid=pid) if pid:
+                rec.pid = pid
+            case Blocked() | Failed() | Finished() if rec.terminal is None:
+                rec.terminal = event
+            case _:
+                pass
+        if self._on_event is not None:
+            self._on_event(rec, line)
+
+    def _on_process(self, rec: AgentRecord, pid: int) -> None:
+        rec.pid = pid
+        if self.journal is not None:
+            self.journal.record(
+                "agent", id=rec.id, pid=pid, pgid=pid, pstart=procs.process_start_time(pid)
+            )
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def _end(self, rec: AgentRecord, state: AgentState, reason: str) -> None:
+        rec.state = state
+        rec.reason = reason
+        rec.ended = time.time()
+        if isinstance(rec.terminal, Finished):
+            rec.summary = rec.terminal.summary
+        actions = self._decide(rec)
+        for line in repair.links(actions):
+            self.progress.note(rec.id, line)
+        duration = rec.ended - (rec.started or rec.ended)
+        usage = f"{rec.tokens_in} in / {rec.tokens_out} out tokens, ${rec.cost_usd:.4f}"
+        status = f"{state} ({duration:.2f}s; {usage})" + (f" - {reason}" if reason else "")
+        self.progress.finish(
+            rec.id, status, {"event": "status", "state": state, "reason": reason, "t": rec.ended}
+        )
+        if self.journal is not None:
+            self.journal.record(
+                "agent",
+                id=rec.id,
+                state=state,
+                reason=reason,
+                ended=rec.ended,
+                tokens_in=rec.tokens_in,
+                tokens_out=rec.tokens_out,
+                cost_usd=rec.cost_usd,
+                last_line=rec.last_line,
+                summary=rec.summary,
+            )
+        self.governor.released()
+        if rec.done is not None:
+            rec.done.set()
+        if self._on_event is not None:
+            self._on_event(rec, f"status: {state}")
+        self._apply(rec, actions)
+        self._dispatch()
+        self._check_finished()
+
+    # --- recovery: blockers, fixers, retries, builds ------------------------------------------
+
+    def _capacity(self) -> Capacity:
+        gov, lim = self.governor, self.plan.limits
+        refusal = ""
+        if gov.fence is not None:
+            refusal = f"the run is stopping ({gov.fence})"
+        elif gov.budget_spent:
+            refusal = "the budget is spent"
+        return Capacity(
+            agents_left=gov.agents_left,
+            max_agents=lim.max_agents,
+            max_depth=lim.max_depth,
+            max_fix_cycles=self.plan.build.max_fix_cycles,
+            refusal=refusal,
+        )
+
+    def _decide(self, rec: AgentRecord) -> tuple[recovery.Action, ...] | None:
+        """What the recovery policy says about an ended agent; None: it simply ended."""
+        event: recovery.Event
+        if rec.role == "task":
+            kind = rec.terminal.kind if isinstance(rec.terminal, Failed) else ""
+            known = rec.task_id in self._recovery.subjects
+            if not known and not recovery.is_fixable(rec.state, kind=kind):
+                return None
+            event = AttemptEnded(
+                rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,
+                stalled=rec.reason.startswith("stalled"),
+            )  # fmt: skip
+        elif rec.role == "fixer":
+            event = FixerEnded(rec.id, rec.state, rec.summary or rec.reason)  # type: ignore[arg-type]
+        else:
+            result = self._builder.results.get(rec.id)
+            if rec.state == "succeeded" or result is None:
+                return None
+            event = BuildFailed(rec.attempt, result.exit_code, result.tail, result.failing_tests)
+        self._recovery, actions = recovery.decide(self._recovery, event, self._capacity())
+        return actions
+
+    def _apply(self, rec: AgentRecord, actions: tuple[recovery.Action, ...] | None) -> None:
+        if actions is None:
+            if rec.role == "task":
+                self._settle_task(rec.task_id, rec.state, rec.reason)
+            elif rec.role == "build":
+                self.build_state = "passed" if rec.state == "succeeded" else rec.state
+            return
+        for action in actions:
+            match action:
+                case SpawnFixer():
+                    spawn = repair.fixer_spawn(self.plan, action, rec, self._build_output(rec))
+                    if spawn is None:
+                        why = f"the plan's fixer: section cannot fix a {rec.kind} agent"
+                        failed = FixerEnded(action.fixer_id, "failed", why)
+                        self._recovery, more = recovery.decide(
+                            self._recovery, failed, self._capacity()
+                        )
+                        self._apply(rec, more)
+                        continue
+                    for tid in action.tasks:
+                        self.tasks[tid].fixers.append(action.fixer_id)
+                        self.tasks[tid].state = "blocked"
+                    self._ready.appendleft(spawn)
+                case RetryTask(task_id=tid, attempt=attempt):
+                    self._ready.appendleft(self._retry_spawn(tid, attempt))
+                case Rebuild():
+                    self._start_build()
+                case Escalate(task_id=tid, reason=why, tried=tried, next_step=step):
+                    self.escalations.append(
+                        {
+                            "task": tid or "(the build)",
+                            "blocker": self._blocker_of(tid),
+                            "reason": why,
+                            "tried": list(tried),
+                            "next_step": step,
+                            "files": self._files_of(tid),
+                        }
+                    )
+                    if tid is None:
+                        self.build_state = "escalated"
+                    else:
+                        self._settle_task(tid, "escalated", why)
+                case EndTask(task_id=tid, state=state, reason=why):
+                    if tid is None:
+                        self.build_state = state
+                    else:
+                        self._settle_task(tid, state, why)  # type: ignore[arg-type]
+                case Wait():
+                    if rec.role == "task" and rec.state == "blocked":
+                        self.tasks[rec.task_id].state = "blocked"
+
+    def _blocker_of(self, task_id: str | None) -> str:
+        for f in reversed(list(self._recovery.fixers.values())):
+            if task_id in f.serves:
+                return f.blocker.summary()
+        rec = self.agents.get(self.tasks[task_id].attempts[-1]) if task_id else None
+        return rec.reason if rec else "(see the build output)"
+
+    def _files_of(self, task_id: str | None) -> list[str]:
+        if task_id is None:
+            return [f"{b}.md" for b in self.builds]
+        trec = self.tasks[task_id]
+        return [f"{a}.md" for a in (*trec.attempts, *trec.fixers)]
+
+    def _build_output(self, rec: AgentRecord) -> str:
+        result = self._builder.results.get(self.builds[-1]) if self.builds else None
+        return result.tail if result is not None and result.exit_code != 0 else ""
+
+    def _retry_spawn(self, task_id: str, attempt: int) -> Spawn:
+        trec = self.tasks[task_id]
+        return repair.retry_spawn(
+            trec.task,
+            attempt,
+            previous=trec.attempts[-1] if trec.attempts else task_id,
+            fixers=tuple(trec.fixers),
+            depth=self.settings.base_depth,
+            notes=self._dependency_notes(trec.task),
+        )
+
+    def _start_build(self) -> None:
+        n = len(self.builds) + 1
+        self.builds.append(f"build-{n}")
+        self.build_state = "running"
+        self._start(repair.build_spawn(self.plan.build, n, depth=self.settings.base_depth))
+
+    def _settle_task(self, task_id: str, state: AgentState, reason: str) -> None:
+        trec = self.tasks[task_id]
+        trec.state = state
+        trec.reason = reason
+        trec.final = True
+        if trec.attempts == [] and state != "pending":
+            self._write_unstarted(trec)
+        if self.journal is not None:
+            self.journal.record("task", id=task_id, state=state, reason=reason)
+        if trec.settled is not None:
+            trec.settled.set()
+        if state == "succeeded":
+            self._release_dependents(task_id)
+        else:
+            for child in self._children.get(task_id, ()):
+                if self.tasks[child].state == "pending":
+                    self._settle_task(child, "skipped", f"dependency {task_id} ended {state}")
+        if self.settings.mode == "batch" and not self._ready and self._wave_done():
+            self._next_wave()
+
+    def _release_dependents(self, task_id: str) -> None:
+        for child in self._children.get(task_id, ()):
+            self._waiting[child] -= 1
+            if (
+                self._waiting[child] == 0
+                and self.tasks[child].state == "pending"
+                and self.settings.mode == "async"
+            ):
+                self._ready.append(self._first_attempt(self.tasks[child].task))
+
+    def _wave_done(self) -> bool:
+        if self._wave == 0:
+            return False
+        return all(self.tasks[t].final for w in self._waves[: self._wave] for t in w)
+
+    def _write_unstarted(self, trec: TaskRecord) -> None:
+        """A task that never ran still gets a file ending in its status line."""
+        tid = trec.task.id
+        self.progress.open(tid, f"# {tid}\n\n- task: {tid}\n- never started\n\n")
+        self.progress.finish(
+            tid, f"{trec.state} - {trec.reason}", {"event": "status", "state": trec.state}
+        )
+
+    def _check_finished(self) -> None:
+        if self.governor.running or self._finished.is_set():
+            return
+        if self._ready and self.governor.fence is None:
+            return
+        if any(t.state == "running" for t in self.tasks.values()) or self.build_state == "running":
+            return
+        fence = self.governor.fence
+        for trec in self.tasks.values():
+            if trec.state == "pending" and fence is not None:
+                self._settle_task(trec.task.id, "cancelled", f"not started: {fence}")
+        if any(not t.final for t in self.tasks.values()) and fence is None:
+            return
+        if self.plan.build.commands and self.build_state is None and fence is None:
+            if all(t.state == "succeeded" for t in self.tasks.values()):
+                self._start_build()
+                return
+            self.build_state = "skipped"
+        self._finished.set()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _record(self, agent_id: str) -> AgentRecord:
+        rec = self.agents.get(agent_id)
+        if rec is None:
+            trec = self.tasks.get(agent_id)
+            if trec is None:
+                raise UnknownAgentError(agent_id)
+            rec = AgentRecord(agent_id, agent_id, trec.task.agent, "task", 1, 0, None)
+            rec.state, rec.reason = trec.state, trec.reason
+        return rec
+
+    def _check_known(self, agent_id: str) -> None:
+        if agent_id not in self.agents and agent_id not in self.tasks:
+            raise UnknownAgentError(agent_id)
+
+    def _children_of(self, agent_id: str) -> list[str]:
+        rec = self.agents.get(agent_id)
+        return list(rec.children) if rec else []
+
+    def exit_code(self) -> int:
+        if self._interrupted is not None:
+            return 128 + self._interrupted
+        ok = all(t.state == "succeeded" for t in self.tasks.values())
+        return 0 if ok and self.build_state in (None, "passed") else 1
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{os.urandom(3).hex()}"

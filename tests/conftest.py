@@ -1,0 +1,73 @@
+"""Shared fixtures: plans built in code, a run harness, and a /proc scan for leftovers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
+from orchestrator.runner import default_agents
+from orchestrator.scheduler import Run, RunSettings
+
+
+def scripted(tid: str, *steps: Step, deps: tuple[str, ...] = (), **kw: Any) -> Task:
+    return Task(tid, agent="scripted", script=steps or (Say(tid),), depends_on=deps, **kw)
+
+
+def sleeper(tid: str, seconds: float, deps: tuple[str, ...] = (), **kw: Any) -> Task:
+    return scripted(tid, Sleep(seconds), Say(f"{tid} done"), deps=deps, **kw)
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Pids whose environment holds ORCHESTRATOR_RUN_ID=<marker> (zombies excluded)."""
+    needle = f"ORCHESTRATOR_RUN_ID={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def responses(tmp_path: Path) -> Path:
+    r = tmp_path / "responses"
+    (r / ".run").mkdir(parents=True)
+    return r
+
+
+@pytest.fixture
+def make_run(workspace: Path, responses: Path) -> Callable[..., Run]:
+    def build(*tasks: Task, mode: str = "async", **limits: Any) -> Run:
+        limits.setdefault("max_concurrency", 16)
+        limits.setdefault("max_agents", 100)
+        limits.setdefault("spawn_rate", 1000.0)
+        limits.setdefault("grace", 0.5)
+        plan = Plan("test", tuple(tasks), workspace=workspace, limits=Limits(**limits))
+        settings = RunSettings(
+            responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", mode=mode,  # type: ignore[arg-type]
+            progress_interval=0.01,
+        )  # fmt: skip
+        return Run(plan, settings, agents=default_agents())
+
+    return build

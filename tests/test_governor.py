@@ -1,0 +1,87 @@
+"""The governor's arithmetic: every limit, with an injected clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.governor import Governor
+from orchestrator.plan import Limits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_concurrency_slot_frees_on_release() -> None:
+    gov = Governor(Limits(max_concurrency=2, spawn_rate=1000), clock=Clock())
+    gov.spawned()
+    gov.spawned()
+    assert gov.delay() == math.inf
+    gov.released()
+    assert gov.delay() == 0.0
+
+
+def test_max_agents_is_a_permanent_denial() -> None:
+    gov = Governor(Limits(max_concurrency=5, max_agents=2, spawn_rate=1000), clock=Clock())
+    gov.spawned()
+    gov.released()
+    gov.spawned()
+    gov.released()
+    denial = gov.denial(depth=0)
+    assert denial is not None
+    assert denial.limit == "max_agents"
+    assert gov.agents_left == 0
+
+
+@pytest.mark.parametrize(("depth", "denied"), [(0, False), (2, False), (3, True)])
+def test_depth_past_max_depth_is_denied(depth: int, denied: bool) -> None:
+    gov = Governor(Limits(max_depth=2))
+    assert (gov.denial(depth=depth) is not None) == denied
+
+
+def test_spawn_rate_refills_with_time() -> None:
+    clock = Clock()
+    gov = Governor(Limits(max_concurrency=1, spawn_rate=2), clock=clock)
+    gov.spawned()
+    gov.released()
+    gov.spawned()
+    gov.released()
+    assert gov.delay() == pytest.approx(0.5)
+    clock.now = 0.5
+    assert gov.delay() == 0.0
+
+
+def test_fence_denies_everything_after_it() -> None:
+    gov = Governor(Limits())
+    gov.raise_fence("cancel --all")
+    gov.raise_fence("later reason")
+    denial = gov.denial(depth=0)
+    assert denial is not None
+    assert denial.limit == "fence"
+    assert gov.fence == "cancel --all"
+
+
+def test_budget_reserve_then_settle() -> None:
+    gov = Governor(Limits(budget_usd=1.0))
+    assert gov.reserve(0.6)
+    assert not gov.reserve(0.6)  # only 0.4 left while the first is in flight
+    gov.settle(0.6, 0.5)
+    assert gov.budget_left == pytest.approx(0.5)
+    assert gov.reserve(0.5)
+    gov.settle(0.5, 0.5)
+    assert gov.budget_spent
+    denial = gov.denial(depth=0)
+    assert denial is not None
+    assert denial.limit == "budget_usd"
+
+
+def test_no_budget_means_no_money_limit() -> None:
+    gov = Governor(Limits(budget_usd=None))
+    assert gov.reserve(1e9)
+    assert gov.budget_left == math.inf

@@ -1,0 +1,210 @@
+"""The scheduler: dependency order, parallelism, limits, monitors, cancellation, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import processes_with_marker, scripted, sleeper
+
+from orchestrator.errors import UnknownAgentError
+from orchestrator.plan import Block, Fail, Say, Sleep, Write
+from orchestrator.plan import Run as RunStep
+from orchestrator.scheduler import Run
+
+MakeRun = Callable[..., Run]
+
+
+async def test_a_task_starts_when_its_own_dependency_is_done_not_its_wave(
+    make_run: MakeRun,
+) -> None:
+    run = make_run(sleeper("a", 0.05), sleeper("slow", 1.0), sleeper("b", 0.05, deps=("a",)))
+    await run.execute()
+    b, slow = run.agents["b"], run.agents["slow"]
+    assert b.started is not None
+    assert slow.ended is not None
+    assert b.started < slow.ended
+    assert run.exit_code() == 0
+
+
+async def test_batch_mode_waits_for_the_slowest_of_the_wave(make_run: MakeRun) -> None:
+    run = make_run(
+        sleeper("a", 0.05), sleeper("slow", 0.5), sleeper("b", 0.05, deps=("a",)), mode="batch"
+    )
+    await run.execute()
+    b, slow = run.agents["b"], run.agents["slow"]
+    assert b.started is not None
+    assert slow.ended is not None
+    assert b.started >= slow.ended
+    assert run.exit_code() == 0
+
+
+async def test_a_failure_skips_its_dependents_and_independent_work_goes_on(
+    make_run: MakeRun,
+) -> None:
+    run = make_run(
+        scripted("bad", Fail("broken")),
+        scripted("child", deps=("bad",)),
+        scripted("grandchild", deps=("child",)),
+        sleeper("other", 0.1),
+    )
+    await run.execute()
+    assert run.tasks["bad"].state == "failed"
+    assert run.tasks["child"].state == "skipped"
+    assert run.tasks["child"].reason == "dependency bad ended failed"
+    assert run.tasks["grandchild"].state == "skipped"
+    assert run.tasks["other"].state == "succeeded"
+    assert run.exit_code() == 1
+
+
+async def test_max_concurrency_holds_when_sampled_live(make_run: MakeRun) -> None:
+    run = make_run(*(sleeper(f"t{i}", 0.05) for i in range(12)), max_concurrency=3)
+    peak = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, sum(a.state == "running" for a in run.agents.values()))
+            await asyncio.sleep(0.005)
+
+    async with asyncio.TaskGroup() as tg:
+        sampler = tg.create_task(sample())
+        await run.execute()
+        sampler.cancel()
+    assert peak == 3
+    assert run.governor.peak_running == 3
+    assert all(t.state == "succeeded" for t in run.tasks.values())
+
+
+async def test_max_agents_denies_further_spawns_with_a_reason(make_run: MakeRun) -> None:
+    run = make_run(*(scripted(f"t{i}") for i in range(8)), max_agents=5)
+    await run.execute()
+    assert len(run.agents) == 5
+    denied = [t for t in run.tasks.values() if t.state == "skipped"]
+    assert len(denied) == 3
+    assert all("max_agents=5" in t.reason for t in denied)
+    assert run.exit_code() == 1
+
+
+async def test_spawn_rate_spaces_out_starts(make_run: MakeRun) -> None:
+    # one second of tokens (5) goes at once, then one start per 1/rate seconds
+    run = make_run(*(scripted(f"t{i}") for i in range(8)), max_concurrency=1, spawn_rate=5.0)
+    await run.execute()
+    starts = sorted(a.started or 0 for a in run.agents.values())
+    gaps = [b - a for a, b in itertools.pairwise(starts[4:])]
+    assert len(gaps) == 3
+    assert all(g >= 0.18 for g in gaps)
+
+
+async def test_max_depth_zero_still_runs_plan_tasks(make_run: MakeRun) -> None:
+    run = make_run(scripted("a"), max_depth=0)
+    await run.execute()
+    assert run.tasks["a"].state == "succeeded"
+
+
+async def test_cancel_one_agent_leaves_the_others_running(make_run: MakeRun) -> None:
+    run = make_run(
+        sleeper("victim", 30), sleeper("other", 0.3), scripted("after", deps=("victim",))
+    )
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run.execute())
+        while "victim" not in run.agents:
+            await asyncio.sleep(0.01)
+        assert run.cancel("victim") == ["victim"]
+        assert run.cancel("victim") == []  # idempotent
+        assert await run.wait("victim") == "cancelled"
+        assert run.agents["other"].state == "running"
+    assert run.tasks["other"].state == "succeeded"
+    assert run.tasks["after"].state == "skipped"
+    assert run.exit_code() == 1
+
+
+async def test_cancel_stops_the_agents_process_group(make_run: MakeRun) -> None:
+    run = make_run(scripted("sh", RunStep("sleep 30 & sleep 30; wait")))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run.execute())
+        while not processes_with_marker(run.settings.run_id):
+            await asyncio.sleep(0.01)
+        run.cancel("sh")
+        assert await run.wait("sh") == "cancelled"
+    assert processes_with_marker(run.settings.run_id) == []
+
+
+async def test_timeout_and_stall_end_as_timed_out_with_the_reason(make_run: MakeRun) -> None:
+    run = make_run(
+        sleeper("slow", 30, timeout=0.2),
+        scripted("quiet", Say("one"), Sleep(30), stall_timeout=0.2),
+        scripted(
+            "trickle", *(s for _ in range(8) for s in (Say("."), Sleep(0.05))), stall_timeout=0.2
+        ),
+    )
+    await run.execute()
+    assert run.agents["slow"].state == "timed_out"
+    assert run.agents["slow"].reason == "timed out after 0.2s"
+    assert run.agents["quiet"].state == "timed_out"
+    assert run.agents["quiet"].reason == "stalled: no output for 0.2s"
+    assert run.agents["trickle"].state == "succeeded"
+
+
+async def test_wait_any_and_peek(make_run: MakeRun) -> None:
+    run = make_run(sleeper("fast", 0.05), sleeper("slow", 0.5))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run.execute())
+        assert run.peek("slow").state in ("pending", "running")
+        first, state = await run.wait_any(["slow", "fast"])
+        assert (first, state) == ("fast", "succeeded")
+        assert run.peek("fast").last_lines[-1] == "finished: fast done"
+        with pytest.raises(UnknownAgentError):
+            run.peek("nope")
+    assert await run.wait("slow") == "succeeded"
+
+
+async def test_an_agent_crash_becomes_a_failed_state(make_run: MakeRun, workspace: Path) -> None:
+    run = make_run(scripted("w", Write("../escape.txt", "x")), scripted("ok"))
+    await run.execute()
+    assert run.agents["w"].state == "failed"
+    assert "escape" in run.agents["w"].reason
+    assert not (workspace.parent / "escape.txt").exists()
+    assert run.tasks["ok"].state == "succeeded"
+
+
+async def test_blocked_agent_ends_blocked_with_its_reason(make_run: MakeRun) -> None:
+    run = make_run(scripted("b", Say("looking"), Block("need the schema")))
+    await run.execute()
+    assert run.agents["b"].state == "blocked"
+    assert run.agents["b"].reason == "need the schema"
+
+
+async def test_progress_file_golden(make_run: MakeRun, responses: Path, workspace: Path) -> None:
+    run = make_run(
+        scripted(
+            "golden",
+            Say("Creating the layout"),
+            Write("pkg/__init__.py", "x = 1\n"),
+            RunStep("echo hello; echo oops >&2"),
+        )
+    )
+    await run.execute()
+    text = (responses / "golden.md").read_text()
+    text = re.sub(r"\[\+\s*\d+\.\d\ds\] ", "", text)
+    text = re.sub(r"started: \d{4}-\S+", "started: T", text)
+    text = re.sub(r"\(\d+\.\d\ds;", "(D;", text)
+    assert text == (
+        "# golden\n\n"
+        "- task: golden\n- kind: scripted\n- role: task\n- attempt: 1\n"
+        "- depends on: (none)\n- parent: -\n- started: T\n\n"
+        "## Prompt\n\n(scripted: 3 steps)\n\n## Progress\n\n"
+        "started: scripted (3 steps)\n"
+        "Creating the layout\n"
+        "-> write: pkg/__init__.py (6 chars)\n"
+        "-> run: echo hello; echo oops >&2\n"
+        "| hello\n"
+        "! oops\n"
+        "finished: Creating the layout\n"
+        "\nstatus: succeeded (D; 0 in / 0 out tokens, $0.0000) - Creating the layout\n"
+    )
+    assert (workspace / "pkg/__init__.py").read_text() == "x = 1\n"
