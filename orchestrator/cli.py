@@ -201,6 +201,61 @@ def wait(
     raise typer.Exit(code)
 
 
+@app.command()
+def cancel(
+    agents: Annotated[list[str] | None, typer.Argument(metavar="AGENT...")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Raise the fence and stop every agent.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="SIGKILL at once, no grace period.")] = False,
+    tree: Annotated[bool, typer.Option(help="Also stop the agents it spawned.")] = False,
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+) -> None:
+    """Stop agents of the running orchestrator (or, if it is gone, their recorded processes)."""
+    from orchestrator import control
+    from orchestrator.errors import UnknownAgentError
+    from orchestrator.journal import load
+    from orchestrator.rundir import RunDir
+
+    if bool(agents) == all_:
+        _fail(UsageError("error: name agents to cancel, or give --all (not both)"))
+    rundir = RunDir(responses)
+    payload = {"op": "cancel_all"} if all_ else {"op": "cancel", "agents": agents}
+    try:
+        answer = control.request(rundir.socket, {**payload, "tree": tree, "force": force})
+    except OrchestratorError as exc:
+        _fail(exc)
+    if answer is not None:
+        if not answer.get("ok"):
+            sys.stderr.write(f"{answer.get('error', 'error: cancel failed')}\n")
+            raise typer.Exit(int(answer.get("code", 1)))
+        stopped = answer.get("stopped")
+        typer.echo("cancelled: " + (", ".join(stopped) if stopped else "nothing left running")
+                   if stopped is not None else "cancelling every agent")  # fmt: skip
+        return
+    journal = load(rundir.journal)
+    for agent_id in agents or ():
+        if agent_id not in journal.agents and agent_id not in journal.tasks:
+            _fail(UnknownAgentError(agent_id))
+    stopped = control.stop_recorded(
+        journal, None if all_ else list(agents or ()), grace=0 if force else 5
+    )
+    typer.echo("no orchestrator running; stopped: " + (", ".join(stopped) or "nothing"))
+
+
+@app.command()
+def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
+    """A live dashboard of the current run, from the journal (Ctrl-C to leave)."""
+    import asyncio
+
+    from orchestrator.watch import watch_run
+
+    try:
+        asyncio.run(watch_run(responses))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 def _known(path: Path, agent: str) -> Path:
     from orchestrator.errors import UnknownAgentError
 

@@ -137,7 +137,7 @@ class ProgressWriter:
         record["t"] = round(time.time(), 6)
         f.js_buf.append(json.dumps(record, ensure_ascii=False) + "\n")
         self._dirty[agent_id] = f
-        return text.rsplit("\n", 1)[-1] or text
+        return next((ln for ln in reversed(text.split("\n")) if ln.strip()), "")
 
     def note(self, agent_id: str, line: str) -> None:
         """A line from the orchestrator itself (a denial, a link to a fixer) in the .md only."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from orchestrator import report, snapshot
+from orchestrator import control, procs, report, snapshot
 from orchestrator.agents.base import Agent
 from orchestrator.errors import (
     AgentProgramNotFound,
@@ -28,6 +28,7 @@ from orchestrator.errors import (
 from orchestrator.journal import Journal, load
 from orchestrator.plan import PRESETS, Plan
 from orchestrator.records import AgentRecord, RunSettings
+from orchestrator.resume import fingerprint, plan_resume, settle_lost
 from orchestrator.rundir import RunDir, RunLock
 from orchestrator.scheduler import Run, new_run_id
 
@@ -52,8 +53,14 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
     """Refuse, before anything starts, a run this machine cannot do (exit 3)."""
     from orchestrator.agents.command import missing_program
 
-    if not plan.workspace.is_dir():
-        raise WorkspaceRefused(f"error: workspace {plan.workspace} is not a directory")
+    ws = plan.workspace
+    if not ws.exists() and not ws.is_symlink() and ws.parent.is_dir():
+        try:
+            ws.mkdir()  # a new project's workspace; its parent must exist (typos stay errors)
+        except OSError as exc:
+            raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
+    if not ws.is_dir():
+        raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
     depth = run_depth(env)
     ceiling = plan.limits.max_depth
     if "ORCHESTRATOR_MAX_DEPTH" in env:
@@ -133,63 +140,78 @@ async def run_plan(
     opts: RunOptions,
     *,
     agents: Callable[[str], Agent] | None = None,
-    env: dict[str, str] | None = None,
 ) -> int:
     """Run the plan to its end; returns the exit code of DESIGN.md."""
     rundir = RunDir(opts.responses)
     lock = RunLock(rundir)
     lock.acquire()
     try:
-        old = load(rundir.journal) if opts.resume else None
-        if not opts.resume:
-            _forget_previous(rundir)
-        run_id = (old.run.get("run_id") if old else None) or new_run_id()
-        journal = Journal(rundir.journal, fresh=not opts.resume)
-        journal.record(
-            "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
-            workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
-        )  # fmt: skip
-        done = [
-            t for t, rec in (old.tasks if old else {}).items() if rec.get("state") == "succeeded"
-        ]
-        settings = RunSettings(
-            responses=opts.responses,
-            run_id=run_id,
-            mode=opts.mode,
-            base_depth=run_depth(os.environ),
-        )
-        live = opts.live and sys.stdout.isatty()
-        run = Run(
-            plan,
-            settings,
-            agents=agents or default_agents(),
-            journal=journal,
-            on_event=None if live or opts.json else _plain_printer(sys.stdout),
-            done_tasks=done,
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, run.interrupt, sig)
-        try:
+        return await _run_locked(plan, opts, rundir, agents=agents)
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
+) -> int:
+    procs.set_child_subreaper()
+    old = load(rundir.journal)
+    if old.run.get("run_id") and old.run.get("state") == "running":
+        # the last orchestrator died without ending its run: stop what it left behind
+        await asyncio.to_thread(control.stop_recorded, old, None, grace=plan.limits.grace)
+    resumed = plan_resume(old, plan) if opts.resume else None
+    if resumed is None:
+        _forget_previous(rundir)
+    run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
+    journal = Journal(rundir.journal, fresh=resumed is None)
+    if resumed is not None:
+        settle_lost(opts.responses, journal, resumed.lost)
+        for note in resumed.notes():
+            sys.stderr.write(note + "\n")
+    journal.record(
+        "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode, state="running",
+        workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
+        fingerprints={t.id: fingerprint(t) for t in plan.tasks},
+    )  # fmt: skip
+    settings = RunSettings(
+        responses=opts.responses,
+        run_id=run_id,
+        mode=opts.mode,
+        base_depth=run_depth(os.environ),
+    )
+    live = opts.live and sys.stdout.isatty()
+    run = Run(
+        plan,
+        settings,
+        agents=agents or default_agents(),
+        journal=journal,
+        on_event=None if live or opts.json else _plain_printer(sys.stdout),
+        done_tasks=resumed.done if resumed else (),
+        prior_attempts=resumed.attempts if resumed else {},
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, run.interrupt, sig)
+    try:
+        async with control.open_control_server(run, rundir.socket):
             if live:
                 await _run_live(run)
             else:
                 await run.execute()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-        final_state = "interrupted" if run.interrupted else "finished"
-        code = run.exit_code()
-        journal.record("run", state=final_state, ended=run.ended_at or time.time(), exit_code=code,
-                       spent_usd=run.governor.spent_usd, fence=run.governor.fence)  # fmt: skip
-        journal.close()
-        snap = snapshot.from_run(run, state=final_state)
-        snap = replace(snap, run={**snap.run, "pid": os.getpid()})
-        report.write(opts.responses, report.render(snap))
-        _print_summary(snap, opts)
-        return code
     finally:
-        lock.release()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(procs.sweep_run, run_id)
+    final_state = "interrupted" if run.interrupted else "finished"
+    code = run.exit_code()
+    journal.record("run", state=final_state, ended=run.ended_at or time.time(), exit_code=code,
+                   spent_usd=run.governor.spent_usd, fence=run.governor.fence)  # fmt: skip
+    journal.close()
+    snap = snapshot.from_run(run, state=final_state)
+    snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+    report.write(opts.responses, report.render(snap))
+    _print_summary(snap, opts)
+    return code
 
 
 async def _run_live(run: Run) -> None:

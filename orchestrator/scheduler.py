@@ -67,6 +67,7 @@ class Run:
         journal: Journal | None = None,
         on_event: Callable[[AgentRecord, str], None] | None = None,
         done_tasks: Iterable[str] = (),
+        prior_attempts: Mapping[str, int] | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
@@ -76,6 +77,7 @@ class Run:
         )
         self.journal = journal
         self._agent_for = agents
+        self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
         self.tasks: dict[str, TaskRecord] = {t.id: TaskRecord(t) for t in plan.tasks}
@@ -217,10 +219,11 @@ class Run:
                 return
 
     def _first_attempt(self, task: Task) -> Spawn:
+        attempt = self._prior.get(task.id, 0) + 1
         return Spawn(
-            agent_id=task.id,
+            agent_id=recovery.agent_id_of(task.id, attempt),
             task=task,
-            attempt=1,
+            attempt=attempt,
             role="task",
             prompt=task.prompt,
             script=task.script,

@@ -9,15 +9,13 @@ fails; both end the attempt. The demo and the tests run on it.
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 from typing import Literal, assert_never
 
 from orchestrator import procs
 from orchestrator.agents.base import AgentContext
 from orchestrator.events import Blocked, Failed, Finished, Output, Started, Text, ToolCall
 from orchestrator.plan import Block, Fail, Run, Say, Sleep, Write
-from orchestrator.tools import ToolError, Workspace
+from orchestrator.tools import ToolError, Workspace, write_file
 
 
 class ScriptedAgent:
@@ -25,7 +23,7 @@ class ScriptedAgent:
 
     async def run(self, ctx: AgentContext) -> None:
         ctx.emit(Started(detail=f"scripted ({len(ctx.script)} steps)"))
-        workspace = Workspace(ctx.workspace, protected=(ctx.responses,))
+        workspace = Workspace(ctx.workspace, responses=ctx.responses)
         said = ""
         for step in ctx.script:
             match step:
@@ -37,11 +35,10 @@ class ScriptedAgent:
                 case Write(path=path, content=content):
                     ctx.emit(ToolCall("write", f"{path} ({len(content)} chars)"))
                     try:
-                        target = workspace.resolve(path, for_write=True)
+                        await asyncio.to_thread(write_file, workspace, path, content)
                     except ToolError as exc:
                         ctx.emit(Failed(f"write {path}: {exc}"))
                         return
-                    await asyncio.to_thread(_write_file, target, content)
                 case Run(command=command):
                     ctx.emit(ToolCall("run", command))
                     code = await procs.run_streaming(
@@ -64,15 +61,6 @@ class ScriptedAgent:
                 case _:
                     assert_never(step)
         ctx.emit(Finished(said))
-
-
-def _write_file(target: Path, content: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(
-        target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-    )
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(content)
 
 
 def _stream(name: str) -> Literal["stdout", "stderr"]:

@@ -1,0 +1,1 @@
+"""Agents: one module per kind, each behind the `Agent` protocol in `base`."""

@@ -1,0 +1,157 @@
+"""Any CLI agent as a subprocess in a process group of its own.
+
+The task's ``command`` is a template: ``{prompt}``, ``{agent_id}`` and ``{workspace}`` are filled
+in per argument (other braces stay as written). Output lines become `Output` events; a line
+``BLOCKED: <reason>`` reports a blocker. The exit code decides how the attempt ends. Timeouts
+and stalls are the scheduler's: it cancels `CommandAgent.run`, which stops the whole group.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import shlex
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.agents.base import AgentContext
+from orchestrator.events import (
+    AgentEvent,
+    Blocked,
+    Failed,
+    FailureKind,
+    Finished,
+    Output,
+    Started,
+)
+from orchestrator.plan import Task
+from orchestrator.procs import DEFAULT_MAX_LINE, Stream, run_streaming
+
+_PLACEHOLDER = re.compile(r"\{(prompt|agent_id|workspace)\}")
+_BLOCKED = re.compile(r"\s*BLOCKED:\s*(.*)")
+_SUMMARY_CHARS = 200
+_DETAIL_CHARS = 120
+_TRANSIENT_SPAWN_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+"""Spawn errors the machine may get over; every other one is the command's fault (config)."""
+
+
+def command_argv(task: Task, *, prompt: str, agent_id: str, workspace: Path) -> list[str]:
+    """The argv for one attempt of ``task``, placeholders filled in.
+
+    One pass over each template argument, so a prompt that itself contains ``{workspace}``
+    stays as written. For shell tasks the values are shell-quoted (write ``{prompt}``, not
+    ``'{prompt}'``) and the result is one string for ``/bin/sh -c``.
+    """
+    values = {"prompt": prompt, "agent_id": agent_id, "workspace": str(workspace)}
+    if task.shell:
+        quoted = {name: shlex.quote(value) for name, value in values.items()}
+        script = " ".join(task.command)
+        return [_PLACEHOLDER.sub(lambda m: quoted[m[1]], script)]
+    return [_PLACEHOLDER.sub(lambda m: values[m[1]], part) for part in task.command]
+
+
+def missing_program(
+    task: Task, *, path: str | None = None, workspace: Path | None = None
+) -> str | None:
+    """The program ``task`` would run when it is not installed (or not executable), else None.
+
+    ``path`` is the child's PATH (the orchestrator's when None); a relative program path is
+    taken relative to ``workspace``, the child's working directory. Shell tasks, and programs
+    that are themselves placeholders, are not checked here (the shell reports exit 127).
+    """
+    if task.shell or not task.command:
+        return None
+    program = task.command[0]
+    if workspace is not None:
+        program = program.replace("{workspace}", str(workspace))
+    if _PLACEHOLDER.search(program):
+        return None
+    if "/" in program:
+        where = Path(program)
+        if not where.is_absolute() and workspace is not None:
+            where = workspace / where
+        found = shutil.which(str(where))
+    else:
+        found = shutil.which(program, path=path)
+    return None if found else task.command[0]
+
+
+@dataclass(slots=True)
+class CommandAgent:
+    """Runs ``ctx.task.command``; one instance may serve many attempts at once (no state)."""
+
+    max_line: int = DEFAULT_MAX_LINE
+    drain: float = 0.2
+
+    async def run(self, ctx: AgentContext) -> None:
+        task = ctx.task
+        argv = command_argv(task, prompt=ctx.prompt, agent_id=ctx.agent_id, workspace=ctx.workspace)
+        seen = _Seen()
+
+        def on_start(pid: int) -> None:
+            ctx.emit(Started(detail=_detail(task), pid=pid))
+            ctx.on_process(pid)
+
+        def on_line(stream: Stream, line: str) -> None:
+            ctx.emit(Output(line, stream))
+            if seen.blocked is None:
+                match = _BLOCKED.match(line)
+                if match:
+                    seen.blocked = match[1].strip() or "(no reason given)"
+                    ctx.emit(Blocked(seen.blocked))
+            if stream == "stdout" and line.strip():
+                seen.last_stdout = line
+
+        try:
+            code = await run_streaming(
+                argv,
+                cwd=ctx.workspace,
+                env=ctx.env,
+                on_line=on_line,
+                on_start=on_start,
+                grace=ctx.grace,
+                shell=task.shell,
+                max_line=self.max_line,
+                drain=self.drain,
+            )
+        except OSError as exc:
+            kind: FailureKind = "error" if exc.errno in _TRANSIENT_SPAWN_ERRORS else "config"
+            ctx.emit(Failed(f"cannot start {task.command[0]!r}: {exc}", kind=kind))
+            return
+        if seen.blocked is None:  # a blocker already ended the attempt
+            ctx.emit(outcome(code, seen.last_stdout))
+
+
+def outcome(code: int, last_stdout: str = "") -> AgentEvent:
+    """The terminal event for a command that exited with ``code`` (negative: a signal)."""
+    if code == 0:
+        return Finished(summary=_shorten(last_stdout.strip(), _SUMMARY_CHARS))
+    if code == 126:
+        return Failed("exit code 126: the command is not executable", kind="config")
+    if code == 127:
+        return Failed("exit code 127: the command was not found", kind="config")
+    if code < 0:
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        return Failed(f"killed by signal {-code}{name}")
+    return Failed(f"exit code {code}")
+
+
+@dataclass(slots=True)
+class _Seen:
+    last_stdout: str = ""
+    blocked: str | None = None
+
+
+def _detail(task: Task) -> str:
+    """The command template (not the filled-in prompt), short enough for a status line."""
+    text = task.command[0] if task.shell else shlex.join(task.command)
+    return _shorten(text, _DETAIL_CHARS)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

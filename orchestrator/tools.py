@@ -1,0 +1,714 @@
+"""Workspace-confined tools for API agents: what the model may do, and nothing more.
+
+Every path a model names goes through `Workspace.resolve`: lexically (no NUL, no ``..`` above
+the root, no absolute path outside it), then for real (symlinks at any component resolved and
+required to stay inside; writes refused under protected paths). The file is then opened from
+the root one component at a time with ``O_NOFOLLOW``, so a symlink swapped in after the check
+is refused rather than followed. Refusals raise `ToolError`, whose message is written for the
+model to read; `dispatch` turns it (and bad arguments, unknown tools, failed system calls) into
+an error result. It never raises for the model's mistakes.
+
+File work runs in ``asyncio.to_thread``, one hop per tool call: each call is a short sequence of
+system calls (``openat`` walk, ``fstat``, read or write) that aiofiles would spread over one
+executor hop per call and could not express (no ``dir_fd``, no ``O_NOFOLLOW`` walk). Commands run
+through `orchestrator.procs.run_streaming`, in their own process group, stopped on timeout.
+
+Not a sandbox: ``run_command`` runs with the agent's user rights. What it guarantees is the
+environment (no API key) and the lifetime of the processes (none outlives the call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import re
+import shutil
+import stat
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from orchestrator.agents.base import SECRET_NAMES
+from orchestrator.errors import WorkspaceRefused
+from orchestrator.procs import Stream, run_streaming
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+READ_MAX_BYTES = 1 << 20
+"""read_file reads at most this much of a file."""
+READ_MAX_CHARS = 100_000
+"""read_file returns at most this much text; ask again with ``offset`` for more."""
+READ_DEFAULT_LINES = 2000
+WRITE_MAX_BYTES = 5 << 20
+LIST_MAX = 500
+WALK_MAX_ENTRIES = 200_000
+SEARCH_MAX_MATCHES = 100
+SEARCH_MAX_FILE_BYTES = 1 << 20
+SEARCH_MAX_LINE_CHARS = 300
+BINARY_SNIFF = 8192
+OUTPUT_MAX_BYTES = 30_000
+"""run_command keeps the first and the last half of this much output."""
+COMMAND_GRACE = 2.0
+SKIP_DIRS = frozenset({".git"})
+"""Never listed or searched: noise for the model, and large."""
+
+
+class ToolError(Exception):
+    """A tool refused or failed; the message is meant for the model and names the path.
+
+    It never leaves this module: `dispatch` turns it into an error result (``is_error``).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What a tool call gives back: the text for ``tool_result`` and whether it is an error.
+
+    ``end`` is set by ``report_blocker`` ("blocked", ``text`` is the reason) and ``finish``
+    ("finished", ``text`` is the summary): the caller ends its loop.
+    """
+
+    text: str
+    is_error: bool = False
+    end: Literal["blocked", "finished"] | None = None
+
+
+# --- the workspace --------------------------------------------------------------------------
+
+
+class Workspace:
+    """A directory an agent may work in, and the paths inside it that stay read-only.
+
+    Protected (never written by a tool): the responses directory, ``.git/hooks`` and
+    ``.git/config`` (both run code on the user's next git command), and any ``protect`` paths.
+    """
+
+    __slots__ = ("_given", "protected", "root")
+
+    def __init__(
+        self, root: Path, *, responses: Path | None = None, protect: Sequence[str | Path] = ()
+    ) -> None:
+        real = Path(os.path.realpath(root))
+        if not real.is_dir():
+            raise WorkspaceRefused(f"error: workspace {root} is not a directory")
+        self.root = real
+        self._given = Path(os.path.abspath(root))
+        wanted = [real / ".git" / "hooks", real / ".git" / "config"]
+        wanted += [real / p for p in protect]
+        if responses is not None:
+            wanted.append(Path(os.path.abspath(responses)))
+        # Both the lexical and the resolved form: a protected path may itself be a symlink.
+        protected = {p for w in wanted for p in (w, Path(os.path.realpath(w)))}
+        self.protected: tuple[Path, ...] = tuple(sorted(protected))
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    def resolve(self, path: str, *, for_write: bool) -> Path:
+        """The real absolute path ``path`` names inside the workspace, or `ToolError`."""
+        rel = self._lexical(path)
+        real = Path(os.path.realpath(self.root / rel))
+        if not _is_within(real, self.root):
+            raise ToolError(
+                f"refused: {path!r} leads outside the workspace through a symbolic link (to {real})"
+            )
+        if for_write:
+            for guarded in self.protected:
+                if _is_within(real, guarded):
+                    raise ToolError(
+                        f"refused: {path!r} is inside {self.display(guarded)}, which is "
+                        "protected (agents may read it, not write it)"
+                    )
+        return real
+
+    def display(self, real: Path) -> str:
+        """``real`` relative to the workspace root when inside it (for messages)."""
+        if _is_within(real, self.root):
+            rel = real.relative_to(self.root).as_posix()
+            return rel if rel != "." else "the workspace root"
+        return str(real)
+
+    def _lexical(self, path: str) -> PurePosixPath:
+        if not isinstance(path, str) or not path.strip():
+            raise ToolError("refused: the path is empty")
+        if "\x00" in path:
+            raise ToolError("refused: the path contains a NUL byte")
+        if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+            raise ToolError(f"refused: the path is longer than {MAX_PATH_BYTES} bytes")
+        pure = PurePosixPath(path)
+        if pure.is_absolute():
+            base = next((b for b in (self.root, self._given) if _is_within(Path(pure), b)), None)
+            if base is None:
+                raise ToolError(
+                    f"refused: {path!r} is outside the workspace; use a path relative to "
+                    "the workspace root"
+                )
+            pure = pure.relative_to(base)
+        parts: list[str] = []
+        for part in pure.parts:
+            if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise ToolError(
+                    f"refused: a name in {path[:80]!r}... is longer than {MAX_NAME_BYTES} bytes"
+                )
+            if part == "..":
+                if not parts:
+                    raise ToolError(f"refused: {path!r} goes above the workspace root ('..')")
+                parts.pop()
+            else:
+                parts.append(part)
+        return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+    def open_fd(
+        self, real: Path, flags: int, *, mode: int = 0o644, make_parents: bool = False
+    ) -> int:
+        """Open ``real`` (from `resolve`) walking down from the root without following links.
+
+        Every directory on the way is opened with ``O_NOFOLLOW | O_DIRECTORY`` relative to the
+        one before, the file itself with ``O_NOFOLLOW``: a symlink that appeared after
+        `resolve` is refused (``ELOOP``/``ENOTDIR``), never followed.
+        """
+        parts = real.relative_to(self.root).parts
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.root, dir_flags)
+        try:
+            for name in parts[:-1]:
+                try:
+                    child = os.open(name, dir_flags, dir_fd=fd)
+                except FileNotFoundError:
+                    if not make_parents:
+                        raise
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    child = os.open(name, dir_flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _os_error(path: str, e: OSError) -> ToolError:
+    """A system call's failure as a sentence for the model."""
+    reasons = {
+        errno.ENOENT: "no such file or directory",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a component of the path is not a directory (or is a symbolic link)",
+        errno.ELOOP: "refused: it is a symbolic link (tools do not follow links here)",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOSPC: "no space left on the device",
+        errno.EFBIG: "file too large for this system",
+        errno.ENAMETOOLONG: "the name is too long",
+        errno.ENXIO: "not a regular file (no reader on the other end)",
+    }
+    reason = reasons.get(e.errno or 0, e.strerror or str(e))
+    return ToolError(f"{path}: {reason}")
+
+
+# --- file tools (synchronous: each runs whole in one worker thread) -------------------------
+
+
+def _read_bytes(ws: Workspace, path: str, real: Path, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of a regular file, and its size."""
+    fd = ws.open_fd(real, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ToolError(f"{path}: not a regular file")
+        return f.read(limit), st.st_size
+
+
+def _write_bytes(ws: Workspace, path: str, real: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK
+    fd = ws.open_fd(real, flags, make_parents=True)
+    with os.fdopen(fd, "wb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ToolError(f"{path}: not a regular file")
+        if st.st_nlink > 1:
+            # A hard link may be another name of a file outside the workspace.
+            raise ToolError(f"refused: {path} has other hard links; write a new file instead")
+        f.truncate(0)
+        f.write(data)
+
+
+def _decode_text(path: str, data: bytes) -> str:
+    if b"\x00" in data[:BINARY_SNIFF]:
+        raise ToolError(f"{path}: binary file, not shown")
+    return data.decode("utf-8", errors="replace")
+
+
+def read_file(ws: Workspace, path: str, *, offset: int = 1, limit: int = READ_DEFAULT_LINES) -> str:
+    """Lines ``offset`` .. ``offset + limit - 1`` (counted from 1) of a text file."""
+    if offset < 1 or limit < 1:
+        raise ToolError("offset and limit must be at least 1")
+    real = ws.resolve(path, for_write=False)
+    try:
+        data, size = _read_bytes(ws, path, real, READ_MAX_BYTES)
+    except OSError as e:
+        raise _os_error(path, e) from None
+    lines = _decode_text(path, data).splitlines(keepends=True)
+    if not lines:
+        return f"({path} is empty)"
+    if offset > len(lines):
+        raise ToolError(f"{path} has {len(lines)} lines; offset {offset} is past the end")
+    chosen = lines[offset - 1 : offset - 1 + limit]
+    text = "".join(chosen)
+    notes = []
+    if len(text) > READ_MAX_CHARS:
+        text = text[:READ_MAX_CHARS]
+        shown = text.count("\n")
+        notes.append(f"output cut at {READ_MAX_CHARS} characters (line {offset + shown})")
+    last = offset + len(chosen) - 1
+    if offset > 1 or last < len(lines):
+        notes.append(f"lines {offset}-{last} of {len(lines)}; pass offset={last + 1} for more")
+    if size > len(data):
+        notes.append(f"the file has {size} bytes; only the first {len(data)} were read")
+    if notes:
+        text += ("" if text.endswith("\n") else "\n") + "[" + "; ".join(notes) + "]"
+    return text
+
+
+def write_file(ws: Workspace, path: str, content: str) -> str:
+    """Create or replace a file (and its missing parent directories) inside the workspace."""
+    data = content.encode("utf-8", errors="surrogateescape")
+    if len(data) > WRITE_MAX_BYTES:
+        raise ToolError(f"refused: content is {len(data)} bytes, more than {WRITE_MAX_BYTES}")
+    real = ws.resolve(path, for_write=True)
+    try:
+        _write_bytes(ws, path, real, data)
+    except OSError as e:
+        raise _os_error(path, e) from None
+    return f"wrote {len(data)} bytes to {ws.display(real)}"
+
+
+def edit_file(ws: Workspace, path: str, old: str, new: str) -> str:
+    """Replace the one occurrence of ``old`` in a file by ``new``."""
+    if not old:
+        raise ToolError("old must not be empty (use write_file to create a file)")
+    if old == new:
+        raise ToolError("old and new are the same; nothing to change")
+    real = ws.resolve(path, for_write=True)
+    try:
+        data, size = _read_bytes(ws, path, real, WRITE_MAX_BYTES + 1)
+        if size > WRITE_MAX_BYTES:
+            raise ToolError(f"{path}: too large to edit ({size} bytes)")
+        text = _decode_text(path, data)
+        count = text.count(old)
+        if count == 0:
+            raise ToolError(
+                f"{path}: old text not found; read the file again and copy the text exactly, "
+                "whitespace and indentation included"
+            )
+        if count > 1:
+            lines = _occurrence_lines(text, old)
+            raise ToolError(
+                f"{path}: old text appears {count} times (lines {', '.join(map(str, lines))}); "
+                "include more surrounding lines so that it matches exactly once"
+            )
+        _write_bytes(ws, path, real, text.replace(old, new, 1).encode("utf-8", "surrogateescape"))
+    except OSError as e:
+        raise _os_error(path, e) from None
+    return f"edited {ws.display(real)}: replaced 1 occurrence"
+
+
+def _occurrence_lines(text: str, old: str, most: int = 10) -> list[int]:
+    lines: list[int] = []
+    start = text.find(old)
+    while start >= 0 and len(lines) < most:
+        lines.append(text.count("\n", 0, start) + 1)
+        start = text.find(old, start + 1)
+    return lines
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over ``/``-separated relative paths: ``*``, ``?``, ``[...]`` and ``**``."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) > 0:
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append(f"[{body}]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern or "\x00" in pattern:
+        raise ToolError("the glob pattern is empty")
+    pure = PurePosixPath(pattern)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ToolError(
+            f"refused: pattern {pattern!r} must be relative to the workspace root, without '..'"
+        )
+    return glob_regex(pattern.removeprefix("./"))
+
+
+def _walk(ws: Workspace) -> Iterator[tuple[str, bool]]:
+    """(relative path, is a symlink) of every non-directory, never descending into links."""
+    seen = 0
+    for top, dirs, files in os.walk(ws.root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        base = Path(top).relative_to(ws.root)
+        for name in sorted(files):
+            seen += 1
+            if seen > WALK_MAX_ENTRIES:
+                return
+            rel = (base / name).as_posix()
+            yield rel, os.path.islink(os.path.join(top, name))
+
+
+def list_files(ws: Workspace, pattern: str = "**/*", *, limit: int = LIST_MAX) -> str:
+    """Files (and symlinks) under the workspace whose relative path matches ``pattern``."""
+    regex = _pattern(pattern)
+    limit = max(1, min(limit, LIST_MAX))
+    found: list[str] = []
+    more = 0
+    for rel, _is_link in _walk(ws):
+        if regex.match(rel):
+            if len(found) < limit:
+                found.append(rel)
+            else:
+                more += 1
+    if not found:
+        hint = "" if "/" in pattern else f"; use '**/{pattern}' to look in subdirectories too"
+        return f"no files match {pattern!r}{hint}"
+    text = "\n".join(found)
+    if more:
+        text += f"\n[{more} more not shown; narrow the pattern]"
+    return text
+
+
+def search(
+    ws: Workspace, regex: str, glob: str = "**/*", *, limit: int = SEARCH_MAX_MATCHES
+) -> str:
+    """Lines matching ``regex`` in text files matching ``glob``, as ``path:line: text``."""
+    try:
+        compiled = re.compile(regex)
+    except re.error as e:
+        raise ToolError(f"invalid regular expression {regex!r}: {e}") from None
+    paths = _pattern(glob)
+    limit = max(1, min(limit, SEARCH_MAX_MATCHES))
+    hits: list[str] = []
+    for rel, is_link in _walk(ws):
+        if is_link or not paths.match(rel):
+            continue  # links are not followed: their target may be outside
+        try:
+            data, size = _read_bytes(ws, rel, ws.root / rel, SEARCH_MAX_FILE_BYTES + 1)
+        except (OSError, ToolError):
+            continue  # vanished, unreadable or special: skipped like a binary file
+        if size > SEARCH_MAX_FILE_BYTES or b"\x00" in data[:BINARY_SNIFF]:
+            continue
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if compiled.search(line):
+                hits.append(f"{rel}:{number}: {line[:SEARCH_MAX_LINE_CHARS]}")
+                if len(hits) >= limit:
+                    return "\n".join(hits) + f"\n[stopped at {limit} matches; narrow the search]"
+    return "\n".join(hits) if hits else f"no matches for {regex!r}"
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def command_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the API key: neither by name nor under another name by value."""
+    secrets = {env.get(n) for n in SECRET_NAMES} | {os.environ.get(n) for n in SECRET_NAMES}
+    secrets.discard(None)
+    secrets.discard("")
+    return {k: v for k, v in env.items() if k not in SECRET_NAMES and v not in secrets}
+
+
+class _CappedOutput:
+    """Output lines in arrival order: the first and the last ``cap / 2`` bytes, and a count."""
+
+    def __init__(self, cap: int) -> None:
+        self._half = cap // 2
+        self._head: list[str] = []
+        self._head_bytes = 0
+        self._tail: deque[str] = deque()
+        self._tail_bytes = 0
+        self._dropped = 0
+
+    def add(self, line: str) -> None:
+        size = len(line.encode("utf-8", "replace")) + 1
+        if not self._tail and self._head_bytes + size <= self._half:
+            self._head.append(line)
+            self._head_bytes += size
+            return
+        self._tail.append(line)
+        self._tail_bytes += size
+        while self._tail_bytes > self._half and self._tail:
+            gone = self._tail.popleft()
+            self._tail_bytes -= len(gone.encode("utf-8", "replace")) + 1
+            self._dropped += len(gone.encode("utf-8", "replace")) + 1
+
+    def text(self) -> str:
+        lines = list(self._head)
+        if self._dropped:
+            lines.append(f"[... {self._dropped} bytes of output truncated ...]")
+        lines += self._tail
+        return "\n".join(lines)
+
+
+async def run_command(
+    ws: Workspace,
+    command: str,
+    *,
+    env: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - the command's limit, reported to the model as a result
+    on_output: Callable[[Stream, str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    grace: float = COMMAND_GRACE,
+    max_output: int = OUTPUT_MAX_BYTES,
+) -> ToolOutcome:
+    """Run ``command`` with bash in the workspace, in its own process group, for ``timeout`` s.
+
+    ``env`` comes from the caller (`orchestrator.agents.base.child_env`); the API key is
+    removed again here. ``on_output`` sees every line as it comes (for the progress file),
+    ``on_start`` the pid, which is also the group id. On timeout the group gets SIGTERM,
+    ``grace`` seconds, then SIGKILL; the result says so and keeps the output so far.
+    """
+    if not isinstance(command, str) or not command.strip():
+        raise ToolError("the command is empty")
+    if "\x00" in command:
+        raise ToolError("the command contains a NUL byte")
+    output = _CappedOutput(max_output)
+
+    def on_line(stream: Stream, line: str) -> None:
+        output.add(line)
+        if on_output is not None:
+            on_output(stream, line)
+
+    child_env = command_env(env)
+    bash = shutil.which("bash", path=child_env.get("PATH", os.defpath))
+    argv, shell = ([bash, "-c", command], False) if bash else ([command], True)
+    try:
+        async with asyncio.timeout(timeout):
+            code = await run_streaming(
+                argv,
+                cwd=ws.root,
+                env=child_env,
+                on_line=on_line,
+                on_start=on_start or _ignore,
+                grace=grace,
+                shell=shell,
+            )
+    except TimeoutError:
+        text = output.text()
+        return ToolOutcome(
+            f"timed out after {timeout:g}s; the command and its children were stopped"
+            + (f"\noutput so far:\n{text}" if text else "\n(no output)"),
+            is_error=True,
+        )
+    except OSError as e:
+        raise ToolError(f"could not start the command: {e.strerror or e}") from None
+    text = output.text()
+    status = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+    return ToolOutcome(f"{text}\n[{status}]" if text else f"[{status}, no output]", code != 0)
+
+
+def _ignore(pid: int) -> None:
+    pass
+
+
+# --- what the model sees --------------------------------------------------------------------
+
+
+def _spec(
+    name: str, description: str, props: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    schema = {"type": "object", "properties": props, "required": required}
+    return {"name": name, "description": description, "input_schema": schema}
+
+
+_PATH = {"type": "string", "description": "Path relative to the workspace root."}
+
+TOOL_SPECS: list[dict[str, Any]] = [
+    _spec(
+        "read_file",
+        "Read a text file in the workspace. Returns up to `limit` lines from line `offset` "
+        "(counted from 1); a note at the end says how to read more.",
+        {
+            "path": _PATH,
+            "offset": {"type": "integer", "minimum": 1, "description": "First line, from 1."},
+            "limit": {"type": "integer", "minimum": 1, "description": "Lines to return."},
+        },
+        ["path"],
+    ),
+    _spec(
+        "write_file",
+        "Create or overwrite a file in the workspace with `content`; missing parent "
+        "directories are created. Paths outside the workspace, symlinks leading outside, "
+        "the responses directory and .git/hooks, .git/config are refused.",
+        {"path": _PATH, "content": {"type": "string", "description": "The whole new content."}},
+        ["path", "content"],
+    ),
+    _spec(
+        "edit_file",
+        "Replace exactly one occurrence of `old` with `new` in a file. `old` must match the "
+        "file exactly (whitespace included) and appear once; add surrounding lines if not.",
+        {
+            "path": _PATH,
+            "old": {"type": "string", "description": "Exact text to replace."},
+            "new": {"type": "string", "description": "Replacement text."},
+        },
+        ["path", "old", "new"],
+    ),
+    _spec(
+        "list_files",
+        "List files in the workspace whose path matches a glob (`*`, `?`, `[...]`, `**` for "
+        "any depth), e.g. `**/*.py` or `src/*`. Default: every file. .git is not listed.",
+        {"pattern": {"type": "string", "description": "Glob relative to the workspace root."}},
+        [],
+    ),
+    _spec(
+        "search",
+        "Search text files in the workspace for a Python regular expression; returns "
+        "`path:line: text` lines. Binary and very large files are skipped.",
+        {
+            "regex": {"type": "string", "description": "Python regular expression."},
+            "glob": {"type": "string", "description": "Only files matching this glob."},
+        },
+        ["regex"],
+    ),
+    _spec(
+        "run_command",
+        "Run a bash command in the workspace root (tests, builds, git). Output (stdout and "
+        "stderr) is capped around 30 KB, keeping the beginning and the end. The command is "
+        "stopped, with its children, when the timeout passes.",
+        {
+            "command": {"type": "string", "description": "The bash command line."},
+            "timeout": {"type": "number", "minimum": 1, "description": "Seconds (capped)."},
+        },
+        ["command"],
+    ),
+    _spec(
+        "report_blocker",
+        "Stop working because something outside your control prevents the task (missing "
+        "information, a broken dependency, a contradiction). Say exactly what is needed.",
+        {"reason": {"type": "string", "description": "What blocks you and what would unblock."}},
+        ["reason"],
+    ),
+    _spec(
+        "finish",
+        "Declare the task done. Call it once, after checking your work.",
+        {"summary": {"type": "string", "description": "What you changed, in a few lines."}},
+        ["summary"],
+    ),
+]
+_SPECS_BY_NAME = {spec["name"]: spec for spec in TOOL_SPECS}
+_TYPES: dict[str, Callable[[object], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+}
+
+
+def check_args(name: str, args: object) -> dict[str, Any]:
+    """``args`` checked against the tool's input schema, or `ToolError` saying what is wrong."""
+    spec = _SPECS_BY_NAME.get(name)
+    if spec is None:
+        known = ", ".join(_SPECS_BY_NAME)
+        raise ToolError(f"unknown tool {name!r}; the tools are: {known}")
+    if not isinstance(args, dict):
+        raise ToolError(f"{name}: the input must be a JSON object")
+    schema = spec["input_schema"]
+    props: dict[str, Any] = schema["properties"]
+    missing = [k for k in schema["required"] if k not in args]
+    if missing:
+        raise ToolError(f"{name}: missing required argument(s): {', '.join(missing)}")
+    for key, value in args.items():
+        prop = props.get(key)
+        if prop is None:
+            raise ToolError(f"{name}: unexpected argument {key!r}; expected: {', '.join(props)}")
+        if not _TYPES[prop["type"]](value):
+            raise ToolError(f"{name}: argument {key!r} must be a {prop['type']}")
+        if "minimum" in prop and value < prop["minimum"]:
+            raise ToolError(f"{name}: argument {key!r} must be at least {prop['minimum']}")
+    return dict(args)
+
+
+async def dispatch(
+    ws: Workspace,
+    name: str,
+    args: object,
+    *,
+    env: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - bounds run_command only; a timeout is a result there
+    on_output: Callable[[Stream, str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ToolOutcome:
+    """Run the tool the model asked for; its mistakes come back as ``is_error`` results.
+
+    ``timeout`` bounds ``run_command`` (the model may ask for less, never more). Bugs in
+    this module still raise; cancellation passes through.
+    """
+    try:
+        a = check_args(name, args)
+        match name:
+            case "read_file":
+                text = await asyncio.to_thread(
+                    read_file,
+                    ws,
+                    a["path"],
+                    offset=a.get("offset", 1),
+                    limit=a.get("limit", READ_DEFAULT_LINES),
+                )
+            case "write_file":
+                text = await asyncio.to_thread(write_file, ws, a["path"], a["content"])
+            case "edit_file":
+                text = await asyncio.to_thread(edit_file, ws, a["path"], a["old"], a["new"])
+            case "list_files":
+                text = await asyncio.to_thread(list_files, ws, a.get("pattern", "**/*"))
+            case "search":
+                text = await asyncio.to_thread(search, ws, a["regex"], a.get("glob", "**/*"))
+            case "run_command":
+                limit = min(float(a.get("timeout", timeout)), timeout)
+                return await run_command(
+                    ws,
+                    a["command"],
+                    env=env,
+                    timeout=limit,
+                    on_output=on_output,
+                    on_start=on_start,
+                )
+            case "report_blocker":
+                return _ending(a["reason"], "blocked", "reason")
+            case "finish":
+                return _ending(a["summary"], "finished", "summary")
+            case _:  # pragma: no cover - check_args knows every name
+                raise ToolError(f"unknown tool {name!r}")
+    except ToolError as e:
+        return ToolOutcome(str(e), is_error=True)
+    return ToolOutcome(text)
+
+
+def _ending(text: str, end: Literal["blocked", "finished"], what: str) -> ToolOutcome:
+    if not text.strip():
+        raise ToolError(f"the {what} must not be empty")
+    return ToolOutcome(text.strip(), end=end)

@@ -1,0 +1,667 @@
+"""Marked nodes (values that remember their line and column): reading YAML and TOML into them,
+and typed reads out of them that record every problem instead of stopping at the first.
+
+PyYAML's composer and constructor are recursive (the C composer crashes the whole process on a
+deeply nested document), expand every alias into fresh objects (a "billion laughs" file eats all
+memory) and silently keep the last of two equal mapping keys. So YAML is read from the parser's
+event stream instead, without recursion: nesting deeper than `MAX_DEPTH` and aliases that would
+stand for more than `MAX_ALIAS_NODES` nodes are refused the moment they appear, duplicate keys are
+reported, and an alias becomes a second reference to the same node (nothing is copied).
+
+tomllib gives no positions, so TOML values are placed by searching the text (best effort: the
+table header, then the ``key =`` line). `planfile` validates both through the same nodes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import yaml
+
+from orchestrator.errors import Location, PlanError
+
+MAX_DEPTH = 64
+"""Collections nested deeper than this are refused (a real plan needs about 8)."""
+MAX_ALIAS_NODES = 500_000
+"""How many nodes all aliases together may stand for; a billion-laughs file passes it at once."""
+
+MAX_DURATION = 30 * 24 * 3600.0
+"""Longer waits are typos, and would overflow the event loop's timers."""
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d)\s*)+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_HINT = "write seconds (90) or a duration like 500ms, 90s, 20m, 1h30m"
+
+ScalarValue: TypeAlias = str | int | float | bool | None
+
+_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE = "tag:yaml.org,2002:merge"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_TEXT_TAGS = frozenset({_STR, _TIMESTAMP, _MERGE})
+"""Kept as text: a date in a plan is a name or a prompt, not a datetime."""
+
+
+@dataclass(eq=False, slots=True)
+class Scalar:
+    """A single value; ``text`` is how it was written (``0755`` stays ``0755``)."""
+
+    value: ScalarValue
+    text: str
+    line: int
+    col: int
+    size: int = 1
+    broken: bool = False
+    """Already reported as unreadable; typed reads treat it as absent."""
+
+
+@dataclass(eq=False, slots=True)
+class Seq:
+    items: list[Node]
+    line: int
+    col: int
+    size: int = 1
+    broken: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Map:
+    """A mapping with text keys; ``keys`` says where each key is written."""
+
+    items: dict[str, Node]
+    line: int
+    col: int
+    keys: dict[str, tuple[int, int]] = field(default_factory=dict)
+    size: int = 1
+    broken: bool = False
+
+
+Node: TypeAlias = Scalar | Seq | Map
+
+
+class _Stop(Exception):
+    """The document cannot be read any further; carries the error that says why."""
+
+    def __init__(self, error: PlanError) -> None:
+        super().__init__(error.render())
+        self.error = error
+
+
+@dataclass(eq=False, slots=True)
+class _Open:
+    """A collection whose end event has not come yet."""
+
+    node: Seq | Map
+    anchor: str | None
+    key: str | None = None
+    key_at: tuple[int, int] = (0, 0)
+    has_key: bool = False
+    merges: list[tuple[Node, tuple[int, int]]] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, text: str, path: str) -> None:
+        self.text = text
+        self.path = path
+        self.errors: list[PlanError] = []
+        self.stack: list[_Open] = []
+        self.anchors: dict[str, Node] = {}
+        self.open_anchors: set[str] = set()
+        self.expanded = 0
+        self.root: Node | None = None
+        self.loader = _Loader(text)
+        self.resolve: Callable[[type[yaml.Node], str, tuple[bool, bool]], str]
+        self.resolve = self.loader.resolve
+
+    def error(self, at: tuple[int, int], rule: str, message: str, hint: str = "") -> PlanError:
+        return PlanError(Location(self.path, at[0], at[1]), rule, message, hint)
+
+    def read(self) -> Node | None:
+        documents = 0
+        get_event = self.loader.get_event
+        try:
+            while True:
+                event = get_event()
+                if event is None:
+                    return self.root
+                kind = type(event)
+                mark = event.start_mark
+                at = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+                if kind is yaml.ScalarEvent:
+                    assert isinstance(event, yaml.ScalarEvent)
+                    self.scalar(event, at)
+                elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                    assert isinstance(event, yaml.CollectionStartEvent)
+                    self.start(event, at, kind is yaml.MappingStartEvent)
+                elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                    self.end()
+                elif kind is yaml.AliasEvent:
+                    assert isinstance(event, yaml.AliasEvent)
+                    self.alias(event, at)
+                elif kind is yaml.DocumentStartEvent:
+                    documents += 1
+                    if documents > 1:
+                        raise _Stop(
+                            self.error(
+                                at,
+                                "syntax",
+                                "a plan file holds one YAML document, this is a second one",
+                                "remove the '---' line or split the plan into two files",
+                            )
+                        )
+                elif kind is yaml.StreamEndEvent:
+                    return self.root
+        finally:
+            self.loader.dispose()
+
+    # --- events -------------------------------------------------------------------------------
+
+    def scalar(self, event: yaml.ScalarEvent, at: tuple[int, int]) -> None:
+        text = event.value
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.ScalarNode, text, event.implicit)
+        node = Scalar(text, text, at[0], at[1])
+        if tag not in _TEXT_TAGS:
+            self.construct(node, tag)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
+        self.attach(node, at)
+
+    def construct(self, node: Scalar, tag: str) -> None:
+        """Turn the text of ``node`` into a number, true/false or null, as its tag says."""
+        at = (node.line, node.col)
+        if tag not in (_INT, _FLOAT, _BOOL, _NULL):
+            node.broken = True
+            message = f"YAML tag {_short(tag)} is not allowed in a plan"
+            self.errors.append(self.error(at, "unsupported-tag", message))
+            return
+        try:
+            construct = self.loader.yaml_constructors[tag]
+            node.value = construct(self.loader, yaml.ScalarNode(tag, node.text))
+        except ValueError:  # e.g. an integer with more digits than Python converts
+            node.broken = True
+            message = f"{show(node.text)} is not a usable number"
+            self.errors.append(self.error(at, "bad-value", message))
+
+    def start(self, event: yaml.CollectionStartEvent, at: tuple[int, int], mapping: bool) -> None:
+        if len(self.stack) >= MAX_DEPTH:
+            raise _Stop(
+                self.error(
+                    at,
+                    "too-deep",
+                    f"collections are nested more than {MAX_DEPTH} levels deep",
+                    "a plan needs only a few levels; is this file generated by mistake?",
+                )
+            )
+        node: Seq | Map = Map({}, at[0], at[1]) if mapping else Seq([], at[0], at[1])
+        if event.tag not in (None, "!", _MAP if mapping else _SEQ):
+            node.broken = True
+            message = f"YAML tag {_short(event.tag or '')} is not allowed in a plan"
+            self.errors.append(self.error(at, "unsupported-tag", message))
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Open(node, event.anchor))
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        node = frame.node
+        if isinstance(node, Map):
+            self.merge(node, frame.merges)
+            node.size = 1 + sum(child.size for child in node.items.values())
+        else:
+            node.size = 1 + sum(child.size for child in node.items)
+        if frame.anchor is not None:
+            self.open_anchors.discard(frame.anchor)
+            self.anchors[frame.anchor] = node
+        self.attach(node, (node.line, node.col))
+
+    def alias(self, event: yaml.AliasEvent, at: tuple[int, int]) -> None:
+        name = event.anchor or ""
+        if name in self.open_anchors:
+            raise _Stop(
+                self.error(at, "recursive-alias", f"alias *{name} refers to a node that holds it")
+            )
+        target = self.anchors.get(name)
+        if target is None:
+            raise _Stop(self.error(at, "syntax", f"alias *{name} names no anchor defined before"))
+        self.expanded += target.size
+        if self.expanded > MAX_ALIAS_NODES:
+            raise _Stop(
+                self.error(
+                    at,
+                    "alias-bomb",
+                    f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes",
+                    "this looks like a 'billion laughs' document; write the plan out plainly",
+                )
+            )
+        self.attach(target, at)
+
+    # --- building -----------------------------------------------------------------------------
+
+    def attach(self, node: Node, at: tuple[int, int]) -> None:
+        if not self.stack:
+            self.root = node
+            return
+        frame = self.stack[-1]
+        parent = frame.node
+        if isinstance(parent, Seq):
+            parent.items.append(node)
+        elif not frame.has_key:
+            frame.has_key, frame.key_at = True, at
+            frame.key = self.key_text(node, at, parent)
+        else:
+            key, frame.has_key, frame.key = frame.key, False, None
+            if key == "<<":
+                frame.merges.append((node, frame.key_at))
+            elif key is not None:
+                parent.items[key] = node
+                parent.keys[key] = frame.key_at
+
+    def key_text(self, node: Node, at: tuple[int, int], parent: Map) -> str | None:
+        """The key's text, or None (after an error) when it cannot be used."""
+        if not isinstance(node, Scalar):
+            self.errors.append(self.error(at, "wrong-type", "a mapping key must be plain text"))
+            return None
+        key = node.text
+        if key in parent.keys or (key == "<<" and self.stack[-1].merges):
+            first = parent.keys.get(key, (0, 0))[0]
+            hint = f"the first {key!r} is on line {first}" if first else ""
+            self.errors.append(
+                self.error(at, "duplicate-key", f"key {key!r} appears twice in one mapping", hint)
+            )
+            return None
+        return key
+
+    def merge(self, node: Map, merges: list[tuple[Node, tuple[int, int]]]) -> None:
+        """Apply ``<<: *base`` merge keys: keys written in the mapping itself win."""
+        for source, at in merges:
+            sources = source.items if isinstance(source, Seq) else [source]
+            for item in sources:
+                if not isinstance(item, Map):
+                    self.errors.append(
+                        self.error(at, "wrong-type", "'<<' merges mappings only (<<: *anchor)")
+                    )
+                    continue
+                for key, value in item.items.items():
+                    if key not in node.items:
+                        node.items[key] = value
+                        node.keys[key] = item.keys[key]
+
+
+def read_yaml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
+    """Parse ``text`` into marked nodes; None for an empty document. Never raises for bad input."""
+    reader = _Reader(text, path)
+    try:
+        root = reader.read()
+    except _Stop as stop:
+        return None, [*reader.errors, stop.error]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        what = exc.problem or exc.context or "not valid YAML"
+        if exc.context and exc.problem:
+            what = f"{exc.problem} ({exc.context})"
+        return None, [*reader.errors, reader.error(at, "syntax", f"YAML: {what}")]
+    except yaml.reader.ReaderError as exc:
+        at = _line_col(text, exc.position)
+        what = f"character U+{exc.character:04X} is not allowed in YAML ({exc.reason})"
+        if not isinstance(exc.character, int):
+            what = f"YAML: {exc.reason}"
+        return None, [*reader.errors, reader.error(at, "syntax", what)]
+    except yaml.YAMLError as exc:
+        return None, [*reader.errors, reader.error((0, 0), "syntax", f"YAML: {exc}")]
+    return root, reader.errors
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml") else tag
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+# --- TOML -------------------------------------------------------------------------------------
+
+_HEADER = re.compile(r"""\s*\[(\[?)\s*([A-Za-z0-9_\-."' ]+?)\s*\]\]?\s*(?:#.*)?""")
+_LINE_KEY = re.compile(r"""\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*[=.]""")
+_TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+
+def read_toml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
+    """Parse TOML into marked nodes. tomllib gives no positions, so lines are found in the text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = _TOML_AT.search(message)
+        at = (int(found[1]), int(found[2])) if found and found[1] else (text.count("\n") + 1, 1)
+        what = message[: found.start()] if found else message
+        rule = (
+            "duplicate-key" if what.startswith(("Cannot overwrite", "Cannot declare")) else "syntax"
+        )
+        return None, [PlanError(Location(path, *at), rule, f"TOML: {what}")]
+    except RecursionError:
+        return None, [PlanError(Location(path), "too-deep", "arrays or tables are nested too deep")]
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        return None, [PlanError(Location(path), "bad-value", f"TOML: {exc}")]
+    placer = _TomlPlacer(text, path)
+    try:
+        return placer.node(data, (1, 1), 0, "", (1, placer.next_header(0) - 1)), []
+    except _Stop as stop:
+        return None, [stop.error]
+
+
+class _TomlPlacer:
+    """Best-effort positions for TOML values: table headers, then ``key =`` lines after them."""
+
+    def __init__(self, text: str, path: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.tables: dict[str, list[int]] = {}
+        self.arrays: dict[str, list[int]] = {}
+        self.header_lines: list[int] = []
+        for number, line in enumerate(self.lines, 1):
+            found = _HEADER.fullmatch(line)
+            if found:
+                name = ".".join(part.strip().strip("\"'") for part in found[2].split("."))
+                (self.arrays if found[1] else self.tables).setdefault(name, []).append(number)
+                self.header_lines.append(number)
+
+    def next_header(self, line: int) -> int:
+        """The first header line after ``line`` (one past the end if none)."""
+        i = bisect.bisect_right(self.header_lines, line)
+        return self.header_lines[i] if i < len(self.header_lines) else len(self.lines) + 1
+
+    def node(
+        self,
+        value: object,
+        at: tuple[int, int],
+        depth: int,
+        name: str,
+        region: tuple[int, int] | None,
+    ) -> Node:
+        if depth > MAX_DEPTH:
+            message = f"arrays or tables are nested more than {MAX_DEPTH} levels deep"
+            raise _Stop(PlanError(Location(self.path, *at), "too-deep", message))
+        if isinstance(value, dict):
+            return self.table(value, at, depth, name, region)
+        if isinstance(value, list):
+            return self.array(value, at, depth, name)
+        if isinstance(value, bool):
+            return Scalar(value, "true" if value else "false", *at)
+        if isinstance(value, int | float | str):
+            return Scalar(value, str(value), *at)
+        return Scalar(str(value), str(value), *at)  # dates and times: kept as text
+
+    def table(
+        self,
+        value: dict[str, object],
+        at: tuple[int, int],
+        depth: int,
+        name: str,
+        region: tuple[int, int] | None,
+    ) -> Map:
+        out = Map({}, *at)
+        written = self.keys_in(*region) if region else {}
+        for key, child in value.items():
+            key_at = written.get(key) or self.inline_key(key, at[0]) or at
+            child_name = f"{name}.{key}" if name else key
+            child_at, child_region = key_at, None
+            headers = self.tables.get(child_name, [])
+            i = bisect.bisect_left(headers, at[0])
+            if isinstance(child, dict) and key not in written and i < len(headers):
+                line = headers[i]
+                key_at = child_at = (line, 1)
+                child_region = (line + 1, self.next_header(line) - 1)
+            out.items[key] = self.node(child, child_at, depth + 1, child_name, child_region)
+            out.keys[key] = key_at
+        return out
+
+    def array(self, value: list[object], at: tuple[int, int], depth: int, name: str) -> Seq:
+        out = Seq([], *at)
+        headers = self.arrays.get(name, [])
+        first = bisect.bisect_left(headers, at[0])
+        cursor = at
+        for i, item in enumerate(value):
+            item_at, region = cursor, None
+            if isinstance(item, dict) and first + i < len(headers):
+                line = headers[first + i]
+                item_at, region = (line, 1), (line + 1, self.next_header(line) - 1)
+            elif isinstance(item, dict):
+                item_at = cursor = self.find_item(item, cursor)
+            out.items.append(self.node(item, item_at, depth + 1, name, region))
+        return out
+
+    def keys_in(self, first: int, last: int) -> dict[str, tuple[int, int]]:
+        """Where each ``key =`` that starts a line between ``first`` and ``last`` is written."""
+        found: dict[str, tuple[int, int]] = {}
+        for number in range(first, min(last, len(self.lines)) + 1):
+            match = _LINE_KEY.match(self.lines[number - 1])
+            if match:
+                found.setdefault(match[1].strip("\"'"), (number, match.start(1) + 1))
+        return found
+
+    def inline_key(self, key: str, line: int) -> tuple[int, int] | None:
+        """``key =`` inside an inline table on ``line``."""
+        if not 0 < line <= len(self.lines):
+            return None
+        text = self.lines[line - 1]
+        for form in (key, f'"{key}"', f"'{key}'"):
+            match = re.search(rf"(?:^|[{{,])\s*({re.escape(form)})\s*=", text)
+            if match:
+                return line, match.start(1) + 1
+        return None
+
+    def find_item(self, item: dict[Any, object], after: tuple[int, int]) -> tuple[int, int]:
+        """Where an inline table in an array starts: found by its id (or name), else by ``{``."""
+        label = item.get("id", item.get("name"))
+        needles = (f'"{label}"', f"'{label}'") if isinstance(label, str) else ("{",)
+        line, start = after
+        for number in range(line, min(line + 5000, len(self.lines) + 1)):
+            text = self.lines[number - 1]
+            for needle in needles:
+                col = text.find(needle, start if number == line else 0)
+                if col >= 0:
+                    return number, col + 1
+        return after
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in ``90``, ``500ms``, ``90s``, ``20m``, ``1h30m`` or ``2d``; None if not one."""
+    s = text.strip()
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", s):
+        return float(s)
+    if not _DURATION.fullmatch(s):
+        return None
+    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(s))
+
+
+# --- errors and typed reads -----------------------------------------------------------------
+
+
+class Errors:
+    """Every problem found so far in one file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: list[PlanError] = []
+
+    def add(self, at: Node | tuple[int, int], rule: str, message: str, hint: str = "") -> None:
+        line, col = at if isinstance(at, tuple) else (at.line, at.col)
+        self.items.append(PlanError(Location(self.path, line, col), rule, message, hint))
+
+
+def show(text: str) -> str:
+    """A value for a message: quoted, escaped and cut short."""
+    return repr(text[:40] + "...") if len(text) > 40 else repr(text)
+
+
+def kind(node: Node) -> str:
+    if isinstance(node, Map):
+        return "a mapping"
+    if isinstance(node, Seq):
+        return "a list"
+    if node.value is None:
+        return "nothing (null)"
+    if isinstance(node.value, bool):
+        return "true/false"
+    return "text" if isinstance(node.value, str) else "a number"
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {found[0]!r}?" if found else ""
+
+
+class Fields:
+    """Typed reads of one mapping's fields; every problem is recorded, absent fields are None."""
+
+    def __init__(
+        self,
+        errs: Errors,
+        node: Map,
+        allowed: tuple[str, ...],
+        owner: str,
+        synonyms: Mapping[str, str] | None = None,
+    ) -> None:
+        self.errs, self.node, self.owner = errs, node, owner
+        for key in node.items:
+            if key not in allowed:
+                meant = (synonyms or {}).get(key)
+                hint = f"did you mean {meant!r}?" if meant in allowed else closest(key, allowed)
+                hint = hint or "allowed here: " + ", ".join(allowed)
+                errs.add(node.keys[key], "unknown-field", f"{owner}: unknown field {key!r}", hint)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.node.items
+
+    def get(self, key: str) -> Node | None:
+        """The field's node; None when absent, null (``key:`` alone) or already reported."""
+        node = self.node.items.get(key)
+        if node is None or node.broken or (isinstance(node, Scalar) and node.value is None):
+            return None
+        return node
+
+    def wrong(self, key: str, node: Node, wanted: str, hint: str = "") -> None:
+        self.errs.add(
+            node, "wrong-type", f"{self.owner}: {key} must be {wanted}, not {kind(node)}", hint
+        )
+
+    def text(self, key: str) -> str | None:
+        node = self.get(key)
+        return None if node is None else text_of(self.errs, node, f"{self.owner}: {key}")
+
+    def flag(self, key: str) -> bool | None:
+        node = self.get(key)
+        if node is None:
+            return None
+        if isinstance(node, Scalar) and isinstance(node.value, bool):
+            return node.value
+        self.wrong(key, node, "true or false")
+        return None
+
+    def number(
+        self, key: str, *, least: float, above: bool, rule: str, whole: bool
+    ) -> float | None:
+        node = self.get(key)
+        if node is None:
+            return None
+        value = node.value if isinstance(node, Scalar) else None
+        ok = (int,) if whole else (int, float)
+        if not isinstance(value, ok) or isinstance(value, bool):
+            self.wrong(key, node, "a whole number" if whole else "a number")
+            return None
+        if not math.isfinite(value) or value < least or (above and value == least):
+            bound = f"{'more than' if above else 'at least'} {least:g}"
+            self.errs.add(node, rule, f"{self.owner}: {key} must be {bound}, not {value}")
+            return None
+        return float(value)
+
+    def count(self, key: str, *, least: int, rule: str = "bad-value") -> int | None:
+        value = self.number(key, least=least, above=False, rule=rule, whole=True)
+        return None if value is None else int(value)
+
+    def duration(
+        self, key: str, *, zero_ok: bool = False, rule: str = "bad-duration"
+    ) -> float | None:
+        node = self.get(key)
+        what = f"{self.owner}: {key}"
+        return (
+            None if node is None else duration_of(self.errs, node, what, zero_ok=zero_ok, rule=rule)
+        )
+
+    def names(self, key: str, what: str) -> list[tuple[str, Node]] | None:
+        """A list of names, each with where it is written."""
+        node = self.get(key)
+        if node is None:
+            return None
+        if not isinstance(node, Seq):
+            self.wrong(key, node, f"a list of {what}", f"write {key}: [a, b]")
+            return None
+        out = []
+        for item in node.items:
+            text = text_of(self.errs, item, f"{self.owner}: {key} entry")
+            if text is not None:
+                out.append((text, item))
+        return out
+
+
+def text_of(errs: Errors, node: Node, what: str) -> str | None:
+    """Any single value, as it was written (``model: 4`` is "4"); lists and mappings are refused."""
+    if node.broken:
+        return None
+    if not isinstance(node, Scalar) or node.value is None:
+        errs.add(node, "wrong-type", f"{what} must be text, not {kind(node)}")
+        return None
+    if "\x00" in node.text:
+        errs.add(node, "bad-value", f"{what} contains a NUL character")
+        return None
+    return node.text
+
+
+def mapping_of(errs: Errors, node: Node | None, what: str) -> Map | None:
+    if node is None or isinstance(node, Map):
+        return node
+    errs.add(node, "wrong-type", f"{what} must be a mapping, not {kind(node)}")
+    return None
+
+
+def duration_of(errs: Errors, node: Node, what: str, *, zero_ok: bool, rule: str) -> float | None:
+    """Seconds from a number or a duration text, within (0 or more than 0) .. `MAX_DURATION`."""
+    if node.broken:
+        return None
+    value = node.value if isinstance(node, Scalar) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        wanted = "a duration (seconds, or text like 90s, 20m, 1h30m)"
+        errs.add(node, "wrong-type", f"{what} must be {wanted}, not {kind(node)}")
+        return None
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    if seconds is None or not math.isfinite(seconds):
+        errs.add(
+            node, "bad-duration", f"{what}: {show(str(value))} is not a duration", _DURATION_HINT
+        )
+    elif seconds < 0 or (seconds == 0 and not zero_ok):
+        errs.add(node, rule, f"{what} must be more than zero, not {value}", _DURATION_HINT)
+    elif seconds > MAX_DURATION:
+        errs.add(node, "bad-duration", f"{what} is longer than 30 days ({value})")
+    else:
+        return seconds
+    return None

@@ -1,0 +1,79 @@
+"""Fake programs for the process-layer tests, and helpers to run them and find their leftovers.
+
+Each ``*.py`` here is a small executable program with one hostile or plain behaviour. Tests run
+them as ``[sys.executable, path, ...]`` (the shebang is for running them by hand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+FAKES = Path(__file__).resolve().parent
+RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
+LEAK_AFTER = 5.0
+"""Seconds after which a process still carrying a test's marker counts as leaked."""
+
+
+def fake(name: str, *args: object) -> list[str]:
+    """The argv that runs fake program ``name`` with ``args``."""
+    return [sys.executable, str(FAKES / f"{name}.py"), *(str(a) for a in args)]
+
+
+def marked_pids(run_id: str) -> list[int]:
+    """Live processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>`` (our own scan).
+
+    Zombies have an empty environ and do not count: they are dead, only not yet reaped.
+    """
+    marker = f"{RUN_ID_VAR}={run_id}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                entries = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker in entries:
+            found.append(int(name))
+    return found
+
+
+async def wait_until_no_marked(run_id: str) -> list[int]:
+    """Poll until no process carries the marker; the survivors after `LEAK_AFTER` seconds.
+
+    SIGKILL takes effect asynchronously, so a process signalled a moment ago may still be
+    listed; a leak is one that is still there seconds later.
+    """
+    try:
+        async with asyncio.timeout(LEAK_AFTER):
+            while marked_pids(run_id):
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pass
+    return marked_pids(run_id)
+
+
+async def wait_until_gone(pid: int) -> bool:
+    """Poll until ``pid`` no longer runs (gone or a zombie); False if it still runs after
+    `LEAK_AFTER` seconds."""
+    try:
+        async with asyncio.timeout(LEAK_AFTER):
+            while is_running(pid):
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        return False
+    return True
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")

@@ -1,0 +1,367 @@
+"""The command agent: argv templates, events from output and exit codes, cancellation.
+
+Runs the fake programs of ``tests/fakes`` for real; each test's children carry a unique
+ORCHESTRATOR_RUN_ID and none may be left when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fakes import RUN_ID_VAR, fake, is_running, wait_until_no_marked
+
+from orchestrator.agents.base import AgentContext
+from orchestrator.agents.command import CommandAgent, command_argv, missing_program, outcome
+from orchestrator.events import (
+    AgentEvent,
+    Blocked,
+    Failed,
+    Finished,
+    Output,
+    Started,
+)
+from orchestrator.plan import Task
+
+HANG = 10.0
+"""Gross bound that only detects hangs."""
+
+
+@dataclass
+class Recorder:
+    """Records what an agent emits and which pids it registers; lets a test wait for an event."""
+
+    events: list[AgentEvent] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    _waiters: list[tuple[Callable[[AgentEvent], bool], asyncio.Event]] = field(default_factory=list)
+
+    def emit(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        for match, flag in self._waiters:
+            if match(event):
+                flag.set()
+
+    async def wait_for(self, match: Callable[[AgentEvent], bool]) -> None:
+        if any(match(e) for e in self.events):
+            return
+        flag = asyncio.Event()
+        self._waiters.append((match, flag))
+        async with asyncio.timeout(HANG):
+            await flag.wait()
+
+    def of(self, kind: type) -> list[AgentEvent]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def terminal(self) -> list[AgentEvent]:
+        return [e for e in self.events if isinstance(e, Finished | Failed | Blocked)]
+
+    def lines(self, stream: str = "stdout") -> list[str]:
+        return [e.line for e in self.events if isinstance(e, Output) and e.stream == stream]
+
+
+@dataclass
+class Harness:
+    run_id: str
+    workspace: Path
+    recorder: Recorder
+
+    def context(
+        self, task: Task, *, prompt: str = "do the thing", grace: float = 5.0
+    ) -> AgentContext:
+        env = dict(os.environ)
+        env[RUN_ID_VAR] = self.run_id
+        return AgentContext(
+            agent_id=task.id,
+            task=task,
+            attempt=1,
+            prompt=prompt,
+            script=(),
+            workspace=self.workspace,
+            responses=self.workspace / "agent-responses",
+            env=env,
+            emit=self.recorder.emit,
+            on_process=self.recorder.pids.append,
+            grace=grace,
+        )
+
+    async def run(self, task: Task, *, prompt: str = "do the thing") -> Recorder:
+        await CommandAgent().run(self.context(task, prompt=prompt))
+        return self.recorder
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    run_id = f"test-command-{uuid.uuid4().hex}"
+    yield Harness(run_id, tmp_path, Recorder())
+    left = await wait_until_no_marked(run_id)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert left == [], f"processes outlived the scenario: {left}"
+
+
+def command_task(*command: str, shell: bool = False) -> Task:
+    return Task(id="t1", agent="command", command=tuple(command), shell=shell)
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+
+async def test_success_starts_streams_and_finishes_with_the_last_stdout_line(
+    harness: Harness,
+) -> None:
+    rec = await harness.run(command_task(*fake("exit_with", 0)))
+    started = rec.events[0]
+    assert isinstance(started, Started)
+    assert started.pid is not None
+    assert rec.pids == [started.pid]
+    assert "exit_with.py" in started.detail
+    assert rec.lines() == ["first", "the summary line", "   "]
+    assert rec.lines("stderr") == ["oops"]
+    assert rec.terminal() == [Finished(summary="the summary line")]
+    assert rec.events[-1] == Finished(summary="the summary line")
+
+
+async def test_a_long_summary_is_shortened(harness: Harness) -> None:
+    rec = await harness.run(command_task(sys.executable, "-c", "print('s' * 1000)"))
+    [finished] = rec.terminal()
+    assert isinstance(finished, Finished)
+    assert len(finished.summary) <= 200
+    assert finished.summary.endswith("…")
+
+
+async def test_exit_3_is_an_error(harness: Harness) -> None:
+    rec = await harness.run(command_task(*fake("exit_with", 3)))
+    assert rec.terminal() == [Failed("exit code 3", kind="error")]
+
+
+async def test_exit_127_is_a_configuration_error(harness: Harness) -> None:
+    rec = await harness.run(command_task(*fake("exit_with", 127)))
+    [failed] = rec.terminal()
+    assert isinstance(failed, Failed)
+    assert failed.kind == "config"
+
+
+async def test_a_shell_command_that_is_not_found_is_a_configuration_error(
+    harness: Harness,
+) -> None:
+    rec = await harness.run(command_task("no-such-program-7f3a --flag", shell=True))
+    [failed] = rec.terminal()
+    assert isinstance(failed, Failed)
+    assert failed.kind == "config"
+    assert "127" in failed.error
+
+
+async def test_a_missing_program_fails_as_configuration_without_starting(
+    harness: Harness,
+) -> None:
+    rec = await harness.run(command_task("no-such-program-7f3a", "{prompt}"))
+    assert rec.of(Started) == []
+    assert rec.pids == []
+    [failed] = rec.events
+    assert isinstance(failed, Failed)
+    assert failed.kind == "config"
+    assert "no-such-program-7f3a" in failed.error
+
+
+async def test_a_program_that_is_not_executable_is_a_configuration_error(
+    harness: Harness,
+) -> None:
+    script = harness.workspace / "agent.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    rec = await harness.run(command_task(str(script)))
+    [failed] = rec.events
+    assert isinstance(failed, Failed)
+    assert failed.kind == "config"
+
+
+async def test_a_program_killed_by_a_signal_fails_saying_so(harness: Harness) -> None:
+    rec = await harness.run(command_task(*fake("kill_self")))
+    assert rec.terminal() == [Failed("killed by signal 9 (SIGKILL)")]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (0, Finished(summary="last")),
+        (1, Failed("exit code 1")),
+        (2, Failed("exit code 2")),
+        (126, Failed("exit code 126: the command is not executable", kind="config")),
+        (127, Failed("exit code 127: the command was not found", kind="config")),
+        (-15, Failed("killed by signal 15 (SIGTERM)")),
+        (-200, Failed("killed by signal 200")),
+    ],
+)
+def test_outcome(code: int, expected: AgentEvent) -> None:
+    assert outcome(code, "last") == expected
+
+
+# --- blockers -------------------------------------------------------------------------------
+
+
+async def test_a_blocked_line_blocks_the_attempt_once_and_output_goes_on(harness: Harness) -> None:
+    rec = await harness.run(command_task(*fake("blocked")))
+    assert rec.terminal() == [Blocked("need schema")]
+    assert rec.lines() == ["working", "  BLOCKED: need schema", "still here"]
+    assert rec.lines("stderr") == ["BLOCKED: a second blocker"]
+    assert rec.events.index(Blocked("need schema")) > rec.events.index(
+        Output("  BLOCKED: need schema")
+    )
+
+
+async def test_a_blocked_attempt_stays_blocked_whatever_the_exit_code(harness: Harness) -> None:
+    rec = await harness.run(command_task(*fake("blocked", 5)))
+    assert rec.terminal() == [Blocked("need schema")]
+
+
+async def test_a_blocker_on_stderr_counts(harness: Harness) -> None:
+    code = "import sys; print('\\tBLOCKED:   no credentials  ', file=sys.stderr)"
+    rec = await harness.run(command_task(sys.executable, "-c", code))
+    assert rec.terminal() == [Blocked("no credentials")]
+
+
+async def test_blocked_must_start_the_line(harness: Harness) -> None:
+    rec = await harness.run(command_task(sys.executable, "-c", "print('not BLOCKED: really')"))
+    assert rec.terminal() == [Finished(summary="not BLOCKED: really")]
+
+
+# --- the argv template ----------------------------------------------------------------------
+
+
+def test_placeholders_are_filled_in_per_argument() -> None:
+    task = command_task("agent", "--message={prompt}", "--id", "{agent_id}", "{workspace}/x")
+    argv = command_argv(task, prompt="hi there", agent_id="t1.2", workspace=Path("/ws"))
+    assert argv == ["agent", "--message=hi there", "--id", "t1.2", "/ws/x"]
+
+
+def test_other_braces_survive() -> None:
+    task = command_task("jq", "{.name}", "{}", "{{prompt}}", "{0}", "{prompt")
+    argv = command_argv(task, prompt="P", agent_id="a", workspace=Path("/ws"))
+    assert argv == ["jq", "{.name}", "{}", "{P}", "{0}", "{prompt"]
+
+
+def test_a_prompt_containing_placeholders_is_not_expanded_again() -> None:
+    task = command_task("agent", "{prompt}", "{agent_id}")
+    argv = command_argv(
+        task, prompt="use {workspace} and {agent_id}", agent_id="a", workspace=Path("/ws")
+    )
+    assert argv == ["agent", "use {workspace} and {agent_id}", "a"]
+
+
+def test_shell_placeholders_are_quoted() -> None:
+    task = command_task("printf '%s\\n' {prompt} > {workspace}/out", shell=True)
+    argv = command_argv(task, prompt="it's $(rm -rf /)", agent_id="a", workspace=Path("/my ws"))
+    assert argv == ["printf '%s\\n' 'it'\"'\"'s $(rm -rf /)' > '/my ws'/out"]
+
+
+async def test_the_filled_in_command_runs_in_the_workspace(harness: Harness) -> None:
+    task = command_task(*fake("show_args", "{prompt}", "{agent_id}", "{workspace}", "{other}"))
+    rec = await harness.run(task, prompt="multi\nline {agent_id} prompt")
+    assert rec.lines() == [
+        "arg=multi",
+        "line {agent_id} prompt",
+        "arg=t1",
+        f"arg={harness.workspace}",
+        "arg={other}",
+        f"cwd={harness.workspace}",
+    ]
+
+
+async def test_a_hostile_prompt_stays_one_argument_in_a_shell_task(harness: Harness) -> None:
+    rec = await harness.run(
+        command_task("printf '%s\\n' {prompt}", shell=True), prompt="a; echo pwned $HOME `id`"
+    )
+    assert rec.lines() == ["a; echo pwned $HOME `id`"]
+
+
+async def test_started_shows_the_template_not_the_prompt(harness: Harness) -> None:
+    rec = await harness.run(
+        command_task(sys.executable, "-c", "pass", "{prompt}"), prompt="x" * 500
+    )
+    [started] = rec.of(Started)
+    assert isinstance(started, Started)
+    assert "{prompt}" in started.detail
+    assert len(started.detail) <= 120
+
+
+async def test_the_environment_is_the_contexts(harness: Harness) -> None:
+    code = "import os; print(os.environ['ORCHESTRATOR_RUN_ID'])"
+    rec = await harness.run(command_task(sys.executable, "-c", code))
+    assert rec.lines() == [harness.run_id]
+
+
+# --- stopping from outside ------------------------------------------------------------------
+
+
+async def test_cancellation_stops_the_group_and_propagates(harness: Harness) -> None:
+    ctx = harness.context(command_task(*fake("spawn_tree")), grace=0.2)
+    task = asyncio.create_task(CommandAgent().run(ctx))
+    await harness.recorder.wait_for(lambda e: e == Output("ready"))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert harness.recorder.terminal() == []
+    assert not is_running(harness.recorder.pids[0])
+    assert await wait_until_no_marked(harness.run_id) == []
+
+
+async def test_a_scheduler_timeout_kills_a_child_that_ignores_sigterm(harness: Harness) -> None:
+    ctx = harness.context(command_task(*fake("ignore_term")), grace=0.2)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await CommandAgent().run(ctx)
+    assert Output("term ignored", "stderr") in harness.recorder.events
+    assert not is_running(harness.recorder.pids[0])
+
+
+# --- missing_program ------------------------------------------------------------------------
+
+
+def test_missing_program_finds_installed_programs() -> None:
+    assert missing_program(command_task("sh", "-c", "true")) is None
+    assert missing_program(command_task(sys.executable)) is None
+
+
+def test_missing_program_names_what_is_missing() -> None:
+    assert (
+        missing_program(command_task("no-such-program-7f3a", "{prompt}")) == "no-such-program-7f3a"
+    )
+
+
+def test_missing_program_uses_the_given_path(tmp_path: Path) -> None:
+    tool = tmp_path / "my-agent"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert missing_program(command_task("my-agent")) == "my-agent"
+    assert missing_program(command_task("my-agent"), path=str(tmp_path)) is None
+
+
+def test_missing_program_checks_paths_for_execute_permission(tmp_path: Path) -> None:
+    plain = tmp_path / "agent.sh"
+    plain.write_text("#!/bin/sh\n")
+    assert missing_program(command_task(str(plain))) == str(plain)
+    plain.chmod(0o755)
+    assert missing_program(command_task(str(plain))) is None
+
+
+def test_missing_program_takes_relative_paths_from_the_workspace(tmp_path: Path) -> None:
+    tool = tmp_path / "bin" / "agent"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert missing_program(command_task("./bin/agent"), workspace=tmp_path) is None
+    assert missing_program(command_task("{workspace}/bin/agent"), workspace=tmp_path) is None
+    assert missing_program(command_task("./bin/other"), workspace=tmp_path) == "./bin/other"
+
+
+def test_missing_program_leaves_shell_tasks_to_the_shell() -> None:
+    assert missing_program(command_task("no-such-program-7f3a", shell=True)) is None
