@@ -77,6 +77,12 @@ class Task:
     pass_env: tuple[str, ...] = ()
     batch: str | None = None
     line: int = 0
+    permission_mode: str | None = None
+    """For CLI presets that have one (claude-code's --permission-mode)."""
+    allowed_tools: tuple[str, ...] = ()
+    """For CLI presets that have one (claude-code's --allowedTools)."""
+    args: tuple[str, ...] = ()
+    """Extra arguments appended to a preset's command line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,8 @@ class Plan:
     """(batch name, task ids) in order, when the plan was written with ``batches``."""
     prices: tuple[tuple[str, Price], ...] = ()
     form: Literal["tasks", "batches"] = "tasks"
+    presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Per-preset argv templates that replace the built-in ones (preset name, argv)."""
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:

@@ -19,6 +19,7 @@ from typing import Literal
 
 from orchestrator import control, procs, report, snapshot
 from orchestrator.agents.base import Agent
+from orchestrator.agents.pool import AgentPool
 from orchestrator.errors import (
     AgentProgramNotFound,
     EnvironmentProblem,
@@ -91,27 +92,6 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
                 raise AgentProgramNotFound(problem[0], task.id, problem[1])
 
 
-def default_agents() -> Callable[[str], Agent]:
-    """kind -> agent; each kind is built once per run, claude only when a plan needs it."""
-    cache: dict[str, Agent] = {}
-
-    def factory(kind: str) -> Agent:
-        if kind not in cache:
-            if kind == "scripted":
-                from orchestrator.agents.scripted import ScriptedAgent
-
-                cache[kind] = ScriptedAgent()
-            elif kind == "command":
-                from orchestrator.agents.command import CommandAgent
-
-                cache[kind] = CommandAgent()
-            else:
-                raise KeyError(f"no agent of kind {kind!r} in this build")
-        return cache[kind]
-
-    return factory
-
-
 def _forget_previous(rundir: RunDir) -> None:
     """A fresh run removes the files the previous run wrote (and only those)."""
     old = load(rundir.journal)
@@ -155,6 +135,7 @@ async def _run_locked(
     plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
 ) -> int:
     procs.set_child_subreaper()
+    pool = AgentPool(plan)
     old = load(rundir.journal)
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
@@ -183,7 +164,7 @@ async def _run_locked(
     run = Run(
         plan,
         settings,
-        agents=agents or default_agents(),
+        agents=agents or pool,
         journal=journal,
         on_event=None if live or opts.json else _plain_printer(sys.stdout),
         done_tasks=resumed.done if resumed else (),
@@ -201,6 +182,7 @@ async def _run_locked(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await pool.aclose()
         await asyncio.to_thread(procs.sweep_run, run_id)
     final_state = "interrupted" if run.interrupted else "finished"
     code = run.exit_code()

@@ -186,6 +186,20 @@ class Run:
         self._dispatch()
         self._check_finished()
 
+    def _budget_gone(self) -> None:
+        """The budget is spent: raise the fence; agents still running end budget_exceeded."""
+        if self.governor.fence is not None:
+            return
+        budget = self.plan.limits.budget_usd or 0.0
+        reason = f"budget of ${budget:.2f} spent (${self.governor.spent_usd:.4f})"
+        self.governor.raise_fence(reason)
+        if self.journal is not None:
+            self.journal.record("run", fence=reason, spent_usd=self.governor.spent_usd)
+        loop = asyncio.get_running_loop()
+        for rec in list(self.agents.values()):
+            if rec.state == "running":
+                loop.call_soon(self._stop, rec.id, "budget_exceeded", reason)
+
     def interrupt(self, signum: int) -> None:
         """A signal arrived: first time stop gracefully, second time kill at once."""
         force = self._interrupted is not None
@@ -333,6 +347,7 @@ class Run:
             depth=rec.depth,
             parent=rec.parent,
             context_notes=spawn.notes,
+            governor=self.governor,
         )
         rec.handle = self._tg.create_task(self._attempt(rec, ctx), name=rec.id)
 
@@ -408,6 +423,8 @@ class Run:
         match rec.terminal:
             case Blocked(reason=reason):
                 return "blocked", reason
+            case Failed(error=error, kind="budget"):
+                return "budget_exceeded", error
             case Failed(error=error):
                 return "failed", error
             case Finished(summary=summary):
@@ -447,6 +464,9 @@ class Run:
                 rec.tokens_in += tin
                 rec.tokens_out += tout
                 rec.cost_usd += cost
+                self.governor.charge(cost)
+                if self.governor.budget_spent:
+                    self._budget_gone()
             case Started(pid=pid) if pid:
                 rec.pid = pid
             case Blocked() | Failed() | Finished() if rec.terminal is None:

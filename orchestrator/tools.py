@@ -321,10 +321,13 @@ def edit_file(ws: Workspace, path: str, old: str, new: str) -> str:
 
 
 def _occurrence_lines(text: str, old: str, most: int = 10) -> list[int]:
+    """The distinct line numbers (from 1) where ``old`` starts, the first ``most`` of them."""
     lines: list[int] = []
     start = text.find(old)
     while start >= 0 and len(lines) < most:
-        lines.append(text.count("\n", 0, start) + 1)
+        line = text.count("\n", 0, start) + 1
+        if not lines or lines[-1] != line:
+            lines.append(line)
         start = text.find(old, start + 1)
     return lines
 
@@ -375,7 +378,9 @@ def _walk(ws: Workspace) -> Iterator[tuple[str, bool]]:
     for top, dirs, files in os.walk(ws.root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
         base = Path(top).relative_to(ws.root)
-        for name in sorted(files):
+        # os.walk puts a symlink to a directory among the directories (and does not enter it).
+        links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        for name in sorted(files + links):
             seen += 1
             if seen > WALK_MAX_ENTRIES:
                 return
@@ -387,19 +392,13 @@ def list_files(ws: Workspace, pattern: str = "**/*", *, limit: int = LIST_MAX) -
     """Files (and symlinks) under the workspace whose relative path matches ``pattern``."""
     regex = _pattern(pattern)
     limit = max(1, min(limit, LIST_MAX))
-    found: list[str] = []
-    more = 0
-    for rel, _is_link in _walk(ws):
-        if regex.match(rel):
-            if len(found) < limit:
-                found.append(rel)
-            else:
-                more += 1
-    if not found:
+    matches = sorted(rel for rel, _is_link in _walk(ws) if regex.match(rel))
+    if not matches:
         hint = "" if "/" in pattern else f"; use '**/{pattern}' to look in subdirectories too"
         return f"no files match {pattern!r}{hint}"
+    found, more = matches[:limit], len(matches) - limit
     text = "\n".join(found)
-    if more:
+    if more > 0:
         text += f"\n[{more} more not shown; narrow the pattern]"
     return text
 

@@ -108,77 +108,86 @@ class _Open:
 
     node: Seq | Map
     anchor: str | None
+    size: int = 1
     key: str | None = None
     key_at: tuple[int, int] = (0, 0)
-    has_key: bool = False
+    wants_key: bool = False
+    """A mapping whose next node is a key (its text is kept as written, never resolved)."""
     merges: list[tuple[Node, tuple[int, int]]] = field(default_factory=list)
 
 
 class _Reader:
+    """Builds nodes from YAML parser events with an explicit stack (no recursion)."""
+
     def __init__(self, text: str, path: str) -> None:
-        self.text = text
         self.path = path
         self.errors: list[PlanError] = []
         self.stack: list[_Open] = []
         self.anchors: dict[str, Node] = {}
         self.open_anchors: set[str] = set()
         self.expanded = 0
+        self.documents = 0
         self.root: Node | None = None
         self.loader = _Loader(text)
         self.resolve: Callable[[type[yaml.Node], str, tuple[bool, bool]], str]
         self.resolve = self.loader.resolve
+        resolvers = self.loader.yaml_implicit_resolvers
+        self.resolvable = None if None in resolvers else frozenset(resolvers)
+        """First characters that may make a plain scalar something other than text."""
 
     def error(self, at: tuple[int, int], rule: str, message: str, hint: str = "") -> PlanError:
         return PlanError(Location(self.path, at[0], at[1]), rule, message, hint)
 
     def read(self) -> Node | None:
-        documents = 0
+        handlers: dict[type[yaml.Event], Callable[[Any], None]] = {
+            yaml.ScalarEvent: self.scalar,
+            yaml.MappingStartEvent: self.start,
+            yaml.SequenceStartEvent: self.start,
+            yaml.MappingEndEvent: self.end,
+            yaml.SequenceEndEvent: self.end,
+            yaml.AliasEvent: self.alias,
+            yaml.DocumentStartEvent: self.document,
+        }
         get_event = self.loader.get_event
         try:
             while True:
                 event = get_event()
-                if event is None:
+                if event is None or type(event) is yaml.StreamEndEvent:
                     return self.root
-                kind = type(event)
-                mark = event.start_mark
-                at = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-                if kind is yaml.ScalarEvent:
-                    assert isinstance(event, yaml.ScalarEvent)
-                    self.scalar(event, at)
-                elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                    assert isinstance(event, yaml.CollectionStartEvent)
-                    self.start(event, at, kind is yaml.MappingStartEvent)
-                elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                    self.end()
-                elif kind is yaml.AliasEvent:
-                    assert isinstance(event, yaml.AliasEvent)
-                    self.alias(event, at)
-                elif kind is yaml.DocumentStartEvent:
-                    documents += 1
-                    if documents > 1:
-                        raise _Stop(
-                            self.error(
-                                at,
-                                "syntax",
-                                "a plan file holds one YAML document, this is a second one",
-                                "remove the '---' line or split the plan into two files",
-                            )
-                        )
-                elif kind is yaml.StreamEndEvent:
-                    return self.root
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    handler(event)
         finally:
             self.loader.dispose()
 
     # --- events -------------------------------------------------------------------------------
 
-    def scalar(self, event: yaml.ScalarEvent, at: tuple[int, int]) -> None:
+    def document(self, event: yaml.DocumentStartEvent) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise _Stop(
+                self.error(
+                    _at(event),
+                    "syntax",
+                    "a plan file holds one YAML document, this is a second one",
+                    "remove the '---' line, or split the plan into two files",
+                )
+            )
+
+    def scalar(self, event: yaml.ScalarEvent) -> None:
         text = event.value
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self.resolve(yaml.ScalarNode, text, event.implicit)
+        at = _at(event)
         node = Scalar(text, text, at[0], at[1])
-        if tag not in _TEXT_TAGS:
-            self.construct(node, tag)
+        if not (self.stack and self.stack[-1].wants_key):
+            tag = event.tag
+            if tag is None or tag == "!":
+                plain = event.implicit[0]
+                if plain and (self.resolvable is None or not text or text[0] in self.resolvable):
+                    tag = self.resolve(yaml.ScalarNode, text, event.implicit)
+                else:
+                    tag = _STR
+            if tag not in _TEXT_TAGS:
+                self.construct(node, tag)
         if event.anchor is not None:
             self.anchors[event.anchor] = node
         self.attach(node, at)
@@ -196,19 +205,20 @@ class _Reader:
             node.value = construct(self.loader, yaml.ScalarNode(tag, node.text))
         except ValueError:  # e.g. an integer with more digits than Python converts
             node.broken = True
-            message = f"{show(node.text)} is not a usable number"
-            self.errors.append(self.error(at, "bad-value", message))
+            self.errors.append(self.error(at, "bad-value", f"{show(node.text)} is not a number"))
 
-    def start(self, event: yaml.CollectionStartEvent, at: tuple[int, int], mapping: bool) -> None:
+    def start(self, event: yaml.CollectionStartEvent) -> None:
+        at = _at(event)
         if len(self.stack) >= MAX_DEPTH:
             raise _Stop(
                 self.error(
                     at,
                     "too-deep",
                     f"collections are nested more than {MAX_DEPTH} levels deep",
-                    "a plan needs only a few levels; is this file generated by mistake?",
+                    "a plan needs only a few levels; was this file generated by mistake?",
                 )
             )
+        mapping = type(event) is yaml.MappingStartEvent
         node: Seq | Map = Map({}, at[0], at[1]) if mapping else Seq([], at[0], at[1])
         if event.tag not in (None, "!", _MAP if mapping else _SEQ):
             node.broken = True
@@ -216,27 +226,24 @@ class _Reader:
             self.errors.append(self.error(at, "unsupported-tag", message))
         if event.anchor is not None:
             self.open_anchors.add(event.anchor)
-        self.stack.append(_Open(node, event.anchor))
+        self.stack.append(_Open(node, event.anchor, wants_key=mapping))
 
-    def end(self) -> None:
+    def end(self, event: yaml.CollectionEndEvent) -> None:
         frame = self.stack.pop()
         node = frame.node
-        if isinstance(node, Map):
+        node.size = frame.size
+        if isinstance(node, Map) and frame.merges:
             self.merge(node, frame.merges)
-            node.size = 1 + sum(child.size for child in node.items.values())
-        else:
-            node.size = 1 + sum(child.size for child in node.items)
         if frame.anchor is not None:
             self.open_anchors.discard(frame.anchor)
             self.anchors[frame.anchor] = node
         self.attach(node, (node.line, node.col))
 
-    def alias(self, event: yaml.AliasEvent, at: tuple[int, int]) -> None:
-        name = event.anchor or ""
+    def alias(self, event: yaml.AliasEvent) -> None:
+        name, at = event.anchor or "", _at(event)
         if name in self.open_anchors:
-            raise _Stop(
-                self.error(at, "recursive-alias", f"alias *{name} refers to a node that holds it")
-            )
+            message = f"alias *{name} refers to a node that holds it"
+            raise _Stop(self.error(at, "recursive-alias", message))
         target = self.anchors.get(name)
         if target is None:
             raise _Stop(self.error(at, "syntax", f"alias *{name} names no anchor defined before"))
@@ -259,31 +266,32 @@ class _Reader:
             self.root = node
             return
         frame = self.stack[-1]
+        frame.size += node.size
         parent = frame.node
         if isinstance(parent, Seq):
             parent.items.append(node)
-        elif not frame.has_key:
-            frame.has_key, frame.key_at = True, at
-            frame.key = self.key_text(node, at, parent)
+        elif frame.wants_key:
+            frame.wants_key, frame.key_at = False, at
+            frame.key = self.key_text(node, at, frame)
         else:
-            key, frame.has_key, frame.key = frame.key, False, None
+            key, frame.wants_key, frame.key = frame.key, True, None
             if key == "<<":
                 frame.merges.append((node, frame.key_at))
             elif key is not None:
                 parent.items[key] = node
                 parent.keys[key] = frame.key_at
 
-    def key_text(self, node: Node, at: tuple[int, int], parent: Map) -> str | None:
+    def key_text(self, node: Node, at: tuple[int, int], frame: _Open) -> str | None:
         """The key's text, or None (after an error) when it cannot be used."""
         if not isinstance(node, Scalar):
             self.errors.append(self.error(at, "wrong-type", "a mapping key must be plain text"))
             return None
-        key = node.text
-        if key in parent.keys or (key == "<<" and self.stack[-1].merges):
-            first = parent.keys.get(key, (0, 0))[0]
-            hint = f"the first {key!r} is on line {first}" if first else ""
+        key, written = node.text, frame.node.keys if isinstance(frame.node, Map) else {}
+        if key in written or (key == "<<" and frame.merges):
+            first = written[key][0] if key in written else frame.merges[0][1][0]
+            message = f"key {key!r} appears twice in one mapping"
             self.errors.append(
-                self.error(at, "duplicate-key", f"key {key!r} appears twice in one mapping", hint)
+                self.error(at, "duplicate-key", message, f"the first {key!r} is on line {first}")
             )
             return None
         return key
@@ -291,12 +299,10 @@ class _Reader:
     def merge(self, node: Map, merges: list[tuple[Node, tuple[int, int]]]) -> None:
         """Apply ``<<: *base`` merge keys: keys written in the mapping itself win."""
         for source, at in merges:
-            sources = source.items if isinstance(source, Seq) else [source]
-            for item in sources:
+            for item in source.items if isinstance(source, Seq) else [source]:
                 if not isinstance(item, Map):
-                    self.errors.append(
-                        self.error(at, "wrong-type", "'<<' merges mappings only (<<: *anchor)")
-                    )
+                    message = "'<<' merges mappings only (<<: *anchor)"
+                    self.errors.append(self.error(at, "wrong-type", message))
                     continue
                 for key, value in item.items.items():
                     if key not in node.items:
@@ -327,6 +333,11 @@ def read_yaml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
     except yaml.YAMLError as exc:
         return None, [*reader.errors, reader.error((0, 0), "syntax", f"YAML: {exc}")]
     return root, reader.errors
+
+
+def _at(event: yaml.Event) -> tuple[int, int]:
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1) if mark else (0, 0)
 
 
 def _short(tag: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
-from orchestrator.runner import default_agents
+from orchestrator.agents.pool import AgentPool
 from orchestrator.scheduler import Run, RunSettings
 
 
@@ -68,6 +68,6 @@ def make_run(workspace: Path, responses: Path) -> Callable[..., Run]:
             responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", mode=mode,  # type: ignore[arg-type]
             progress_interval=0.01,
         )  # fmt: skip
-        return Run(plan, settings, agents=default_agents())
+        return Run(plan, settings, agents=AgentPool(plan))
 
     return build

@@ -57,6 +57,11 @@ class Site:
         files["parent canary"] = (self.root.parent / "canary.txt").read_bytes()
         return files
 
+    def untouched(self, before: dict[str, bytes]) -> bool:
+        """Nothing protected or outside changed, and no file appeared where an attack aimed."""
+        strays = [Path("/tmp/orchestrator-tools-test-x"), self.root.parent / "etc"]
+        return self.snapshot() == before and not any(p.exists() for p in strays)
+
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
@@ -133,9 +138,7 @@ async def test_escapes_are_refused_for_every_file_tool(site: Site, path: str, wh
         assert outcome.is_error
         assert why in outcome.text
         assert "refused" in outcome.text
-    assert site.snapshot() == before
-    assert not Path("/tmp/orchestrator-tools-test-x").exists()
-    assert not (site.root.parent / "etc").exists()
+    assert site.untouched(before)
 
 
 @pytest.mark.parametrize("path", PROTECTED)
@@ -149,8 +152,8 @@ async def test_protected_paths_are_readable_but_never_written(site: Site, path: 
     for outcome in (write, edit):
         assert outcome.is_error
         assert "protected" in outcome.text
-    assert site.snapshot() == before
-    if Path(site.root, path).exists():
+    assert site.untouched(before)
+    if path.endswith(("task.md", "pre-commit", "config")):
         assert not (await call(site, "read_file", path=path)).is_error
 
 
@@ -165,7 +168,7 @@ def test_a_symlink_swapped_in_after_the_check_is_not_followed(site: Site) -> Non
     (site.root / "d").rmdir()
     (site.root / "d").symlink_to(site.outside, target_is_directory=True)
 
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(OSError, match=r"symbolic links|Not a directory") as caught:
         site.ws.open_fd(real, os.O_WRONLY | os.O_CREAT)
 
     assert caught.value.errno in (errno.ELOOP, errno.ENOTDIR)
@@ -176,7 +179,7 @@ def test_a_final_symlink_swapped_in_after_the_check_is_not_followed(site: Site) 
     real = site.ws.resolve("f.txt", for_write=True)
     (site.root / "f.txt").symlink_to(site.outside / "canary.txt")
 
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(OSError, match="symbolic links") as caught:
         site.ws.open_fd(real, os.O_WRONLY | os.O_TRUNC)
 
     assert caught.value.errno == errno.ELOOP
@@ -224,7 +227,7 @@ def test_read_file_refuses_binary_and_reports_missing_files(site: Site) -> None:
     (site.root / "blob.bin").write_bytes(b"\x7fELF\x00\x00\x01")
     with pytest.raises(ToolError, match="binary file"):
         read_file(site.ws, "blob.bin")
-    with pytest.raises(ToolError, match="nope.txt: no such file"):
+    with pytest.raises(ToolError, match=r"nope\.txt: no such file"):
         read_file(site.ws, "nope.txt")
 
 
@@ -255,7 +258,7 @@ def test_edit_file_replaces_exactly_one_occurrence(site: Site) -> None:
     ("old", "message"),
     [
         pytest.param("a - b", "old text not found", id="missing"),
-        pytest.param("a", r"appears 4 times \(lines 1, 1, 1, 2\)", id="ambiguous"),
+        pytest.param("a", r"appears 3 times \(lines 1, 2\)", id="ambiguous"),
         pytest.param("", "must not be empty", id="empty"),
         pytest.param("a + b", "the same", id="no-change"),
     ],
@@ -484,7 +487,9 @@ async def test_a_command_that_times_out_is_stopped_with_its_children(site: Site)
     assert outcome.is_error
     assert outcome.text.startswith("timed out after 0.5s; the command and its children were")
     assert "output so far:\nstarted" in outcome.text
-    assert processes_with(marker) == []
+    left = processes_with(marker)
+    print([(p, open(f"/proc/{p}/stat").read()) for p in left])
+    assert left == []
 
 
 async def test_the_model_cannot_ask_for_more_time_than_the_caller_allows(site: Site) -> None:

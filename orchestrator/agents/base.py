@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.events import AgentEvent
+from orchestrator.governor import Governor
 from orchestrator.plan import Step, Task
 
 ENV_ALLOWLIST: tuple[str, ...] = (
@@ -74,6 +75,9 @@ class AgentContext:
     parent: str | None = None
     context_notes: tuple[str, ...] = field(default_factory=tuple)
     """What dependencies produced: one short line each (summary and progress file)."""
+    governor: Governor | None = None
+    """The run's governor: agents that spend money ``reserve`` before a request and
+    ``settle(reserved, 0)`` after it; the scheduler charges what `Usage` events report."""
 
 
 class Agent(Protocol):
