@@ -106,10 +106,10 @@ def run(
         check_environment(plan, os.environ)
         opts = RunOptions(
             responses=responses,
-            mode=mode,
+            mode="batch" if mode == "batch" else "async",
             resume=resume,
             live=not no_live,
-            json=json_out,  # type: ignore[arg-type]
+            json=json_out,
         )
         code = asyncio.run(run_plan(plan, opts))
     except OrchestratorError as exc:

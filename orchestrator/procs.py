@@ -42,6 +42,10 @@ _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
 _FLUSH_TIMEOUT = 1.0
 """Closing the pipes delivers their last partial lines within a loop iteration or two."""
+_LINES_PER_TURN = 1024
+"""Lines one pipe may deliver per event-loop turn (see `_Pipes`)."""
+_DRAIN_CAP = 10.0
+"""However busy the pipes are after the child exited, they are cut off after this many seconds."""
 _SWEEP_PASSES = 8
 """`sweep_run` rescans while it finds new processes (children forked during the sweep)."""
 
@@ -84,7 +88,9 @@ async def run_streaming(
     The code is negative (``-signum``) when the child was killed by a signal. With ``shell`` the
     elements of ``argv`` are joined by spaces and run by ``/bin/sh -c``. ``on_start`` gets the
     pid (which is also the group id) right after the spawn. Lines are at most ``max_line``
-    bytes before cleaning; longer ones end in `` …[truncated N bytes]``.
+    bytes before cleaning; longer ones end in `` …[truncated N bytes]``. After the child
+    exits, reading goes on until the pipes close, or ``drain`` seconds pass without output
+    (a grandchild holding them), or 10 s at most; then the group is killed.
 
     The child gets SIGKILL when the thread that spawned it (the event loop's) dies:
     ``pdeathsig="setpriv"`` execs the command through util-linux ``setpriv --pdeathsig KILL``
@@ -119,8 +125,7 @@ async def run_streaming(
         try:
             on_start(child.pid)
             await child.wait()
-            # The exit is what we wait for; the pipes get a moment to deliver what is left.
-            await asyncio.wait([pipes.closed], timeout=drain)
+            await _drain(pipes, drain)
         finally:
             try:
                 # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
@@ -135,6 +140,20 @@ async def run_streaming(
     code = child.returncode
     assert code is not None, "the child was waited for"
     return code
+
+
+async def _drain(pipes: _Pipes, quiet: float) -> None:
+    """After the exit: read on until EOF, while output keeps coming, up to `_DRAIN_CAP` s.
+
+    ``quiet`` seconds without output end it early: a grandchild that holds the pipe and says
+    nothing must not keep the run alive.
+    """
+    deadline = asyncio.get_running_loop().time() + max(quiet, _DRAIN_CAP)
+    while not pipes.closed.done():
+        seen = pipes.progress
+        await asyncio.wait([pipes.closed], timeout=quiet)
+        if pipes.progress == seen or asyncio.get_running_loop().time() >= deadline:
+            return
 
 
 async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
@@ -359,7 +378,12 @@ class _Child:
 
 
 class _Pipes(asyncio.SubprocessProtocol):
-    """Turns the child's pipe callbacks into lines and its exit into a future."""
+    """Turns the child's pipe callbacks into lines and its exit into a future.
+
+    At most `_LINES_PER_TURN` lines are handled per loop turn and pipe: the rest of a chunk
+    waits, with reading paused, until the next turn, so a child printing 256 KiB of empty
+    lines cannot stall the event loop for the others.
+    """
 
     def __init__(
         self,
@@ -371,7 +395,12 @@ class _Pipes(asyncio.SubprocessProtocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self.error: Exception | None = None
         self.pgid = 0
+        self.progress = 0
+        """Bytes turned into lines so far: `run_streaming` drains while this grows."""
+        self._loop = loop
+        self._transport: asyncio.BaseTransport | None = None
         self._open = {1, 2}
+        self._backlog: dict[int, tuple[bytes, int]] = {}
         self._splitters: dict[int, LineSplitter] = {
             1: LineSplitter(functools.partial(on_line, "stdout"), max_line),
             2: LineSplitter(functools.partial(on_line, "stderr"), max_line),
@@ -380,17 +409,21 @@ class _Pipes(asyncio.SubprocessProtocol):
     def detach(self) -> None:
         """Deliver no more lines (the run is over; late callbacks are dropped)."""
         self._splitters.clear()
+        self._backlog.clear()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        splitter = self._splitters.get(fd)
-        if splitter is None or self.error is not None:
+        if fd in self._backlog:  # cannot happen while paused, but order must hold regardless
+            waiting, start = self._backlog[fd]
+            self._backlog[fd] = (waiting[start:] + data, 0)
             return
-        try:
-            splitter.feed(data)
-        except Exception as exc:
-            self._fail(exc)
+        self._consume(fd, data, 0, _LINES_PER_TURN)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        waiting, start = self._backlog.pop(fd, (b"", 0))
+        self._consume(fd, waiting, start, None)
         splitter = self._splitters.pop(fd, None)
         if splitter is not None and self.error is None:
             try:
@@ -405,10 +438,43 @@ class _Pipes(asyncio.SubprocessProtocol):
         if not self.exited.done():
             self.exited.set_result(None)
 
+    def _consume(self, fd: int, data: bytes, start: int, max_lines: int | None) -> None:
+        splitter = self._splitters.get(fd)
+        if splitter is None or self.error is not None or start >= len(data):
+            return
+        try:
+            stop = splitter.feed(data, start, max_lines)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self.progress += stop - start
+        if stop < len(data):
+            self._backlog[fd] = (data, stop)
+            self._set_reading(fd, False)
+            self._loop.call_soon(self._next_turn, fd)
+
+    def _next_turn(self, fd: int) -> None:
+        waiting = self._backlog.pop(fd, None)
+        if waiting is None:
+            return
+        self._consume(fd, *waiting, _LINES_PER_TURN)
+        if fd not in self._backlog:
+            self._set_reading(fd, True)
+
+    def _set_reading(self, fd: int, on: bool) -> None:
+        if not isinstance(self._transport, asyncio.SubprocessTransport):
+            return
+        pipe = self._transport.get_pipe_transport(fd)
+        if isinstance(pipe, asyncio.ReadTransport) and not pipe.is_closing():
+            if on:
+                pipe.resume_reading()
+            else:
+                pipe.pause_reading()
+
     def _fail(self, exc: Exception) -> None:
         # A bug in the consumer: stop the child now, run_streaming re-raises after the reap.
         self.error = exc
-        self._splitters.clear()
+        self.detach()
         if self.pgid > 1:
             kill_group(self.pgid, signal.SIGKILL)
 
@@ -444,30 +510,47 @@ class LineSplitter:
         self._buf = bytearray()
         self._dropped = 0
 
-    def feed(self, data: bytes) -> None:
-        *complete, rest = data.split(b"\n")
-        for part in complete:
-            self._add(part)
-            self._end_line()
-        self._add(rest)
+    def feed(self, data: bytes, start: int = 0, max_lines: int | None = None) -> int:
+        """Take ``data[start:]``, deliver the lines it ends; returns where it stopped.
+
+        That is ``len(data)`` unless ``max_lines`` lines were delivered first: then the caller
+        feeds the rest (from the returned offset) later.
+        """
+        count = 0
+        while max_lines is None or count < max_lines:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._add(data, start, len(data))
+                return len(data)
+            if self._buf or self._dropped or end - start > self._max:
+                self._add(data, start, end)
+                self._end_line()
+            else:  # the common case: a whole line inside one chunk, no copy into the buffer
+                self._deliver(data[start:end], 0)
+            count += 1
+            start = end + 1
+        return start
 
     def flush(self) -> None:
         """End the stream: a last line without a newline is delivered too."""
         if self._buf or self._dropped:
             self._end_line()
 
-    def _add(self, part: bytes) -> None:
+    def _add(self, data: bytes, start: int, end: int) -> None:
         room = self._max - len(self._buf)
-        if len(part) <= room:
-            self._buf += part
+        if end - start <= room:
+            self._buf += data[start:end]
         else:
-            self._buf += part[:room]
-            self._dropped += len(part) - room
+            self._buf += data[start : start + room]
+            self._dropped += end - start - room
 
     def _end_line(self) -> None:
         raw, dropped = bytes(self._buf), self._dropped
         self._buf.clear()
         self._dropped = 0
+        self._deliver(raw, dropped)
+
+    def _deliver(self, raw: bytes, dropped: int) -> None:
         if dropped:
             # Cut before a character split by the limit rather than show a replacement char.
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

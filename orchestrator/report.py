@@ -31,6 +31,9 @@ def render(snapshot: Snapshot) -> str:
     ]
     if snapshot.fence:
         lines.append(f"- stopped: {snapshot.fence}")
+    build = snapshot.extra.get("build")
+    if build:
+        lines.append(f"- build check: {build}")
     total_in = sum(a.get("tokens_in") or 0 for a in snapshot.agents)
     total_out = sum(a.get("tokens_out") or 0 for a in snapshot.agents)
     cost = sum(a.get("cost_usd") or 0.0 for a in snapshot.agents)

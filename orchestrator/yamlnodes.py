@@ -139,24 +139,26 @@ class _Reader:
         return PlanError(Location(self.path, at[0], at[1]), rule, message, hint)
 
     def read(self) -> Node | None:
-        handlers: dict[type[yaml.Event], Callable[[Any], None]] = {
-            yaml.ScalarEvent: self.scalar,
-            yaml.MappingStartEvent: self.start,
-            yaml.SequenceStartEvent: self.start,
-            yaml.MappingEndEvent: self.end,
-            yaml.SequenceEndEvent: self.end,
-            yaml.AliasEvent: self.alias,
-            yaml.DocumentStartEvent: self.document,
-        }
-        get_event = self.loader.get_event
+        get_event, stack = self.loader.get_event, self.stack
         try:
             while True:
                 event = get_event()
-                if event is None or type(event) is yaml.StreamEndEvent:
+                if type(event) is yaml.ScalarEvent:
+                    frame = stack[-1] if stack else None
+                    if frame is not None and frame.wants_key and event.anchor is None:
+                        self.key(frame, event)  # the most common event: kept cheap
+                    else:
+                        self.scalar(event)
+                elif type(event) is yaml.MappingEndEvent or type(event) is yaml.SequenceEndEvent:
+                    self.end()
+                elif isinstance(event, yaml.CollectionStartEvent):
+                    self.start(event)
+                elif type(event) is yaml.AliasEvent:
+                    self.alias(event)
+                elif type(event) is yaml.DocumentStartEvent:
+                    self.document(event)
+                elif event is None or type(event) is yaml.StreamEndEvent:
                     return self.root
-                handler = handlers.get(type(event))
-                if handler is not None:
-                    handler(event)
         finally:
             self.loader.dispose()
 
@@ -174,11 +176,18 @@ class _Reader:
                 )
             )
 
+    def key(self, frame: _Open, event: yaml.ScalarEvent) -> None:
+        """A plain mapping key: kept as written (``on:`` stays "on"), never resolved."""
+        at = _at(event)
+        frame.wants_key, frame.key_at = False, at
+        frame.size += 1
+        frame.key = self.key_text(Scalar(event.value, event.value, *at), at, frame)
+
     def scalar(self, event: yaml.ScalarEvent) -> None:
         text = event.value
         at = _at(event)
         node = Scalar(text, text, at[0], at[1])
-        if not (self.stack and self.stack[-1].wants_key):
+        if not (self.stack and self.stack[-1].wants_key):  # an anchored key is not resolved either
             tag = event.tag
             if tag is None or tag == "!":
                 plain = event.implicit[0]
@@ -228,7 +237,7 @@ class _Reader:
             self.open_anchors.add(event.anchor)
         self.stack.append(_Open(node, event.anchor, wants_key=mapping))
 
-    def end(self, event: yaml.CollectionEndEvent) -> None:
+    def end(self) -> None:
         frame = self.stack.pop()
         node = frame.node
         node.size = frame.size
@@ -430,21 +439,29 @@ class _TomlPlacer:
         name: str,
         region: tuple[int, int] | None,
     ) -> Map:
+        """A table from a header (``region`` is its lines) or an inline one (on line ``at``)."""
         out = Map({}, *at)
         written = self.keys_in(*region) if region else {}
         for key, child in value.items():
-            key_at = written.get(key) or self.inline_key(key, at[0]) or at
-            child_name = f"{name}.{key}" if name else key
-            child_at, child_region = key_at, None
-            headers = self.tables.get(child_name, [])
-            i = bisect.bisect_left(headers, at[0])
-            if isinstance(child, dict) and key not in written and i < len(headers):
-                line = headers[i]
-                key_at = child_at = (line, 1)
-                child_region = (line + 1, self.next_header(line) - 1)
-            out.items[key] = self.node(child, child_at, depth + 1, child_name, child_region)
+            key_at = written.get(key) or (region is None and self.inline_key(key, at[0])) or at
+            if isinstance(child, str | int | float) and not isinstance(child, bool):
+                out.items[key] = Scalar(child, str(child), *key_at)
+            else:
+                child_at, child_region = key_at, None
+                child_name = f"{name}.{key}" if name else key
+                header = self.header_after(child_name, at[0]) if key not in written else None
+                if isinstance(child, dict) and header is not None:
+                    key_at = child_at = (header, 1)
+                    child_region = (header + 1, self.next_header(header) - 1)
+                out.items[key] = self.node(child, child_at, depth + 1, child_name, child_region)
             out.keys[key] = key_at
         return out
+
+    def header_after(self, name: str, line: int) -> int | None:
+        """The line of the first ``[name]`` header at or after ``line``."""
+        headers = self.tables.get(name, ())
+        i = bisect.bisect_left(headers, line)
+        return headers[i] if i < len(headers) else None
 
     def array(self, value: list[object], at: tuple[int, int], depth: int, name: str) -> Seq:
         out = Seq([], *at)

@@ -1,0 +1,246 @@
+"""Blockers, fixers, retries, builds and escalation, end to end with scripted agents.
+
+The decision table itself is in test_recovery.py; here the scheduler carries the decisions
+out with real processes, real files and a real pytest build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import scripted
+from orchestrator.plan import Block, Build, Fail, FixerSpec, Say, Sleep, Task, Write
+from orchestrator.plan import Run as RunStep
+from orchestrator.planfile import load_plan
+from orchestrator.runner import RunOptions, check_environment, run_plan
+from orchestrator.scheduler import Run
+
+MakeRun = Callable[..., Run]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def with_fixer(run: Run, *steps: object, build: Build | None = None) -> Run:
+    """The same run with a scripted fixer (and optionally a build) in its plan."""
+    plan = dataclasses.replace(
+        run.plan,
+        fixer=FixerSpec(agent="scripted", script=tuple(steps)),  # type: ignore[arg-type]
+    )
+    if build is not None:
+        plan = dataclasses.replace(plan, build=build)
+    return Run(plan, run.settings, agents=run._agent_for)
+
+
+def blocked_task(tid: str, reason: str, **kw: object) -> Task:
+    return scripted(
+        tid,
+        Say("working"),
+        Block(reason),
+        retry_script=(RunStep("test -f fixed.txt"), Say("done after the fix")),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_fixed_blocker_retries_the_task_as_a_new_attempt(
+    make_run: MakeRun, responses: Path
+) -> None:
+    run = with_fixer(
+        make_run(blocked_task("api", "need the schema"), scripted("docs", deps=("api",))),
+        Say("writing the schema"),
+        Write("fixed.txt", "schema\n"),
+    )
+    await run.execute()
+    api = run.tasks["api"]
+    assert api.state == "succeeded"
+    assert api.attempts == ["api", "api.2"]
+    assert api.fixers == ["fix-api-1"]
+    assert run.tasks["docs"].state == "succeeded"
+    assert run.exit_code() == 0
+    assert "fix-api-1.md" in (responses / "api.md").read_text()
+    assert "- parent: api.md" in (responses / "fix-api-1.md").read_text()
+    assert "previous attempt: api.md" in (responses / "api.2.md").read_text()
+    assert "need the schema" in (responses / "fix-api-1.md").read_text()  # the prompt says why
+
+
+async def test_a_failed_fix_escalates_with_what_was_tried(make_run: MakeRun) -> None:
+    run = with_fixer(
+        make_run(blocked_task("api", "need credentials"), scripted("docs", deps=("api",))),
+        Say("looking for credentials"),
+        Fail("no credentials anywhere"),
+    )
+    await run.execute()
+    assert run.tasks["api"].state == "escalated"
+    assert run.tasks["docs"].state == "skipped"
+    [esc] = run.escalations
+    assert esc["task"] == "api"
+    assert "need credentials" in str(esc["blocker"])
+    assert any("fix-api-1" in line for line in esc["tried"])  # type: ignore[union-attr]
+    assert "--resume" in str(esc["next_step"])
+    assert run.exit_code() == 1
+
+
+async def test_the_same_blocker_from_two_tasks_gets_one_shared_fixer(make_run: MakeRun) -> None:
+    run = with_fixer(
+        make_run(blocked_task("a", "database is down"), blocked_task("b", "database is down")),
+        Sleep(0.2),
+        Write("fixed.txt", "up\n"),
+    )
+    await run.execute()
+    fixers = [a for a in run.agents.values() if a.role == "fixer"]
+    assert [f.id for f in fixers] == ["fix-a-1"]
+    assert run.tasks["a"].state == "succeeded"
+    assert run.tasks["b"].state == "succeeded"
+    assert run.tasks["b"].attempts == ["b", "b.2"]
+
+
+async def test_a_retry_still_blocked_the_same_way_escalates(make_run: MakeRun) -> None:
+    task = scripted("a", Block("need the schema"), retry_script=(Block("need the schema"),))
+    run = with_fixer(make_run(task), Say("tried something"))
+    await run.execute()
+    assert run.tasks["a"].state == "escalated"
+    assert run.tasks["a"].attempts == ["a", "a.2"]
+    assert "still blocked" in run.tasks["a"].reason
+
+
+BUILD_FAILS_DIFFERENTLY = (
+    "python -c \"import pathlib; p = pathlib.Path('n'); n = int(p.read_text()) if p.exists() else 0;"
+    " p.write_text(str(n + 1)); raise SystemExit('failure ' + ['alpha', 'beta', 'gamma', 'delta'][n])\""
+)
+
+
+async def test_build_fix_cycles_stop_at_max_fix_cycles(make_run: MakeRun) -> None:
+    run = with_fixer(
+        make_run(scripted("t")),
+        Say("a fix that does not help"),
+        build=Build(commands=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
+    )
+    await run.execute()
+    assert run.builds == ["build-1", "build-2", "build-3"]
+    assert [a.id for a in run.agents.values() if a.role == "fixer"] == [
+        "fix-build-1",
+        "fix-build-2",
+    ]
+    assert run.build_state == "escalated"
+    assert "max_fix_cycles=2" in str(run.escalations[0]["reason"])
+    assert run.exit_code() == 1
+
+
+async def test_configuration_errors_never_get_a_fixer(make_run: MakeRun) -> None:
+    missing = Task("cmd", agent="command", command=("/nonexistent/agent-program",))
+    run = with_fixer(
+        make_run(missing, scripted("ok")),
+        Say("should never run"),
+        build=Build(commands=("exit 127",), timeout=10),
+    )
+    await run.execute()
+    assert run.tasks["cmd"].state == "failed"
+    assert not [a for a in run.agents.values() if a.role == "fixer"]
+    assert run.build_state == "skipped"  # a task failed, so the build does not run
+    run2 = with_fixer(
+        make_run(scripted("ok2")), Say("never"), build=Build(commands=("exit 127",), timeout=10)
+    )
+    await run2.execute()
+    assert run2.build_state == "failed"
+    assert not [a for a in run2.agents.values() if a.role == "fixer"]
+
+
+async def test_a_cancelled_fixer_is_not_counted_as_a_fix(make_run: MakeRun) -> None:
+    run = with_fixer(make_run(blocked_task("a", "need a hand")), Say("thinking"), Sleep(30))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run.execute())
+        while "fix-a-1" not in run.agents:
+            await asyncio.sleep(0.01)
+        run.cancel("fix-a-1")
+    assert run.agents["fix-a-1"].state == "cancelled"
+    assert run.tasks["a"].state == "cancelled"
+    assert run.tasks["a"].attempts == ["a"]  # no retry as if it had been fixed
+
+
+async def test_fixers_count_against_max_agents(make_run: MakeRun) -> None:
+    run = with_fixer(make_run(blocked_task("a", "stuck"), max_agents=1), Write("fixed.txt", "x"))
+    await run.execute()
+    assert run.tasks["a"].state == "escalated"
+    assert "max_agents=1" in run.tasks["a"].reason
+    assert len(run.agents) == 1
+
+
+def demo_plan(tmp_path: Path, name: str) -> Path:
+    plan = tmp_path / "plans" / name
+    plan.parent.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "plans" / name, plan)
+    return plan
+
+
+async def test_demo_fixes_a_real_pytest_build(tmp_path: Path) -> None:
+    plan = load_plan(demo_plan(tmp_path, "demo.yaml"))
+    check_environment(plan, os.environ)
+    responses = tmp_path / "agent-responses"
+    code = await run_plan(plan, RunOptions(responses=responses, json=True))
+    assert code == 0
+    assert "test_mul" in (responses / "build-1.md").read_text()
+    assert (
+        (responses / "build-2.md")
+        .read_text()
+        .rstrip()
+        .splitlines()[-1]
+        .startswith("status: succeeded")
+    )
+    report = (responses / "REPORT.md").read_text()
+    assert "fix-build-1" in report
+    assert "build check: passed" in report
+
+
+async def test_demo_escalation_exits_1_with_an_actionable_report(tmp_path: Path) -> None:
+    plan = load_plan(demo_plan(tmp_path, "demo-escalation.yaml"))
+    check_environment(plan, os.environ)
+    responses = tmp_path / "agent-responses"
+    code = await run_plan(plan, RunOptions(responses=responses, json=True))
+    assert code == 1
+    report = (responses / "REPORT.md").read_text()
+    assert "## Escalations: a human must act" in report
+    assert "PAYMENT_SANDBOX_KEY" in report
+    assert "next step:" in report
+    assert (tmp_path / "demo-workspace" / "shop" / "models.py").exists()  # work is kept
+
+
+async def test_interrupting_during_a_fixer_leaves_a_report_that_says_so(
+    workspace: Path, tmp_path: Path
+) -> None:
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(
+        "name: interrupted\nworkspace: ws\nlimits: {grace: 0.5}\n"
+        "fixer: {agent: scripted, script: [{say: fixing}, {sleep: 30}]}\n"
+        "tasks:\n  - id: a\n    agent: scripted\n    script: [{block: need help}]\n"
+    )
+    responses = tmp_path / "agent-responses"
+    main = asyncio.create_task(
+        run_plan(load_plan(plan_file), RunOptions(responses=responses, json=True))
+    )
+    fixer_file = responses / "fix-a-1.md"
+    for _ in range(500):
+        if fixer_file.exists() and "fixing" in fixer_file.read_text():
+            break
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert await main == 130
+    report = (responses / "REPORT.md").read_text()
+    assert "- state: interrupted" in report
+    assert "interrupted by SIGINT" in report
+    assert fixer_file.read_text().rstrip().splitlines()[-1].startswith("status: cancelled")
+
+
+@pytest.mark.parametrize("step", [Fail("boom"), Block("why")])
+async def test_no_fixer_configured_means_escalation_not_a_fake_fix(
+    make_run: MakeRun, step: object
+) -> None:
+    run = make_run(scripted("a", step))  # type: ignore[arg-type]
+    await run.execute()
+    assert run.tasks["a"].state in ("failed", "escalated")
+    assert not [a for a in run.agents.values() if a.role == "fixer"]
