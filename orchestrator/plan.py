@@ -69,7 +69,8 @@ class Task:
     shell: bool = False
     script: tuple[Step, ...] = ()
     retry_script: tuple[Step, ...] | None = None
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
+    """The default: a current model (DESIGN.md's example, claude-sonnet-4-5, is deprecated)."""
     timeout: float = 20 * 60.0
     stall_timeout: float = 5 * 60.0
     max_turns: int = 30

@@ -15,26 +15,26 @@ Linux is the target: elsewhere the ``/proc`` helpers find nothing and ``prctl`` 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import ctypes
 import errno
 import functools
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, TypeAlias
+
+from orchestrator.lines import DEFAULT_MAX_LINE, LineSplitter
 
 Stream: TypeAlias = Literal["stdout", "stderr"]
 DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
 """How a child learns that the orchestrator died (see `run_streaming`)."""
 
 RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
-DEFAULT_MAX_LINE = 64 * 1024
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -121,6 +121,7 @@ async def run_streaming(
     )
     child = _Child(transport, pipes)
     pipes.pgid = child.pid
+    _SPAWNED.add(child.pid)
     try:
         try:
             on_start(child.pid)
@@ -135,11 +136,39 @@ async def run_streaming(
         await asyncio.wait([pipes.closed], timeout=_FLUSH_TIMEOUT)
     finally:
         pipes.detach()
+        _SPAWNED.discard(child.pid)
     if pipes.error is not None:
         raise pipes.error
     code = child.returncode
     assert code is not None, "the child was waited for"
     return code
+
+
+_SPAWNED: set[int] = set()
+"""Direct children started here and not yet waited for: asyncio's watcher reaps those.
+Process-wide by nature (it mirrors the kernel's list of our children), hence module state."""
+
+
+def reap_orphans() -> list[int]:
+    """Reap zombie children we did not spawn ourselves: descendants re-parented to us as
+    the child subreaper. Never touches our own direct children (asyncio waits for those)."""
+    me = os.getpid()
+    reaped = []
+    for pid in _all_pids():
+        if pid in _SPAWNED:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[0] == b"Z" and int(fields[1]) == me:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped.append(pid)
+            except ChildProcessError:
+                pass
+    return reaped
 
 
 async def _drain(pipes: _Pipes, quiet: float) -> None:
@@ -182,7 +211,40 @@ async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
                 await proc.wait()
         except TimeoutError:
             pass
+    await _wait_group_gone(pgid, 2.0)
     return proc.returncode
+
+
+async def _wait_group_gone(pgid: int, limit: float) -> None:
+    """Wait (bounded) until no member of the group is left, SIGKILL having been sent.
+
+    A killed grandchild takes a moment to die; returning before it has would let a caller
+    report "stopped" while a process of the group is still there.
+    """
+    deadline = time.monotonic() + limit
+    delay = 0.001
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if not _group_has_live_member(pgid):
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """True while a non-zombie process is in the group (zombies wait for their reaper)."""
+    for pid in _all_pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -400,7 +462,7 @@ class _Pipes(asyncio.SubprocessProtocol):
         self._loop = loop
         self._transport: asyncio.BaseTransport | None = None
         self._open = {1, 2}
-        self._backlog: dict[int, tuple[bytes, int]] = {}
+        self._backlog: dict[int, bytes] = {}
         self._splitters: dict[int, LineSplitter] = {
             1: LineSplitter(functools.partial(on_line, "stdout"), max_line),
             2: LineSplitter(functools.partial(on_line, "stderr"), max_line),
@@ -416,14 +478,12 @@ class _Pipes(asyncio.SubprocessProtocol):
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd in self._backlog:  # cannot happen while paused, but order must hold regardless
-            waiting, start = self._backlog[fd]
-            self._backlog[fd] = (waiting[start:] + data, 0)
+            self._backlog[fd] += data
             return
-        self._consume(fd, data, 0, _LINES_PER_TURN)
+        self._consume(fd, data, _LINES_PER_TURN)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        waiting, start = self._backlog.pop(fd, (b"", 0))
-        self._consume(fd, waiting, start, None)
+        self._consume(fd, self._backlog.pop(fd, b""), None)
         splitter = self._splitters.pop(fd, None)
         if splitter is not None and self.error is None:
             try:
@@ -438,18 +498,18 @@ class _Pipes(asyncio.SubprocessProtocol):
         if not self.exited.done():
             self.exited.set_result(None)
 
-    def _consume(self, fd: int, data: bytes, start: int, max_lines: int | None) -> None:
+    def _consume(self, fd: int, data: bytes, max_lines: int | None) -> None:
         splitter = self._splitters.get(fd)
-        if splitter is None or self.error is not None or start >= len(data):
+        if splitter is None or self.error is not None or not data:
             return
         try:
-            stop = splitter.feed(data, start, max_lines)
+            rest = splitter.feed(data, max_lines)
         except Exception as exc:
             self._fail(exc)
             return
-        self.progress += stop - start
-        if stop < len(data):
-            self._backlog[fd] = (data, stop)
+        self.progress += len(data) - len(rest)
+        if rest:
+            self._backlog[fd] = rest
             self._set_reading(fd, False)
             self._loop.call_soon(self._next_turn, fd)
 
@@ -457,7 +517,7 @@ class _Pipes(asyncio.SubprocessProtocol):
         waiting = self._backlog.pop(fd, None)
         if waiting is None:
             return
-        self._consume(fd, *waiting, _LINES_PER_TURN)
+        self._consume(fd, waiting, _LINES_PER_TURN)
         if fd not in self._backlog:
             self._set_reading(fd, True)
 
@@ -480,90 +540,6 @@ class _Pipes(asyncio.SubprocessProtocol):
 
 
 # --- lines ----------------------------------------------------------------------------------
-
-_UNSAFE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erase
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window title, hyperlinks, clipboard
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
-    r"|\x1b[ -/]*[0-~]?"  # any other escape sequence, or a lone ESC
-    # C0 controls but tab, DEL, C1 controls (8-bit CSI is \x9b), bidi overrides, and the
-    # Unicode line separators that str.splitlines() would split a progress line on.
-    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def clean_line(text: str) -> str:
-    """``text`` without terminal escape sequences and control characters (tab stays)."""
-    return _UNSAFE.sub("", text)
-
-
-class LineSplitter:
-    """Bytes in, clean bounded lines out; memory stays under ``max_line`` bytes per stream."""
-
-    __slots__ = ("_buf", "_dropped", "_emit", "_max")
-
-    def __init__(self, emit: Callable[[str], None], max_line: int = DEFAULT_MAX_LINE) -> None:
-        if max_line < 1:
-            raise ValueError("max_line must be positive")
-        self._emit = emit
-        self._max = max_line
-        self._buf = bytearray()
-        self._dropped = 0
-
-    def feed(self, data: bytes, start: int = 0, max_lines: int | None = None) -> int:
-        """Take ``data[start:]``, deliver the lines it ends; returns where it stopped.
-
-        That is ``len(data)`` unless ``max_lines`` lines were delivered first: then the caller
-        feeds the rest (from the returned offset) later.
-        """
-        count = 0
-        while max_lines is None or count < max_lines:
-            end = data.find(b"\n", start)
-            if end < 0:
-                self._add(data, start, len(data))
-                return len(data)
-            if self._buf or self._dropped or end - start > self._max:
-                self._add(data, start, end)
-                self._end_line()
-            else:  # the common case: a whole line inside one chunk, no copy into the buffer
-                self._deliver(data[start:end], 0)
-            count += 1
-            start = end + 1
-        return start
-
-    def flush(self) -> None:
-        """End the stream: a last line without a newline is delivered too."""
-        if self._buf or self._dropped:
-            self._end_line()
-
-    def _add(self, data: bytes, start: int, end: int) -> None:
-        room = self._max - len(self._buf)
-        if end - start <= room:
-            self._buf += data[start:end]
-        else:
-            self._buf += data[start : start + room]
-            self._dropped += end - start - room
-
-    def _end_line(self) -> None:
-        raw, dropped = bytes(self._buf), self._dropped
-        self._buf.clear()
-        self._dropped = 0
-        self._deliver(raw, dropped)
-
-    def _deliver(self, raw: bytes, dropped: int) -> None:
-        if dropped:
-            # Cut before a character split by the limit rather than show a replacement char.
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            text = decoder.decode(raw, final=False)
-            dropped += len(decoder.getstate()[0])
-            self._emit(f"{clean_line(text)} …[truncated {dropped} bytes]")
-        else:
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            self._emit(clean_line(raw.decode("utf-8", errors="replace")))
-
-
-# --- /proc ----------------------------------------------------------------------------------
 
 
 def _all_pids() -> list[int]:

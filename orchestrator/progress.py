@@ -35,17 +35,19 @@ from orchestrator.events import (
     Usage,
     event_to_dict,
 )
+from orchestrator.lines import clean_line
 
 DEFAULT_CAP = 50 * 1024 * 1024
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 _OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def clean(text: str) -> str:
-    """Text safe for a terminal and a file: no escape sequences or control bytes but tab/newline."""
-    return _CONTROL.sub("", text) if _CONTROL.search(text) else text
+    """Text safe for a terminal and a file, line by line (newlines are kept)."""
+    if "\n" not in text:
+        return clean_line(text)
+    return "\n".join(clean_line(line) for line in text.split("\n"))
 
 
 def safe_path(responses: Path, name: str) -> Path:

@@ -5,9 +5,93 @@ Pure functions from the plan and a decision to a `Spawn`; the scheduler queues w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orchestrator import recovery
+from orchestrator.buildcheck import BuildAgent
+from orchestrator.events import Failed
 from orchestrator.plan import AGENT_KINDS, PRESETS, Build, Plan, Task
 from orchestrator.records import AgentRecord, Spawn
+
+
+class Repairs:
+    """One run's recovery state and build checks: what an ended agent means for the run.
+
+    The scheduler owns it and carries out the actions it returns; it holds the policy's
+    state, the build agent and its results, and the escalations for the report.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.state = recovery.RecoveryState()
+        self.builder = BuildAgent()
+        self.builds: list[str] = []
+        self.build_state: str | None = None
+        self.escalations: list[dict[str, object]] = []
+
+    def decide(
+        self, rec: AgentRecord, capacity: Callable[[], recovery.Capacity]
+    ) -> tuple[recovery.Action, ...] | None:
+        """The policy's actions for an agent that just ended; None when it simply ended."""
+        event: recovery.Event
+        if rec.role == "task":
+            kind = rec.terminal.kind if isinstance(rec.terminal, Failed) else ""
+            known = rec.task_id in self.state.subjects
+            if not known and not recovery.is_fixable(rec.state, kind=kind):
+                return None  # the common case stays off the policy's copy-on-write path
+            event = recovery.AttemptEnded(
+                rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,
+                stalled=rec.reason.startswith("stalled"),
+            )  # fmt: skip
+        elif rec.role == "fixer":
+            outcome = rec.state if rec.state != "escalated" else "failed"
+            event = recovery.FixerEnded(rec.id, outcome, rec.summary or rec.reason)  # type: ignore[arg-type]
+        else:
+            result = self.builder.results.get(rec.id)
+            if rec.state == "succeeded" or result is None:
+                return None
+            event = recovery.BuildFailed(
+                rec.attempt, result.exit_code, result.tail, result.failing_tests
+            )
+        self.state, actions = recovery.decide(self.state, event, capacity())
+        return actions
+
+    def fixer_not_started(
+        self, action: recovery.SpawnFixer, why: str, capacity: recovery.Capacity
+    ) -> tuple[recovery.Action, ...]:
+        """The plan cannot make this fixer: the policy hears it failed at once."""
+        failed = recovery.FixerEnded(action.fixer_id, "failed", why)
+        self.state, actions = recovery.decide(self.state, failed, capacity)
+        return actions
+
+    def escalate(self, action: recovery.Escalate, files: list[str], fallback: str) -> None:
+        blocker = next(
+            (f.blocker.summary() for f in reversed(list(self.state.fixers.values()))
+             if action.task_id in f.serves),
+            fallback,
+        )  # fmt: skip
+        if action.task_id is None:
+            self.build_state = "escalated"
+        self.escalations.append(
+            {
+                "task": action.task_id or "(the build)",
+                "blocker": blocker,
+                "reason": action.reason,
+                "tried": list(action.tried),
+                "next_step": action.next_step,
+                "files": files,
+            }
+        )
+
+    def build_output(self) -> str:
+        result = self.builder.results.get(self.builds[-1]) if self.builds else None
+        return result.tail if result is not None and result.exit_code != 0 else ""
+
+    def next_build(self, *, depth: int) -> Spawn:
+        n = len(self.builds) + 1
+        self.builds.append(f"build-{n}")
+        self.build_state = "running"
+        return build_spawn(self.plan.build, n, depth=depth)
 
 
 def links(actions: tuple[recovery.Action, ...] | None) -> list[str]:

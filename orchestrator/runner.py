@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from orchestrator import control, procs, report, snapshot
-from orchestrator.agents.base import Agent
+from orchestrator.agents.base import Agent, child_env
 from orchestrator.agents.pool import AgentPool
 from orchestrator.errors import (
     AgentProgramNotFound,
@@ -79,9 +79,10 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
             "error: the plan has claude agents but ANTHROPIC_API_KEY is not set "
             "(hint: export it, or use agent: scripted for an offline run)"
         )
+    child_path = child_env(agent_id="check", run_id="check", depth=0, source=env)["PATH"]
     for task in plan.tasks:
         if task.agent == "command":
-            program = missing_program(task)
+            program = missing_program(task, path=child_path, workspace=plan.workspace)
             if program is not None:
                 raise AgentProgramNotFound(program, task.id)
         elif task.agent in PRESETS:
@@ -174,11 +175,13 @@ async def _run_locked(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, run.interrupt, sig)
     try:
-        async with control.open_control_server(run, rundir.socket):
+        async with control.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
+            reaper = tg.create_task(_reap_orphans_forever())
             if live:
                 await _run_live(run)
             else:
                 await run.execute()
+            reaper.cancel()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -194,6 +197,13 @@ async def _run_locked(
     report.write(opts.responses, report.render(snap))
     _print_summary(snap, opts)
     return code
+
+
+async def _reap_orphans_forever(interval: float = 0.5) -> None:
+    """As child subreaper we adopt double-forked descendants; reap them when they die."""
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(procs.reap_orphans)
 
 
 async def _run_live(run: Run) -> None:

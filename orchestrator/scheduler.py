@@ -17,11 +17,10 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from orchestrator import procs, recovery, repair
+from orchestrator import attempt, procs, recovery, repair
 from orchestrator.agents.base import Agent, AgentContext, child_env
-from orchestrator.buildcheck import BuildAgent
 from orchestrator.errors import UnknownAgentError
 from orchestrator.events import (
     TERMINAL_STATES,
@@ -38,19 +37,7 @@ from orchestrator.journal import Journal
 from orchestrator.plan import Plan, Task, dependents_of, graph_of, waves
 from orchestrator.progress import ProgressWriter
 from orchestrator.records import AgentRecord, Peek, RunSettings, Spawn, TaskRecord
-from orchestrator.recovery import (
-    AttemptEnded,
-    BuildFailed,
-    Capacity,
-    EndTask,
-    Escalate,
-    FixerEnded,
-    Rebuild,
-    RecoveryState,
-    RetryTask,
-    SpawnFixer,
-    Wait,
-)
+from orchestrator.recovery import Capacity, EndTask, Escalate, Rebuild, RetryTask, SpawnFixer, Wait
 
 AgentFactory = Callable[[str], Agent]
 
@@ -91,11 +78,7 @@ class Run:
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
-        self._recovery = RecoveryState()
-        self._builder = BuildAgent()
-        self.builds: list[str] = []
-        self.build_state: str | None = None
-        self.escalations: list[dict[str, object]] = []
+        self.repairs = repair.Repairs(plan)
         self.started_at = time.time()
         self.ended_at: float | None = None
         for tid in done_tasks:
@@ -310,7 +293,7 @@ class Run:
         rec.state = "running"
         rec.started = time.time()
         rec.last_event = time.monotonic()
-        self.progress.open(rec.id, self._header(rec, spawn))
+        self.progress.open(rec.id, attempt.header(rec, spawn))
         if self.journal is not None:
             self.journal.record(
                 "agent",
@@ -351,86 +334,14 @@ class Run:
         )
         rec.handle = self._tg.create_task(self._attempt(rec, ctx), name=rec.id)
 
-    def _header(self, rec: AgentRecord, spawn: Spawn) -> str:
-        deps = ", ".join(spawn.task.depends_on) if rec.role == "task" else ""
-        lines = [
-            f"# {rec.id}",
-            "",
-            f"- task: {rec.task_id}",
-            f"- kind: {rec.kind}",
-            f"- role: {rec.role}",
-            f"- attempt: {rec.attempt}",
-            f"- depends on: {deps or '(none)'}",
-            f"- parent: {rec.parent + '.md' if rec.parent else '-'}",
-            f"- started: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rec.started))}",
-            "",
-            "## Prompt",
-            "",
-        ]
-        if spawn.prompt:
-            lines.extend(spawn.prompt.rstrip("\n").split("\n"))
-        elif spawn.script:
-            lines.append(f"(scripted: {len(spawn.script)} steps)")
-        elif spawn.task.command:
-            lines.append("$ " + " ".join(spawn.task.command))
-        if spawn.notes:
-            lines += ["", "## Context", "", *(f"- {n}" for n in spawn.notes)]
-        lines += ["", "## Progress", "", ""]
-        return "\n".join(lines)
-
-    # --- one attempt ------------------------------------------------------------------------
-
     async def _attempt(self, rec: AgentRecord, ctx: AgentContext) -> None:
-        loop = asyncio.get_running_loop()
-        task = ctx.task
-        me = asyncio.current_task()
-        assert me is not None
-        deadline = loop.call_later(
-            task.timeout, self._stop, rec.id, "timed_out", f"timed out after {task.timeout:g}s"
-        )
-        stall = loop.call_later(task.stall_timeout, self._check_stall, rec, task.stall_timeout)
+        agent = self.repairs.builder if rec.role == "build" else self._agent_for(ctx.task.agent)
         try:
-            agent = self._builder if rec.role == "build" else self._agent_for(task.agent)
-            await agent.run(ctx)
-            state, reason = self._outcome(rec)
+            state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
         except asyncio.CancelledError:
-            if rec.stop is None:
-                self._end(rec, "cancelled", "the run was torn down")
-                raise
-            while me.cancelling():
-                me.uncancel()
-            state, reason = rec.stop
-        except Exception as exc:  # the one place an agent's crash becomes a value
-            state, reason = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            deadline.cancel()
-            stall.cancel()
-        if rec.stop is not None:
-            state, reason = rec.stop
+            self._end(rec, "cancelled", "the run was torn down")
+            raise
         self._end(rec, state, reason)
-
-    def _check_stall(self, rec: AgentRecord, limit: float) -> None:
-        if rec.state != "running":
-            return
-        idle = time.monotonic() - rec.last_event
-        if idle >= limit:
-            self._stop(rec.id, "timed_out", f"stalled: no output for {limit:g}s")
-        else:
-            loop = asyncio.get_running_loop()
-            loop.call_later(limit - idle, self._check_stall, rec, limit)
-
-    def _outcome(self, rec: AgentRecord) -> tuple[AgentState, str]:
-        match rec.terminal:
-            case Blocked(reason=reason):
-                return "blocked", reason
-            case Failed(error=error, kind="budget"):
-                return "budget_exceeded", error
-            case Failed(error=error):
-                return "failed", error
-            case Finished(summary=summary):
-                return "succeeded", summary
-            case _:
-                return "succeeded", ""
 
     def _stop(self, agent_id: str, state: AgentState, reason: str, *, force: bool = False) -> bool:
         rec = self.agents.get(agent_id)
@@ -491,7 +402,7 @@ class Run:
         rec.ended = time.time()
         if isinstance(rec.terminal, Finished):
             rec.summary = rec.terminal.summary
-        actions = self._decide(rec)
+        actions = self.repairs.decide(rec, self._capacity)
         for line in repair.links(actions):
             self.progress.note(rec.id, line)
         duration = rec.ended - (rec.started or rec.ended)
@@ -539,46 +450,22 @@ class Run:
             refusal=refusal,
         )
 
-    def _decide(self, rec: AgentRecord) -> tuple[recovery.Action, ...] | None:
-        """What the recovery policy says about an ended agent; None: it simply ended."""
-        event: recovery.Event
-        if rec.role == "task":
-            kind = rec.terminal.kind if isinstance(rec.terminal, Failed) else ""
-            known = rec.task_id in self._recovery.subjects
-            if not known and not recovery.is_fixable(rec.state, kind=kind):
-                return None
-            event = AttemptEnded(
-                rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,
-                stalled=rec.reason.startswith("stalled"),
-            )  # fmt: skip
-        elif rec.role == "fixer":
-            event = FixerEnded(rec.id, rec.state, rec.summary or rec.reason)  # type: ignore[arg-type]
-        else:
-            result = self._builder.results.get(rec.id)
-            if rec.state == "succeeded" or result is None:
-                return None
-            event = BuildFailed(rec.attempt, result.exit_code, result.tail, result.failing_tests)
-        self._recovery, actions = recovery.decide(self._recovery, event, self._capacity())
-        return actions
-
     def _apply(self, rec: AgentRecord, actions: tuple[recovery.Action, ...] | None) -> None:
+        """Carry out what the recovery policy decided about ``rec`` (None: it simply ended)."""
+        repairs = self.repairs
         if actions is None:
             if rec.role == "task":
                 self._settle_task(rec.task_id, rec.state, rec.reason)
             elif rec.role == "build":
-                self.build_state = "passed" if rec.state == "succeeded" else rec.state
+                repairs.build_state = "passed" if rec.state == "succeeded" else rec.state
             return
         for action in actions:
             match action:
                 case SpawnFixer():
-                    spawn = repair.fixer_spawn(self.plan, action, rec, self._build_output(rec))
+                    spawn = repair.fixer_spawn(self.plan, action, rec, repairs.build_output())
                     if spawn is None:
                         why = f"the plan's fixer: section cannot fix a {rec.kind} agent"
-                        failed = FixerEnded(action.fixer_id, "failed", why)
-                        self._recovery, more = recovery.decide(
-                            self._recovery, failed, self._capacity()
-                        )
-                        self._apply(rec, more)
+                        self._apply(rec, repairs.fixer_not_started(action, why, self._capacity()))
                         continue
                     for tid in action.tasks:
                         self.tasks[tid].fixers.append(action.fixer_id)
@@ -588,46 +475,28 @@ class Run:
                     self._ready.appendleft(self._retry_spawn(tid, attempt))
                 case Rebuild():
                     self._start_build()
-                case Escalate(task_id=tid, reason=why, tried=tried, next_step=step):
-                    self.escalations.append(
-                        {
-                            "task": tid or "(the build)",
-                            "blocker": self._blocker_of(tid),
-                            "reason": why,
-                            "tried": list(tried),
-                            "next_step": step,
-                            "files": self._files_of(tid),
-                        }
-                    )
-                    if tid is None:
-                        self.build_state = "escalated"
-                    else:
+                case Escalate(task_id=tid, reason=why):
+                    repairs.escalate(action, self._files_of(tid), self._last_reason(tid))
+                    if tid is not None:
                         self._settle_task(tid, "escalated", why)
                 case EndTask(task_id=tid, state=state, reason=why):
                     if tid is None:
-                        self.build_state = state
+                        repairs.build_state = state
                     else:
                         self._settle_task(tid, state, why)  # type: ignore[arg-type]
                 case Wait():
                     if rec.role == "task" and rec.state == "blocked":
                         self.tasks[rec.task_id].state = "blocked"
 
-    def _blocker_of(self, task_id: str | None) -> str:
-        for f in reversed(list(self._recovery.fixers.values())):
-            if task_id in f.serves:
-                return f.blocker.summary()
+    def _last_reason(self, task_id: str | None) -> str:
         rec = self.agents.get(self.tasks[task_id].attempts[-1]) if task_id else None
         return rec.reason if rec else "(see the build output)"
 
     def _files_of(self, task_id: str | None) -> list[str]:
         if task_id is None:
-            return [f"{b}.md" for b in self.builds]
+            return [f"{b}.md" for b in self.repairs.builds]
         trec = self.tasks[task_id]
         return [f"{a}.md" for a in (*trec.attempts, *trec.fixers)]
-
-    def _build_output(self, rec: AgentRecord) -> str:
-        result = self._builder.results.get(self.builds[-1]) if self.builds else None
-        return result.tail if result is not None and result.exit_code != 0 else ""
 
     def _retry_spawn(self, task_id: str, attempt: int) -> Spawn:
         trec = self.tasks[task_id]
@@ -641,10 +510,7 @@ class Run:
         )
 
     def _start_build(self) -> None:
-        n = len(self.builds) + 1
-        self.builds.append(f"build-{n}")
-        self.build_state = "running"
-        self._start(repair.build_spawn(self.plan.build, n, depth=self.settings.base_depth))
+        self._start(self.repairs.next_build(depth=self.settings.base_depth))
 
     def _settle_task(self, task_id: str, state: AgentState, reason: str) -> None:
         trec = self.tasks[task_id]
@@ -694,7 +560,8 @@ class Run:
             return
         if self._ready and self.governor.fence is None:
             return
-        if any(t.state == "running" for t in self.tasks.values()) or self.build_state == "running":
+        building = self.repairs.build_state == "running"
+        if building or any(t.state == "running" for t in self.tasks.values()):
             return
         fence = self.governor.fence
         for trec in self.tasks.values():
@@ -702,11 +569,11 @@ class Run:
                 self._settle_task(trec.task.id, "cancelled", f"not started: {fence}")
         if any(not t.final for t in self.tasks.values()) and fence is None:
             return
-        if self.plan.build.commands and self.build_state is None and fence is None:
+        if self.plan.build.commands and self.repairs.build_state is None and fence is None:
             if all(t.state == "succeeded" for t in self.tasks.values()):
                 self._start_build()
                 return
-            self.build_state = "skipped"
+            self.repairs.build_state = "skipped"
         self._finished.set()
 
     # --- helpers ----------------------------------------------------------------------------
@@ -733,7 +600,20 @@ class Run:
         if self._interrupted is not None:
             return 128 + self._interrupted
         ok = all(t.state == "succeeded" for t in self.tasks.values())
-        return 0 if ok and self.build_state in (None, "passed") else 1
+        return 0 if ok and self.repairs.build_state in (None, "passed") else 1
+
+    # views for reports and tests
+    @property
+    def builds(self) -> list[str]:
+        return self.repairs.builds
+
+    @property
+    def build_state(self) -> str | None:
+        return self.repairs.build_state
+
+    @property
+    def escalations(self) -> list[dict[str, object]]:
+        return self.repairs.escalations
 
 
 def new_run_id() -> str:

@@ -14,7 +14,8 @@ executor hop per call and could not express (no ``dir_fd``, no ``O_NOFOLLOW`` wa
 through `orchestrator.procs.run_streaming`, in their own process group, stopped on timeout.
 
 Not a sandbox: ``run_command`` runs with the agent's user rights. What it guarantees is the
-environment (no API key) and the lifetime of the processes (none outlives the call).
+environment (no API key) and the lifetime of its process group (none of it outlives the call;
+a descendant that left the group with ``setsid`` is for the run's ``sweep_run``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ SKIP_DIRS = frozenset({".git"})
 class ToolError(Exception):
     """A tool refused or failed; the message is meant for the model and names the path.
 
-    It never leaves this module: `dispatch` turns it into an error result (``is_error``).
+    `dispatch` turns it into an error result (``is_error``); code that calls the file
+    functions directly (the scripted agent) catches it itself. It is not an
+    `OrchestratorError`: it is the model's (or the script's) mistake, answered as a value.
     """
 
 
@@ -136,7 +139,9 @@ class Workspace:
             raise ToolError("refused: the path is empty")
         if "\x00" in path:
             raise ToolError("refused: the path contains a NUL byte")
-        if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        if not _encodable(path):
+            raise ToolError("refused: the path is not valid Unicode text (lone surrogate)")
+        if len(path.encode("utf-8")) > MAX_PATH_BYTES:
             raise ToolError(f"refused: the path is longer than {MAX_PATH_BYTES} bytes")
         pure = PurePosixPath(path)
         if pure.is_absolute():
@@ -149,7 +154,7 @@ class Workspace:
             pure = pure.relative_to(base)
         parts: list[str] = []
         for part in pure.parts:
-            if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            if len(part.encode("utf-8")) > MAX_NAME_BYTES:
                 raise ToolError(
                     f"refused: a name in {path[:80]!r}... is longer than {MAX_NAME_BYTES} bytes"
                 )
@@ -193,6 +198,15 @@ class Workspace:
 
 def _is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (JSON may carry lone surrogates; the OS cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _os_error(path: str, e: OSError) -> ToolError:
@@ -279,7 +293,7 @@ def read_file(ws: Workspace, path: str, *, offset: int = 1, limit: int = READ_DE
 
 def write_file(ws: Workspace, path: str, content: str) -> str:
     """Create or replace a file (and its missing parent directories) inside the workspace."""
-    data = content.encode("utf-8", errors="surrogateescape")
+    data = content.encode("utf-8", errors="replace")
     if len(data) > WRITE_MAX_BYTES:
         raise ToolError(f"refused: content is {len(data)} bytes, more than {WRITE_MAX_BYTES}")
     real = ws.resolve(path, for_write=True)
@@ -314,7 +328,7 @@ def edit_file(ws: Workspace, path: str, old: str, new: str) -> str:
                 f"{path}: old text appears {count} times (lines {', '.join(map(str, lines))}); "
                 "include more surrounding lines so that it matches exactly once"
             )
-        _write_bytes(ws, path, real, text.replace(old, new, 1).encode("utf-8", "surrogateescape"))
+        _write_bytes(ws, path, real, text.replace(old, new, 1).encode("utf-8", "replace"))
     except OSError as e:
         raise _os_error(path, e) from None
     return f"edited {ws.display(real)}: replaced 1 occurrence"
@@ -496,6 +510,8 @@ async def run_command(
         raise ToolError("the command is empty")
     if "\x00" in command:
         raise ToolError("the command contains a NUL byte")
+    if not _encodable(command):
+        raise ToolError("the command is not valid Unicode text (lone surrogate)")
     output = _CappedOutput(max_output)
 
     def on_line(stream: Stream, line: str) -> None:

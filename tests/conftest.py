@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
 from orchestrator.agents.pool import AgentPool
+from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
 from orchestrator.scheduler import Run, RunSettings
+from tests.fakeapi import fake_api, fake_client  # noqa: F401  (shared fixtures)
 
 
 def scripted(tid: str, *steps: Step, deps: tuple[str, ...] = (), **kw: Any) -> Task:

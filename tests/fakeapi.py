@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -539,20 +540,23 @@ async def _read_request(
         if not sep:
             raise _BadRequest(line)
         headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        parts: list[bytes] = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")  # no trailers are ever sent
-                break
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        body = b"".join(parts)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    if headers.get("content-encoding", "").lower() == "gzip":
-        body = gzip.decompress(body)
+    try:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")  # no trailers are ever sent
+                    break
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            body = b"".join(parts)
+        else:
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("content-encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+    except (ValueError, OSError, zlib.error) as e:  # bad sizes, bad gzip
+        raise _BadRequest(str(e)) from e
     return method, target, headers, body
 
 
@@ -770,10 +774,8 @@ def _stream_events(msg: JSON, chunk: int) -> list[tuple[str, JSON]]:
         )
         if k in usage
     }
-    delta = {"stop_reason": msg["stop_reason"], "stop_sequence": None}
-    events.append(
-        ("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage})
-    )
+    top: JSON = {"stop_reason": msg["stop_reason"], "stop_sequence": None}
+    events.append(("message_delta", {"type": "message_delta", "delta": top, "usage": final_usage}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 

@@ -184,6 +184,24 @@ async def test_a_program_that_is_not_executable_is_a_configuration_error(
     assert failed.kind == "config"
 
 
+async def test_a_task_without_a_command_is_a_configuration_error(harness: Harness) -> None:
+    rec = await harness.run(command_task())
+    assert rec.events == [Failed("task 't1' has no command", kind="config")]
+
+
+async def test_an_os_error_after_the_start_is_not_mistaken_for_a_spawn_error(
+    harness: Harness,
+) -> None:
+    def emit(event: AgentEvent) -> None:
+        if isinstance(event, Output):
+            raise OSError(28, "No space left on device")
+
+    ctx = harness.context(command_task(*fake("sleeper")))
+    ctx.emit = emit
+    with pytest.raises(OSError, match="No space left"):
+        await CommandAgent().run(ctx)
+
+
 async def test_a_program_killed_by_a_signal_fails_saying_so(harness: Harness) -> None:
     rec = await harness.run(command_task(*fake("kill_self")))
     assert rec.terminal() == [Failed("killed by signal 9 (SIGKILL)")]

@@ -128,6 +128,25 @@ async def test_plain_create_returns_a_json_message(
     assert not fake_api.requests[0].stream
 
 
+async def test_count_tokens_answers_with_an_estimate(
+    fake_api: FakeMessagesAPI, fake_client: anthropic.AsyncAnthropic
+) -> None:
+    counted = await fake_client.messages.count_tokens(model=MODEL, messages=HELLO)
+    assert counted.input_tokens > 0
+    assert fake_api.requests[0].path == "/v1/messages/count_tokens"
+
+
+async def test_a_malformed_request_closes_its_connection_not_the_server(
+    fake_api: FakeMessagesAPI, fake_client: anthropic.AsyncAnthropic
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", fake_api.port)
+    writer.write(b"POST /v1/messages HTTP/1.1\r\ncontent-length: lots\r\n\r\n")
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+    assert await stream_text(fake_client) == ["OK"]
+
+
 async def test_the_default_reply_is_used_when_the_script_runs_out(
     fake_api: FakeMessagesAPI, fake_client: anthropic.AsyncAnthropic
 ) -> None:

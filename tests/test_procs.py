@@ -7,6 +7,7 @@ Every child gets a unique ORCHESTRATOR_RUN_ID; the ``run_env`` fixture checks af
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -20,12 +21,13 @@ from typing import Any
 
 import pytest
 from fakes import RUN_ID_VAR, fake, is_running, marked_pids, wait_until_gone, wait_until_no_marked
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator import procs
+from orchestrator.lines import LineSplitter, clean_line
 from orchestrator.procs import (
     DeathSignal,
-    LineSplitter,
-    clean_line,
     kill_group,
     process_start_time,
     run_streaming,
@@ -215,6 +217,31 @@ async def test_a_flood_of_lines_arrives_complete_and_in_order(run_env: RunEnv) -
     assert lines.text() == [f"line {i}" for i in range(count)]
 
 
+async def test_a_flood_of_empty_lines_lets_the_event_loop_breathe(run_env: RunEnv) -> None:
+    ticks = 0
+    seen_at: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    def on_line(stream: str, line: str) -> None:
+        seen_at.append(ticks)
+
+    count = 300_000  # a few pipe chunks' worth: unbounded, each chunk is one callback
+    flood = [sys.executable, "-c", f"import sys; sys.stdout.write('\\n' * {count})"]
+    async with asyncio.TaskGroup() as tg:
+        tick = tg.create_task(ticker())
+        code = await run_streaming(flood, cwd=ROOT, env=run_env.env, on_line=on_line)
+        tick.cancel()
+    assert code == 0
+    assert len(seen_at) == count
+    # The loop ran other work at least once per 1024-line batch.
+    assert len(set(seen_at)) >= count // 1024
+
+
 async def test_an_on_line_error_kills_the_child_and_propagates(run_env: RunEnv) -> None:
     def on_line(stream: str, line: str) -> None:
         if line == "ready":
@@ -226,6 +253,20 @@ async def test_an_on_line_error_kills_the_child_and_propagates(run_env: RunEnv) 
 
 
 # --- the line splitter and the cleaner (pure) ---------------------------------------------
+
+
+def test_line_splitter_stops_after_max_lines_and_resumes_where_it_stopped() -> None:
+    out: list[str] = []
+    splitter = LineSplitter(out.append, 10)
+    rest = splitter.feed(b"a\nb\nc\nd", 2)
+    assert out == ["a", "b"]
+    assert rest == b"c\nd"
+    assert splitter.feed(rest, 2) == b""
+    assert splitter.feed(b"e\nf\n", 2) == b""
+    assert splitter.feed(b"\n\n\n", 3) == b""
+    assert splitter.feed(b"\n\n\ng", 3) == b"g"
+    splitter.flush()
+    assert out == ["a", "b", "c", "de", "f", "", "", "", "", "", ""]
 
 
 def split(chunks: list[bytes], max_line: int = 10) -> list[str]:
@@ -256,6 +297,46 @@ def split(chunks: list[bytes], max_line: int = 10) -> list[str]:
 )
 def test_line_splitter(chunks: list[bytes], expected: list[str]) -> None:
     assert split(chunks) == expected
+
+
+PIECES = [b"\n", b"\r\n", b"ab", b"\xc3\xa9", b"\xe2\x9c\x93", b"\xff", b"\x1b[", b"\t"]
+OUTPUT = st.binary(max_size=400) | st.lists(st.sampled_from(PIECES), max_size=80).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=OUTPUT,
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    max_lines=st.none() | st.integers(min_value=1, max_value=5),
+)
+def test_line_splitter_agrees_with_a_plain_split(
+    data: bytes, cuts: list[int], max_lines: int | None
+) -> None:
+    out: list[str] = []
+    splitter = LineSplitter(out.append, 10_000)
+    bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
+    for lo, hi in itertools.pairwise(bounds):
+        chunk = data[lo:hi]
+        while chunk:
+            chunk = splitter.feed(chunk, max_lines)
+    splitter.flush()
+    *lines, last = data.split(b"\n")
+    if last:
+        lines.append(last)
+    assert out == [clean_line(line.decode("utf-8", errors="replace")) for line in lines]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), max_line=st.integers(min_value=1, max_value=20))
+def test_line_splitter_bounds_every_line(data: bytes, max_line: int) -> None:
+    out: list[str] = []
+    splitter = LineSplitter(out.append, max_line)
+    splitter.feed(data)
+    splitter.flush()
+    assert len(out) == data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    for line in out:
+        head, _, _ = line.partition(" …[truncated ")
+        assert len(head.encode()) <= max_line * 3  # one byte can become U+FFFD (3 bytes)
 
 
 def test_line_splitter_memory_stays_bounded() -> None:
@@ -300,6 +381,13 @@ async def test_a_grandchild_holding_stdout_does_not_hang_the_run(run_env: RunEnv
     assert "parent done" in lines.text()
     [grandchild] = lines.pids("grandchild")
     assert await wait_until_gone(grandchild)
+
+
+async def test_output_after_the_exit_still_arrives_within_the_drain(run_env: RunEnv) -> None:
+    lines = Lines()
+    script = "(sleep 0.2; echo late; sleep 0.2; echo later) & echo early"
+    assert await run([script], run_env, lines, shell=True, drain=HANG / 2) == 0
+    assert lines.text() == ["early", "late", "later"]
 
 
 async def test_grandchildren_in_the_group_die_when_the_child_exits(run_env: RunEnv) -> None:

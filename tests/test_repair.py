@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import scripted
+
 from orchestrator.plan import Block, Build, Fail, FixerSpec, Say, Sleep, Task, Write
 from orchestrator.plan import Run as RunStep
 from orchestrator.planfile import load_plan
@@ -110,8 +110,9 @@ async def test_a_retry_still_blocked_the_same_way_escalates(make_run: MakeRun) -
 
 
 BUILD_FAILS_DIFFERENTLY = (
-    "python -c \"import pathlib; p = pathlib.Path('n'); n = int(p.read_text()) if p.exists() else 0;"
-    " p.write_text(str(n + 1)); raise SystemExit('failure ' + ['alpha', 'beta', 'gamma', 'delta'][n])\""
+    "python -c \"import pathlib; p = pathlib.Path('n');"
+    " n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1));"
+    " raise SystemExit('failure ' + ['alpha', 'beta', 'gamma', 'delta'][n])\""
 )
 
 

@@ -26,12 +26,14 @@ from orchestrator.events import (
     Output,
     Started,
 )
+from orchestrator.lines import DEFAULT_MAX_LINE
 from orchestrator.plan import Task
-from orchestrator.procs import DEFAULT_MAX_LINE, Stream, run_streaming
+from orchestrator.procs import Stream, run_streaming
 
 _PLACEHOLDER = re.compile(r"\{(prompt|agent_id|workspace)\}")
 _BLOCKED = re.compile(r"\s*BLOCKED:\s*(.*)")
 _SUMMARY_CHARS = 200
+_REASON_CHARS = 500
 _DETAIL_CHARS = 120
 _TRANSIENT_SPAWN_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 """Spawn errors the machine may get over; every other one is the command's fault (config)."""
@@ -87,10 +89,14 @@ class CommandAgent:
 
     async def run(self, ctx: AgentContext) -> None:
         task = ctx.task
+        if not task.command:
+            ctx.emit(Failed(f"task {task.id!r} has no command", kind="config"))
+            return
         argv = command_argv(task, prompt=ctx.prompt, agent_id=ctx.agent_id, workspace=ctx.workspace)
         seen = _Seen()
 
         def on_start(pid: int) -> None:
+            seen.started = True
             ctx.emit(Started(detail=_detail(task), pid=pid))
             ctx.on_process(pid)
 
@@ -99,7 +105,8 @@ class CommandAgent:
             if seen.blocked is None:
                 match = _BLOCKED.match(line)
                 if match:
-                    seen.blocked = match[1].strip() or "(no reason given)"
+                    reason = match[1].strip() or "(no reason given)"
+                    seen.blocked = _shorten(reason, _REASON_CHARS)
                     ctx.emit(Blocked(seen.blocked))
             if stream == "stdout" and line.strip():
                 seen.last_stdout = line
@@ -117,6 +124,8 @@ class CommandAgent:
                 drain=self.drain,
             )
         except OSError as exc:
+            if seen.started:  # not a spawn error: ours (e.g. emit), let it through
+                raise
             kind: FailureKind = "error" if exc.errno in _TRANSIENT_SPAWN_ERRORS else "config"
             ctx.emit(Failed(f"cannot start {task.command[0]!r}: {exc}", kind=kind))
             return
@@ -143,6 +152,7 @@ def outcome(code: int, last_stdout: str = "") -> AgentEvent:
 
 @dataclass(slots=True)
 class _Seen:
+    started: bool = False
     last_stdout: str = ""
     blocked: str | None = None
 

@@ -1,0 +1,108 @@
+"""One attempt of one agent: its progress-file header, its timers, and how it ended.
+
+`run_attempt` runs an agent under its wall-clock timeout and its stall watch. Both stop
+the agent through the scheduler's ``stop`` (which records why, then cancels the task), so a
+timeout, a stall and a user's cancel all end the same way: the agent's processes are stopped
+as a group and the attempt returns the recorded state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from orchestrator.agents.base import Agent, AgentContext
+from orchestrator.events import AgentState, Blocked, Failed, Finished
+from orchestrator.records import AgentRecord, Spawn
+
+Stop = Callable[[str, AgentState, str], bool]
+
+
+def header(rec: AgentRecord, spawn: Spawn) -> str:
+    """The top of ``<agent>.md``: who, what, when, the prompt and the context given."""
+    deps = ", ".join(spawn.task.depends_on) if rec.role == "task" else ""
+    lines = [
+        f"# {rec.id}",
+        "",
+        f"- task: {rec.task_id}",
+        f"- kind: {rec.kind}",
+        f"- role: {rec.role}",
+        f"- attempt: {rec.attempt}",
+        f"- depends on: {deps or '(none)'}",
+        f"- parent: {rec.parent + '.md' if rec.parent else '-'}",
+        f"- started: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rec.started))}",
+        "",
+        "## Prompt",
+        "",
+    ]
+    if spawn.prompt:
+        lines.extend(spawn.prompt.rstrip("\n").split("\n"))
+    elif spawn.script:
+        lines.append(f"(scripted: {len(spawn.script)} steps)")
+    elif spawn.task.command:
+        lines.append("$ " + " ".join(spawn.task.command))
+    if spawn.notes:
+        lines += ["", "## Context", "", *(f"- {n}" for n in spawn.notes)]
+    lines += ["", "## Progress", "", ""]
+    return "\n".join(lines)
+
+
+def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
+    """The state an attempt ends in, from the first terminal event it emitted."""
+    match rec.terminal:
+        case Blocked(reason=reason):
+            return "blocked", reason
+        case Failed(error=error, kind="budget"):
+            return "budget_exceeded", error
+        case Failed(error=error):
+            return "failed", error
+        case Finished(summary=summary):
+            return "succeeded", summary
+        case _:
+            return "succeeded", ""
+
+
+async def run_attempt(
+    rec: AgentRecord, ctx: AgentContext, agent: Agent, *, stop: Stop
+) -> tuple[AgentState, str]:
+    """Run ``agent`` to its end; returns (state, reason).
+
+    A cancellation that ``stop`` asked for (recorded in ``rec.stop``) is absorbed here and
+    becomes that state; any other cancellation (the run torn down) propagates.
+    """
+    loop = asyncio.get_running_loop()
+    task = ctx.task
+    me = asyncio.current_task()
+    assert me is not None
+    why = f"timed out after {task.timeout:g}s"
+    deadline = loop.call_later(task.timeout, stop, rec.id, "timed_out", why)
+    stall = loop.call_later(task.stall_timeout, _check_stall, rec, task.stall_timeout, stop)
+    try:
+        await agent.run(ctx)
+        state, reason = outcome(rec)
+    except asyncio.CancelledError:
+        if rec.stop is None:
+            raise
+        while me.cancelling():
+            me.uncancel()
+        state, reason = rec.stop
+    except Exception as exc:  # the one place an agent's crash becomes a value
+        state, reason = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        deadline.cancel()
+        stall.cancel()
+    if rec.stop is not None:
+        state, reason = rec.stop
+    return state, reason
+
+
+def _check_stall(rec: AgentRecord, limit: float, stop: Stop) -> None:
+    """Fires at most once per ``limit``: stops a silent agent, re-arms for a talking one."""
+    if rec.state != "running":
+        return
+    idle = time.monotonic() - rec.last_event
+    if idle >= limit:
+        stop(rec.id, "timed_out", f"stalled: no output for {limit:g}s")
+    else:
+        asyncio.get_running_loop().call_later(limit - idle, _check_stall, rec, limit, stop)
