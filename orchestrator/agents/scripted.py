@@ -15,7 +15,8 @@ from orchestrator import procs
 from orchestrator.agents.base import AgentContext
 from orchestrator.events import Blocked, Failed, Finished, Output, Started, Text, ToolCall
 from orchestrator.plan import Block, Fail, Run, Say, Sleep, Write
-from orchestrator.tools import ToolError, Workspace, write_file
+from orchestrator.tools import write_file
+from orchestrator.workspace import ToolError, Workspace
 
 
 class ScriptedAgent:
