@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from orchestrator.agents.base import Agent, AgentContext
-from orchestrator.events import AgentState, Blocked, Failed, Finished
-from orchestrator.records import AgentRecord, Spawn
+from orchestrator.agents.base import Agent, AgentContext, child_env
+from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
+from orchestrator.governor import Governor
+from orchestrator.plan import Limits
+from orchestrator.records import AgentRecord, RunSettings, Spawn
 
 Stop = Callable[[str, AgentState, str], bool]
 
@@ -46,6 +49,50 @@ def header(rec: AgentRecord, spawn: Spawn) -> str:
         lines += ["", "## Context", "", *(f"- {n}" for n in spawn.notes)]
     lines += ["", "## Progress", "", ""]
     return "\n".join(lines)
+
+
+def context(
+    rec: AgentRecord,
+    spawn: Spawn,
+    *,
+    workspace: Path,
+    settings: RunSettings,
+    limits: Limits,
+    emit: Callable[[AgentEvent], None],
+    on_process: Callable[[int], None],
+    governor: Governor,
+) -> AgentContext:
+    """What the agent of this attempt gets: its task, prompt, script, environment, callbacks.
+
+    Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent and the run's max_depth,
+    so an orchestrator started inside an agent refuses to go past it.
+    """
+    task = spawn.task
+    env = child_env(
+        agent_id=rec.id,
+        run_id=settings.run_id,
+        depth=rec.depth + 1,
+        extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
+        pass_env=task.pass_env,
+        source=settings.env,
+    )
+    return AgentContext(
+        agent_id=rec.id,
+        task=task,
+        attempt=spawn.attempt,
+        prompt=spawn.prompt,
+        script=spawn.script,
+        workspace=workspace,
+        responses=settings.responses,
+        env=env,
+        emit=emit,
+        on_process=on_process,
+        grace=limits.grace,
+        depth=rec.depth,
+        parent=rec.parent,
+        context_notes=spawn.notes,
+        governor=governor,
+    )
 
 
 def outcome(rec: AgentRecord) -> tuple[AgentState, str]:

@@ -75,6 +75,33 @@ class AgentRecord:
     children: list[str] = field(default_factory=list)
     force: bool = False
 
+    def started_fields(self) -> dict[str, object]:
+        """What the journal records when the agent starts."""
+        return {
+            "id": self.id, "task": self.task_id, "kind": self.kind, "role": self.role,
+            "parent": self.parent, "attempt": self.attempt, "depth": self.depth,
+            "state": "running", "started": self.started,
+        }  # fmt: skip
+
+    def ended_fields(self) -> dict[str, object]:
+        """What the journal records when the agent ends."""
+        return {
+            "id": self.id, "state": self.state, "reason": self.reason, "ended": self.ended,
+            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+            "cost_usd": self.cost_usd, "last_line": self.last_line, "summary": self.summary,
+        }  # fmt: skip
+
+    def status_line(self) -> str:
+        """The text after ``status: `` on the last line of the progress file."""
+        duration = (self.ended or 0.0) - (self.started or self.ended or 0.0)
+        usage = f"{self.tokens_in} in / {self.tokens_out} out tokens, ${self.cost_usd:.4f}"
+        text = f"{self.state} ({duration:.2f}s; {usage})"
+        return text + (f" - {self.reason}" if self.reason else "")
+
+    def status_record(self) -> dict[str, object]:
+        """The last record of the events sidecar."""
+        return {"event": "status", "state": self.state, "reason": self.reason, "t": self.ended}
+
 
 @dataclass(frozen=True)
 class Peek:

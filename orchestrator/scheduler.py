@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator import attempt, procs, recovery, repair
-from orchestrator.agents.base import Agent, AgentContext, child_env
+from orchestrator.agents.base import Agent, AgentContext
 from orchestrator.errors import UnknownAgentError
 from orchestrator.events import (
     TERMINAL_STATES,
@@ -32,9 +32,10 @@ from orchestrator.events import (
     Started,
     Usage,
 )
+from orchestrator.frontier import Frontier
 from orchestrator.governor import Denial, Governor
 from orchestrator.journal import Journal
-from orchestrator.plan import Plan, Task, dependents_of, graph_of, waves
+from orchestrator.plan import Plan, Task, graph_of
 from orchestrator.progress import ProgressWriter
 from orchestrator.records import AgentRecord, Peek, RunSettings, Spawn, TaskRecord
 from orchestrator.recovery import Capacity, EndTask, Escalate, Rebuild, RetryTask, SpawnFixer, Wait
@@ -69,11 +70,8 @@ class Run:
         self.agents: dict[str, AgentRecord] = {}
         self.tasks: dict[str, TaskRecord] = {t.id: TaskRecord(t) for t in plan.tasks}
         self._graph = graph_of(plan.tasks)
-        self._children = dependents_of(self._graph)
-        self._waiting = {tid: len(deps) for tid, deps in self._graph.items()}
+        self.frontier = Frontier(self._graph, mode=settings.mode)
         self._ready: deque[Spawn] = deque()
-        self._waves = waves(self._graph) if settings.mode == "batch" else []
-        self._wave = 0
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
@@ -99,8 +97,8 @@ class Run:
             syncer = tg.create_task(self.journal.run_syncer()) if self.journal else None
             for tid, rec in self.tasks.items():
                 if rec.state == "succeeded":
-                    self._release_dependents(tid)
-            self._seed()
+                    self.frontier.succeeded(tid, self._pending)
+            self._queue(self.frontier.initial(self._pending))
             self._dispatch()
             self._check_finished()
             await self._finished.wait()
@@ -195,25 +193,12 @@ class Run:
 
     # --- dispatch ---------------------------------------------------------------------------
 
-    def _seed(self) -> None:
-        if self.settings.mode == "batch":
-            self._next_wave()
-            return
-        for tid, n in self._waiting.items():
-            if n == 0 and self.tasks[tid].state == "pending":
-                self._ready.append(self._first_attempt(self.tasks[tid].task))
+    def _pending(self, task_id: str) -> bool:
+        return self.tasks[task_id].state == "pending"
 
-    def _next_wave(self) -> None:
-        while self._wave < len(self._waves):
-            wave = self._waves[self._wave]
-            self._wave += 1
-            runnable = [
-                t for t in wave if self.tasks[t].state == "pending" and self._waiting[t] == 0
-            ]
-            for tid in runnable:
-                self._ready.append(self._first_attempt(self.tasks[tid].task))
-            if runnable:
-                return
+    def _queue(self, task_ids: list[str]) -> None:
+        for tid in task_ids:
+            self._ready.append(self._first_attempt(self.tasks[tid].task))
 
     def _first_attempt(self, task: Task) -> Spawn:
         attempt = self._prior.get(task.id, 0) + 1
@@ -295,41 +280,16 @@ class Run:
         rec.last_event = time.monotonic()
         self.progress.open(rec.id, attempt.header(rec, spawn))
         if self.journal is not None:
-            self.journal.record(
-                "agent",
-                id=rec.id,
-                task=rec.task_id,
-                kind=rec.kind,
-                role=rec.role,
-                parent=rec.parent,
-                attempt=rec.attempt,
-                depth=rec.depth,
-                state="running",
-                started=rec.started,
-            )
+            self.journal.record("agent", **rec.started_fields())
         self.governor.spawned(counts=spawn.role != "build")
-        ctx = AgentContext(
-            agent_id=rec.id,
-            task=task,
-            attempt=spawn.attempt,
-            prompt=spawn.prompt,
-            script=spawn.script,
+        ctx = attempt.context(
+            rec,
+            spawn,
             workspace=self.plan.workspace,
-            responses=self.settings.responses,
-            env=child_env(
-                agent_id=rec.id,
-                run_id=self.settings.run_id,
-                depth=rec.depth + 1,
-                extra={"ORCHESTRATOR_MAX_DEPTH": str(self.plan.limits.max_depth), **dict(task.env)},
-                pass_env=task.pass_env,
-                source=self.settings.env,
-            ),
+            settings=self.settings,
+            limits=self.plan.limits,
             emit=lambda event, rec=rec: self._emit(rec, event),  # type: ignore[misc]
             on_process=lambda pid, rec=rec: self._on_process(rec, pid),  # type: ignore[misc]
-            grace=self.plan.limits.grace,
-            depth=rec.depth,
-            parent=rec.parent,
-            context_notes=spawn.notes,
             governor=self.governor,
         )
         rec.handle = self._tg.create_task(self._attempt(rec, ctx), name=rec.id)
@@ -405,25 +365,9 @@ class Run:
         actions = self.repairs.decide(rec, self._capacity)
         for line in repair.links(actions):
             self.progress.note(rec.id, line)
-        duration = rec.ended - (rec.started or rec.ended)
-        usage = f"{rec.tokens_in} in / {rec.tokens_out} out tokens, ${rec.cost_usd:.4f}"
-        status = f"{state} ({duration:.2f}s; {usage})" + (f" - {reason}" if reason else "")
-        self.progress.finish(
-            rec.id, status, {"event": "status", "state": state, "reason": reason, "t": rec.ended}
-        )
+        self.progress.finish(rec.id, rec.status_line(), rec.status_record())
         if self.journal is not None:
-            self.journal.record(
-                "agent",
-                id=rec.id,
-                state=state,
-                reason=reason,
-                ended=rec.ended,
-                tokens_in=rec.tokens_in,
-                tokens_out=rec.tokens_out,
-                cost_usd=rec.cost_usd,
-                last_line=rec.last_line,
-                summary=rec.summary,
-            )
+            self.journal.record("agent", **rec.ended_fields())
         self.governor.released()
         if rec.done is not None:
             rec.done.set()
@@ -524,28 +468,12 @@ class Run:
         if trec.settled is not None:
             trec.settled.set()
         if state == "succeeded":
-            self._release_dependents(task_id)
+            self._queue(self.frontier.succeeded(task_id, self._pending))
         else:
-            for child in self._children.get(task_id, ()):
+            for child in self.frontier.dependents(task_id):
                 if self.tasks[child].state == "pending":
                     self._settle_task(child, "skipped", f"dependency {task_id} ended {state}")
-        if self.settings.mode == "batch" and not self._ready and self._wave_done():
-            self._next_wave()
-
-    def _release_dependents(self, task_id: str) -> None:
-        for child in self._children.get(task_id, ()):
-            self._waiting[child] -= 1
-            if (
-                self._waiting[child] == 0
-                and self.tasks[child].state == "pending"
-                and self.settings.mode == "async"
-            ):
-                self._ready.append(self._first_attempt(self.tasks[child].task))
-
-    def _wave_done(self) -> bool:
-        if self._wave == 0:
-            return False
-        return all(self.tasks[t].final for w in self._waves[: self._wave] for t in w)
+        self._queue(self.frontier.settled(task_id, self._pending))
 
     def _write_unstarted(self, trec: TaskRecord) -> None:
         """A task that never ran still gets a file ending in its status line."""
