@@ -123,6 +123,8 @@ class FixerSpec:
     timeout: float | None = None
     stall_timeout: float | None = None
     max_turns: int | None = None
+    fix_timeouts: bool = False
+    """Also treat timeouts and stalls as blockers a fixer may try (off: they just fail)."""
 
 
 @dataclass(frozen=True, slots=True)

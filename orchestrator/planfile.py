@@ -8,14 +8,17 @@ checks below are written once. Nothing here touches anything but the plan file i
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shlex
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from orchestrator.errors import PlanErrors
+from orchestrator.errors import Location, PlanError, PlanErrors
 from orchestrator.plan import (
     AGENT_KINDS,
     PRESETS,
@@ -53,6 +56,8 @@ from orchestrator.yamlnodes import (
 )
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_ERRORS = 200
+"""Errors listed in full; a generated plan with one systematic mistake would print thousands."""
 DEFAULT_AGENT = "claude"
 """The agent of a task when neither the task nor ``defaults`` names one (as in DESIGN.md)."""
 
@@ -60,6 +65,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ATTEMPT_SUFFIX = re.compile(r".*\.[0-9]+")
 
+_ENV_HINT = "use letters, digits and '_', not starting with a digit"
+_ID_HINT = "ids are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _KINDS = sorted(AGENT_KINDS | PRESETS)
 _TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
@@ -75,9 +82,18 @@ _FIXER_KEYS: tuple[str, ...] = (
     "agent", "model", "prompt", "command", "shell", "script", "timeout", "stall_timeout",
     "max_turns",
 )  # fmt: skip
-_TASK_KEYS = ("id", "depends_on", "retry_script", "env", "pass_env", *_FIXER_KEYS)
+_TASK_KEYS: tuple[str, ...] = (
+    "id", "agent", "prompt", "depends_on", "command", "shell", "script", "retry_script", "model",
+    "timeout", "stall_timeout", "max_turns", "env", "pass_env",
+)  # fmt: skip
 _MEANT = {"name": "id", "cmd": "command", "args": "command", "steps": "script"}
 _MEANT |= dict.fromkeys(("deps", "needs", "requires", "after", "depends"), "depends_on")
+_TEXT_STEPS: dict[str, Callable[[str], Step]] = {
+    "say": Say,
+    "run": Run,
+    "block": Block,
+    "fail": Fail,
+}
 _RESERVED_HINTS = {
     "attempt": "later attempts are named <task>.2, <task>.3; use '-' or '_' before the number",
     "fix-": "fixer agents are named fix-<task>-<n>; pick another prefix",
@@ -95,41 +111,65 @@ def load_plan(path: str | Path, *, workspace_override: Path | None = None) -> Pl
     ``workspace`` in the file is relative to the file's directory (default: the current
     directory); ``workspace_override`` (the command line's ``--workspace``) beats both.
     """
-    shown = str(path)
-    errs = Errors(shown)
+    errs = Errors(str(path))
     source = Path(path)
     text = _read_text(source, errs)
     plan: Plan | None = None
     if text is not None:
-        if source.suffix.lower() == ".toml":
-            root, found = read_toml(text, shown)
-        else:
-            root, found = read_yaml(text, shown)
-            if (
-                found
-                and found[-1].rule == "syntax"
-                and source.suffix.lower() not in (".yaml", ".yml")
-            ):
-                found[-1].hint = (
-                    found[-1].hint or "plan files are YAML (.yaml, .yml) or TOML (.toml)"
-                )
-        errs.items.extend(found)
-        if root is None and not found:
-            errs.add((1, 1), "empty-plan", "the plan file is empty", "add tasks: or batches:")
-        elif root is not None:
-            plan = _plan(errs, root, source, workspace_override)
+        with _no_cyclic_gc():
+            plan = _parse(errs, text, source, workspace_override)
     if errs.items or plan is None:
-        raise PlanErrors(sorted(errs.items, key=lambda e: (e.where.line, e.where.col)))
+        raise PlanErrors(_first_errors(errs))
     return plan
+
+
+def _first_errors(errs: Errors) -> list[PlanError]:
+    """The errors by line; past `MAX_ERRORS`, one last line says how many more there are."""
+    found = sorted(errs.items, key=lambda e: (e.where.line, e.where.col))
+    if len(found) <= MAX_ERRORS:
+        return found
+    more = len(found) - MAX_ERRORS
+    hint = "fix the ones above first; the rest are often the same mistake"
+    last = PlanError(Location(errs.path), "too-many-errors", f"{more} more errors not shown", hint)
+    return [*found[:MAX_ERRORS], last]
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cycle collector while building nodes: they form no cycles, and the collections
+    that ~10^5 new objects would trigger take about half the time of loading a 10,000-task plan."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse(errs: Errors, text: str, source: Path, override: Path | None) -> Plan | None:
+    """TOML for ``.toml``; YAML for anything else (with a hint when the suffix is not YAML's)."""
+    suffix = source.suffix.lower()
+    reader = read_toml if suffix == ".toml" else read_yaml
+    root, found = reader(text, errs.path)
+    if found and found[-1].rule == "syntax" and suffix not in (".toml", ".yaml", ".yml"):
+        last = found.pop()
+        hint = last.hint or "plan files are YAML (.yaml, .yml) or TOML (.toml)"
+        found.append(PlanError(last.where, last.rule, last.message, hint))
+    errs.items.extend(found)
+    if root is None or (isinstance(root, Scalar) and root.value is None and not root.broken):
+        if not found:
+            errs.add((1, 1), "empty-plan", "the plan file is empty", "add tasks: or batches:")
+        return None
+    return _plan(errs, root, source, override)
 
 
 def _read_text(source: Path, errs: Errors) -> str | None:
     try:
         info = source.stat()
     except FileNotFoundError:
-        near = [str(p) for p in (source.with_suffix(s) for s in (".yaml", ".yml", ".toml"))]
-        near = [p for p in near if p != str(source) and Path(p).is_file()]
-        hint = f"did you mean {near[0]}?" if near else "check the path"
+        near = _sibling(source)
+        hint = f"did you mean {near}?" if near else "check the path"
         errs.add((0, 0), "file-not-found", "no such plan file", hint)
         return None
     except (OSError, ValueError) as exc:
@@ -152,11 +192,24 @@ def _read_text(source: Path, errs: Errors) -> str | None:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
         line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        col = len(data[line_start : exc.start].decode("utf-8")) + 1  # valid: before the error
         bad = data[exc.start : exc.start + 1].hex()
         errs.add((line, col), "not-utf8", f"byte 0x{bad} is not UTF-8", "save the file as UTF-8")
         return None
+
+
+def _sibling(source: Path) -> str | None:
+    """The same name with another plan suffix, when such a file exists (plan.yml for plan.yaml)."""
+    for suffix in (".yaml", ".yml", ".toml"):
+        try:
+            other = source.with_suffix(suffix)
+            if other != source and other.is_file():
+                return str(other)
+        except (OSError, ValueError):  # no file name to change, or an unusable path
+            return None
+    return None
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -191,27 +244,22 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
     if not isinstance(root, Map):
         errs.add(root, "wrong-type", f"a plan must be a mapping (tasks: ...), not {kind(root)}")
         return None
-    top = Fields(errs, root, _TOP_KEYS, "plan")
+    extensions = tuple(key for key in root.items if key.startswith("x-"))  # a home for anchors
+    top = Fields(errs, root, _TOP_KEYS + extensions, "plan")
     name = top.text("name")
     if name is not None and (not name.strip() or len(name) > 200 or not name.isprintable()):
-        errs.add(
-            top.node.items["name"],
-            "bad-name",
-            f"plan name {show(name)} is not usable",
-            "use up to 200 printable characters",
-        )
+        message = f"plan name {show(name)} is not usable"
+        errs.add(top.node.items["name"], "bad-name", message, "use up to 200 printable characters")
     defaults = _defaults(errs, mapping_of(errs, top.get("defaults"), "defaults"))
     limits = _limits(errs, mapping_of(errs, top.get("limits"), "limits"))
     prices = _prices(errs, mapping_of(errs, top.get("prices"), "prices"))
     fixer_node = mapping_of(errs, top.get("fixer"), "fixer")
-    fixer = (
-        _fixer(Fields(errs, fixer_node, _FIXER_KEYS, "fixer", _MEANT))
-        if fixer_node
-        else FixerSpec()
-    )
+    fixer = FixerSpec()
+    if fixer_node is not None:
+        fixer = _fixer(Fields(errs, fixer_node, _FIXER_KEYS, "fixer", _MEANT))
     drafts, batches = _tasks_or_batches(errs, top, defaults)
     _check_graph(errs, drafts)
-    names = {d.task.id for d in drafts} | {name for name, _ in batches}
+    names = {d.task.id for d in drafts} | {batch for batch, _ in batches}
     build = _build(errs, mapping_of(errs, top.get("build"), "build"), names)
     workspace = _workspace(top.text("workspace"), source, override)
     return Plan(
@@ -265,8 +313,8 @@ def _limits(errs: Errors, node: Map | None) -> Limits:
     concurrency = f.count("max_concurrency", least=1, rule=rule)
     agents = f.count("max_agents", least=1, rule=rule)
     depth = f.count("max_depth", least=0, rule=rule)
-    budget = f.number("budget_usd", least=0, above=True, rule=rule, whole=False)
-    rate = f.number("spawn_rate", least=0, above=True, rule=rule, whole=False)
+    budget = f.number("budget_usd", least=0, above=True, rule=rule)
+    rate = f.number("spawn_rate", least=0, above=True, rule=rule)
     grace = f.duration("grace", zero_ok=True, rule=rule)
     return Limits(
         max_concurrency=concurrency if concurrency is not None else base.max_concurrency,
@@ -281,17 +329,17 @@ def _limits(errs: Errors, node: Map | None) -> Limits:
 def _prices(errs: Errors, node: Map | None) -> tuple[tuple[str, Price], ...]:
     out: list[tuple[str, Price]] = []
     for model, value in (node.items if node else {}).items():
-        entry = mapping_of(errs, value, f"prices: {model}")
+        owner = f"prices: {show(model)}"
+        entry = mapping_of(errs, value, owner)
         if entry is None:
             continue
-        f = Fields(errs, entry, ("input", "output"), f"prices: {model}")
+        f = Fields(errs, entry, ("input", "output"), owner)
         rates = [
-            f.number(key, least=0, above=False, rule="bad-price", whole=False)
-            for key in ("input", "output")
+            f.number(key, least=0, above=False, rule="bad-price") for key in ("input", "output")
         ]
         for key in ("input", "output"):
             if key not in f:
-                errs.add(entry, "missing-field", f"prices: {model} needs {key} (USD per Mtok)")
+                errs.add(entry, "missing-field", f"{owner} needs {key} (USD per Mtok)")
         if rates[0] is not None and rates[1] is not None:
             out.append((model, Price(rates[0], rates[1])))
     return tuple(out)
@@ -324,9 +372,8 @@ def _build(errs: Errors, node: Map | None, names: set[str]) -> Build:
     command = f.get("command")
     commands: list[str] = []
     if command is None:
-        errs.add(
-            node, "missing-command", "build needs a command", "add command: python -m pytest -q"
-        )
+        hint = "add command: python -m pytest -q"
+        errs.add(node, "missing-command", "build needs a command", hint)
     elif isinstance(command, Map):
         f.wrong("command", command, "a command line or a list of them")
     else:
@@ -341,12 +388,10 @@ def _build(errs: Errors, node: Map | None, names: set[str]) -> Build:
     timeout = f.duration("timeout")
     cycles = f.count("max_fix_cycles", least=0)
     after = f.names("after", "task ids or batch names") or []
-    for name, at in after:
+    for number, (name, at) in enumerate(after):
         if name not in names:
-            hint = closest(name, names)
-            errs.add(
-                at, "unknown-after", f"build: after names {show(name)}, no task or batch", hint
-            )
+            message = f"build: after names {show(name)}, which is no task or batch"
+            errs.add(at, "unknown-after", message, closest(name, names) if number < 20 else "")
     return Build(
         commands=tuple(commands),
         timeout=timeout if timeout is not None else base.timeout,
@@ -364,12 +409,9 @@ def _tasks_or_batches(
     tasks, batches = top.get("tasks"), top.get("batches")
     keys = top.node.keys
     if tasks is not None and batches is not None:
-        errs.add(
-            keys["batches"],
-            "tasks-and-batches",
-            "a plan has tasks: or batches:, not both",
-            "put every task in a batch, or drop batches:",
-        )
+        message = "a plan has tasks: or batches:, not both"
+        hint = "put every task in a batch, or drop batches:"
+        errs.add(keys["batches"], "tasks-and-batches", message, hint)
     listed = tasks if tasks is not None else batches
     key = "tasks" if tasks is not None else "batches"
     if listed is None:
@@ -399,9 +441,8 @@ def _batches(
     previous: tuple[str, ...] = ()
     for number, node in enumerate(listed.items, 1):
         if not isinstance(node, Map):
-            errs.add(
-                node, "wrong-type", f"a batch must be a mapping (name:, tasks:), not {kind(node)}"
-            )
+            message = f"a batch must be a mapping (name:, tasks:), not {kind(node)}"
+            errs.add(node, "wrong-type", message)
             continue
         f = Fields(errs, node, ("name", "tasks"), f"batch {number}")
         name = f.text("name")
@@ -410,26 +451,18 @@ def _batches(
                 errs.add(node, "missing-field", f"batch {number} needs a name")
             name = f"batch-{number}"
         elif not ID_PATTERN.fullmatch(name):
-            errs.add(
-                node.items["name"],
-                "invalid-name",
-                f"batch name {show(name)} is not allowed",
-                "names follow the rules of task ids",
-            )
+            message = f"batch name {show(name)} is not allowed"
+            errs.add(node.items["name"], "invalid-name", message, _ID_HINT)
         elif name in first_line:
-            errs.add(
-                node.items["name"],
-                "duplicate-batch",
-                f"batch name {show(name)} is used twice",
-                f"the first is on line {first_line[name]}",
-            )
+            message = f"batch name {show(name)} is used twice"
+            hint = f"the first is on line {first_line[name]}"
+            errs.add(node.items["name"], "duplicate-batch", message, hint)
         first_line.setdefault(name, node.line)
         tasks = f.get("tasks")
         if not isinstance(tasks, Seq) or not tasks.items:
             if tasks is None or isinstance(tasks, Seq):
-                errs.add(
-                    node, "empty-batch", f"batch {show(name)} has no tasks", "add tasks: [...]"
-                )
+                message = f"batch {show(name)} has no tasks"
+                errs.add(node, "empty-batch", message, "add tasks: [...]")
             else:
                 f.wrong("tasks", tasks, "a list of tasks")
             continue
@@ -464,8 +497,9 @@ def _task(
     turns, env, pass_env = f.count("max_turns", least=1), _env(f), _pass_env(f)
     if agent:
         _require(f, agent, prompt)
-    if retry == ():
-        errs.add(node.items["retry_script"], "missing-script", f"{f.owner}: retry_script is empty")
+    retry_node = f.get("retry_script")
+    if isinstance(retry_node, Seq) and not retry_node.items:
+        errs.add(retry_node, "missing-script", f"{f.owner}: retry_script is empty")
     if task_id is None:
         return None
     task = Task(
@@ -491,32 +525,22 @@ def _task(
 
 def _check_id(errs: Errors, task_id: str, node: Node) -> None:
     if not ID_PATTERN.fullmatch(task_id):
-        errs.add(
-            node,
-            "invalid-id",
-            f"task id {show(task_id)} is not allowed",
-            "ids are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
+        errs.add(node, "invalid-id", f"task id {show(task_id)} is not allowed", _ID_HINT)
         return
-    low = task_id.lower()
-    reserved = (
-        "attempt"
-        if _ATTEMPT_SUFFIX.fullmatch(task_id)
-        else "fix-"
-        if low.startswith("fix-")
-        else "build-"
-        if low.startswith("build-")
-        else "report"
-        if low == "report"
-        else None
-    )
+    reserved = _reserved(task_id)
     if reserved:
-        errs.add(
-            node,
-            "reserved-id",
-            f"task id {show(task_id)} looks like a derived agent's id",
-            _RESERVED_HINTS[reserved],
-        )
+        message = f"task id {show(task_id)} could be mistaken for a derived agent's id"
+        errs.add(node, "reserved-id", message, _RESERVED_HINTS[reserved])
+
+
+def _reserved(task_id: str) -> str | None:
+    """Which derived agent id (or file name) ``task_id`` could collide with, case blind."""
+    low = task_id.lower()
+    if _ATTEMPT_SUFFIX.fullmatch(task_id):
+        return "attempt"
+    if low.startswith(("fix-", "build-")):
+        return low[: low.index("-") + 1]
+    return "report" if low == "report" else None
 
 
 def _agent(f: Fields, default: str) -> str:
@@ -572,12 +596,8 @@ def _command(f: Fields, shell: bool) -> tuple[str, ...] | None:
         if len(argv) != len(parts):
             return None
         if shell and len(argv) > 1:
-            f.errs.add(
-                node,
-                "bad-command",
-                f"{what} is a list but shell is true",
-                "with shell: true write the command as one string",
-            )
+            hint = "with shell: true, write the command as one string"
+            f.errs.add(node, "bad-command", f"{what} is a list but shell is true", hint)
             return None
     else:
         text = text_of(f.errs, node, what)
@@ -585,13 +605,9 @@ def _command(f: Fields, shell: bool) -> tuple[str, ...] | None:
             return None
         try:
             argv = (text,) if shell else tuple(shlex.split(text))
-        except ValueError as exc:
-            f.errs.add(
-                node,
-                "bad-command",
-                f"{what}: cannot split {show(text)}: {exc}",
-                "fix the quoting, or set shell: true",
-            )
+        except ValueError as exc:  # "No closing quotation"
+            message = f"{what}: cannot split {show(text)}: {exc}"
+            f.errs.add(node, "bad-command", message, "fix the quoting, or set shell: true")
             return None
     if not argv or not argv[0].strip():
         f.errs.add(node, "bad-command", f"{what} is empty")
@@ -609,13 +625,9 @@ def _env(f: Fields) -> tuple[tuple[str, str], ...] | None:
     out: list[tuple[str, str]] = []
     for name, value in node.items.items():
         if not _ENV_NAME.fullmatch(name):
-            f.errs.add(
-                node.keys[name],
-                "bad-env",
-                f"{f.owner}: env name {show(name)} is not allowed",
-                "use letters, digits and '_', not starting with a digit",
-            )
-        text = text_of(f.errs, value, f"{f.owner}: env {name}")
+            message = f"{f.owner}: env name {show(name)} is not allowed"
+            f.errs.add(node.keys[name], "bad-env", message, _ENV_HINT)
+        text = text_of(f.errs, value, f"{f.owner}: env {show(name)}")
         if text is not None:
             out.append((name, text))
     return tuple(out)
@@ -627,7 +639,8 @@ def _pass_env(f: Fields) -> tuple[str, ...] | None:
         return None
     for name, node in names:
         if not _ENV_NAME.fullmatch(name):
-            f.errs.add(node, "bad-env", f"{f.owner}: pass_env name {show(name)} is not allowed")
+            message = f"{f.owner}: pass_env name {show(name)} is not allowed"
+            f.errs.add(node, "bad-env", message, _ENV_HINT)
     return tuple(dict.fromkeys(name for name, _ in names))
 
 
@@ -647,12 +660,8 @@ def _script(f: Fields, key: str) -> tuple[Step, ...] | None:
 
 def _step(errs: Errors, node: Node, what: str) -> Step | None:
     if not isinstance(node, Map) or len(node.items) != 1:
-        errs.add(
-            node,
-            "bad-step",
-            f"{what}: a step is a mapping with one key, like `say: hello`",
-            "steps: " + ", ".join(STEP_NAMES),
-        )
+        message = f"{what}: a step is a mapping with one key, like `say: hello`"
+        errs.add(node, "bad-step", message, "steps: " + ", ".join(STEP_NAMES))
         return None
     ((name, value),) = node.items.items()
     if name not in STEP_NAMES:
@@ -671,22 +680,13 @@ def _step(errs: Errors, node: Node, what: str) -> Step | None:
     if name == "run" and not text.strip():
         errs.add(value, "bad-command", f"{what}: the command is empty")
         return None
-    return (
-        Say(text)
-        if name == "say"
-        else Run(text)
-        if name == "run"
-        else Block(text)
-        if name == "block"
-        else Fail(text)
-    )
+    return _TEXT_STEPS[name](text)
 
 
 def _write(errs: Errors, node: Node, what: str) -> Write | None:
     if not isinstance(node, Map):
-        errs.add(
-            node, "wrong-type", f"{what} must be a mapping {{path, content}}, not {kind(node)}"
-        )
+        message = f"{what} must be a mapping {{path, content}}, not {kind(node)}"
+        errs.add(node, "wrong-type", message)
         return None
     f = Fields(errs, node, ("path", "content"), what)
     path, content = f.text("path"), f.text("content")
@@ -696,18 +696,10 @@ def _write(errs: Errors, node: Node, what: str) -> Write | None:
     if path is None or content is None:
         return None
     parts = PurePosixPath(path.replace("\\", "/")).parts
-    if (
-        not path.strip()
-        or path.startswith(("/", "\\", "~"))
-        or ".." in parts
-        or re.match(r"[A-Za-z]:", path)
-    ):
-        errs.add(
-            node.items["path"],
-            "bad-path",
-            f"{what}: path {show(path)} leaves the workspace",
-            "write a relative path inside the workspace",
-        )
+    absolute = path.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", path)
+    if absolute or not parts or ".." in parts:
+        message = f"{what}: path {show(path)} is not inside the workspace"
+        errs.add(node.items["path"], "bad-path", message, "write a relative path like src/app.py")
         return None
     return Write(path, content)
 
@@ -722,21 +714,14 @@ def _check_graph(errs: Errors, drafts: list[_Draft]) -> None:
     for draft in drafts:
         tid = draft.task.id
         if tid in first:
-            errs.add(
-                draft.node,
-                "duplicate-id",
-                f"task id {show(tid)} is used twice",
-                f"the first is on line {first[tid].node.line}",
-            )
+            hint = f"the first is on line {first[tid].node.line}"
+            errs.add(draft.node, "duplicate-id", f"task id {show(tid)} is used twice", hint)
             continue
         other = folded.setdefault(tid.lower(), tid)
         if other != tid:
-            errs.add(
-                draft.node,
-                "duplicate-id",
-                f"task ids {show(other)} and {show(tid)} differ only in case",
-                "their progress files would collide on a case-insensitive disk",
-            )
+            message = f"task ids {show(other)} and {show(tid)} differ only in case"
+            hint = "their progress files would be one file on a case-insensitive disk"
+            errs.add(draft.node, "duplicate-id", message, hint)
         first[tid] = draft
     hints_left = 20  # difflib is linear in the number of ids: suggest for the first few only
     for tid, draft in first.items():
@@ -744,22 +729,23 @@ def _check_graph(errs: Errors, drafts: list[_Draft]) -> None:
             if dep not in first:
                 hint = closest(dep, first) if hints_left > 0 else ""
                 hints_left -= 1
-                errs.add(
-                    node,
-                    "unknown-dependency",
-                    f"task {show(tid)} depends on {show(dep)}, which is no task",
-                    hint,
-                )
-    cycle = _cycle({tid: draft.task.depends_on for tid, draft in first.items()})
+                message = f"task {show(tid)} depends on {show(dep)}, which is not a task"
+                errs.add(node, "unknown-dependency", message, hint)
+    # A task that depends only on tasks written before it cannot close a cycle (implicit batch
+    # dependencies always point back), so the full search runs only when some edge points ahead.
+    order = {tid: i for i, tid in enumerate(first)}
+    ahead = any(
+        order.get(dep, -1) >= order[tid]
+        for tid, draft in first.items()
+        for dep, _ in draft.deps or ()
+    )
+    cycle = _cycle({t: d.task.depends_on for t, d in first.items()}) if ahead else None
     if cycle:
         node = first[cycle[0]].node
         at = node.keys.get("depends_on", (node.line, node.col))
-        errs.add(
-            at,
-            "cycle",
-            "tasks depend on each other in a cycle: " + " -> ".join(cycle),
-            "each task waits for the next one; remove one of these dependencies",
-        )
+        message = "tasks depend on each other in a cycle: " + " -> ".join(cycle)
+        hint = "each task waits for the next; remove one of these dependencies"
+        errs.add(at, "cycle", message, hint)
 
 
 def _cycle(graph: dict[str, tuple[str, ...]]) -> list[str] | None:

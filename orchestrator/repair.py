@@ -37,7 +37,10 @@ class Repairs:
         if rec.role == "task":
             kind = rec.terminal.kind if isinstance(rec.terminal, Failed) else ""
             known = rec.task_id in self.state.subjects
-            if not known and not recovery.is_fixable(rec.state, kind=kind):
+            fixable = recovery.is_fixable(
+                rec.state, kind=kind, fix_timeouts=self.plan.fixer.fix_timeouts
+            )
+            if not known and not fixable:
                 return None  # the common case stays off the policy's copy-on-write path
             event = recovery.AttemptEnded(
                 rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,

@@ -391,6 +391,7 @@ class Run:
             max_agents=lim.max_agents,
             max_depth=lim.max_depth,
             max_fix_cycles=self.plan.build.max_fix_cycles,
+            fix_timeouts=self.plan.fixer.fix_timeouts,
             refusal=refusal,
         )
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -34,10 +33,8 @@ MAX_ALIAS_NODES = 500_000
 
 MAX_DURATION = 30 * 24 * 3600.0
 """Longer waits are typos, and would overflow the event loop's timers."""
-_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d)\s*)+")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_HINT = "write seconds (90) or a duration like 500ms, 90s, 20m, 1h30m"
+MAX_NUMBER = 1e9
+"""Larger limits and counts are typos (and would not survive a round trip through float)."""
 
 ScalarValue: TypeAlias = str | int | float | bool | None
 
@@ -55,6 +52,9 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 _TEXT_TAGS = frozenset({_STR, _TIMESTAMP, _MERGE})
 """Kept as text: a date in a plan is a name or a prompt, not a datetime."""
+
+
+# --- nodes ------------------------------------------------------------------------------------
 
 
 @dataclass(eq=False, slots=True)
@@ -92,6 +92,9 @@ class Map:
 
 
 Node: TypeAlias = Scalar | Seq | Map
+
+
+# --- YAML -------------------------------------------------------------------------------------
 
 
 class _Stop(Exception):
@@ -181,7 +184,7 @@ class _Reader:
         at = _at(event)
         frame.wants_key, frame.key_at = False, at
         frame.size += 1
-        frame.key = self.key_text(Scalar(event.value, event.value, *at), at, frame)
+        frame.key = self.key_text(event.value, at, frame)
 
     def scalar(self, event: yaml.ScalarEvent) -> None:
         text = event.value
@@ -212,7 +215,7 @@ class _Reader:
         try:
             construct = self.loader.yaml_constructors[tag]
             node.value = construct(self.loader, yaml.ScalarNode(tag, node.text))
-        except ValueError:  # e.g. an integer with more digits than Python converts
+        except (ValueError, OverflowError):  # e.g. more digits than Python converts
             node.broken = True
             self.errors.append(self.error(at, "bad-value", f"{show(node.text)} is not a number"))
 
@@ -281,7 +284,10 @@ class _Reader:
             parent.items.append(node)
         elif frame.wants_key:
             frame.wants_key, frame.key_at = False, at
-            frame.key = self.key_text(node, at, frame)
+            if isinstance(node, Scalar):
+                frame.key = self.key_text(node.text, at, frame)
+            else:
+                self.errors.append(self.error(at, "wrong-type", "a mapping key must be plain text"))
         else:
             key, frame.wants_key, frame.key = frame.key, True, None
             if key == "<<":
@@ -290,20 +296,16 @@ class _Reader:
                 parent.items[key] = node
                 parent.keys[key] = frame.key_at
 
-    def key_text(self, node: Node, at: tuple[int, int], frame: _Open) -> str | None:
-        """The key's text, or None (after an error) when it cannot be used."""
-        if not isinstance(node, Scalar):
-            self.errors.append(self.error(at, "wrong-type", "a mapping key must be plain text"))
-            return None
-        key, written = node.text, frame.node.keys if isinstance(frame.node, Map) else {}
-        if key in written or (key == "<<" and frame.merges):
-            first = written[key][0] if key in written else frame.merges[0][1][0]
-            message = f"key {key!r} appears twice in one mapping"
-            self.errors.append(
-                self.error(at, "duplicate-key", message, f"the first {key!r} is on line {first}")
-            )
-            return None
-        return key
+    def key_text(self, key: str, at: tuple[int, int], frame: _Open) -> str | None:
+        """``key``, or None (after an error) when the mapping already has it."""
+        written = frame.node.keys if isinstance(frame.node, Map) else {}
+        if key not in written and not (key == "<<" and frame.merges):
+            return key
+        first = written[key][0] if key in written else frame.merges[0][1][0]
+        message = f"key {show(key)} appears twice in one mapping"
+        hint = f"the first {show(key)} is on line {first}"
+        self.errors.append(self.error(at, "duplicate-key", message, hint))
+        return None
 
     def merge(self, node: Map, merges: list[tuple[Node, tuple[int, int]]]) -> None:
         """Apply ``<<: *base`` merge keys: keys written in the mapping itself win."""
@@ -360,9 +362,14 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
 
 # --- TOML -------------------------------------------------------------------------------------
 
-_HEADER = re.compile(r"""\s*\[(\[?)\s*([A-Za-z0-9_\-."' ]+?)\s*\]\]?\s*(?:#.*)?""")
-_LINE_KEY = re.compile(r"""\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*[=.]""")
+_KEY_PART = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)"""
+_KEY_PARTS = re.compile(_KEY_PART)
+_LINE_KEY = re.compile(rf"\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
+_HEADER = re.compile(rf"\s*\[(\[?)\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*\]\]?\s*(?:#.*)?")
 _TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+Where: TypeAlias = dict[str, tuple[int, int]]
+"""Dotted key path -> where it is written, for the ``key =`` lines of one table."""
 
 
 def read_toml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
@@ -380,11 +387,12 @@ def read_toml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
         return None, [PlanError(Location(path, *at), rule, f"TOML: {what}")]
     except RecursionError:
         return None, [PlanError(Location(path), "too-deep", "arrays or tables are nested too deep")]
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        return None, [PlanError(Location(path), "bad-value", f"TOML: {exc}")]
+    except ValueError:  # an integer with more digits than Python converts
+        message = "TOML: a number has more digits than can be read"
+        return None, [PlanError(Location(path), "bad-value", message)]
     placer = _TomlPlacer(text, path)
     try:
-        return placer.node(data, (1, 1), 0, "", (1, placer.next_header(0) - 1)), []
+        return placer.table(data, (1, 1), 0, "", placer.keys_in(1, placer.next_header(0) - 1)), []
     except _Stop as stop:
         return None, [stop.error]
 
@@ -399,9 +407,9 @@ class _TomlPlacer:
         self.arrays: dict[str, list[int]] = {}
         self.header_lines: list[int] = []
         for number, line in enumerate(self.lines, 1):
-            found = _HEADER.fullmatch(line)
+            found = _HEADER.fullmatch(line) if line.lstrip().startswith("[") else None
             if found:
-                name = ".".join(part.strip().strip("\"'") for part in found[2].split("."))
+                name = ".".join(_unquote(part) for part in _KEY_PARTS.findall(found[2]))
                 (self.arrays if found[1] else self.tables).setdefault(name, []).append(number)
                 self.header_lines.append(number)
 
@@ -410,19 +418,32 @@ class _TomlPlacer:
         i = bisect.bisect_right(self.header_lines, line)
         return self.header_lines[i] if i < len(self.header_lines) else len(self.lines) + 1
 
-    def node(
-        self,
-        value: object,
-        at: tuple[int, int],
-        depth: int,
-        name: str,
-        region: tuple[int, int] | None,
-    ) -> Node:
-        if depth > MAX_DEPTH:
-            message = f"arrays or tables are nested more than {MAX_DEPTH} levels deep"
-            raise _Stop(PlanError(Location(self.path, *at), "too-deep", message))
+    def in_region(self, header: int) -> Where:
+        return self.keys_in(header + 1, self.next_header(header) - 1)
+
+    def keys_in(self, first: int, last: int) -> Where:
+        """Where each ``a.b.c =`` that starts a line from ``first`` to ``last`` is written."""
+        found: Where = {}
+        for number in range(first, min(last, len(self.lines)) + 1):
+            line = self.lines[number - 1]
+            head, equals, _ = line.partition("=")
+            key = head.strip()
+            if equals and key.isidentifier():  # the common case: a bare key, found cheaply
+                found.setdefault(key, (number, len(head) - len(head.lstrip()) + 1))
+                continue
+            match = _LINE_KEY.match(line)
+            if not match:
+                continue
+            at = (number, match.start(1) + 1)
+            parts = [_unquote(part) for part in _KEY_PARTS.findall(match[1])]
+            for i in range(1, len(parts) + 1):
+                found.setdefault(".".join(parts[:i]), at)
+        return found
+
+    def node(self, value: object, at: tuple[int, int], depth: int, name: str) -> Node:
+        """A value found inline at ``at`` (tables from headers are placed by `table`)."""
         if isinstance(value, dict):
-            return self.table(value, at, depth, name, region)
+            return self.table(value, at, depth, name, None)
         if isinstance(value, list):
             return self.array(value, at, depth, name)
         if isinstance(value, bool):
@@ -437,25 +458,38 @@ class _TomlPlacer:
         at: tuple[int, int],
         depth: int,
         name: str,
-        region: tuple[int, int] | None,
+        written: Where | None,
+        prefix: str = "",
     ) -> Map:
-        """A table from a header (``region`` is its lines) or an inline one (on line ``at``)."""
+        """A table: under a header (``written`` holds its lines), dotted (``prefix``), or inline."""
+        self.check_depth(depth, at)
         out = Map({}, *at)
-        written = self.keys_in(*region) if region else {}
         for key, child in value.items():
-            key_at = written.get(key) or (region is None and self.inline_key(key, at[0])) or at
-            if isinstance(child, str | int | float) and not isinstance(child, bool):
-                out.items[key] = Scalar(child, str(child), *key_at)
-            else:
-                child_at, child_region = key_at, None
-                child_name = f"{name}.{key}" if name else key
-                header = self.header_after(child_name, at[0]) if key not in written else None
-                if isinstance(child, dict) and header is not None:
-                    key_at = child_at = (header, 1)
-                    child_region = (header + 1, self.next_header(header) - 1)
-                out.items[key] = self.node(child, child_at, depth + 1, child_name, child_region)
+            path = prefix + key
+            key_at = (written or {}).get(path) or self.inline_key(key, at[0]) or at
             out.keys[key] = key_at
+            if isinstance(child, str):  # the common case, kept cheap
+                out.items[key] = Scalar(child, child, *key_at)
+                continue
+            child_name = f"{name}.{key}" if name else key
+            if not isinstance(child, dict):
+                out.items[key] = self.node(child, key_at, depth + 1, child_name)
+            elif written and path in written:  # `a.b = 1` or `a = {b = 1}`
+                out.items[key] = self.table(
+                    child, key_at, depth + 1, child_name, written, path + "."
+                )
+            elif (header := self.header_after(child_name, at[0])) is not None:
+                key_at = out.keys[key] = (header, 1)
+                region = self.in_region(header)
+                out.items[key] = self.table(child, key_at, depth + 1, child_name, region)
+            else:
+                out.items[key] = self.table(child, key_at, depth + 1, child_name, None)
         return out
+
+    def check_depth(self, depth: int, at: tuple[int, int]) -> None:
+        if depth > MAX_DEPTH:
+            message = f"arrays or tables are nested more than {MAX_DEPTH} levels deep"
+            raise _Stop(PlanError(Location(self.path, *at), "too-deep", message))
 
     def header_after(self, name: str, line: int) -> int | None:
         """The line of the first ``[name]`` header at or after ``line``."""
@@ -464,28 +498,21 @@ class _TomlPlacer:
         return headers[i] if i < len(headers) else None
 
     def array(self, value: list[object], at: tuple[int, int], depth: int, name: str) -> Seq:
+        """An array: of tables under ``[[name]]`` headers after ``at``, or written inline."""
+        self.check_depth(depth, at)
         out = Seq([], *at)
         headers = self.arrays.get(name, [])
         first = bisect.bisect_left(headers, at[0])
         cursor = at
         for i, item in enumerate(value):
-            item_at, region = cursor, None
             if isinstance(item, dict) and first + i < len(headers):
                 line = headers[first + i]
-                item_at, region = (line, 1), (line + 1, self.next_header(line) - 1)
-            elif isinstance(item, dict):
-                item_at = cursor = self.find_item(item, cursor)
-            out.items.append(self.node(item, item_at, depth + 1, name, region))
+                out.items.append(self.table(item, (line, 1), depth + 1, name, self.in_region(line)))
+                continue
+            if isinstance(item, dict):
+                cursor = self.find_item(item, cursor)
+            out.items.append(self.node(item, cursor, depth + 1, name))
         return out
-
-    def keys_in(self, first: int, last: int) -> dict[str, tuple[int, int]]:
-        """Where each ``key =`` that starts a line between ``first`` and ``last`` is written."""
-        found: dict[str, tuple[int, int]] = {}
-        for number in range(first, min(last, len(self.lines)) + 1):
-            match = _LINE_KEY.match(self.lines[number - 1])
-            if match:
-                found.setdefault(match[1].strip("\"'"), (number, match.start(1) + 1))
-        return found
 
     def inline_key(self, key: str, line: int) -> tuple[int, int] | None:
         """``key =`` inside an inline table on ``line``."""
@@ -512,6 +539,18 @@ class _TomlPlacer:
         return after
 
 
+def _unquote(part: str) -> str:
+    return part[1:-1] if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'" else part
+
+
+# --- errors and typed reads -----------------------------------------------------------------
+
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d)\s*)+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_HINT = "write seconds (90) or a duration like 500ms, 90s, 20m, 1h30m"
+
+
 def parse_duration(text: str) -> float | None:
     """Seconds in ``90``, ``500ms``, ``90s``, ``20m``, ``1h30m`` or ``2d``; None if not one."""
     s = text.strip()
@@ -520,9 +559,6 @@ def parse_duration(text: str) -> float | None:
     if not _DURATION.fullmatch(s):
         return None
     return sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(s))
-
-
-# --- errors and typed reads -----------------------------------------------------------------
 
 
 class Errors:
@@ -537,9 +573,11 @@ class Errors:
         self.items.append(PlanError(Location(self.path, line, col), rule, message, hint))
 
 
-def show(text: str) -> str:
-    """A value for a message: quoted, escaped and cut short."""
-    return repr(text[:40] + "...") if len(text) > 40 else repr(text)
+def show(value: str | float) -> str:
+    """A value for a message: text quoted and escaped, numbers bare, both cut short."""
+    text = value if isinstance(value, str) else str(value)
+    short = text[:40] + "..." if len(text) > 40 else text
+    return repr(short) if isinstance(value, str) else short
 
 
 def kind(node: Node) -> str:
@@ -576,7 +614,8 @@ class Fields:
                 meant = (synonyms or {}).get(key)
                 hint = f"did you mean {meant!r}?" if meant in allowed else closest(key, allowed)
                 hint = hint or "allowed here: " + ", ".join(allowed)
-                errs.add(node.keys[key], "unknown-field", f"{owner}: unknown field {key!r}", hint)
+                message = f"{owner}: unknown field {show(key)}"
+                errs.add(node.keys[key], "unknown-field", message, hint)
 
     def __contains__(self, key: str) -> bool:
         return key in self.node.items
@@ -607,21 +646,24 @@ class Fields:
         return None
 
     def number(
-        self, key: str, *, least: float, above: bool, rule: str, whole: bool
+        self, key: str, *, least: float, above: bool, rule: str, whole: bool = False
     ) -> float | None:
+        """A number from ``least`` (or just above it) up to `MAX_NUMBER`."""
         node = self.get(key)
         if node is None:
             return None
         value = node.value if isinstance(node, Scalar) else None
-        ok = (int,) if whole else (int, float)
-        if not isinstance(value, ok) or isinstance(value, bool):
+        if not isinstance(value, int if whole else int | float) or isinstance(value, bool):
             self.wrong(key, node, "a whole number" if whole else "a number")
             return None
-        if not math.isfinite(value) or value < least or (above and value == least):
-            bound = f"{'more than' if above else 'at least'} {least:g}"
-            self.errs.add(node, rule, f"{self.owner}: {key} must be {bound}, not {value}")
+        # Compared, never converted first: float() of a 400-digit integer raises OverflowError.
+        if not (least < value if above else least <= value) or not value <= MAX_NUMBER:
+            low = f"{'more than' if above else 'at least'} {least:g}"
+            bound = f"at most {MAX_NUMBER:,.0f}" if value > MAX_NUMBER else low
+            message = f"{self.owner}: {key} must be {bound}, not {show(value)}"
+            self.errs.add(node, rule, message)
             return None
-        return float(value)
+        return value if whole else float(value)
 
     def count(self, key: str, *, least: int, rule: str = "bad-value") -> int | None:
         value = self.number(key, least=least, above=False, rule=rule, whole=True)
@@ -681,15 +723,14 @@ def duration_of(errs: Errors, node: Node, what: str, *, zero_ok: bool, rule: str
         wanted = "a duration (seconds, or text like 90s, 20m, 1h30m)"
         errs.add(node, "wrong-type", f"{what} must be {wanted}, not {kind(node)}")
         return None
-    seconds = parse_duration(value) if isinstance(value, str) else float(value)
-    if seconds is None or not math.isfinite(seconds):
-        errs.add(
-            node, "bad-duration", f"{what}: {show(str(value))} is not a duration", _DURATION_HINT
-        )
+    seconds = parse_duration(value) if isinstance(value, str) else value
+    shown = show(value)
+    if seconds is None or seconds != seconds:  # not a duration, or NaN
+        errs.add(node, "bad-duration", f"{what}: {shown} is not a duration", _DURATION_HINT)
     elif seconds < 0 or (seconds == 0 and not zero_ok):
-        errs.add(node, rule, f"{what} must be more than zero, not {value}", _DURATION_HINT)
-    elif seconds > MAX_DURATION:
-        errs.add(node, "bad-duration", f"{what} is longer than 30 days ({value})")
+        errs.add(node, rule, f"{what} must be more than zero, not {shown}", _DURATION_HINT)
+    elif seconds > MAX_DURATION:  # also infinity and integers too long for a float
+        errs.add(node, "bad-duration", f"{what} is longer than 30 days ({shown})")
     else:
-        return seconds
+        return float(seconds)
     return None

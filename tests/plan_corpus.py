@@ -199,7 +199,8 @@ MALFORMED: list[Case] = [
      "tasks:\n  - id: a\n    agent: scripted\n    script: [{say: a}]\n    env: {1BAD: x}\n",
      "bad-env", 5),
     # --- build and batches ---
-    ("build-no-command", ".yaml", "build:\n  timeout: 1m\ntasks:\n" + OK_TASK, "missing-command", 2),
+    ("build-no-command", ".yaml",
+     "build:\n  timeout: 1m\ntasks:\n" + OK_TASK, "missing-command", 2),
     ("build-after-unknown", ".yaml",
      "build:\n  command: make\n  after: [okk]\ntasks:\n" + OK_TASK, "unknown-after", 3),
     ("build-negative-fix-cycles", ".yaml",
@@ -210,6 +211,12 @@ MALFORMED: list[Case] = [
          "  - id: ok", "      - id: ok2").replace("\n    ", "\n        "),
      "duplicate-batch", 7),
     ("empty-batch", ".yaml", "batches:\n  - name: b\n    tasks: []\n", "empty-batch", 2),
+    ("batch-name-path", ".yaml",
+     "batches:\n  - name: ../b\n    tasks:\n      - {id: a, prompt: hi}\n", "invalid-name", 2),
+    ("plan-name-escape", ".yaml", 'name: "\\e[2Jhi"\ntasks:\n' + OK_TASK, "bad-name", 1),
+    ("write-without-content", ".yaml",
+     "tasks:\n  - id: a\n    agent: scripted\n    script:\n      - write: {path: a.txt}\n",
+     "missing-field", 5),
     # --- TOML ---
     ("toml-syntax", ".toml", 'name = "x"\n[[tasks]]\nid = "a\n', "syntax", 3),
     ("toml-duplicate-key", ".toml",
