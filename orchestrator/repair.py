@@ -27,6 +27,7 @@ class Repairs:
         self.builder = BuildAgent()
         self.builds: list[str] = []
         self.build_state: str | None = None
+        self.final_started = False
         self.escalations: list[dict[str, object]] = []
 
     def decide(

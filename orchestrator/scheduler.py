@@ -79,8 +79,14 @@ class Run:
         self.repairs = repair.Repairs(plan)
         self.started_at = time.time()
         self.ended_at: float | None = None
+        batches = dict(plan.batches)
+        self._after = [set(batches.get(name, (name,))) for name in plan.build.after]
+        self._unsettled = len(self.tasks)
+        self._succeeded = 0
         for tid in done_tasks:
             if tid in self.tasks:
+                self._unsettled -= 1
+                self._succeeded += 1
                 self.tasks[tid].state = "succeeded"
                 self.tasks[tid].final = True
                 self.tasks[tid].reason = "succeeded in an earlier run"
@@ -454,11 +460,24 @@ class Run:
             notes=self._dependency_notes(trec.task),
         )
 
+    def _build_after(self, task_id: str) -> None:
+        """A build check after a named task or batch (``build.after``) once all of it succeeded."""
+        for group in self._after:
+            group.discard(task_id)
+            if not group and self.repairs.build_state != "running":
+                self._after.remove(group)
+                self._start_build()
+                return
+
     def _start_build(self) -> None:
         self._start(self.repairs.next_build(depth=self.settings.base_depth))
 
     def _settle_task(self, task_id: str, state: AgentState, reason: str) -> None:
         trec = self.tasks[task_id]
+        if trec.final:
+            return
+        self._unsettled -= 1
+        self._succeeded += state == "succeeded"
         trec.state = state
         trec.reason = reason
         trec.final = True
@@ -470,6 +489,7 @@ class Run:
             trec.settled.set()
         if state == "succeeded":
             self._queue(self.frontier.succeeded(task_id, self._pending))
+            self._build_after(task_id)
         else:
             for child in self.frontier.dependents(task_id):
                 if self.tasks[child].state == "pending":
@@ -485,24 +505,30 @@ class Run:
         )
 
     def _check_finished(self) -> None:
+        """End the run when nothing runs or can start; run the final build check first."""
         if self.governor.running or self._finished.is_set():
             return
-        if self._ready and self.governor.fence is None:
-            return
-        building = self.repairs.build_state == "running"
-        if building or any(t.state == "running" for t in self.tasks.values()):
-            return
         fence = self.governor.fence
-        for trec in self.tasks.values():
-            if trec.state == "pending" and fence is not None:
-                self._settle_task(trec.task.id, "cancelled", f"not started: {fence}")
-        if any(not t.final for t in self.tasks.values()) and fence is None:
+        if self._ready and fence is None:
             return
-        if self.plan.build.commands and self.repairs.build_state is None and fence is None:
-            if all(t.state == "succeeded" for t in self.tasks.values()):
+        if self._unsettled:
+            for trec in list(self.tasks.values()):
+                if trec.final:
+                    continue
+                if trec.state == "pending" and fence is not None:
+                    self._settle_task(trec.task.id, "cancelled", f"not started: {fence}")
+                elif trec.state != "pending":  # nothing runs for it and nothing will
+                    self._settle_task(trec.task.id, trec.state, trec.reason or "no way forward")
+        if self._unsettled:
+            return  # skips cascade from the settles above; pending tasks wait for them
+        repairs = self.repairs
+        if self.plan.build.commands and not repairs.final_started and fence is None:
+            repairs.final_started = True
+            if self._succeeded == len(self.tasks):
                 self._start_build()
                 return
-            self.repairs.build_state = "skipped"
+            if repairs.build_state in (None, "passed"):
+                repairs.build_state = "skipped"
         self._finished.set()
 
     # --- helpers ----------------------------------------------------------------------------

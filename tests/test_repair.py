@@ -245,3 +245,22 @@ async def test_no_fixer_configured_means_escalation_not_a_fake_fix(
     await run.execute()
     assert run.tasks["a"].state in ("failed", "escalated")
     assert not [a for a in run.agents.values() if a.role == "fixer"]
+
+
+async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> None:
+    base = make_run(
+        scripted("first", Write("a.txt", "a")),
+        scripted("second", Sleep(0.3), deps=("first",)),
+    )
+    plan = dataclasses.replace(
+        base.plan, build=Build(commands=("test -f a.txt",), timeout=10, after=("first",))
+    )
+    run = Run(plan, base.settings, agents=base._agent_for)
+    await run.execute()
+    assert run.builds == ["build-1", "build-2"]
+    build1, second = run.agents["build-1"], run.agents["second"]
+    assert build1.started is not None
+    assert second.ended is not None
+    assert build1.started < second.ended  # the mid-run check did not wait for the end
+    assert run.build_state == "passed"
+    assert run.exit_code() == 0
