@@ -91,6 +91,13 @@ class AgentRecord:
             "cost_usd": self.cost_usd, "last_line": self.last_line, "summary": self.summary,
         }  # fmt: skip
 
+    def live_fields(self) -> dict[str, object]:
+        """What the journal records now and then while the agent runs."""
+        return {
+            "id": self.id, "last_line": self.last_line, "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out, "cost_usd": self.cost_usd,
+        }  # fmt: skip
+
     def status_line(self) -> str:
         """The text after ``status: `` on the last line of the progress file."""
         duration = (self.ended or 0.0) - (self.started or self.ended or 0.0)

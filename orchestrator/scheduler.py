@@ -82,6 +82,7 @@ class Run:
         batches = dict(plan.batches)
         self._after = [set(batches.get(name, (name,))) for name in plan.build.after]
         self._unsettled = len(self.tasks)
+        self._live_dirty: dict[str, AgentRecord] = {}
         self._succeeded = 0
         for tid in done_tasks:
             if tid in self.tasks:
@@ -101,6 +102,7 @@ class Run:
             self._tg = tg
             flusher = tg.create_task(self.progress.run_flusher())
             syncer = tg.create_task(self.journal.run_syncer()) if self.journal else None
+            live = tg.create_task(self._journal_live()) if self.journal else None
             for tid, rec in self.tasks.items():
                 if rec.state == "succeeded":
                     self.frontier.succeeded(tid, self._pending)
@@ -109,8 +111,9 @@ class Run:
             self._check_finished()
             await self._finished.wait()
             flusher.cancel()
-            if syncer is not None:
-                syncer.cancel()
+            for background in (syncer, live):
+                if background is not None:
+                    background.cancel()
         self._tg = None
         self.ended_at = time.time()
 
@@ -332,6 +335,7 @@ class Run:
 
     def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:
         rec.last_event = time.monotonic()
+        self._live_dirty[rec.id] = rec
         line = self.progress.append(rec.id, event)
         if line:
             rec.last_line = line[:200]
@@ -352,6 +356,16 @@ class Run:
                 pass
         if self._on_event is not None:
             self._on_event(rec, line)
+
+    async def _journal_live(self, interval: float = 0.25) -> None:
+        """Journal what running agents said and spent, so `status` elsewhere sees it live."""
+        assert self.journal is not None
+        while True:
+            await asyncio.sleep(interval)
+            dirty, self._live_dirty = self._live_dirty, {}
+            for rec in dirty.values():
+                if rec.state == "running":
+                    self.journal.record("agent", **rec.live_fields())
 
     def _on_process(self, rec: AgentRecord, pid: int) -> None:
         rec.pid = pid
