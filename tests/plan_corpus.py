@@ -15,6 +15,7 @@ from typing import TypeAlias
 Case: TypeAlias = tuple[str, str, str | bytes | None, str, int | None]
 
 OK_TASK = "  - id: ok\n    agent: scripted\n    script: [{say: hi}]\n"
+PRESET_TASK = "  - id: a\n    agent: claude-code\n    prompt: hi\n"
 
 
 def _billion_laughs() -> str:
@@ -198,6 +199,57 @@ MALFORMED: list[Case] = [
     ("bad-env-name", ".yaml",
      "tasks:\n  - id: a\n    agent: scripted\n    script: [{say: a}]\n    env: {1BAD: x}\n",
      "bad-env", 5),
+    # --- preset agents and their templates ---
+    ("permission-mode-list", ".yaml",
+     "tasks:\n" + PRESET_TASK + "    permission_mode: [acceptEdits]\n", "wrong-type", 5),
+    ("permission-mode-not-a-word", ".yaml",
+     "tasks:\n" + PRESET_TASK + "    permission_mode: accept edits\n", "bad-value", 5),
+    ("allowed-tools-text", ".yaml",
+     "tasks:\n" + PRESET_TASK + "    allowed_tools: Edit\n", "wrong-type", 5),
+    ("allowed-tools-empty-entry", ".yaml",
+     "tasks:\n" + PRESET_TASK + "    allowed_tools:\n      - Edit\n      - ''\n",
+     "bad-value", 7),
+    ("args-text", ".yaml", "tasks:\n" + PRESET_TASK + "    args: --full-auto\n", "wrong-type", 5),
+    ("args-mapping-entry", ".yaml",
+     "tasks:\n" + PRESET_TASK + "    args:\n      - --effort\n      - {level: low}\n",
+     "wrong-type", 7),
+    ("defaults-args-number", ".yaml",
+     "defaults:\n  agent: codex\n  args: 3\ntasks:\n  - {id: a, prompt: hi}\n", "wrong-type", 3),
+    ("defaults-permission-mode-mapping", ".yaml",
+     "defaults:\n  permission_mode: {mode: plan}\ntasks:\n" + OK_TASK, "wrong-type", 2),
+    ("args-on-command-task", ".yaml",
+     "tasks:\n  - id: a\n    agent: command\n    command: [my-agent]\n    args: [-v]\n",
+     "not-for-agent", 5),
+    ("permission-mode-on-codex", ".yaml",
+     "tasks:\n  - id: a\n    agent: codex\n    prompt: hi\n    permission_mode: plan\n",
+     "not-for-agent", 5),
+    ("unknown-preset", ".yaml",
+     "presets:\n  claude-code: {command: [claude, -p, '{flags}', --, '{prompt}']}\n"
+     "  codx: {command: [codex, exec, '{prompt}']}\ntasks:\n" + OK_TASK,
+     "unknown-preset", 3),
+    ("unknown-preset-agent-kind", ".yaml",
+     "presets:\n  command:\n    command: [sh, -c]\ntasks:\n" + OK_TASK, "unknown-preset", 2),
+    ("presets-not-mapping", ".yaml", "presets: [codex]\ntasks:\n" + OK_TASK, "wrong-type", 1),
+    ("preset-bare-list", ".yaml",
+     "presets:\n  codex: [codex, exec, '{prompt}']\ntasks:\n" + OK_TASK, "wrong-type", 2),
+    ("preset-command-text", ".yaml",
+     "presets:\n  aider:\n    command: aider --yes-always\ntasks:\n" + OK_TASK, "wrong-type", 3),
+    ("preset-command-empty", ".yaml",
+     "presets:\n  aider:\n    command: []\ntasks:\n" + OK_TASK, "bad-command", 3),
+    ("preset-program-blank", ".yaml",
+     "presets:\n  aider:\n    command: ['  ', '{prompt}']\ntasks:\n" + OK_TASK, "bad-command", 3),
+    ("preset-without-command", ".yaml",
+     "presets:\n  codex: {}\ntasks:\n" + OK_TASK, "missing-command", 2),
+    ("preset-unknown-field", ".yaml",
+     "presets:\n  codex:\n    command: [codex, exec, '{prompt}']\n    parser: lines\ntasks:\n"
+     + OK_TASK,
+     "unknown-field", 4),
+    ("fix-timeouts-text", ".yaml",
+     "fixer:\n  agent: scripted\n  script: [{say: fix}]\n  fix_timeouts: sometimes\ntasks:\n"
+     + OK_TASK,
+     "wrong-type", 4),
+    ("fix-timeouts-on-task", ".yaml",
+     "tasks:\n" + OK_TASK + "    fix_timeouts: true\n", "unknown-field", 5),
     # --- build and batches ---
     ("build-no-command", ".yaml",
      "build:\n  timeout: 1m\ntasks:\n" + OK_TASK, "missing-command", 2),
@@ -240,6 +292,22 @@ MALFORMED: list[Case] = [
     ("toml-inline-unknown-agent", ".toml",
      'tasks = [\n  {id = "a", prompt = "hi"},\n  {id = "b", agent = "cluade", prompt = "hi"},\n]\n',
      "unknown-agent", 3),
+    ("toml-unknown-preset", ".toml",
+     '[presets.aidr]\ncommand = ["aider", "--message={prompt}"]\n\n'
+     '[[tasks]]\nid = "a"\nagent = "aider"\nprompt = "hi"\n',
+     "unknown-preset", 1),
+    ("toml-preset-command-text", ".toml",
+     '[presets.codex]\ncommand = "codex exec"\n\n[[tasks]]\nid = "a"\nprompt = "hi"\n',
+     "wrong-type", 2),
+    ("toml-args-text", ".toml",
+     '[[tasks]]\nid = "a"\nagent = "codex"\nprompt = "hi"\nargs = "--full-auto"\n',
+     "wrong-type", 5),
+    ("toml-allowed-tools-number", ".toml",
+     '[defaults]\nagent = "claude-code"\nallowed_tools = [1, ""]\n\n'
+     '[[tasks]]\nid = "a"\nprompt = "hi"\n',
+     "bad-value", 3),
+    ("toml-fix-timeouts-number", ".toml",
+     '[fixer]\nfix_timeouts = 1\n\n[[tasks]]\nid = "a"\nprompt = "hi"\n', "wrong-type", 2),
     ("toml-nesting-200-deep", ".toml", "a = " + "[" * 200 + "]" * 200 + "\n", "too-deep", None),
     ("toml-not-utf8", ".toml", b'name = "caf\xe9"\n', "not-utf8", 1),
     ("toml-empty", ".toml", "", "empty-plan", 1),

@@ -24,8 +24,8 @@ from orchestrator.plan import (
     Write,
     graph_of,
 )
+from orchestrator.planfields import parse_duration
 from orchestrator.planfile import MAX_ERRORS, MAX_FILE_BYTES, load_plan
-from orchestrator.yamlnodes import parse_duration
 
 PLANS = Path(__file__).resolve().parent.parent / "plans"
 
@@ -70,7 +70,7 @@ def test_corpus_is_large_and_covers_every_rule() -> None:
         "reserved-id", "unknown-field", "wrong-type", "bad-limit", "bad-duration",
         "unknown-agent", "missing-command", "missing-prompt", "missing-script", "unknown-step",
         "empty-plan", "tasks-and-batches", "not-utf8", "syntax", "file-not-found", "not-a-file",
-        "too-deep", "alias-bomb",
+        "too-deep", "alias-bomb", "unknown-preset", "not-for-agent", "bad-value",
     }  # fmt: skip
     assert {case[1] for case in MALFORMED} >= {".yaml", ".toml", ".txt", "/"}
 
@@ -291,7 +291,7 @@ _VALUES = st.recursive(
 )
 _KEYS = st.sampled_from([
     "id", "agent", "prompt", "depends_on", "command", "shell", "script", "retry_script",
-    "timeout", "env", "pass_env", "name",
+    "timeout", "env", "pass_env", "name", "permission_mode", "allowed_tools", "args",
 ])  # fmt: skip
 
 
@@ -303,12 +303,23 @@ def test_plan_shaped_nonsense_gives_plan_errors(
     tmp_path: Path, tasks: list[dict[str, object]], extra: object
 ) -> None:
     path = tmp_path / "shaped.yaml"
-    document = {"tasks": tasks, "limits": extra, "build": {"command": extra, "after": extra}}
+    document = {
+        "tasks": tasks,
+        "limits": extra,
+        "build": {"command": extra, "after": extra},
+        "presets": {"codex": {"command": extra}, "aider": extra},
+        "fixer": {"fix_timeouts": extra},
+    }
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
     assert_plan_or_plan_errors(path)
 
 
 # --- valid plans ----------------------------------------------------------------------------
+
+
+def test_the_claude_code_example_plan_loads() -> None:
+    plan = load_plan(PLANS / "claude-code-example.yaml")
+    assert any(task.permission_mode for task in plan.tasks)
 
 
 @pytest.mark.parametrize("name", ["example.yaml", "example-batches.yaml", "example.toml"])
@@ -565,6 +576,151 @@ def test_yaml_and_toml_forms_load_the_same_plan(tmp_path: Path) -> None:
         from_toml, tasks=(), source=None
     )
     assert [t.line for t in from_toml.tasks] == [35, 39, 50, 56, 69]
+
+
+PRESETS_YAML = """\
+name: presets
+defaults:
+  agent: claude-code
+  permission_mode: acceptEdits
+  allowed_tools: [Edit, "Bash(git diff *)", Edit]
+  args: [--effort, low]
+presets:
+  claude-code:
+    command: [my-claude, -p, "{flags}", --, "{prompt}"]
+  aider: {command: [aider, "--message={prompt}", "{flags}"]}
+fixer:
+  agent: scripted
+  script: [{say: fixing}]
+  fix_timeouts: true
+tasks:
+  - id: inherits
+    prompt: Write the docs
+  - id: own
+    prompt: Write the tests
+    permission_mode: plan
+    allowed_tools: []
+    args: [--verbose, --verbose, "two words"]
+  - id: codex
+    agent: codex
+    prompt: Review
+    args: [--full-auto]
+  - id: scripted
+    agent: scripted
+    script: [{say: hi}]
+"""
+
+PRESETS_TOML = """\
+name = "presets"
+
+[defaults]
+agent = "claude-code"
+permission_mode = "acceptEdits"
+allowed_tools = ["Edit", "Bash(git diff *)", "Edit"]
+args = ["--effort", "low"]
+
+[presets.claude-code]
+command = ["my-claude", "-p", "{flags}", "--", "{prompt}"]
+
+[presets.aider]
+command = ["aider", "--message={prompt}", "{flags}"]
+
+[fixer]
+agent = "scripted"
+script = [{ say = "fixing" }]
+fix_timeouts = true
+
+[[tasks]]
+id = "inherits"
+prompt = "Write the docs"
+
+[[tasks]]
+id = "own"
+prompt = "Write the tests"
+permission_mode = "plan"
+allowed_tools = []
+args = ["--verbose", "--verbose", "two words"]
+
+[[tasks]]
+id = "codex"
+agent = "codex"
+prompt = "Review"
+args = ["--full-auto"]
+
+[[tasks]]
+id = "scripted"
+agent = "scripted"
+script = [{ say = "hi" }]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "name"), [(PRESETS_YAML, "plan.yaml"), (PRESETS_TOML, "plan.toml")]
+)
+def test_preset_keys_templates_and_fix_timeouts_parse(tmp_path: Path, text: str, name: str) -> None:
+    plan = load_plan(write(tmp_path, text, name))
+    inherits, own, codex, scripted = plan.tasks
+    assert (inherits.agent, inherits.permission_mode) == ("claude-code", "acceptEdits")
+    assert inherits.allowed_tools == ("Edit", "Bash(git diff *)")  # each tool once
+    assert inherits.args == ("--effort", "low")
+    assert (own.permission_mode, own.allowed_tools) == ("plan", ())  # [] replaces the default
+    assert own.args == ("--verbose", "--verbose", "two words")  # repeats kept, as argv
+    assert (codex.agent, codex.args, codex.permission_mode) == (
+        "codex",
+        ("--full-auto",),
+        "acceptEdits",
+    )
+    # Defaults reach every task; a scripted task ignores them, and that is no mistake.
+    assert (scripted.agent, scripted.args) == ("scripted", ("--effort", "low"))
+    assert plan.presets == (
+        ("claude-code", ("my-claude", "-p", "{flags}", "--", "{prompt}")),
+        ("aider", ("aider", "--message={prompt}", "{flags}")),
+    )
+    assert plan.fixer.fix_timeouts is True
+
+
+def test_yaml_and_toml_forms_of_the_preset_keys_load_the_same_plan(tmp_path: Path) -> None:
+    from_yaml = load_plan(write(tmp_path, PRESETS_YAML))
+    from_toml = load_plan(write(tmp_path, PRESETS_TOML, "plan.toml"))
+    assert without_lines(from_yaml) == without_lines(from_toml)
+    assert dataclasses.replace(from_yaml, tasks=(), source=None) == dataclasses.replace(
+        from_toml, tasks=(), source=None
+    )
+
+
+def test_the_preset_keys_and_fix_timeouts_default_to_off(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, "tasks:\n  - {id: a, agent: claude-code, prompt: hi}\n"))
+    (task,) = plan.tasks
+    assert (task.permission_mode, task.allowed_tools, task.args) == (None, (), ())
+    assert (plan.presets, plan.fixer.fix_timeouts) == ((), False)
+
+
+def test_a_preset_only_key_on_another_agent_says_which_agents_use_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tasks:\n"
+        "  - {id: a, agent: aider, prompt: hi, allowed_tools: [Edit]}\n"
+        "  - {id: b, prompt: hi, args: [-v]}\n",
+    )
+    errors = errors_of(path)
+    assert [(e.rule, e.where.line) for e in errors] == [("not-for-agent", 2), ("not-for-agent", 3)]
+    assert (
+        errors[0].message
+        == "task 'a': allowed_tools is for claude-code agents; agent 'aider' ignores it"
+    )
+    assert errors[1].hint == "remove args, or set agent: aider | claude-code | codex"
+
+
+def test_an_unknown_preset_name_suggests_the_closest(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "presets:\n  claude_code: {command: [claude]}\ntasks:\n  - {id: a, prompt: hi}\n"
+    )
+    (error,) = errors_of(path)
+    assert (error.rule, error.where.line, error.hint) == (
+        "unknown-preset",
+        2,
+        "did you mean 'claude-code'?",
+    )
 
 
 def test_defaults_fill_only_what_a_task_leaves_out(tmp_path: Path) -> None:
