@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.agents.base import Agent, AgentContext, child_env
+from orchestrator.agents.presets import preset_pass_env
 from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
 from orchestrator.governor import Governor
 from orchestrator.plan import Limits
@@ -73,7 +74,7 @@ def context(
         run_id=settings.run_id,
         depth=rec.depth + 1,
         extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
-        pass_env=task.pass_env,
+        pass_env=task.pass_env + preset_pass_env(task.agent),
         source=settings.env,
     )
     return AgentContext(

@@ -35,6 +35,7 @@ DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
 """How a child learns that the orchestrator died (see `run_streaming`)."""
 
 RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
+AGENT_ID_VAR = "ORCHESTRATOR_AGENT_ID"
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -261,8 +262,9 @@ def kill_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def sweep_run(run_id: str, *, sig: int = signal.SIGKILL) -> list[int]:
-    """Signal every process whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>``.
+def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> list[int]:
+    """Signal every process whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>``
+    (and, with ``agent_id``, ``ORCHESTRATOR_AGENT_ID=<agent_id>`` too).
 
     Finds descendants that left their process group (``setsid``, double fork). Never signals
     the calling process; skips processes that vanish or cannot be read. Each match is opened
@@ -271,7 +273,9 @@ def sweep_run(run_id: str, *, sig: int = signal.SIGKILL) -> list[int]:
     """
     if not run_id:
         raise ValueError("run_id must not be empty")
-    marker = f"{RUN_ID_VAR}={run_id}".encode()
+    markers = {f"{RUN_ID_VAR}={run_id}".encode()}
+    if agent_id:
+        markers.add(f"{AGENT_ID_VAR}={agent_id}".encode())
     me = os.getpid()
     signalled: list[int] = []
     for _ in range(_SWEEP_PASSES):
@@ -279,7 +283,7 @@ def sweep_run(run_id: str, *, sig: int = signal.SIGKILL) -> list[int]:
         for pid in _all_pids():
             if pid == me or pid in signalled:
                 continue
-            if _signal_if_marked(pid, marker, sig):
+            if _signal_if_marked(pid, markers, sig):
                 signalled.append(pid)
                 fresh = True
         if not fresh:
@@ -550,7 +554,7 @@ def _all_pids() -> list[int]:
     return [int(name) for name in names if name.isdigit()]
 
 
-def _signal_if_marked(pid: int, marker: bytes, sig: int) -> bool:
+def _signal_if_marked(pid: int, markers: set[bytes], sig: int) -> bool:
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:  # gone, or no pidfd support: fall back to the racy way below
@@ -561,7 +565,7 @@ def _signal_if_marked(pid: int, marker: bytes, sig: int) -> bool:
                 environ = f.read()
         except OSError:
             return False
-        if marker not in environ.split(b"\0"):
+        if not markers <= set(environ.split(b"\0")):
             return False
         try:
             if pidfd >= 0:

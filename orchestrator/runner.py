@@ -27,7 +27,7 @@ from orchestrator.errors import (
     WorkspaceRefused,
 )
 from orchestrator.journal import Journal, load
-from orchestrator.plan import PRESETS, Plan
+from orchestrator.plan import PRESETS, Plan, Task
 from orchestrator.records import AgentRecord, RunSettings
 from orchestrator.resume import fingerprint, plan_resume, settle_lost
 from orchestrator.rundir import RunDir, RunLock
@@ -85,12 +85,18 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
             program = missing_program(task, path=child_path, workspace=plan.workspace)
             if program is not None:
                 raise AgentProgramNotFound(program, task.id)
-        elif task.agent in PRESETS:
-            from orchestrator.agents.presets import missing_preset_program
+    fixer = plan.fixer
+    checks = [t for t in plan.tasks if t.agent in PRESETS]
+    if fixer.agent in PRESETS:
+        checks.append(Task("fixer", agent=fixer.agent))
+    for task in checks:
+        from orchestrator.agents.presets import missing_preset_program
 
-            problem = missing_preset_program(task)
-            if problem is not None:
-                raise AgentProgramNotFound(problem[0], task.id, problem[1])
+        problem = missing_preset_program(
+            task, presets=plan.presets, path=child_path, workspace=plan.workspace
+        )
+        if problem is not None:
+            raise AgentProgramNotFound(problem[0], task.id, problem[1])
 
 
 def _forget_previous(rundir: RunDir) -> None:

@@ -307,6 +307,9 @@ class Run:
         agent = self.repairs.builder if rec.role == "build" else self._agent_for(ctx.task.agent)
         try:
             state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
+            if rec.stop is not None:  # stopped: also catch descendants that left its group
+                run_id = self.settings.run_id
+                await asyncio.to_thread(procs.sweep_run, run_id, agent_id=rec.id)
         except asyncio.CancelledError:
             self._end(rec, "cancelled", "the run was torn down")
             raise
