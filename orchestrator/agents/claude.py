@@ -1,0 +1,658 @@
+"""The Claude agent: a streaming tool-use loop over the Messages API, one client per run.
+
+The only module that imports ``anthropic``, and lazily: the import (over a second) happens in
+a worker thread the first time a claude agent runs, so ``--help``, ``validate``, ``status``
+and scripted runs never pay for it and the event loop never stalls on it.
+
+One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): it owns the
+``AsyncAnthropic`` client (made on first use, closed by `ClaudeAgent.aclose`), the run's
+`orchestrator.ratelimit.ApiLimiter` and the price table. Each attempt is one `_Attempt`:
+
+- the system prompt holds the task, the workspace, what dependencies produced and how to
+  finish or report a blocker; the tools are `orchestrator.tools.TOOL_SPECS`, run by
+  `orchestrator.tools.dispatch` in a `Workspace` that protects the responses directory;
+- each turn streams one request: text deltas become `Text` events as they arrive, each tool
+  call a `ToolCall` (a short rendering of its input) then a `ToolResult`;
+- ``finish`` ends the attempt `Finished`, ``report_blocker`` `Blocked`; a reply that ends
+  its turn without a tool call counts as finished, its last text as the summary (a model
+  that stops talking has nothing more to do; asking again would spend turns to learn that);
+  after ``task.max_turns`` requests the attempt fails with kind ``max_turns``.
+
+Money: before every request (retries included) an upper bound of its cost (input estimated
+at 3 characters a token, plus ``max_tokens`` of output) is reserved with the run's governor;
+a refusal sends nothing and fails the attempt with kind ``budget``. After the request a
+`Usage` event reports what it really cost (the scheduler charges that) and the reservation
+is released. Failures are classified by `classify` and retried by the policy of
+`orchestrator.ratelimit`; a retried turn resends the same conversation, and no tool runs
+from an incomplete reply.
+
+The API key never reaches a tool (``run_command`` gets ``ctx.env``, from which
+`orchestrator.tools.command_env` removes it again), and its value is masked in everything a
+tool returns before the model or a progress file sees it (``cat ~/.bashrc`` included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from orchestrator.agents.base import SECRET_NAMES, AgentContext
+from orchestrator.events import (
+    AgentEvent,
+    Blocked,
+    Failed,
+    Finished,
+    Output,
+    Started,
+    Text,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+from orchestrator.governor import Governor
+from orchestrator.plan import Plan
+from orchestrator.pricing import PriceTable, TokenCount
+from orchestrator.ratelimit import (
+    ApiFailure,
+    ApiLimiter,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
+)
+from orchestrator.tools import TOOL_SPECS, Workspace, dispatch
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import Message
+
+CHARS_PER_TOKEN = 3
+"""For the upper bound of a request's input: real text runs 3.5 to 4 characters a token."""
+SUMMARY_CHARS = 160
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeSettings:
+    """Knobs of the claude agent; the defaults suit real runs, tests shorten them."""
+
+    max_tokens: int = 8192
+    """Output tokens per request (and the output part of each budget reservation)."""
+    read_timeout: float = 120.0
+    """The SDK's timeout, which applies to each read: the API pings an idle stream."""
+    connect_timeout: float = 10.0
+    request_deadline: float = 600.0
+    """Wall clock for one whole request, headers to last event (the SDK has none)."""
+    command_timeout: float = 600.0
+    """Ceiling of one ``run_command`` (the model may ask for less)."""
+    requests_per_second: float = 50.0
+    keepalive_connections: int = 16
+    """Idle connections kept for reuse. The connection pool probes every idle connection's
+    socket whenever a request starts or ends; with the SDK's default of 100, 200 agents
+    finishing together spent a second of CPU in one loop turn (measured), with 8, half."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class ClaudeAgent:
+    """Every claude agent of one run: the client, the limiter, the prices."""
+
+    def __init__(self, plan: Plan, *, settings: ClaudeSettings | None = None) -> None:
+        self.settings = settings or ClaudeSettings()
+        self.prices = PriceTable(plan.prices)
+        self.limiter = ApiLimiter(
+            ceiling=max(plan.limits.max_concurrency, 1), rate=self.settings.requests_per_second
+        )
+        self.tools = _tool_params()
+        self.requests_sent = 0
+        self.run_wide_failure: str | None = None
+        """Set by a failure no request of this run can get past (a bad key, no credit)."""
+        self._client: anthropic.AsyncAnthropic | None = None
+        self._making = False
+        self._made = asyncio.Event()
+        self._settled = asyncio.Event()
+
+    async def run(self, ctx: AgentContext) -> None:
+        await _Attempt(self, ctx).run()
+
+    async def aclose(self) -> None:
+        """Close the client (and its connections) if one was made."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def client(self) -> anthropic.AsyncAnthropic:
+        """The run's client, made on first use (see `make_client`).
+
+        The first caller makes it in a worker thread (the import takes over a second, the TLS
+        context tens of milliseconds); the others wait on an event that wakes them all at
+        once (a lock would hand over to them one loop turn each).
+        """
+        while self._client is None:
+            if self._making:
+                await self._made.wait()
+                continue
+            self._making = True
+            try:
+                self._client = await asyncio.to_thread(
+                    make_client, self.settings, connections=self.limiter.ceiling
+                )
+            finally:
+                self._making = False
+                self._made.set()
+                self._made = asyncio.Event()
+        return self._client
+
+    async def reserve(self, governor: Governor | None, amount: float) -> bool:
+        """Hold ``amount`` of the run's budget; False when it cannot be had.
+
+        While other requests hold reservations that would make room once settled, wait for
+        them rather than fail: their real cost is usually far below their upper bound.
+        """
+        if governor is None:
+            return True
+        while not governor.reserve(amount):
+            budget = governor.limits.budget_usd
+            if (
+                governor.fence is not None
+                or budget is None
+                or governor.reserved_usd <= 0
+                or amount > budget - governor.spent_usd
+            ):
+                return False
+            settled = self._settled
+            try:
+                async with asyncio.timeout(1.0):
+                    await settled.wait()
+            except TimeoutError:
+                pass  # reservations by others (not ours to be told about): look again
+        return True
+
+    def settle(self, governor: Governor | None, reserved: float) -> None:
+        """Release a reservation (the request's `Usage` event carries its cost)."""
+        if governor is not None:
+            governor.settle(reserved, 0.0)
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+
+def make_client(settings: ClaudeSettings, *, connections: int) -> anthropic.AsyncAnthropic:
+    """An ``AsyncAnthropic`` that never retries by itself (the limiter's policy does).
+
+    The SDK reads the key and the base URL from the environment (``ANTHROPIC_API_KEY``,
+    ``ANTHROPIC_BASE_URL``). Synchronous, and slow the first time: run it in a thread.
+    """
+    sdk = importlib.import_module("anthropic")
+    httpx = importlib.import_module("httpx2")
+    limits = httpx.Limits(
+        max_connections=max(connections, 1000),
+        max_keepalive_connections=settings.keepalive_connections,
+    )
+    client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(
+        max_retries=0,
+        timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+        http_client=sdk.DefaultAsyncHttpxClient(limits=limits),
+    )
+    return client
+
+
+class _Attempt:
+    """One attempt of one claude agent: its conversation and its turn loop."""
+
+    def __init__(self, agent: ClaudeAgent, ctx: AgentContext) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.model = ctx.task.model
+        self.system = system_blocks(ctx)
+        self.messages: list[dict[str, Any]] = []
+        self.chars = len(json.dumps(self.system)) + len(json.dumps(agent.tools))
+        self.secrets = _secret_values(ctx.env)
+        self.warned: set[str] = set()
+        self.partial = TokenCount()
+        self.mid_line = False
+        """Whether streamed text left a line open (for `say`)."""
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        ctx, task = self.ctx, self.ctx.task
+        self.emit(Started(detail=f"claude {self.model}, up to {task.max_turns} turns"))
+        workspace = Workspace(ctx.workspace, responses=ctx.responses)
+        client = await self.agent.client()
+        if client.api_key is None and client.auth_token is None and client.credentials is None:
+            self.emit(Failed("ANTHROPIC_API_KEY is not set", kind="config"))
+            return
+        self.secrets = _secret_values(ctx.env, client.api_key, client.auth_token)
+        self._add("user", [_text(START)])
+        last_text = ""
+        for _turn in range(task.max_turns):
+            message = await self.exchange()
+            if message is None:
+                return  # a terminal event has been emitted
+            text = "\n".join(b.text for b in message.content if b.type == "text").strip()
+            last_text = text or last_text
+            calls = [b for b in message.content if b.type == "tool_use"]
+            if message.stop_reason == "max_tokens":
+                # Cut off: the last tool call may be half written. Run nothing from it.
+                self._add("assistant", _content(message, tools=False) or [_text("(cut off)")])
+                self._add("user", [_text(CUT_OFF.format(self.agent.settings.max_tokens))])
+                continue
+            if message.stop_reason == "refusal":
+                self.emit(Failed("the model declined the task (stop_reason: refusal)"))
+                return
+            if message.stop_reason == "model_context_window_exceeded":
+                self.emit(Failed("the conversation outgrew the model's context window"))
+                return
+            if message.content:
+                self._add("assistant", _content(message, tools=True))
+            if message.stop_reason == "pause_turn":
+                continue  # the API asks us to send the conversation back as it is
+            if not calls:
+                self.emit(Finished(last_text[:2000]))
+                return
+            results: list[dict[str, Any]] = []
+            for call in calls:
+                ended = await self.use_tool(workspace, call.id, call.name, call.input, results)
+                if ended:
+                    return
+            self._add("user", results)
+        self.emit(Failed(f"max turns ({task.max_turns}) reached", kind="max_turns"))
+
+    async def use_tool(
+        self,
+        workspace: Workspace,
+        call_id: str,
+        name: str,
+        args: object,
+        results: list[dict[str, Any]],
+    ) -> bool:
+        """Run one tool call; True when it ended the attempt (finish, report_blocker)."""
+        ctx = self.ctx
+        self.emit(ToolCall(name, summarize_input(name, args)))
+        outcome = await dispatch(
+            workspace,
+            name,
+            args,
+            env=ctx.env,
+            timeout=self.agent.settings.command_timeout,
+            on_output=lambda stream, line: self.emit(Output(line, stream)),
+            on_start=ctx.on_process,
+        )
+        text = self.scrub(outcome.text)
+        if outcome.end == "finished":
+            self.emit(Finished(text))
+            return True
+        if outcome.end == "blocked":
+            self.emit(Blocked(text))
+            return True
+        self.emit(ToolResult(name, summarize_result(name, text), outcome.is_error))
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+        block["content"] = text or "(no output)"
+        if outcome.is_error:
+            block["is_error"] = True
+        results.append(block)
+        return False
+
+    # --- one turn: a request, retried -------------------------------------------------------
+
+    async def exchange(self) -> Message | None:
+        """The model's complete reply to the conversation, or None after a terminal event."""
+        agent, ctx = self.agent, self.ctx
+        policy = agent.settings.retry
+        for attempt in range(policy.max_attempts):
+            if agent.run_wide_failure is not None:
+                self.emit(Failed(agent.run_wide_failure, kind="provider"))
+                return None
+            failure: ApiFailure | None = None
+            message: Message | None = None
+            async with agent.limiter.slot() as permit:
+                estimate = agent.prices.upper_bound(
+                    self.model,
+                    input_tokens=self.chars // CHARS_PER_TOKEN + 1,
+                    max_output=agent.settings.max_tokens,
+                )
+                if not await agent.reserve(ctx.governor, estimate):
+                    self.emit(Failed(self._budget_refusal(estimate), kind="budget"))
+                    return None
+                self.partial = TokenCount()
+                try:
+                    message = await self.send()
+                except Exception as exc:
+                    failure = classify(exc)
+                    if failure is None:
+                        raise
+                finally:
+                    self._account(message, estimate)
+                slow = failure is not None and failure.kind in ("rate_limit", "overload")
+                hold = failure.retry_after if failure is not None else None
+                if hold is not None:
+                    hold = min(hold, policy.retry_after_cap)
+                agent.limiter.report(
+                    permit, "ok" if failure is None else "slow_down" if slow else "other",
+                    retry_after=hold,
+                )  # fmt: skip
+            if failure is None:
+                assert message is not None
+                return message
+            if failure.run_wide:
+                agent.run_wide_failure = agent.run_wide_failure or failure.message
+            delay = retry_delay(failure, attempt, policy)
+            if delay is None:
+                tries = "" if failure.kind == "fatal" else f" (gave up after {attempt + 1} tries)"
+                self.emit(Failed(failure.message + tries, kind="provider"))
+                return None
+            wait = f"{delay:.1f} s" if delay >= 1 else f"{delay * 1000:.0f} ms"
+            self.say(
+                f"[{failure.message}; retrying in {wait} (try {attempt + 2} of "
+                f"{policy.max_attempts})]"
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the policy gives up on the last attempt")
+
+    async def send(self) -> Message:
+        """Stream one request; text deltas are emitted as they arrive."""
+        agent = self.agent
+        client = await agent.client()
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": agent.settings.max_tokens,
+            "system": self.system,
+            "tools": agent.tools,
+            "messages": self._request_messages(),
+        }
+        with warnings.catch_warnings(record=True) as caught:
+            # Synchronous: nothing else runs in between. The SDK warns about deprecated
+            # models here; the note goes to the progress file instead of the terminal.
+            warnings.simplefilter("always")
+            manager = client.messages.stream(**params)
+        for w in caught:
+            note = str(w.message).split("\n")[0]
+            if note not in self.warned:
+                self.warned.add(note)
+                self.say(f"[note: {note}]")
+        agent.requests_sent += 1
+        async with asyncio.timeout(agent.settings.request_deadline), manager as stream:
+            async for event in stream:
+                if event.type == "text" and event.text:
+                    self.emit(Text(event.text))
+                elif event.type == "message_start":
+                    self.partial = _tokens(event.message.usage)
+            final: Message = await stream.get_final_message()
+        return final
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def _account(self, message: Message | None, reserved: float) -> None:
+        """Report what the request cost, then release its reservation.
+
+        A request that failed after its stream started is charged the input the API
+        reported at ``message_start``: whether it is billed is not ours to know, and a
+        budget errs on the side of spending less.
+        """
+        tokens = _tokens(message.usage) if message is not None else self.partial
+        if tokens.total_in or tokens.output:
+            cost = self.agent.prices.cost(self.model, tokens)
+            self.emit(Usage(tokens.total_in, tokens.output, cost))
+        self.agent.settle(self.ctx.governor, reserved)
+
+    def _budget_refusal(self, estimate: float) -> str:
+        gov = self.ctx.governor
+        if gov is None or gov.limits.budget_usd is None:
+            return "budget: the run is stopping; the request was not sent"
+        left = max(gov.limits.budget_usd - gov.spent_usd, 0.0)
+        return (
+            f"budget: the next request may cost up to ${estimate:.4f}, "
+            f"${left:.4f} of ${gov.limits.budget_usd:.2f} is left; not sent"
+        )
+
+    def _add(self, role: str, content: list[dict[str, Any]]) -> None:
+        message = {"role": role, "content": content}
+        self.messages.append(message)
+        self.chars += len(json.dumps(message))
+
+    def _request_messages(self) -> list[dict[str, Any]]:
+        """The conversation, with a cache breakpoint on its last block (incremental caching:
+        the next turn reads everything up to here from the cache)."""
+        *head, last = self.messages
+        blocks = [*last["content"][:-1], {**last["content"][-1], "cache_control": EPHEMERAL}]
+        return [*head, {"role": last["role"], "content": blocks}]
+
+    def emit(self, event: AgentEvent) -> None:
+        """Every event of the attempt goes through here, the key masked in its text."""
+        self.ctx.emit(_masked(event, self.scrub))
+        # The progress file ends an open line before any event but Text.
+        self.mid_line = isinstance(event, Text) and not event.text.endswith("\n")
+
+    def say(self, line: str) -> None:
+        """A line of the agent's own (a retry, a note), never glued to streamed text."""
+        self.emit(Text(("\n" if self.mid_line else "") + line + "\n"))
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+_FATAL_MID_STREAM = frozenset(
+    {"invalid_request_error", "authentication_error", "permission_error", "billing_error"}
+)
+
+
+def classify(exc: BaseException) -> ApiFailure | None:
+    """What a failed request means for retrying it; None for exceptions that are bugs.
+
+    Mid-stream, this SDK raises transport errors raw (``httpx2.ReadTimeout``,
+    ``httpx2.RemoteProtocolError``), not as ``APIConnectionError`` (anthropic-sdk-python
+    issue #1919), and an ``error`` event as a bare ``APIStatusError`` whose status is the
+    stream's 200. Before the stream, a 529 is ``OverloadedError`` and a read timeout
+    ``APITimeoutError``. Auth and billing failures are run-wide: no later request of the run
+    is sent with the same key.
+    """
+    import anthropic
+    import httpx2
+
+    if isinstance(exc, anthropic.APIStatusError):
+        status, kind = exc.status_code, str(exc.type or "error")
+        detail = " ".join(str(exc.api_message or exc.message).split())[:300]
+        line = f"API {status} {kind}: {detail}" if status != 200 else f"API {kind}: {detail}"
+        retry_after = parse_retry_after(exc.response.headers)
+        billing = kind == "billing_error" or status == 402 or "credit balance" in detail.lower()
+        if status == 200:
+            if kind in _FATAL_MID_STREAM:
+                return ApiFailure("fatal", f"{line} (mid-stream)")
+            return ApiFailure("overload", f"{line} (mid-stream)", retry_after)
+        if status == 401:
+            return ApiFailure("fatal", f"{line} (check ANTHROPIC_API_KEY)", run_wide=True)
+        if billing:
+            return ApiFailure("fatal", f"{line} (billing)", run_wide=True)
+        if status == 429:
+            return ApiFailure("rate_limit", line, retry_after)
+        if status in (503, 529) or kind == "overloaded_error":
+            return ApiFailure("overload", line, retry_after)
+        if status in (408, 409) or status >= 500:
+            return ApiFailure("transient", line, retry_after)
+        return ApiFailure("fatal", line)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ApiFailure("transient", "API request timed out before the answer began")
+    if isinstance(exc, anthropic.APIConnectionError):
+        cause = exc.__cause__
+        why = f": {type(cause).__name__}" if cause is not None else ""
+        return ApiFailure("transient", f"API connection failed{why}")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ApiFailure("transient", f"API stream stalled ({type(exc).__name__})")
+    if isinstance(exc, httpx2.RequestError):
+        return ApiFailure("transient", f"API stream broke off ({type(exc).__name__}: {exc})")
+    if isinstance(exc, TimeoutError):
+        return ApiFailure("transient", "API request passed its deadline")
+    if isinstance(exc, OSError):
+        return ApiFailure("transient", f"API connection failed: {exc}")
+    return None
+
+
+# --- the prompt -------------------------------------------------------------------------------
+
+EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
+
+INSTRUCTIONS = """\
+You are a coding agent. An orchestrator runs you, with other agents, from a plan; you work on \
+one task inside one workspace directory. Other agents may work in the same workspace at the \
+same time on other tasks: change only what your task needs.
+
+Tools: read_file, list_files and search to look around; write_file and edit_file to change \
+files; run_command to run tests, builds and other commands with bash in the workspace root. \
+Paths are relative to the workspace root. Paths outside it, symbolic links that lead out of \
+it, .git/hooks, .git/config and the orchestrator's responses directory are refused.
+
+Work until the task is done, check your work (run the tests if there are any), then call \
+`finish` with a short summary of what you changed. If something outside your control \
+prevents the task (missing information, a broken dependency, a contradiction in the task), \
+do not guess and do not work around it: call `report_blocker`, saying exactly what is \
+missing and what would unblock you; another agent may be sent to fix it. Either call ends \
+your work on this task.
+
+Be economical: read only what you need, prefer edit_file to rewriting whole files, and keep \
+your messages short."""
+
+START = "Start on the task described in the system prompt. Call `finish` when it is done."
+CUT_OFF = (
+    "Your last reply was cut off at the {} token limit before it was complete, so none of its "
+    "tool calls were run. Continue in smaller steps (write a large file in several parts)."
+)
+
+
+def system_blocks(ctx: AgentContext) -> list[dict[str, Any]]:
+    """Two cached blocks: instructions shared by every agent of the run, then this task."""
+    task = ctx.task
+    notes = "\n".join(f"- {n}" for n in ctx.context_notes) or "(this task depends on no other)"
+    task_text = "\n".join(
+        [
+            f"# Your task: {task.id} (attempt {ctx.attempt}, agent {ctx.agent_id})",
+            "",
+            ctx.prompt.strip(),
+            "",
+            "# Workspace",
+            "",
+            f"{ctx.workspace} (your tools work relative to it)",
+            "",
+            "# What the tasks this one depends on produced",
+            "",
+            notes,
+            "",
+            "# Limits",
+            "",
+            f"You have at most {task.max_turns} replies; each may call several tools.",
+        ]
+    )
+    return [
+        {"type": "text", "text": INSTRUCTIONS, "cache_control": EPHEMERAL},
+        {"type": "text", "text": task_text, "cache_control": EPHEMERAL},
+    ]
+
+
+def _tool_params() -> list[dict[str, Any]]:
+    """The tool specs, with a cache breakpoint after the last one (shared by the whole run)."""
+    tools = [dict(spec) for spec in TOOL_SPECS]
+    tools[-1] = {**tools[-1], "cache_control": EPHEMERAL}
+    return tools
+
+
+def summarize_input(name: str, args: object) -> str:
+    """A short rendering of a tool call's input for the progress file."""
+    a: Mapping[str, Any] = args if isinstance(args, dict) else {}
+
+    def s(key: str) -> str:
+        return str(a.get(key, ""))
+
+    match name:
+        case "read_file":
+            extra = f" from line {a['offset']}" if "offset" in a else ""
+            return _short(s("path") + extra)
+        case "write_file":
+            return _short(f"{s('path')} ({len(s('content'))} chars)")
+        case "edit_file":
+            return _short(f"{s('path')} (-{len(s('old'))} +{len(s('new'))} chars)")
+        case "list_files":
+            return _short(s("pattern") or "**/*")
+        case "search":
+            return _short(f"/{s('regex')}/ in {s('glob') or '**/*'}")
+        case "run_command":
+            return _short(s("command"))
+        case "report_blocker":
+            return _short(s("reason"))
+        case "finish":
+            return _short(s("summary"))
+        case _:
+            return _short(json.dumps(args, ensure_ascii=False, default=str))
+
+
+def summarize_result(name: str, text: str) -> str:
+    """A tool result in one line: the status line of a command, the first line otherwise."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return "(empty)"
+    line = lines[-1] if name == "run_command" else lines[0]
+    more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 and name != "run_command" else ""
+    return _short(line) + more
+
+
+def _short(text: str, limit: int = SUMMARY_CHARS) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 1] + "…"
+
+
+# --- SDK values to plain data -----------------------------------------------------------------
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _content(message: Message, *, tools: bool) -> list[dict[str, Any]]:
+    """The reply's blocks as request parameters (what is sent back in the next turn)."""
+    blocks: list[dict[str, Any]] = []
+    for b in message.content:
+        if b.type == "text" and b.text:
+            blocks.append(_text(b.text))
+        elif b.type == "tool_use" and tools:
+            blocks.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.input})
+    return blocks
+
+
+def _tokens(usage: Any) -> TokenCount:
+    """The SDK's ``Usage`` (streamed or final) as a `TokenCount`; absent fields count 0."""
+    creation = getattr(usage, "cache_creation", None)
+    return TokenCount(
+        input=int(getattr(usage, "input_tokens", 0) or 0),
+        output=int(getattr(usage, "output_tokens", 0) or 0),
+        cache_write=int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
+        cache_write_1h=int(getattr(creation, "ephemeral_1h_input_tokens", 0) or 0),
+        cache_read=int(getattr(usage, "cache_read_input_tokens", 0) or 0),
+    )
+
+
+def _masked(event: AgentEvent, scrub: Callable[[str], str]) -> AgentEvent:
+    """``event`` with ``scrub`` applied to its text fields (the same object if none changed)."""
+    changes: dict[str, str] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, str) and (clean := scrub(value)) != value:
+            changes[f.name] = clean
+    if not changes:
+        return event
+    masked: AgentEvent = dataclasses.replace(cast(Any, event), **changes)
+    return masked
+
+
+def _secret_values(env: Mapping[str, str], *more: str | None) -> set[str]:
+    """The values to mask: the API key and token, wherever they were found; long ones only."""
+    values = {env.get(n, "") for n in SECRET_NAMES} | {os.environ.get(n, "") for n in SECRET_NAMES}
+    values |= {m or "" for m in more}
+    return {v for v in values if len(v) >= 8}

@@ -1,0 +1,732 @@
+"""The claude agent end to end: real SDK, real scheduler, the local fake Messages API.
+
+Every test points ``ANTHROPIC_BASE_URL`` at a `FakeMessagesAPI` in the test's own loop and
+sets ``ANTHROPIC_API_KEY`` to a canary; nothing reaches the internet. What the agent did is
+read back from the server's request log, the run's state and the files the run wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.agents.base import Agent
+from orchestrator.agents.claude import ClaudeAgent, ClaudeSettings, classify, system_blocks
+from orchestrator.agents.pool import AgentPool
+from orchestrator.events import Failed
+from orchestrator.journal import Journal
+from orchestrator.plan import FixerSpec, Limits, Plan, Price, Say, Task
+from orchestrator.ratelimit import RetryPolicy
+from orchestrator.records import RunSettings
+from orchestrator.scheduler import Run
+from tests.fakeapi import (
+    JSON,
+    FakeMessagesAPI,
+    Reply,
+    authentication_error,
+    invalid_request,
+    message,
+    mid_stream_error,
+    overloaded,
+    rate_limited,
+    spawn_fake_api,
+    status_error,
+    text,
+    text_block,
+    tool_use,
+    tool_use_block,
+)
+
+CANARY = "sk-ant-canary-7f3a9c1e5b2d4f6081a3c5e7"
+MODEL = "claude-sonnet-4-6"  # claude-sonnet-4-5 makes the SDK warn (deprecated)
+FAST = ClaudeSettings(
+    read_timeout=1.0,
+    request_deadline=3.0,
+    command_timeout=10.0,
+    retry=RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, retry_after_cap=1.0),
+)
+
+
+def claude(tid: str, prompt: str = "Do the thing.", **kw: Any) -> Task:
+    kw.setdefault("model", MODEL)
+    return Task(tid, agent="claude", prompt=prompt, **kw)
+
+
+@pytest.fixture
+async def api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMessagesAPI]:
+    async with FakeMessagesAPI() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+        yield server
+
+
+async def execute(run: Run) -> Run:
+    """Run to the end, then close the run's agents (the client and its connections)."""
+    try:
+        async with asyncio.timeout(60):
+            await run.execute()
+    finally:
+        agents = run._agent_for  # the pool or factory the run was given
+        close = getattr(agents, "aclose", None)
+        if close is not None:
+            await close()
+        if run.journal is not None:
+            run.journal.close()
+    return run
+
+
+class Agents:
+    """A run's agents: one `ClaudeAgent` with test settings, the pool for other kinds."""
+
+    def __init__(self, plan: Plan, settings: ClaudeSettings = FAST) -> None:
+        self.claude = ClaudeAgent(plan, settings=settings)
+        self.pool = AgentPool(plan)
+
+    def __call__(self, kind: str) -> Agent:
+        return self.claude if kind == "claude" else self.pool(kind)
+
+    async def aclose(self) -> None:
+        await self.claude.aclose()
+        await self.pool.aclose()
+
+
+@pytest.fixture
+def claude_run(workspace: Path, responses: Path) -> Callable[..., tuple[Run, ClaudeAgent]]:
+    def build(
+        *tasks: Task,
+        settings: ClaudeSettings = FAST,
+        fixer: FixerSpec | None = None,
+        prices: tuple[tuple[str, Price], ...] = (),
+        journal: bool = False,
+        **limits: Any,
+    ) -> tuple[Run, ClaudeAgent]:
+        limits.setdefault("max_concurrency", 16)
+        limits.setdefault("spawn_rate", 1000.0)
+        limits.setdefault("grace", 0.5)
+        plan = Plan(
+            "test", tuple(tasks), workspace=workspace, limits=Limits(**limits),
+            fixer=fixer or FixerSpec(), prices=prices,
+        )  # fmt: skip
+        agents = Agents(plan, settings)
+        settings_ = RunSettings(
+            responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", progress_interval=0.01
+        )
+        log = Journal(responses / ".run" / "journal.jsonl", fresh=True) if journal else None
+        return Run(plan, settings_, agents=agents, journal=log), agents.claude
+
+    return build
+
+
+def progress(responses: Path, agent_id: str) -> str:
+    return (responses / f"{agent_id}.md").read_text()
+
+
+def tool_results(request_body: JSON) -> list[JSON]:
+    last = request_body["messages"][-1]
+    return [b for b in last["content"] if b.get("type") == "tool_result"]
+
+
+def failure_kind(run: Run, agent_id: str) -> str:
+    terminal = run.agents[agent_id].terminal
+    assert isinstance(terminal, Failed), terminal
+    return terminal.kind
+
+
+# --- the tool loop ----------------------------------------------------------------------------
+
+
+async def test_an_agent_reads_edits_runs_and_finishes_and_its_progress_shows_each_step(
+    api: FakeMessagesAPI, make_run: Callable[..., Run], workspace: Path, responses: Path
+) -> None:
+    (workspace / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    api.script(
+        [
+            tool_use("read_file", {"path": "calc.py"}, text="Let me look at the code first."),
+            tool_use("edit_file", {"path": "calc.py", "old": "a - b", "new": "a + b"}),
+            tool_use(
+                "run_command",
+                {"command": "python -c 'import calc; print(\"sum\", calc.add(2, 3))'"},
+            ),
+            tool_use("finish", {"summary": "Fixed add() to add."}),
+        ]
+    )
+    run = await execute(make_run(claude("fix", "Fix add() in calc.py.")))
+
+    assert run.tasks["fix"].state == "succeeded"
+    assert run.agents["fix"].summary == "Fixed add() to add."
+    assert (workspace / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+    md = progress(responses, "fix")
+    steps = [
+        "started: claude claude-sonnet-4-6",
+        "Let me look at the code first.",
+        "-> read_file: calc.py",
+        "<- read_file: def add(a, b): (+1 lines)",
+        "-> edit_file: calc.py (-5 +5 chars)",
+        "<- edit_file: edited calc.py: replaced 1 occurrence",
+        "-> run_command: python -c 'import calc; print(\"sum\", calc.add(2, 3))'",
+        "| sum 5",
+        "<- run_command: [exit code 0]",
+        "finished: Fixed add() to add.",
+        "status: succeeded",
+    ]
+    positions = [md.find(step) for step in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    assert md.count("usage: ") == 4  # one Usage per request
+
+    # What went back to the model: each tool's result, answering its call.
+    first, second, _, fourth = api.requests
+    [result] = tool_results(second.body)
+    assert result["content"] == "def add(a, b):\n    return a - b\n"
+    assert result["tool_use_id"] == f"toolu_fake{first.index:04d}01"  # the fake's numbering
+    assert "sum 5" in tool_results(fourth.body)[0]["content"]
+    assert run.agents["fix"].tokens_in > 0
+    assert run.agents["fix"].cost_usd > 0
+
+
+async def test_the_request_caches_its_stable_prefix_and_carries_the_context(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], workspace: Path
+) -> None:
+    api.script(
+        [
+            tool_use("finish", {"summary": "The schema is in db/schema.sql."}),
+            tool_use("list_files", {}),
+            text("All done."),
+        ]
+    )
+    run, _ = claude_run(claude("schema"), claude("api", "Build the API.", depends_on=("schema",)))
+    await execute(run)
+
+    assert run.tasks["api"].state == "succeeded"
+    body = api.requests[1].body
+    assert body["model"] == MODEL
+    assert body["max_tokens"] == FAST.max_tokens
+    assert body["stream"] is True
+    instructions, task_block = body["system"]
+    assert instructions["cache_control"] == {"type": "ephemeral"}
+    assert task_block["cache_control"] == {"type": "ephemeral"}
+    assert "report_blocker" in instructions["text"]
+    assert "Build the API." in task_block["text"]
+    assert str(workspace) in task_block["text"]
+    assert "schema: The schema is in db/schema.sql. (progress: schema.md)" in task_block["text"]
+    assert [t["name"] for t in body["tools"]][-2:] == ["report_blocker", "finish"]
+    assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert all("cache_control" not in t for t in body["tools"][:-1])
+    # The conversation's last block is a breakpoint too, and only the last.
+    third = api.requests[2].body["messages"]
+    assert third[-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert all("cache_control" not in b for m in third[:-1] for b in m["content"])
+    assert run.agents["api"].summary == "All done."
+
+
+async def test_a_turn_that_ends_without_finish_counts_as_finished_with_its_text(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    api.script([tool_use("list_files", {}), text("Nothing to change: the code is right.")])
+    run, _ = claude_run(claude("t"))
+    await execute(run)
+    assert run.tasks["t"].state == "succeeded"
+    assert run.agents["t"].summary == "Nothing to change: the code is right."
+
+
+async def test_a_blocker_ends_the_attempt_blocked_and_a_fixer_is_spawned(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    api.script(
+        [
+            tool_use("report_blocker", {"reason": "Need the schema for the users table"}),
+            tool_use("finish", {"summary": "Done now that the schema exists."}),
+        ]
+    )
+    fixer = FixerSpec(agent="scripted", script=(Say("Writing the schema"),))
+    run, _ = claude_run(claude("t"), fixer=fixer)
+    await execute(run)
+
+    assert run.agents["t"].state == "blocked"
+    assert run.agents["t"].reason == "Need the schema for the users table"
+    assert run.tasks["t"].fixers == ["fix-t-1"]
+    assert run.tasks["t"].attempts == ["t", "t.2"]
+    assert run.tasks["t"].state == "succeeded"
+    assert "BLOCKED: Need the schema for the users table" in progress(responses, "t")
+    retry_system = api.requests[1].body["system"][1]["text"]
+    assert "attempt 2" in retry_system
+
+
+async def test_max_turns_fails_with_kind_max_turns(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    api.script(lambda body, index: tool_use("list_files", {}))
+    run, _ = claude_run(claude("t", max_turns=3))
+    await execute(run)
+
+    assert run.tasks["t"].state == "failed"
+    assert failure_kind(run, "t") == "max_turns"
+    assert run.agents["t"].reason == "max turns (3) reached"
+    assert len(api.requests) == 3
+
+
+async def test_a_reply_cut_at_max_tokens_runs_none_of_its_tools(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], workspace: Path
+) -> None:
+    cut = message(
+        text_block("Writing it."),
+        tool_use_block("write_file", {"path": "big.py", "content": "x = 1\n"}),
+        stop_reason="max_tokens",
+    )
+    api.script([cut, text("Giving up on the big file.")])
+    run, _ = claude_run(claude("t"))
+    await execute(run)
+
+    assert not (workspace / "big.py").exists()
+    second = api.requests[1].body["messages"]
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[1]["content"] == [{"type": "text", "text": "Writing it."}]
+    assert "cut off" in second[2]["content"][0]["text"]
+
+
+async def test_usage_counts_cache_tokens_at_their_prices(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    api.script(
+        [
+            text("Done.").with_usage(
+                input_tokens=1000,
+                cache_creation_input_tokens=2000,
+                cache_read_input_tokens=30000,
+                output_tokens=500,
+            )
+        ]
+    )
+    run, _ = claude_run(claude("t"))
+    await execute(run)
+
+    rec = run.agents["t"]
+    assert (rec.tokens_in, rec.tokens_out) == (33000, 500)
+    expected = (1000 * 3.0 + 2000 * 3.75 + 30000 * 0.30 + 500 * 15.0) / 1e6
+    assert rec.cost_usd == pytest.approx(expected)
+    assert run.governor.spent_usd == pytest.approx(expected)
+    assert run.governor.reserved_usd == 0.0
+    assert "usage: 33000 in / 500 out tokens" in progress(responses, "t")
+
+
+async def test_a_deprecated_model_is_noted_in_the_progress_file_not_warned(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    run, _ = claude_run(claude("t", model="claude-sonnet-4-5"))
+    await execute(run)  # filterwarnings=error: a warning escaping would fail the agent
+    assert run.tasks["t"].state == "succeeded"
+    assert "[note: The model 'claude-sonnet-4-5' is deprecated" in progress(responses, "t")
+
+
+# --- confinement and the key ------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory next to the workspace, and a HOME whose .bashrc holds the key."""
+    out = tmp_path / "outside"
+    out.mkdir()
+    (out / "secret.txt").write_text("outside secret\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text(f"export ANTHROPIC_API_KEY={CANARY}\nexport PS1='$ '\n")
+    monkeypatch.setenv("HOME", str(home))
+    return out
+
+
+def files_under(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+async def test_scripted_attacks_cannot_leave_the_workspace_or_reveal_the_key(
+    api: FakeMessagesAPI,
+    claude_run: Callable[..., tuple[Run, ClaudeAgent]],
+    workspace: Path,
+    responses: Path,
+    outside: Path,
+) -> None:
+    (workspace / ".git" / "hooks").mkdir(parents=True)
+    (workspace / "out").symlink_to(outside)
+    (workspace / ".env").write_text(f"ANTHROPIC_API_KEY={CANARY}\n")
+    attacks: list[tuple[str, dict[str, Any]]] = [
+        ("read_file", {"path": "../outside/secret.txt"}),
+        ("write_file", {"path": "../outside/planted.txt", "content": "x"}),
+        ("write_file", {"path": str(outside / "planted.txt"), "content": "x"}),
+        ("read_file", {"path": str(outside / "secret.txt")}),
+        ("read_file", {"path": "out/secret.txt"}),
+        ("write_file", {"path": "out/planted.txt", "content": "x"}),
+        ("edit_file", {"path": "out/secret.txt", "old": "outside", "new": "pwned"}),
+        ("write_file", {"path": str(responses / "t.md"), "content": "status: succeeded\n"}),
+        ("write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\nrm -rf /\n"}),
+        ("read_file", {"path": ".env"}),
+        ("search", {"regex": "sk-ant"}),
+        ("run_command", {"command": "cat ~/.bashrc; env"}),
+        ("run_command", {"command": "echo key=$ANTHROPIC_API_KEY; cat .env"}),
+    ]
+    api.script(
+        [*(tool_use(name, args) for name, args in attacks), tool_use("finish", {"summary": "ok"})]
+    )
+    run, _ = claude_run(claude("t"), journal=True)
+    await execute(run)
+
+    assert run.tasks["t"].state == "succeeded"
+    assert (responses / ".run" / "journal.jsonl").stat().st_size > 0
+    assert os.listdir(outside) == ["secret.txt"]
+    assert (outside / "secret.txt").read_text() == "outside secret\n"
+    assert not (workspace / ".git" / "hooks" / "pre-commit").exists()
+    results = [tool_results(r.body)[0] for r in api.requests[1:]]
+    refused = [r.get("is_error", False) for r in results[:9]]
+    assert refused == [True] * 9, [r["content"] for r in results[:9]]
+    assert "outside secret" not in json.dumps([r.body for r in api.requests])
+    # The key: never in anything sent back to the model, nor in any file the run wrote.
+    for request in api.requests:
+        assert CANARY not in json.dumps(request.body)
+    assert "[redacted]" in results[9]["content"]  # .env, read back masked
+    assert "export PS1" in results[11]["content"]  # the command ran; the key was masked
+    written = [p for p in files_under(responses, workspace) if p.name != ".env"]  # ours
+    assert len(written) >= 3  # t.md, t.events.jsonl, the journal
+    for path in written:
+        assert CANARY.encode() not in path.read_bytes(), path
+
+
+async def test_a_responses_directory_inside_the_workspace_is_read_only_to_tools(
+    api: FakeMessagesAPI, workspace: Path
+) -> None:
+    responses = workspace / "agent-responses"
+    (responses / ".run").mkdir(parents=True)
+    api.script(
+        [
+            tool_use("write_file", {"path": "agent-responses/t.md", "content": "forged\n"}),
+            tool_use("edit_file", {"path": "agent-responses/t.md", "old": "#", "new": "x"}),
+            tool_use("write_file", {"path": "./agent-responses/../agent-responses/x.md",
+                                    "content": "x"}),
+            tool_use("finish", {"summary": "ok"}),
+        ]
+    )  # fmt: skip
+    plan = Plan("test", (claude("t"),), workspace=workspace, limits=Limits(spawn_rate=1000.0))
+    settings = RunSettings(responses=responses, run_id="test-inside", progress_interval=0.01)
+    run = await execute(Run(plan, settings, agents=Agents(plan)))
+
+    results = [tool_results(r.body)[0] for r in api.requests[1:]]
+    assert [r.get("is_error") for r in results] == [True, True, True]
+    assert all("protected" in r["content"] for r in results)
+    assert sorted(os.listdir(responses)) == [".run", "t.events.jsonl", "t.md"]
+    assert "forged" not in (responses / "t.md").read_text()
+    assert run.tasks["t"].state == "succeeded"
+
+
+# --- storms -----------------------------------------------------------------------------------
+
+
+def three_turns(body: JSON) -> Reply:
+    turn = len(body["messages"]) // 2
+    return tool_use("list_files", {}) if turn < 2 else tool_use("finish", {"summary": "done"})
+
+
+async def test_a_storm_of_429_529_and_mid_stream_errors_slows_the_run_but_fails_nobody(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]]
+) -> None:
+    storm = [overloaded(), mid_stream_error(), rate_limited(0.05), overloaded(), api_error_500()]
+    errors = 30
+
+    def respond(body: JSON, index: int) -> Reply:
+        return storm[index % len(storm)] if index < errors else three_turns(body)
+
+    api.script(respond)
+    run, agent = claude_run(*(claude(f"a{n}") for n in range(16)), max_concurrency=16)
+    await execute(run)
+
+    assert {t.state for t in run.tasks.values()} == {"succeeded"}
+    limiter = agent.limiter
+    assert limiter.ceiling == 16
+    assert limiter.lowest <= 4  # visibly lowered ...
+    assert limiter.capacity == 16  # ... and restored by the successes after the storm
+    assert limiter.aimd.decreases >= 3
+    assert len(api.requests) == errors + 16 * 3
+    assert agent.requests_sent == len(api.requests)
+    print(
+        f"\nstorm: {errors} errors in {len(api.requests)} requests; concurrency "
+        f"{limiter.ceiling} -> {limiter.lowest} -> {limiter.capacity} "
+        f"({limiter.aimd.decreases} decreases)"
+    )
+
+
+def api_error_500() -> Reply:
+    return status_error(500, "api_error", "Internal server error")
+
+
+async def test_429_retry_after_is_honoured(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]]
+) -> None:
+    api.script([rate_limited(retry_after=0.4), text("Done.")])
+    run, _ = claude_run(claude("t"))
+    await execute(run)
+    first, second = api.requests
+    assert run.tasks["t"].state == "succeeded"
+    assert second.received - first.received >= 0.39
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (text("never finished").with_stall(after_events=3), "stalled (ReadTimeout)"),
+        (text("cut short").with_drop(after_events=3), "broke off (RemoteProtocolError"),
+        (text("too slow").with_trickle(0.3), "passed its deadline"),
+        (text("late").with_delay(1.5), "timed out before the answer began"),
+    ],
+)
+async def test_stalls_drops_and_deadlines_mid_stream_are_retried(
+    api: FakeMessagesAPI,
+    claude_run: Callable[..., tuple[Run, ClaudeAgent]],
+    responses: Path,
+    reply: Reply,
+    why: str,
+) -> None:
+    api.script([reply, text("Done.")])
+    settings = ClaudeSettings(
+        read_timeout=0.5, request_deadline=1.0, retry=RetryPolicy(base_delay=0.01, max_delay=0.02)
+    )
+    run, _ = claude_run(claude("t"), settings=settings)
+    await execute(run)
+
+    assert run.tasks["t"].state == "succeeded"
+    assert len(api.requests) == 2
+    assert api.requests[0].body["messages"] == api.requests[1].body["messages"]
+    assert why in progress(responses, "t")
+
+
+async def test_a_tool_call_cut_by_a_mid_stream_error_is_not_run_and_the_turn_is_resent(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], workspace: Path
+) -> None:
+    half = tool_use("write_file", {"path": "half.py", "content": "print('hello world')\n" * 4})
+    half = Reply(**{**half.__dict__, "error_after": 6, "error_type": "overloaded_error"})
+    api.script([half, tool_use("finish", {"summary": "ok"})])
+    run, _ = claude_run(claude("t"))
+    await execute(run)
+
+    assert not (workspace / "half.py").exists()
+    first, second = api.requests
+    assert first.body["messages"] == second.body["messages"]
+    assert run.tasks["t"].state == "succeeded"
+
+
+async def test_a_401_fails_fast_without_retries_for_the_whole_run(
+    api: FakeMessagesAPI, make_run: Callable[..., Run], responses: Path
+) -> None:
+    api.script(lambda body, index: authentication_error())
+    run = await execute(make_run(claude("a"), claude("b"), claude("c"), max_concurrency=1))
+
+    assert len(api.requests) == 1  # no retry, and nobody else tried with the same key
+    for tid in ("a", "b", "c"):
+        assert run.tasks[tid].state == "failed"
+        assert failure_kind(run, tid) == "provider"
+    reason = run.agents["a"].reason
+    assert "401 authentication_error" in reason
+    assert "ANTHROPIC_API_KEY" in reason
+    assert "\n" not in reason
+    assert CANARY not in reason
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        invalid_request("max_tokens: must be at most 64000"),
+        status_error(403, "permission_error", "no access to this model"),
+        status_error(404, "not_found_error", "model: claude-nope"),
+        status_error(402, "billing_error", "Your credit balance is too low"),
+    ],
+)
+async def test_client_errors_fail_fast_without_retries(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], reply: Reply
+) -> None:
+    api.script([reply])
+    run, _ = claude_run(claude("t"))
+    await execute(run)
+    assert len(api.requests) == 1
+    assert failure_kind(run, "t") == "provider"
+
+
+async def test_an_attempt_stopped_mid_request_releases_its_slot_and_reservation(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    api.script([text("never finished").with_stall(after_events=2)])
+    settings = ClaudeSettings(read_timeout=30.0, request_deadline=60.0, retry=FAST.retry)
+    run, agent = claude_run(claude("t", timeout=0.5), settings=settings, budget_usd=5.0)
+    await agent.client()  # the first import of the SDK may take longer than the timeout
+    await execute(run)
+
+    assert run.tasks["t"].state == "timed_out"
+    assert len(api.requests) == 1
+    assert agent.limiter.in_flight == 0
+    assert run.governor.reserved_usd == 0.0
+    assert run.agents["t"].tokens_in > 0  # the input the stream announced is counted
+    assert progress(responses, "t").rstrip().splitlines()[-1].startswith("status: timed_out")
+
+
+# --- budget -----------------------------------------------------------------------------------
+
+
+async def test_a_budget_that_covers_n_requests_never_sends_request_n_plus_1(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]], responses: Path
+) -> None:
+    # Output priced $10/Mtok, input free: each request's upper bound (1000 output tokens) is
+    # exactly $0.01, and each reply really uses its 1000 output tokens.
+    settings = ClaudeSettings(max_tokens=1000, retry=FAST.retry)
+    prices = (("test-model", Price(0.0, 10.0)),)
+    api.script(lambda body, index: tool_use("list_files", {}).with_usage(output_tokens=1000))
+    run, _ = claude_run(
+        *(claude(f"a{n}", model="test-model") for n in range(4)),
+        settings=settings, prices=prices, budget_usd=0.035,
+    )  # fmt: skip
+    await execute(run)
+
+    assert len(api.requests) == 3
+    assert {t.state for t in run.tasks.values()} == {"budget_exceeded"}
+    assert run.governor.spent_usd == pytest.approx(0.03)
+    assert run.governor.reserved_usd == 0.0
+    refused = [a for a in run.agents.values() if "not sent" in a.reason]
+    assert refused
+    assert "budget: the next request may cost up to $0.0100" in refused[0].reason
+
+
+async def test_the_scheduler_fence_stops_agents_once_the_budget_is_spent(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]]
+) -> None:
+    settings = ClaudeSettings(max_tokens=1000, retry=FAST.retry)
+    prices = (("test-model", Price(0.0, 10.0)),)
+    api.script(lambda body, index: tool_use("list_files", {}).with_usage(output_tokens=1000))
+    run, _ = claude_run(
+        claude("a", model="test-model"), settings=settings, prices=prices, budget_usd=0.02
+    )
+    await execute(run)
+    assert len(api.requests) == 2
+    assert run.tasks["a"].state == "budget_exceeded"
+
+
+# --- scale and the event loop -----------------------------------------------------------------
+
+
+def _runqueue_wait() -> float:
+    """Seconds this thread has waited for a CPU (Linux schedstat; 0 where it is missing)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+@contextlib.asynccontextmanager
+async def loop_lag() -> AsyncIterator[list[float]]:
+    """The worst delay of a 10 ms ticker while the block runs: ``[worst, worst_wall]``.
+
+    ``worst`` leaves out the time the thread waited for a CPU that other processes held (a
+    busy CI machine is not the loop being blocked); blocking system calls still count.
+    """
+    worst = [0.0, 0.0]
+    loop = asyncio.get_running_loop()
+
+    async def tick() -> None:
+        while True:
+            start, queued = loop.time(), _runqueue_wait()
+            await asyncio.sleep(0.01)
+            lag = loop.time() - start - 0.01
+            worst[0] = max(worst[0], lag - (_runqueue_wait() - queued))
+            worst[1] = max(worst[1], lag)
+
+    async with asyncio.TaskGroup() as tg:
+        ticker = tg.create_task(tick())
+        try:
+            yield worst
+        finally:
+            ticker.cancel()
+
+
+@pytest.mark.slow
+async def test_200_agents_have_their_requests_in_flight_together(
+    make_run: Callable[..., Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server is a process of its own, so that the lag measured is the orchestrator's
+    # alone. It answers each request after 1 s: any two requests that arrived less than
+    # 1 s apart were in flight together.
+    script = {"default": {"text": "All done here.", "trickle": 0.01, "chunk": 4}}
+    with spawn_fake_api(tmp_path, script, latency=1.0) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        tasks = [claude(f"a{n:03d}") for n in range(200)]
+        run = make_run(*tasks, max_concurrency=250, max_agents=300, spawn_rate=10_000.0)
+        async with loop_lag() as worst:
+            await execute(run)
+        arrivals = sorted(r["received"] for r in server.requests())
+
+    assert {t.state for t in run.tasks.values()} == {"succeeded"}
+    assert len(arrivals) == 200
+    together = max(bisect.bisect_left(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
+    assert together >= 190
+    assert worst[0] < 1.0, f"the event loop was blocked for {worst[0]:.2f}s"
+    print(
+        f"\nin flight together: {together}; worst loop lag {worst[0] * 1000:.0f} ms "
+        f"({worst[1] * 1000:.0f} ms wall clock, waits for a CPU included)"
+    )
+
+
+# --- the SDK stays lazy, classification ---------------------------------------------------------
+
+
+def test_importing_the_claude_agent_does_not_import_the_sdk() -> None:
+    code = (
+        "import sys, orchestrator.agents.claude, orchestrator.ratelimit, orchestrator.pricing\n"
+        "print('anthropic' in sys.modules, 'httpx2' in sys.modules)"
+    )
+    out = subprocess.check_output([sys.executable, "-c", code], text=True, env=dict(os.environ))
+    assert out.split() == ["False", "False"]
+
+
+def test_bugs_are_not_classified_as_api_failures() -> None:
+    assert classify(KeyError("x")) is None
+    assert classify(ValueError("x")) is None
+    timeout = classify(TimeoutError())
+    assert timeout is not None
+    assert timeout.kind == "transient"
+
+
+def test_the_system_prompt_says_how_to_finish_and_report_a_blocker(workspace: Path) -> None:
+    from orchestrator.agents.base import AgentContext
+
+    ctx = AgentContext(
+        agent_id="t", task=claude("t", "Add a login page.", max_turns=7), attempt=1,
+        prompt="Add a login page.", script=(), workspace=workspace, responses=workspace.parent,
+        env={}, emit=lambda event: None, context_notes=("models: added User (progress: m.md)",),
+    )  # fmt: skip
+    instructions, task_text = (b["text"] for b in system_blocks(ctx))
+    assert "`finish`" in instructions
+    assert "`report_blocker`" in instructions
+    assert "Add a login page." in task_text
+    assert str(workspace) in task_text
+    assert "- models: added User (progress: m.md)" in task_text
+    assert "at most 7 replies" in task_text
+
+
+def test_the_example_plan_validates_with_claude_agents_and_prices() -> None:
+    from orchestrator.planfile import load_plan
+
+    plan = load_plan(Path(__file__).resolve().parent.parent / "plans" / "claude-example.yaml")
+    assert {t.agent for t in plan.tasks} == {"claude"}
+    assert plan.fixer.agent == "claude"
+    assert plan.limits.budget_usd == 2
+    assert dict(plan.prices)["claude-sonnet-4-6"] == Price(3, 15)
+    assert plan.task("readme").model == "claude-haiku-4-5"
