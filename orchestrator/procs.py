@@ -39,6 +39,7 @@ AGENT_ID_VAR = "ORCHESTRATOR_AGENT_ID"
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
 _FLUSH_TIMEOUT = 1.0
@@ -307,6 +308,16 @@ def process_start_time(pid: int) -> int | None:
         return int(fields[19])  # fields[0] is field 3 (state)
     except (IndexError, ValueError):
         return None
+
+
+def set_not_dumpable() -> bool:
+    """Make our /proc files (environ among them) unreadable to other processes of our user.
+
+    Agents run as the same user; without this, a tool command could read the API key from
+    ``/proc/$PPID/environ``. Children are not affected (exec makes them dumpable again).
+    """
+    prctl = _prctl()
+    return prctl is not None and prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
 
 
 def set_child_subreaper() -> bool:

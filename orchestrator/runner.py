@@ -55,12 +55,8 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
     from orchestrator.agents.command import missing_program
 
     ws = plan.workspace
-    if not ws.exists() and not ws.is_symlink() and ws.parent.is_dir():
-        try:
-            ws.mkdir()  # a new project's workspace; its parent must exist (typos stay errors)
-        except OSError as exc:
-            raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
-    if not ws.is_dir():
+    create = not ws.exists() and not ws.is_symlink() and ws.parent.is_dir()
+    if not create and not ws.is_dir():
         raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
     depth = run_depth(env)
     ceiling = plan.limits.max_depth
@@ -97,6 +93,11 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
         )
         if problem is not None:
             raise AgentProgramNotFound(problem[0], task.id, problem[1])
+    if create:  # last, so a refused run leaves nothing behind
+        try:
+            ws.mkdir()  # a new project's workspace; its parent must exist (typos stay errors)
+        except OSError as exc:
+            raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
 
 
 def _forget_previous(rundir: RunDir) -> None:
@@ -142,6 +143,7 @@ async def _run_locked(
     plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
 ) -> int:
     procs.set_child_subreaper()
+    procs.set_not_dumpable()
     pool = AgentPool(plan)
     old = load(rundir.journal)
     if old.run.get("run_id") and old.run.get("state") == "running":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from orchestrator.agents.pool import AgentPool
 from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
@@ -57,8 +58,11 @@ def responses(tmp_path: Path) -> Path:
     return r
 
 
-@pytest.fixture
-def make_run(workspace: Path, responses: Path) -> Callable[..., Run]:
+@pytest_asyncio.fixture
+async def make_run(workspace: Path, responses: Path) -> AsyncIterator[Callable[..., Run]]:
+    """Build runs of tasks written in code; every agent pool they made is closed afterwards."""
+    pools: list[AgentPool] = []
+
     def build(*tasks: Task, mode: str = "async", **limits: Any) -> Run:
         limits.setdefault("max_concurrency", 16)
         limits.setdefault("max_agents", 100)
@@ -69,6 +73,9 @@ def make_run(workspace: Path, responses: Path) -> Callable[..., Run]:
             responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", mode=mode,  # type: ignore[arg-type]
             progress_interval=0.01,
         )  # fmt: skip
-        return Run(plan, settings, agents=AgentPool(plan))
+        pools.append(AgentPool(plan))
+        return Run(plan, settings, agents=pools[-1])
 
-    return build
+    yield build
+    for pool in pools:
+        await pool.aclose()
