@@ -15,7 +15,6 @@ Linux is the target: elsewhere the ``/proc`` helpers find nothing and ``prctl`` 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import functools
 import os
@@ -29,17 +28,21 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeAlias
 
 from orchestrator.lines import DEFAULT_MAX_LINE, LineSplitter
+from orchestrator.orphans import AGENT_ID_VAR as AGENT_ID_VAR  # re-exported
+from orchestrator.orphans import RUN_ID_VAR as RUN_ID_VAR  # re-exported
+from orchestrator.orphans import SPAWNED, group_has_live_member, libc_prctl
+from orchestrator.orphans import process_start_time as process_start_time  # re-exported
+from orchestrator.orphans import reap_orphans as reap_orphans  # re-exported
+from orchestrator.orphans import set_child_subreaper as set_child_subreaper  # re-exported
+from orchestrator.orphans import set_not_dumpable as set_not_dumpable  # re-exported
+from orchestrator.orphans import sweep_run as sweep_run  # re-exported
 
 Stream: TypeAlias = Literal["stdout", "stderr"]
 DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
 """How a child learns that the orchestrator died (see `run_streaming`)."""
 
-RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
-AGENT_ID_VAR = "ORCHESTRATOR_AGENT_ID"
 
 _PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_DUMPABLE = 4
 _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
 _FLUSH_TIMEOUT = 1.0
@@ -48,7 +51,6 @@ _LINES_PER_TURN = 1024
 """Lines one pipe may deliver per event-loop turn (see `_Pipes`)."""
 _DRAIN_CAP = 10.0
 """However busy the pipes are after the child exited, they are cut off after this many seconds."""
-_SWEEP_PASSES = 8
 """`sweep_run` rescans while it finds new processes (children forked during the sweep)."""
 
 
@@ -123,7 +125,7 @@ async def run_streaming(
     )
     child = _Child(transport, pipes)
     pipes.pgid = child.pid
-    _SPAWNED.add(child.pid)
+    SPAWNED.add(child.pid)
     try:
         try:
             on_start(child.pid)
@@ -138,39 +140,12 @@ async def run_streaming(
         await asyncio.wait([pipes.closed], timeout=_FLUSH_TIMEOUT)
     finally:
         pipes.detach()
-        _SPAWNED.discard(child.pid)
+        SPAWNED.discard(child.pid)
     if pipes.error is not None:
         raise pipes.error
     code = child.returncode
     assert code is not None, "the child was waited for"
     return code
-
-
-_SPAWNED: set[int] = set()
-"""Direct children started here and not yet waited for: asyncio's watcher reaps those.
-Process-wide by nature (it mirrors the kernel's list of our children), hence module state."""
-
-
-def reap_orphans() -> list[int]:
-    """Reap zombie children we did not spawn ourselves: descendants re-parented to us as
-    the child subreaper. Never touches our own direct children (asyncio waits for those)."""
-    me = os.getpid()
-    reaped = []
-    for pid in _all_pids():
-        if pid in _SPAWNED:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(fields) > 1 and fields[0] == b"Z" and int(fields[1]) == me:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    reaped.append(pid)
-            except ChildProcessError:
-                pass
-    return reaped
 
 
 async def _drain(pipes: _Pipes, quiet: float) -> None:
@@ -230,23 +205,10 @@ async def _wait_group_gone(pgid: int, limit: float) -> None:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return
-        if not _group_has_live_member(pgid):
+        if not group_has_live_member(pgid):
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-def _group_has_live_member(pgid: int) -> bool:
-    """True while a non-zombie process is in the group (zombies wait for their reaper)."""
-    for pid in _all_pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(fields) > 3 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -261,74 +223,6 @@ def kill_group(pgid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> list[int]:
-    """Signal every process whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>``
-    (and, with ``agent_id``, ``ORCHESTRATOR_AGENT_ID=<agent_id>`` too).
-
-    Finds descendants that left their process group (``setsid``, double fork). Never signals
-    the calling process; skips processes that vanish or cannot be read. Each match is opened
-    as a pidfd before its environment is read, so a recycled pid is never signalled. Rescans
-    while new matches turn up. Synchronous: call it through ``asyncio.to_thread``.
-    """
-    if not run_id:
-        raise ValueError("run_id must not be empty")
-    markers = {f"{RUN_ID_VAR}={run_id}".encode()}
-    if agent_id:
-        markers.add(f"{AGENT_ID_VAR}={agent_id}".encode())
-    me = os.getpid()
-    signalled: list[int] = []
-    for _ in range(_SWEEP_PASSES):
-        fresh = False
-        for pid in _all_pids():
-            if pid == me or pid in signalled:
-                continue
-            if _signal_if_marked(pid, markers, sig):
-                signalled.append(pid)
-                fresh = True
-        if not fresh:
-            break
-    return signalled
-
-
-def process_start_time(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22).
-
-    With the pid it names one process for good: a recycled pid has another start time.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; it ends at the last ')'.
-    fields = stat.rpartition(b")")[2].split()
-    try:
-        return int(fields[19])  # fields[0] is field 3 (state)
-    except (IndexError, ValueError):
-        return None
-
-
-def set_not_dumpable() -> bool:
-    """Make our /proc files (environ among them) unreadable to other processes of our user.
-
-    Agents run as the same user; without this, a tool command could read the API key from
-    ``/proc/$PPID/environ``. Children are not affected (exec makes them dumpable again).
-    """
-    prctl = _prctl()
-    return prctl is not None and prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
-
-
-def set_child_subreaper() -> bool:
-    """Make orphaned descendants re-parent to us instead of init (Linux); True on success.
-
-    The caller then owns reaping them: they turn into zombies of ours when they exit.
-    """
-    prctl = _prctl()
-    if prctl is None:
-        return False
-    return bool(prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 # --- spawning -------------------------------------------------------------------------------
@@ -390,22 +284,6 @@ def _setpriv() -> str | None:
     return path if knows else None
 
 
-@functools.cache
-def _prctl() -> Callable[[int, int, int, int, int], int] | None:
-    """libc's prctl, loaded once in the parent (never dlopen in a freshly forked child)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    fn: Callable[[int, int, int, int, int], int] = prctl
-    return fn
-
-
 def _death_signal_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when the spawning thread dies.
 
@@ -415,7 +293,7 @@ def _death_signal_hook() -> Callable[[], None] | None:
     *thread* that forked, here the event loop's, and is not inherited by grandchildren: those
     die with the group or are found by `sweep_run`.
     """
-    prctl = _prctl()
+    prctl = libc_prctl()
     if prctl is None:
         return None
     parent = os.getpid()
@@ -552,40 +430,3 @@ class _Pipes(asyncio.SubprocessProtocol):
         self.detach()
         if self.pgid > 1:
             kill_group(self.pgid, signal.SIGKILL)
-
-
-# --- lines ----------------------------------------------------------------------------------
-
-
-def _all_pids() -> list[int]:
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    return [int(name) for name in names if name.isdigit()]
-
-
-def _signal_if_marked(pid: int, markers: set[bytes], sig: int) -> bool:
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:  # gone, or no pidfd support: fall back to the racy way below
-        pidfd = -1
-    try:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            return False
-        if not markers <= set(environ.split(b"\0")):
-            return False
-        try:
-            if pidfd >= 0:
-                signal.pidfd_send_signal(pidfd, sig)
-            else:
-                os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    finally:
-        if pidfd >= 0:
-            os.close(pidfd)
