@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator import attempt, procs, recovery, repair
-from orchestrator.agents.base import Agent, AgentContext
+from orchestrator.agents.base import SECRET_NAMES, Agent, AgentContext
 from orchestrator.errors import UnknownAgentError
 from orchestrator.events import (
     TERMINAL_STATES,
@@ -39,6 +39,7 @@ from orchestrator.plan import Plan, Task, graph_of
 from orchestrator.progress import ProgressWriter
 from orchestrator.records import AgentRecord, Peek, RunSettings, Spawn, TaskRecord
 from orchestrator.recovery import Capacity, EndTask, Escalate, Rebuild, RetryTask, SpawnFixer, Wait
+from orchestrator.redact import scrub_event, secret_values
 
 AgentFactory = Callable[[str], Agent]
 
@@ -83,6 +84,9 @@ class Run:
         self._after = [set(batches.get(name, (name,))) for name in plan.build.after]
         self._unsettled = len(self.tasks)
         self._live_dirty: dict[str, AgentRecord] = {}
+        self._secrets = secret_values(
+            settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
+        )
         self._succeeded = 0
         for tid in done_tasks:
             if tid in self.tasks:
@@ -338,6 +342,8 @@ class Run:
 
     def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:
         rec.last_event = time.monotonic()
+        if self._secrets:
+            event = scrub_event(event, self._secrets)
         self._live_dirty[rec.id] = rec
         line = self.progress.append(rec.id, event)
         if line:

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.base import Agent
-from orchestrator.agents.claude import ClaudeAgent, ClaudeSettings, classify, system_blocks
+from orchestrator.agents.claude import ClaudeAgent, ClaudeSettings, classify
+from orchestrator.agents.claudeprompt import system_blocks
 from orchestrator.agents.pool import AgentPool
 from orchestrator.events import Failed
 from orchestrator.journal import Journal
@@ -396,7 +397,7 @@ async def test_scripted_attacks_cannot_leave_the_workspace_or_reveal_the_key(
     # The key: never in anything sent back to the model, nor in any file the run wrote.
     for request in api.requests:
         assert CANARY not in json.dumps(request.body)
-    assert "[redacted]" in results[9]["content"]  # .env, read back masked
+    assert "[REDACTED]" in results[9]["content"]  # .env, read back masked
     assert "export PS1" in results[11]["content"]  # the command ran; the key was masked
     written = [p for p in files_under(responses, workspace) if p.name != ".env"]  # ours
     assert len(written) >= 3  # t.md, t.events.jsonl, the journal

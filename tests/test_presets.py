@@ -28,14 +28,13 @@ from fakes import FAKES, RUN_ID_VAR, wait_until_no_marked
 
 from orchestrator.agents.base import AgentContext, child_env
 from orchestrator.agents.pool import AgentPool
-from orchestrator.agents.presets import (
+from orchestrator.agents.presetprogram import bundled_claude, missing_preset_program
+from orchestrator.agents.presets import PresetAgent
+from orchestrator.agents.presettable import (
     BLOCKED_NOTE,
     BUILTIN,
-    PresetAgent,
-    bundled_claude,
     claude_code_env,
     claude_code_flags,
-    missing_preset_program,
     preset_argv,
     preset_for,
     preset_pass_env,
@@ -434,16 +433,26 @@ async def test_with_the_budget_spent_nothing_starts(harness: Harness) -> None:
     assert rec.terminal() == [Failed("budget: nothing is left of the run's budget", kind="budget")]
 
 
-async def test_the_api_key_is_masked_in_everything_the_child_prints(harness: Harness) -> None:
-    stream = harness.tmp / "leak.jsonl"
+def everything_in(folder: Path) -> str:
+    return "".join(p.read_text() for p in folder.iterdir() if p.is_file())
+
+
+async def test_the_api_key_is_masked_in_everything_the_child_prints(
+    make_run: Callable[..., Run], tmp_path: Path, responses: Path
+) -> None:
+    stream = tmp_path / "leak.jsonl"
     leak = {"type": "assistant", "message": {"content": [{"type": "text", "text": CANARY_KEY}]}}
     stream.write_text(json.dumps(leak) + "\n")
-    plan = plan_with("--fake-stream", str(stream), "--fake-stderr", f"key={CANARY_KEY}")
-    task = cc_task(env=(("ANTHROPIC_API_KEY", CANARY_KEY),))
-    rec = await harness.run(PresetAgent("claude-code", plan), task)
-    dumped = repr(rec.events)
-    assert CANARY_KEY not in dumped
-    assert "key=[REDACTED]" in dumped
+    path = fake_claude_on_path(tmp_path / "bin")
+    opts = f"--fake-stream {stream} --fake-stderr key={CANARY_KEY}"
+    task = cc_task(
+        env=(("PATH", path), ("FAKE_CLAUDE_OPTS", opts), ("ANTHROPIC_API_KEY", CANARY_KEY))
+    )
+    run = make_run(task)
+    await run.execute()
+    written = everything_in(responses)
+    assert CANARY_KEY not in written
+    assert "key=[REDACTED]" in written
 
 
 async def test_a_lines_preset_reads_output_like_the_command_agent(harness: Harness) -> None:

@@ -9,7 +9,8 @@ One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): 
 `orchestrator.ratelimit.ApiLimiter` and the price table. Each attempt is one `_Attempt`:
 
 - the system prompt holds the task, the workspace, what dependencies produced and how to
-  finish or report a blocker; the tools are `orchestrator.tools.TOOL_SPECS`, run by
+  finish or report a blocker (its text, and the renderings of tool calls and results, are
+  `orchestrator.agents.claudeprompt`'s); the tools are `orchestrator.tools.TOOL_SPECS`, run by
   `orchestrator.tools.dispatch` in a `Workspace` that protects the responses directory;
 - each turn streams one request: text deltas become `Text` events as they arrive, each tool
   call a `ToolCall` (a short rendering of its input) then a `ToolResult`;
@@ -34,16 +35,23 @@ tool returns before the model or a progress file sees it (``cat ~/.bashrc`` incl
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib
 import json
-import os
 import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.agents.base import SECRET_NAMES, AgentContext
+from orchestrator.agents.base import AgentContext
+from orchestrator.agents.claudeprompt import (
+    CUT_OFF,
+    START,
+    request_messages,
+    summarize_input,
+    summarize_result,
+    system_blocks,
+    text_block,
+    tool_params,
+)
 from orchestrator.events import (
     AgentEvent,
     Blocked,
@@ -66,7 +74,8 @@ from orchestrator.ratelimit import (
     parse_retry_after,
     retry_delay,
 )
-from orchestrator.tools import TOOL_SPECS, Workspace, dispatch
+from orchestrator.redact import scrub_text, secret_values
+from orchestrator.tools import Workspace, dispatch
 
 if TYPE_CHECKING:
     import anthropic
@@ -74,8 +83,6 @@ if TYPE_CHECKING:
 
 CHARS_PER_TOKEN = 3
 """For the upper bound of a request's input: real text runs 3.5 to 4 characters a token."""
-SUMMARY_CHARS = 160
-REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +115,7 @@ class ClaudeAgent:
         self.limiter = ApiLimiter(
             ceiling=max(plan.limits.max_concurrency, 1), rate=self.settings.requests_per_second
         )
-        self.tools = _tool_params()
+        self.tools = tool_params()
         self.requests_sent = 0
         self.run_wide_failure: str | None = None
         """Set by a failure no request of this run can get past (a bad key, no credit)."""
@@ -211,7 +218,7 @@ class _Attempt:
         self.system = system_blocks(ctx)
         self.messages: list[dict[str, Any]] = []
         self.chars = len(json.dumps(self.system)) + len(json.dumps(agent.tools))
-        self.secrets = _secret_values(ctx.env)
+        self.secrets = secret_values(ctx.env)
         self.warned: set[str] = set()
         self.partial = TokenCount()
         self.mid_line = False
@@ -227,8 +234,8 @@ class _Attempt:
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             self.emit(Failed("ANTHROPIC_API_KEY is not set", kind="config"))
             return
-        self.secrets = _secret_values(ctx.env, client.api_key, client.auth_token)
-        self._add("user", [_text(START)])
+        self.secrets = secret_values(ctx.env, client.api_key, client.auth_token)
+        self._add("user", [text_block(START)])
         last_text = ""
         for _turn in range(task.max_turns):
             message = await self.exchange()
@@ -239,8 +246,8 @@ class _Attempt:
             calls = [b for b in message.content if b.type == "tool_use"]
             if message.stop_reason == "max_tokens":
                 # Cut off: the last tool call may be half written. Run nothing from it.
-                self._add("assistant", _content(message, tools=False) or [_text("(cut off)")])
-                self._add("user", [_text(CUT_OFF.format(self.agent.settings.max_tokens))])
+                self._add("assistant", _content(message, tools=False) or [text_block("(cut off)")])
+                self._add("user", [text_block(CUT_OFF.format(self.agent.settings.max_tokens))])
                 continue
             if message.stop_reason == "refusal":
                 self.emit(Failed("the model declined the task (stop_reason: refusal)"))
@@ -363,7 +370,7 @@ class _Attempt:
             "max_tokens": agent.settings.max_tokens,
             "system": self.system,
             "tools": agent.tools,
-            "messages": self._request_messages(),
+            "messages": request_messages(self.messages),
         }
         with warnings.catch_warnings(record=True) as caught:
             # Synchronous: nothing else runs in between. The SDK warns about deprecated
@@ -415,16 +422,9 @@ class _Attempt:
         self.messages.append(message)
         self.chars += len(json.dumps(message))
 
-    def _request_messages(self) -> list[dict[str, Any]]:
-        """The conversation, with a cache breakpoint on its last block (incremental caching:
-        the next turn reads everything up to here from the cache)."""
-        *head, last = self.messages
-        blocks = [*last["content"][:-1], {**last["content"][-1], "cache_control": EPHEMERAL}]
-        return [*head, {"role": last["role"], "content": blocks}]
-
     def emit(self, event: AgentEvent) -> None:
         """Every event of the attempt goes through here, the key masked in its text."""
-        self.ctx.emit(_masked(event, self.scrub))
+        self.ctx.emit(event)  # the scheduler masks the key in every event
         # The progress file ends an open line before any event but Text.
         self.mid_line = isinstance(event, Text) and not event.text.endswith("\n")
 
@@ -433,10 +433,7 @@ class _Attempt:
         self.emit(Text(("\n" if self.mid_line else "") + line + "\n"))
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return scrub_text(text, self.secrets)
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -497,122 +494,7 @@ def classify(exc: BaseException) -> ApiFailure | None:
     return None
 
 
-# --- the prompt -------------------------------------------------------------------------------
-
-EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
-
-INSTRUCTIONS = """\
-You are a coding agent. An orchestrator runs you, with other agents, from a plan; you work on \
-one task inside one workspace directory. Other agents may work in the same workspace at the \
-same time on other tasks: change only what your task needs.
-
-Tools: read_file, list_files and search to look around; write_file and edit_file to change \
-files; run_command to run tests, builds and other commands with bash in the workspace root. \
-Paths are relative to the workspace root. Paths outside it, symbolic links that lead out of \
-it, .git/hooks, .git/config and the orchestrator's responses directory are refused.
-
-Work until the task is done, check your work (run the tests if there are any), then call \
-`finish` with a short summary of what you changed. If something outside your control \
-prevents the task (missing information, a broken dependency, a contradiction in the task), \
-do not guess and do not work around it: call `report_blocker`, saying exactly what is \
-missing and what would unblock you; another agent may be sent to fix it. Either call ends \
-your work on this task.
-
-Be economical: read only what you need, prefer edit_file to rewriting whole files, and keep \
-your messages short."""
-
-START = "Start on the task described in the system prompt. Call `finish` when it is done."
-CUT_OFF = (
-    "Your last reply was cut off at the {} token limit before it was complete, so none of its "
-    "tool calls were run. Continue in smaller steps (write a large file in several parts)."
-)
-
-
-def system_blocks(ctx: AgentContext) -> list[dict[str, Any]]:
-    """Two cached blocks: instructions shared by every agent of the run, then this task."""
-    task = ctx.task
-    notes = "\n".join(f"- {n}" for n in ctx.context_notes) or "(this task depends on no other)"
-    task_text = "\n".join(
-        [
-            f"# Your task: {task.id} (attempt {ctx.attempt}, agent {ctx.agent_id})",
-            "",
-            ctx.prompt.strip(),
-            "",
-            "# Workspace",
-            "",
-            f"{ctx.workspace} (your tools work relative to it)",
-            "",
-            "# What the tasks this one depends on produced",
-            "",
-            notes,
-            "",
-            "# Limits",
-            "",
-            f"You have at most {task.max_turns} replies; each may call several tools.",
-        ]
-    )
-    return [
-        {"type": "text", "text": INSTRUCTIONS, "cache_control": EPHEMERAL},
-        {"type": "text", "text": task_text, "cache_control": EPHEMERAL},
-    ]
-
-
-def _tool_params() -> list[dict[str, Any]]:
-    """The tool specs, with a cache breakpoint after the last one (shared by the whole run)."""
-    tools = [dict(spec) for spec in TOOL_SPECS]
-    tools[-1] = {**tools[-1], "cache_control": EPHEMERAL}
-    return tools
-
-
-def summarize_input(name: str, args: object) -> str:
-    """A short rendering of a tool call's input for the progress file."""
-    a: Mapping[str, Any] = args if isinstance(args, dict) else {}
-
-    def s(key: str) -> str:
-        return str(a.get(key, ""))
-
-    match name:
-        case "read_file":
-            extra = f" from line {a['offset']}" if "offset" in a else ""
-            return _short(s("path") + extra)
-        case "write_file":
-            return _short(f"{s('path')} ({len(s('content'))} chars)")
-        case "edit_file":
-            return _short(f"{s('path')} (-{len(s('old'))} +{len(s('new'))} chars)")
-        case "list_files":
-            return _short(s("pattern") or "**/*")
-        case "search":
-            return _short(f"/{s('regex')}/ in {s('glob') or '**/*'}")
-        case "run_command":
-            return _short(s("command"))
-        case "report_blocker":
-            return _short(s("reason"))
-        case "finish":
-            return _short(s("summary"))
-        case _:
-            return _short(json.dumps(args, ensure_ascii=False, default=str))
-
-
-def summarize_result(name: str, text: str) -> str:
-    """A tool result in one line: the status line of a command, the first line otherwise."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return "(empty)"
-    line = lines[-1] if name == "run_command" else lines[0]
-    more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 and name != "run_command" else ""
-    return _short(line) + more
-
-
-def _short(text: str, limit: int = SUMMARY_CHARS) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 1] + "…"
-
-
 # --- SDK values to plain data -----------------------------------------------------------------
-
-
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text}
 
 
 def _content(message: Message, *, tools: bool) -> list[dict[str, Any]]:
@@ -620,7 +502,7 @@ def _content(message: Message, *, tools: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for b in message.content:
         if b.type == "text" and b.text:
-            blocks.append(_text(b.text))
+            blocks.append(text_block(b.text))
         elif b.type == "tool_use" and tools:
             blocks.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.input})
     return blocks
@@ -636,23 +518,3 @@ def _tokens(usage: Any) -> TokenCount:
         cache_write_1h=int(getattr(creation, "ephemeral_1h_input_tokens", 0) or 0),
         cache_read=int(getattr(usage, "cache_read_input_tokens", 0) or 0),
     )
-
-
-def _masked(event: AgentEvent, scrub: Callable[[str], str]) -> AgentEvent:
-    """``event`` with ``scrub`` applied to its text fields (the same object if none changed)."""
-    changes: dict[str, str] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, str) and (clean := scrub(value)) != value:
-            changes[f.name] = clean
-    if not changes:
-        return event
-    masked: AgentEvent = dataclasses.replace(cast(Any, event), **changes)
-    return masked
-
-
-def _secret_values(env: Mapping[str, str], *more: str | None) -> set[str]:
-    """The values to mask: the API key and token, wherever they were found; long ones only."""
-    values = {env.get(n, "") for n in SECRET_NAMES} | {os.environ.get(n, "") for n in SECRET_NAMES}
-    values |= {m or "" for m in more}
-    return {v for v in values if len(v) >= 8}
