@@ -20,14 +20,13 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.base import child_env
+from orchestrator.toolcalls import TOOL_SPECS, dispatch
 from orchestrator.tools import (
     LIST_MAX,
     OUTPUT_MAX_BYTES,
-    TOOL_SPECS,
     ToolError,
     ToolOutcome,
     Workspace,
-    dispatch,
     edit_file,
     glob_regex,
     list_files,

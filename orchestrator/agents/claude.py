@@ -10,8 +10,8 @@ One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): 
 
 - the system prompt holds the task, the workspace, what dependencies produced and how to
   finish or report a blocker (its text, and the renderings of tool calls and results, are
-  `orchestrator.agents.claudeprompt`'s); the tools are `orchestrator.tools.TOOL_SPECS`, run by
-  `orchestrator.tools.dispatch` in a `Workspace` that protects the responses directory;
+  `orchestrator.agents.claudeprompt`'s); the tools are `orchestrator.toolcalls.TOOL_SPECS`, run by
+  `orchestrator.toolcalls.dispatch` in a `Workspace` that protects the responses directory;
 - each turn streams one request: text deltas become `Text` events as they arrive, each tool
   call a `ToolCall` (a short rendering of its input) then a `ToolResult`;
 - ``finish`` ends the attempt `Finished`, ``report_blocker`` `Blocked`; a reply that ends
@@ -75,7 +75,8 @@ from orchestrator.ratelimit import (
     retry_delay,
 )
 from orchestrator.redact import scrub_text, secret_values
-from orchestrator.tools import Workspace, dispatch
+from orchestrator.toolcalls import dispatch
+from orchestrator.workspace import Workspace
 
 if TYPE_CHECKING:
     import anthropic

@@ -3,7 +3,7 @@
 Pure functions over plain data; no ``anthropic`` here (`orchestrator.agents.claude` is the
 only module that imports it). The model is told two cached system blocks, the instructions
 every agent of the run shares then its own task (`system_blocks`); the tools are
-`orchestrator.tools.TOOL_SPECS` (`tool_params`); the conversation carries a cache breakpoint
+`orchestrator.toolcalls.TOOL_SPECS` (`tool_params`); the conversation carries a cache breakpoint
 on its last block (`request_messages`). What the progress file shows of a tool call is one
 short line each way (`summarize_input`, `summarize_result`), and every event's text has the
 API key and token masked (`masked`, with the values from `secret_values`).
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.agents.base import AgentContext
-from orchestrator.tools import TOOL_SPECS
+from orchestrator.toolcalls import TOOL_SPECS
 
 SUMMARY_CHARS = 160
 EPHEMERAL: dict[str, str] = {"type": "ephemeral"}

@@ -1,0 +1,239 @@
+"""B8: cancellation, end to end through a real ``orchestrator run`` process.
+
+A plan of long-running command agents runs under the CLI; once the journal shows every
+agent's process group, this process cancels them through the control socket (with
+`orchestrator.control.request`, the very client ``orchestrator cancel`` uses) and measures
+the time from sending the request to the agent's process being gone (a ``pidfd`` per
+process, opened before the request, polled until it reports the exit: no sampling delay,
+no confusion with a recycled pid). ``orchestrator cancel X`` itself is timed too, for its
+full round trip including the interpreter start.
+
+Three kinds of children: ``sleep`` (honours SIGTERM), ``sh -c "trap '' TERM; exec sleep"``
+(ignores it, so it dies only by SIGKILL after the grace period), and, for ``cancel --all``,
+many honouring ones at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.core import Config, Figure, Stat, ms, percentile
+from bench.startup import cli
+from orchestrator import control
+from orchestrator.journal import load
+from orchestrator.rundir import RunDir
+
+GOAL_HONOURS = 0.005
+GOAL_IGNORES_EXTRA = 0.010
+GOAL_ALL_PER_1000 = 0.010
+HONOURS = ("sleep", "3600")
+IGNORES = ("sh", "-c", "trap '' TERM; exec sleep 3600")
+
+
+class Orchestrator:
+    """``orchestrator run PLAN`` in a child process, with helpers to find its agents."""
+
+    def __init__(self, where: Path, tasks: list[dict[str, Any]], *, grace: float) -> None:
+        where.mkdir(parents=True)
+        (where / "ws").mkdir()
+        plan = {
+            "name": "bench-cancel",
+            "workspace": "ws",
+            "defaults": {"agent": "command", "timeout": 3600, "stall_timeout": 3600},
+            "limits": {
+                "max_concurrency": len(tasks), "max_agents": len(tasks) + 10,
+                "spawn_rate": 100000, "grace": grace,
+            },
+            "tasks": tasks,
+        }  # fmt: skip
+        (where / "plan.yaml").write_text(json.dumps(plan))  # JSON is YAML
+        self.responses = where / "responses"
+        self.rundir = RunDir(self.responses)
+        self.log = open(where / "orchestrator.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*cli(), "run", str(where / "plan.yaml"), "--responses", str(self.responses),
+             "--no-live"],
+            cwd=where, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def wait_running(self, ids: list[str], *, timeout: float = 120.0) -> dict[str, int]:
+        """Agent id -> pgid, once the journal shows every one running with its process."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the orchestrator exited early ({self.proc.returncode})")
+            if self.rundir.journal.exists():
+                agents = load(self.rundir.journal).agents
+                pgids = {a: agents.get(a, {}).get("pgid") for a in ids}
+                ready = all(isinstance(p, int) for p in pgids.values())
+                if ready and self.rundir.socket.exists():
+                    return {a: int(p) for a, p in pgids.items() if p is not None}
+            _nap(0.05)
+        raise RuntimeError("the agents did not all start in time")
+
+    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = control.request(self.rundir.socket, payload)
+        if answer is None or not answer.get("ok"):
+            raise RuntimeError(f"control request {payload} failed: {answer}")
+        return answer
+
+    def stop(self, timeout: float = 60.0) -> None:
+        try:
+            if self.proc.poll() is None and self.rundir.socket.exists():
+                control.request(self.rundir.socket, {"op": "cancel_all", "force": True})
+            self.proc.wait(timeout)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.log.close()
+
+
+def _nap(seconds: float) -> None:
+    time.sleep(seconds)  # noqa: TID251 - a synchronous client polling, not event-loop code
+
+
+def open_pidfds(pids: list[int]) -> dict[int, int]:
+    """pidfd -> pid for every pid; a process already gone is an error (it must be running)."""
+    return {os.pidfd_open(pid): pid for pid in pids}
+
+
+def wait_exits(pidfds: dict[int, int], t0: float, timeout: float = 60.0) -> dict[int, float]:
+    """pid -> seconds after ``t0`` at which it exited; closes the pidfds."""
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    gone: dict[int, float] = {}
+    left = set(pidfds)
+    try:
+        while left:
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"{len(left)} processes still alive after {timeout:g}s")
+            for fd, _ in poller.poll(1000):
+                if fd in left:
+                    gone[pidfds[fd]] = time.perf_counter() - t0
+                    left.discard(fd)
+                    poller.unregister(fd)
+    finally:
+        for fd in pidfds:
+            os.close(fd)
+    return gone
+
+
+def cancel_one(orch: Orchestrator, agent: str, pgid: int) -> tuple[float, float]:
+    """(request round trip, request sent -> process gone) for one agent, in seconds."""
+    fds = open_pidfds([pgid])
+    t0 = time.perf_counter()
+    orch.request({"op": "cancel", "agents": [agent]})
+    rt = time.perf_counter() - t0
+    gone = wait_exits(fds, t0)[pgid]
+    return rt, gone
+
+
+def cancel_cli(orch: Orchestrator, agent: str, pgid: int) -> tuple[float, float]:
+    """(``orchestrator cancel`` wall time, its start -> process gone) for one agent."""
+    fds = open_pidfds([pgid])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*cli(), "cancel", agent, "--responses", str(orch.responses)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = proc.communicate()
+    rt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"orchestrator cancel {agent} failed: {err.decode()[-300:]}")
+    return rt, wait_exits(fds, t0)[pgid]
+
+
+def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
+    fig = Figure("B8", "cancellation")
+    grace = cfg.pick(1.0, 0.3)
+    n_honour, n_cli, n_ignore = cfg.pick((30, 5, 5), (8, 1, 2))
+    n_all = cfg.pick(1000, 100)
+    honour = [f"h{i}" for i in range(n_honour + n_cli)]
+    ignore = [f"i{i}" for i in range(n_ignore)]
+    tasks = [{"id": a, "command": list(HONOURS)} for a in honour]
+    tasks += [{"id": a, "command": list(IGNORES)} for a in ignore]
+    orch = Orchestrator(cfg.tmp / "cancel-one", tasks, grace=grace)
+    try:
+        pgids = orch.wait_running(honour + ignore)
+        _nap(0.2)  # let the start-up burst settle
+        single = [cancel_one(orch, a, pgids[a]) for a in honour[:n_honour]]
+        via_cli = [cancel_cli(orch, a, pgids[a]) for a in honour[n_honour:]]
+        ignoring = [cancel_one(orch, a, pgids[a]) for a in ignore]
+    finally:
+        orch.stop()
+    gone = [g for _, g in single]
+    p95 = percentile(gone, 95)
+    fig.row(
+        "cancel -> group gone, honours SIGTERM",
+        measured=f"p95 {ms(p95)}",
+        baseline="-",
+        goal=f"p95 <= {ms(GOAL_HONOURS)}",
+        met=p95 <= GOAL_HONOURS,
+        note=(
+            f"p50 {ms(percentile(gone, 50))}, n={len(gone)}; control round trip p50 "
+            f"{ms(percentile([r for r, _ in single], 50))}; `orchestrator cancel` command "
+            f"{Stat.of(r for r, _ in via_cli).fmt(ms)} (its start -> gone "
+            f"{Stat.of(g for _, g in via_cli).fmt(ms)})"
+        ),
+    )
+    ign = Stat.of(g for _, g in ignoring)
+    fig.row(
+        "cancel -> group gone, ignores SIGTERM",
+        measured=ign.fmt(ms),
+        baseline=f"grace {ms(grace)}",
+        ratio=f"+{ms(ign.median - grace)}",
+        goal=f"<= grace + {ms(GOAL_IGNORES_EXTRA)}",
+        met=ign.median <= grace + GOAL_IGNORES_EXTRA,
+    )
+    all_runs = []
+    for i in range(cfg.pick(2, 1)):
+        all_runs.append(cancel_all(cfg.tmp / f"cancel-all-{i}", n_all, grace))
+    last = Stat.of(r["all_gone"] for r in all_runs)
+    per_1000 = Stat.of(r["all_gone"] / n_all * 1000 for r in all_runs)
+    fig.row(
+        f"cancel --all, {n_all:,} agents",
+        measured=f"all gone in {last.fmt(ms)}",
+        baseline="-",
+        ratio=f"{per_1000.fmt(ms)}/1,000",
+        goal=f"<= {ms(GOAL_ALL_PER_1000)} per 1,000",
+        met=per_1000.median <= GOAL_ALL_PER_1000,
+        note=f"first gone after {Stat.of(r['first_gone'] for r in all_runs).fmt(ms)}",
+    )
+    fig.data = {
+        "grace": grace,
+        "honours_gone": gone,
+        "honours_round_trip": [r for r, _ in single],
+        "cli_round_trip": [r for r, _ in via_cli],
+        "ignores_gone": [g for _, g in ignoring],
+        "cancel_all": all_runs,
+    }
+    return {"B8": fig}
+
+
+def cancel_all(where: Path, n: int, grace: float) -> dict[str, Any]:
+    ids = [f"a{i}" for i in range(n)]
+    orch = Orchestrator(where, [{"id": a, "command": list(HONOURS)} for a in ids], grace=grace)
+    try:
+        pgids = orch.wait_running(ids)
+        _nap(0.5)
+        fds = open_pidfds(list(pgids.values()))
+        t0 = time.perf_counter()
+        orch.request({"op": "cancel_all"})
+        rt = time.perf_counter() - t0
+        gone = wait_exits(fds, t0)
+    finally:
+        orch.stop()
+    return {
+        "agents": n,
+        "round_trip": rt,
+        "first_gone": min(gone.values()),
+        "all_gone": max(gone.values()),
+    }
