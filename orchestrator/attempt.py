@@ -123,9 +123,7 @@ async def run_attempt(
     task = ctx.task
     me = asyncio.current_task()
     assert me is not None
-    why = f"timed out after {task.timeout:g}s"
-    deadline = loop.call_later(task.timeout, stop, rec.id, "timed_out", why)
-    stall = loop.call_later(task.stall_timeout, _check_stall, rec, task.stall_timeout, stop)
+    watch = _Watch(rec, stop, loop.time() + task.timeout, task.timeout, task.stall_timeout)
     try:
         await agent.run(ctx)
         state, reason = outcome(rec)
@@ -138,19 +136,43 @@ async def run_attempt(
     except Exception as exc:  # the one place an agent's crash becomes a value
         state, reason = "failed", f"{type(exc).__name__}: {exc}"
     finally:
-        deadline.cancel()
-        stall.cancel()
+        watch.cancel()
     if rec.stop is not None:
         state, reason = rec.stop
     return state, reason
 
 
-def _check_stall(rec: AgentRecord, limit: float, stop: Stop) -> None:
-    """Fires at most once per ``limit``: stops a silent agent, re-arms for a talking one."""
-    if rec.state != "running":
-        return
-    idle = time.monotonic() - rec.last_event
-    if idle >= limit:
-        stop(rec.id, "timed_out", f"stalled: no output for {limit:g}s")
-    else:
-        asyncio.get_running_loop().call_later(limit - idle, _check_stall, rec, limit, stop)
+class _Watch:
+    """One timer per attempt for both its wall-clock deadline and its stall limit.
+
+    It fires at whichever comes first; a talking agent just moves the next check later.
+    """
+
+    __slots__ = ("deadline", "handle", "rec", "stall", "stop", "timeout")
+
+    def __init__(self, rec: AgentRecord, stop: Stop, deadline: float, timeout: float, stall: float):
+        self.rec, self.stop, self.deadline = rec, stop, deadline
+        self.timeout, self.stall = timeout, stall
+        self.handle = asyncio.get_running_loop().call_at(
+            min(deadline, self._stall_due()), self.fire
+        )
+
+    def _stall_due(self) -> float:
+        # rec.last_event is time.monotonic(), the clock asyncio's default loop uses too
+        return self.rec.last_event + self.stall
+
+    def fire(self) -> None:
+        rec = self.rec
+        if rec.state != "running":
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self.deadline:
+            self.stop(rec.id, "timed_out", f"timed out after {self.timeout:g}s")
+        elif now >= self._stall_due():
+            self.stop(rec.id, "timed_out", f"stalled: no output for {self.stall:g}s")
+        else:
+            self.handle = loop.call_at(min(self.deadline, self._stall_due()), self.fire)
+
+    def cancel(self) -> None:
+        self.handle.cancel()

@@ -125,12 +125,26 @@ def status(
     """Every agent of the current or last run, from the journal."""
     from orchestrator import snapshot
     from orchestrator.journal import load
+    from orchestrator.monitor import with_last_lines
     from orchestrator.rundir import RunDir, is_locked
 
     rundir = RunDir(responses)
     if not rundir.journal.exists():
         _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
-    snap = snapshot.from_journal(load(rundir.journal), alive=is_locked(rundir))
+    journal = load(rundir.journal)
+    alive = is_locked(rundir)
+    if journal.run.get("state") == "running" and not alive:
+        # Its orchestrator was killed: stop what it left behind (cheap when nothing is left).
+        from orchestrator.control import LEFTOVER_GRACE, stop_leftovers
+
+        stopped = stop_leftovers(rundir, None, grace=LEFTOVER_GRACE)
+        if stopped:
+            pid = journal.run.get("pid")
+            sys.stderr.write(
+                f"status: the orchestrator (pid {pid}) is gone; stopped what its agents left "
+                f"running: {', '.join(stopped)}\n"
+            )
+    snap = with_last_lines(snapshot.from_journal(journal, alive=alive), responses)
     if json_out:
         typer.echo(json.dumps(snap.as_status_json()))
         return
@@ -148,9 +162,9 @@ def peek(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
     """The last lines of an agent's progress file; never blocks."""
-    from orchestrator.monitor import last_lines, progress_path
+    from orchestrator.monitor import last_lines
 
-    path = _known(progress_path(responses, agent), agent)
+    path = _known(responses, agent)
     for line in last_lines(path, n):
         typer.echo(line)
 
@@ -166,10 +180,16 @@ def tail(
     """Print an agent's progress file (and with -f, follow it until the agent ends)."""
     import asyncio
 
-    from orchestrator.monitor import follow_file, progress_path
+    from orchestrator.monitor import follow_file
+    from orchestrator.rundir import RunDir, is_locked
 
-    path = _known(progress_path(responses, agent), agent)
-    asyncio.run(follow_file(path, follow=follow, out=sys.stdout))
+    path = _known(responses, agent)
+    rundir = RunDir(responses)
+    done = asyncio.run(
+        follow_file(path, follow=follow, out=sys.stdout, alive=lambda: is_locked(rundir))
+    )
+    if follow and not done:
+        sys.stderr.write(f"tail: no orchestrator is running; {agent} will not write more\n")
 
 
 @app.command()
@@ -215,14 +235,14 @@ def cancel(
     from orchestrator import control
     from orchestrator.errors import UnknownAgentError
     from orchestrator.journal import load
-    from orchestrator.rundir import RunDir
+    from orchestrator.rundir import RunDir, holder_pid
 
     if bool(agents) == all_:
         _fail(UsageError("error: name agents to cancel, or give --all (not both)"))
     rundir = RunDir(responses)
     payload = {"op": "cancel_all"} if all_ else {"op": "cancel", "agents": agents}
     try:
-        answer = control.request(rundir.socket, {**payload, "tree": tree, "force": force})
+        answer = control.request_live(rundir, {**payload, "tree": tree, "force": force})
     except OrchestratorError as exc:
         _fail(exc)
     if answer is not None:
@@ -237,9 +257,16 @@ def cancel(
     for agent_id in agents or ():
         if agent_id not in journal.agents and agent_id not in journal.tasks:
             _fail(UnknownAgentError(agent_id))
-    stopped = control.stop_recorded(
-        journal, None if all_ else list(agents or ()), grace=0 if force else 5
+    stopped = control.stop_leftovers(
+        rundir, None if all_ else list(agents or ()), grace=0 if force else 5, tree=tree
     )
+    if stopped is None:  # a run holds the lock but its socket did not answer
+        holder = holder_pid(rundir)
+        sys.stderr.write(
+            f"error: the orchestrator (pid {holder}) holds {responses} but does not answer "
+            "on its control socket (hint: try again in a moment)\n"
+        )
+        raise typer.Exit(1)
     typer.echo("no orchestrator running; stopped: " + (", ".join(stopped) or "nothing"))
 
 
@@ -248,17 +275,26 @@ def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
     """A live dashboard of the current run, from the journal (Ctrl-C to leave)."""
     import asyncio
 
+    from orchestrator.rundir import RunDir
     from orchestrator.watch import watch_run
 
+    if not RunDir(responses).journal.exists():
+        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     try:
         asyncio.run(watch_run(responses))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
 
-def _known(path: Path, agent: str) -> Path:
+def _known(responses: Path, agent: str) -> Path:
+    """The agent's progress file; exit 2 when there is none (or the id could not be one)."""
     from orchestrator.errors import UnknownAgentError
+    from orchestrator.monitor import progress_path
 
+    try:
+        path = progress_path(responses, agent)
+    except UnknownAgentError as exc:
+        _fail(exc)
     if not path.is_file():
         _fail(UnknownAgentError(agent))
     return path

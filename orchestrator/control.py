@@ -15,16 +15,18 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import procs
 from orchestrator.errors import OrchestratorError, UnknownAgentError
-from orchestrator.journal import JournalState
+from orchestrator.journal import JournalState, load
+from orchestrator.rundir import RunDir, held_if_free, is_locked
 
 if TYPE_CHECKING:
     from orchestrator.scheduler import Run
@@ -57,46 +59,132 @@ def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "code": 2, "error": f"error: unknown control op {op!r}"}
 
 
+def _answer(run: Run, line: bytes) -> bytes:
+    try:
+        request = json.loads(line)
+        answer = handle(run, request) if isinstance(request, dict) else None
+    except ValueError:
+        answer = None
+    if answer is None:
+        answer = {"ok": False, "code": 2, "error": "error: bad control request"}
+    return json.dumps(answer).encode() + b"\n"
+
+
+class _Server:
+    """Answers each request in the loop turn its line arrives in: no streams, no tasks.
+
+    A stream server needs four or five loop turns per request (accept, connection_made,
+    the task's start, the read, the drain); while agents flood output every turn is long,
+    so here the accept callback reads, answers and closes at once when the request is
+    already there (it nearly always is), else the connection's reader callback does.
+    """
+
+    IDLE = 5.0
+    """A client that connects and says nothing is dropped after this long."""
+
+    def __init__(self, run: Run, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.run = run
+        self.sock = sock
+        self.loop = loop
+        self.clients: dict[socket.socket, tuple[bytearray, asyncio.TimerHandle]] = {}
+
+    def on_accept(self) -> None:
+        for _ in range(64):  # a bounded share of one turn
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError:
+                return  # out of descriptors for now: the next turn tries again
+            conn.setblocking(False)
+            self.clients[conn] = (bytearray(), self.loop.call_later(self.IDLE, self.drop, conn))
+            self.on_readable(conn, first=True)
+
+    def on_readable(self, conn: socket.socket, first: bool = False) -> None:
+        buf, _ = self.clients[conn]
+        try:
+            chunk = conn.recv(MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            if first:
+                self.loop.add_reader(conn.fileno(), self.on_readable, conn)
+            return
+        except OSError:
+            self.drop(conn)
+            return
+        buf += chunk
+        line, newline, _ = bytes(buf).partition(b"\n")
+        if chunk and not newline and len(buf) < MAX_REQUEST:
+            if first:
+                self.loop.add_reader(conn.fileno(), self.on_readable, conn)
+            return
+        if line:
+            try:
+                conn.send(_answer(self.run, line[:MAX_REQUEST]))  # small: fits the buffer
+            except OSError:
+                pass  # the client went away; nothing to answer
+        self.drop(conn)
+
+    def drop(self, conn: socket.socket) -> None:
+        entry = self.clients.pop(conn, None)
+        if entry is None:
+            return
+        entry[1].cancel()
+        self.loop.remove_reader(conn.fileno())
+        conn.close()
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        for conn in list(self.clients):
+            self.drop(conn)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def _bindable(path: Path) -> Iterator[str]:
+    """``path`` as an address for bind/connect: AF_UNIX allows only 107 bytes, so a long
+    one goes through ``/proc/self/fd`` and a descriptor of its directory."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 @contextlib.asynccontextmanager
 async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
     """Serve the control socket at ``path`` for as long as the block runs."""
-
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await reader.readline()
-            try:
-                request = json.loads(line[:MAX_REQUEST])
-                answer = handle(run, request) if isinstance(request, dict) else None
-            except ValueError:
-                answer = None
-            if answer is None:
-                answer = {"ok": False, "code": 2, "error": "error: bad control request"}
-            writer.write(json.dumps(answer).encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass  # the client went away; nothing to answer
-        finally:
-            writer.close()
-
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_REQUEST)
-    os.chmod(path, 0o600)
+        os.unlink(path)  # a socket left by a killed orchestrator
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        with _bindable(path) as address:
+            sock.bind(address)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    loop = asyncio.get_running_loop()
+    server = _Server(run, sock, loop)
+    loop.add_reader(sock.fileno(), server.on_accept)
     try:
         yield
     finally:
         server.close()
-        await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
 
 
 def request(path: Path, payload: dict[str, Any], *, timeout: float = 5.0) -> dict[str, Any] | None:
     """Send one request; None when no orchestrator listens there."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, _bindable(path) as address:
             sock.settimeout(timeout)
-            sock.connect(str(path))
+            sock.connect(address)
             sock.sendall(json.dumps(payload).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -112,38 +200,152 @@ def request(path: Path, payload: dict[str, Any], *, timeout: float = 5.0) -> dic
     return answer if isinstance(answer, dict) else None
 
 
+def request_live(
+    rundir: RunDir, payload: dict[str, Any], *, patience: float = 2.0
+) -> dict[str, Any] | None:
+    """`request`, retried while an orchestrator holds the lock but has no socket up yet.
+
+    That happens for a moment while a run starts (the socket opens just before the first
+    agent) and while it ends; None means no orchestrator runs here.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        answer = request(rundir.socket, payload)
+        if answer is not None or not is_locked(rundir) or time.monotonic() >= deadline:
+            return answer
+        time.sleep(0.05)  # noqa: TID251 - a short-lived CLI process, not event-loop code
+
+
+LEFTOVER_GRACE = 0.5
+"""Seconds `status` gives leftovers of a killed orchestrator between SIGTERM and SIGKILL."""
+
+
+def stop_leftovers(
+    rundir: RunDir, agent_ids: list[str] | None, *, grace: float, tree: bool = False
+) -> list[str] | None:
+    """`stop_recorded` for a run whose orchestrator is gone; None when a run holds the lock.
+
+    The lock is held meanwhile, so a ``run --resume`` (same run id) cannot start agents
+    while the run id is being swept. A run the journal says is over has nothing left.
+    """
+    if not rundir.journal.exists():
+        return []  # no run was ever recorded here
+    with held_if_free(rundir) as held:
+        if not held:
+            return None
+        journal = load(rundir.journal)
+        if journal.run.get("state") != "running":
+            return []  # it ended (or a new run came and went) since the caller looked
+        return stop_recorded(journal, agent_ids, grace=grace, tree=tree)
+
+
 def _alive_as_recorded(pid: int, pstart: object) -> bool:
     """True when ``pid`` is still the very process the journal recorded (not a recycled pid)."""
     return isinstance(pstart, int) and procs.process_start_time(pid) == pstart
 
 
-def stop_recorded(journal: JournalState, agent_ids: list[str] | None, *, grace: float) -> list[str]:
-    """Stop, without an orchestrator, the process groups the journal records as running.
+def stop_recorded(
+    journal: JournalState, agent_ids: list[str] | None, *, grace: float, tree: bool = False
+) -> list[str]:
+    """Stop, without an orchestrator, what the journal says is still running; the ids stopped.
 
-    Blocking (SIGTERM, up to ``grace`` seconds, SIGKILL); for CLI use only. With no ids, every
-    running agent is stopped and every process marked with the run's id is swept.
+    Blocking (SIGTERM, up to ``grace`` seconds, SIGKILL); for CLI use only. An agent's
+    processes are its recorded group, when the leader is still the process recorded (start
+    time checked), and every process whose environment carries the run's id and the agent's
+    id: that finds the rest of a group whose leader died with the orchestrator, and
+    descendants that left the group. Each is held by a pidfd, so no recycled pid is signalled.
+    With no ids, every running agent is stopped and every process of the run is swept.
     """
-    targets = []
-    for agent_id, rec in journal.agents.items():
-        if agent_ids is not None and agent_id not in agent_ids:
-            continue
-        pid = rec.get("pgid") or rec.get("pid")
-        if rec.get("state") == "running" and isinstance(pid, int):
-            if _alive_as_recorded(pid, rec.get("pstart")):
-                targets.append((agent_id, pid))
-    for _, pgid in targets:
-        procs.kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while targets and time.monotonic() < deadline:
-        if not any(os.path.exists(f"/proc/{pgid}") and _is_running(pgid) for _, pgid in targets):
-            break
-        time.sleep(0.02)  # noqa: TID251 - a short-lived CLI process, not event-loop code
-    for _, pgid in targets:
-        procs.kill_group(pgid, signal.SIGKILL)
     run_id = journal.run.get("run_id")
+    running = {aid for aid, rec in journal.agents.items() if rec.get("state") == "running"}
+    if agent_ids is None:
+        wanted = running
+    else:
+        wanted = _with_descendants(journal, agent_ids) if tree else set(agent_ids)
+        wanted &= running
+    groups: dict[int, str] = {}
+    for agent_id in wanted:
+        rec = journal.agents[agent_id]
+        pgid = rec.get("pgid") or rec.get("pid")
+        if isinstance(pgid, int) and pgid > 1 and _alive_as_recorded(pgid, rec.get("pstart")):
+            groups[pgid] = agent_id  # a zombie leader still holds its pid: killpg is safe
+    marked = _marked(run_id, None if agent_ids is None else wanted)
+    stopped = {a for pgid, a in groups.items() if _is_running(pgid)} | set(marked.values())
+    try:
+        for pgid in groups:
+            procs.kill_group(pgid, signal.SIGTERM)
+        _signal_all(marked, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not any(_is_running(p) for p in groups) and not _any_alive(marked):
+                break
+            time.sleep(0.02)  # noqa: TID251 - a short-lived CLI process, not event-loop code
+        for pgid in groups:
+            procs.kill_group(pgid, signal.SIGKILL)
+        _signal_all(marked, signal.SIGKILL)
+    finally:
+        for pidfd in marked:
+            os.close(pidfd)
     if agent_ids is None and isinstance(run_id, str) and run_id:
         procs.sweep_run(run_id)
-    return [agent_id for agent_id, _ in targets]
+    return sorted(stopped)
+
+
+def _with_descendants(journal: JournalState, agent_ids: list[str]) -> set[str]:
+    """The agents and, through the journal's ``parent`` links, every agent they spawned."""
+    out = set(agent_ids)
+    grew = True
+    while grew:
+        more = {aid for aid, rec in journal.agents.items() if rec.get("parent") in out} - out
+        out |= more
+        grew = bool(more)
+    return out
+
+
+def _marked(run_id: object, agent_ids: set[str] | None) -> dict[int, str]:
+    """Pidfds of the live processes of the run (of these agents only, when given) -> agent id."""
+    if not isinstance(run_id, str) or not run_id or agent_ids == set():
+        return {}
+    run_marker = f"{procs.RUN_ID_VAR}={run_id}".encode()
+    agent_var = b"ORCHESTRATOR_AGENT_ID="
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            pidfd = os.pidfd_open(int(name))
+        except OSError:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+        except OSError:
+            os.close(pidfd)
+            continue
+        agent = next((v[len(agent_var) :] for v in environ if v.startswith(agent_var)), b"")
+        agent_id = agent.decode("utf-8", "replace")
+        if run_marker in environ and (agent_ids is None or agent_id in agent_ids):
+            found[pidfd] = agent_id
+        else:
+            os.close(pidfd)
+    return found
+
+
+def _signal_all(pidfds: dict[int, str], sig: int) -> None:
+    for pidfd in pidfds:
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except ProcessLookupError:
+            pass  # already gone
+
+
+def _any_alive(pidfds: dict[int, str]) -> bool:
+    """A pidfd turns readable when its process has exited."""
+    if not pidfds:
+        return False
+    readable, _, _ = select.select(list(pidfds), [], [], 0)
+    return len(readable) < len(pidfds)
 
 
 def _is_running(pid: int) -> bool:

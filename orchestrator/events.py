@@ -5,7 +5,7 @@ Agents only *emit* events; the scheduler alone turns them into state, files and 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeAlias, get_args
 
 AgentState: TypeAlias = Literal[
@@ -108,9 +108,14 @@ _BY_NAME: dict[str, type[Any]] = {
 }
 
 
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _BY_NAME.values()
+}
+
+
 def event_to_dict(event: AgentEvent) -> dict[str, Any]:
     """A JSON-ready dict with the event's kind under ``"event"``."""
-    data = asdict(event)
+    data = {f: getattr(event, f) for f in _FIELDS[type(event)]}  # shallow: fields are scalars
     data["event"] = type(event).__name__.lower()
     return data
 

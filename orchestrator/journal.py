@@ -12,7 +12,6 @@ Records are partial updates merged by key: ``{"k": "run", ...}`` for the run,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -53,6 +52,7 @@ class Journal:
 
     async def run_syncer(self) -> None:
         """fsync in a worker thread every ``interval`` while there is something new."""
+        import asyncio  # here, not at the top: `status` reads journals and must start fast
         try:
             while True:
                 await asyncio.sleep(self.interval)

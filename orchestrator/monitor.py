@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -19,6 +21,7 @@ from orchestrator.events import TERMINAL_STATES
 from orchestrator.journal import JournalReader
 from orchestrator.progress import SAFE_NAME
 from orchestrator.rundir import RunDir, is_locked
+from orchestrator.snapshot import Snapshot
 
 POLL = 0.05
 
@@ -46,14 +49,50 @@ def last_lines(path: Path, n: int) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-n:]
 
 
+_STAMP = re.compile(r"\[\+ *[0-9.]+s\] ")
+
+
+def last_said(responses: Path, agent_id: str) -> str:
+    """The last progress line of an agent, without its time stamp ("" when there is none)."""
+    try:
+        lines = last_lines(progress_path(responses, agent_id), 3)
+    except (OSError, UnknownAgentError):
+        return ""
+    text = next((ln for ln in reversed(lines) if ln.strip()), "")
+    return _STAMP.sub("", text, count=1)[:200]
+
+
+def with_last_lines(snap: Snapshot, responses: Path) -> Snapshot:
+    """Running agents get their last line from their progress file.
+
+    The journal records an agent's last line only when it ends (the hot path writes progress
+    files, not the journal), so views built from the journal read it here, cheaply.
+    """
+    agents = tuple(
+        {**a, "last_line": last_said(responses, a["id"])}
+        if a.get("state") == "running" and not a.get("last_line")
+        else a
+        for a in snap.agents
+    )
+    return replace(snap, agents=agents)
+
+
 def ended(line: str) -> bool:
     return line.startswith("status: ")
 
 
-async def follow_file(path: Path, *, follow: bool, out: TextIO) -> None:
-    """Print the file; with ``follow``, keep printing until its final ``status:`` line."""
+async def follow_file(
+    path: Path, *, follow: bool, out: TextIO, alive: Callable[[], bool] = lambda: True
+) -> bool:
+    """Print the file; with ``follow``, keep printing until its final ``status:`` line.
+
+    Following also stops once ``alive()`` says no orchestrator runs any more (after a last
+    read): an agent whose orchestrator was killed never writes its status line. Returns
+    whether the file ended with a status line.
+    """
     async with aiofiles.open(path, encoding="utf-8", errors="replace") as fh:
         partial = ""
+        gone = False
         while True:
             chunk = await fh.read()
             if chunk:
@@ -63,12 +102,14 @@ async def follow_file(path: Path, *, follow: bool, out: TextIO) -> None:
                     out.write(line + "\n")
                     if ended(line) and follow:
                         out.flush()
-                        return
+                        return True
                 out.flush()
-            elif not follow:
+            elif not follow or gone:
                 if partial:
                     out.write(partial + "\n")
-                return
+                return ended(partial)
+            elif not alive():
+                gone = True  # one more read: what it wrote just before it went
             else:
                 await asyncio.sleep(POLL)
 

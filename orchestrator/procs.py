@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, TypeAlias
@@ -332,12 +333,48 @@ class _Child:
         return code
 
 
+class _TurnBudget:
+    """Lines all pipes together may deliver in one turn of the event loop."""
+
+    __slots__ = ("_left", "_loop", "_reset")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._left = _LINES_PER_TURN
+        self._reset = False
+
+    def left(self) -> int:
+        return self._left
+
+    def spend(self, lines: int) -> None:
+        self._left = max(self._left - lines, 0)
+        if not self._reset:
+            self._reset = True
+            self._loop.call_soon(self._refill)
+
+    def _refill(self) -> None:
+        self._left = _LINES_PER_TURN
+        self._reset = False
+
+
+_BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnBudget] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _budget(loop: asyncio.AbstractEventLoop) -> _TurnBudget:
+    budget = _BUDGETS.get(loop)
+    if budget is None:
+        budget = _BUDGETS[loop] = _TurnBudget(loop)
+    return budget
+
+
 class _Pipes(asyncio.SubprocessProtocol):
     """Turns the child's pipe callbacks into lines and its exit into a future.
 
-    At most `_LINES_PER_TURN` lines are handled per loop turn and pipe: the rest of a chunk
-    waits, with reading paused, until the next turn, so a child printing 256 KiB of empty
-    lines cannot stall the event loop for the others.
+    At most `_LINES_PER_TURN` lines are handled per loop turn by all pipes of all children
+    together (`_TurnBudget`): the rest of a chunk waits, with reading paused, until the next
+    turn, so a hundred children printing as fast as they can cannot stall the event loop.
     """
 
     def __init__(
@@ -373,7 +410,7 @@ class _Pipes(asyncio.SubprocessProtocol):
         if fd in self._backlog:  # cannot happen while paused, but order must hold regardless
             self._backlog[fd] += data
             return
-        self._consume(fd, data, _LINES_PER_TURN)
+        self._consume(fd, data, _budget(self._loop).left())
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         self._consume(fd, self._backlog.pop(fd, b""), None)
@@ -400,7 +437,10 @@ class _Pipes(asyncio.SubprocessProtocol):
         except Exception as exc:
             self._fail(exc)
             return
-        self.progress += len(data) - len(rest)
+        used = len(data) - len(rest)
+        self.progress += used
+        if max_lines is not None:
+            _budget(self._loop).spend(data.count(b"\n", 0, used))
         if rest:
             self._backlog[fd] = rest
             self._set_reading(fd, False)
@@ -410,7 +450,7 @@ class _Pipes(asyncio.SubprocessProtocol):
         waiting = self._backlog.pop(fd, None)
         if waiting is None:
             return
-        self._consume(fd, waiting, _LINES_PER_TURN)
+        self._consume(fd, waiting, _budget(self._loop).left())
         if fd not in self._backlog:
             self._set_reading(fd, True)
 

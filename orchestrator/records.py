@@ -58,6 +58,8 @@ class AgentRecord:
     parent: str | None
     state: AgentState = "pending"
     pid: int | None = None
+    pstart: int | None = None
+    """The start time of process ``pid`` (so a recycled pid is never signalled)."""
     started: float | None = None
     ended: float | None = None
     tokens_in: int = 0

@@ -42,6 +42,8 @@ from orchestrator.recovery import Capacity, EndTask, Escalate, Rebuild, RetryTas
 from orchestrator.redact import scrub_event, secret_values
 
 AgentFactory = Callable[[str], Agent]
+BURST = 64
+"""Agents started in one pass of the dispatcher before it yields to the event loop."""
 
 
 class Run:
@@ -175,7 +177,10 @@ class Run:
         self.governor.raise_fence(reason)
         if self.journal is not None:
             self.journal.record("run", fence=reason)
+        sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
+            if rec.state == "running":
+                self._signal_group(rec, sig)  # every group signalled now, not one per task step
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
@@ -236,8 +241,13 @@ class Run:
         return tuple(notes)
 
     def _dispatch(self) -> None:
-        """Start what may start now; sync, so a finished dependency starts its dependent at once."""
+        """Start what may start now; sync, so a finished dependency starts its dependent at once.
+
+        At most ``BURST`` agents start per pass; the rest continue on the next turn of the
+        loop, so a burst of thousands never stalls `cancel`, `status` or output for long.
+        """
         gov = self.governor
+        started = 0
         while self._ready:
             spawn = self._ready[0]
             denial = gov.denial(depth=spawn.depth)
@@ -248,6 +258,8 @@ class Run:
             delay = gov.delay()
             if delay == math.inf:
                 return
+            if delay == 0 and started >= BURST:
+                delay = 0.0001  # yield to the loop, then go on
             if delay > 0:
                 if self._timer is None:
                     loop = asyncio.get_running_loop()
@@ -255,6 +267,7 @@ class Run:
                 return
             self._ready.popleft()
             self._start(spawn)
+            started += 1
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -329,8 +342,8 @@ class Run:
             return False
         if rec.state != "running" or rec.handle is None:
             return False
-        if force and rec.pid:
-            procs.kill_group(rec.pid, signal.SIGKILL)
+        if force:
+            self._signal_group(rec, signal.SIGKILL)
         if rec.stop is None:
             rec.stop = (state, reason)
             rec.handle.cancel()
@@ -378,10 +391,15 @@ class Run:
 
     def _on_process(self, rec: AgentRecord, pid: int) -> None:
         rec.pid = pid
+        rec.pstart = procs.process_start_time(pid)
         if self.journal is not None:
-            self.journal.record(
-                "agent", id=rec.id, pid=pid, pgid=pid, pstart=procs.process_start_time(pid)
-            )
+            self.journal.record("agent", id=rec.id, pid=pid, pgid=pid, pstart=rec.pstart)
+
+    @staticmethod
+    def _signal_group(rec: AgentRecord, sig: int) -> None:
+        """Signal the agent's latest process group, if it is still the process we started."""
+        if rec.pid and procs.process_start_time(rec.pid) == rec.pstart:
+            procs.kill_group(rec.pid, sig)
 
     # --- transitions ------------------------------------------------------------------------
 

@@ -5,29 +5,42 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from rich.console import Console
 from rich.live import Live
 
 from orchestrator import dashboard, snapshot
 from orchestrator.journal import JournalReader
+from orchestrator.monitor import with_last_lines
 from orchestrator.rundir import RunDir, is_locked
 
-POLL = 0.1
+POLL = 0.05
+"""How often the journal is checked: a change is on screen within about this long."""
+TICK = 0.5
+"""Without changes, the table is still redrawn this often (elapsed times, last lines)."""
 
 
-async def watch_run(responses: Path, *, once: bool = False) -> None:
-    """Redraw within ``POLL`` seconds of any journal change until the run ends."""
+async def watch_run(responses: Path, *, console: Console | None = None) -> None:
+    """Redraw at once when the journal changes (checked every `POLL` s) until the run ends.
+
+    A run that is over (finished, or interrupted: its lock is free) is drawn once.
+    """
     rundir = RunDir(responses)
     reader = JournalReader(rundir.journal)
     reader.poll()
 
     def view() -> snapshot.Snapshot:
-        return snapshot.from_journal(reader.state, alive=is_locked(rundir))
+        return with_last_lines(
+            snapshot.from_journal(reader.state, alive=is_locked(rundir)), responses
+        )
 
-    with Live(dashboard.render(view()), refresh_per_second=10) as live:
-        while not once:
+    snap = view()
+    loop = asyncio.get_running_loop()
+    with Live(dashboard.render(snap), console=console, auto_refresh=False) as live:
+        drawn = loop.time()
+        while snap.run.get("state") not in ("finished", "interrupted"):
             await asyncio.sleep(POLL)
-            reader.poll()
-            snap = view()
-            live.update(dashboard.render(snap))
-            if snap.run.get("state") in ("finished", "interrupted"):
-                return
+            changed = reader.poll()
+            if changed or loop.time() - drawn >= TICK:
+                snap = view()
+                live.update(dashboard.render(snap), refresh=True)
+                drawn = loop.time()

@@ -24,7 +24,7 @@ class ScriptedAgent:
 
     async def run(self, ctx: AgentContext) -> None:
         ctx.emit(Started(detail=f"scripted ({len(ctx.script)} steps)"))
-        workspace = Workspace(ctx.workspace, responses=ctx.responses)
+        workspace: Workspace | None = None  # built on the first write: it costs ~20 lstat calls
         said = ""
         for step in ctx.script:
             match step:
@@ -35,6 +35,8 @@ class ScriptedAgent:
                     await asyncio.sleep(seconds)
                 case Write(path=path, content=content):
                     ctx.emit(ToolCall("write", f"{path} ({len(content)} chars)"))
+                    if workspace is None:
+                        workspace = Workspace(ctx.workspace, responses=ctx.responses)
                     try:
                         await asyncio.to_thread(write_file, workspace, path, content)
                     except ToolError as exc:
