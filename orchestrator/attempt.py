@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from orchestrator.agents.base import Agent, AgentContext, child_env
@@ -58,6 +58,7 @@ def context(
     *,
     workspace: Path,
     settings: RunSettings,
+    env: Mapping[str, str],
     limits: Limits,
     emit: Callable[[AgentEvent], None],
     on_process: Callable[[int], None],
@@ -75,7 +76,7 @@ def context(
         depth=rec.depth + 1,
         extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
         pass_env=task.pass_env + preset_pass_env(task.agent),
-        source=settings.env,
+        source=env,
     )
     return AgentContext(
         agent_id=rec.id,

@@ -52,10 +52,13 @@ def clean(text: str) -> str:
 
 def safe_path(responses: Path, name: str) -> Path:
     """``responses/name``, refusing any name that could leave the directory."""
-    stem = name.split("/")[-1]
-    if stem != name or not SAFE_NAME.fullmatch(name) or ".." in name:
+    return Path(_safe_join(str(responses), name))
+
+
+def _safe_join(responses: str, name: str) -> str:
+    if "/" in name or not SAFE_NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"refusing unsafe progress file name {name!r}")
-    return responses / name
+    return os.path.join(responses, name)
 
 
 def render(event: AgentEvent) -> str:
@@ -83,15 +86,15 @@ def render(event: AgentEvent) -> str:
 
 @dataclass(slots=True)
 class _File:
-    md: Path
-    jsonl: Path
+    md: str
+    jsonl: str
     t0: float
     md_buf: list[str] = field(default_factory=list)
     js_buf: list[str] = field(default_factory=list)
     partial: str = ""
     md_bytes: int = 0
     js_bytes: int = 0
-    capped: set[Path] = field(default_factory=set)
+    capped: set[str] = field(default_factory=set)
     closed: bool = False
 
 
@@ -100,15 +103,16 @@ class ProgressWriter:
 
     def __init__(self, responses: Path, *, cap: int = DEFAULT_CAP, interval: float = 0.05) -> None:
         self.responses = responses
+        self._dir = str(responses)
         self.cap = cap
         self.interval = interval
         self._files: dict[str, _File] = {}
         self._dirty: dict[str, _File] = {}
 
-    def open(self, agent_id: str, header: str) -> Path:
+    def open(self, agent_id: str, header: str) -> str:
         """Create (truncate) the agent's files and write the header at once."""
-        md = safe_path(self.responses, f"{agent_id}.md")
-        jsonl = safe_path(self.responses, f"{agent_id}.events.jsonl")
+        md = _safe_join(self._dir, f"{agent_id}.md")  # str: no Path work on the hot path
+        jsonl = _safe_join(self._dir, f"{agent_id}.events.jsonl")
         f = _File(md=md, jsonl=jsonl, t0=time.monotonic())
         self._files[agent_id] = f
         for path, text in ((md, header), (jsonl, "")):
@@ -188,12 +192,13 @@ class ProgressWriter:
             f.js_bytes += self._append(f, f.jsonl, js, f.js_bytes, final=final)
 
     def _append(
-        self, f: _File, path: Path, lines: Iterable[str], written: int, *, final: bool
+        self, f: _File, path: str, lines: Iterable[str], written: int, *, final: bool
     ) -> int:
         data = "".join(lines).encode("utf-8", "replace")
         room = self.cap - written
         if len(data) > room:
-            marker = f"\n…[truncated: {path.name} reached its {self.cap} byte cap]\n".encode()
+            name = os.path.basename(path)
+            marker = f"\n…[truncated: {name} reached its {self.cap} byte cap]\n".encode()
             if path in f.capped:
                 marker = b""
             f.capped.add(path)

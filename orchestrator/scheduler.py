@@ -86,6 +86,8 @@ class Run:
         self._after = [set(batches.get(name, (name,))) for name in plan.build.after]
         self._unsettled = len(self.tasks)
         self._live_dirty: dict[str, AgentRecord] = {}
+        self._env = dict(os.environ if settings.env is None else settings.env)
+        """Children's environments are drawn from this snapshot (a dict: cheap to read)."""
         self._secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
@@ -313,6 +315,7 @@ class Run:
             spawn,
             workspace=self.plan.workspace,
             settings=self.settings,
+            env=self._env,
             limits=self.plan.limits,
             emit=lambda event, rec=rec: self._emit(rec, event),  # type: ignore[misc]
             on_process=lambda pid, rec=rec: self._on_process(rec, pid),  # type: ignore[misc]
