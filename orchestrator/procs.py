@@ -49,6 +49,7 @@ _REAP_TIMEOUT = 5.0
 _FLUSH_TIMEOUT = 1.0
 """Closing the pipes delivers their last partial lines within a loop iteration or two."""
 _LINES_PER_TURN = 1024
+_SPAWNS_PER_TURN = 4
 """Lines one pipe may deliver per event-loop turn (see `_Pipes`)."""
 _DRAIN_CAP = 10.0
 """However busy the pipes are after the child exited, they are cut off after this many seconds."""
@@ -113,6 +114,7 @@ async def run_streaming(
     args, preexec = _launch(_command_line(argv, shell=shell), env=env, cwd=cwd, how=pdeathsig)
     loop = asyncio.get_running_loop()
     pipes = _Pipes(loop, on_line, max_line)
+    await _spawn_turn(loop)
     transport, _ = await loop.subprocess_exec(
         lambda: pipes,
         *args,
@@ -139,6 +141,7 @@ async def run_streaming(
             finally:
                 transport.close()
         await asyncio.wait([pipes.closed], timeout=_FLUSH_TIMEOUT)
+        pipes.deliver_backlog()
     finally:
         pipes.detach()
         SPAWNED.discard(child.pid)
@@ -159,8 +162,12 @@ async def _drain(pipes: _Pipes, quiet: float) -> None:
     while not pipes.closed.done():
         seen = pipes.progress
         await asyncio.wait([pipes.closed], timeout=quiet)
-        if pipes.progress == seen or asyncio.get_running_loop().time() >= deadline:
+        if pipes.backlogged:
+            continue  # read but not yet delivered: deliver it all, whatever the cap
+        if asyncio.get_running_loop().time() >= deadline:
             return
+        if pipes.progress == seen:
+            return  # the pipes are quiet: only a silent grandchild holds them
 
 
 async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
@@ -334,13 +341,14 @@ class _Child:
 
 
 class _TurnBudget:
-    """Lines all pipes together may deliver in one turn of the event loop."""
+    """What all children together may do in one turn of the event loop (lines, spawns)."""
 
-    __slots__ = ("_left", "_loop", "_reset")
+    __slots__ = ("_left", "_loop", "_per_turn", "_reset")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, per_turn: int = _LINES_PER_TURN) -> None:
         self._loop = loop
-        self._left = _LINES_PER_TURN
+        self._per_turn = per_turn
+        self._left = per_turn
         self._reset = False
 
     def left(self) -> int:
@@ -353,11 +361,14 @@ class _TurnBudget:
             self._loop.call_soon(self._refill)
 
     def _refill(self) -> None:
-        self._left = _LINES_PER_TURN
+        self._left = self._per_turn
         self._reset = False
 
 
 _BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnBudget] = (
+    weakref.WeakKeyDictionary()
+)
+_SPAWN_BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnBudget] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -367,6 +378,17 @@ def _budget(loop: asyncio.AbstractEventLoop) -> _TurnBudget:
     if budget is None:
         budget = _BUDGETS[loop] = _TurnBudget(loop)
     return budget
+
+
+async def _spawn_turn(loop: asyncio.AbstractEventLoop) -> None:
+    """Wait for one of the `_SPAWNS_PER_TURN` spawns a loop turn allows: each fork/exec
+    holds the loop for about a millisecond, and a hundred at once would stall it."""
+    budget = _SPAWN_BUDGETS.get(loop)
+    if budget is None:
+        budget = _SPAWN_BUDGETS[loop] = _TurnBudget(loop, _SPAWNS_PER_TURN)
+    while budget.left() <= 0:  # noqa: ASYNC110 - waiting for the next turn of the loop itself
+        await asyncio.sleep(0)
+    budget.spend(1)
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -397,6 +419,16 @@ class _Pipes(asyncio.SubprocessProtocol):
             1: LineSplitter(functools.partial(on_line, "stdout"), max_line),
             2: LineSplitter(functools.partial(on_line, "stderr"), max_line),
         }
+
+    @property
+    def backlogged(self) -> bool:
+        """Output already read but not yet delivered (waiting for a turn's line budget)."""
+        return bool(self._backlog)
+
+    def deliver_backlog(self) -> None:
+        """Deliver what was read and held back, at once: nothing read is ever dropped."""
+        for fd in list(self._backlog):
+            self._consume(fd, self._backlog.pop(fd), None)
 
     def detach(self) -> None:
         """Deliver no more lines (the run is over; late callbacks are dropped)."""

@@ -158,11 +158,6 @@ async def _run_locked(
         settle_lost(opts.responses, journal, resumed.lost)
         for note in resumed.notes():
             sys.stderr.write(note + "\n")
-    journal.record(
-        "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode, state="running",
-        workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
-        fingerprints={t.id: fingerprint(t) for t in plan.tasks},
-    )  # fmt: skip
     settings = RunSettings(
         responses=opts.responses,
         run_id=run_id,
@@ -180,30 +175,40 @@ async def _run_locked(
         prior_attempts=resumed.attempts if resumed else {},
     )
     loop = asyncio.get_running_loop()
+    # Handlers from before the journal says "running" until after it says how the run ended:
+    # a signal in between always ends in a recorded state, never in a bare KeyboardInterrupt.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, run.interrupt, sig)
     try:
-        async with control.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
-            reaper = tg.create_task(_reap_orphans_forever())
-            if live:
-                await _run_live(run)
-            else:
-                await run.execute()
-            reaper.cancel()
+        journal.record(
+            "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
+            state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
+            fingerprints={t.id: fingerprint(t) for t in plan.tasks},
+        )  # fmt: skip
+        try:
+            async with control.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
+                reaper = tg.create_task(_reap_orphans_forever())
+                if live:
+                    await _run_live(run)
+                else:
+                    await run.execute()
+                reaper.cancel()
+        finally:
+            await pool.aclose()
+            await asyncio.to_thread(procs.sweep_run, run_id)
+        final_state = "interrupted" if run.interrupted else "finished"
+        code = run.exit_code()
+        journal.record("run", state=final_state, ended=run.ended_at or time.time(),
+                       exit_code=code, spent_usd=run.governor.spent_usd,
+                       fence=run.governor.fence)  # fmt: skip
+        journal.close()
+        snap = snapshot.from_run(run, state=final_state)
+        snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+        report.write(opts.responses, report.render(snap))
+        _print_summary(snap, opts)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        await pool.aclose()
-        await asyncio.to_thread(procs.sweep_run, run_id)
-    final_state = "interrupted" if run.interrupted else "finished"
-    code = run.exit_code()
-    journal.record("run", state=final_state, ended=run.ended_at or time.time(), exit_code=code,
-                   spent_usd=run.governor.spent_usd, fence=run.governor.fence)  # fmt: skip
-    journal.close()
-    snap = snapshot.from_run(run, state=final_state)
-    snap = replace(snap, run={**snap.run, "pid": os.getpid()})
-    report.write(opts.responses, report.render(snap))
-    _print_summary(snap, opts)
     return code
 
 

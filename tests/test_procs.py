@@ -673,3 +673,28 @@ def test_process_start_time_survives_parentheses_in_the_command_name(tmp_path: P
         assert process_start_time(proc.pid) is not None
     finally:
         proc.communicate(b"")
+
+
+async def test_many_flooding_children_lose_no_line(tmp_path: Path) -> None:
+    """One line budget per loop turn is shared by every pipe: a starved pipe must still
+    deliver everything it read, and the run must wait for it, not drop it at exit."""
+    counts: dict[int, int] = {}
+    script = "import sys\nfor i in range(1500): sys.stdout.write(f'line {i}\\n')\n"
+
+    async def one(n: int) -> int:
+        counts[n] = 0
+
+        def on_line(stream: str, line: str) -> None:
+            counts[n] += 1
+            spin = time.perf_counter() + 0.00003  # a consumer with real work per line
+            while time.perf_counter() < spin:
+                pass
+
+        return await run_streaming(
+            [sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ), on_line=on_line
+        )
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(n)) for n in range(40)]
+    assert [t.result() for t in tasks] == [0] * 40
+    assert counts == dict.fromkeys(range(40), 1500)
