@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +32,11 @@ def _elapsed(agent: dict[str, Any], now: float) -> str:
         return "-"
     end = agent.get("ended") or now
     return f"{end - started:6.1f}s"
+
+
+def rows_that_fit(console: Console) -> int:
+    """Agent rows a live view can show in this terminal (the rest are summed up below)."""
+    return max(console.size.height - 9, 3)
 
 
 def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:

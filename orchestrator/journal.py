@@ -53,6 +53,7 @@ class Journal:
     async def run_syncer(self) -> None:
         """fsync in a worker thread every ``interval`` while there is something new."""
         import asyncio  # here, not at the top: `status` reads journals and must start fast
+
         try:
             while True:
                 await asyncio.sleep(self.interval)

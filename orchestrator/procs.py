@@ -31,7 +31,7 @@ from typing import Literal, Protocol, TypeAlias
 from orchestrator.lines import DEFAULT_MAX_LINE, LineSplitter
 from orchestrator.orphans import AGENT_ID_VAR as AGENT_ID_VAR  # re-exported
 from orchestrator.orphans import RUN_ID_VAR as RUN_ID_VAR  # re-exported
-from orchestrator.orphans import SPAWNED, group_has_live_member, libc_prctl
+from orchestrator.orphans import SPAWNED, SPAWNING, group_has_live_member, libc_prctl
 from orchestrator.orphans import process_start_time as process_start_time  # re-exported
 from orchestrator.orphans import reap_orphans as reap_orphans  # re-exported
 from orchestrator.orphans import set_child_subreaper as set_child_subreaper  # re-exported
@@ -115,20 +115,24 @@ async def run_streaming(
     loop = asyncio.get_running_loop()
     pipes = _Pipes(loop, on_line, max_line)
     await _spawn_turn(loop)
-    transport, _ = await loop.subprocess_exec(
-        lambda: pipes,
-        *args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
-    child = _Child(transport, pipes)
-    pipes.pgid = child.pid
-    SPAWNED.add(child.pid)
+    SPAWNING[0] += 1
+    try:
+        transport, _ = await loop.subprocess_exec(
+            lambda: pipes,
+            *args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+        child = _Child(transport, pipes)
+        pipes.pgid = child.pid
+        SPAWNED.add(child.pid)
+    finally:
+        SPAWNING[0] -= 1
     try:
         try:
             on_start(child.pid)

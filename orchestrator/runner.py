@@ -213,10 +213,14 @@ async def _run_locked(
 
 
 async def _reap_orphans_forever(interval: float = 0.5) -> None:
-    """As child subreaper we adopt double-forked descendants; reap them when they die."""
+    """As child subreaper we adopt double-forked descendants; reap them when they die.
+
+    On the loop's own thread (a waitid probe, and a /proc scan only when something is
+    waitable), so it can never run in the middle of a spawn and take asyncio's child.
+    """
     while True:
         await asyncio.sleep(interval)
-        await asyncio.to_thread(procs.reap_orphans)
+        procs.reap_orphans()
 
 
 async def _run_live(run: Run) -> None:
@@ -232,7 +236,8 @@ async def _run_live(run: Run) -> None:
 
             async def refresh() -> None:
                 while not main.done():
-                    live.update(dashboard.render(snapshot.from_run(run)))
+                    rows = dashboard.rows_that_fit(live.console)
+                    live.update(dashboard.render(snapshot.from_run(run), max_rows=rows))
                     await asyncio.sleep(0.25)
 
             tg.create_task(refresh())

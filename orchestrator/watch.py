@@ -42,5 +42,6 @@ async def watch_run(responses: Path, *, console: Console | None = None) -> None:
             changed = reader.poll()
             if changed or loop.time() - drawn >= TICK:
                 snap = view()
-                live.update(dashboard.render(snap), refresh=True)
+                rows = dashboard.rows_that_fit(live.console)
+                live.update(dashboard.render(snap, max_rows=rows), refresh=True)
                 drawn = loop.time()
