@@ -132,7 +132,7 @@ async def run_plan(
     """Run the plan to its end; returns the exit code of DESIGN.md."""
     rundir = RunDir(opts.responses)
     lock = RunLock(rundir)
-    lock.acquire()
+    await asyncio.to_thread(lock.acquire)  # it may wait a moment for a probing reader
     try:
         return await _run_locked(plan, opts, rundir, agents=agents)
     finally:
