@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from fakes import marked_pids
 
 from orchestrator.agents.pool import AgentPool
 from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
@@ -27,21 +27,7 @@ def sleeper(tid: str, seconds: float, deps: tuple[str, ...] = (), **kw: Any) -> 
 
 def processes_with_marker(marker: str) -> list[int]:
     """Pids whose environment holds ORCHESTRATOR_RUN_ID=<marker> (zombies excluded)."""
-    needle = f"ORCHESTRATOR_RUN_ID={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                    continue
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
+    return marked_pids(marker)
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fakes import RUN_ID_VAR, fake, is_running, wait_until_no_marked
+from fakes import RUN_ID_VAR, Recorder, fake, is_running, wait_until_no_marked
 
 from orchestrator.agents.base import AgentContext
 from orchestrator.agents.command import CommandAgent, command_argv, missing_program, outcome
@@ -32,38 +32,6 @@ from orchestrator.plan import Task
 
 HANG = 10.0
 """Gross bound that only detects hangs."""
-
-
-@dataclass
-class Recorder:
-    """Records what an agent emits and which pids it registers; lets a test wait for an event."""
-
-    events: list[AgentEvent] = field(default_factory=list)
-    pids: list[int] = field(default_factory=list)
-    _waiters: list[tuple[Callable[[AgentEvent], bool], asyncio.Event]] = field(default_factory=list)
-
-    def emit(self, event: AgentEvent) -> None:
-        self.events.append(event)
-        for match, flag in self._waiters:
-            if match(event):
-                flag.set()
-
-    async def wait_for(self, match: Callable[[AgentEvent], bool]) -> None:
-        if any(match(e) for e in self.events):
-            return
-        flag = asyncio.Event()
-        self._waiters.append((match, flag))
-        async with asyncio.timeout(HANG):
-            await flag.wait()
-
-    def of(self, kind: type) -> list[AgentEvent]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def terminal(self) -> list[AgentEvent]:
-        return [e for e in self.events if isinstance(e, Finished | Failed | Blocked)]
-
-    def lines(self, stream: str = "stdout") -> list[str]:
-        return [e.line for e in self.events if isinstance(e, Output) and e.stream == stream]
 
 
 @dataclass

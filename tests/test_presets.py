@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from conftest import processes_with_marker
 from fakeapi import FakeMessagesAPI, Reply, text, tool_use
-from fakes import FAKES, RUN_ID_VAR, wait_until_no_marked
+from fakes import FAKES, RUN_ID_VAR, Recorder, wait_until_no_marked
 
 from orchestrator.agents.base import AgentContext, child_env
 from orchestrator.agents.pool import AgentPool
@@ -40,7 +40,6 @@ from orchestrator.agents.presettable import (
     preset_pass_env,
 )
 from orchestrator.events import (
-    AgentEvent,
     Blocked,
     Failed,
     Finished,
@@ -64,33 +63,6 @@ def fake_template(*fake_args: str) -> tuple[str, ...]:
     """The claude-code template with the fake in place of ``claude``."""
     argv = BUILTIN["claude-code"].argv
     return (sys.executable, FAKE_CLAUDE, *fake_args, *argv[1:])
-
-
-@dataclass
-class Recorder:
-    events: list[AgentEvent] = field(default_factory=list)
-    pids: list[int] = field(default_factory=list)
-    _waiters: list[tuple[Callable[[AgentEvent], bool], asyncio.Event]] = field(default_factory=list)
-
-    def emit(self, event: AgentEvent) -> None:
-        self.events.append(event)
-        for match, flag in self._waiters:
-            if match(event):
-                flag.set()
-
-    async def wait_for(self, match: Callable[[AgentEvent], bool]) -> None:
-        if any(match(e) for e in self.events):
-            return
-        flag = asyncio.Event()
-        self._waiters.append((match, flag))
-        async with asyncio.timeout(HANG):
-            await flag.wait()
-
-    def of(self, kind: type) -> list[AgentEvent]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def terminal(self) -> list[AgentEvent]:
-        return [e for e in self.events if isinstance(e, Finished | Failed | Blocked)]
 
 
 @dataclass

@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from orchestrator.events import AgentEvent, Blocked, Failed, Finished, Output
 
 FAKES = Path(__file__).resolve().parent
 RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
@@ -77,3 +81,37 @@ def is_running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+@dataclass
+class Recorder:
+    """Records what an agent emits and which pids it registers; lets a test wait for an event."""
+
+    events: list[AgentEvent] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    hang: float = 10.0
+    """Gross bound on a wait: it only detects hangs."""
+    _waiters: list[tuple[Callable[[AgentEvent], bool], asyncio.Event]] = field(default_factory=list)
+
+    def emit(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        for match, flag in self._waiters:
+            if match(event):
+                flag.set()
+
+    async def wait_for(self, match: Callable[[AgentEvent], bool]) -> None:
+        if any(match(e) for e in self.events):
+            return
+        flag = asyncio.Event()
+        self._waiters.append((match, flag))
+        async with asyncio.timeout(self.hang):
+            await flag.wait()
+
+    def of(self, kind: type) -> list[AgentEvent]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def terminal(self) -> list[AgentEvent]:
+        return [e for e in self.events if isinstance(e, Finished | Failed | Blocked)]
+
+    def lines(self, stream: str = "stdout") -> list[str]:
+        return [e.line for e in self.events if isinstance(e, Output) and e.stream == stream]
