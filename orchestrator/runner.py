@@ -95,9 +95,11 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
             raise AgentProgramNotFound(problem[0], task.id, problem[1])
     if create:  # last, so a refused run leaves nothing behind
         try:
-            ws.mkdir()  # a new project's workspace; its parent must exist (typos stay errors)
+            ws.mkdir(exist_ok=True)  # a new workspace; its parent must exist (typos stay errors)
         except OSError as exc:
             raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
+        if not ws.is_dir():  # a file appeared in its place meanwhile
+            raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
 
 
 def _forget_previous(rundir: RunDir) -> None:
