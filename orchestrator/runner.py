@@ -104,7 +104,7 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
 
 def _forget_previous(rundir: RunDir) -> None:
     """A fresh run removes the files the previous run wrote (and only those)."""
-    old = load(rundir.journal)
+    old = load(rundir.journal)  # (in a worker thread)
     names = [f"{aid}{ext}" for aid in old.agents for ext in (".md", ".events.jsonl")]
     names += [f"{tid}{ext}" for tid in old.tasks for ext in (".md", ".events.jsonl")]
     names.append("REPORT.md")
@@ -147,13 +147,13 @@ async def _run_locked(
     procs.set_child_subreaper()
     procs.set_not_dumpable()
     pool = AgentPool(plan)
-    old = load(rundir.journal)
+    old = await asyncio.to_thread(load, rundir.journal)  # a journal can be megabytes
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
         await asyncio.to_thread(control.stop_recorded, old, None, grace=plan.limits.grace)
     resumed = plan_resume(old, plan) if opts.resume else None
     if resumed is None:
-        _forget_previous(rundir)
+        await asyncio.to_thread(_forget_previous, rundir)
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:
