@@ -192,8 +192,8 @@ def request(path: Path, payload: dict[str, Any], *, timeout: float = 5.0) -> dic
                 if not chunk:
                     break
                 data += chunk
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
+    except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        return None  # no orchestrator listens, or it closed while ending: the caller decides
     except OSError as exc:
         raise OrchestratorError(f"error: the control socket did not answer: {exc}") from exc
     answer = json.loads(data) if data else None
