@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import marked_pids
 
 from orchestrator.agents.base import child_env
 from orchestrator.toolcalls import TOOL_SPECS, dispatch
@@ -425,19 +426,8 @@ async def test_dispatch_runs_the_file_tools(site: Site) -> None:
 
 
 def processes_with(marker: str) -> list[int]:
-    """Processes whose environment holds MARKER_VAR=<marker> (zombies included)."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
+    """Live processes whose environment holds MARKER_VAR=<marker>."""
+    return marked_pids(marker, var=MARKER_VAR)
 
 
 def still_running(marker: str, *, within: float = 5.0) -> list[int]:

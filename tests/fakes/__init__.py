@@ -26,12 +26,12 @@ def fake(name: str, *args: object) -> list[str]:
     return [sys.executable, str(FAKES / f"{name}.py"), *(str(a) for a in args)]
 
 
-def marked_pids(run_id: str) -> list[int]:
+def marked_pids(run_id: str, *, var: str = RUN_ID_VAR) -> list[int]:
     """Live processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>`` (our own scan).
 
     Zombies have an empty environ and do not count: they are dead, only not yet reaped.
     """
-    marker = f"{RUN_ID_VAR}={run_id}".encode()
+    marker = f"{var}={run_id}".encode()
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
