@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import procs
-from orchestrator.errors import OrchestratorError, UnknownAgentError
+from orchestrator.errors import RunError, UnknownAgentError
 from orchestrator.journal import JournalState, load
 from orchestrator.rundir import RunDir, held_if_free, is_locked
 
@@ -195,7 +195,7 @@ def request(path: Path, payload: dict[str, Any], *, timeout: float = 5.0) -> dic
     except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
         return None  # no orchestrator listens, or it closed while ending: the caller decides
     except OSError as exc:
-        raise OrchestratorError(f"error: the control socket did not answer: {exc}") from exc
+        raise RunError(f"error: the control socket did not answer: {exc}") from exc
     answer = json.loads(data) if data else None
     return answer if isinstance(answer, dict) else None
 

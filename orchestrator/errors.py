@@ -12,13 +12,12 @@
     │   ├── AgentProgramNotFound          3        a command or preset names a program not on PATH
     │   └── WorkspaceRefused              3        the workspace is missing or not a directory
     ├── RunLockedError                   75      another orchestrator owns the responses directory
-    └── RunError                          1      run time: something failed while agents worked
-        ├── AgentError                    1        an agent could not do its work
-        ├── ProviderError                 1        the model API refused; retrying cannot help
-        └── BuildError                    1        the build check could not run
+    └── RunError                          1      run time: the orchestrator itself could not go on
+                                                   (e.g. its control socket did not answer)
 
 The CLI catches the root, prints ``str(error)`` as one line on stderr and exits with
-``error.exit_code``. Nothing below the CLI prints or exits.
+``error.exit_code``. Nothing below the CLI prints or exits. An agent's own failure is not an
+exception: it is an event (`events.Failed`, `Blocked`) that the scheduler turns into a state.
 """
 
 from __future__ import annotations
@@ -127,23 +126,3 @@ class RunError(OrchestratorError):
     """Something failed at run time."""
 
     exit_code = 1
-
-
-class AgentError(RunError):
-    """An agent could not do its work; ``kind`` says whether a fixer may help."""
-
-    def __init__(self, message: str, *, kind: str = "error") -> None:
-        self.kind = kind
-        super().__init__(message)
-
-
-class ProviderError(RunError):
-    """The model API refused a request in a way that retrying cannot fix."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
-
-
-class BuildError(RunError):
-    """The build check itself could not be run (not: the build failed)."""

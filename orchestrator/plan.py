@@ -6,7 +6,6 @@ plain functions, testable without files or an event loop.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,25 +283,6 @@ def descendants(graph: Graph, roots: Iterable[str]) -> set[str]:
                 out.add(child)
                 todo.append(child)
     return out
-
-
-def simulate_makespan(graph: Graph, durations: Mapping[str, float], concurrency: int) -> float:
-    """Makespan of a greedy list schedule with ``concurrency`` slots (for benchmarks and tests)."""
-    children = dependents_of(graph)
-    remaining = {tid: len(deps) for tid, deps in graph.items()}
-    ready = [tid for tid, n in remaining.items() if n == 0]
-    running: list[tuple[float, str]] = []
-    now = 0.0
-    while ready or running:
-        while ready and len(running) < concurrency:
-            tid = ready.pop(0)
-            heapq.heappush(running, (now + durations[tid], tid))
-        now, tid = heapq.heappop(running)
-        for child in children.get(tid, ()):
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                ready.append(child)
-    return now
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,6 @@ class _File:
     md_bytes: int = 0
     js_bytes: int = 0
     capped: set[str] = field(default_factory=set)
-    closed: bool = False
 
 
 class ProgressWriter:
@@ -160,7 +159,6 @@ class ProgressWriter:
         f.md_buf.append(f"\nstatus: {clean(status_line)}\n")
         f.js_buf.append(json.dumps(record, ensure_ascii=False) + "\n")
         self._write(f, final=True)
-        f.closed = True
         self._dirty.pop(agent_id, None)
         del self._files[agent_id]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from orchestrator.plan import (
@@ -18,7 +16,6 @@ from orchestrator.plan import (
     graph_of,
     max_width,
     ready_set,
-    simulate_makespan,
     waves,
 )
 
@@ -63,16 +60,6 @@ def test_deep_chain_needs_no_recursion() -> None:
     graph = {f"t{i}": ((f"t{i - 1}",) if i else ()) for i in range(20_000)}
     assert find_cycle(graph) is None
     assert len(critical_path(graph)) == 20_000
-
-
-def test_simulated_makespan_with_unbounded_slots_is_the_critical_path() -> None:
-    rng = random.Random(7)
-    ids = [f"t{i}" for i in range(300)]
-    graph = {t: tuple(rng.sample(ids[:i], min(i, 2))) for i, t in enumerate(ids)}
-    durations = {t: rng.choice([0.1, 0.1, 0.1, 0.9]) for t in ids}
-    assert simulate_makespan(graph, durations, 10_000) == pytest.approx(
-        critical_path_length(graph, durations)
-    )
 
 
 def test_describe_counts_kinds_and_caps_agents() -> None:
