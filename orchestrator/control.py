@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import procs
 from orchestrator.errors import RunError, UnknownAgentError
 from orchestrator.journal import JournalState, load
+from orchestrator.orphans import is_live
 from orchestrator.rundir import RunDir, held_if_free, is_locked
 
 if TYPE_CHECKING:
@@ -270,14 +271,14 @@ def stop_recorded(
         if isinstance(pgid, int) and pgid > 1 and _alive_as_recorded(pgid, rec.get("pstart")):
             groups[pgid] = agent_id  # a zombie leader still holds its pid: killpg is safe
     marked = _marked(run_id, None if agent_ids is None else wanted)
-    stopped = {a for pgid, a in groups.items() if _is_running(pgid)} | set(marked.values())
+    stopped = {a for pgid, a in groups.items() if is_live(pgid)} | set(marked.values())
     try:
         for pgid in groups:
             procs.kill_group(pgid, signal.SIGTERM)
         _signal_all(marked, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if not any(_is_running(p) for p in groups) and not _any_alive(marked):
+            if not any(is_live(p) for p in groups) and not _any_alive(marked):
                 break
             time.sleep(0.02)  # noqa: TID251 - a short-lived CLI process, not event-loop code
         for pgid in groups:
@@ -346,11 +347,3 @@ def _any_alive(pidfds: dict[int, str]) -> bool:
         return False
     readable, _, _ = select.select(list(pidfds), [], [], 0)
     return len(readable) < len(pidfds)
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False

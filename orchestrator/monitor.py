@@ -19,7 +19,7 @@ import aiofiles
 from orchestrator.errors import UnknownAgentError
 from orchestrator.events import TERMINAL_STATES
 from orchestrator.journal import JournalReader
-from orchestrator.progress import SAFE_NAME
+from orchestrator.progress import safe_path
 from orchestrator.rundir import RunDir, is_locked
 from orchestrator.snapshot import Snapshot
 
@@ -27,9 +27,11 @@ POLL = 0.05
 
 
 def progress_path(responses: Path, agent_id: str) -> Path:
-    if not SAFE_NAME.fullmatch(agent_id) or ".." in agent_id:
-        raise UnknownAgentError(agent_id)
-    return responses / f"{agent_id}.md"
+    """The agent's progress file; an id that could not name one is an unknown agent."""
+    try:
+        return safe_path(responses, f"{agent_id}.md")
+    except ValueError:
+        raise UnknownAgentError(agent_id) from None
 
 
 def last_lines(path: Path, n: int) -> list[str]:

@@ -50,11 +50,7 @@ def reap_orphans() -> list[int]:
     for pid in _all_pids():
         if pid in SPAWNED:
             continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[-1].split()
-        except OSError:
-            continue
+        fields = stat_fields(pid)
         if len(fields) > 1 and fields[0] == b"Z" and int(fields[1]) == me:
             try:
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -67,11 +63,7 @@ def reap_orphans() -> list[int]:
 def group_has_live_member(pgid: int) -> bool:
     """True while a non-zombie process is in the group (zombies wait for their reaper)."""
     for pid in _all_pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[-1].split()
-        except OSError:
-            continue
+        fields = stat_fields(pid)
         if len(fields) > 3 and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
@@ -112,16 +104,27 @@ def process_start_time(pid: int) -> int | None:
     With the pid it names one process for good: a recycled pid has another start time.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; it ends at the last ')'.
-    fields = stat.rpartition(b")")[2].split()
-    try:
-        return int(fields[19])  # fields[0] is field 3 (state)
+        return int(stat_fields(pid)[19])  # stat_fields()[0] is field 3 (state)
     except (IndexError, ValueError):
         return None
+
+
+def stat_fields(pid: int) -> list[bytes]:
+    """``/proc/<pid>/stat`` from field 3 (state) on; [] when the process is gone.
+
+    The command name (field 2) may hold spaces and parentheses; it ends at the last ')'.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return []
+
+
+def is_live(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    fields = stat_fields(pid)
+    return bool(fields) and fields[0] != b"Z"
 
 
 def set_not_dumpable() -> bool:

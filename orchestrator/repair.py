@@ -48,8 +48,7 @@ class Repairs:
                 stalled=rec.reason.startswith("stalled"),
             )  # fmt: skip
         elif rec.role == "fixer":
-            outcome = rec.state if rec.state != "escalated" else "failed"
-            event = recovery.FixerEnded(rec.id, outcome, rec.summary or rec.reason)  # type: ignore[arg-type]
+            event = recovery.FixerEnded(rec.id, rec.state, rec.summary or rec.reason)  # type: ignore[arg-type]
         else:
             result = self.builder.results.get(rec.id)
             if rec.state == "succeeded" or result is None:

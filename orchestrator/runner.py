@@ -26,7 +26,7 @@ from orchestrator.errors import (
     MissingApiKeyError,
     WorkspaceRefused,
 )
-from orchestrator.journal import Journal, load
+from orchestrator.journal import Journal, JournalState, load
 from orchestrator.plan import PRESETS, Plan, Task
 from orchestrator.records import AgentRecord, RunSettings
 from orchestrator.resume import fingerprint, plan_resume, settle_lost
@@ -102,9 +102,8 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
             raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
 
 
-def _forget_previous(rundir: RunDir) -> None:
-    """A fresh run removes the files the previous run wrote (and only those)."""
-    old = load(rundir.journal)  # (in a worker thread)
+def _forget_previous(rundir: RunDir, old: JournalState) -> None:
+    """A fresh run removes the files the previous run (its journal: ``old``) wrote, only those."""
     names = [f"{aid}{ext}" for aid in old.agents for ext in (".md", ".events.jsonl")]
     names += [f"{tid}{ext}" for tid in old.tasks for ext in (".md", ".events.jsonl")]
     names.append("REPORT.md")
@@ -114,7 +113,7 @@ def _forget_previous(rundir: RunDir) -> None:
             path.unlink()
 
 
-def _plain_printer(stream: object) -> Callable[[AgentRecord, str], None]:
+def _plain_printer() -> Callable[[AgentRecord, str], None]:
     write = sys.stdout.write
 
     def on_event(rec: AgentRecord, line: str) -> None:
@@ -153,7 +152,7 @@ async def _run_locked(
         await asyncio.to_thread(control.stop_recorded, old, None, grace=plan.limits.grace)
     resumed = plan_resume(old, plan) if opts.resume else None
     if resumed is None:
-        await asyncio.to_thread(_forget_previous, rundir)
+        await asyncio.to_thread(_forget_previous, rundir, old)
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:
@@ -172,7 +171,7 @@ async def _run_locked(
         settings,
         agents=agents or pool,
         journal=journal,
-        on_event=None if live or opts.json else _plain_printer(sys.stdout),
+        on_event=None if live or opts.json else _plain_printer(),
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
     )
