@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.core import Config, Figure, LagProbe, Stat, ms, secs, times
 from bench.workloads import cleanup, run_orchestrator, wide_limits
-from orchestrator.plan import Task
+from orchestrator.plan.model import Task
 
 LATENCY = 1.0
 QUICK_LATENCY = 0.3
@@ -46,9 +46,9 @@ def api_environment(url: str) -> Iterator[None]:
 def claude_missing() -> str | None:
     """Why the claude agent cannot run here, or None."""
     try:
-        if importlib.util.find_spec("orchestrator.agents.claude") is None:
+        if importlib.util.find_spec("orchestrator.agents.claude.agent") is None:
             return "claude agent missing"
-        importlib.import_module("orchestrator.agents.claude")
+        importlib.import_module("orchestrator.agents.claude.agent")
     except ImportError as exc:
         return f"claude agent missing ({type(exc).__name__}: {exc})"
     return None

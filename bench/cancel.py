@@ -2,7 +2,7 @@
 
 A plan of long-running command agents runs under the CLI; once the journal shows every
 agent's process group, this process cancels them through the control socket (with
-`orchestrator.control.request`, the very client ``orchestrator cancel`` uses) and measures
+`orchestrator.control.channel.request`, the very client ``orchestrator cancel`` uses) and measures
 the time from sending the request to the agent's process being gone (a ``pidfd`` per
 process, opened before the request, polled until it reports the exit: no sampling delay,
 no confusion with a recycled pid). ``orchestrator cancel X`` itself is timed too, for its
@@ -25,9 +25,9 @@ from typing import Any
 
 from bench.core import Config, Figure, Stat, ms, percentile
 from bench.startup import cli
-from orchestrator import control
-from orchestrator.journal import load
-from orchestrator.rundir import RunDir
+from orchestrator.control import channel
+from orchestrator.records.journal import load
+from orchestrator.records.rundir import RunDir
 
 GOAL_HONOURS = 0.005
 GOAL_IGNORES_EXTRA = 0.010
@@ -78,7 +78,7 @@ class Orchestrator:
         raise RuntimeError("the agents did not all start in time")
 
     def request(self, payload: dict[str, Any]) -> dict[str, Any]:
-        answer = control.request(self.rundir.socket, payload)
+        answer = channel.request(self.rundir.socket, payload)
         if answer is None or not answer.get("ok"):
             raise RuntimeError(f"control request {payload} failed: {answer}")
         return answer
@@ -86,7 +86,7 @@ class Orchestrator:
     def stop(self, timeout: float = 60.0) -> None:
         try:
             if self.proc.poll() is None and self.rundir.socket.exists():
-                control.request(self.rundir.socket, {"op": "cancel_all", "force": True})
+                channel.request(self.rundir.socket, {"op": "cancel_all", "force": True})
             self.proc.wait(timeout)
         except (subprocess.TimeoutExpired, OSError):
             self.proc.kill()

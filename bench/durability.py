@@ -26,8 +26,8 @@ from typing import Any
 
 from bench.core import Config, Figure, Stat, ms, percentile, us
 from bench.workloads import cleanup, independent, run_orchestrator, sleep_tasks, wide_limits
-from orchestrator.journal import Journal
-from orchestrator.plan import Task
+from orchestrator.plan.model import Task
+from orchestrator.records.journal import Journal
 
 GOAL_EVENT = 15e-6
 GOAL_DURABLE = 0.015

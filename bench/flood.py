@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.core import Config, Figure, LagProbe, Stat, ms, rate, times
 from bench.workloads import cleanup, run_orchestrator, wide_limits
-from orchestrator.plan import Task
+from orchestrator.plan.model import Task
 
 FORMAT = "flood %g: the quick brown fox jumps over the lazy dog, again and again"
 GOAL_RATIO = 0.5

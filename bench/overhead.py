@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.core import Config, Figure, LagProbe, Stat, kib, ms, rss_bytes, times, tmpfs_dir, us
 from bench.workloads import Outcome, cleanup, run_bare, run_orchestrator, wide_limits
-from orchestrator.plan import Sleep, Task
-from orchestrator.scheduler import Run
+from orchestrator.engine.scheduler import Run
+from orchestrator.plan.model import Sleep, Task
 
 REPO = Path(__file__).resolve().parent.parent
 B2_GOAL, B2_STRETCH = 10.0, 5.0

@@ -14,7 +14,7 @@ import time
 
 from bench.core import Config, Figure, Stat, times, us
 from bench.workloads import cleanup, run_orchestrator, wide_limits
-from orchestrator.plan import Task
+from orchestrator.plan.model import Task
 
 GOAL = 1.5
 CONCURRENCY = 16

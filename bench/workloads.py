@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from orchestrator.plan.graph import dependents_of
+
 from orchestrator.agents.pool import AgentPool
-from orchestrator.journal import Journal
-from orchestrator.plan import Limits, Plan, Sleep, Task, dependents_of
-from orchestrator.records import RunSettings
-from orchestrator.scheduler import Run
+from orchestrator.engine.scheduler import Run
+from orchestrator.engine.state import RunSettings
+from orchestrator.plan.model import Limits, Plan, Sleep, Task
+from orchestrator.records.journal import Journal
 
 Graph = dict[str, tuple[str, ...]]
 STRAGGLERS = 0.07

@@ -38,8 +38,8 @@ def _fail(error: OrchestratorError) -> NoReturn:
 @app.command()
 def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")]) -> None:
     """Check plans; print a summary of each, or every error found (exit 2)."""
-    from orchestrator.plan import describe
-    from orchestrator.planfile import load_plan
+    from orchestrator.plan.graph import describe
+    from orchestrator.plan.load import load_plan
 
     failed = False
     for path in plans:
@@ -88,8 +88,8 @@ def run(
     import asyncio
     from dataclasses import replace
 
-    from orchestrator.plan import graph_of, waves
-    from orchestrator.planfile import load_plan
+    from orchestrator.plan.graph import graph_of, waves
+    from orchestrator.plan.load import load_plan
     from orchestrator.runner import RunOptions, check_environment, run_plan
 
     if mode not in ("async", "batch"):
@@ -123,10 +123,10 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every agent of the current or last run, from the journal."""
-    from orchestrator import snapshot
-    from orchestrator.journal import load
-    from orchestrator.monitor import with_last_lines
-    from orchestrator.rundir import RunDir, is_locked
+    from orchestrator.control.readers import with_last_lines
+    from orchestrator.records.journal import load
+    from orchestrator.records.rundir import RunDir, is_locked
+    from orchestrator.view import snapshot
 
     rundir = RunDir(responses)
     if not rundir.journal.exists():
@@ -135,7 +135,7 @@ def status(
     alive = is_locked(rundir)
     if journal.run.get("state") == "running" and not alive:
         # Its orchestrator was killed: stop what it left behind (cheap when nothing is left).
-        from orchestrator.control import LEFTOVER_GRACE, stop_leftovers
+        from orchestrator.control.leftovers import LEFTOVER_GRACE, stop_leftovers
 
         stopped = stop_leftovers(rundir, None, grace=LEFTOVER_GRACE)
         if stopped:
@@ -150,7 +150,7 @@ def status(
         return
     from rich.console import Console
 
-    from orchestrator import dashboard
+    from orchestrator.view import dashboard
 
     Console().print(dashboard.render(snap))
 
@@ -162,7 +162,7 @@ def peek(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
     """The last lines of an agent's progress file; never blocks."""
-    from orchestrator.monitor import last_lines
+    from orchestrator.control.readers import last_lines
 
     path = _known(responses, agent)
     for line in last_lines(path, n):
@@ -180,8 +180,8 @@ def tail(
     """Print an agent's progress file (and with -f, follow it until the agent ends)."""
     import asyncio
 
-    from orchestrator.monitor import follow_file
-    from orchestrator.rundir import RunDir, is_locked
+    from orchestrator.control.readers import follow_file
+    from orchestrator.records.rundir import RunDir, is_locked
 
     path = _known(responses, agent)
     rundir = RunDir(responses)
@@ -204,7 +204,7 @@ def wait(
     """Block until the named agents have ended; exit 0 when every one succeeded."""
     import asyncio
 
-    from orchestrator.monitor import wait_for
+    from orchestrator.control.readers import wait_for
 
     async def bounded() -> int:
         try:
@@ -232,17 +232,17 @@ def cancel(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
     """Stop agents of the running orchestrator (or, if it is gone, their recorded processes)."""
-    from orchestrator import control
+    from orchestrator.control import channel, leftovers
     from orchestrator.errors import UnknownAgentError
-    from orchestrator.journal import load
-    from orchestrator.rundir import RunDir, holder_pid
+    from orchestrator.records.journal import load
+    from orchestrator.records.rundir import RunDir, holder_pid
 
     if bool(agents) == all_:
         _fail(UsageError("error: name agents to cancel, or give --all (not both)"))
     rundir = RunDir(responses)
     payload = {"op": "cancel_all"} if all_ else {"op": "cancel", "agents": agents}
     try:
-        answer = control.request_live(rundir, {**payload, "tree": tree, "force": force})
+        answer = channel.request_live(rundir, {**payload, "tree": tree, "force": force})
     except OrchestratorError as exc:
         _fail(exc)
     if answer is not None:
@@ -257,7 +257,7 @@ def cancel(
     for agent_id in agents or ():
         if agent_id not in journal.agents and agent_id not in journal.tasks:
             _fail(UnknownAgentError(agent_id))
-    stopped = control.stop_leftovers(
+    stopped = leftovers.stop_leftovers(
         rundir, None if all_ else list(agents or ()), grace=0 if force else 5, tree=tree
     )
     if stopped is None:  # a run holds the lock but its socket did not answer
@@ -275,8 +275,8 @@ def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
     """A live dashboard of the current run, from the journal (Ctrl-C to leave)."""
     import asyncio
 
-    from orchestrator.rundir import RunDir
-    from orchestrator.watch import watch_run
+    from orchestrator.records.rundir import RunDir
+    from orchestrator.view.watch import watch_run
 
     if not RunDir(responses).journal.exists():
         _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
@@ -288,8 +288,8 @@ def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
 
 def _known(responses: Path, agent: str) -> Path:
     """The agent's progress file; exit 2 when there is none (or the id could not be one)."""
+    from orchestrator.control.readers import progress_path
     from orchestrator.errors import UnknownAgentError
-    from orchestrator.monitor import progress_path
 
     try:
         path = progress_path(responses, agent)

@@ -98,13 +98,54 @@ class Failed:
     kind: FailureKind = "error"
 
 
+@dataclass(frozen=True, slots=True)
+class BuildChecked:
+    """A build command's result: its exit code, the tail of its output, failing test ids.
+
+    The build agent emits it before its terminal event; the recovery policy reads it."""
+
+    exit_code: int
+    command: str
+    tail: str = ""
+    failing_tests: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        what = f"`{self.command}` exited {self.exit_code}"
+        if self.failing_tests:
+            shown = ", ".join(self.failing_tests[:5])
+            extra = len(self.failing_tests) - 5
+            return f"{what}; failing: {shown}" + (f" and {extra} more" if extra > 0 else "")
+        last = next((ln for ln in reversed(self.tail.splitlines()) if ln.strip()), "")
+        return f"{what}: {last.strip()[:200]}" if last else what
+
+
 AgentEvent: TypeAlias = (
-    Started | Text | ToolCall | ToolResult | Output | Blocked | Usage | Finished | Failed
+    Started
+    | Text
+    | ToolCall
+    | ToolResult
+    | Output
+    | Blocked
+    | Usage
+    | Finished
+    | Failed
+    | BuildChecked
 )
 
 _BY_NAME: dict[str, type[Any]] = {
     cls.__name__.lower(): cls
-    for cls in (Started, Text, ToolCall, ToolResult, Output, Blocked, Usage, Finished, Failed)
+    for cls in (
+        Started,
+        Text,
+        ToolCall,
+        ToolResult,
+        Output,
+        Blocked,
+        Usage,
+        Finished,
+        Failed,
+        BuildChecked,
+    )
 }
 
 

@@ -17,21 +17,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from orchestrator import control, procs, report, snapshot
-from orchestrator.agents.base import Agent, child_env
+from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
+from orchestrator.control import channel, leftovers
+from orchestrator.engine.scheduler import Run
+from orchestrator.engine.state import AgentRecord, RunSettings
 from orchestrator.errors import (
     AgentProgramNotFound,
     EnvironmentProblem,
     MissingApiKeyError,
     WorkspaceRefused,
 )
-from orchestrator.journal import Journal, JournalState, load
-from orchestrator.plan import PRESETS, Plan, Task
-from orchestrator.records import AgentRecord, RunSettings
-from orchestrator.resume import fingerprint, plan_resume, settle_lost
-from orchestrator.rundir import RunDir, RunLock
-from orchestrator.scheduler import Run, new_run_id
+from orchestrator.ids import new_run_id
+from orchestrator.plan.model import PRESETS, Plan, Task
+from orchestrator.process import orphans
+from orchestrator.process.env import child_env
+from orchestrator.records.journal import Journal, JournalState, load
+from orchestrator.records.resume import fingerprint, plan_resume, settle_lost
+from orchestrator.records.rundir import RunDir, RunLock
+from orchestrator.view import report, snapshot
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
     if fixer.agent in PRESETS:
         checks.append(Task("fixer", agent=fixer.agent))
     for task in checks:
-        from orchestrator.agents.presets import missing_preset_program
+        from orchestrator.agents.presets.program import missing_preset_program
 
         problem = missing_preset_program(
             task, presets=plan.presets, path=child_path, workspace=plan.workspace
@@ -143,13 +147,13 @@ async def run_plan(
 async def _run_locked(
     plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
 ) -> int:
-    procs.set_child_subreaper()
-    procs.set_not_dumpable()
+    orphans.set_child_subreaper()
+    orphans.set_not_dumpable()
     pool = AgentPool(plan)
     old = await asyncio.to_thread(load, rundir.journal)  # a journal can be megabytes
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
-        await asyncio.to_thread(control.stop_recorded, old, None, grace=plan.limits.grace)
+        await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
     resumed = plan_resume(old, plan) if opts.resume else None
     if resumed is None:
         await asyncio.to_thread(_forget_previous, rundir, old)
@@ -187,7 +191,7 @@ async def _run_locked(
             fingerprints={t.id: fingerprint(t) for t in plan.tasks},
         )  # fmt: skip
         try:
-            async with control.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
+            async with channel.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
                 reaper = tg.create_task(_reap_orphans_forever())
                 if live:
                     await _run_live(run)
@@ -196,7 +200,7 @@ async def _run_locked(
                 reaper.cancel()
         finally:
             await pool.aclose()
-            await asyncio.to_thread(procs.sweep_run, run_id)
+            await asyncio.to_thread(orphans.sweep_run, run_id)
         final_state = "interrupted" if run.interrupted else "finished"
         code = run.exit_code()
         journal.record("run", state=final_state, ended=run.ended_at or time.time(),
@@ -221,13 +225,13 @@ async def _reap_orphans_forever(interval: float = 0.5) -> None:
     """
     while True:
         await asyncio.sleep(interval)
-        procs.reap_orphans()
+        orphans.reap_orphans()
 
 
 async def _run_live(run: Run) -> None:
     from rich.live import Live
 
-    from orchestrator import dashboard
+    from orchestrator.view import dashboard
 
     with Live(
         dashboard.render(snapshot.from_run(run)), refresh_per_second=4, transient=False
@@ -251,7 +255,7 @@ def _print_summary(snap: snapshot.Snapshot, opts: RunOptions) -> None:
         return
     from rich.console import Console
 
-    from orchestrator import dashboard
+    from orchestrator.view import dashboard
 
     console = Console()
     console.print(dashboard.summary(snap))

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import yaml
 from conftest import processes_with_marker
 
-from orchestrator import procs
-from orchestrator.journal import JournalState, load
+from orchestrator.process import orphans
+from orchestrator.records.journal import JournalState, load
 
 ORCH = (sys.executable, "-m", "orchestrator")
 T = TypeVar("T")
@@ -235,5 +235,5 @@ class Fleet:
                     stream.close()
         self.journal_if_any()
         for run_id in self.run_ids:
-            procs.sweep_run(run_id)
+            orphans.sweep_run(run_id)
         poll(lambda: not self.leftovers(), timeout=5, what="leftovers to die")

@@ -12,8 +12,9 @@ import pytest_asyncio
 from fakes import marked_pids
 
 from orchestrator.agents.pool import AgentPool
-from orchestrator.plan import Limits, Plan, Say, Sleep, Step, Task
-from orchestrator.scheduler import Run, RunSettings
+from orchestrator.engine.scheduler import Run
+from orchestrator.engine.state import RunSettings
+from orchestrator.plan.model import Limits, Plan, Say, Sleep, Step, Task
 from tests.fakeapi import fake_api, fake_client  # noqa: F401  (shared fixtures)
 
 

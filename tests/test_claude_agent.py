@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.base import Agent
-from orchestrator.agents.claude import ClaudeAgent, ClaudeSettings, classify
-from orchestrator.agents.claudeprompt import system_blocks
+from orchestrator.agents.claude.agent import ClaudeAgent, ClaudeSettings, classify
+from orchestrator.agents.claude.limiter import RetryPolicy
+from orchestrator.agents.claude.prompt import system_blocks
 from orchestrator.agents.pool import AgentPool
+from orchestrator.engine.scheduler import Run
+from orchestrator.engine.state import RunSettings
 from orchestrator.events import Failed
-from orchestrator.journal import Journal
-from orchestrator.plan import FixerSpec, Limits, Plan, Price, Say, Task
-from orchestrator.ratelimit import RetryPolicy
-from orchestrator.records import RunSettings
-from orchestrator.scheduler import Run
+from orchestrator.plan.model import FixerSpec, Limits, Plan, Price, Say, Task
+from orchestrator.records.journal import Journal
 from tests.fakeapi import (
     JSON,
     FakeMessagesAPI,
@@ -690,7 +690,8 @@ async def test_200_agents_have_their_requests_in_flight_together(
 
 def test_importing_the_claude_agent_does_not_import_the_sdk() -> None:
     code = (
-        "import sys, orchestrator.agents.claude, orchestrator.ratelimit, orchestrator.pricing\n"
+        "import sys, orchestrator.agents.claude.agent, orchestrator.agents.claude.limiter\n"
+        "import orchestrator.agents.claude.pricing\n"
         "print('anthropic' in sys.modules, 'httpx2' in sys.modules)"
     )
     out = subprocess.check_output([sys.executable, "-c", code], text=True, env=dict(os.environ))
@@ -723,7 +724,7 @@ def test_the_system_prompt_says_how_to_finish_and_report_a_blocker(workspace: Pa
 
 
 def test_the_example_plan_validates_with_claude_agents_and_prices() -> None:
-    from orchestrator.planfile import load_plan
+    from orchestrator.plan.load import load_plan
 
     plan = load_plan(Path(__file__).resolve().parent.parent / "plans" / "claude-example.yaml")
     assert {t.agent for t in plan.tasks} == {"claude"}

@@ -298,7 +298,7 @@ def test_help_lists_every_command_without_importing_anthropic(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     for command in ("run", "validate", "status", "watch", "tail", "peek", "wait", "cancel"):
         assert command in proc.stdout
-    assert not [m for m in modules if m.startswith(("anthropic", "orchestrator.scheduler"))]
+    assert not [m for m in modules if m.startswith(("anthropic", "orchestrator.engine.scheduler"))]
 
 
 @pytest.mark.parametrize(

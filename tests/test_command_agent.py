@@ -28,7 +28,7 @@ from orchestrator.events import (
     Output,
     Started,
 )
-from orchestrator.plan import Task
+from orchestrator.plan.model import Task
 
 HANG = 10.0
 """Gross bound that only detects hangs."""

@@ -25,11 +25,12 @@ import pytest
 from clirun import Fleet, ends_with_status, live_in_group, poll, task, write_plan
 from conftest import processes_with_marker
 
-from orchestrator import control, procs
+from orchestrator.control import channel, leftovers
 from orchestrator.events import TERMINAL_STATES
-from orchestrator.journal import JournalState, load
-from orchestrator.planfile import load_plan
-from orchestrator.rundir import RunDir
+from orchestrator.plan.load import load_plan
+from orchestrator.process import orphans, procfs
+from orchestrator.records.journal import JournalState, load
+from orchestrator.records.rundir import RunDir
 from orchestrator.runner import RunOptions, run_plan
 
 
@@ -124,7 +125,7 @@ def fifty_cancels(fleet: Fleet, processes: int) -> None:
     with ThreadPoolExecutor(max_workers=50 - processes or 1) as pool:
         answers = list(
             pool.map(
-                lambda _: control.request(sock, {"op": "cancel", "agents": ["a"]}, timeout=30),
+                lambda _: channel.request(sock, {"op": "cancel", "agents": ["a"]}, timeout=30),
                 range(50 - processes),
             )
         )
@@ -244,7 +245,7 @@ def test_control_answers_while_sixteen_agents_flood_output(fleet: Fleet) -> None
     assert status.code == 0
     assert len(json.loads(status.out)["agents"]) == 16
     t0 = time.monotonic()
-    answer = control.request(RunDir(fleet.responses).socket, {"op": "ping"})
+    answer = channel.request(RunDir(fleet.responses).socket, {"op": "ping"})
     ping_s = time.monotonic() - t0
     assert answer is not None
     assert answer["ok"]
@@ -316,14 +317,14 @@ def recorded(pid: int, pstart: int | None) -> JournalState:
 def test_stop_recorded_never_signals_a_recycled_pid() -> None:
     stranger = sleeper_in_own_group()
     try:
-        start = procs.process_start_time(stranger.pid)
+        start = procfs.process_start_time(stranger.pid)
         assert start is not None
         # The journal recorded this pid for a process that started at another time.
-        assert control.stop_recorded(recorded(stranger.pid, start - 1), ["a"], grace=0) == []
-        assert control.stop_recorded(recorded(stranger.pid, None), None, grace=0) == []
+        assert leftovers.stop_recorded(recorded(stranger.pid, start - 1), ["a"], grace=0) == []
+        assert leftovers.stop_recorded(recorded(stranger.pid, None), None, grace=0) == []
         assert stranger.poll() is None
         # The very process recorded is stopped.
-        assert control.stop_recorded(recorded(stranger.pid, start), ["a"], grace=1) == ["a"]
+        assert leftovers.stop_recorded(recorded(stranger.pid, start), ["a"], grace=1) == ["a"]
         assert stranger.wait(timeout=5) == -signal.SIGTERM
     finally:
         stranger.kill()
@@ -337,10 +338,10 @@ def test_stop_recorded_with_tree_follows_the_parent_links_of_the_journal() -> No
         state.run = {"run_id": "not-this-run", "state": "running"}
         for aid, proc in sleepers.items():
             state.agents[aid] = {
-                "state": "running", "pgid": proc.pid, "pstart": procs.process_start_time(proc.pid),
+                "state": "running", "pgid": proc.pid, "pstart": procfs.process_start_time(proc.pid),
                 "parent": "a" if aid.startswith("fix-") else None,
             }  # fmt: skip
-        assert control.stop_recorded(state, ["a"], grace=1, tree=True) == ["a", "fix-a-1"]
+        assert leftovers.stop_recorded(state, ["a"], grace=1, tree=True) == ["a", "fix-a-1"]
         assert sleepers["a"].wait(timeout=5) == -signal.SIGTERM
         assert sleepers["fix-a-1"].wait(timeout=5) == -signal.SIGTERM
         assert sleepers["other"].poll() is None
@@ -389,7 +390,7 @@ async def random_actions(rng: random.Random, sock: Path, ids: list[str], log: li
             payload = {"op": "cancel", "agents": ["no-such-agent"]}
         else:
             payload = {"op": "cancel_all", "force": rng.random() < 0.5}
-        answer = await asyncio.to_thread(control.request, sock, payload)
+        answer = await asyncio.to_thread(channel.request, sock, payload)
         log.append(f"{payload} -> {answer}")
         if answer is None:
             return  # the run has ended
@@ -459,7 +460,7 @@ async def _until(check: Any) -> None:
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """run_plan in the test process: pytest itself must not become a child subreaper."""
-    monkeypatch.setattr(procs, "set_child_subreaper", lambda: False)
+    monkeypatch.setattr(orphans, "set_child_subreaper", lambda: False)
     monkeypatch.delenv("ORCHESTRATOR_DEPTH", raising=False)
 
 

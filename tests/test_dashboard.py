@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from orchestrator import dashboard, report
-from orchestrator.snapshot import Snapshot
+from orchestrator.view import dashboard, report
+from orchestrator.view.snapshot import Snapshot
 
 
 def snap() -> Snapshot:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.frontier import Frontier
+from orchestrator.engine.frontier import Frontier
 
 GRAPH = {"a": (), "slow": (), "b": ("a",), "c": ("b", "slow")}
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from orchestrator.governor import Governor
-from orchestrator.plan import Limits
+from orchestrator.engine.governor import Governor
+from orchestrator.plan.model import Limits
 
 
 class Clock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.journal import Journal, JournalReader, load
+from orchestrator.records.journal import Journal, JournalReader, load
 
 
 def test_records_fold_by_id(tmp_path: Path) -> None:

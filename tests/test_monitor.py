@@ -19,8 +19,8 @@ import pytest
 from clirun import Fleet, ends_with_status, poll, task
 
 from orchestrator.errors import RunLockedError
-from orchestrator.rundir import RunDir, RunLock, holder_pid, is_locked
-from orchestrator.snapshot import AGENT_KEYS
+from orchestrator.records.rundir import RunDir, RunLock, holder_pid, is_locked
+from orchestrator.view.snapshot import AGENT_KEYS
 
 
 @pytest.fixture

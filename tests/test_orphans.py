@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestrator import orphans, procs
+from orchestrator.process import orphans, spawn
 
 
 async def test_reaping_as_fast_as_possible_never_takes_a_child_we_spawned(
@@ -25,7 +25,7 @@ async def test_reaping_as_fast_as_possible_never_takes_a_child_we_spawned(
     async with asyncio.TaskGroup() as tg:
         tg.create_task(reap_flat_out())
         codes = [
-            await procs.run_streaming(
+            await spawn.run_streaming(
                 ["/bin/true"],
                 cwd=tmp_path,
                 env=dict(os.environ),
@@ -50,7 +50,7 @@ async def test_an_adopted_double_forked_descendant_is_reaped(tmp_path: Path) -> 
     )
     assert orphans.set_child_subreaper()
     try:
-        code = await procs.run_streaming(
+        code = await spawn.run_streaming(
             [sys.executable, "-c", script],
             cwd=tmp_path,
             env=dict(os.environ),

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from orchestrator.plan import (
-    Limits,
-    Plan,
-    Task,
+from orchestrator.plan.graph import (
     critical_path,
     critical_path_length,
     descendants,
@@ -18,6 +14,8 @@ from orchestrator.plan import (
     ready_set,
     waves,
 )
+
+from orchestrator.plan.model import Limits, Plan, Task
 
 DIAMOND = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")}
 

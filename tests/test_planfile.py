@@ -9,23 +9,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from orchestrator.plan.graph import graph_of
 from plan_corpus import MALFORMED, Case, write_case
 
 from orchestrator.errors import PlanError, PlanErrors
-from orchestrator.plan import (
-    Block,
-    Fail,
-    Plan,
-    Price,
-    Run,
-    Say,
-    Sleep,
-    Task,
-    Write,
-    graph_of,
-)
-from orchestrator.planfields import parse_duration
-from orchestrator.planfile import MAX_ERRORS, MAX_FILE_BYTES, load_plan
+from orchestrator.plan.fields import parse_duration
+from orchestrator.plan.load import MAX_ERRORS, MAX_FILE_BYTES, load_plan
+from orchestrator.plan.model import Block, Fail, Plan, Price, Run, Say, Sleep, Task, Write
 
 PLANS = Path(__file__).resolve().parent.parent / "plans"
 

@@ -26,11 +26,11 @@ from conftest import processes_with_marker
 from fakeapi import FakeMessagesAPI, Reply, text, tool_use
 from fakes import FAKES, RUN_ID_VAR, Recorder, wait_until_no_marked
 
-from orchestrator.agents.base import AgentContext, child_env
+from orchestrator.agents.base import AgentContext
 from orchestrator.agents.pool import AgentPool
-from orchestrator.agents.presetprogram import bundled_claude, missing_preset_program
-from orchestrator.agents.presets import PresetAgent
-from orchestrator.agents.presettable import (
+from orchestrator.agents.presets.agent import PresetAgent
+from orchestrator.agents.presets.program import bundled_claude, missing_preset_program
+from orchestrator.agents.presets.table import (
     BLOCKED_NOTE,
     BUILTIN,
     claude_code_env,
@@ -39,6 +39,9 @@ from orchestrator.agents.presettable import (
     preset_for,
     preset_pass_env,
 )
+from orchestrator.engine.governor import Governor
+from orchestrator.engine.scheduler import Run
+from orchestrator.engine.state import RunSettings
 from orchestrator.events import (
     Blocked,
     Failed,
@@ -49,9 +52,8 @@ from orchestrator.events import (
     ToolResult,
     Usage,
 )
-from orchestrator.governor import Governor
-from orchestrator.plan import Limits, Plan, Task
-from orchestrator.scheduler import Run, RunSettings
+from orchestrator.plan.model import Limits, Plan, Task
+from orchestrator.process.env import child_env
 
 HANG = 10.0
 """Gross bound that only detects hangs."""
@@ -99,7 +101,7 @@ class Harness:
             on_process=self.recorder.pids.append,
             grace=grace,
             depth=depth,
-            governor=governor,
+            budget=governor,
         )
 
     async def run(self, agent: PresetAgent, task: Task, **kw: Any) -> Recorder:
@@ -147,7 +149,7 @@ def cc_task(prompt: str = "Create hello.py", **kw: Any) -> Task:
 
 
 def test_builtin_presets_cover_the_plan_presets() -> None:
-    from orchestrator.plan import PRESETS
+    from orchestrator.plan.model import PRESETS
 
     assert set(BUILTIN) == set(PRESETS)
 
@@ -453,7 +455,7 @@ async def test_a_child_that_ignores_sigterm_is_stopped_as_a_tree(harness: Harnes
 
 
 def test_the_agent_sweep_kills_only_that_agent_of_that_run() -> None:
-    from orchestrator.procs import sweep_run
+    from orchestrator.process.orphans import sweep_run
 
     run, other_run = f"test-sweep-{uuid.uuid4().hex}", f"test-sweep-{uuid.uuid4().hex}"
     marks = [(run, "a"), (run, "b"), (other_run, "a")]
@@ -658,7 +660,7 @@ async def test_a_plan_mixing_scripted_claude_and_claude_code_runs_offline(
     workspace: Path, responses: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip(
-        "orchestrator.agents.claude", reason="the claude (API) agent is not written yet"
+        "orchestrator.agents.claude.agent", reason="the claude (API) agent is not written yet"
     )
     if real_claude() is None:
         pytest.skip("the claude-code extra is not installed (pip install claude-agent-sdk)")
@@ -675,7 +677,7 @@ async def test_a_plan_mixing_scripted_claude_and_claude_code_runs_offline(
             return text("Wrote api.txt.")
         return None
 
-    from orchestrator.plan import Say, Write
+    from orchestrator.plan.model import Say, Write
 
     async with FakeMessagesAPI(respond, api_key=CANARY_KEY) as api:
         # The claude agent's SDK reads both from the environment, as in a real run.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.plan import Price
-from orchestrator.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, TokenCount
+from orchestrator.agents.claude.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, TokenCount
+from orchestrator.plan.model import Price
 
 TABLE = PriceTable()
 

@@ -24,16 +24,12 @@ from fakes import RUN_ID_VAR, fake, is_running, marked_pids, wait_until_gone, wa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import procs
-from orchestrator.lines import LineSplitter, clean_line
-from orchestrator.procs import (
-    DeathSignal,
-    kill_group,
-    process_start_time,
-    run_streaming,
-    stop_group,
-    sweep_run,
-)
+from orchestrator.process import spawn
+from orchestrator.process.group import kill_group, stop_group
+from orchestrator.process.lines import LineSplitter, clean_line
+from orchestrator.process.orphans import sweep_run
+from orchestrator.process.procfs import process_start_time
+from orchestrator.process.spawn import DeathSignal, run_streaming
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG = 10.0
@@ -549,7 +545,7 @@ async def test_sweep_run_matches_the_run_id_exactly(run_env: RunEnv) -> None:
 
 async def test_sweep_run_never_signals_its_caller(run_env: RunEnv) -> None:
     code = (
-        "import os; from orchestrator.procs import sweep_run; "
+        "import os; from orchestrator.process.orphans import sweep_run; "
         "print(sweep_run(os.environ['ORCHESTRATOR_RUN_ID']))"
     )
     lines = Lines()
@@ -565,7 +561,7 @@ def test_sweep_run_refuses_an_empty_run_id() -> None:
 # --- death of the orchestrator --------------------------------------------------------------
 
 
-HAS_SETPRIV = procs._setpriv() is not None
+HAS_SETPRIV = spawn._setpriv() is not None
 needs_setpriv = pytest.mark.skipif(not HAS_SETPRIV, reason="util-linux setpriv not installed")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.events import Blocked, Output, Started, Text, ToolCall, Usage
-from orchestrator.progress import ProgressWriter, clean, safe_path
+from orchestrator.records.progress import ProgressWriter, clean, safe_path
 
 STAMP = re.compile(r"\[\+\s*\d+\.\d\ds\] ")
 

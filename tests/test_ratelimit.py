@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from orchestrator.ratelimit import (
+from orchestrator.agents.claude.limiter import (
     Aimd,
     ApiFailure,
     ApiLimiter,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.recovery import (
+from orchestrator.engine.blockers import Blocker, fixer_prompt, normalise, signature_of
+from orchestrator.engine.recovery import (
     Action,
     AttemptEnded,
-    Blocker,
     BuildFailed,
     Capacity,
     EndTask,
@@ -24,10 +24,7 @@ from orchestrator.recovery import (
     SpawnFixer,
     Wait,
     decide,
-    fixer_prompt,
     is_fixable,
-    normalise,
-    signature_of,
 )
 
 ROOMY = Capacity(agents_left=10)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import scripted
 
-from orchestrator.plan import Block, Build, Fail, FixerSpec, Say, Sleep, Task, Write
-from orchestrator.plan import Run as RunStep
-from orchestrator.planfile import load_plan
+from orchestrator.engine.scheduler import Run
+from orchestrator.plan.load import load_plan
+from orchestrator.plan.model import Block, Build, Fail, FixerSpec, Say, Sleep, Task, Write
+from orchestrator.plan.model import Run as RunStep
 from orchestrator.runner import RunOptions, check_environment, run_plan
-from orchestrator.scheduler import Run
 
 MakeRun = Callable[..., Run]
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ from clirun import Fleet, ends_with_status, poll, task
 from conftest import processes_with_marker, scripted
 
 from orchestrator.events import TERMINAL_STATES
-from orchestrator.journal import JournalState
-from orchestrator.plan import Fail, Plan, Say
-from orchestrator.resume import fingerprint, plan_resume
+from orchestrator.plan.model import Fail, Plan, Say
+from orchestrator.records.journal import JournalState
+from orchestrator.records.resume import fingerprint, plan_resume
 
 
 @pytest.fixture

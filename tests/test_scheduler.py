@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import processes_with_marker, scripted, sleeper
 
+from orchestrator.engine.scheduler import Run
 from orchestrator.errors import UnknownAgentError
-from orchestrator.plan import Block, Fail, Say, Sleep, Write
-from orchestrator.plan import Run as RunStep
-from orchestrator.scheduler import Run
+from orchestrator.plan.model import Block, Fail, Say, Sleep, Write
+from orchestrator.plan.model import Run as RunStep
 
 MakeRun = Callable[..., Run]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agents.streamjson import StreamJsonParser
+from orchestrator.agents.presets.streamjson import StreamJsonParser
 from orchestrator.events import (
     AgentEvent,
     Blocked,

@@ -20,22 +20,19 @@ from typing import Any
 import pytest
 from fakes import marked_pids
 
-from orchestrator.agents.base import child_env
-from orchestrator.toolcalls import TOOL_SPECS, dispatch
-from orchestrator.tools import (
+from orchestrator.process.env import child_env
+from orchestrator.tools.calls import TOOL_SPECS, dispatch
+from orchestrator.tools.files import (
     LIST_MAX,
-    OUTPUT_MAX_BYTES,
-    ToolError,
-    ToolOutcome,
-    Workspace,
     edit_file,
     glob_regex,
     list_files,
     read_file,
-    run_command,
     search,
     write_file,
 )
+from orchestrator.tools.shell import OUTPUT_MAX_BYTES, run_command
+from orchestrator.tools.workspace import ToolError, ToolOutcome, Workspace
 
 CANARY = "CANARY-DO-NOT-TOUCH\n"
 MARKER_VAR = "TOOLS_TEST_MARKER"

@@ -21,9 +21,9 @@ import pytest
 from clirun import ORCH, Fleet, quiet_env, task
 from rich.console import Console
 
-from orchestrator.journal import Journal
-from orchestrator.rundir import RunDir, RunLock
-from orchestrator.watch import watch_run
+from orchestrator.records.journal import Journal
+from orchestrator.records.rundir import RunDir, RunLock
+from orchestrator.view.watch import watch_run
 
 
 @pytest.fixture

@@ -2,53 +2,42 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from orchestrator.events import AgentEvent
-from orchestrator.governor import Governor
-from orchestrator.plan import Step, Task
-
-ENV_ALLOWLIST: tuple[str, ...] = (
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
-    "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "NO_COLOR",
-)  # fmt: skip
-SECRET_NAMES: frozenset[str] = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"})
+from orchestrator.plan.model import Step, Task
 
 
-def child_env(
-    *,
-    agent_id: str,
-    run_id: str,
-    depth: int,
-    extra: Mapping[str, str] = {},
-    pass_env: tuple[str, ...] = (),
-    source: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of a child process: an allowlist, the run's markers, nothing secret.
+class Budget(Protocol):
+    """The run's money as an agent sees it (the engine's governor keeps it)."""
 
-    The orchestrator's own interpreter directory goes first on PATH, so ``python`` in a plan
-    means the Python the orchestrator runs on. Secrets pass only when named in ``pass_env``.
-    """
-    src = os.environ if source is None else source
-    env = {k: src[k] for k in ENV_ALLOWLIST if k in src}
-    for name in pass_env:
-        if name in src:
-            env[name] = src[name]
-    env.update(extra)
-    bindir = os.path.dirname(sys.executable)
-    path = env.get("PATH", os.defpath)
-    if bindir and path.split(os.pathsep)[0] != bindir:
-        env["PATH"] = bindir + os.pathsep + path
-    env["ORCHESTRATOR_AGENT_ID"] = agent_id
-    env["ORCHESTRATOR_RUN_ID"] = run_id
-    env["ORCHESTRATOR_DEPTH"] = str(depth)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    @property
+    def budget_usd(self) -> float | None:
+        """The run's budget; None when it has none."""
+
+    @property
+    def spent_usd(self) -> float: ...
+
+    @property
+    def reserved_usd(self) -> float:
+        """Held by requests in flight."""
+
+    @property
+    def budget_left(self) -> float:
+        """What may still be reserved (infinite without a budget)."""
+
+    @property
+    def stopping(self) -> bool:
+        """The fence is up: nothing new may start or be sent."""
+
+    def reserve(self, amount: float) -> bool:
+        """Hold ``amount`` for a request about to be sent; False means do not send it."""
+
+    def settle(self, reserved: float, actual: float) -> None:
+        """Replace a reservation by what the request really cost."""
 
 
 @dataclass(slots=True)
@@ -75,8 +64,8 @@ class AgentContext:
     parent: str | None = None
     context_notes: tuple[str, ...] = field(default_factory=tuple)
     """What dependencies produced: one short line each (summary and progress file)."""
-    governor: Governor | None = None
-    """The run's governor: agents that spend money ``reserve`` before a request and
+    budget: Budget | None = None
+    """The run's budget: agents that spend money ``reserve`` before a request and
     ``settle(reserved, 0)`` after it; the scheduler charges what `Usage` events report."""
 
 
@@ -87,5 +76,9 @@ class Agent(Protocol):
     `Blocked`, `Failed`); returning without one counts as finished. Cancellation is delivered
     as `asyncio.CancelledError`; the agent cleans up (stops its processes) and lets it pass.
     """
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Names of secret environment variables this kind's processes need (e.g. a key)."""
 
     async def run(self, ctx: AgentContext) -> None: ...

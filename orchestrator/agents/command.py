@@ -26,9 +26,9 @@ from orchestrator.events import (
     Output,
     Started,
 )
-from orchestrator.lines import DEFAULT_MAX_LINE
-from orchestrator.plan import Task
-from orchestrator.procs import Stream, run_streaming
+from orchestrator.plan.model import Task
+from orchestrator.process.lines import DEFAULT_MAX_LINE
+from orchestrator.process.spawn import Stream, run_streaming
 
 _PLACEHOLDER = re.compile(r"\{(prompt|agent_id|workspace)\}")
 _BLOCKED = re.compile(r"\s*BLOCKED:\s*(.*)")
@@ -84,6 +84,7 @@ def missing_program(
 class CommandAgent:
     """Runs ``ctx.task.command``; one instance may serve many attempts at once (no state)."""
 
+    secrets: tuple[str, ...] = ()
     max_line: int = DEFAULT_MAX_LINE
     drain: float = 0.2
 

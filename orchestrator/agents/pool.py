@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.agents.base import Agent
-from orchestrator.plan import PRESETS, Plan
+from orchestrator.plan.model import PRESETS, Plan
 
 
 class AgentPool:
@@ -31,12 +31,16 @@ class AgentPool:
             from orchestrator.agents.command import CommandAgent
 
             return CommandAgent()
+        if kind == "build":
+            from orchestrator.agents.build import BuildAgent
+
+            return BuildAgent()
         if kind == "claude":
-            from orchestrator.agents.claude import ClaudeAgent
+            from orchestrator.agents.claude.agent import ClaudeAgent
 
             return ClaudeAgent(self.plan)
         if kind in PRESETS:
-            from orchestrator.agents.presets import PresetAgent
+            from orchestrator.agents.presets.agent import PresetAgent
 
             return PresetAgent(kind, self.plan)
         raise KeyError(f"no agent of kind {kind!r} in this build")

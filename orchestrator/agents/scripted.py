@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 from typing import Literal, assert_never
 
-from orchestrator import procs
 from orchestrator.agents.base import AgentContext
 from orchestrator.events import Blocked, Failed, Finished, Output, Started, Text, ToolCall
-from orchestrator.plan import Block, Fail, Run, Say, Sleep, Write
-from orchestrator.tools import write_file
-from orchestrator.workspace import ToolError, Workspace
+from orchestrator.plan.model import Block, Fail, Run, Say, Sleep, Write
+from orchestrator.process import spawn
+from orchestrator.tools.files import write_file
+from orchestrator.tools.workspace import ToolError, Workspace
 
 
 class ScriptedAgent:
     """Runs a fixed list of steps; see the module docstring."""
+
+    secrets: tuple[str, ...] = ()
 
     async def run(self, ctx: AgentContext) -> None:
         ctx.emit(Started(detail=f"scripted ({len(ctx.script)} steps)"))
@@ -44,7 +46,7 @@ class ScriptedAgent:
                         return
                 case Run(command=command):
                     ctx.emit(ToolCall("run", command))
-                    code = await procs.run_streaming(
+                    code = await spawn.run_streaming(
                         ["/bin/sh", "-c", command],
                         cwd=ctx.workspace,
                         env=ctx.env,

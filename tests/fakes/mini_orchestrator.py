@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestrator.procs import run_streaming
+from orchestrator.process.spawn import run_streaming
 
 pids: list[int] = []
 

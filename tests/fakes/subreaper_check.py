@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from orchestrator.procs import set_child_subreaper
+from orchestrator.process.orphans import set_child_subreaper
 
 print(f"subreaper {set_child_subreaper()}", flush=True)
 read_end, write_end = os.pipe()

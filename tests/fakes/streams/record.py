@@ -31,7 +31,7 @@ from fakeapi import (  # noqa: E402 - after the path is set
 )
 
 sys.path.insert(0, str(HERE.parent.parent.parent))
-from orchestrator.agents.presets import bundled_claude  # noqa: E402
+from orchestrator.agents.presets.program import bundled_claude  # noqa: E402
 
 PROJECT = Path("/tmp/project")
 QUIET = {

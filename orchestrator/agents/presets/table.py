@@ -1,0 +1,196 @@
+"""The CLI agent presets as data: argv templates, and the command line built for one attempt.
+
+============  ==============================================================  ===========
+preset        argv template (a plan's ``presets:`` may replace it)            parser
+============  ==============================================================  ===========
+claude-code   claude -p --output-format stream-json --verbose {flags} --      stream-json
+              {prompt}
+codex         codex exec --json --skip-git-repo-check {flags} -- {prompt}     lines
+aider         aider --message={prompt} --yes-always --no-auto-commits         lines
+              {flags}
+============  ==============================================================  ===========
+
+``{prompt}``, ``{agent_id}`` and ``{workspace}`` are filled in per argument, as for command
+agents. ``{flags}`` stands for zero or more arguments: those the preset derives from the task
+and the run, then the task's ``args``; a template without it gets neither. The prompt goes
+after ``--`` because Claude Code (commander) takes a prompt starting with ``-`` for an unknown
+option, and aider gets ``--message=`` for the same reason.
+
+For claude-code, ``{flags}`` is ``--model``, ``--max-turns``, ``--permission-mode`` and one
+``--allowedTools=<tool>`` per allowed tool from the task; ``--max-budget-usd`` with what is
+left of the run's budget, so the cap binds on the child too; ``--append-system-prompt`` with
+the task's context and the ``BLOCKED:`` convention. Its subagents are capped from the plan's
+limits through the variables Claude Code reads, ``CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS``
+(``max_concurrency``) and ``CLAUDE_CODE_MAX_SUBAGENT_SPAWN_DEPTH`` (the levels left under
+``max_depth``); that one must be at least 1, so with no level left the ``Agent`` tool (once
+called ``Task``) is taken away with ``--disallowedTools`` instead.
+
+Pure data and functions; `orchestrator.agents.presets.agent` runs what is built here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+from orchestrator.agents.command import command_argv
+from orchestrator.plan.model import Limits, Task
+
+ParserName: TypeAlias = Literal["stream-json", "lines"]
+FlagStyle: TypeAlias = Literal["claude-code", "none"]
+
+FLAGS = "{flags}"
+SUBAGENT_TOOLS = ("Agent", "Task")
+"""Claude Code's subagent tool: ``Agent`` in its API requests, ``Task`` in its init line."""
+BLOCKED_NOTE = (
+    "When you cannot finish without help from a person or from another task, stop and end "
+    "your final message with one line: BLOCKED: <what you need>."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """One CLI coding agent: how to start it, how to read it, how to install it."""
+
+    name: str
+    argv: tuple[str, ...]
+    parser: ParserName
+    install_hint: str
+    flags: FlagStyle = "none"
+    env: tuple[tuple[str, str], ...] = ()
+    """Set for the child unless the task's ``env`` says otherwise."""
+    pass_env: tuple[str, ...] = ()
+    """Secrets the program needs; see `preset_pass_env`."""
+
+
+BUILTIN: Mapping[str, Preset] = {
+    "claude-code": Preset(
+        name="claude-code",
+        argv=(
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            FLAGS,
+            "--",
+            "{prompt}",
+        ),
+        parser="stream-json",
+        install_hint=(
+            "pip install 'orchestrator[claude-code]' (its claude-agent-sdk bundles the Claude Code "
+            "CLI), or npm install -g @anthropic-ai/claude-code"
+        ),
+        flags="claude-code",
+        # A fleet of children must not update the binary they all run from.
+        env=(("DISABLE_AUTOUPDATER", "1"),),
+        pass_env=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"),
+    ),
+    "codex": Preset(
+        name="codex",
+        # The workspace is the plan's choice; codex refuses one that is not a git repository.
+        argv=("codex", "exec", "--json", "--skip-git-repo-check", FLAGS, "--", "{prompt}"),
+        parser="lines",
+        install_hint="npm install -g @openai/codex",
+        pass_env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME"),
+    ),
+    "aider": Preset(
+        name="aider",
+        argv=("aider", "--message={prompt}", "--yes-always", "--no-auto-commits", FLAGS),
+        parser="lines",
+        install_hint="python -m pip install aider-install && aider-install",
+        pass_env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_API_BASE"),
+    ),
+}
+
+
+def preset_for(name: str, overrides: Sequence[tuple[str, Sequence[str]]] = ()) -> Preset:
+    """The built-in preset ``name``, with the plan's argv template when it gives one."""
+    preset = BUILTIN[name]
+    for over_name, argv in overrides:
+        if over_name == name:
+            preset = replace(preset, argv=tuple(argv))
+    return preset
+
+
+def preset_pass_env(name: str) -> tuple[str, ...]:
+    """The secrets preset ``name`` needs in its environment (the scheduler passes them)."""
+    preset = BUILTIN.get(name)
+    return preset.pass_env if preset is not None else ()
+
+
+# --- what one attempt runs --------------------------------------------------------------------
+
+
+def claude_code_flags(
+    task: Task,
+    *,
+    budget_left: float,
+    levels_left: int,
+    notes: Sequence[str] = (),
+) -> list[str]:
+    """The claude-code arguments that come from the task and the run's limits."""
+    flags = ["--model", task.model, "--max-turns", str(task.max_turns)]
+    if task.permission_mode:
+        flags += ["--permission-mode", task.permission_mode]
+    flags += [f"--allowedTools={tool}" for tool in task.allowed_tools]
+    if math.isfinite(budget_left):
+        flags += ["--max-budget-usd", f"{floor_cents(budget_left):.4f}"]
+    if levels_left <= 0:
+        flags += [f"--disallowedTools={tool}" for tool in SUBAGENT_TOOLS]
+    context = "\n".join(f"- {n}" for n in notes)
+    note = BLOCKED_NOTE + (
+        f"\n\nWhat the tasks this one depends on produced:\n{context}" if notes else ""
+    )
+    return [*flags, "--append-system-prompt", note]
+
+
+def preset_argv(
+    preset: Preset,
+    task: Task,
+    *,
+    prompt: str,
+    agent_id: str,
+    workspace: Path,
+    flags: Sequence[str] = (),
+) -> list[str]:
+    """The filled-in template: placeholders per argument, ``{flags}`` spliced in whole."""
+    out: list[str] = []
+    for part in preset.argv:
+        if part == FLAGS:
+            out += [*flags, *task.args]
+        else:
+            filled = command_argv(
+                replace(task, command=(part,), shell=False),
+                prompt=prompt,
+                agent_id=agent_id,
+                workspace=workspace,
+            )
+            out += filled
+    return out
+
+
+def claude_code_env(env: Mapping[str, str], limits: Limits, *, levels_left: int) -> dict[str, str]:
+    """Claude Code's own caps on its subagents, from the plan's limits.
+
+    A smaller value the task set in its ``env`` stays; a larger one is lowered.
+    """
+    out = dict(env)
+    caps = {"CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS": max(limits.max_concurrency, 1)}
+    if levels_left > 0:
+        caps["CLAUDE_CODE_MAX_SUBAGENT_SPAWN_DEPTH"] = levels_left
+    for name, ceiling in caps.items():
+        try:
+            given = int(out.get(name, ""))
+        except ValueError:
+            given = ceiling
+        out[name] = str(min(max(given, 1), ceiling))
+    return out
+
+
+def floor_cents(usd: float) -> float:
+    """Rounded down to 1/100 of a cent: the child's cap never exceeds what is left."""
+    return math.floor(usd * 10_000) / 10_000

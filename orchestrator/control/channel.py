@@ -1,0 +1,212 @@
+"""The control channel: a Unix socket under ``.run/`` through which `cancel` reaches a live run.
+
+One JSON request per connection, one JSON answer. The server lives in the orchestrator's
+event loop and answers from the scheduler's in-memory state, so it stays quick while agents
+flood output. The client side is plain blocking sockets: it runs in short-lived CLI commands,
+never inside the event loop.
+
+When no orchestrator answers, `stop_recorded` stops what the journal says is still running
+itself, checking each process's start time so a recycled pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import RunError, UnknownAgentError
+from orchestrator.records.rundir import RunDir, is_locked
+
+if TYPE_CHECKING:
+    from orchestrator.engine.scheduler import Run
+
+MAX_REQUEST = 64 * 1024
+
+
+def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
+    """Answer one request against the live run (sync: the scheduler's API is sync here)."""
+    op = request.get("op")
+    force = bool(request.get("force"))
+    if op == "ping":
+        return {"ok": True, "pid": os.getpid()}
+    if op == "cancel_all":
+        run.cancel_all(reason="cancel --all", force=force)
+        return {"ok": True}
+    if op == "cancel":
+        agents = request.get("agents")
+        if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
+            return {"ok": False, "code": 2, "error": "error: cancel needs a list of agent ids"}
+        stopped: list[str] = []
+        try:
+            for agent_id in agents:
+                run.peek(agent_id)  # unknown ids fail before anything is stopped
+            for agent_id in agents:
+                stopped += run.cancel(agent_id, tree=bool(request.get("tree")), force=force)
+        except UnknownAgentError as exc:
+            return {"ok": False, "code": exc.exit_code, "error": str(exc)}
+        return {"ok": True, "stopped": stopped}
+    return {"ok": False, "code": 2, "error": f"error: unknown control op {op!r}"}
+
+
+def _answer(run: Run, line: bytes) -> bytes:
+    try:
+        request = json.loads(line)
+        answer = handle(run, request) if isinstance(request, dict) else None
+    except ValueError:
+        answer = None
+    if answer is None:
+        answer = {"ok": False, "code": 2, "error": "error: bad control request"}
+    return json.dumps(answer).encode() + b"\n"
+
+
+class _Server:
+    """Answers each request in the loop turn its line arrives in: no streams, no tasks.
+
+    A stream server needs four or five loop turns per request (accept, connection_made,
+    the task's start, the read, the drain); while agents flood output every turn is long,
+    so here the accept callback reads, answers and closes at once when the request is
+    already there (it nearly always is), else the connection's reader callback does.
+    """
+
+    IDLE = 5.0
+    """A client that connects and says nothing is dropped after this long."""
+
+    def __init__(self, run: Run, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.run = run
+        self.sock = sock
+        self.loop = loop
+        self.clients: dict[socket.socket, tuple[bytearray, asyncio.TimerHandle]] = {}
+
+    def on_accept(self) -> None:
+        for _ in range(64):  # a bounded share of one turn
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError:
+                return  # out of descriptors for now: the next turn tries again
+            conn.setblocking(False)
+            self.clients[conn] = (bytearray(), self.loop.call_later(self.IDLE, self.drop, conn))
+            self.on_readable(conn, first=True)
+
+    def on_readable(self, conn: socket.socket, first: bool = False) -> None:
+        buf, _ = self.clients[conn]
+        try:
+            chunk = conn.recv(MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            if first:
+                self.loop.add_reader(conn.fileno(), self.on_readable, conn)
+            return
+        except OSError:
+            self.drop(conn)
+            return
+        buf += chunk
+        line, newline, _ = bytes(buf).partition(b"\n")
+        if chunk and not newline and len(buf) < MAX_REQUEST:
+            if first:
+                self.loop.add_reader(conn.fileno(), self.on_readable, conn)
+            return
+        if line:
+            try:
+                conn.send(_answer(self.run, line[:MAX_REQUEST]))  # small: fits the buffer
+            except OSError:
+                pass  # the client went away; nothing to answer
+        self.drop(conn)
+
+    def drop(self, conn: socket.socket) -> None:
+        entry = self.clients.pop(conn, None)
+        if entry is None:
+            return
+        entry[1].cancel()
+        self.loop.remove_reader(conn.fileno())
+        conn.close()
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        for conn in list(self.clients):
+            self.drop(conn)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def _bindable(path: Path) -> Iterator[str]:
+    """``path`` as an address for bind/connect: AF_UNIX allows only 107 bytes, so a long
+    one goes through ``/proc/self/fd`` and a descriptor of its directory."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
+    """Serve the control socket at ``path`` for as long as the block runs."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a socket left by a killed orchestrator
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        with _bindable(path) as address:
+            sock.bind(address)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    loop = asyncio.get_running_loop()
+    server = _Server(run, sock, loop)
+    loop.add_reader(sock.fileno(), server.on_accept)
+    try:
+        yield
+    finally:
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def request(path: Path, payload: dict[str, Any], *, timeout: float = 5.0) -> dict[str, Any] | None:
+    """Send one request; None when no orchestrator listens there."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, _bindable(path) as address:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        return None  # no orchestrator listens, or it closed while ending: the caller decides
+    except OSError as exc:
+        raise RunError(f"error: the control socket did not answer: {exc}") from exc
+    answer = json.loads(data) if data else None
+    return answer if isinstance(answer, dict) else None
+
+
+def request_live(
+    rundir: RunDir, payload: dict[str, Any], *, patience: float = 2.0
+) -> dict[str, Any] | None:
+    """`request`, retried while an orchestrator holds the lock but has no socket up yet.
+
+    That happens for a moment while a run starts (the socket opens just before the first
+    agent) and while it ends; None means no orchestrator runs here.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        answer = request(rundir.socket, payload)
+        if answer is not None or not is_locked(rundir) or time.monotonic() >= deadline:
+            return answer
+        time.sleep(0.05)  # noqa: TID251 - a short-lived CLI process, not event-loop code

@@ -1,0 +1,179 @@
+"""One attempt of one agent: its progress-file header, its timers, and how it ended.
+
+`run_attempt` runs an agent under its wall-clock timeout and its stall watch. Both stop
+the agent through the scheduler's ``stop`` (which records why, then cancels the task), so a
+timeout, a stall and a user's cancel all end the same way: the agent's processes are stopped
+as a group and the attempt returns the recorded state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from orchestrator.agents.base import Agent, AgentContext, Budget
+from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
+from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
+from orchestrator.plan.model import Limits
+from orchestrator.process.env import child_env
+
+Stop = Callable[[str, AgentState, str], bool]
+
+
+def header(rec: AgentRecord, spawn: Spawn) -> str:
+    """The top of ``<agent>.md``: who, what, when, the prompt and the context given."""
+    deps = ", ".join(spawn.task.depends_on) if rec.role == "task" else ""
+    lines = [
+        f"# {rec.id}",
+        "",
+        f"- task: {rec.task_id}",
+        f"- kind: {rec.kind}",
+        f"- role: {rec.role}",
+        f"- attempt: {rec.attempt}",
+        f"- depends on: {deps or '(none)'}",
+        f"- parent: {rec.parent + '.md' if rec.parent else '-'}",
+        f"- started: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rec.started))}",
+        "",
+        "## Prompt",
+        "",
+    ]
+    if spawn.prompt:
+        lines.extend(spawn.prompt.rstrip("\n").split("\n"))
+    elif spawn.script:
+        lines.append(f"(scripted: {len(spawn.script)} steps)")
+    elif spawn.task.command:
+        lines.append("$ " + " ".join(spawn.task.command))
+    if spawn.notes:
+        lines += ["", "## Context", "", *(f"- {n}" for n in spawn.notes)]
+    lines += ["", "## Progress", "", ""]
+    return "\n".join(lines)
+
+
+def context(
+    rec: AgentRecord,
+    spawn: Spawn,
+    *,
+    workspace: Path,
+    settings: RunSettings,
+    env: Mapping[str, str],
+    limits: Limits,
+    emit: Callable[[AgentEvent], None],
+    on_process: Callable[[int], None],
+    budget: Budget,
+    secrets: tuple[str, ...] = (),
+) -> AgentContext:
+    """What the agent of this attempt gets: its task, prompt, script, environment, callbacks.
+
+    Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent and the run's max_depth,
+    so an orchestrator started inside an agent refuses to go past it.
+    """
+    task = spawn.task
+    env = child_env(
+        agent_id=rec.id,
+        run_id=settings.run_id,
+        depth=rec.depth + 1,
+        extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
+        pass_env=task.pass_env + secrets,
+        source=env,
+    )
+    return AgentContext(
+        agent_id=rec.id,
+        task=task,
+        attempt=spawn.attempt,
+        prompt=spawn.prompt,
+        script=spawn.script,
+        workspace=workspace,
+        responses=settings.responses,
+        env=env,
+        emit=emit,
+        on_process=on_process,
+        grace=limits.grace,
+        depth=rec.depth,
+        parent=rec.parent,
+        context_notes=spawn.notes,
+        budget=budget,
+    )
+
+
+def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
+    """The state an attempt ends in, from the first terminal event it emitted."""
+    match rec.terminal:
+        case Blocked(reason=reason):
+            return "blocked", reason
+        case Failed(error=error, kind="budget"):
+            return "budget_exceeded", error
+        case Failed(error=error):
+            return "failed", error
+        case Finished(summary=summary):
+            return "succeeded", summary
+        case _:
+            return "succeeded", ""
+
+
+async def run_attempt(
+    rec: AgentRecord, ctx: AgentContext, agent: Agent, *, stop: Stop
+) -> tuple[AgentState, str]:
+    """Run ``agent`` to its end; returns (state, reason).
+
+    A cancellation that ``stop`` asked for (recorded in ``rec.stop``) is absorbed here and
+    becomes that state; any other cancellation (the run torn down) propagates.
+    """
+    loop = asyncio.get_running_loop()
+    task = ctx.task
+    me = asyncio.current_task()
+    assert me is not None
+    watch = _Watch(rec, stop, loop.time() + task.timeout, task.timeout, task.stall_timeout)
+    try:
+        await agent.run(ctx)
+        state, reason = outcome(rec)
+    except asyncio.CancelledError:
+        if rec.stop is None:
+            raise
+        while me.cancelling():
+            me.uncancel()
+        state, reason = rec.stop
+    except Exception as exc:  # the one place an agent's crash becomes a value
+        state, reason = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        watch.cancel()
+    if rec.stop is not None:
+        state, reason = rec.stop
+    return state, reason
+
+
+class _Watch:
+    """One timer per attempt for both its wall-clock deadline and its stall limit.
+
+    It fires at whichever comes first; a talking agent just moves the next check later.
+    """
+
+    __slots__ = ("deadline", "handle", "rec", "stall", "stop", "timeout")
+
+    def __init__(self, rec: AgentRecord, stop: Stop, deadline: float, timeout: float, stall: float):
+        self.rec, self.stop, self.deadline = rec, stop, deadline
+        self.timeout, self.stall = timeout, stall
+        self.handle = asyncio.get_running_loop().call_at(
+            min(deadline, self._stall_due()), self.fire
+        )
+
+    def _stall_due(self) -> float:
+        # rec.last_event is time.monotonic(), the clock asyncio's default loop uses too
+        return self.rec.last_event + self.stall
+
+    def fire(self) -> None:
+        rec = self.rec
+        if rec.state != "running":
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self.deadline:
+            self.stop(rec.id, "timed_out", f"timed out after {self.timeout:g}s")
+        elif now >= self._stall_due():
+            self.stop(rec.id, "timed_out", f"stalled: no output for {self.stall:g}s")
+        else:
+            self.handle = loop.call_at(min(self.deadline, self._stall_due()), self.fire)
+
+    def cancel(self) -> None:
+        self.handle.cancel()

@@ -1,0 +1,139 @@
+"""Limits checked in code at every spawn: concurrency, agents, depth, spawn rate, budget, fence.
+
+Plain arithmetic with an injected clock, so every rule is testable without an event loop.
+The scheduler asks before it starts any agent (tasks, retries and fixers alike) and tells
+the governor when one starts and ends; nothing else starts agents.
+
+Depth: the plan's task agents run at the run's base depth (0 at the top, or the
+``ORCHESTRATOR_DEPTH`` an enclosing agent gave us); a fixer runs one deeper than what it
+fixes. An agent deeper than ``max_depth`` is never started.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.plan.model import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Why a spawn was refused; ``limit`` names the rule (for events and the report)."""
+
+    limit: str
+    reason: str
+
+
+class Governor:
+    """The run's limits and the counters they are checked against."""
+
+    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.running = 0
+        self.started = 0
+        self.peak_running = 0
+        self.fence: str | None = None
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+        self._burst = float(max(limits.max_concurrency, limits.spawn_rate, 1.0))
+        self._tokens = self._burst
+        self._refilled = clock()
+
+    # --- permanent refusals ---------------------------------------------------------------
+
+    def denial(self, *, depth: int) -> Denial | None:
+        """A refusal that waiting cannot cure, or None."""
+        lim = self.limits
+        if self.fence is not None:
+            return Denial("fence", f"the run is stopping ({self.fence}); nothing new starts")
+        if self.started >= lim.max_agents:
+            return Denial("max_agents", f"the run has started max_agents={lim.max_agents} agents")
+        if depth > lim.max_depth:
+            return Denial("max_depth", f"depth {depth} is past max_depth={lim.max_depth}")
+        if lim.budget_usd is not None and self.spent_usd >= lim.budget_usd:
+            return Denial("budget_usd", f"the budget of ${lim.budget_usd:.2f} is spent")
+        return None
+
+    @property
+    def agents_left(self) -> int:
+        return max(self.limits.max_agents - self.started, 0)
+
+    # --- waiting refusals -----------------------------------------------------------------
+
+    def delay(self) -> float:
+        """0 when an agent may start now; seconds until a spawn token; inf while no slot is free."""
+        if self.running >= self.limits.max_concurrency:
+            return math.inf
+        self._refill()
+        if self._tokens >= 1.0:
+            return 0.0
+        return (1.0 - self._tokens) / self.limits.spawn_rate
+
+    def spawned(self, *, counts: bool = True) -> None:
+        """Count one start; the caller has checked `denial` and `delay` just before.
+
+        ``counts=False`` is for build checks: they take a slot but not one of max_agents.
+        """
+        self._refill()
+        self._tokens -= 1.0
+        self.running += 1
+        self.started += counts
+        self.peak_running = max(self.peak_running, self.running)
+
+    def released(self) -> None:
+        self.running -= 1
+
+    def raise_fence(self, reason: str) -> None:
+        """From now on nothing new starts; the first reason is kept."""
+        if self.fence is None:
+            self.fence = reason
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(
+            self._burst, self._tokens + (now - self._refilled) * self.limits.spawn_rate
+        )
+        self._refilled = now
+
+    # --- budget (reserve before a request, settle after) -------------------------------------
+
+    @property
+    def budget_usd(self) -> float | None:
+        return self.limits.budget_usd
+
+    @property
+    def stopping(self) -> bool:
+        return self.fence is not None
+
+    @property
+    def budget_left(self) -> float:
+        if self.limits.budget_usd is None:
+            return math.inf
+        return max(self.limits.budget_usd - self.spent_usd - self.reserved_usd, 0.0)
+
+    def reserve(self, amount: float) -> bool:
+        """Hold ``amount`` for a request about to be sent; False means do not send it."""
+        if self.limits.budget_usd is None:
+            return True
+        if self.fence is not None or amount > self.budget_left:
+            return False
+        self.reserved_usd += amount
+        return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        """Replace a reservation by what the request really cost."""
+        self.reserved_usd = max(self.reserved_usd - reserved, 0.0)
+        self.spent_usd += actual
+
+    def charge(self, actual: float) -> None:
+        """Count money spent without a reservation (a child CLI reporting its own cost)."""
+        self.spent_usd += actual
+
+    @property
+    def budget_spent(self) -> bool:
+        budget = self.limits.budget_usd
+        return budget is not None and self.spent_usd >= budget

@@ -1,0 +1,242 @@
+"""Carrying out recovery: what an ended agent means for the run, and the build checks.
+
+The pure policy (`orchestrator.engine.recovery`) decides; `Repairs` feeds it the agents that
+ended, keeps its state, the build checks' history and the escalations behind its own methods,
+and carries out the actions through the small `Host` interface the scheduler offers. The
+build's result reaches it as an event (`BuildChecked`) recorded on the build agent's record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from orchestrator import ids
+from orchestrator.engine import recovery, spawns
+from orchestrator.engine.governor import Governor
+from orchestrator.engine.state import AgentRecord, Spawn, TaskRecord
+from orchestrator.events import AgentState, BuildChecked, Failed
+from orchestrator.plan.model import Plan, Task
+
+
+class Host(Protocol):
+    """What the scheduler lets recovery do: read its records, queue and start agents, settle."""
+
+    agents: dict[str, AgentRecord]
+    tasks: dict[str, TaskRecord]
+
+    def enqueue_first(self, spawn: Spawn) -> None:
+        """Start ``spawn`` before anything else that waits for a slot."""
+
+    def start_now(self, spawn: Spawn) -> None:
+        """Start ``spawn`` at once (a build check)."""
+
+    def settle_task(self, task_id: str, state: AgentState, reason: str) -> None:
+        """The task has its final state."""
+
+    def dependency_notes(self, task: Task) -> tuple[str, ...]:
+        """What the task's dependencies produced, for its prompt."""
+
+
+class Repairs:
+    """One run's recovery: blockers, fixers, retries, build checks and escalations."""
+
+    def __init__(self, plan: Plan, governor: Governor, *, base_depth: int) -> None:
+        self.plan = plan
+        self._governor = governor
+        self._base_depth = base_depth
+        self._policy = recovery.RecoveryState()
+        self._builds: list[str] = []
+        self._results: dict[str, BuildChecked] = {}
+        self._build_state: str | None = None
+        self._final_started = False
+        self._escalations: list[dict[str, object]] = []
+        batches = dict(plan.batches)
+        self._after = [set(batches.get(name, (name,))) for name in plan.build.after]
+
+    # --- what the views and the exit code read -------------------------------------------------
+
+    @property
+    def builds(self) -> list[str]:
+        return list(self._builds)
+
+    @property
+    def build_state(self) -> str | None:
+        """None (no build yet), running, passed, skipped, escalated, or the last build's end."""
+        return self._build_state
+
+    @property
+    def escalations(self) -> list[dict[str, object]]:
+        return list(self._escalations)
+
+    # --- agents that ended -----------------------------------------------------------------------
+
+    def record_build(self, agent_id: str, result: BuildChecked) -> None:
+        """A build check reported its result (an event from the build agent)."""
+        self._results[agent_id] = result
+
+    def capacity(self) -> recovery.Capacity:
+        gov, lim = self._governor, self.plan.limits
+        refusal = ""
+        if gov.fence is not None:
+            refusal = f"the run is stopping ({gov.fence})"
+        elif gov.budget_spent:
+            refusal = "the budget is spent"
+        return recovery.Capacity(
+            agents_left=gov.agents_left,
+            max_agents=lim.max_agents,
+            max_depth=lim.max_depth,
+            max_fix_cycles=self.plan.build.max_fix_cycles,
+            fix_timeouts=self.plan.fixer.fix_timeouts,
+            refusal=refusal,
+        )
+
+    def decide(self, rec: AgentRecord) -> tuple[recovery.Action, ...] | None:
+        """The policy's actions for an agent that just ended; None when it simply ended.
+
+        `spawns.links` renders them for the agent's progress file; `apply` carries them out."""
+        event: recovery.Event
+        if rec.role == "task":
+            kind = rec.terminal.kind if isinstance(rec.terminal, Failed) else ""
+            known = rec.task_id in self._policy.subjects
+            fixable = recovery.is_fixable(
+                rec.state, kind=kind, fix_timeouts=self.plan.fixer.fix_timeouts
+            )
+            if not known and not fixable:
+                return None  # the common case stays off the policy's copy-on-write path
+            event = recovery.AttemptEnded(
+                rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,
+                stalled=rec.reason.startswith("stalled"),
+            )  # fmt: skip
+        elif rec.role == "fixer":
+            event = recovery.FixerEnded(rec.id, rec.state, rec.summary or rec.reason)  # type: ignore[arg-type]
+        else:
+            result = self._results.get(rec.id)
+            if rec.state == "succeeded" or result is None:
+                return None
+            event = recovery.BuildFailed(
+                rec.attempt, result.exit_code, result.tail, result.failing_tests
+            )
+        self._policy, actions = recovery.decide(self._policy, event, self.capacity())
+        return actions
+
+    def apply(
+        self, rec: AgentRecord, actions: tuple[recovery.Action, ...] | None, host: Host
+    ) -> None:
+        """Carry out what the recovery policy decided about ``rec`` (None: it simply ended)."""
+        if actions is None:
+            if rec.role == "task":
+                host.settle_task(rec.task_id, rec.state, rec.reason)
+            elif rec.role == "build":
+                self._build_state = "passed" if rec.state == "succeeded" else rec.state
+            return
+        for action in actions:
+            match action:
+                case recovery.SpawnFixer():
+                    spawn = spawns.fixer_spawn(self.plan, action, rec, self._build_output())
+                    if spawn is None:
+                        why = f"the plan's fixer: section cannot fix a {rec.kind} agent"
+                        self.apply(rec, self._fixer_not_started(action, why), host)
+                        continue
+                    for tid in action.tasks:
+                        host.tasks[tid].fixers.append(action.fixer_id)
+                        host.tasks[tid].state = "blocked"
+                    host.enqueue_first(spawn)
+                case recovery.RetryTask(task_id=tid, attempt=attempt):
+                    host.enqueue_first(self._retry_spawn(host, tid, attempt))
+                case recovery.Rebuild():
+                    host.start_now(self._next_build())
+                case recovery.Escalate(task_id=tid, reason=why):
+                    self._escalate(action, self._files_of(host, tid), _last_reason(host, tid))
+                    if tid is not None:
+                        host.settle_task(tid, "escalated", why)
+                case recovery.EndTask(task_id=tid, state=state, reason=why):
+                    if tid is None:
+                        self._build_state = state
+                    else:
+                        host.settle_task(tid, state, why)  # type: ignore[arg-type]
+                case recovery.Wait():
+                    if rec.role == "task" and rec.state == "blocked":
+                        host.tasks[rec.task_id].state = "blocked"
+
+    def _fixer_not_started(
+        self, action: recovery.SpawnFixer, why: str
+    ) -> tuple[recovery.Action, ...]:
+        """The plan cannot make this fixer: the policy hears it failed at once."""
+        failed = recovery.FixerEnded(action.fixer_id, "failed", why)
+        self._policy, actions = recovery.decide(self._policy, failed, self.capacity())
+        return actions
+
+    def _escalate(self, action: recovery.Escalate, files: list[str], fallback: str) -> None:
+        blocker = next(
+            (f.blocker.summary() for f in reversed(list(self._policy.fixers.values()))
+             if action.task_id in f.serves),
+            fallback,
+        )  # fmt: skip
+        if action.task_id is None:
+            self._build_state = "escalated"
+        self._escalations.append(
+            {
+                "task": action.task_id or "(the build)",
+                "blocker": blocker,
+                "reason": action.reason,
+                "tried": list(action.tried),
+                "next_step": action.next_step,
+                "files": files,
+            }
+        )
+
+    def _files_of(self, host: Host, task_id: str | None) -> list[str]:
+        if task_id is None:
+            return [f"{b}.md" for b in self._builds]
+        trec = host.tasks[task_id]
+        return [f"{a}.md" for a in (*trec.attempts, *trec.fixers)]
+
+    def _retry_spawn(self, host: Host, task_id: str, attempt: int) -> Spawn:
+        trec = host.tasks[task_id]
+        return spawns.retry_spawn(
+            trec.task,
+            attempt,
+            previous=trec.attempts[-1] if trec.attempts else task_id,
+            fixers=tuple(trec.fixers),
+            depth=self._base_depth,
+            notes=host.dependency_notes(trec.task),
+        )
+
+    def _build_output(self) -> str:
+        result = self._results.get(self._builds[-1]) if self._builds else None
+        return result.tail if result is not None and result.exit_code != 0 else ""
+
+    # --- build checks ------------------------------------------------------------------------
+
+    def _next_build(self) -> Spawn:
+        n = len(self._builds) + 1
+        self._builds.append(ids.build_id(n))
+        self._build_state = "running"
+        return spawns.build_spawn(self.plan.build, n, depth=self._base_depth)
+
+    def task_succeeded(self, task_id: str, start: Callable[[Spawn], None]) -> None:
+        """A build check after a named task or batch (``build.after``) once all of it succeeded."""
+        for after in self._after:
+            after.discard(task_id)
+            if not after and self._build_state != "running":
+                self._after.remove(after)
+                start(self._next_build())
+                return
+
+    def final_build(self, *, all_succeeded: bool, fenced: bool) -> Spawn | None:
+        """The build check at the end of the run, once: its spawn, or None when there is none
+        to run (no build, already run, the run is stopping, or a task did not succeed)."""
+        if not self.plan.build.commands or self._final_started or fenced:
+            return None
+        self._final_started = True
+        if all_succeeded:
+            return self._next_build()
+        if self._build_state in (None, "passed"):
+            self._build_state = "skipped"
+        return None
+
+
+def _last_reason(host: Host, task_id: str | None) -> str:
+    rec = host.agents.get(host.tasks[task_id].attempts[-1]) if task_id else None
+    return rec.reason if rec else "(see the build output)"

@@ -1,0 +1,539 @@
+"""The scheduler: the only owner of run state.
+
+It starts each task the moment its own dependencies have succeeded (``mode="async"``) or wave
+by wave (``mode="batch"``), asks the governor before every start, runs every agent inside one
+``asyncio.TaskGroup``, turns agents' events into state, progress files and journal records,
+and answers monitors: ``await run.wait(id)``, ``await run.wait_any(ids)``, ``run.peek(id)``.
+
+Order of effects for every transition: the agent's words are flushed to its progress file,
+the transition is journaled, and only then are waiters told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+
+from orchestrator import ids
+from orchestrator.agents.base import Agent
+from orchestrator.engine import attempt
+from orchestrator.engine.frontier import Frontier
+from orchestrator.engine.governor import Denial, Governor
+from orchestrator.engine.repairs import Repairs
+from orchestrator.engine.spawns import links
+from orchestrator.engine.state import AgentRecord, Peek, RunSettings, Spawn, TaskRecord
+from orchestrator.errors import UnknownAgentError
+from orchestrator.events import (
+    TERMINAL_STATES,
+    AgentEvent,
+    AgentState,
+    Blocked,
+    BuildChecked,
+    Failed,
+    Finished,
+    Started,
+    Usage,
+)
+from orchestrator.plan.graph import graph_of
+from orchestrator.plan.model import Plan, Task
+from orchestrator.process import group, orphans, procfs
+from orchestrator.process.env import SECRET_NAMES
+from orchestrator.process.secrets import scrub_event, secret_values
+from orchestrator.records.journal import Journal
+from orchestrator.records.progress import ProgressWriter
+
+AgentFactory = Callable[[str], Agent]
+BURST = 64
+"""Agents started in one pass of the dispatcher before it yields to the event loop."""
+
+
+class Run:
+    """One execution of a plan. Create, then ``await execute()``; monitors work meanwhile."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        settings: RunSettings,
+        *,
+        agents: AgentFactory,
+        journal: Journal | None = None,
+        on_event: Callable[[AgentRecord, str], None] | None = None,
+        done_tasks: Iterable[str] = (),
+        prior_attempts: Mapping[str, int] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.governor = Governor(plan.limits)
+        self.progress = ProgressWriter(
+            settings.responses, cap=settings.progress_cap, interval=settings.progress_interval
+        )
+        self.journal = journal
+        self._agent_for = agents
+        self._prior = dict(prior_attempts or {})
+        self._on_event = on_event
+        self.agents: dict[str, AgentRecord] = {}
+        self.tasks: dict[str, TaskRecord] = {t.id: TaskRecord(t) for t in plan.tasks}
+        self._graph = graph_of(plan.tasks)
+        self.frontier = Frontier(self._graph, mode=settings.mode)
+        self._ready: deque[Spawn] = deque()
+        self._tg: asyncio.TaskGroup | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._finished = asyncio.Event()
+        self._interrupted: int | None = None
+        self.repairs = Repairs(plan, self.governor, base_depth=settings.base_depth)
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self._unsettled = len(self.tasks)
+        self._live_dirty: dict[str, AgentRecord] = {}
+        self._env = dict(os.environ if settings.env is None else settings.env)
+        """Children's environments are drawn from this snapshot (a dict: cheap to read)."""
+        self._secrets = secret_values(
+            settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
+        )
+        self._succeeded = 0
+        for tid in done_tasks:
+            if tid in self.tasks:
+                self._unsettled -= 1
+                self._succeeded += 1
+                self.tasks[tid].state = "succeeded"
+                self.tasks[tid].final = True
+                self.tasks[tid].reason = "succeeded in an earlier run"
+
+    # --- public API -------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run the plan to the end (or until stopped); never raises for an agent's failure."""
+        if self.journal is not None:
+            self.journal.record("run", state="running", started=self.started_at)
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            flusher = tg.create_task(self.progress.run_flusher())
+            syncer = tg.create_task(self.journal.run_syncer()) if self.journal else None
+            live = tg.create_task(self._journal_live()) if self.journal else None
+            for tid, rec in self.tasks.items():
+                if rec.state == "succeeded":
+                    self.frontier.succeeded(tid, self._pending)
+            self._queue(self.frontier.initial(self._pending))
+            self._dispatch()
+            self._check_finished()
+            await self._finished.wait()
+            flusher.cancel()
+            for background in (syncer, live):
+                if background is not None:
+                    background.cancel()
+        self._tg = None
+        self.ended_at = time.time()
+
+    def peek(self, agent_id: str) -> Peek:
+        rec = self._record(agent_id)
+        return Peek(rec.id, rec.state, tuple(rec.lines), rec.reason)
+
+    async def wait(self, agent_id: str) -> AgentState:
+        """Block until the agent has ended; for a task's first attempt, until the task settled."""
+        if agent_id in self.tasks:
+            task = self.tasks[agent_id]
+            if not task.final:
+                if task.settled is None:
+                    task.settled = asyncio.Event()
+                await task.settled.wait()
+            return task.state
+        rec = self._record(agent_id)
+        if rec.state not in TERMINAL_STATES:
+            if rec.done is None:
+                rec.done = asyncio.Event()
+            await rec.done.wait()
+        return rec.state
+
+    async def wait_any(self, agent_ids: Iterable[str]) -> tuple[str, AgentState]:
+        """Block until the first of ``agent_ids`` has ended; return its id and state."""
+        ids = list(agent_ids)
+        for agent_id in ids:
+            self._check_known(agent_id)
+        async with asyncio.TaskGroup() as tg:
+            waiters = {tg.create_task(self.wait(a)): a for a in ids}
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+        first = next(iter(done))
+        return waiters[first], first.result()
+
+    def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:
+        """Stop one agent (and with ``tree`` the agents it spawned); idempotent."""
+        self._check_known(agent_id)
+        targets = [agent_id]
+        if tree:
+            todo = [agent_id]
+            while todo:
+                for child in self._children_of(todo.pop()):
+                    targets.append(child)
+                    todo.append(child)
+        stopped = []
+        for target in targets:
+            if self._stop(target, "cancelled", "cancelled by request", force=force):
+                stopped.append(target)
+        return stopped
+
+    def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
+        """Raise the fence (nothing new starts), then stop every running agent."""
+        self.governor.raise_fence(reason)
+        if self.journal is not None:
+            self.journal.record("run", fence=reason)
+        sig = signal.SIGKILL if force else signal.SIGTERM
+        for rec in list(self.agents.values()):
+            if rec.state == "running":
+                self._signal_group(rec, sig)  # every group signalled now, not one per task step
+            self._stop(rec.id, "cancelled", reason, force=force)
+        self._dispatch()
+        self._check_finished()
+
+    def _budget_gone(self) -> None:
+        """The budget is spent: raise the fence; agents still running end budget_exceeded."""
+        if self.governor.fence is not None:
+            return
+        budget = self.plan.limits.budget_usd or 0.0
+        reason = f"budget of ${budget:.2f} spent (${self.governor.spent_usd:.4f})"
+        self.governor.raise_fence(reason)
+        if self.journal is not None:
+            self.journal.record("run", fence=reason, spent_usd=self.governor.spent_usd)
+        loop = asyncio.get_running_loop()
+        for rec in list(self.agents.values()):
+            if rec.state == "running":
+                loop.call_soon(self._stop, rec.id, "budget_exceeded", reason)
+
+    def interrupt(self, signum: int) -> None:
+        """A signal arrived: first time stop gracefully, second time kill at once."""
+        force = self._interrupted is not None
+        self._interrupted = signum
+        self.cancel_all(reason=f"interrupted by {signal.Signals(signum).name}", force=force)
+
+    @property
+    def interrupted(self) -> int | None:
+        return self._interrupted
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def _pending(self, task_id: str) -> bool:
+        return self.tasks[task_id].state == "pending"
+
+    def _queue(self, task_ids: list[str]) -> None:
+        for tid in task_ids:
+            self._ready.append(self._first_attempt(self.tasks[tid].task))
+
+    def _first_attempt(self, task: Task) -> Spawn:
+        attempt = self._prior.get(task.id, 0) + 1
+        return Spawn(
+            agent_id=ids.agent_id_of(task.id, attempt),
+            task=task,
+            attempt=attempt,
+            role="task",
+            prompt=task.prompt,
+            script=task.script,
+            depth=self.settings.base_depth,
+            notes=self.dependency_notes(task),
+        )
+
+    def dependency_notes(self, task: Task) -> tuple[str, ...]:
+        notes = []
+        for dep in task.depends_on:
+            rec = self.tasks[dep]
+            last = rec.attempts[-1] if rec.attempts else dep
+            summary = self.agents[last].summary if last in self.agents else rec.reason
+            notes.append(f"{dep}: {summary or 'succeeded'} (progress: {last}.md)")
+        return tuple(notes)
+
+    def _dispatch(self) -> None:
+        """Start what may start now; sync, so a finished dependency starts its dependent at once.
+
+        At most ``BURST`` agents start per pass; the rest continue on the next turn of the
+        loop, so a burst of thousands never stalls `cancel`, `status` or output for long.
+        """
+        gov = self.governor
+        started = 0
+        while self._ready:
+            spawn = self._ready[0]
+            denial = gov.denial(depth=spawn.depth)
+            if denial is not None:
+                self._ready.popleft()
+                self._deny(spawn, denial)
+                continue
+            delay = gov.delay()
+            if delay == math.inf:
+                return
+            if delay == 0 and started >= BURST:
+                delay = 0.0001  # yield to the loop, then go on
+            if delay > 0:
+                if self._timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(delay, self._on_timer)
+                return
+            self._ready.popleft()
+            self._start(spawn)
+            started += 1
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _deny(self, spawn: Spawn, denial: Denial) -> None:
+        if denial.limit == "fence":
+            return  # not started; settled as such when the run ends
+        state: AgentState = "budget_exceeded" if denial.limit == "budget_usd" else "skipped"
+        reason = f"spawn denied: {denial.reason}"
+        if self.journal is not None:
+            self.journal.record("denial", agent=spawn.agent_id, limit=denial.limit, reason=reason)
+        self.settle_task(spawn.task.id, state, reason)
+
+    def _start(self, spawn: Spawn) -> None:
+        assert self._tg is not None
+        task = spawn.task
+        rec = AgentRecord(
+            id=spawn.agent_id,
+            task_id=task.id,
+            kind=task.agent,
+            role=spawn.role,
+            attempt=spawn.attempt,
+            depth=spawn.depth,
+            parent=spawn.parent,
+        )
+        self.agents[rec.id] = rec
+        if spawn.parent in self.agents:
+            self.agents[spawn.parent].children.append(rec.id)
+        if spawn.role == "task":
+            trec = self.tasks[task.id]
+            trec.attempts.append(rec.id)
+            trec.state = "running"
+        rec.state = "running"
+        rec.started = time.time()
+        rec.last_event = time.monotonic()
+        self.progress.open(rec.id, attempt.header(rec, spawn))
+        if self.journal is not None:
+            self.journal.record("agent", **rec.started_fields())
+        self.governor.spawned(counts=spawn.role != "build")
+        rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
+
+    async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
+        agent = self._agent_for(spawn.task.agent)
+        ctx = attempt.context(
+            rec,
+            spawn,
+            workspace=self.plan.workspace,
+            settings=self.settings,
+            env=self._env,
+            limits=self.plan.limits,
+            emit=lambda event, rec=rec: self._emit(rec, event),  # type: ignore[misc]
+            on_process=lambda pid, rec=rec: self._on_process(rec, pid),  # type: ignore[misc]
+            budget=self.governor,
+            secrets=agent.secrets,
+        )
+        try:
+            state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
+            if rec.stop is not None:  # stopped: also catch descendants that left its group
+                run_id = self.settings.run_id
+                await asyncio.to_thread(orphans.sweep_run, run_id, agent_id=rec.id)
+        except asyncio.CancelledError:
+            self._end(rec, "cancelled", "the run was torn down")
+            raise
+        self._end(rec, state, reason)
+
+    def _stop(self, agent_id: str, state: AgentState, reason: str, *, force: bool = False) -> bool:
+        rec = self.agents.get(agent_id)
+        if rec is None:
+            trec = self.tasks.get(agent_id)
+            if trec is not None and trec.state == "pending":
+                self.settle_task(agent_id, state, f"not started: {reason}")
+                return True
+            return False
+        if rec.state != "running" or rec.handle is None:
+            return False
+        if force:
+            self._signal_group(rec, signal.SIGKILL)
+        if rec.stop is None:
+            rec.stop = (state, reason)
+            rec.handle.cancel()
+            return True
+        if force and not rec.force:
+            rec.force = True
+            rec.handle.cancel()  # a second cancel cuts the grace short
+        return False
+
+    def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:
+        rec.last_event = time.monotonic()
+        if self._secrets:
+            event = scrub_event(event, self._secrets)
+        self._live_dirty[rec.id] = rec
+        line = self.progress.append(rec.id, event)
+        if line:
+            rec.last_line = line[:200]
+            rec.lines.append(rec.last_line)
+        match event:
+            case Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost):
+                rec.tokens_in += tin
+                rec.tokens_out += tout
+                rec.cost_usd += cost
+                self.governor.charge(cost)
+                if self.governor.budget_spent:
+                    self._budget_gone()
+            case Started(pid=pid) if pid:
+                rec.pid = pid
+            case Blocked() | Failed() | Finished() if rec.terminal is None:
+                rec.terminal = event
+            case BuildChecked():
+                self.repairs.record_build(rec.id, event)
+            case _:
+                pass
+        if self._on_event is not None:
+            self._on_event(rec, line)
+
+    async def _journal_live(self, interval: float = 0.25) -> None:
+        """Journal what running agents said and spent, so `status` elsewhere sees it live."""
+        assert self.journal is not None
+        while True:
+            await asyncio.sleep(interval)
+            dirty, self._live_dirty = self._live_dirty, {}
+            for rec in dirty.values():
+                if rec.state == "running":
+                    self.journal.record("agent", **rec.live_fields())
+
+    def _on_process(self, rec: AgentRecord, pid: int) -> None:
+        rec.pid = pid
+        rec.pstart = procfs.process_start_time(pid)
+        if self.journal is not None:
+            self.journal.record("agent", id=rec.id, pid=pid, pgid=pid, pstart=rec.pstart)
+
+    @staticmethod
+    def _signal_group(rec: AgentRecord, sig: int) -> None:
+        """Signal the agent's latest process group, if it is still the process we started."""
+        if rec.pid and procfs.process_start_time(rec.pid) == rec.pstart:
+            group.kill_group(rec.pid, sig)
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def _end(self, rec: AgentRecord, state: AgentState, reason: str) -> None:
+        rec.state = state
+        rec.reason = reason
+        rec.ended = time.time()
+        if isinstance(rec.terminal, Finished):
+            rec.summary = rec.terminal.summary
+        actions = self.repairs.decide(rec)
+        for line in links(actions):
+            self.progress.note(rec.id, line)
+        self.progress.finish(rec.id, rec.status_line(), rec.status_record())
+        if self.journal is not None:
+            self.journal.record("agent", **rec.ended_fields())
+        self.governor.released()
+        if rec.done is not None:
+            rec.done.set()
+        if self._on_event is not None:
+            self._on_event(rec, f"status: {state}")
+        self.repairs.apply(rec, actions, self)
+        self._dispatch()
+        self._check_finished()
+
+    # --- what recovery may do (`orchestrator.engine.repairs.Host`) -------------------------------
+
+    def enqueue_first(self, spawn: Spawn) -> None:
+        self._ready.appendleft(spawn)
+
+    def start_now(self, spawn: Spawn) -> None:
+        self._start(spawn)
+
+    def settle_task(self, task_id: str, state: AgentState, reason: str) -> None:
+        trec = self.tasks[task_id]
+        if trec.final:
+            return
+        self._unsettled -= 1
+        self._succeeded += state == "succeeded"
+        trec.state = state
+        trec.reason = reason
+        trec.final = True
+        if trec.attempts == [] and state != "pending":
+            self._write_unstarted(trec)
+        if self.journal is not None:
+            self.journal.record("task", id=task_id, state=state, reason=reason)
+        if trec.settled is not None:
+            trec.settled.set()
+        if state == "succeeded":
+            self._queue(self.frontier.succeeded(task_id, self._pending))
+            self.repairs.task_succeeded(task_id, self._start)
+        else:
+            for child in self.frontier.dependents(task_id):
+                if self.tasks[child].state == "pending":
+                    self.settle_task(child, "skipped", f"dependency {task_id} ended {state}")
+        self._queue(self.frontier.settled(task_id, self._pending))
+
+    def _write_unstarted(self, trec: TaskRecord) -> None:
+        """A task that never ran still gets a file ending in its status line."""
+        tid = trec.task.id
+        self.progress.open(tid, f"# {tid}\n\n- task: {tid}\n- never started\n\n")
+        self.progress.finish(
+            tid, f"{trec.state} - {trec.reason}", {"event": "status", "state": trec.state}
+        )
+
+    def _check_finished(self) -> None:
+        """End the run when nothing runs or can start; run the final build check first."""
+        if self.governor.running or self._finished.is_set():
+            return
+        fence = self.governor.fence
+        if self._ready and fence is None:
+            return
+        if self._unsettled:
+            for trec in list(self.tasks.values()):
+                if trec.final:
+                    continue
+                if trec.state == "pending" and fence is not None:
+                    self.settle_task(trec.task.id, "cancelled", f"not started: {fence}")
+                elif trec.state != "pending":  # nothing runs for it and nothing will
+                    self.settle_task(trec.task.id, trec.state, trec.reason or "no way forward")
+        if self._unsettled:
+            return  # skips cascade from the settles above; pending tasks wait for them
+        build = self.repairs.final_build(
+            all_succeeded=self._succeeded == len(self.tasks), fenced=fence is not None
+        )
+        if build is not None:
+            self._start(build)
+            return
+        self._finished.set()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _record(self, agent_id: str) -> AgentRecord:
+        rec = self.agents.get(agent_id)
+        if rec is None:
+            trec = self.tasks.get(agent_id)
+            if trec is None:
+                raise UnknownAgentError(agent_id)
+            rec = AgentRecord(agent_id, agent_id, trec.task.agent, "task", 1, 0, None)
+            rec.state, rec.reason = trec.state, trec.reason
+        return rec
+
+    def _check_known(self, agent_id: str) -> None:
+        if agent_id not in self.agents and agent_id not in self.tasks:
+            raise UnknownAgentError(agent_id)
+
+    def _children_of(self, agent_id: str) -> list[str]:
+        rec = self.agents.get(agent_id)
+        return list(rec.children) if rec else []
+
+    def exit_code(self) -> int:
+        if self._interrupted is not None:
+            return 128 + self._interrupted
+        ok = all(t.state == "succeeded" for t in self.tasks.values())
+        return 0 if ok and self.repairs.build_state in (None, "passed") else 1
+
+    # views for reports and tests
+    @property
+    def builds(self) -> list[str]:
+        return self.repairs.builds
+
+    @property
+    def build_state(self) -> str | None:
+        return self.repairs.build_state
+
+    @property
+    def escalations(self) -> list[dict[str, object]]:
+        return self.repairs.escalations

@@ -1,0 +1,131 @@
+"""The agents that recovery decisions make: fixers, retries and build checks, as `Spawn`s.
+
+Pure functions from the plan and a decision; the repairs executor queues what they make.
+"""
+
+from __future__ import annotations
+
+from orchestrator import ids
+from orchestrator.engine import recovery
+from orchestrator.engine.blockers import fixer_prompt
+from orchestrator.engine.state import AgentRecord, Spawn
+from orchestrator.plan.model import AGENT_KINDS, PRESETS, Build, Plan, Task
+
+
+def links(actions: tuple[recovery.Action, ...] | None) -> list[str]:
+    """Lines for the ended agent's progress file that point at what happens next."""
+    out: list[str] = []
+    for action in actions or ():
+        match action:
+            case recovery.SpawnFixer(fixer_id=fid):
+                out.append(f"fixer: {fid} takes this blocker ({fid}.md)")
+            case recovery.RetryTask() as retry:
+                out.append(f"retry: {retry.agent_id} ({retry.agent_id}.md)")
+            case recovery.Rebuild(cycle=cycle):
+                out.append(f"rebuild: fix cycle {cycle}")
+            case recovery.Escalate(reason=why, next_step=step):
+                out.append(f"escalated: {why}; next: {step}")
+            case recovery.Wait(reason=why):
+                out.append(f"waiting: {why}")
+            case recovery.EndTask():
+                pass
+    return out
+
+
+def fixer_spawn(
+    plan: Plan, action: recovery.SpawnFixer, blocked: AgentRecord, build_output: str
+) -> Spawn | None:
+    """The fixer the plan's ``fixer:`` section makes for this blocker; None if it makes none."""
+    spec = plan.fixer
+    task_id = action.blocker.task_id
+    base = plan.task(task_id) if task_id is not None else None
+    kind = spec.agent or (base.agent if base is not None else "scripted")
+    if kind == "scripted" and not spec.script:
+        return None
+    if kind == "command" and not spec.command:
+        return None
+    if kind not in AGENT_KINDS and kind not in PRESETS:
+        return None
+    prompt = fixer_prompt(
+        spec.prompt,
+        blocker=action.blocker,
+        progress_path=f"{action.blocker.agent_id}.md",
+        last_lines=list(blocked.lines),
+        build_output=build_output,
+        tried=action.tried,
+    )
+    template = base if base is not None else Task("build")
+    task = Task(
+        id=task_id or "build",
+        agent=kind,
+        prompt=prompt,
+        command=spec.command,
+        shell=spec.shell,
+        script=spec.script,
+        model=spec.model or template.model,
+        timeout=spec.timeout or template.timeout,
+        stall_timeout=spec.stall_timeout or template.stall_timeout,
+        max_turns=spec.max_turns or template.max_turns,
+        env=template.env,
+        pass_env=template.pass_env,
+    )
+    return Spawn(
+        agent_id=action.fixer_id,
+        task=task,
+        attempt=1,
+        role="fixer",
+        prompt=prompt,
+        script=spec.script,
+        depth=action.depth,
+        parent=action.blocker.agent_id,
+    )
+
+
+def retry_spawn(
+    task: Task,
+    attempt: int,
+    *,
+    previous: str,
+    fixers: tuple[str, ...],
+    depth: int,
+    notes: tuple[str, ...],
+) -> Spawn:
+    """Attempt ``attempt`` of a task whose blocker a fixer removed (``retry_script`` if any)."""
+    script = task.retry_script if task.retry_script is not None else task.script
+    prompt = task.prompt
+    if prompt:
+        prompt += (
+            f"\n\nThis is attempt {attempt}. The previous attempt ({previous}.md) was blocked; "
+            f"{', '.join(fixers) or 'a fixer'} worked on the blocker. Continue the task."
+        )
+    links = (f"previous attempt: {previous}.md", *(f"fixer: {f}.md" for f in fixers))
+    return Spawn(
+        agent_id=ids.agent_id_of(task.id, attempt),
+        task=task,
+        attempt=attempt,
+        role="task",
+        prompt=prompt,
+        script=script,
+        depth=depth,
+        notes=(*notes, *links),
+    )
+
+
+def build_spawn(build: Build, n: int, *, depth: int) -> Spawn:
+    task = Task(
+        id="build",
+        agent="build",
+        command=build.commands,
+        shell=True,
+        timeout=build.timeout,
+        stall_timeout=build.timeout,
+    )
+    return Spawn(
+        agent_id=ids.build_id(n),
+        task=task,
+        attempt=n,
+        role="build",
+        prompt="",
+        script=(),
+        depth=depth,
+    )

@@ -1,0 +1,133 @@
+"""The records the scheduler keeps: settings, spawn requests, and live agent and task state.
+
+Only the scheduler mutates them; views read them through `snapshot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from orchestrator.events import AgentEvent, AgentState
+from orchestrator.plan.model import Step, Task
+
+Role = Literal["task", "fixer", "build"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    responses: Path
+    run_id: str
+    mode: Literal["async", "batch"] = "async"
+    base_depth: int = 0
+    progress_interval: float = 0.05
+    progress_cap: int = 50 * 1024 * 1024
+    env: Mapping[str, str] | None = None
+    """Where child environments are drawn from (default: os.environ)."""
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A request to start one agent; queued until the governor admits it."""
+
+    agent_id: str
+    task: Task
+    attempt: int
+    role: Role
+    prompt: str
+    script: tuple[Step, ...]
+    depth: int
+    parent: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    """Live state of one agent; mutated by the scheduler only."""
+
+    id: str
+    task_id: str
+    kind: str
+    role: Role
+    attempt: int
+    depth: int
+    parent: str | None
+    state: AgentState = "pending"
+    pid: int | None = None
+    pstart: int | None = None
+    """The start time of process ``pid`` (so a recycled pid is never signalled)."""
+    started: float | None = None
+    ended: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    last_line: str = ""
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    reason: str = ""
+    summary: str = ""
+    terminal: AgentEvent | None = None
+    stop: tuple[AgentState, str] | None = None
+    handle: asyncio.Task[None] | None = None
+    done: asyncio.Event | None = None
+    last_event: float = 0.0
+    children: list[str] = field(default_factory=list)
+    force: bool = False
+
+    def started_fields(self) -> dict[str, object]:
+        """What the journal records when the agent starts."""
+        return {
+            "id": self.id, "task": self.task_id, "kind": self.kind, "role": self.role,
+            "parent": self.parent, "attempt": self.attempt, "depth": self.depth,
+            "state": "running", "started": self.started,
+        }  # fmt: skip
+
+    def ended_fields(self) -> dict[str, object]:
+        """What the journal records when the agent ends."""
+        return {
+            "id": self.id, "state": self.state, "reason": self.reason, "ended": self.ended,
+            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+            "cost_usd": self.cost_usd, "last_line": self.last_line, "summary": self.summary,
+        }  # fmt: skip
+
+    def live_fields(self) -> dict[str, object]:
+        """What the journal records now and then while the agent runs."""
+        return {
+            "id": self.id, "last_line": self.last_line, "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out, "cost_usd": self.cost_usd,
+        }  # fmt: skip
+
+    def status_line(self) -> str:
+        """The text after ``status: `` on the last line of the progress file."""
+        duration = (self.ended or 0.0) - (self.started or self.ended or 0.0)
+        usage = f"{self.tokens_in} in / {self.tokens_out} out tokens, ${self.cost_usd:.4f}"
+        text = f"{self.state} ({duration:.2f}s; {usage})"
+        return text + (f" - {self.reason}" if self.reason else "")
+
+    def status_record(self) -> dict[str, object]:
+        """The last record of the events sidecar."""
+        return {"event": "status", "state": self.state, "reason": self.reason, "t": self.ended}
+
+
+@dataclass(frozen=True)
+class Peek:
+    """A non-blocking look at one agent."""
+
+    id: str
+    state: AgentState
+    last_lines: tuple[str, ...]
+    reason: str
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task: Task
+    state: AgentState = "pending"
+    attempts: list[str] = field(default_factory=list)
+    fixers: list[str] = field(default_factory=list)
+    reason: str = ""
+    final: bool = False
+    settled: asyncio.Event | None = None

@@ -1,0 +1,157 @@
+"""What a plan is once loaded: frozen Plan, Task, limits, build, fixer and script steps.
+
+Loading and validating plan files lives in `orchestrator.plan.load`; the graph functions in
+`orchestrator.plan.graph`. Plain data, testable without files or an event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+AGENT_KINDS: frozenset[str] = frozenset({"claude", "command", "scripted"})
+PRESETS: frozenset[str] = frozenset({"claude-code", "codex", "aider"})
+
+
+# --- scripted agent steps -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    path: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    reason: str
+
+
+Step: TypeAlias = Say | Sleep | Write | Run | Block | Fail
+STEP_NAMES: tuple[str, ...] = ("say", "sleep", "write", "run", "block", "fail")
+
+
+# --- plan model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of work for one agent; attempts and fixers are derived from it at run time."""
+
+    id: str
+    agent: str = "scripted"
+    prompt: str = ""
+    depends_on: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    shell: bool = False
+    script: tuple[Step, ...] = ()
+    retry_script: tuple[Step, ...] | None = None
+    model: str = "claude-sonnet-4-6"
+    """The default: a current model (DESIGN.md's example, claude-sonnet-4-5, is deprecated)."""
+    timeout: float = 20 * 60.0
+    stall_timeout: float = 5 * 60.0
+    max_turns: int = 30
+    env: tuple[tuple[str, str], ...] = ()
+    pass_env: tuple[str, ...] = ()
+    batch: str | None = None
+    line: int = 0
+    permission_mode: str | None = None
+    """For CLI presets that have one (claude-code's --permission-mode)."""
+    allowed_tools: tuple[str, ...] = ()
+    """For CLI presets that have one (claude-code's --allowedTools)."""
+    args: tuple[str, ...] = ()
+    """Extra arguments appended to a preset's command line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Run-wide ceilings, each enforced by the governor at every spawn."""
+
+    max_concurrency: int = 4
+    max_agents: int = 40
+    max_depth: int = 2
+    budget_usd: float | None = None
+    spawn_rate: float = 50.0
+    """Agents started per second at most (a token bucket holding one second of starts,
+    or max_concurrency if that is more)."""
+    grace: float = 5.0
+    """Seconds between SIGTERM and SIGKILL when an agent's process group is stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    commands: tuple[str, ...] = ()
+    timeout: float = 10 * 60.0
+    max_fix_cycles: int = 2
+    after: tuple[str, ...] = ()
+    """Task ids or batch names after which the build also runs (it always runs at the end)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FixerSpec:
+    """How fixer agents are made; the same keys as a task, all optional."""
+
+    agent: str | None = None
+    model: str | None = None
+    prompt: str = ""
+    command: tuple[str, ...] = ()
+    shell: bool = False
+    script: tuple[Step, ...] = ()
+    timeout: float | None = None
+    stall_timeout: float | None = None
+    max_turns: int | None = None
+    fix_timeouts: bool = False
+    """Also treat timeouts and stalls as blockers a fixer may try (off: they just fail)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    tasks: tuple[Task, ...]
+    workspace: Path = Path(".")
+    source: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    build: Build = field(default_factory=Build)
+    fixer: FixerSpec = field(default_factory=FixerSpec)
+    batches: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(batch name, task ids) in order, when the plan was written with ``batches``."""
+    prices: tuple[tuple[str, Price], ...] = ()
+    form: Literal["tasks", "batches"] = "tasks"
+    presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Per-preset argv templates that replace the built-in ones (preset name, argv)."""
+
+    def task(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def by_id(self) -> dict[str, Task]:
+        return {t.id: t for t in self.tasks}

@@ -1,0 +1,177 @@
+"""The plan-wide sections besides the tasks: ``limits``, ``prices``, ``build``, ``fixer`` and
+``presets``, each read from a plan's nodes into its frozen model.
+
+A section that is absent reads as its model's defaults; a key that is wrong is reported and
+keeps its default, so the rest of the plan is still checked.
+"""
+
+from __future__ import annotations
+
+from orchestrator.plan.fields import Errors, Fields, closest, mapping_of, text_of
+from orchestrator.plan.model import PRESETS, Build, FixerSpec, Limits, Price
+from orchestrator.plan.nodes import Map, Seq, kind, show
+from orchestrator.plan.steps import script_of
+from orchestrator.plan.taskfields import MEANT, agent_of, command_of, require
+
+_LIMIT_KEYS: tuple[str, ...] = (
+    "max_concurrency", "max_agents", "max_depth", "budget_usd", "spawn_rate", "grace",
+)  # fmt: skip
+_BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
+_FIXER_KEYS: tuple[str, ...] = (
+    "agent", "model", "prompt", "command", "shell", "script", "timeout", "stall_timeout",
+    "max_turns", "fix_timeouts",
+)  # fmt: skip
+_PRESET_NAMES = sorted(PRESETS)
+_TEMPLATE_HINT = 'write command: [program, "{flags}", --, "{prompt}"]'
+
+
+def limits_of(errs: Errors, node: Map | None) -> Limits:
+    base = Limits()
+    if node is None:
+        return base
+    f = Fields(errs, node, _LIMIT_KEYS, "limits")
+    rule = "bad-limit"
+    concurrency = f.count("max_concurrency", least=1, rule=rule)
+    agents = f.count("max_agents", least=1, rule=rule)
+    depth = f.count("max_depth", least=0, rule=rule)
+    budget = f.number("budget_usd", least=0, above=True, rule=rule)
+    rate = f.number("spawn_rate", least=0, above=True, rule=rule)
+    grace = f.duration("grace", zero_ok=True, rule=rule)
+    return Limits(
+        max_concurrency=concurrency if concurrency is not None else base.max_concurrency,
+        max_agents=agents if agents is not None else base.max_agents,
+        max_depth=depth if depth is not None else base.max_depth,
+        budget_usd=budget if budget is not None else base.budget_usd,
+        spawn_rate=rate if rate is not None else base.spawn_rate,
+        grace=grace if grace is not None else base.grace,
+    )
+
+
+def prices_of(errs: Errors, node: Map | None) -> tuple[tuple[str, Price], ...]:
+    """Model name -> USD per million input and output tokens, in the order written."""
+    out: list[tuple[str, Price]] = []
+    for model, value in (node.items if node else {}).items():
+        owner = f"prices: {show(model)}"
+        entry = mapping_of(errs, value, owner)
+        if entry is None:
+            continue
+        f = Fields(errs, entry, ("input", "output"), owner)
+        rates = [
+            f.number(key, least=0, above=False, rule="bad-price") for key in ("input", "output")
+        ]
+        for key in ("input", "output"):
+            if key not in f:
+                errs.add(entry, "missing-field", f"{owner} needs {key} (USD per Mtok)")
+        if rates[0] is not None and rates[1] is not None:
+            out.append((model, Price(rates[0], rates[1])))
+    return tuple(out)
+
+
+def fixer_of(errs: Errors, node: Map | None) -> FixerSpec:
+    """How fixer agents are made: a task's keys, all optional, and ``fix_timeouts``."""
+    if node is None:
+        return FixerSpec()
+    f = Fields(errs, node, _FIXER_KEYS, "fixer", MEANT)
+    agent = agent_of(f, "")
+    shell = bool(f.flag("shell"))
+    prompt = f.text("prompt")
+    if agent:
+        require(f, agent, prompt, fixer=True)
+    return FixerSpec(
+        agent=agent or None,
+        model=f.text("model"),
+        prompt=prompt or "",
+        command=command_of(f, shell) or (),
+        shell=shell,
+        script=script_of(f, "script") or (),
+        timeout=f.duration("timeout"),
+        stall_timeout=f.duration("stall_timeout"),
+        max_turns=f.count("max_turns", least=1),
+        fix_timeouts=bool(f.flag("fix_timeouts")),
+    )
+
+
+def build_of(errs: Errors, node: Map | None, names: set[str]) -> Build:
+    """The build check; ``after`` may name any of ``names`` (task ids and batch names)."""
+    base = Build()
+    if node is None:
+        return base
+    f = Fields(errs, node, _BUILD_KEYS, "build")
+    command = f.get("command")
+    commands: list[str] = []
+    if command is None:
+        hint = "add command: python -m pytest -q"
+        errs.add(node, "missing-command", "build needs a command", hint)
+    elif isinstance(command, Map):
+        f.wrong("command", command, "a command line or a list of them")
+    else:
+        for entry in command.items if isinstance(command, Seq) else [command]:
+            text = text_of(errs, entry, "build: command")
+            if text is not None and not text.strip():
+                errs.add(entry, "bad-command", "build: command is empty")
+            elif text is not None:
+                commands.append(text)
+        if isinstance(command, Seq) and not command.items:
+            errs.add(command, "bad-command", "build: command is an empty list")
+    timeout = f.duration("timeout")
+    cycles = f.count("max_fix_cycles", least=0)
+    after = f.names("after", "task ids or batch names") or []
+    for number, (name, at) in enumerate(after):
+        if name not in names:
+            message = f"build: after names {show(name)}, which is no task or batch"
+            errs.add(at, "unknown-after", message, closest(name, names) if number < 20 else "")
+    return Build(
+        commands=tuple(commands),
+        timeout=timeout if timeout is not None else base.timeout,
+        max_fix_cycles=cycles if cycles is not None else base.max_fix_cycles,
+        after=tuple(dict.fromkeys(name for name, _ in after)),
+    )
+
+
+def presets_of(errs: Errors, node: Map | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Preset name -> the argv template that replaces the built-in one, in the order written."""
+    if node is None:
+        return ()
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for name, value in node.items.items():
+        owner = f"presets: {show(name)}"
+        if name not in PRESETS:
+            hint = closest(name, _PRESET_NAMES) or "presets: " + ", ".join(_PRESET_NAMES)
+            message = f"presets: unknown preset {show(name)}"
+            errs.add(node.keys[name], "unknown-preset", message, hint)
+            continue
+        if not isinstance(value, Map):
+            if not value.broken:
+                message = f"{owner} must be a mapping {{command: [...]}}, not {kind(value)}"
+                errs.add(value, "wrong-type", message, f"write {name}: {{command: [...]}}")
+            continue
+        f = Fields(errs, value, ("command",), owner)
+        argv = _template(f)
+        if argv is not None:
+            out.append((name, argv))
+    return tuple(out)
+
+
+def _template(f: Fields) -> tuple[str, ...] | None:
+    """A non-empty list of arguments whose first, the program, is not blank."""
+    node = f.get("command")
+    what = f"{f.owner}: command"
+    if node is None:
+        written = f.node.items.get("command")
+        if written is None or not written.broken:  # absent, or null
+            f.errs.add(f.node, "missing-command", f"{f.owner} needs a command", _TEMPLATE_HINT)
+        return None
+    if not isinstance(node, Seq):
+        f.wrong("command", node, "a list of arguments", _TEMPLATE_HINT)
+        return None
+    if not node.items:
+        f.errs.add(node, "bad-command", f"{what} is an empty list", _TEMPLATE_HINT)
+        return None
+    parts = [text_of(f.errs, item, f"{what} entry") for item in node.items]
+    argv = tuple(p for p in parts if p is not None)
+    if len(argv) != len(parts):
+        return None
+    if not argv[0].strip():
+        f.errs.add(node.items[0], "bad-command", f"{what}: the program is empty")
+        return None
+    return argv

@@ -1,0 +1,210 @@
+"""The keys a task shares with ``defaults:`` and ``fixer:``, read from a plan's nodes.
+
+`Defaults` is what a task gets for each of these keys it leaves out. The readers here take
+the `Fields` of whichever mapping holds the key, so a task, the defaults and the fixer report
+the same mistake in the same words.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from orchestrator.plan.fields import Errors, Fields, closest, text_of
+from orchestrator.plan.model import AGENT_KINDS, PRESETS, Task
+from orchestrator.plan.nodes import Map, Seq, show
+
+DEFAULT_AGENT = "claude"
+"""The agent of a task when neither the task nor ``defaults`` names one (as in DESIGN.md)."""
+
+MEANT = {"name": "id", "cmd": "command", "args": "command", "steps": "script"}
+"""Keys people write for the ones they mean (``args`` is a task key; for a fixer it is not)."""
+MEANT |= dict.fromkeys(("deps", "needs", "requires", "after", "depends"), "depends_on")
+MEANT |= {"allowedTools": "allowed_tools", "permissionMode": "permission_mode"}
+
+AGENT_KEYS: dict[str, tuple[str, ...]] = {
+    "permission_mode": ("claude-code",),
+    "allowed_tools": ("claude-code",),
+    "args": tuple(sorted(PRESETS)),
+}
+"""Keys only some agents use: the agents whose command line
+`orchestrator.agents.presets.agent` builds from them (claude-code turns the first two into
+flags; every preset appends ``args``)."""
+
+_KINDS = sorted(AGENT_KINDS | PRESETS)
+_DEFAULT_KEYS: tuple[str, ...] = (
+    "agent", "model", "timeout", "stall_timeout", "max_turns", "env", "pass_env", *AGENT_KEYS,
+)  # fmt: skip
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_HINT = "use letters, digits and '_', not starting with a digit"
+_MODE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_MODE_HINT = "Claude Code's modes: default, acceptEdits, plan, auto, dontAsk, bypassPermissions"
+_BASE = Task(id="-")
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """What a task gets for each field it leaves out."""
+
+    agent: str = DEFAULT_AGENT
+    model: str = _BASE.model
+    timeout: float = _BASE.timeout
+    stall_timeout: float = _BASE.stall_timeout
+    max_turns: int = _BASE.max_turns
+    env: tuple[tuple[str, str], ...] = ()
+    pass_env: tuple[str, ...] = ()
+    permission_mode: str | None = None
+    allowed_tools: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+
+def defaults_of(errs: Errors, node: Map | None) -> Defaults:
+    """The ``defaults:`` mapping; a key it leaves out (or gets wrong) keeps the built-in value."""
+    if node is None:
+        return Defaults()
+    f = Fields(errs, node, _DEFAULT_KEYS, "defaults", MEANT)
+    base = Defaults()
+    model, timeout, stall = f.text("model"), f.duration("timeout"), f.duration("stall_timeout")
+    turns, env, pass_env = f.count("max_turns", least=1), env_of(f), pass_env_of(f)
+    mode, tools, args = permission_mode_of(f), allowed_tools_of(f), args_of(f)
+    return Defaults(
+        agent=agent_of(f, base.agent),
+        model=model if model is not None else base.model,
+        timeout=timeout if timeout is not None else base.timeout,
+        stall_timeout=stall if stall is not None else base.stall_timeout,
+        max_turns=turns if turns is not None else base.max_turns,
+        env=env if env is not None else base.env,
+        pass_env=pass_env if pass_env is not None else base.pass_env,
+        permission_mode=mode if mode is not None else base.permission_mode,
+        allowed_tools=tools if tools is not None else base.allowed_tools,
+        args=args if args is not None else base.args,
+    )
+
+
+def agent_of(f: Fields, default: str) -> str:
+    """The agent kind named in ``f`` (else ``default``); "" after an error."""
+    node = f.get("agent")
+    if node is None:
+        return default
+    name = f.text("agent")
+    if name is None:
+        return ""
+    if name not in AGENT_KINDS and name not in PRESETS:
+        hint = closest(name, _KINDS) or "agents: " + ", ".join(_KINDS)
+        f.errs.add(node, "unknown-agent", f"{f.owner}: unknown agent {show(name)}", hint)
+        return ""
+    return name
+
+
+def require(f: Fields, agent: str, prompt: str | None, *, fixer: bool = False) -> None:
+    """A claude or preset agent needs a prompt, a command agent a command, scripted a script."""
+    script = f.get("script")
+    if agent == "command" and f.get("command") is None:
+        rule, needed = "missing-command", "command"
+    elif agent == "scripted" and (script is None or (isinstance(script, Seq) and not script.items)):
+        rule, needed = "missing-script", "script"
+    elif agent not in ("command", "scripted") and not fixer:
+        if f.get("prompt") is not None and (prompt is None or prompt.strip()):
+            return
+        rule, needed = "missing-prompt", "prompt"
+    else:
+        return
+    hint = f"add {needed}:"
+    if needed != "script" and script is not None:
+        hint = "it has a script: set agent: scripted"
+    elif needed != "command" and f.get("command") is not None:
+        hint = "it has a command: set agent: command"
+    if "agent" not in f:
+        hint += f" (it names no agent, so it gets {agent!r})"
+    f.errs.add(f.node, rule, f"{f.owner}: a {agent} agent needs a {needed}", hint)
+
+
+def command_of(f: Fields, shell: bool) -> tuple[str, ...] | None:
+    """argv from a list, or from a string split like a shell would (kept whole with shell: true)."""
+    node = f.get("command")
+    if node is None:
+        return None
+    what = f"{f.owner}: command"
+    if isinstance(node, Map):
+        f.wrong("command", node, "a list of arguments or a command line")
+        return None
+    if isinstance(node, Seq):
+        parts = [text_of(f.errs, item, f"{what} entry") for item in node.items]
+        argv = tuple(p for p in parts if p is not None)
+        if len(argv) != len(parts):
+            return None
+        if shell and len(argv) > 1:
+            hint = "with shell: true, write the command as one string"
+            f.errs.add(node, "bad-command", f"{what} is a list but shell is true", hint)
+            return None
+    else:
+        text = text_of(f.errs, node, what)
+        if text is None:
+            return None
+        try:
+            argv = (text,) if shell else tuple(shlex.split(text))
+        except ValueError as exc:  # "No closing quotation"
+            message = f"{what}: cannot split {show(text)}: {exc}"
+            f.errs.add(node, "bad-command", message, "fix the quoting, or set shell: true")
+            return None
+    if not argv or not argv[0].strip():
+        f.errs.add(node, "bad-command", f"{what} is empty")
+        return None
+    return argv
+
+
+def env_of(f: Fields) -> tuple[tuple[str, str], ...] | None:
+    node = f.get("env")
+    if node is None:
+        return None
+    if not isinstance(node, Map):
+        f.wrong("env", node, "a mapping of NAME: value")
+        return None
+    out: list[tuple[str, str]] = []
+    for name, value in node.items.items():
+        if not _ENV_NAME.fullmatch(name):
+            message = f"{f.owner}: env name {show(name)} is not allowed"
+            f.errs.add(node.keys[name], "bad-env", message, _ENV_HINT)
+        text = text_of(f.errs, value, f"{f.owner}: env {show(name)}")
+        if text is not None:
+            out.append((name, text))
+    return tuple(out)
+
+
+def pass_env_of(f: Fields) -> tuple[str, ...] | None:
+    names = f.names("pass_env", "environment variable names")
+    if names is None:
+        return None
+    for name, node in names:
+        if not _ENV_NAME.fullmatch(name):
+            message = f"{f.owner}: pass_env name {show(name)} is not allowed"
+            f.errs.add(node, "bad-env", message, _ENV_HINT)
+    return tuple(dict.fromkeys(name for name, _ in names))
+
+
+def permission_mode_of(f: Fields) -> str | None:
+    """One word, handed to the preset as it is (Claude Code adds modes now and then)."""
+    mode = f.text("permission_mode")
+    if mode is not None and not _MODE.fullmatch(mode):
+        message = f"{f.owner}: permission_mode {show(mode)} is not a mode name"
+        f.errs.add(f.node.items["permission_mode"], "bad-value", message, _MODE_HINT)
+        return None
+    return mode
+
+
+def allowed_tools_of(f: Fields) -> tuple[str, ...] | None:
+    """Tool names or rules (``Edit``, ``Bash(git diff *)``), each written once."""
+    names = f.names("allowed_tools", "tool names")
+    if names is None:
+        return None
+    for name, node in names:
+        if not name.strip():
+            f.errs.add(node, "bad-value", f"{f.owner}: allowed_tools has an empty entry")
+    return tuple(dict.fromkeys(name for name, _ in names if name.strip()))
+
+
+def args_of(f: Fields) -> tuple[str, ...] | None:
+    """Arguments appended to a preset's command line, as written (repeats are kept)."""
+    names = f.names("args", "arguments")
+    return None if names is None else tuple(name for name, _ in names)

@@ -1,0 +1,50 @@
+"""Child environments: what every process the run starts gets, and which names are secret.
+
+An allowlist of the orchestrator's environment, the run's markers (``ORCHESTRATOR_RUN_ID``,
+``ORCHESTRATOR_AGENT_ID``, depth) and what the plan adds; secrets only where named.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from orchestrator.process.procfs import AGENT_ID_VAR, RUN_ID_VAR
+
+ENV_ALLOWLIST: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
+    "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "NO_COLOR",
+)  # fmt: skip
+SECRET_NAMES: frozenset[str] = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"})
+
+
+def child_env(
+    *,
+    agent_id: str,
+    run_id: str,
+    depth: int,
+    extra: Mapping[str, str] = {},
+    pass_env: tuple[str, ...] = (),
+    source: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a child process: an allowlist, the run's markers, nothing secret.
+
+    The orchestrator's own interpreter directory goes first on PATH, so ``python`` in a plan
+    means the Python the orchestrator runs on. Secrets pass only when named in ``pass_env``.
+    """
+    src = os.environ if source is None else source
+    env = {k: src[k] for k in ENV_ALLOWLIST if k in src}
+    for name in pass_env:
+        if name in src:
+            env[name] = src[name]
+    env.update(extra)
+    bindir = os.path.dirname(sys.executable)
+    path = env.get("PATH", os.defpath)
+    if bindir and path.split(os.pathsep)[0] != bindir:
+        env["PATH"] = bindir + os.pathsep + path
+    env[AGENT_ID_VAR] = agent_id
+    env[RUN_ID_VAR] = run_id
+    env["ORCHESTRATOR_DEPTH"] = str(depth)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

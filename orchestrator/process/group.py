@@ -1,0 +1,94 @@
+"""Stopping a process group: SIGTERM, a grace period, SIGKILL, reaping, and waiting until no
+member is left. Never waits on a pipe's EOF."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Protocol
+
+from orchestrator.process.procfs import group_has_live_member
+
+_REAP_TIMEOUT = 5.0
+"""After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
+
+
+class ProcessLike(Protocol):
+    """What `stop_group` needs of a process; ``wait`` must return on exit, not on pipe EOF.
+
+    ``asyncio.subprocess.Process`` fits, but its ``wait`` also waits for the pipes to close,
+    so a descendant that escaped the group and holds a pipe delays it (bounded here).
+    """
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
+    """Stop ``proc``'s whole process group: SIGTERM, up to ``grace`` s, SIGKILL, reap.
+
+    Idempotent, and fine when the process has already exited (then only leftovers of the group
+    get SIGKILL). Cancelled again while waiting out the grace period, it sends SIGKILL at once
+    and lets ``CancelledError`` through. Returns the exit code, or None when the process did
+    not die even after SIGKILL (stuck in the kernel).
+    """
+    pgid = proc.pid
+    try:
+        if proc.returncode is None:
+            kill_group(pgid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(grace):
+                    await proc.wait()
+            except TimeoutError:
+                pass
+    finally:
+        # Also runs when cancelled during the grace wait: the second cancel means "now".
+        kill_group(pgid, signal.SIGKILL)
+    if proc.returncode is None:
+        try:
+            async with asyncio.timeout(_REAP_TIMEOUT):
+                await proc.wait()
+        except TimeoutError:
+            pass
+    await _wait_group_gone(pgid, 2.0)
+    return proc.returncode
+
+
+async def _wait_group_gone(pgid: int, limit: float) -> None:
+    """Wait (bounded) until no member of the group is left, SIGKILL having been sent.
+
+    A killed grandchild takes a moment to die; returning before it has would let a caller
+    report "stopped" while a process of the group is still there.
+    """
+    deadline = time.monotonic() + limit
+    delay = 0.001
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if not group_has_live_member(pgid):
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group is gone (or not ours).
+
+    Refuses (ValueError) the groups that can never be a child's: 0, 1 and our own.
+    """
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise ValueError(f"refusing to signal process group {pgid}")
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

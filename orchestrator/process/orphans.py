@@ -1,0 +1,125 @@
+"""Orphan-proofing: finding and stopping processes that escaped their group or their parent.
+
+Every child carries ``ORCHESTRATOR_RUN_ID`` (and ``ORCHESTRATOR_AGENT_ID``) in its
+environment, so a descendant that left its process group (``setsid``, a double fork) is still
+found by a scan of ``/proc``. As child subreaper the orchestrator adopts such descendants and
+reaps them; with ``PR_SET_DUMPABLE`` off, agents running as the same user cannot read its
+``/proc`` files (its environment holds the API key). All synchronous: call the scans through
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from orchestrator.process.procfs import (
+    all_pids,
+    close_marked,
+    open_marked,
+    signal_marked,
+    stat_fields,
+)
+
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
+_SWEEP_PASSES = 8
+
+
+SPAWNING = [0]
+"""Spawns under way (forked, not yet in SPAWNED): the reaper waits while any are."""
+SPAWNED: set[int] = set()
+"""Direct children started here and not yet waited for: asyncio's watcher reaps those.
+Process-wide by nature (it mirrors the kernel's list of our children), hence module state."""
+
+
+def reap_orphans() -> list[int]:
+    """Reap zombie children we did not spawn ourselves: descendants re-parented to us as
+    the child subreaper. Never touches our own direct children (asyncio waits for those).
+
+    Call it on the event loop's thread: a child forked but not yet recorded in `SPAWNED`
+    would look adopted, so no reaping happens while a spawn is under way (`SPAWNING`).
+    """
+    if SPAWNING[0]:
+        return []
+    try:
+        if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return []  # nothing waitable: skip the /proc scan
+    except ChildProcessError:
+        return []
+    me = os.getpid()
+    reaped = []
+    for pid in all_pids():
+        if pid in SPAWNED:
+            continue
+        fields = stat_fields(pid)
+        if len(fields) > 1 and fields[0] == b"Z" and int(fields[1]) == me:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped.append(pid)
+            except ChildProcessError:
+                pass
+    return reaped
+
+
+def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> list[int]:
+    """Signal every process whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>``
+    (and, with ``agent_id``, ``ORCHESTRATOR_AGENT_ID=<agent_id>`` too).
+
+    Finds descendants that left their process group (``setsid``, double fork). Never signals
+    the calling process; skips processes that vanish or cannot be read. Each match is opened
+    as a pidfd before its environment is read, so a recycled pid is never signalled. Rescans
+    while new matches turn up. Synchronous: call it through ``asyncio.to_thread``.
+    """
+    me = os.getpid()
+    signalled: list[int] = []
+    for _ in range(_SWEEP_PASSES):
+        found = open_marked(run_id, [agent_id] if agent_id else None, skip={me, *signalled})
+        try:
+            signalled += signal_marked(found, sig)
+        finally:
+            close_marked(found)
+        if not found:
+            break
+    return signalled
+
+
+def set_not_dumpable() -> bool:
+    """Make our /proc files (environ among them) unreadable to other processes of our user.
+
+    Agents run as the same user; without this, a tool command could read the API key from
+    ``/proc/$PPID/environ``. Children are not affected (exec makes them dumpable again).
+    """
+    prctl = libc_prctl()
+    return prctl is not None and prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants re-parent to us instead of init (Linux); True on success.
+
+    The caller then owns reaping them: they turn into zombies of ours when they exit.
+    """
+    prctl = libc_prctl()
+    if prctl is None:
+        return False
+    return bool(prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+@functools.cache
+def libc_prctl() -> Callable[[int, int, int, int, int], int] | None:
+    """libc's prctl, loaded once in the parent (never dlopen in a freshly forked child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    fn: Callable[[int, int, int, int, int], int] = prctl
+    return fn

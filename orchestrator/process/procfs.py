@@ -1,0 +1,143 @@
+"""Every read of ``/proc``: process state and start times, group members, and the one scan
+for processes that carry a run's environment markers.
+
+Every child carries ``ORCHESTRATOR_RUN_ID`` and ``ORCHESTRATOR_AGENT_ID`` in its environment,
+so a descendant that left its process group (``setsid``, a double fork) is still found here.
+All synchronous and Linux-only (elsewhere nothing is found): call through ``asyncio.to_thread``
+from async code.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from collections.abc import Collection
+from dataclasses import dataclass
+
+RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
+AGENT_ID_VAR = "ORCHESTRATOR_AGENT_ID"
+
+
+def all_pids() -> list[int]:
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    return [int(name) for name in names if name.isdigit()]
+
+
+def stat_fields(pid: int) -> list[bytes]:
+    """``/proc/<pid>/stat`` from field 3 (state) on; [] when the process is gone.
+
+    The command name (field 2) may hold spaces and parentheses; it ends at the last ')'.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return []
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+
+    With the pid it names one process for good: a recycled pid has another start time.
+    """
+    try:
+        return int(stat_fields(pid)[19])  # stat_fields()[0] is field 3 (state)
+    except (IndexError, ValueError):
+        return None
+
+
+def is_live(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    fields = stat_fields(pid)
+    return bool(fields) and fields[0] != b"Z"
+
+
+def group_has_live_member(pgid: int) -> bool:
+    """True while a non-zombie process is in the group (zombies wait for their reaper)."""
+    for pid in all_pids():
+        fields = stat_fields(pid)
+        if len(fields) > 3 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """A live process of a run, held by a pidfd (-1 where pidfds are missing) so that a
+    recycled pid is never signalled. Close it with `close_marked`."""
+
+    pid: int
+    pidfd: int
+    agent_id: str
+
+
+def open_marked(
+    run_id: str, agent_ids: Collection[str] | None = None, *, skip: Collection[int] = ()
+) -> list[Marked]:
+    """The processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>`` (and, with
+    ``agent_ids``, an ``ORCHESTRATOR_AGENT_ID`` among them), never the caller nor ``skip``.
+
+    Each is opened as a pidfd before its environment is read, so what is returned is the
+    process that carried the marker. Processes that vanish or cannot be read are skipped.
+    """
+    if not run_id:
+        raise ValueError("run_id must not be empty")
+    run_marker = f"{RUN_ID_VAR}={run_id}".encode()
+    agent_var = f"{AGENT_ID_VAR}=".encode()
+    me = os.getpid()
+    found: list[Marked] = []
+    for pid in all_pids():
+        if pid == me or pid in skip:
+            continue
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone, or no pidfd support: signalled by pid (racy) below
+            pidfd = -1
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+        except OSError:
+            environ = []
+        agent = next((v[len(agent_var) :] for v in environ if v.startswith(agent_var)), b"")
+        agent_id = agent.decode("utf-8", "replace")
+        if run_marker in environ and (agent_ids is None or agent_id in agent_ids):
+            found.append(Marked(pid, pidfd, agent_id))
+        elif pidfd >= 0:
+            os.close(pidfd)
+    return found
+
+
+def signal_marked(marked: Collection[Marked], sig: int) -> list[int]:
+    """Send ``sig`` to each process; the pids that were still there to get it."""
+    got = []
+    for m in marked:
+        try:
+            if m.pidfd >= 0:
+                signal.pidfd_send_signal(m.pidfd, sig)
+            else:
+                os.kill(m.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+        got.append(m.pid)
+    return got
+
+
+def any_alive(marked: Collection[Marked]) -> bool:
+    """Whether one of them still runs (a pidfd turns readable when its process exits)."""
+    fds = [m.pidfd for m in marked if m.pidfd >= 0]
+    if any(m.pidfd < 0 and is_live(m.pid) for m in marked):
+        return True
+    if not fds:
+        return False
+    readable, _, _ = select.select(fds, [], [], 0)
+    return len(readable) < len(fds)
+
+
+def close_marked(marked: Collection[Marked]) -> None:
+    for m in marked:
+        if m.pidfd >= 0:
+            os.close(m.pidfd)

@@ -1,0 +1,91 @@
+"""`run --resume`: what the journal says was done, what vanished, and how the plan changed.
+
+`plan_resume` is pure: journal state plus plan in, decisions out. `settle_lost` is the one
+side effect: agents the journal says were running, whose process is gone, are marked ``lost``
+in their progress file and the journal, never silently done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.plan.model import Plan, Task
+from orchestrator.records.journal import Journal, JournalState
+from orchestrator.records.progress import safe_path
+
+
+def fingerprint(task: Task) -> str:
+    """What makes a task the same task across plan edits (its source line does not count)."""
+    body = repr((task.agent, task.prompt, task.depends_on, task.command, task.shell, task.script,
+                 task.retry_script, task.model, task.env, task.pass_env))  # fmt: skip
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    done: tuple[str, ...]
+    """Tasks that succeeded before and are unchanged: never run again."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Attempts each task already had, so new ones are numbered after them."""
+    lost: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.done:
+            out.append(f"resume: {len(self.done)} succeeded task(s) kept: {', '.join(self.done)}")
+        if self.lost:
+            out.append(f"resume: marked lost (their process was gone): {', '.join(self.lost)}")
+        if self.changed:
+            out.append(f"resume: changed in the plan, run again: {', '.join(self.changed)}")
+        if self.removed:
+            out.append(f"resume: no longer in the plan: {', '.join(self.removed)}")
+        if self.added:
+            out.append(f"resume: new in the plan: {', '.join(self.added)}")
+        return out
+
+
+def plan_resume(old: JournalState, plan: Plan) -> ResumePlan:
+    prints: dict[str, str] = old.run.get("fingerprints") or {}
+    current = {t.id: t for t in plan.tasks}
+    changed = tuple(t for t in current if t in prints and prints[t] != fingerprint(current[t]))
+    done = tuple(
+        tid
+        for tid, rec in old.tasks.items()
+        if rec.get("state") == "succeeded" and tid in current and tid not in changed
+    )
+    attempts: dict[str, int] = {}
+    for rec in old.agents.values():
+        if rec.get("role", "task") == "task" and isinstance(rec.get("task"), str):
+            tid = rec["task"]
+            attempts[tid] = max(attempts.get(tid, 0), int(rec.get("attempt") or 1))
+    lost = tuple(aid for aid, rec in old.agents.items() if rec.get("state") in ("running", None))
+    return ResumePlan(
+        done=done,
+        attempts=attempts,
+        lost=lost,
+        changed=changed,
+        removed=tuple(t for t in prints if t not in current),
+        added=tuple(t for t in current if prints and t not in prints),
+    )
+
+
+def settle_lost(responses: Path, journal: Journal, lost: tuple[str, ...]) -> None:
+    """End each lost agent's progress file with ``status: lost`` and journal it."""
+    for agent_id in lost:
+        try:
+            path = safe_path(responses, f"{agent_id}.md")
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (ValueError, OSError):
+            fd = -1
+        if fd >= 0:
+            try:
+                os.write(fd, b"\nstatus: lost - its process was gone when the run resumed\n")
+            finally:
+                os.close(fd)
+        journal.record("agent", id=agent_id, state="lost", reason="process gone at resume")

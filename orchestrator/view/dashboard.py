@@ -1,0 +1,96 @@
+"""Views as functions of a snapshot: the live table and the final summary (Rich renderables)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.view.snapshot import Snapshot
+
+STATE_STYLE = {
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "blocked": "yellow",
+    "cancelled": "magenta",
+    "timed_out": "red",
+    "skipped": "dim",
+    "escalated": "bold red",
+    "budget_exceeded": "red",
+    "lost": "red",
+    "pending": "dim",
+}
+
+
+def _elapsed(agent: dict[str, Any], now: float) -> str:
+    started = agent.get("started")
+    if not started:
+        return "-"
+    end = agent.get("ended") or now
+    return f"{end - started:6.1f}s"
+
+
+def rows_that_fit(console: Console) -> int:
+    """Agent rows a live view can show in this terminal (the rest are summed up below)."""
+    return max(console.size.height - 9, 3)
+
+
+def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:
+    """The live dashboard: one row per agent (running ones first), counts, fence and budget."""
+    now = time.time() if now is None else now
+    table = Table(expand=True, title=f"orchestrator - {snapshot.run.get('plan', '?')}")
+    for name, kw in (
+        ("agent", {"no_wrap": True}),
+        ("state", {"no_wrap": True}),
+        ("elapsed", {"justify": "right"}),
+        ("tokens", {"justify": "right"}),
+        ("cost", {"justify": "right"}),
+        ("last line", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1}),
+    ):
+        table.add_column(name, **kw)
+    agents = sorted(snapshot.agents, key=lambda a: (a["state"] != "running", a.get("started") or 0))
+    for agent in agents[:max_rows]:
+        state = agent["state"]
+        table.add_row(
+            agent["id"],
+            Text(state, style=STATE_STYLE.get(state, "")),
+            _elapsed(agent, now),
+            f"{agent.get('tokens_in', 0) + agent.get('tokens_out', 0)}",
+            f"${agent.get('cost_usd', 0.0):.4f}",
+            Text(agent.get("last_line") or ""),
+        )
+    if len(agents) > max_rows:
+        table.caption = f"... and {len(agents) - max_rows} more agents"
+    return Group(table, Text(footer(snapshot)))
+
+
+def footer(snapshot: Snapshot) -> str:
+    counts = snapshot.counts
+    parts = [f"{n} {state}" for state, n in sorted(counts.items())]
+    line = "agents: " + (", ".join(parts) if parts else "none yet")
+    if snapshot.budget_usd is not None:
+        line += f" | budget ${snapshot.spent_usd:.4f} of ${snapshot.budget_usd:.2f}"
+    if snapshot.fence:
+        line += f" | fence up: {snapshot.fence}"
+    return line
+
+
+def summary(snapshot: Snapshot) -> Table:
+    """The final table of tasks printed when a run ends."""
+    table = Table(title=f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}")
+    for name in ("task", "state", "attempts", "fixers", "reason"):
+        table.add_column(name, overflow="fold")
+    for task in snapshot.tasks:
+        state = task["state"]
+        table.add_row(
+            task["id"],
+            Text(state, style=STATE_STYLE.get(state, "")),
+            str(len(task.get("attempts", []))),
+            ", ".join(task.get("fixers", [])) or "-",
+            task.get("reason", "") or "",
+        )
+    return table

@@ -1,0 +1,113 @@
+"""A frozen picture of a run, the one thing views render: the live dashboard, `status`, REPORT.md.
+
+It is built either from a live `scheduler.Run` or from a journal on disk, so `status` in
+another terminal and the display of the running orchestrator show the same thing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.records.journal import JournalState
+
+if TYPE_CHECKING:
+    from orchestrator.engine.scheduler import Run
+
+AGENT_KEYS = (
+    "id", "task", "kind", "state", "parent", "attempt", "pid", "started", "ended",
+    "tokens_in", "tokens_out", "cost_usd", "last_line",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    run: dict[str, Any]
+    agents: tuple[dict[str, Any], ...]
+    tasks: tuple[dict[str, Any], ...] = ()
+    fence: str | None = None
+    budget_usd: float | None = None
+    spent_usd: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(a["state"] for a in self.agents))
+
+    def as_status_json(self) -> dict[str, Any]:
+        """The `status --json` object of DESIGN.md."""
+        run = {k: self.run.get(k) for k in ("plan", "state", "started", "ended", "pid")}
+        return {"run": run, "agents": [{k: a.get(k) for k in AGENT_KEYS} for a in self.agents]}
+
+
+def from_run(run: Run, *, state: str = "running") -> Snapshot:
+    agents = tuple(
+        {
+            "id": r.id,
+            "task": r.task_id,
+            "kind": r.kind,
+            "role": r.role,
+            "state": r.state,
+            "parent": r.parent,
+            "attempt": r.attempt,
+            "pid": r.pid,
+            "started": r.started,
+            "ended": r.ended,
+            "tokens_in": r.tokens_in,
+            "tokens_out": r.tokens_out,
+            "cost_usd": round(r.cost_usd, 6),
+            "last_line": r.last_line,
+            "reason": r.reason,
+        }
+        for r in run.agents.values()
+    )
+    tasks = tuple(
+        {
+            "id": t.task.id,
+            "state": t.state,
+            "attempts": list(t.attempts),
+            "fixers": list(t.fixers),
+            "reason": t.reason,
+        }
+        for t in run.tasks.values()
+    )
+    return Snapshot(
+        run={
+            "plan": run.plan.name,
+            "state": state,
+            "started": run.started_at,
+            "ended": run.ended_at,
+            "pid": None,
+            "run_id": run.settings.run_id,
+        },
+        agents=agents,
+        tasks=tasks,
+        fence=run.governor.fence,
+        budget_usd=run.plan.limits.budget_usd,
+        spent_usd=run.governor.spent_usd,
+        extra={"escalations": list(run.escalations), "build": run.build_state},
+    )
+
+
+def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
+    """From a journal on disk; a run said to be running whose lock is free was interrupted."""
+    run = dict(journal.run)
+    if run.get("state") == "running" and not alive:
+        run["state"] = "interrupted"
+    agents = tuple(
+        {"id": aid, **{k: a.get(k) for k in AGENT_KEYS if k != "id"}, "reason": a.get("reason", "")}
+        | {"state": a.get("state", "pending"), "tokens_in": a.get("tokens_in", 0),
+           "tokens_out": a.get("tokens_out", 0), "cost_usd": a.get("cost_usd", 0.0),
+           "last_line": a.get("last_line", "")}
+        for aid, a in journal.agents.items()
+    )  # fmt: skip
+    tasks = tuple({"id": tid, **t} for tid, t in journal.tasks.items())
+    return Snapshot(
+        run=run,
+        agents=agents,
+        tasks=tasks,
+        fence=run.get("fence"),
+        budget_usd=run.get("budget_usd"),
+        spent_usd=float(run.get("spent_usd") or 0.0),
+    )
