@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.base import Agent
-from orchestrator.agents.claude.agent import ClaudeAgent, ClaudeSettings, classify
+from orchestrator.agents.claude.agent import ClaudeAgent, ClaudeSettings
 from orchestrator.agents.claude.limiter import RetryPolicy
 from orchestrator.agents.claude.prompt import system_blocks
+from orchestrator.agents.claude.sdk import classify
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings

@@ -19,7 +19,8 @@ import pytest
 from fakes import RUN_ID_VAR, Recorder, fake, is_running, wait_until_no_marked
 
 from orchestrator.agents.base import AgentContext
-from orchestrator.agents.command import CommandAgent, command_argv, missing_program, outcome
+from orchestrator.agents.command import CommandAgent, command_argv, missing_program
+from orchestrator.agents.output import outcome
 from orchestrator.events import (
     AgentEvent,
     Blocked,

@@ -12,28 +12,23 @@ import errno
 import re
 import shlex
 import shutil
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.agents.base import AgentContext
+from orchestrator.agents.output import blocked_reason, outcome, shorten
 from orchestrator.events import (
-    AgentEvent,
     Blocked,
     Failed,
     FailureKind,
-    Finished,
     Output,
     Started,
 )
 from orchestrator.plan.model import Task
-from orchestrator.process.lines import DEFAULT_MAX_LINE
-from orchestrator.process.spawn import Stream, run_streaming
+from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
+from orchestrator.process.spawn import run_streaming
 
 _PLACEHOLDER = re.compile(r"\{(prompt|agent_id|workspace)\}")
-_BLOCKED = re.compile(r"\s*BLOCKED:\s*(.*)")
-_SUMMARY_CHARS = 200
-_REASON_CHARS = 500
 _DETAIL_CHARS = 120
 _TRANSIENT_SPAWN_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 """Spawn errors the machine may get over; every other one is the command's fault (config)."""
@@ -104,10 +99,8 @@ class CommandAgent:
         def on_line(stream: Stream, line: str) -> None:
             ctx.emit(Output(line, stream))
             if seen.blocked is None:
-                match = _BLOCKED.match(line)
-                if match:
-                    reason = match[1].strip() or "(no reason given)"
-                    seen.blocked = _shorten(reason, _REASON_CHARS)
+                seen.blocked = blocked_reason(line)
+                if seen.blocked is not None:
                     ctx.emit(Blocked(seen.blocked))
             if stream == "stdout" and line.strip():
                 seen.last_stdout = line
@@ -134,23 +127,6 @@ class CommandAgent:
             ctx.emit(outcome(code, seen.last_stdout))
 
 
-def outcome(code: int, last_stdout: str = "") -> AgentEvent:
-    """The terminal event for a command that exited with ``code`` (negative: a signal)."""
-    if code == 0:
-        return Finished(summary=_shorten(last_stdout.strip(), _SUMMARY_CHARS))
-    if code == 126:
-        return Failed("exit code 126: the command is not executable", kind="config")
-    if code == 127:
-        return Failed("exit code 127: the command was not found", kind="config")
-    if code < 0:
-        try:
-            name = f" ({signal.Signals(-code).name})"
-        except ValueError:
-            name = ""
-        return Failed(f"killed by signal {-code}{name}")
-    return Failed(f"exit code {code}")
-
-
 @dataclass(slots=True)
 class _Seen:
     started: bool = False
@@ -161,8 +137,4 @@ class _Seen:
 def _detail(task: Task) -> str:
     """The command template (not the filled-in prompt), short enough for a status line."""
     text = task.command[0] if task.shell else shlex.join(task.command)
-    return _shorten(text, _DETAIL_CHARS)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, _DETAIL_CHARS)

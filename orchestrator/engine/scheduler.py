@@ -1,12 +1,10 @@
-"""The scheduler: the only owner of run state.
+"""The scheduler: the only owner of run state (dispatch and transitions).
 
 It starts each task the moment its own dependencies have succeeded (``mode="async"``) or wave
 by wave (``mode="batch"``), asks the governor before every start, runs every agent inside one
-``asyncio.TaskGroup``, turns agents' events into state, progress files and journal records,
-and answers monitors: ``await run.wait(id)``, ``await run.wait_any(ids)``, ``run.peek(id)``.
-
-Order of effects for every transition: the agent's words are flushed to its progress file,
-the transition is journaled, and only then are waiters told.
+``asyncio.TaskGroup`` and turns agents' events into state. The recorder writes (progress file
+first, then the journal) before waiters (`orchestrator.engine.queries`) are told; recovery
+(`orchestrator.engine.repairs`) carries out what the policy decides about an ended agent.
 """
 
 from __future__ import annotations
@@ -19,40 +17,35 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
-from orchestrator import ids
 from orchestrator.agents.base import Agent
 from orchestrator.engine import attempt
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
+from orchestrator.engine.queries import RunQueries
+from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
-from orchestrator.engine.spawns import links
-from orchestrator.engine.state import AgentRecord, Peek, RunSettings, Spawn, TaskRecord
-from orchestrator.errors import UnknownAgentError
+from orchestrator.engine.spawns import first_spawn, links
+from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import (
-    TERMINAL_STATES,
     AgentEvent,
     AgentState,
-    Blocked,
     BuildChecked,
-    Failed,
     Finished,
-    Started,
     Usage,
 )
 from orchestrator.plan.graph import graph_of
 from orchestrator.plan.model import Plan, Task
 from orchestrator.process import group, orphans, procfs
 from orchestrator.process.env import SECRET_NAMES
-from orchestrator.process.secrets import scrub_event, secret_values
+from orchestrator.process.secrets import secret_values
 from orchestrator.records.journal import Journal
-from orchestrator.records.progress import ProgressWriter
 
 AgentFactory = Callable[[str], Agent]
 BURST = 64
 """Agents started in one pass of the dispatcher before it yields to the event loop."""
 
 
-class Run:
+class Run(RunQueries):
     """One execution of a plan. Create, then ``await execute()``; monitors work meanwhile."""
 
     def __init__(
@@ -69,9 +62,6 @@ class Run:
         self.plan = plan
         self.settings = settings
         self.governor = Governor(plan.limits)
-        self.progress = ProgressWriter(
-            settings.responses, cap=settings.progress_cap, interval=settings.progress_interval
-        )
         self.journal = journal
         self._agent_for = agents
         self._prior = dict(prior_attempts or {})
@@ -89,32 +79,26 @@ class Run:
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
-        self._live_dirty: dict[str, AgentRecord] = {}
         self._env = dict(os.environ if settings.env is None else settings.env)
         """Children's environments are drawn from this snapshot (a dict: cheap to read)."""
-        self._secrets = secret_values(
+        secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
-        self._succeeded = 0
-        for tid in done_tasks:
-            if tid in self.tasks:
-                self._unsettled -= 1
-                self._succeeded += 1
-                self.tasks[tid].state = "succeeded"
-                self.tasks[tid].final = True
-                self.tasks[tid].reason = "succeeded in an earlier run"
+        self.recorder = Recorder(settings, journal, secrets=secrets)
+        done = [self.tasks[tid] for tid in done_tasks if tid in self.tasks]
+        for trec in done:
+            trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
+        self._unsettled -= len(done)
+        self._succeeded = len(done)
 
     # --- public API -------------------------------------------------------------------------
 
     async def execute(self) -> None:
         """Run the plan to the end (or until stopped); never raises for an agent's failure."""
-        if self.journal is not None:
-            self.journal.record("run", state="running", started=self.started_at)
+        self.recorder.run_started(self.started_at)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            flusher = tg.create_task(self.progress.run_flusher())
-            syncer = tg.create_task(self.journal.run_syncer()) if self.journal else None
-            live = tg.create_task(self._journal_live()) if self.journal else None
+            background = tg.create_task(self.recorder.run_background())
             for tid, rec in self.tasks.items():
                 if rec.state == "succeeded":
                     self.frontier.succeeded(tid, self._pending)
@@ -122,56 +106,14 @@ class Run:
             self._dispatch()
             self._check_finished()
             await self._finished.wait()
-            flusher.cancel()
-            for background in (syncer, live):
-                if background is not None:
-                    background.cancel()
+            background.cancel()
         self._tg = None
         self.ended_at = time.time()
-
-    def peek(self, agent_id: str) -> Peek:
-        rec = self._record(agent_id)
-        return Peek(rec.id, rec.state, tuple(rec.lines), rec.reason)
-
-    async def wait(self, agent_id: str) -> AgentState:
-        """Block until the agent has ended; for a task's first attempt, until the task settled."""
-        if agent_id in self.tasks:
-            task = self.tasks[agent_id]
-            if not task.final:
-                if task.settled is None:
-                    task.settled = asyncio.Event()
-                await task.settled.wait()
-            return task.state
-        rec = self._record(agent_id)
-        if rec.state not in TERMINAL_STATES:
-            if rec.done is None:
-                rec.done = asyncio.Event()
-            await rec.done.wait()
-        return rec.state
-
-    async def wait_any(self, agent_ids: Iterable[str]) -> tuple[str, AgentState]:
-        """Block until the first of ``agent_ids`` has ended; return its id and state."""
-        ids = list(agent_ids)
-        for agent_id in ids:
-            self._check_known(agent_id)
-        async with asyncio.TaskGroup() as tg:
-            waiters = {tg.create_task(self.wait(a)): a for a in ids}
-            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for p in pending:
-                p.cancel()
-        first = next(iter(done))
-        return waiters[first], first.result()
 
     def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:
         """Stop one agent (and with ``tree`` the agents it spawned); idempotent."""
         self._check_known(agent_id)
-        targets = [agent_id]
-        if tree:
-            todo = [agent_id]
-            while todo:
-                for child in self._children_of(todo.pop()):
-                    targets.append(child)
-                    todo.append(child)
+        targets = self._subtree(agent_id) if tree else [agent_id]
         stopped = []
         for target in targets:
             if self._stop(target, "cancelled", "cancelled by request", force=force):
@@ -181,8 +123,7 @@ class Run:
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
         """Raise the fence (nothing new starts), then stop every running agent."""
         self.governor.raise_fence(reason)
-        if self.journal is not None:
-            self.journal.record("run", fence=reason)
+        self.recorder.fence(reason)
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
             if rec.state == "running":
@@ -198,8 +139,7 @@ class Run:
         budget = self.plan.limits.budget_usd or 0.0
         reason = f"budget of ${budget:.2f} spent (${self.governor.spent_usd:.4f})"
         self.governor.raise_fence(reason)
-        if self.journal is not None:
-            self.journal.record("run", fence=reason, spent_usd=self.governor.spent_usd)
+        self.recorder.fence(reason, spent_usd=self.governor.spent_usd)
         loop = asyncio.get_running_loop()
         for rec in list(self.agents.values()):
             if rec.state == "running":
@@ -222,20 +162,10 @@ class Run:
 
     def _queue(self, task_ids: list[str]) -> None:
         for tid in task_ids:
-            self._ready.append(self._first_attempt(self.tasks[tid].task))
-
-    def _first_attempt(self, task: Task) -> Spawn:
-        attempt = self._prior.get(task.id, 0) + 1
-        return Spawn(
-            agent_id=ids.agent_id_of(task.id, attempt),
-            task=task,
-            attempt=attempt,
-            role="task",
-            prompt=task.prompt,
-            script=task.script,
-            depth=self.settings.base_depth,
-            notes=self.dependency_notes(task),
-        )
+            task = self.tasks[tid].task
+            attempt = self._prior.get(tid, 0) + 1
+            notes = self.dependency_notes(task)
+            self._ready.append(first_spawn(task, attempt, self.settings.base_depth, notes))
 
     def dependency_notes(self, task: Task) -> tuple[str, ...]:
         notes = []
@@ -284,22 +214,13 @@ class Run:
             return  # not started; settled as such when the run ends
         state: AgentState = "budget_exceeded" if denial.limit == "budget_usd" else "skipped"
         reason = f"spawn denied: {denial.reason}"
-        if self.journal is not None:
-            self.journal.record("denial", agent=spawn.agent_id, limit=denial.limit, reason=reason)
+        self.recorder.denied(spawn.agent_id, denial.limit, reason)
         self.settle_task(spawn.task.id, state, reason)
 
     def _start(self, spawn: Spawn) -> None:
         assert self._tg is not None
         task = spawn.task
-        rec = AgentRecord(
-            id=spawn.agent_id,
-            task_id=task.id,
-            kind=task.agent,
-            role=spawn.role,
-            attempt=spawn.attempt,
-            depth=spawn.depth,
-            parent=spawn.parent,
-        )
+        rec = AgentRecord.of(spawn)
         self.agents[rec.id] = rec
         if spawn.parent in self.agents:
             self.agents[spawn.parent].children.append(rec.id)
@@ -310,9 +231,7 @@ class Run:
         rec.state = "running"
         rec.started = time.time()
         rec.last_event = time.monotonic()
-        self.progress.open(rec.id, attempt.header(rec, spawn))
-        if self.journal is not None:
-            self.journal.record("agent", **rec.started_fields())
+        self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
         rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
 
@@ -362,26 +281,13 @@ class Run:
         return False
 
     def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:
-        rec.last_event = time.monotonic()
-        if self._secrets:
-            event = scrub_event(event, self._secrets)
-        self._live_dirty[rec.id] = rec
-        line = self.progress.append(rec.id, event)
-        if line:
-            rec.last_line = line[:200]
-            rec.lines.append(rec.last_line)
+        event, line = self.recorder.event(rec, event)
+        rec.heard(event, line, time.monotonic())
         match event:
-            case Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost):
-                rec.tokens_in += tin
-                rec.tokens_out += tout
-                rec.cost_usd += cost
+            case Usage(cost_usd=cost):
                 self.governor.charge(cost)
                 if self.governor.budget_spent:
                     self._budget_gone()
-            case Started(pid=pid) if pid:
-                rec.pid = pid
-            case Blocked() | Failed() | Finished() if rec.terminal is None:
-                rec.terminal = event
             case BuildChecked():
                 self.repairs.record_build(rec.id, event)
             case _:
@@ -389,27 +295,15 @@ class Run:
         if self._on_event is not None:
             self._on_event(rec, line)
 
-    async def _journal_live(self, interval: float = 0.25) -> None:
-        """Journal what running agents said and spent, so `status` elsewhere sees it live."""
-        assert self.journal is not None
-        while True:
-            await asyncio.sleep(interval)
-            dirty, self._live_dirty = self._live_dirty, {}
-            for rec in dirty.values():
-                if rec.state == "running":
-                    self.journal.record("agent", **rec.live_fields())
-
     def _on_process(self, rec: AgentRecord, pid: int) -> None:
         rec.pid = pid
         rec.pstart = procfs.process_start_time(pid)
-        if self.journal is not None:
-            self.journal.record("agent", id=rec.id, pid=pid, pgid=pid, pstart=rec.pstart)
+        self.recorder.process(rec)
 
     @staticmethod
     def _signal_group(rec: AgentRecord, sig: int) -> None:
         """Signal the agent's latest process group, if it is still the process we started."""
-        if rec.pid and procfs.process_start_time(rec.pid) == rec.pstart:
-            group.kill_group(rec.pid, sig)
+        group.signal_recorded(rec.pid, rec.pstart, sig)
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -420,11 +314,7 @@ class Run:
         if isinstance(rec.terminal, Finished):
             rec.summary = rec.terminal.summary
         actions = self.repairs.decide(rec)
-        for line in links(actions):
-            self.progress.note(rec.id, line)
-        self.progress.finish(rec.id, rec.status_line(), rec.status_record())
-        if self.journal is not None:
-            self.journal.record("agent", **rec.ended_fields())
+        self.recorder.agent_ended(rec, links(actions))
         self.governor.released()
         if rec.done is not None:
             rec.done.set()
@@ -451,10 +341,7 @@ class Run:
         trec.state = state
         trec.reason = reason
         trec.final = True
-        if trec.attempts == [] and state != "pending":
-            self._write_unstarted(trec)
-        if self.journal is not None:
-            self.journal.record("task", id=task_id, state=state, reason=reason)
+        self.recorder.task_settled(trec)
         if trec.settled is not None:
             trec.settled.set()
         if state == "succeeded":
@@ -465,14 +352,6 @@ class Run:
                 if self.tasks[child].state == "pending":
                     self.settle_task(child, "skipped", f"dependency {task_id} ended {state}")
         self._queue(self.frontier.settled(task_id, self._pending))
-
-    def _write_unstarted(self, trec: TaskRecord) -> None:
-        """A task that never ran still gets a file ending in its status line."""
-        tid = trec.task.id
-        self.progress.open(tid, f"# {tid}\n\n- task: {tid}\n- never started\n\n")
-        self.progress.finish(
-            tid, f"{trec.state} - {trec.reason}", {"event": "status", "state": trec.state}
-        )
 
     def _check_finished(self) -> None:
         """End the run when nothing runs or can start; run the final build check first."""
@@ -498,26 +377,6 @@ class Run:
             self._start(build)
             return
         self._finished.set()
-
-    # --- helpers ----------------------------------------------------------------------------
-
-    def _record(self, agent_id: str) -> AgentRecord:
-        rec = self.agents.get(agent_id)
-        if rec is None:
-            trec = self.tasks.get(agent_id)
-            if trec is None:
-                raise UnknownAgentError(agent_id)
-            rec = AgentRecord(agent_id, agent_id, trec.task.agent, "task", 1, 0, None)
-            rec.state, rec.reason = trec.state, trec.reason
-        return rec
-
-    def _check_known(self, agent_id: str) -> None:
-        if agent_id not in self.agents and agent_id not in self.tasks:
-            raise UnknownAgentError(agent_id)
-
-    def _children_of(self, agent_id: str) -> list[str]:
-        rec = self.agents.get(agent_id)
-        return list(rec.children) if rec else []
 
     def exit_code(self) -> int:
         if self._interrupted is not None:

@@ -81,6 +81,20 @@ def fixer_spawn(
     )
 
 
+def first_spawn(task: Task, attempt: int, depth: int, notes: tuple[str, ...]) -> Spawn:
+    """The first attempt of ``task`` in this run (``attempt`` > 1 after a resume)."""
+    return Spawn(
+        agent_id=ids.agent_id_of(task.id, attempt),
+        task=task,
+        attempt=attempt,
+        role="task",
+        prompt=task.prompt,
+        script=task.script,
+        depth=depth,
+        notes=notes,
+    )
+
+
 def retry_spawn(
     task: Task,
     attempt: int,

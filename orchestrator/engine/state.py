@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.events import AgentEvent, AgentState
+from orchestrator.events import (
+    AgentEvent,
+    AgentState,
+    Blocked,
+    Failed,
+    Finished,
+    Started,
+    Usage,
+)
 from orchestrator.plan.model import Step, Task
 
 Role = Literal["task", "fixer", "build"]
@@ -76,6 +84,37 @@ class AgentRecord:
     last_event: float = 0.0
     children: list[str] = field(default_factory=list)
     force: bool = False
+
+    @classmethod
+    def of(cls, spawn: Spawn) -> AgentRecord:
+        """The record of the agent ``spawn`` asks for, before it starts."""
+        return cls(
+            id=spawn.agent_id,
+            task_id=spawn.task.id,
+            kind=spawn.task.agent,
+            role=spawn.role,
+            attempt=spawn.attempt,
+            depth=spawn.depth,
+            parent=spawn.parent,
+        )
+
+    def heard(self, event: AgentEvent, line: str, now: float) -> None:
+        """What the agent just said (``line`` as shown), at monotonic time ``now``."""
+        self.last_event = now
+        if line:
+            self.last_line = line[:200]
+            self.lines.append(self.last_line)
+        match event:
+            case Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost):
+                self.tokens_in += tin
+                self.tokens_out += tout
+                self.cost_usd += cost
+            case Started(pid=pid) if pid:
+                self.pid = pid
+            case Blocked() | Failed() | Finished() if self.terminal is None:
+                self.terminal = event
+            case _:
+                pass
 
     def started_fields(self) -> dict[str, object]:
         """What the journal records when the agent starts."""

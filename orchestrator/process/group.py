@@ -9,7 +9,7 @@ import signal
 import time
 from typing import Protocol
 
-from orchestrator.process.procfs import group_has_live_member
+from orchestrator.process.procfs import group_has_live_member, process_start_time
 
 _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
@@ -92,3 +92,11 @@ def kill_group(pgid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def signal_recorded(pid: int | None, pstart: int | None, sig: int) -> bool:
+    """Signal the group led by ``pid`` if ``pid`` is still the process that started at
+    ``pstart`` (so a recycled pid is never signalled); False when it is not, or gone."""
+    if not pid or pstart is None or process_start_time(pid) != pstart:
+        return False
+    return kill_group(pid, sig)

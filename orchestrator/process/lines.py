@@ -9,8 +9,11 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable
+from typing import Literal, TypeAlias
 
 DEFAULT_MAX_LINE = 64 * 1024
+Stream: TypeAlias = Literal["stdout", "stderr"]
+"""Which pipe of a child a line came from."""
 
 _UNSAFE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erase

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from orchestrator.process.spawn import Stream
+from orchestrator.process.lines import Stream
 from orchestrator.tools.files import (
     READ_DEFAULT_LINES,
     edit_file,

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from orchestrator.process.env import SECRET_NAMES
-from orchestrator.process.spawn import Stream, run_streaming
+from orchestrator.process.lines import Stream
+from orchestrator.process.spawn import run_streaming
 from orchestrator.tools.workspace import ToolError, ToolOutcome, Workspace, encodable
 
 OUTPUT_MAX_BYTES = 30_000

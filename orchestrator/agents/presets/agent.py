@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orchestrator.agents.base import AgentContext
-from orchestrator.agents.command import outcome
+from orchestrator.agents.output import blocked_reason, outcome
 from orchestrator.agents.presets.program import bundled_claude as bundled_claude
 from orchestrator.agents.presets.program import locate_program
 from orchestrator.agents.presets.program import missing_preset_program as missing_preset_program
-from orchestrator.agents.presets.streamjson import BLOCKED_LINE, StreamJsonParser
+from orchestrator.agents.presets.streamjson import StreamJsonParser
 from orchestrator.agents.presets.table import (
     BLOCKED_NOTE,
     ParserName,
@@ -43,9 +43,10 @@ from orchestrator.agents.presets.table import (
 from orchestrator.events import AgentEvent, Blocked, Failed, FailureKind, Output, Started
 from orchestrator.plan.model import Plan
 from orchestrator.process.lines import DEFAULT_MAX_LINE as MAX_LINE
+from orchestrator.process.lines import Stream
 from orchestrator.process.orphans import sweep_run
 from orchestrator.process.procfs import AGENT_ID_VAR, RUN_ID_VAR
-from orchestrator.process.spawn import Stream, run_streaming
+from orchestrator.process.spawn import run_streaming
 
 STREAM_JSON_MAX_LINE = 8 * 1024 * 1024
 """One stream-json line holds a whole tool result (a file read, a command's output)."""
@@ -75,10 +76,10 @@ class LinesParser:
     def feed(self, stream: Stream, line: str) -> list[AgentEvent]:
         events: list[AgentEvent] = [Output(line, stream)]
         if not self.blocked:
-            match = BLOCKED_LINE.match(line)
-            if match:
+            reason = blocked_reason(line)
+            if reason is not None:
                 self.blocked = True
-                events.append(Blocked(match[1].strip() or "(no reason given)"))
+                events.append(Blocked(reason))
         if stream == "stdout" and line.strip():
             self.last_stdout = line
         return events

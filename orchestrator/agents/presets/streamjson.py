@@ -30,11 +30,10 @@ is not a JSON object is kept as raw `Output`: nothing a child prints is fatal.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.agents.command import outcome
+from orchestrator.agents.output import blocked_reason, outcome
 from orchestrator.events import (
     AgentEvent,
     Blocked,
@@ -47,10 +46,7 @@ from orchestrator.events import (
     ToolResult,
     Usage,
 )
-from orchestrator.process.spawn import Stream
-
-BLOCKED_LINE = re.compile(r"^[ \t>*_`]*BLOCKED[*_`]*:[*_`]*[ \t]*(.*?)[ \t*_`]*$", re.MULTILINE)
-"""A line that reports a blocker: ``BLOCKED: reason``, also as ``**BLOCKED:** reason``."""
+from orchestrator.process.lines import Stream
 
 SUMMARY_CHARS = 160
 """Width of a tool call's or tool result's one-line summary."""
@@ -198,9 +194,9 @@ class StreamJsonParser:
         if message.get("is_error"):
             self.terminal = Failed(_error_text(message, final_text), kind=_failure_kind(message))
         else:
-            match = BLOCKED_LINE.search(final_text)
-            if match:
-                self.terminal = Blocked(match[1].strip() or "(no reason given)")
+            reason = blocked_reason(final_text)
+            if reason is not None:
+                self.terminal = Blocked(reason)
             else:
                 self.terminal = Finished(final_text.strip()[:FINAL_CHARS])
         events.append(self.terminal)
@@ -215,10 +211,10 @@ class StreamJsonParser:
     def _blocked_in(self, text: str) -> list[AgentEvent]:
         if self.terminal is not None:
             return []
-        match = BLOCKED_LINE.search(text)
-        if match is None:
+        reason = blocked_reason(text)
+        if reason is None:
             return []
-        self.terminal = Blocked(match[1].strip() or "(no reason given)")
+        self.terminal = Blocked(reason)
         return [self.terminal]
 
     def _summarize_input(self, data: object) -> str:

@@ -1,0 +1,79 @@
+"""What monitors may ask of a live run: non-blocking peeks and blocking waits.
+
+The read side of the scheduler: `Run` inherits these and is the only writer of the records
+they read. Waits use events the scheduler sets after a transition is on disk, so whoever is
+told has nothing more to read than the progress file and the journal already hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from orchestrator.engine.state import AgentRecord, Peek, TaskRecord
+from orchestrator.errors import UnknownAgentError
+from orchestrator.events import TERMINAL_STATES, AgentState
+
+
+class RunQueries:
+    """Peeks and waits over a run's agent and task records."""
+
+    agents: dict[str, AgentRecord]
+    tasks: dict[str, TaskRecord]
+
+    def peek(self, agent_id: str) -> Peek:
+        rec = self._record(agent_id)
+        return Peek(rec.id, rec.state, tuple(rec.lines), rec.reason)
+
+    async def wait(self, agent_id: str) -> AgentState:
+        """Block until the agent has ended; for a task's first attempt, until the task settled."""
+        if agent_id in self.tasks:
+            task = self.tasks[agent_id]
+            if not task.final:
+                if task.settled is None:
+                    task.settled = asyncio.Event()
+                await task.settled.wait()
+            return task.state
+        rec = self._record(agent_id)
+        if rec.state not in TERMINAL_STATES:
+            if rec.done is None:
+                rec.done = asyncio.Event()
+            await rec.done.wait()
+        return rec.state
+
+    async def wait_any(self, agent_ids: Iterable[str]) -> tuple[str, AgentState]:
+        """Block until the first of ``agent_ids`` has ended; return its id and state."""
+        ids = list(agent_ids)
+        for agent_id in ids:
+            self._check_known(agent_id)
+        async with asyncio.TaskGroup() as tg:
+            waiters = {tg.create_task(self.wait(a)): a for a in ids}
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+        first = next(iter(done))
+        return waiters[first], first.result()
+
+    def _record(self, agent_id: str) -> AgentRecord:
+        rec = self.agents.get(agent_id)
+        if rec is None:
+            trec = self.tasks.get(agent_id)
+            if trec is None:
+                raise UnknownAgentError(agent_id)
+            rec = AgentRecord(agent_id, agent_id, trec.task.agent, "task", 1, 0, None)
+            rec.state, rec.reason = trec.state, trec.reason
+        return rec
+
+    def _check_known(self, agent_id: str) -> None:
+        if agent_id not in self.agents and agent_id not in self.tasks:
+            raise UnknownAgentError(agent_id)
+
+    def _subtree(self, agent_id: str) -> list[str]:
+        """The agent and every agent it spawned, parents first."""
+        out, todo = [agent_id], [agent_id]
+        while todo:
+            rec = self.agents.get(todo.pop())
+            for child in rec.children if rec else ():
+                out.append(child)
+                todo.append(child)
+        return out

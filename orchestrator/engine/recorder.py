@@ -1,0 +1,104 @@
+"""Where a run's transitions are written, in order: progress files first, then the journal.
+
+The scheduler decides; the recorder writes. For every transition the agent's words reach its
+progress file (buffered, flushed by `run_background`) before the journal records the change,
+and the scheduler tells waiters only after both. Secrets are masked here, once, in every event
+whatever the agent's kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.engine.state import AgentRecord, RunSettings, TaskRecord
+from orchestrator.events import AgentEvent
+from orchestrator.process.secrets import scrub_event
+from orchestrator.records.journal import Journal
+from orchestrator.records.progress import ProgressWriter
+
+LIVE_INTERVAL = 0.25
+"""How often running agents' last line and spend are journaled (for `status` elsewhere)."""
+
+
+class Recorder:
+    """The progress writer and the journal of one run, and what goes into them."""
+
+    def __init__(
+        self, settings: RunSettings, journal: Journal | None, *, secrets: tuple[str, ...]
+    ) -> None:
+        self.progress = ProgressWriter(
+            settings.responses, cap=settings.progress_cap, interval=settings.progress_interval
+        )
+        self.journal = journal
+        self._secrets = secrets
+        self._live_dirty: dict[str, AgentRecord] = {}
+
+    async def run_background(self) -> None:
+        """Flush progress files, sync the journal and journal live agents until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.progress.run_flusher())
+            if self.journal is not None:
+                tg.create_task(self.journal.run_syncer())
+                tg.create_task(self._journal_live())
+
+    # --- the run ---------------------------------------------------------------------------
+
+    def run_started(self, started: float) -> None:
+        if self.journal is not None:
+            self.journal.record("run", state="running", started=started)
+
+    def fence(self, reason: str, **extra: object) -> None:
+        if self.journal is not None:
+            self.journal.record("run", fence=reason, **extra)
+
+    def denied(self, agent_id: str, limit: str, reason: str) -> None:
+        if self.journal is not None:
+            self.journal.record("denial", agent=agent_id, limit=limit, reason=reason)
+
+    # --- agents ----------------------------------------------------------------------------
+
+    def agent_started(self, rec: AgentRecord, header: str) -> None:
+        self.progress.open(rec.id, header)
+        if self.journal is not None:
+            self.journal.record("agent", **rec.started_fields())
+
+    def event(self, rec: AgentRecord, event: AgentEvent) -> tuple[AgentEvent, str]:
+        """Mask secrets in ``event`` and buffer it; the event as written and its shown line."""
+        if self._secrets:
+            event = scrub_event(event, self._secrets)
+        self._live_dirty[rec.id] = rec
+        return event, self.progress.append(rec.id, event)
+
+    def process(self, rec: AgentRecord) -> None:
+        if self.journal is not None:
+            self.journal.record("agent", id=rec.id, pid=rec.pid, pgid=rec.pid, pstart=rec.pstart)
+
+    def agent_ended(self, rec: AgentRecord, notes: list[str]) -> None:
+        """The orchestrator's own ``notes`` (what happens next), the status line, the journal."""
+        for line in notes:
+            self.progress.note(rec.id, line)
+        self.progress.finish(rec.id, rec.status_line(), rec.status_record())
+        if self.journal is not None:
+            self.journal.record("agent", **rec.ended_fields())
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def task_settled(self, trec: TaskRecord) -> None:
+        """A task has its final state; one that never ran still gets a progress file."""
+        tid = trec.task.id
+        if not trec.attempts and trec.state != "pending":
+            self.progress.open(tid, f"# {tid}\n\n- task: {tid}\n- never started\n\n")
+            self.progress.finish(
+                tid, f"{trec.state} - {trec.reason}", {"event": "status", "state": trec.state}
+            )
+        if self.journal is not None:
+            self.journal.record("task", id=tid, state=trec.state, reason=trec.reason)
+
+    async def _journal_live(self) -> None:
+        assert self.journal is not None
+        while True:
+            await asyncio.sleep(LIVE_INTERVAL)
+            dirty, self._live_dirty = self._live_dirty, {}
+            for rec in dirty.values():
+                if rec.state == "running":
+                    self.journal.record("agent", **rec.live_fields())
