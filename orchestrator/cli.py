@@ -123,10 +123,10 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every agent of the current or last run, from the journal."""
-    from orchestrator.control.readers import with_last_lines
     from orchestrator.records.journal import load
     from orchestrator.records.rundir import RunDir, is_locked
     from orchestrator.view import snapshot
+    from orchestrator.view.snapshot import with_last_lines
 
     rundir = RunDir(responses)
     if not rundir.journal.exists():
@@ -162,7 +162,7 @@ def peek(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
     """The last lines of an agent's progress file; never blocks."""
-    from orchestrator.control.readers import last_lines
+    from orchestrator.records.progress import last_lines
 
     path = _known(responses, agent)
     for line in last_lines(path, n):

@@ -134,7 +134,7 @@ async def run_plan(
     *,
     agents: Callable[[str], Agent] | None = None,
 ) -> int:
-    """Run the plan to its end; returns the exit code of DESIGN.md."""
+    """Run the plan to its end; returns its exit code (docs/commands.md)."""
     rundir = RunDir(opts.responses)
     lock = RunLock(rundir)
     await asyncio.to_thread(lock.acquire)  # it may wait a moment for a probing reader

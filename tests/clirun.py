@@ -53,7 +53,7 @@ def write_plan(path: Path, tasks: list[dict[str, Any]], **top: Any) -> Path:
     return path
 
 
-def poll(check: Callable[[], T], *, timeout: float = 10.0, what: str = "") -> T:
+def poll(check: Callable[[], T | None], *, timeout: float = 10.0, what: str = "") -> T:
     """Call ``check`` until it returns something true; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -157,7 +157,7 @@ class Fleet:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise AssertionError(f"{proc.args} did not end within {timeout:g}s") from None
+            raise AssertionError(f"{proc.args!r} did not end within {timeout:g}s") from None
         if out is None:
             out, err = (p.read_text(errors="replace") for p in self._logs[proc.pid])
         return Done(proc.returncode, out, err)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from fakeapi import fake_api, fake_client  # noqa: F401  (shared fixtures)
 from fakes import marked_pids
 
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.plan.model import Limits, Plan, Say, Sleep, Step, Task
-from tests.fakeapi import fake_api, fake_client  # noqa: F401  (shared fixtures)
 
 
 def scripted(tid: str, *steps: Step, deps: tuple[str, ...] = (), **kw: Any) -> Task:

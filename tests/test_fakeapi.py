@@ -11,8 +11,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-
-from tests.fakeapi import (
+from fakeapi import (
     FakeMessagesAPI,
     api_error,
     authentication_error,

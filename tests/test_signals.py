@@ -164,7 +164,7 @@ def test_status_leaves_a_live_run_alone(fleet: Fleet) -> None:
 
 
 def random_tasks(rng: random.Random) -> list[dict[str, Any]]:
-    shapes = [
+    shapes: list[list[dict[str, Any]]] = [
         [{"run": f"sleep {rng.uniform(0.05, 0.5):.2f}"}],
         [{"run": STUBBORN.replace("while :", f"for i in $(seq {rng.randint(2, 12)})")
           .replace("; done", "; done")}],

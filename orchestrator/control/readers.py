@@ -7,10 +7,7 @@ run goes on and after it ended, without talking to the orchestrator.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -21,7 +18,6 @@ from orchestrator.events import TERMINAL_STATES
 from orchestrator.records.journal import JournalReader
 from orchestrator.records.progress import safe_path
 from orchestrator.records.rundir import RunDir, is_locked
-from orchestrator.view.snapshot import Snapshot
 
 POLL = 0.05
 
@@ -32,51 +28,6 @@ def progress_path(responses: Path, agent_id: str) -> Path:
         return safe_path(responses, f"{agent_id}.md")
     except ValueError:
         raise UnknownAgentError(agent_id) from None
-
-
-def last_lines(path: Path, n: int) -> list[str]:
-    """The last ``n`` lines of a file, reading only its end (a peek must stay cheap)."""
-    if n <= 0:
-        return []
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        block = 4096
-        data = b""
-        while size > 0 and data.count(b"\n") <= n:
-            step = min(block, size)
-            size -= step
-            fh.seek(size)
-            data = fh.read(step) + data
-            block *= 2
-    return data.decode("utf-8", "replace").splitlines()[-n:]
-
-
-_STAMP = re.compile(r"\[\+ *[0-9.]+s\] ")
-
-
-def last_said(responses: Path, agent_id: str) -> str:
-    """The last progress line of an agent, without its time stamp ("" when there is none)."""
-    try:
-        lines = last_lines(progress_path(responses, agent_id), 3)
-    except (OSError, UnknownAgentError):
-        return ""
-    text = next((ln for ln in reversed(lines) if ln.strip()), "")
-    return _STAMP.sub("", text, count=1)[:200]
-
-
-def with_last_lines(snap: Snapshot, responses: Path) -> Snapshot:
-    """Running agents get their last line from their progress file.
-
-    The journal records an agent's last line only when it ends (the hot path writes progress
-    files, not the journal), so views built from the journal read it here, cheaply.
-    """
-    agents = tuple(
-        {**a, "last_line": last_said(responses, a["id"])}
-        if a.get("state") == "running" and not a.get("last_line")
-        else a
-        for a in snap.agents
-    )
-    return replace(snap, agents=agents)
 
 
 def ended(line: str) -> bool:

@@ -68,7 +68,7 @@ class Task:
     script: tuple[Step, ...] = ()
     retry_script: tuple[Step, ...] | None = None
     model: str = "claude-sonnet-4-6"
-    """The default: a current model (DESIGN.md's example, claude-sonnet-4-5, is deprecated)."""
+    """The default: a current model (claude-sonnet-4-5, an older default, is deprecated)."""
     timeout: float = 20 * 60.0
     stall_timeout: float = 5 * 60.0
     max_turns: int = 30

@@ -16,7 +16,7 @@ from orchestrator.plan.model import AGENT_KINDS, PRESETS, Task
 from orchestrator.plan.nodes import Map, Seq, show
 
 DEFAULT_AGENT = "claude"
-"""The agent of a task when neither the task nor ``defaults`` names one (as in DESIGN.md)."""
+"""The agent of a task when neither the task nor ``defaults`` names one (see docs/plan.md)."""
 
 MEANT = {"name": "id", "cmd": "command", "args": "command", "steps": "script"}
 """Keys people write for the ones they mean (``args`` is a task key; for a fixer it is not)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,6 +60,28 @@ def _safe_join(responses: str, name: str) -> str:
     if not ids.is_file_name(name):
         raise ValueError(f"refusing unsafe progress file name {name!r}")
     return os.path.join(responses, name)
+
+
+def status_line_of(text: str) -> str:
+    """The last line of every progress file, after a blank line: ``status: <text>``.
+
+    The one writer of it: `ProgressWriter.finish` for live agents, `end_file` for agents whose
+    writer is gone. ``text`` is cleaned and kept to one line, so it cannot forge another."""
+    return f"\nstatus: {clean(text).replace(chr(10), ' ')}\n"
+
+
+def end_file(responses: Path, agent_id: str, text: str) -> bool:
+    """End the progress file of an agent no writer has open (lost with its orchestrator);
+    False when there is no such file (never created, removed, or a link)."""
+    try:
+        fd = os.open(safe_path(responses, f"{agent_id}.md"), _OPEN_APPEND)
+    except (ValueError, OSError):
+        return False
+    try:
+        os.write(fd, status_line_of(text).encode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+    return True
 
 
 def render(event: AgentEvent) -> str:
@@ -158,7 +181,7 @@ class ProgressWriter:
         if f.partial:
             f.md_buf.append(f.partial + "\n")
             f.partial = ""
-        f.md_buf.append(f"\nstatus: {clean(status_line)}\n")
+        f.md_buf.append(status_line_of(status_line))
         f.js_buf.append(json.dumps(record, ensure_ascii=False) + "\n")
         self._write(f, final=True)
         self._dirty.pop(agent_id, None)
@@ -223,3 +246,36 @@ class ProgressWriter:
 def _whole_lines(data: bytes) -> bytes:
     cut = data.rfind(b"\n")
     return data[: cut + 1] if cut >= 0 else b""
+
+
+# --- reading (views and monitors) -------------------------------------------------------------
+
+
+def last_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a file, reading only its end (a peek must stay cheap)."""
+    if n <= 0:
+        return []
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        block = 4096
+        data = b""
+        while size > 0 and data.count(b"\n") <= n:
+            step = min(block, size)
+            size -= step
+            fh.seek(size)
+            data = fh.read(step) + data
+            block *= 2
+    return data.decode("utf-8", "replace").splitlines()[-n:]
+
+
+_STAMP = re.compile(r"\[\+ *[0-9.]+s\] ")
+
+
+def last_said(responses: Path, agent_id: str) -> str:
+    """The last progress line of an agent, without its time stamp ("" when there is none)."""
+    try:
+        lines = last_lines(safe_path(responses, f"{agent_id}.md"), 3)
+    except (OSError, ValueError):
+        return ""
+    text = next((ln for ln in reversed(lines) if ln.strip()), "")
+    return _STAMP.sub("", text, count=1)[:200]

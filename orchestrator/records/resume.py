@@ -8,13 +8,12 @@ in their progress file and the journal, never silently done.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
-from orchestrator.records.progress import safe_path
+from orchestrator.records.progress import end_file
 
 
 def fingerprint(task: Task) -> str:
@@ -78,14 +77,5 @@ def plan_resume(old: JournalState, plan: Plan) -> ResumePlan:
 def settle_lost(responses: Path, journal: Journal, lost: tuple[str, ...]) -> None:
     """End each lost agent's progress file with ``status: lost`` and journal it."""
     for agent_id in lost:
-        try:
-            path = safe_path(responses, f"{agent_id}.md")
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except (ValueError, OSError):
-            fd = -1
-        if fd >= 0:
-            try:
-                os.write(fd, b"\nstatus: lost - its process was gone when the run resumed\n")
-            finally:
-                os.close(fd)
+        end_file(responses, agent_id, "lost - its process was gone when the run resumed")
         journal.record("agent", id=agent_id, state="lost", reason="process gone at resume")

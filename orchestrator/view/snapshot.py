@@ -7,10 +7,12 @@ another terminal and the display of the running orchestrator show the same thing
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.records.journal import JournalState
+from orchestrator.records.progress import last_said
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
@@ -36,7 +38,7 @@ class Snapshot:
         return dict(Counter(a["state"] for a in self.agents))
 
     def as_status_json(self) -> dict[str, Any]:
-        """The `status --json` object of DESIGN.md."""
+        """The `status --json` object (docs/commands.md)."""
         run = {k: self.run.get(k) for k in ("plan", "state", "started", "ended", "pid")}
         return {"run": run, "agents": [{k: a.get(k) for k in AGENT_KEYS} for a in self.agents]}
 
@@ -111,3 +113,18 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
         budget_usd=run.get("budget_usd"),
         spent_usd=float(run.get("spent_usd") or 0.0),
     )
+
+
+def with_last_lines(snap: Snapshot, responses: Path) -> Snapshot:
+    """Running agents get their last line from their progress file.
+
+    The journal records an agent's last line only when it ends (the hot path writes progress
+    files, not the journal), so views built from the journal read it here, cheaply.
+    """
+    agents = tuple(
+        {**a, "last_line": last_said(responses, a["id"])}
+        if a.get("state") == "running" and not a.get("last_line")
+        else a
+        for a in snap.agents
+    )
+    return replace(snap, agents=agents)

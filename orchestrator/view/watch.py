@@ -8,10 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.control.readers import with_last_lines
 from orchestrator.records.journal import JournalReader
 from orchestrator.records.rundir import RunDir, is_locked
 from orchestrator.view import dashboard, snapshot
+from orchestrator.view.snapshot import with_last_lines
 
 POLL = 0.05
 """How often the journal is checked: a change is on screen within about this long."""

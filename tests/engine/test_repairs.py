@@ -24,7 +24,7 @@ from orchestrator.plan.model import Run as RunStep
 from orchestrator.runner import RunOptions, check_environment, run_plan
 
 MakeRun = Callable[..., Run]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def with_fixer(run: Run, *steps: object, build: Build | None = None) -> Run:
@@ -81,7 +81,7 @@ async def test_a_failed_fix_escalates_with_what_was_tried(make_run: MakeRun) -> 
     [esc] = run.escalations
     assert esc["task"] == "api"
     assert "need credentials" in str(esc["blocker"])
-    assert any("fix-api-1" in line for line in esc["tried"])  # type: ignore[union-attr]
+    assert any("fix-api-1" in line for line in esc["tried"])  # type: ignore[attr-defined]
     assert "--resume" in str(esc["next_step"])
     assert run.exit_code() == 1
 

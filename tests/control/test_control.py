@@ -355,10 +355,10 @@ def test_stop_recorded_with_tree_follows_the_parent_links_of_the_journal() -> No
 
 
 def random_plan(rng: random.Random, n: int) -> list[dict[str, Any]]:
-    tasks = []
+    tasks: list[dict[str, Any]] = []
     for i in range(n):
         d = round(rng.uniform(0.02, 0.2), 2)
-        shapes = {
+        shapes: dict[str, list[dict[str, Any]]] = {
             "sleep": [{"sleep": d}],
             "run": [{"run": f"sleep {d}"}],
             "stubborn": [{"run": f"trap '' TERM; for i in $(seq {int(d * 20) + 1}); do sleep .05; "

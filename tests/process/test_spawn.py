@@ -31,7 +31,7 @@ from orchestrator.process.orphans import sweep_run
 from orchestrator.process.procfs import process_start_time
 from orchestrator.process.spawn import DeathSignal, run_streaming
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HANG = 10.0
 """Gross bound that only detects hangs; the scenarios take a fraction of it."""
 

@@ -24,7 +24,7 @@ from orchestrator.events import (
     Usage,
 )
 
-STREAMS = Path(__file__).parent / "fakes" / "streams"
+STREAMS = Path(__file__).resolve().parents[2] / "fakes" / "streams"
 
 
 def replay(name: str, *, code: int = 0) -> list[AgentEvent]:

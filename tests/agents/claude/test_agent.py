@@ -20,19 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from orchestrator.agents.base import Agent
-from orchestrator.agents.claude.agent import ClaudeAgent, ClaudeSettings
-from orchestrator.agents.claude.limiter import RetryPolicy
-from orchestrator.agents.claude.prompt import system_blocks
-from orchestrator.agents.claude.sdk import classify
-from orchestrator.agents.pool import AgentPool
-from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import RunSettings
-from orchestrator.events import Failed
-from orchestrator.plan.model import FixerSpec, Limits, Plan, Price, Say, Task
-from orchestrator.records.journal import Journal
-from tests.fakeapi import (
+from fakeapi import (
     JSON,
     FakeMessagesAPI,
     Reply,
@@ -49,6 +37,18 @@ from tests.fakeapi import (
     tool_use,
     tool_use_block,
 )
+
+from orchestrator.agents.base import Agent
+from orchestrator.agents.claude.agent import ClaudeAgent, ClaudeSettings
+from orchestrator.agents.claude.limiter import RetryPolicy
+from orchestrator.agents.claude.prompt import system_blocks
+from orchestrator.agents.claude.sdk import classify
+from orchestrator.agents.pool import AgentPool
+from orchestrator.engine.scheduler import Run
+from orchestrator.engine.state import RunSettings
+from orchestrator.events import Failed
+from orchestrator.plan.model import FixerSpec, Limits, Plan, Price, Say, Task
+from orchestrator.records.journal import Journal
 
 CANARY = "sk-ant-canary-7f3a9c1e5b2d4f6081a3c5e7"
 MODEL = "claude-sonnet-4-6"  # claude-sonnet-4-5 makes the SDK warn (deprecated)
@@ -727,7 +727,7 @@ def test_the_system_prompt_says_how_to_finish_and_report_a_blocker(workspace: Pa
 def test_the_example_plan_validates_with_claude_agents_and_prices() -> None:
     from orchestrator.plan.load import load_plan
 
-    plan = load_plan(Path(__file__).resolve().parent.parent / "plans" / "claude-example.yaml")
+    plan = load_plan(Path(__file__).resolve().parents[3] / "plans" / "claude-example.yaml")
     assert {t.agent for t in plan.tasks} == {"claude"}
     assert plan.fixer.agent == "claude"
     assert plan.limits.budget_usd == 2

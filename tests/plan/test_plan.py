@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from orchestrator.plan.graph import (
     critical_path,
     critical_path_length,
@@ -14,7 +15,6 @@ from orchestrator.plan.graph import (
     ready_set,
     waves,
 )
-
 from orchestrator.plan.model import Limits, Plan, Task
 
 DIAMOND = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")}

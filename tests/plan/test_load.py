@@ -9,15 +9,15 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from orchestrator.plan.graph import graph_of
 from plan_corpus import MALFORMED, Case, write_case
 
 from orchestrator.errors import PlanError, PlanErrors
 from orchestrator.plan.fields import parse_duration
+from orchestrator.plan.graph import graph_of
 from orchestrator.plan.load import MAX_ERRORS, MAX_FILE_BYTES, load_plan
 from orchestrator.plan.model import Block, Fail, Plan, Price, Run, Say, Sleep, Task, Write
 
-PLANS = Path(__file__).resolve().parent.parent / "plans"
+PLANS = Path(__file__).resolve().parents[2] / "plans"
 
 
 def write(directory: Path, text: str, name: str = "plan.yaml") -> Path:
