@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +17,13 @@ from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.plan.model import Limits, Plan, Say, Sleep, Step, Task
+
+ROOT = Path(__file__).resolve().parent.parent
+# Every process a test starts (`python -m orchestrator`, fakes, agents) imports the package
+# from this checkout, whatever the virtualenv's editable install points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 def scripted(tid: str, *steps: Step, deps: tuple[str, ...] = (), **kw: Any) -> Task:
