@@ -156,6 +156,24 @@ def status(
 
 
 @app.command()
+def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
+    """Write REPORT.md and timeline.svg again from the journal of the current or last run.
+
+    Exit codes: 0 written, 2 no run recorded in --responses.
+    """
+    from orchestrator.records.journal import load
+    from orchestrator.records.rundir import RunDir, is_locked
+    from orchestrator.view import report as report_view
+    from orchestrator.view import snapshot
+
+    rundir = RunDir(responses)
+    if not rundir.journal.exists():
+        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+    snap = snapshot.from_journal(load(rundir.journal), alive=is_locked(rundir))
+    typer.echo(f"report: {report_view.write_all(responses, snap)}")
+
+
+@app.command()
 def peek(
     agent: str,
     n: Annotated[int, typer.Option("-n", help="How many last lines.")] = 10,

@@ -189,6 +189,7 @@ async def _run_locked(
             "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
             state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
             fingerprints={t.id: fingerprint(t) for t in plan.tasks},
+            graph={t.id: list(t.depends_on) for t in plan.tasks},
         )  # fmt: skip
         try:
             async with channel.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
@@ -205,11 +206,12 @@ async def _run_locked(
         code = run.exit_code()
         journal.record("run", state=final_state, ended=run.ended_at or time.time(),
                        exit_code=code, spent_usd=run.governor.spent_usd,
-                       fence=run.governor.fence)  # fmt: skip
+                       fence=run.governor.fence, escalations=run.escalations,
+                       build=run.build_state)  # fmt: skip
         journal.close()
         snap = snapshot.from_run(run, state=final_state)
         snap = replace(snap, run={**snap.run, "pid": os.getpid()})
-        report.write(opts.responses, report.render(snap))
+        report.write_all(opts.responses, snap)
         _print_summary(snap, opts)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -1,4 +1,5 @@
-"""REPORT.md: the run's final report, rendered from a snapshot (pure) and written atomically."""
+"""REPORT.md and timeline.svg: the run's final report, rendered from a snapshot (pure) and
+written atomically; `orchestrator report` renders them again from the journal."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.view import timeline
 from orchestrator.view.snapshot import Snapshot
+
+TIMELINE = "timeline.svg"
 
 
 def _when(ts: float | None) -> str:
@@ -31,6 +35,7 @@ def render(snapshot: Snapshot) -> str:
     ]
     if snapshot.fence:
         lines.append(f"- stopped: {snapshot.fence}")
+    lines.append(f"- timeline: [{TIMELINE}]({TIMELINE}) (who ran when, who waited on whom)")
     build = snapshot.extra.get("build")
     if build:
         lines.append(f"- build check: {build}")
@@ -94,10 +99,26 @@ def render(snapshot: Snapshot) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timeline_svg(snapshot: Snapshot) -> str:
+    """The run's timeline (`orchestrator.view.timeline`) as SVG."""
+    tl = timeline.build(snapshot.run, snapshot.agents, snapshot.extra.get("graph") or {})
+    return timeline.svg(tl, title=f"{snapshot.run.get('plan', '?')}: timeline")
+
+
+def write_all(responses: Path, snapshot: Snapshot) -> Path:
+    """Write timeline.svg, then REPORT.md (which links it); the path of REPORT.md."""
+    _write(responses, TIMELINE, timeline_svg(snapshot))
+    return write(responses, render(snapshot))
+
+
 def write(responses: Path, text: str) -> Path:
     """Write REPORT.md atomically (temp file + rename), never through a symlink."""
-    target = responses / "REPORT.md"
-    tmp = responses / f".REPORT.md.{os.getpid()}.tmp"
+    return _write(responses, "REPORT.md", text)
+
+
+def _write(responses: Path, name: str, text: str) -> Path:
+    target = responses / name
+    tmp = responses / f".{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)

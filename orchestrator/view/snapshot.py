@@ -88,7 +88,11 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
         fence=run.governor.fence,
         budget_usd=run.plan.limits.budget_usd,
         spent_usd=run.governor.spent_usd,
-        extra={"escalations": list(run.escalations), "build": run.build_state},
+        extra={
+            "escalations": list(run.escalations),
+            "build": run.build_state,
+            "graph": {t.id: list(t.depends_on) for t in run.plan.tasks},
+        },
     )
 
 
@@ -98,13 +102,14 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
     if run.get("state") == "running" and not alive:
         run["state"] = "interrupted"
     agents = tuple(
-        {"id": aid, **{k: a.get(k) for k in AGENT_KEYS if k != "id"}, "reason": a.get("reason", "")}
+        {"id": aid, **{k: a.get(k) for k in AGENT_KEYS if k != "id"}, "reason": a.get("reason", ""),
+         "role": a.get("role", "task")}
         | {"state": a.get("state", "pending"), "tokens_in": a.get("tokens_in", 0),
            "tokens_out": a.get("tokens_out", 0), "cost_usd": a.get("cost_usd", 0.0),
            "last_line": a.get("last_line", "")}
         for aid, a in journal.agents.items()
     )  # fmt: skip
-    tasks = tuple({"id": tid, **t} for tid, t in journal.tasks.items())
+    tasks = tuple({"id": tid, **_agents_of(journal, tid), **t} for tid, t in journal.tasks.items())
     return Snapshot(
         run=run,
         agents=agents,
@@ -112,7 +117,25 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
         fence=run.get("fence"),
         budget_usd=run.get("budget_usd"),
         spent_usd=float(run.get("spent_usd") or 0.0),
+        extra={
+            "escalations": list(run.get("escalations") or []),
+            "build": run.get("build"),
+            "graph": dict(run.get("graph") or {}),
+        },
     )
+
+
+def _agents_of(journal: JournalState, task_id: str) -> dict[str, list[str]]:
+    """A task's attempts and fixers, from the agents the journal recorded for it."""
+    mine = sorted(
+        (a.get("started") or 0.0, aid, a.get("role"))
+        for aid, a in journal.agents.items()
+        if a.get("task") == task_id
+    )
+    return {
+        "attempts": [aid for _, aid, role in mine if role in ("task", None)],
+        "fixers": [aid for _, aid, role in mine if role == "fixer"],
+    }
 
 
 def with_last_lines(snap: Snapshot, responses: Path) -> Snapshot:
