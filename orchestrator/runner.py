@@ -110,7 +110,7 @@ def _forget_previous(rundir: RunDir, old: JournalState) -> None:
     """A fresh run removes the files the previous run (its journal: ``old``) wrote, only those."""
     names = [f"{aid}{ext}" for aid in old.agents for ext in (".md", ".events.jsonl")]
     names += [f"{tid}{ext}" for tid in old.tasks for ext in (".md", ".events.jsonl")]
-    names.append("REPORT.md")
+    names += ["REPORT.md", "timeline.svg"]
     for name in names:
         path = rundir.responses / name
         if "/" not in name and path.is_file() and not path.is_symlink():
