@@ -83,6 +83,12 @@ def run(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the final summary as JSON.")
     ] = False,
+    web: Annotated[
+        bool, typer.Option("--web", help="Also serve the live web view (URL on stderr).")
+    ] = False,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
+    ] = 0,
 ) -> None:
     """Run a plan."""
     import asyncio
@@ -110,6 +116,7 @@ def run(
             resume=resume,
             live=not no_live,
             json=json_out,
+            web=port if web else None,
         )
         code = asyncio.run(run_plan(plan, opts))
     except OrchestratorError as exc:
@@ -153,6 +160,36 @@ def status(
     from orchestrator.view import dashboard
 
     Console().print(dashboard.render(snap))
+
+
+@app.command()
+def serve(
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 0,
+) -> None:
+    """Serve the web view of the run in --responses on 127.0.0.1 until Ctrl-C.
+
+    It prints a URL with a random token; requests without it are refused. Exit codes: 0 / 130
+    after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
+    """
+    import asyncio
+
+    from orchestrator.errors import EnvironmentProblem
+    from orchestrator.records.rundir import RunDir
+    from orchestrator.web.server import WebServer, serve_forever
+
+    if not RunDir(responses).journal.exists():
+        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+
+    def ready(server: WebServer) -> None:
+        typer.echo(f"serving the run in {responses} at {server.url}")
+
+    try:
+        asyncio.run(serve_forever(WebServer(responses, port=port), ready=ready))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        _fail(EnvironmentProblem(f"error: cannot serve on port {port}: {exc.strerror or exc}"))
 
 
 @app.command()

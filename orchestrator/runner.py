@@ -7,12 +7,13 @@ before anything is written, then `run_plan` inside its one ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,8 @@ class RunOptions:
     resume: bool = False
     live: bool = False
     json: bool = False
+    web: int | None = None
+    """Serve the web view on this port (0: any free one) while the run goes on."""
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -185,38 +188,61 @@ async def _run_locked(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, run.interrupt, sig)
     try:
-        journal.record(
-            "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
-            state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
-            fingerprints={t.id: fingerprint(t) for t in plan.tasks},
-            graph={t.id: list(t.depends_on) for t in plan.tasks},
-        )  # fmt: skip
-        try:
-            async with channel.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
-                reaper = tg.create_task(_reap_orphans_forever())
-                if live:
-                    await _run_live(run)
-                else:
-                    await run.execute()
-                reaper.cancel()
-        finally:
-            await pool.aclose()
-            await asyncio.to_thread(orphans.sweep_run, run_id)
-        final_state = "interrupted" if run.interrupted else "finished"
-        code = run.exit_code()
-        journal.record("run", state=final_state, ended=run.ended_at or time.time(),
-                       exit_code=code, spent_usd=run.governor.spent_usd,
-                       fence=run.governor.fence, escalations=run.escalations,
-                       build=run.build_state)  # fmt: skip
-        journal.close()
-        snap = snapshot.from_run(run, state=final_state)
-        snap = replace(snap, run={**snap.run, "pid": os.getpid()})
-        report.write_all(opts.responses, snap)
-        _print_summary(snap, opts)
+        async with _open_web(opts):
+            journal.record(
+                "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
+                state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
+                fingerprints={t.id: fingerprint(t) for t in plan.tasks},
+                graph={t.id: list(t.depends_on) for t in plan.tasks},
+            )  # fmt: skip
+            try:
+                async with (
+                    channel.open_control_server(run, rundir.socket),
+                    asyncio.TaskGroup() as tg,
+                ):
+                    reaper = tg.create_task(_reap_orphans_forever())
+                    if live:
+                        await _run_live(run)
+                    else:
+                        await run.execute()
+                    reaper.cancel()
+            finally:
+                await pool.aclose()
+                await asyncio.to_thread(orphans.sweep_run, run_id)
+            final_state = "interrupted" if run.interrupted else "finished"
+            code = run.exit_code()
+            journal.record("run", state=final_state, ended=run.ended_at or time.time(),
+                           exit_code=code, spent_usd=run.governor.spent_usd,
+                           fence=run.governor.fence, escalations=run.escalations,
+                           build=run.build_state)  # fmt: skip
+            journal.close()
+            snap = snapshot.from_run(run, state=final_state)
+            snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+            report.write_all(opts.responses, snap)
+            _print_summary(snap, opts)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return code
+
+
+@contextlib.asynccontextmanager
+async def _open_web(opts: RunOptions) -> AsyncIterator[None]:
+    """`run --web`: the web view on its own thread and loop for as long as the run goes on."""
+    if opts.web is None:
+        yield
+        return
+    from orchestrator.web.server import WebServer, open_in_thread
+
+    failed: list[BaseException] = []
+    server = WebServer(opts.responses, port=opts.web)
+    async with open_in_thread(server, on_error=failed.append):
+        if failed:
+            sys.stderr.write(f"web: could not serve the page: {failed[0]}\n")
+        else:
+            sys.stderr.write(f"web: {server.url}\n")
+            sys.stderr.flush()
+        yield
 
 
 async def _reap_orphans_forever(interval: float = 0.5) -> None:

@@ -76,12 +76,14 @@ def build(
 ) -> Timeline:
     """The timeline of a run from its snapshot's run, agents and task graph.
 
-    ``now`` ends the bars of agents still running (default: the last time anything shows).
+    ``now`` ends the bars of agents still running (default: the run's end, else the last time
+    anything shows).
     """
     started = [a for a in agents if isinstance(a.get("started"), int | float)]
     t0 = _num(snapshot_run.get("started")) or min((a["started"] for a in started), default=0.0)
     ends = [a["ended"] for a in started if isinstance(a.get("ended"), int | float)]
-    t_end = now if now is not None else max([*ends, *(a["started"] for a in started), t0])
+    last = max([*ends, *(a["started"] for a in started), t0])
+    t_end = now if now is not None else (_num(snapshot_run.get("ended")) or last)
     ordered = sorted(started, key=lambda a: (a["started"], str(a.get("id"))))
     end_of = {str(a["id"]): _num(a.get("ended")) or t_end for a in ordered}
     by_task: dict[str, list[Mapping[str, Any]]] = {}

@@ -1,0 +1,261 @@
+"""The web view's server: a page, its WebSocket feed and its controls, on 127.0.0.1 only.
+
+Every request carries the random token of the URL printed at start (query ``token`` or the
+``X-Orchestrator-Token`` header), or gets 403; so does a request whose ``Host`` is not this
+server (DNS rebinding). Requests that change something (cancel) must carry the token in the
+header and, when the browser sends one, an ``Origin`` of this server. The page and its script
+ship in the package; nothing is fetched from elsewhere.
+
+`orchestrator serve` runs it on the main loop of its own process; `run --web` runs it on a
+thread with a loop of its own (`open_in_thread`), so a busy page never slows the run: the two
+share no state, only the run's files and its control socket, like any other terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.control import channel
+from orchestrator.web.feed import Feed, read_progress
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+TOKEN_HEADER = "X-Orchestrator-Token"
+SEND_TIMEOUT = 10.0
+"""A client that cannot take a message for this long is disconnected."""
+
+
+@dataclass
+class WebServer:
+    responses: Path
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    port: int = 0
+    feed: Feed = field(init=False)
+    _sent: dict[int, int] = field(init=False, default_factory=dict)
+    """Per connected client: the state version it was last sent."""
+    _delivered: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.feed = Feed(self.responses)
+
+    async def flush(self, patience: float) -> None:
+        """Publish the newest state and give every client up to ``patience`` s to get it."""
+        await self.feed.refresh()
+        try:
+            async with asyncio.timeout(patience):
+                while any(v < self.feed.version for v in self._sent.values()):
+                    self._delivered.clear()
+                    await self._delivered.wait()
+        except TimeoutError:
+            pass
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+    def app(self) -> web.Application:
+        from aiohttp import web
+
+        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/api/state", self._state)
+        app.router.add_get("/ws", self._socket)
+        app.router.add_post("/api/cancel", self._cancel)
+        return app
+
+    # --- guards ------------------------------------------------------------------------------
+
+    @property
+    def _guard(self) -> Any:
+        from aiohttp import web
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+            hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+            given = request.query.get("token") or request.headers.get(TOKEN_HEADER) or ""
+            if request.host not in hosts or not secrets.compare_digest(given, self.token):
+                raise web.HTTPForbidden(text="forbidden: open the URL the server printed\n")
+            if request.method != "GET":
+                header = request.headers.get(TOKEN_HEADER, "")
+                origin = request.headers.get("Origin")
+                origins = {f"http://{h}" for h in hosts}
+                if not secrets.compare_digest(header, self.token) or (
+                    origin is not None and origin not in origins
+                ):
+                    raise web.HTTPForbidden(text="forbidden: token header or origin\n")
+            response: web.StreamResponse = await handler(request)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+        return guard
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        page = resources.files("orchestrator.web").joinpath("page.html").read_text("utf-8")
+        csp = (
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src 'self' data:"
+        )
+        return web.Response(
+            text=page, content_type="text/html", headers={"Content-Security-Policy": csp}
+        )
+
+    async def _state(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        await self.feed.wait_newer(0, 5.0)
+        return web.Response(text=self.feed.text, content_type="application/json")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        follow: dict[str, Any] = {"agent": None, "offset": 0}
+        async with asyncio.TaskGroup() as tg:
+            sender = tg.create_task(self._send_loop(ws, follow))
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    ask = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(ask, dict) and ask.get("op") == "follow":
+                    agent, offset = ask.get("agent"), ask.get("offset", 0)
+                    if isinstance(agent, str | None) and isinstance(offset, int) and offset >= 0:
+                        follow.update(agent=agent, offset=offset)
+            sender.cancel()
+        return ws
+
+    async def _send_loop(self, ws: web.WebSocketResponse, follow: dict[str, Any]) -> None:
+        """This client's sender: the newest state when it changes, its followed file as it
+        grows. Waiting on this client never holds up the feed or another client."""
+        sent = 0
+        self._sent[id(ws)] = 0
+        try:
+            while not ws.closed:
+                if self.feed.version > sent:
+                    sent = self.feed.version
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await ws.send_str(self.feed.text)
+                    self._sent[id(ws)] = sent
+                    self._delivered.set()
+                agent = follow["agent"]
+                if agent is not None:
+                    got = await asyncio.to_thread(
+                        read_progress, self.responses, agent, follow["offset"]
+                    )
+                    if got is not None and got[0] > follow["offset"]:
+                        start, (follow["offset"], text) = follow["offset"], got
+                        message = {"type": "progress", "agent": agent, "offset": start,
+                                   "next": follow["offset"], "text": text}  # fmt: skip
+                        async with asyncio.timeout(SEND_TIMEOUT):
+                            await ws.send_str(json.dumps(message))
+                        continue  # more may be waiting: read again at once
+                await self.feed.wait_newer(sent, 0.1)
+        except (TimeoutError, ConnectionError):
+            await ws.close()
+        finally:
+            self._sent.pop(id(ws), None)
+            self._delivered.set()
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        try:
+            ask = await request.json()
+        except ValueError:
+            ask = None
+        if not isinstance(ask, dict):
+            return web.json_response({"ok": False, "error": "a JSON object"}, status=400)
+        agents = ask.get("agents")
+        if ask.get("all") is True:
+            payload: dict[str, Any] = {"op": "cancel_all"}
+        elif isinstance(agents, list) and agents and all(isinstance(a, str) for a in agents):
+            payload = {"op": "cancel", "agents": agents, "tree": bool(ask.get("tree"))}
+        else:
+            return web.json_response({"ok": False, "error": "agents or all"}, status=400)
+        answer = await asyncio.to_thread(channel.request_live, self.feed.rundir, payload)
+        if answer is None:
+            return web.json_response({"ok": False, "error": "no orchestrator runs"}, status=409)
+        return web.json_response(answer, status=200 if answer.get("ok") else 400)
+
+
+@contextlib.asynccontextmanager
+async def open_server(server: WebServer) -> AsyncIterator[WebServer]:
+    """Serve until the block ends; ``server.port`` is the bound port inside it."""
+    from aiohttp import web
+
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", server.port)
+        await site.start()
+        server.port = int(runner.addresses[0][1])
+        async with asyncio.TaskGroup() as tg:
+            feed = tg.create_task(server.feed.run())
+            try:
+                yield server
+            finally:
+                await server.flush(patience=2.0)  # pages see how the run ended
+                feed.cancel()
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def open_in_thread(
+    server: WebServer, *, on_error: Callable[[BaseException], None]
+) -> AsyncIterator[WebServer]:
+    """`open_server` on a thread with its own event loop, for the length of the block."""
+    up = threading.Event()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    stop_box: list[asyncio.Event] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop_box.append(asyncio.get_running_loop())
+        stop_box.append(stop)
+        async with open_server(server):
+            up.set()
+            await stop.wait()
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported, never lost: the run goes on without its page
+            on_error(exc)
+        finally:
+            up.set()
+
+    thread = threading.Thread(target=target, name="orchestrator-web", daemon=True)
+    thread.start()
+    await asyncio.to_thread(up.wait, 30.0)
+    try:
+        yield server
+    finally:
+        if loop_box and stop_box:
+            with contextlib.suppress(RuntimeError):  # its loop already ended
+                loop_box[0].call_soon_threadsafe(stop_box[0].set)
+        await asyncio.to_thread(thread.join, 30.0)
+
+
+async def serve_forever(server: WebServer, *, ready: Callable[[WebServer], None]) -> None:
+    """`orchestrator serve`: until cancelled (Ctrl-C)."""
+    async with open_server(server):
+        ready(server)
+        await asyncio.Event().wait()

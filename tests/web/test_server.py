@@ -1,0 +1,127 @@
+"""The web view's server against a real run: token and origin checks, every task of the plan
+in the pushed state, live changes, progress streams, and cancel through the page's API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from clirun import Fleet, task
+
+from orchestrator.web.server import TOKEN_HEADER, WebServer, open_server
+
+pytestmark = pytest.mark.timeout(90)
+WAIT = 30.0
+"""Gross bound for a state to arrive: only detects hangs (a loaded machine is slow)."""
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+async def live(fleet: Fleet) -> AsyncIterator[tuple[Fleet, WebServer]]:
+    """A run with a long task, one waiting on it, and a quick one; served for the test."""
+    fleet.plan(
+        task("slow", {"say": "working"}, {"sleep": 60}),
+        task("after", deps=("slow",)),
+        task("quick", {"say": "hello from quick"}),
+    )
+    fleet.start("run", "plan.yaml", "--no-live")
+    await asyncio.to_thread(fleet.wait_state, "slow", "running")
+    async with open_server(WebServer(fleet.responses)) as server:
+        yield fleet, server
+
+
+async def next_state(
+    ws: aiohttp.ClientWebSocketResponse, until: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        async for msg in ws:
+            data = json.loads(msg.data)
+            if data["type"] == "state" and until(data):
+                return data
+    raise AssertionError("the socket closed")
+
+
+def rows(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in state["tasks"]}
+
+
+async def test_requests_without_the_token_or_from_elsewhere_are_refused(
+    live: tuple[Fleet, WebServer],
+) -> None:
+    _, server = live
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as http:
+        for url, headers in [
+            (f"{base}/", {}),
+            (f"{base}/?token=wrong", {}),
+            (f"{base}/api/state", {}),
+            (f"{base}/ws", {}),
+            (server.url, {"Host": "evil.example:80"}),  # DNS rebinding
+        ]:
+            async with http.get(url, headers=headers) as r:
+                assert r.status == 403, url
+        async with http.get(server.url) as r:
+            assert r.status == 200
+            page = await r.text()
+            assert "<script>" in page
+            assert "Content-Security-Policy" in r.headers
+
+
+async def test_the_state_shows_every_task_and_changes_arrive_live(
+    live: tuple[Fleet, WebServer],
+) -> None:
+    _, server = live
+    ws_url = f"ws://127.0.0.1:{server.port}/ws?token={server.token}"
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        state = await next_state(ws, lambda s: rows(s)["quick"]["state"] == "succeeded")
+        got = rows(state)
+        assert set(got) == {"slow", "after", "quick"}
+        assert got["slow"]["state"] == "running"
+        assert got["after"]["state"] == "waiting"
+        assert got["after"]["waiting_on"] == ["slow"]
+        assert state["summary"]["tasks"] == 3
+        assert "<svg" in state["timeline_svg"]
+        await ws.send_json({"op": "follow", "agent": "quick", "offset": 0})
+        async with asyncio.timeout(WAIT):
+            text = ""
+            while "status: succeeded" not in text:
+                msg = json.loads((await ws.receive()).data)
+                if msg["type"] == "progress":
+                    text += msg["text"]
+        assert "hello from quick" in text
+
+
+async def test_cancel_needs_the_header_and_our_origin_then_stops_the_agent(
+    live: tuple[Fleet, WebServer],
+) -> None:
+    _, server = live
+    cancel = f"http://127.0.0.1:{server.port}/api/cancel?token={server.token}"
+    body = {"agents": ["slow"]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(cancel, json=body) as r:
+            assert r.status == 403  # token in the query only: a forged form could do that
+        evil = {TOKEN_HEADER: server.token, "Origin": "http://evil.example"}
+        async with http.post(cancel, json=body, headers=evil) as r:
+            assert r.status == 403
+        ours = {TOKEN_HEADER: server.token}
+        async with http.post(cancel, json={"agents": [1]}, headers=ours) as r:
+            assert r.status == 400
+        ws_url = f"ws://127.0.0.1:{server.port}/ws?token={server.token}"
+        async with http.ws_connect(ws_url) as ws:
+            await next_state(ws, lambda s: rows(s)["slow"]["state"] == "running")
+            async with http.post(cancel, json=body, headers=ours) as r:
+                assert r.status == 200
+                assert (await r.json())["stopped"] == ["slow"]
+            state = await next_state(ws, lambda s: rows(s)["slow"]["state"] == "cancelled")
+            assert rows(state)["after"]["state"] in ("waiting", "skipped")
