@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api, cancel, durability, flood, makespan, overhead, spawn, startup, table
+from bench import api, cancel, durability, flood, makespan, overhead, spawn, startup, table, web
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = tuple(f"B{i}" for i in range(1, 11))
+FIGURE_IDS = tuple(f"B{i}" for i in range(1, 13) if i != 11)
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -38,6 +38,7 @@ TITLES = {
     "B8": "cancellation",
     "B9": "start-up",
     "B10": "durability cost",
+    "B12": "web view under load",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -49,6 +50,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B9",), startup.measure),
     (("B10",), durability.measure),
     (("B5",), api.measure),
+    (("B12",), web.measure),
 )
 
 

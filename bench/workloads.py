@@ -8,6 +8,7 @@ step). Durations are heavy-tailed: most around 0.1 s, about 7% stragglers around
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import random
@@ -15,15 +16,15 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.plan.graph import dependents_of
-
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
+from orchestrator.plan.graph import dependents_of
 from orchestrator.plan.model import Limits, Plan, Sleep, Task
 from orchestrator.records.journal import Journal
 
@@ -128,10 +129,12 @@ async def run_orchestrator(
     journal: bool = True,
     journal_factory: Callable[[Path], Journal] | None = None,
     during: Callable[[Run], None] | None = None,
+    around: Callable[[Path], AbstractAsyncContextManager[object]] | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
-    ``during`` is called once the run object exists and before it executes (to attach probes).
+    ``during`` is called once the run object exists and before it executes (to attach probes);
+    ``around(responses)`` is entered before the run starts and left after it ended.
     """
     responses = tmp / f"responses-{uuid.uuid4().hex[:8]}"
     (responses / ".run").mkdir(parents=True)
@@ -148,9 +151,10 @@ async def run_orchestrator(
     if during is not None:
         during(run)
     try:
-        t0 = time.perf_counter()
-        await run.execute()
-        wall = time.perf_counter() - t0
+        async with around(responses) if around else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            await run.execute()
+            wall = time.perf_counter() - t0
     finally:
         await pool.aclose()
         if jr is not None:

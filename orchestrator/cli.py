@@ -166,6 +166,7 @@ def status(
 def serve(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
     port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 0,
+    parent: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Serve the web view of the run in --responses on 127.0.0.1 until Ctrl-C.
 
@@ -178,7 +179,12 @@ def serve(
     from orchestrator.records.rundir import RunDir
     from orchestrator.web.server import WebServer, serve_forever
 
-    if not RunDir(responses).journal.exists():
+    if parent is not None:  # started by `run --web`: never outlive that run
+        from orchestrator.process.orphans import die_with_parent
+
+        if not die_with_parent(parent):
+            raise typer.Exit(1)
+    elif not RunDir(responses).journal.exists():
         _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
 
     def ready(server: WebServer) -> None:

@@ -228,20 +228,15 @@ async def _run_locked(
 
 @contextlib.asynccontextmanager
 async def _open_web(opts: RunOptions) -> AsyncIterator[None]:
-    """`run --web`: the web view on its own thread and loop for as long as the run goes on."""
+    """`run --web`: the web view in a child process for as long as the run goes on."""
     if opts.web is None:
         yield
         return
-    from orchestrator.web.server import WebServer, open_in_thread
+    from orchestrator.web.server import open_in_process
 
-    failed: list[BaseException] = []
-    server = WebServer(opts.responses, port=opts.web)
-    async with open_in_thread(server, on_error=failed.append):
-        if failed:
-            sys.stderr.write(f"web: could not serve the page: {failed[0]}\n")
-        else:
-            sys.stderr.write(f"web: {server.url}\n")
-            sys.stderr.flush()
+    async with open_in_process(opts.responses, port=opts.web) as url:
+        sys.stderr.write(f"web: {url}\n")
+        sys.stderr.flush()
         yield
 
 

@@ -25,6 +25,7 @@ from orchestrator.process.procfs import (
     stat_fields,
 )
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
 _SWEEP_PASSES = 8
@@ -96,6 +97,16 @@ def set_not_dumpable() -> bool:
     """
     prctl = libc_prctl()
     return prctl is not None and prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
+    """Get ``sig`` when the parent process dies; False when ``parent`` is already gone (then
+    the caller should end at once). For helpers the orchestrator starts itself (the web
+    server), so that even a SIGKILLed orchestrator leaves none of them behind."""
+    prctl = libc_prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    return os.getppid() == parent
 
 
 def set_child_subreaper() -> bool:

@@ -20,21 +20,25 @@ from orchestrator.records.journal import JournalReader
 from orchestrator.records.progress import safe_path
 from orchestrator.records.rundir import RunDir, is_locked
 from orchestrator.view import board, timeline
-from orchestrator.view.snapshot import from_journal, with_last_lines
+from orchestrator.view.snapshot import Snapshot, from_journal, with_last_lines
 
 POLL = 0.05
 """How often the journal is checked for new records."""
-TIMELINE_EVERY = 1.0
-"""The timeline (the costliest part of a state) is redrawn at most this often."""
-AGENT_FIELDS = (
-    "id", "task", "role", "state", "parent", "started", "ended", "cost_usd", "last_line", "reason",
-)  # fmt: skip
+MIN_INTERVAL = 0.1
+"""A new state at most this often (or four times its build time, if that is longer)."""
+TIMELINE_EVERY = 2.0
+"""The timeline is redrawn at most this often (or ten times its drawing time)."""
 CHUNK = 64 * 1024
 """The most of a progress file sent in one message."""
 
 
 class Feed:
-    """The latest state of the run in ``responses``; `run` keeps it fresh until cancelled."""
+    """The latest state of the run in ``responses``; `run` keeps it fresh until cancelled.
+
+    ``text`` (the state) and ``svg`` (the timeline) are rebuilt in a worker thread, each at
+    most as often as a few times its own build time, so however large the run, the page's
+    share of the machine stays small: a slow build only means fewer, newer states.
+    """
 
     def __init__(self, responses: Path) -> None:
         self.responses = responses
@@ -42,29 +46,43 @@ class Feed:
         self._reader = JournalReader(self.rundir.journal)
         self.version = 0
         self.text = ""
+        self.svg_version = 0
+        self.svg = ""
         self._changed = asyncio.Event()
-        self._svg = ""
-        self._svg_at = 0.0
+        self._built_at = self._svg_at = -1e9
+        self._build_cost = self._svg_cost = 0.0
+        self._svg_stale = True
 
     async def run(self) -> None:
-        tick = 0.0
+        stale = True
         while True:
-            changed = await asyncio.to_thread(self._reader.poll)
+            stale |= await asyncio.to_thread(self._reader.poll)
             now = time.monotonic()
-            if changed or now - tick >= 1.0 or not self.version:  # elapsed times move too
-                tick = now
-                await self._publish(now)
+            self._svg_stale |= stale
+            due = now - self._built_at >= max(MIN_INTERVAL, 4 * self._build_cost)
+            if due and (stale or now - self._built_at >= 1.0):  # elapsed times move too
+                stale = False
+                await self._publish(timeline=False)
             await asyncio.sleep(POLL)
 
     async def refresh(self) -> None:
-        """Read the journal and publish its state now (the last one, when the run ends)."""
+        """Read the journal and publish its state and timeline now (the last, at the end)."""
         await asyncio.to_thread(self._reader.poll)
-        self._svg_at = 0.0  # redraw the timeline too
-        await self._publish(time.monotonic())
+        self._svg_stale = True
+        await self._publish(timeline=True)
 
-    async def _publish(self, now: float) -> None:
-        self.text = await asyncio.to_thread(self._build, now)
-        self.version += 1
+    async def _publish(self, *, timeline: bool) -> None:
+        self._built_at = time.monotonic()
+        text, snap = await asyncio.to_thread(self._build)
+        self._build_cost = time.monotonic() - self._built_at
+        self.text, self.version = text, self.version + 1
+        svg_due = time.monotonic() - self._svg_at >= max(TIMELINE_EVERY, 10 * self._svg_cost)
+        if self._svg_stale and (timeline or svg_due):
+            self._svg_at = time.monotonic()
+            self.svg = await asyncio.to_thread(self._draw, snap)
+            self._svg_cost = time.monotonic() - self._svg_at
+            self.svg_version += 1
+            self._svg_stale = False
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -78,26 +96,31 @@ class Feed:
         except TimeoutError:
             pass
 
-    def _build(self, now: float) -> str:
+    def _build(self) -> tuple[str, Snapshot]:
         """The state message (JSON text), built in a worker thread."""
         alive = is_locked(self.rundir)
         snap = with_last_lines(from_journal(self._reader.state, alive=alive), self.responses)
         rows = board.task_rows(snap)
-        if now - self._svg_at >= TIMELINE_EVERY or not self._svg:
-            graph = snap.extra.get("graph") or {}
-            tl = timeline.build(snap.run, snap.agents, graph, now=time.time() if alive else None)
-            self._svg = timeline.svg(tl, title=f"{snap.run.get('plan', '?')}: timeline")
-            self._svg_at = now
         state: dict[str, Any] = {
             "type": "state",
             "run": {k: snap.run.get(k) for k in ("plan", "state", "run_id", "started", "ended")},
             "alive": alive,
             "summary": board.summary(snap, rows, now=time.time()),
             "tasks": rows,
-            "agents": [{k: a.get(k) for k in AGENT_FIELDS} for a in snap.agents],
-            "timeline_svg": self._svg,
+            "running": [
+                {"id": a["id"], "task": a.get("task")}
+                for a in snap.agents
+                if a.get("state") == "running"
+            ],
         }
-        return json.dumps(state, default=str)
+        return json.dumps(state, default=str), snap
+
+    def _draw(self, snap: Snapshot) -> str:
+        graph = snap.extra.get("graph") or {}
+        alive = snap.run.get("state") == "running"
+        tl = timeline.build(snap.run, snap.agents, graph, now=time.time() if alive else None)
+        svg = timeline.svg(tl, title=f"{snap.run.get('plan', '?')}: timeline")
+        return json.dumps({"type": "timeline", "svg": svg})
 
 
 def read_progress(responses: Path, agent_id: str, offset: int) -> tuple[int, str] | None:

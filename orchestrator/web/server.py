@@ -6,9 +6,9 @@ server (DNS rebinding). Requests that change something (cancel) must carry the t
 header and, when the browser sends one, an ``Origin`` of this server. The page and its script
 ship in the package; nothing is fetched from elsewhere.
 
-`orchestrator serve` runs it on the main loop of its own process; `run --web` runs it on a
-thread with a loop of its own (`open_in_thread`), so a busy page never slows the run: the two
-share no state, only the run's files and its control socket, like any other terminal.
+`orchestrator serve` runs it; `run --web` starts `serve` as a child process
+(`open_in_process`), so a busy page never slows the run: the two share no state, only the
+run's files and its control socket, like any other terminal.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
-import threading
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,12 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.control import channel
+from orchestrator.errors import RunError
+from orchestrator.process.group import stop_group
 from orchestrator.web.feed import Feed, read_progress
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 TOKEN_HEADER = "X-Orchestrator-Token"
+START_TIMEOUT = 30.0
+"""How long `run --web` waits for its web server to say where it listens."""
+STOP_GRACE = 5.0
+"""How long the web server may take to send the final state before it is killed."""
 SEND_TIMEOUT = 10.0
 """A client that cannot take a message for this long is disconnected."""
 
@@ -122,7 +130,8 @@ class WebServer:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         from aiohttp import WSMsgType, web
 
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+        # no per-message deflate: on loopback it would only cost the CPU the run needs
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
         await ws.prepare(request)
         follow: dict[str, Any] = {"agent": None, "offset": 0}
         async with asyncio.TaskGroup() as tg:
@@ -144,10 +153,14 @@ class WebServer:
     async def _send_loop(self, ws: web.WebSocketResponse, follow: dict[str, Any]) -> None:
         """This client's sender: the newest state when it changes, its followed file as it
         grows. Waiting on this client never holds up the feed or another client."""
-        sent = 0
+        sent = svg = 0
         self._sent[id(ws)] = 0
         try:
             while not ws.closed:
+                if self.feed.svg_version > svg:
+                    svg = self.feed.svg_version
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await ws.send_str(self.feed.svg)
                 if self.feed.version > sent:
                     sent = self.feed.version
                     async with asyncio.timeout(SEND_TIMEOUT):
@@ -218,44 +231,38 @@ async def open_server(server: WebServer) -> AsyncIterator[WebServer]:
 
 
 @contextlib.asynccontextmanager
-async def open_in_thread(
-    server: WebServer, *, on_error: Callable[[BaseException], None]
-) -> AsyncIterator[WebServer]:
-    """`open_server` on a thread with its own event loop, for the length of the block."""
-    up = threading.Event()
-    loop_box: list[asyncio.AbstractEventLoop] = []
-    stop_box: list[asyncio.Event] = []
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop_box.append(asyncio.get_running_loop())
-        stop_box.append(stop)
-        async with open_server(server):
-            up.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported, never lost: the run goes on without its page
-            on_error(exc)
-        finally:
-            up.set()
-
-    thread = threading.Thread(target=target, name="orchestrator-web", daemon=True)
-    thread.start()
-    await asyncio.to_thread(up.wait, 30.0)
+async def open_in_process(responses: Path, *, port: int = 0) -> AsyncIterator[str]:
+    """`orchestrator serve` for ``responses`` in a child process, for the length of the block;
+    yields its URL. A process of its own, so the page's work never competes with the run's
+    event loop (nor its GIL); it ends with the block (SIGTERM: it sends the pages the final
+    state first), and with the orchestrator if that is killed (a parent-death signal)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orchestrator", "serve", "--responses", str(responses),
+        "--port", str(port), "--parent", str(os.getpid()),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,  # Ctrl-C is the run's to handle; it stops the server
+    )  # fmt: skip
     try:
-        yield server
+        assert proc.stdout is not None
+        async with asyncio.timeout(START_TIMEOUT):
+            line = (await proc.stdout.readline()).decode("utf-8", "replace")
+        url = line.rsplit(" at ", 1)[-1].strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise RunError(f"error: the web server did not start: {line.strip() or 'no answer'}")
+        yield url
     finally:
-        if loop_box and stop_box:
-            with contextlib.suppress(RuntimeError):  # its loop already ended
-                loop_box[0].call_soon_threadsafe(stop_box[0].set)
-        await asyncio.to_thread(thread.join, 30.0)
+        await stop_group(proc, grace=STOP_GRACE)
 
 
 async def serve_forever(server: WebServer, *, ready: Callable[[WebServer], None]) -> None:
-    """`orchestrator serve`: until cancelled (Ctrl-C)."""
-    async with open_server(server):
-        ready(server)
-        await asyncio.Event().wait()
+    """`orchestrator serve`: until SIGTERM (a clean end: pages get the final state first) or
+    Ctrl-C."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        async with open_server(server):
+            ready(server)
+            await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from clirun import Fleet, task
+from clirun import Fleet, poll, task
 
 from orchestrator.web.server import TOKEN_HEADER, WebServer, open_server
 
@@ -91,15 +95,18 @@ async def test_the_state_shows_every_task_and_changes_arrive_live(
         assert got["after"]["state"] == "waiting"
         assert got["after"]["waiting_on"] == ["slow"]
         assert state["summary"]["tasks"] == 3
-        assert "<svg" in state["timeline_svg"]
+        assert [a["id"] for a in state["running"]] == ["slow"]
         await ws.send_json({"op": "follow", "agent": "quick", "offset": 0})
         async with asyncio.timeout(WAIT):
-            text = ""
-            while "status: succeeded" not in text:
+            text, svg = "", ""
+            while "status: succeeded" not in text or not svg:
                 msg = json.loads((await ws.receive()).data)
                 if msg["type"] == "progress":
                     text += msg["text"]
+                elif msg["type"] == "timeline":
+                    svg = msg["svg"]
         assert "hello from quick" in text
+        assert svg.startswith("<svg")
 
 
 async def test_cancel_needs_the_header_and_our_origin_then_stops_the_agent(
@@ -125,3 +132,23 @@ async def test_cancel_needs_the_header_and_our_origin_then_stops_the_agent(
                 assert (await r.json())["stopped"] == ["slow"]
             state = await next_state(ws, lambda s: rows(s)["slow"]["state"] == "cancelled")
             assert rows(state)["after"]["state"] in ("waiting", "skipped")
+
+
+def test_the_server_of_run_web_dies_with_a_killed_orchestrator(fleet: Fleet) -> None:
+    fleet.plan(task("slow", {"sleep": 60}))
+    proc = fleet.start("run", "plan.yaml", "--no-live", "--web")
+    err_log = fleet.logs / f"{len(fleet.procs)}.err"
+    url = poll(
+        lambda: (m := re.search(r"web: (http://\S+)", err_log.read_text())) and m[1],
+        timeout=30,
+        what="the web URL on stderr",
+    )
+    port = int(url.split(":")[2].split("/")[0])
+    os.kill(proc.pid, signal.SIGKILL)
+
+    def refused() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) != 0
+
+    poll(refused, timeout=30, what="the web server gone with its orchestrator")
+    assert fleet.call("status").code == 0  # and the run's leftovers are stopped as ever
