@@ -65,6 +65,40 @@ def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to che
 
 
 @app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="Where to write it.")] = Path(),
+    force: Annotated[bool, typer.Option(help="Replace files that exist.")] = False,
+) -> None:
+    """Write a commented starter plan (plan.yaml) and its JSON Schema into DIR.
+
+    The plan runs offline as it is: `orchestrator run plan.yaml`. Exit codes: 0 written,
+    2 a file exists (use --force) or DIR is not a directory.
+    """
+    from importlib import resources
+
+    from orchestrator.plan.schema import plan_schema
+
+    if not directory.is_dir():
+        _fail(UsageError(f"error: {directory} is not a directory (hint: mkdir -p {directory})"))
+    plan, schema = directory / "plan.yaml", directory / "plan.schema.json"
+    for path in (plan, schema):
+        if path.exists() and not force:
+            _fail(UsageError(f"error: {path} exists (hint: --force replaces it)"))
+    starter = resources.files("orchestrator.plan").joinpath("starter.yaml").read_text("utf-8")
+    plan.write_text(starter, encoding="utf-8")
+    schema.write_text(json.dumps(plan_schema(), indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {plan} and {schema}; next: orchestrator run {plan}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of plan files (for editors: completion and checks)."""
+    from orchestrator.plan.schema import plan_schema
+
+    typer.echo(json.dumps(plan_schema(), indent=2))
+
+
+@app.command()
 def run(
     plan_path: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan file.")],
     workspace: Annotated[Path | None, typer.Option(help="Override the plan's workspace.")] = None,

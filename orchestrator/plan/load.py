@@ -32,7 +32,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ERRORS = 200
 """Errors listed in full; a generated plan with one systematic mistake would print thousands."""
 
-_TOP_KEYS: tuple[str, ...] = (
+TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
     "presets",
 )  # fmt: skip
@@ -156,7 +156,7 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         errs.add(root, "wrong-type", f"a plan must be a mapping (tasks: ...), not {kind(root)}")
         return None
     extensions = tuple(key for key in root.items if key.startswith("x-"))  # a home for anchors
-    top = Fields(errs, root, _TOP_KEYS + extensions, "plan")
+    top = Fields(errs, root, TOP_KEYS + extensions, "plan")
     name = top.text("name")
     if name is not None and (not name.strip() or len(name) > 200 or not name.isprintable()):
         message = f"plan name {show(name)} is not usable"

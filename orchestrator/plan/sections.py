@@ -13,11 +13,11 @@ from orchestrator.plan.nodes import Map, Seq, kind, show
 from orchestrator.plan.steps import script_of
 from orchestrator.plan.taskfields import MEANT, agent_of, command_of, require
 
-_LIMIT_KEYS: tuple[str, ...] = (
+LIMIT_KEYS: tuple[str, ...] = (
     "max_concurrency", "max_agents", "max_depth", "budget_usd", "spawn_rate", "grace",
 )  # fmt: skip
-_BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
-_FIXER_KEYS: tuple[str, ...] = (
+BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
+FIXER_KEYS: tuple[str, ...] = (
     "agent", "model", "prompt", "command", "shell", "script", "timeout", "stall_timeout",
     "max_turns", "fix_timeouts",
 )  # fmt: skip
@@ -29,7 +29,7 @@ def limits_of(errs: Errors, node: Map | None) -> Limits:
     base = Limits()
     if node is None:
         return base
-    f = Fields(errs, node, _LIMIT_KEYS, "limits")
+    f = Fields(errs, node, LIMIT_KEYS, "limits")
     rule = "bad-limit"
     concurrency = f.count("max_concurrency", least=1, rule=rule)
     agents = f.count("max_agents", least=1, rule=rule)
@@ -71,7 +71,7 @@ def fixer_of(errs: Errors, node: Map | None) -> FixerSpec:
     """How fixer agents are made: a task's keys, all optional, and ``fix_timeouts``."""
     if node is None:
         return FixerSpec()
-    f = Fields(errs, node, _FIXER_KEYS, "fixer", MEANT)
+    f = Fields(errs, node, FIXER_KEYS, "fixer", MEANT)
     agent = agent_of(f, "")
     shell = bool(f.flag("shell"))
     prompt = f.text("prompt")
@@ -96,7 +96,7 @@ def build_of(errs: Errors, node: Map | None, names: set[str]) -> Build:
     base = Build()
     if node is None:
         return base
-    f = Fields(errs, node, _BUILD_KEYS, "build")
+    f = Fields(errs, node, BUILD_KEYS, "build")
     command = f.get("command")
     commands: list[str] = []
     if command is None:

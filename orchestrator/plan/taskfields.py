@@ -33,7 +33,7 @@ AGENT_KEYS: dict[str, tuple[str, ...]] = {
 flags; every preset appends ``args``)."""
 
 _KINDS = sorted(AGENT_KINDS | PRESETS)
-_DEFAULT_KEYS: tuple[str, ...] = (
+DEFAULT_KEYS: tuple[str, ...] = (
     "agent", "model", "timeout", "stall_timeout", "max_turns", "env", "pass_env", *AGENT_KEYS,
 )  # fmt: skip
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -63,7 +63,7 @@ def defaults_of(errs: Errors, node: Map | None) -> Defaults:
     """The ``defaults:`` mapping; a key it leaves out (or gets wrong) keeps the built-in value."""
     if node is None:
         return Defaults()
-    f = Fields(errs, node, _DEFAULT_KEYS, "defaults", MEANT)
+    f = Fields(errs, node, DEFAULT_KEYS, "defaults", MEANT)
     base = Defaults()
     model, timeout, stall = f.text("model"), f.duration("timeout"), f.duration("stall_timeout")
     turns, env, pass_env = f.count("max_turns", least=1), env_of(f), pass_env_of(f)

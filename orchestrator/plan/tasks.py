@@ -31,7 +31,7 @@ from orchestrator.plan.taskfields import (
 Batches = tuple[tuple[str, tuple[str, ...]], ...]
 """(batch name, task ids) in order, as `orchestrator.plan.model.Plan.batches` holds them."""
 
-_TASK_KEYS: tuple[str, ...] = (
+TASK_KEYS: tuple[str, ...] = (
     "id", "agent", "prompt", "depends_on", "command", "shell", "script", "retry_script", "model",
     "timeout", "stall_timeout", "max_turns", "env", "pass_env", *AGENT_KEYS,
 )  # fmt: skip
@@ -123,7 +123,7 @@ def _task(
         return None
     written = node.items.get("id")
     shown = written.text if isinstance(written, Scalar) and written.value is not None else ""
-    f = Fields(errs, node, _TASK_KEYS, f"task {show(shown)}" if shown else "task", MEANT)
+    f = Fields(errs, node, TASK_KEYS, f"task {show(shown)}" if shown else "task", MEANT)
     task_id = f.text("id")
     if task_id is None and f.get("id") is None:
         errs.add(node, "missing-id", "a task needs an id", "add id: <name>")

@@ -38,7 +38,7 @@ def read_toml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
         rule = (
             "duplicate-key" if what.startswith(("Cannot overwrite", "Cannot declare")) else "syntax"
         )
-        return None, [PlanError(Location(path, *at), rule, f"TOML: {what}")]
+        return None, [PlanError(Location(path, *at), rule, f"TOML: {what}", _hint(what))]
     except RecursionError:
         return None, [PlanError(Location(path), "too-deep", "arrays or tables are nested too deep")]
     except ValueError:  # an integer with more digits than Python converts
@@ -49,6 +49,20 @@ def read_toml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
         return placer.table(data, (1, 1), 0, "", placer.keys_in(1, placer.next_header(0) - 1)), []
     except StopReading as stop:
         return None, [stop.error]
+
+
+_HINTS = (
+    ("Illegal character '\\n'", "a string is not closed: add the closing quote on this line"),
+    ("Unterminated string", "a string is not closed: add the closing quote"),
+    ("Invalid value", 'text values need quotes: name = "demo"; lists use [ ], tables { }'),
+    ("Expected '=' after a key", "each line is key = value; a key with spaces needs quotes"),
+    ("Illegal character '\\t'", "use spaces, not tabs, inside values"),
+)
+
+
+def _hint(what: str) -> str:
+    """The likely cause of a TOML syntax error, where it is a common one; else ""."""
+    return next((hint for start, hint in _HINTS if what.startswith(start)), "")
 
 
 class _TomlPlacer:

@@ -267,7 +267,8 @@ def read_yaml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
         what = exc.problem or exc.context or "not valid YAML"
         if exc.context and exc.problem:
             what = f"{exc.problem} ({exc.context})"
-        return None, [*reader.errors, reader.error(at, "syntax", f"YAML: {what}")]
+        hint = syntax_hint(text, at, what)
+        return None, [*reader.errors, reader.error(at, "syntax", f"YAML: {what}", hint)]
     except yaml.reader.ReaderError as exc:
         at = _line_col(text, exc.position)
         what = f"character U+{exc.character:04X} is not allowed in YAML ({exc.reason})"
@@ -277,6 +278,28 @@ def read_yaml(text: str, path: str) -> tuple[Node | None, list[PlanError]]:
     except yaml.YAMLError as exc:
         return None, [*reader.errors, reader.error((0, 0), "syntax", f"YAML: {exc}")]
     return root, reader.errors
+
+
+def syntax_hint(text: str, at: tuple[int, int], what: str) -> str:
+    """The likely cause of a YAML syntax error, where it is a common one; else ""."""
+    lines = text.split("\n")
+    line = lines[at[0] - 1] if 0 < at[0] <= len(lines) else ""
+    if "\t" in line or ("cannot start any token" in what and "\t" in text):
+        return "YAML indents with spaces, never tabs: replace the tab(s) on this line"
+    if "mapping values are not allowed" in what:
+        if line.count(":") > 1:
+            return (
+                "a value that holds ': ' must be quoted, e.g. prompt: \"Fix: the bug\" "
+                "(or use a block: prompt: |)"
+            )
+        return "this line is indented more than the key before it: align it with its siblings"
+    if "while scanning a quoted scalar" in what:
+        return "a quoted value is not closed: add the closing quote (or use a block: |)"
+    if "could not find expected ':'" in what:
+        return "a key needs ': ' after it; a value that runs over lines needs quotes or a block"
+    if "expected <block end>" in what:
+        return "check the indentation: items of one list or mapping start in the same column"
+    return ""
 
 
 def _at(event: yaml.Event) -> tuple[int, int]:
