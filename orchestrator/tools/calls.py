@@ -73,10 +73,11 @@ TOOL_SPECS: list[dict[str, Any]] = [
     ),
     _spec(
         "search",
-        "Search text files in the workspace for a Python regular expression; returns "
-        "`path:line: text` lines. Binary and very large files are skipped.",
+        "Search text files in the workspace for a regular expression (RE2: Python's syntax "
+        "without backreferences or look-around); returns `path:line: text` lines. Binary and "
+        "very large files are skipped.",
         {
-            "regex": {"type": "string", "description": "Python regular expression."},
+            "regex": {"type": "string", "description": "RE2 regular expression."},
             "glob": {"type": "string", "description": "Only files matching this glob."},
         },
         ["regex"],
