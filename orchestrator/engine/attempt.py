@@ -89,12 +89,22 @@ def context(
         env=env,
         emit=emit,
         on_process=on_process,
+        on_activity=_activity(rec),
         grace=limits.grace,
         depth=rec.depth,
         parent=rec.parent,
         context_notes=spawn.notes,
         budget=budget,
     )
+
+
+def _activity(rec: AgentRecord) -> Callable[[], None]:
+    """What an agent's processes call when they write anything: the stall clock restarts."""
+
+    def heard() -> None:
+        rec.last_event = time.monotonic()
+
+    return heard
 
 
 def outcome(rec: AgentRecord) -> tuple[AgentState, str]:

@@ -148,6 +148,7 @@ async def dispatch(
     timeout: float,  # noqa: ASYNC109 - bounds run_command only; a timeout is a result there
     on_output: Callable[[Stream, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_activity: Callable[[], None] | None = None,
 ) -> ToolOutcome:
     """Run the tool the model asked for; its mistakes come back as ``is_error`` results.
 
@@ -182,6 +183,7 @@ async def dispatch(
                     timeout=limit,
                     on_output=on_output,
                     on_start=on_start,
+                    on_activity=on_activity,
                 )
             case "report_blocker":
                 return _ending(a["reason"], "blocked", "reason")
