@@ -259,4 +259,4 @@ def _print_summary(snap: snapshot.Snapshot, opts: RunOptions) -> None:
 
     console = Console()
     console.print(dashboard.summary(snap))
-    console.print(f"report: {opts.responses / 'REPORT.md'}")
+    console.print(dashboard.plain(f"report: {opts.responses / 'REPORT.md'}"))

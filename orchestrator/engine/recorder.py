@@ -14,7 +14,7 @@ from orchestrator.engine.state import AgentRecord, RunSettings, TaskRecord
 from orchestrator.events import AgentEvent
 from orchestrator.process.secrets import scrub_event
 from orchestrator.records.journal import Journal
-from orchestrator.records.progress import ProgressWriter
+from orchestrator.records.progress import ProgressWriter, brief
 
 LIVE_INTERVAL = 0.25
 """How often running agents' last line and spend are journaled (for `status` elsewhere)."""
@@ -88,9 +88,8 @@ class Recorder:
         tid = trec.task.id
         if not trec.attempts and trec.state != "pending":
             self.progress.open(tid, f"# {tid}\n\n- task: {tid}\n- never started\n\n")
-            self.progress.finish(
-                tid, f"{trec.state} - {trec.reason}", {"event": "status", "state": trec.state}
-            )
+            status = f"{trec.state} - {brief(trec.reason)}"
+            self.progress.finish(tid, status, {"event": "status", "state": trec.state})
         if self.journal is not None:
             self.journal.record("task", id=tid, state=trec.state, reason=trec.reason)
 

@@ -14,12 +14,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 JOURNAL_NAME = "journal.jsonl"
+_RAW_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What JSON may carry raw but a terminal or ``str.splitlines`` would act on: DEL and C1
+controls, the Unicode line separators, bidi overrides. Below 0x20 JSON escapes itself."""
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One record as one JSON line that is only data, whatever its strings hold."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    if not text.isprintable():  # the common case skips the regex
+        text = _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    return text + "\n"
 
 
 class Journal:
@@ -41,7 +53,7 @@ class Journal:
             return
         fields["k"] = rec_type
         fields["t"] = round(time.time(), 6)
-        os.write(self._fd, (json.dumps(fields, ensure_ascii=False, default=str) + "\n").encode())
+        os.write(self._fd, json_line(fields).encode("utf-8", "replace"))
         self._dirty = True
         self.records += 1
 

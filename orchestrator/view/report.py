@@ -1,4 +1,9 @@
-"""REPORT.md: the run's final report, rendered from a snapshot (pure) and written atomically."""
+"""REPORT.md: the run's final report, rendered from a snapshot (pure) and written atomically.
+
+What plans, agents and builds said goes in through `_line` or `_cell`: one line each, without
+escapes or control characters, ``|`` escaped in tables; so no reason, blocker or summary can
+add a line, a heading or a table row of its own, or reach a terminal that shows the file.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.process.lines import one_line
 from orchestrator.view.snapshot import Snapshot
+
+
+def _line(text: Any) -> str:
+    return one_line(str(text if text not in (None, "") else "-"))
 
 
 def _when(ts: float | None) -> str:
@@ -15,25 +25,25 @@ def _when(ts: float | None) -> str:
 
 
 def _cell(text: Any) -> str:
-    return str(text if text not in (None, "") else "-").replace("|", "\\|").replace("\n", " ")
+    return _line(text).replace("|", "\\|")
 
 
 def render(snapshot: Snapshot) -> str:
     run = snapshot.run
     agents = {a["id"]: a for a in snapshot.agents}
     lines = [
-        f"# Report: {run.get('plan', '?')}",
+        f"# Report: {_line(run.get('plan', '?'))}",
         "",
-        f"- state: {run.get('state', '?')}",
-        f"- run id: {run.get('run_id', '-')}",
+        f"- state: {_line(run.get('state', '?'))}",
+        f"- run id: {_line(run.get('run_id', '-'))}",
         f"- started: {_when(run.get('started'))}",
         f"- ended: {_when(run.get('ended'))}",
     ]
     if snapshot.fence:
-        lines.append(f"- stopped: {snapshot.fence}")
+        lines.append(f"- stopped: {_line(snapshot.fence)}")
     build = snapshot.extra.get("build")
     if build:
-        lines.append(f"- build check: {build}")
+        lines.append(f"- build check: {_line(build)}")
     total_in = sum(a.get("tokens_in") or 0 for a in snapshot.agents)
     total_out = sum(a.get("tokens_out") or 0 for a in snapshot.agents)
     cost = sum(a.get("cost_usd") or 0.0 for a in snapshot.agents)
@@ -70,13 +80,13 @@ def render(snapshot: Snapshot) -> str:
         lines += ["", "## Escalations: a human must act", ""]
         for esc in escalations:
             lines += [
-                f"### {esc['task']}",
+                f"### {_line(esc['task'])}",
                 "",
-                f"- blocked by: {esc['blocker']}",
-                f"- tried: {'; '.join(esc.get('tried', [])) or 'nothing'}",
-                f"- why it escalated: {esc['reason']}",
-                f"- next step: {esc['next_step']}",
-                f"- files: {', '.join(esc.get('files', []))}",
+                f"- blocked by: {_line(esc['blocker'])}",
+                f"- tried: {_line('; '.join(esc.get('tried', [])) or 'nothing')}",
+                f"- why it escalated: {_line(esc['reason'])}",
+                f"- next step: {_line(esc['next_step'])}",
+                f"- files: {_line(', '.join(esc.get('files', [])))}",
                 "",
             ]
     lines += [
