@@ -40,6 +40,7 @@ from orchestrator.events import (
 )
 from orchestrator.process.lines import clean_line, one_line
 from orchestrator.records.journal import json_line
+from orchestrator.records.rundir import write_all
 
 DEFAULT_CAP = 50 * 1024 * 1024
 MAX_PARTIAL = 64 * 1024
@@ -110,20 +111,6 @@ def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", str(path))
     return fd
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` or none of it: a write the disk cut short is taken back, so a
-    full disk never leaves half a line behind (the error is raised after)."""
-    view = memoryview(data)
-    done = 0
-    try:
-        while done < len(data):
-            done += os.write(fd, view[done:])
-    except OSError:
-        if done:
-            os.ftruncate(fd, os.fstat(fd).st_size - done)
-        raise
 
 
 def end_file(responses: Path, agent_id: str, text: str) -> bool:
@@ -308,7 +295,10 @@ class ProgressWriter:
             f.js_bytes += self._append(f, f.jsonl, "".join(js), f.js_bytes, js_last)
 
     def _append(self, f: _File, path: str, text: str, written: int, last: str) -> int:
-        """Append ``text`` within the cap, then ``last`` (a final status) whatever the cap."""
+        """Append ``text`` within the cap, then ``last`` (a final status) whatever the cap.
+
+        When the disk refuses the whole, ``last`` is tried alone (with the note of what is
+        missing): a few hundred bytes often still fit where the rest did not."""
         data = text.encode("utf-8", "replace")
         tail = last.encode("utf-8", "replace")
         room = self.cap - written - len(tail)
@@ -316,27 +306,36 @@ class ProgressWriter:
             marker = b"" if path in f.capped else self._marker(f, path, "truncated")
             f.capped.add(path)
             data = _whole_lines(data[: max(room - len(marker), 0)]) + marker
-        data += tail
         lost = f.lost.pop(path, None)
         if lost is not None:
             data = self._marker(f, path, "lost", *lost) + data
-        if not data:
+        if not data and not tail:
             return 0
         try:
             fd = open_regular(path, _OPEN_APPEND)
         except FileNotFoundError:
             return 0  # the user removed it; never recreate a file someone else may own now
         except OSError as exc:
-            self._lost(f, path, len(data), exc)
+            self._lost(f, path, len(data) + len(tail), exc)
             return 0
         try:
-            write_all(fd, data)
-        except OSError as exc:
-            self._lost(f, path, len(data), exc)
-            return 0
+            try:
+                write_all(fd, data + tail)
+                return len(data) + len(tail)
+            except OSError as exc:
+                self._lost(f, path, len(data), exc)
+                if not tail:
+                    return 0
+            size, why = f.lost.pop(path)
+            note = self._marker(f, path, "lost", size, why)
+            try:
+                write_all(fd, note + tail)
+            except OSError:
+                f.lost[path] = (size + len(tail), why)
+                return 0
+            return len(note) + len(tail)
         finally:
             os.close(fd)
-        return len(data)
 
     def _lost(self, f: _File, path: str, size: int, exc: OSError) -> None:
         before = f.lost.get(path, (0, ""))[0]

@@ -7,6 +7,7 @@ add a line, a heading or a table row of its own, or reach a terminal that shows 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -109,7 +110,13 @@ def write(responses: Path, text: str) -> Path:
     target = responses / "REPORT.md"
     tmp = responses / f".REPORT.md.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk must not leave half a report behind
+        exc.filename = exc.filename or str(target)
+        raise
     return target
