@@ -247,6 +247,9 @@ async def _run_locked(
                     budget_usd=plan.limits.budget_usd,
                     fingerprints={t.id: fingerprint(t) for t in plan.tasks},
                 )  # fmt: skip
+            except RunDirRefused:
+                journal.close()
+                raise
             except OSError as exc:
                 journal.close()
                 raise _unusable(exc, rundir.socket) from None
@@ -271,8 +274,8 @@ def _finish(run: Run, journal: Journal, opts: RunOptions) -> int:
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
     records land in the space it keeps in reserve) and `StorageFailed` is raised last."""
-    failure = run.recorder.failure
-    final_state = "interrupted" if run.interrupted or failure else "finished"
+    stopped_by = run.recorder.failure
+    final_state = "interrupted" if run.interrupted or stopped_by else "finished"
     code = run.exit_code()
     journal.record("run", state=final_state, ended=run.ended_at or time.time(),
                    exit_code=code, spent_usd=run.governor.spent_usd,
@@ -281,16 +284,20 @@ def _finish(run: Run, journal: Journal, opts: RunOptions) -> int:
     snap = snapshot.from_run(run, state=final_state)
     snap = replace(snap, run={**snap.run, "pid": os.getpid()})
     try:
-        written = report.write(opts.responses, report.render(snap))
+        written: Path | None = report.write(opts.responses, report.render(snap))
     except OSError as exc:
-        failure = failure or f"cannot write {exc.filename or 'REPORT.md'}: {exc.strerror or exc}"
-        written = None
+        written, unwritten = None, f"cannot write {exc.filename}: {exc.strerror or exc}"
     _print_summary(snap, opts, written)
-    if failure is not None:
-        source = run.plan.source or "PLAN"
+    if stopped_by is not None:
         raise StorageFailed(
-            f"error: {failure}; the run was stopped and its journal says interrupted "
-            f"(hint: make room, then: orchestrator run {source} --resume)"
+            f"error: {stopped_by}; the run was stopped and its journal says interrupted "
+            "(hint: make room or lift the file-size limit, then: "
+            f"orchestrator run {run.plan.source or 'PLAN'} --resume)"
+        )
+    if written is None:
+        raise StorageFailed(
+            f"error: {unwritten}; the run ended {final_state} (its journal says so) "
+            "but its report is missing (hint: make room; orchestrator status shows the run)"
         )
     return code
 

@@ -18,7 +18,6 @@ Records are partial updates merged by key: ``{"k": "run", ...}`` for the run,
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import json
@@ -46,6 +45,8 @@ def _raise(path: str, exc: OSError) -> None:
 
 @functools.cache
 def _libc_fallocate() -> Any:
+    import ctypes  # here: `status` reads journals and must start fast
+
     try:
         fn = ctypes.CDLL(None, use_errno=True).fallocate
     except (OSError, AttributeError):
@@ -60,6 +61,8 @@ def reserve_space(fd: int, offset: int, length: int) -> None:
     if fallocate is None:
         raise OSError(errno.ENOSYS, "fallocate is not available")
     if fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        import ctypes
+
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
@@ -146,6 +149,7 @@ class Journal:
         self._reserved = self._size + RESERVE
 
     def _failed(self, exc: OSError) -> None:
+        exc.filename = exc.filename or str(self.path)
         self.on_failure(str(self.path), exc)
 
     def sync(self) -> None:

@@ -126,6 +126,9 @@ def end_file(responses: Path, agent_id: str, text: str) -> bool:
         raise
     try:
         write_all(fd, status_line_of(text).encode("utf-8", "replace"))
+    except OSError as exc:
+        exc.filename = exc.filename or f"{responses / agent_id}.md"
+        raise
     finally:
         os.close(fd)
     return True
