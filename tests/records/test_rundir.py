@@ -86,9 +86,20 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+DEFAULT_CASES = {("journal.jsonl", "fifo"), ("journal.jsonl", "foreign"), ("lock", "link"),
+                 ("lock", "directory")}  # fmt: skip
+"""The rest of the matrix runs with the slow tests: each case starts six commands."""
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize(
+    ("entry", "how"),
+    [
+        pytest.param(e, h, marks=() if (e, h) in DEFAULT_CASES else pytest.mark.slow)
+        for e in ENTRIES
+        for h in HOW
+    ],
+)
 def test_a_tampered_run_file_is_a_clear_error_for_every_command(
     fleet: Fleet, tmp_path: Path, entry: str, how: str
 ) -> None:
