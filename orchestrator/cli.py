@@ -23,7 +23,19 @@ app = typer.Typer(
     help="Run a fleet of coding agents from a plan: concurrent, bounded, killable.",
 )
 
-ResponsesOpt = Annotated[Path, typer.Option("--responses", help="Where progress files live.")]
+
+def _responses_dir(value: str | Path) -> Path:
+    """``--responses`` as given; an empty value would silently mean the current directory."""
+    if isinstance(value, Path):  # the default
+        return value
+    if not value.strip():
+        raise typer.BadParameter("must name a directory, not be empty")
+    return Path(value)
+
+
+ResponsesOpt = Annotated[
+    Path, typer.Option("--responses", parser=_responses_dir, help="Where progress files live.")
+]
 DEFAULT_RESPONSES = Path("agent-responses")
 
 
@@ -143,7 +155,7 @@ def run(
                 typer.echo(f"wave {n}: {', '.join(wave)}")
             typer.echo(f"dry run: {len(plan.tasks)} tasks, nothing started")
             return
-        check_environment(plan, os.environ)
+        check_environment(plan, os.environ, responses=responses)
         opts = RunOptions(
             responses=responses,
             mode="batch" if mode == "batch" else "async",
@@ -385,13 +397,15 @@ def _known(responses: Path, agent: str) -> Path:
     """The agent's progress file; exit 2 when there is none (or the id could not be one)."""
     from orchestrator.control.readers import progress_path
     from orchestrator.errors import UnknownAgentError
+    from orchestrator.records.rundir import check_entry
 
     try:
         path = progress_path(responses, agent)
-    except UnknownAgentError as exc:
-        _fail(exc)
-    if not path.is_file():
+        check_entry(path, os.lstat(path), "file")  # never a link, a FIFO, another's file
+    except FileNotFoundError:
         _fail(UnknownAgentError(agent))
+    except OrchestratorError as exc:
+        _fail(exc)
     return path
 
 

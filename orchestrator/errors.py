@@ -10,10 +10,16 @@
     ├── EnvironmentProblem                3      the machine: found before anything starts
     │   ├── MissingApiKeyError            3        claude agents but no ANTHROPIC_API_KEY
     │   ├── AgentProgramNotFound          3        a command or preset names a program not on PATH
-    │   └── WorkspaceRefused              3        the workspace is missing or not a directory
+    │   ├── WorkspaceRefused              3        the workspace is missing or not a directory
+    │   └── RunDirRefused                 3        the responses directory or a file of its .run/
+    │                                                is unusable: a link, a FIFO, another user's,
+    │                                                someone else's files, a full disk at start
     ├── RunLockedError                   75      another orchestrator owns the responses directory
     └── RunError                          1      run time: the orchestrator itself could not go on
-                                                   (e.g. its control socket did not answer)
+        │                                          (e.g. its control socket did not answer)
+        └── StorageFailed                 1        a write failed mid-run (a full disk, a file-size
+                                                   limit): the run was stopped, its journal says
+                                                   interrupted, ``--resume`` continues it
 
 The CLI catches the root, prints ``str(error)`` as one line on stderr and exits with
 ``error.exit_code``. Nothing below the CLI prints or exits. An agent's own failure is not an
@@ -110,6 +116,10 @@ class WorkspaceRefused(EnvironmentProblem):
     """The workspace directory is missing or unusable."""
 
 
+class RunDirRefused(EnvironmentProblem):
+    """The responses directory, or a file in it the run needs, cannot be used safely."""
+
+
 class RunLockedError(OrchestratorError):
     """Another orchestrator holds the lock on this responses directory."""
 
@@ -126,3 +136,7 @@ class RunError(OrchestratorError):
     """Something failed at run time."""
 
     exit_code = 1
+
+
+class StorageFailed(RunError):
+    """A write of the run's records failed mid-run; the run was stopped cleanly."""

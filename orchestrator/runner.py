@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -27,6 +28,8 @@ from orchestrator.errors import (
     AgentProgramNotFound,
     EnvironmentProblem,
     MissingApiKeyError,
+    RunDirRefused,
+    StorageFailed,
     WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
@@ -34,7 +37,8 @@ from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
 from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.resume import fingerprint, plan_resume, settle_lost
+from orchestrator.records.responses import check_responses
+from orchestrator.records.resume import ResumePlan, fingerprint, plan_resume, settle_lost
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import report, snapshot
 
@@ -57,8 +61,13 @@ def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
         return 0
 
 
-def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> None:
-    """Refuse, before anything starts, a run this machine cannot do (exit 3)."""
+def check_environment(
+    plan: Plan, env: dict[str, str] | os._Environ[str], *, responses: Path | None = None
+) -> None:
+    """Refuse, before anything starts, a run this machine cannot do (exit 3).
+
+    With ``responses``, also a responses directory the run must not write into
+    (`check_responses`)."""
     from orchestrator.agents.command import missing_program
 
     ws = plan.workspace
@@ -100,6 +109,8 @@ def check_environment(plan: Plan, env: dict[str, str] | os._Environ[str]) -> Non
         )
         if problem is not None:
             raise AgentProgramNotFound(problem[0], task.id, problem[1])
+    if responses is not None:
+        check_responses(responses, ws)
     if create:  # last, so a refused run leaves nothing behind
         try:
             ws.mkdir(exist_ok=True)  # a new workspace; its parent must exist (typos stay errors)
@@ -137,22 +148,45 @@ async def run_plan(
     *,
     agents: Callable[[str], Agent] | None = None,
 ) -> int:
-    """Run the plan to its end; returns its exit code (docs/commands.md)."""
+    """Run the plan to its end; returns its exit code (docs/commands.md).
+
+    A file that cannot be written before the run starts (a full disk, a file-size limit, a
+    tampered ``.run/``) is `RunDirRefused` (exit 3), nothing started; once it runs, a failed
+    write stops it like a signal would, and `StorageFailed` (exit 1) says so at the end.
+    """
     rundir = RunDir(opts.responses)
     lock = RunLock(rundir)
-    await asyncio.to_thread(lock.acquire)  # it may wait a moment for a probing reader
+    try:
+        await asyncio.to_thread(lock.acquire)  # it may wait a moment for a probing reader
+    except OSError as exc:
+        raise _unusable(exc, rundir.lock) from None
     try:
         return await _run_locked(plan, opts, rundir, agents=agents)
     finally:
         lock.release()
 
 
-async def _run_locked(
-    plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
-) -> int:
-    orphans.set_child_subreaper()
-    orphans.set_not_dumpable()
-    pool = AgentPool(plan)
+def _unusable(exc: OSError, path: Path) -> RunDirRefused:
+    """A write or open that failed before the run started, as one line naming the file."""
+    where = exc.filename or path
+    return RunDirRefused(
+        f"error: cannot write {where}: {exc.strerror or exc}; nothing was started"
+        + _space_hint(exc.errno)
+    )
+
+
+def _space_hint(code: int | None) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return " (hint: free some space on that file system)"
+    if code == errno.EFBIG:
+        return " (hint: a file-size limit is set: see ulimit -f)"
+    return ""
+
+
+async def _open_journal(
+    plan: Plan, opts: RunOptions, rundir: RunDir
+) -> tuple[Journal, str, ResumePlan | None]:
+    """Read the last run's journal, stop what it left, and open this run's journal."""
     old = await asyncio.to_thread(load, rundir.journal)  # a journal can be megabytes
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
@@ -163,9 +197,25 @@ async def _run_locked(
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:
-        settle_lost(opts.responses, journal, resumed.lost)
-        for note in resumed.notes():
-            sys.stderr.write(note + "\n")
+        try:
+            settle_lost(opts.responses, journal, resumed.lost)
+        except OSError:
+            journal.close()
+            raise
+    return journal, run_id, resumed
+
+
+async def _run_locked(
+    plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
+) -> int:
+    orphans.set_child_subreaper()
+    orphans.set_not_dumpable()
+    try:
+        journal, run_id, resumed = await _open_journal(plan, opts, rundir)
+    except OSError as exc:
+        raise _unusable(exc, rundir.journal) from None
+    for note in resumed.notes() if resumed is not None else ():
+        sys.stderr.write(note + "\n")
     settings = RunSettings(
         responses=opts.responses,
         run_id=run_id,
@@ -173,6 +223,7 @@ async def _run_locked(
         base_depth=run_depth(os.environ),
     )
     live = opts.live and sys.stdout.isatty()
+    pool = AgentPool(plan)
     run = Run(
         plan,
         settings,
@@ -188,41 +239,71 @@ async def _run_locked(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, run.interrupt, sig)
     try:
-        async with _open_web(opts):
-            journal.record(
-                "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
-                state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
-                fingerprints={t.id: fingerprint(t) for t in plan.tasks},
-                graph={t.id: list(t.depends_on) for t in plan.tasks},
-            )  # fmt: skip
-            try:
-                async with (
-                    channel.open_control_server(run, rundir.socket),
-                    asyncio.TaskGroup() as tg,
-                ):
-                    reaper = tg.create_task(_reap_orphans_forever())
-                    if live:
-                        await _run_live(run)
-                    else:
-                        await run.execute()
-                    reaper.cancel()
-            finally:
-                await pool.aclose()
-                await asyncio.to_thread(orphans.sweep_run, run_id)
-            final_state = "interrupted" if run.interrupted else "finished"
-            code = run.exit_code()
-            journal.record("run", state=final_state, ended=run.ended_at or time.time(),
-                           exit_code=code, spent_usd=run.governor.spent_usd,
-                           fence=run.governor.fence, escalations=run.escalations,
-                           build=run.build_state)  # fmt: skip
-            journal.close()
-            snap = snapshot.from_run(run, state=final_state)
-            snap = replace(snap, run={**snap.run, "pid": os.getpid()})
-            report.write_all(opts.responses, snap)
-            _print_summary(snap, opts)
+        async with _open_web(opts):  # the page outlives the run's end: it shows it
+            async with contextlib.AsyncExitStack() as stack:
+                stack.push_async_callback(pool.aclose)
+                try:
+                    await stack.enter_async_context(channel.open_control_server(run, rundir.socket))
+                    journal.record(
+                        "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
+                        state="running", workspace=str(plan.workspace),
+                        budget_usd=plan.limits.budget_usd,
+                        fingerprints={t.id: fingerprint(t) for t in plan.tasks},
+                        graph={t.id: list(t.depends_on) for t in plan.tasks},
+                    )  # fmt: skip
+                except RunDirRefused:
+                    journal.close()
+                    raise
+                except OSError as exc:
+                    journal.close()
+                    raise _unusable(exc, rundir.socket) from None
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        reaper = tg.create_task(_reap_orphans_forever())
+                        if live:
+                            await _run_live(run)
+                        else:
+                            await run.execute()
+                        reaper.cancel()
+                finally:
+                    await asyncio.to_thread(orphans.sweep_run, run_id)
+            return _finish(run, journal, opts)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+def _finish(run: Run, journal: Journal, opts: RunOptions) -> int:
+    """Record how the run ended, write REPORT.md, print the summary; the exit code.
+
+    After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
+    records land in the space it keeps in reserve) and `StorageFailed` is raised last."""
+    stopped_by = run.recorder.failure
+    final_state = "interrupted" if run.interrupted or stopped_by else "finished"
+    code = run.exit_code()
+    journal.record("run", state=final_state, ended=run.ended_at or time.time(),
+                   exit_code=code, spent_usd=run.governor.spent_usd,
+                   fence=run.governor.fence, escalations=run.escalations,
+                   build=run.build_state)  # fmt: skip
+    journal.close()
+    snap = snapshot.from_run(run, state=final_state)
+    snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+    try:
+        written: Path | None = report.write_all(opts.responses, snap)
+    except OSError as exc:
+        written, unwritten = None, f"cannot write {exc.filename}: {exc.strerror or exc}"
+    _print_summary(snap, opts, written)
+    if stopped_by is not None:
+        raise StorageFailed(
+            f"error: {stopped_by}; the run was stopped and its journal says interrupted "
+            "(hint: make room or lift the file-size limit, then: "
+            f"orchestrator run {run.plan.source or 'PLAN'} --resume)"
+        )
+    if written is None:
+        raise StorageFailed(
+            f"error: {unwritten}; the run ended {final_state} (its journal says so) "
+            "but its report is missing (hint: make room; orchestrator status shows the run)"
+        )
     return code
 
 
@@ -272,7 +353,7 @@ async def _run_live(run: Run) -> None:
         live.update(dashboard.render(snapshot.from_run(run)))
 
 
-def _print_summary(snap: snapshot.Snapshot, opts: RunOptions) -> None:
+def _print_summary(snap: snapshot.Snapshot, opts: RunOptions, written: Path | None) -> None:
     if opts.json:
         sys.stdout.write(json.dumps({**snap.as_status_json(), "tasks": list(snap.tasks)}) + "\n")
         return
@@ -282,4 +363,5 @@ def _print_summary(snap: snapshot.Snapshot, opts: RunOptions) -> None:
 
     console = Console()
     console.print(dashboard.summary(snap))
-    console.print(f"report: {opts.responses / 'REPORT.md'}")
+    if written is not None:
+        console.print(dashboard.plain(f"report: {written}"))

@@ -59,6 +59,9 @@ class AgentContext:
     env: dict[str, str]
     emit: Callable[[AgentEvent], None]
     on_process: Callable[[int], None] = lambda pid: None
+    on_activity: Callable[[], None] = lambda: None
+    """The agent's processes wrote something, a whole line or not (progress dots, ``\\r``
+    bars): it is not stalled. Pass it to `run_streaming`."""
     grace: float = 5.0
     depth: int = 0
     parent: str | None = None

@@ -56,6 +56,7 @@ class BuildAgent:
                 env=ctx.env,
                 on_line=on_line,
                 on_start=ctx.on_process,
+                on_activity=ctx.on_activity,
                 grace=ctx.grace,
             )
             if code != 0:

@@ -112,6 +112,7 @@ class CommandAgent:
                 env=ctx.env,
                 on_line=on_line,
                 on_start=on_start,
+                on_activity=ctx.on_activity,
                 grace=ctx.grace,
                 shell=task.shell,
                 max_line=self.max_line,

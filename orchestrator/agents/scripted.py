@@ -52,6 +52,7 @@ class ScriptedAgent:
                         env=ctx.env,
                         on_line=lambda stream, line: ctx.emit(Output(line, _stream(stream))),
                         on_start=ctx.on_process,
+                        on_activity=ctx.on_activity,
                         grace=ctx.grace,
                     )
                     if code != 0:

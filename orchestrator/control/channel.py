@@ -1,6 +1,9 @@
 """The control channel: a Unix socket under ``.run/`` through which `cancel` reaches a live run.
 
-One JSON request per connection, one JSON answer. The server lives in the orchestrator's
+One JSON request per connection, one JSON answer. A request is at most `MAX_REQUEST` bytes
+and of one fixed shape (an object of strings, booleans and a list of ids, so its depth is
+bounded too); anything else is answered with an error, never a traceback. The socket is used
+only when it is a socket of this user, never through a link. The server lives in the orchestrator's
 event loop and answers from the scheduler's in-memory state, so it stays quick while agents
 flood output. The client side is plain blocking sockets: it runs in short-lived CLI commands,
 never inside the event loop.
@@ -22,12 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RunError, UnknownAgentError
-from orchestrator.records.rundir import RunDir, is_locked
+from orchestrator.records.rundir import RunDir, check_entry, is_locked
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
 
 MAX_REQUEST = 64 * 1024
+MAX_AGENTS = 10_000
+"""Agent ids one cancel request may name."""
+_OPS = {"ping": (), "cancel_all": ("force", "tree"), "cancel": ("agents", "tree", "force")}
 
 
 def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
@@ -55,14 +61,45 @@ def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "code": 2, "error": f"error: unknown control op {op!r}"}
 
 
+def problem(request: object) -> str | None:
+    """What is wrong with a request's shape (None: nothing); `handle` trusts the shape."""
+    if not isinstance(request, dict):
+        return "a request is a JSON object"
+    op = request.get("op")
+    if not isinstance(op, str) or op not in _OPS:
+        return f"unknown control op {str(op)[:40]!r}"
+    extra = set(request) - {"op", *_OPS[op]}
+    if extra:
+        return f"unexpected field(s) for {op}: {', '.join(sorted(map(str, extra)))[:200]}"
+    if any(not isinstance(request.get(k, False), bool) for k in ("tree", "force")):
+        return "tree and force are true or false"
+    agents = request.get("agents")
+    if op == "cancel" and not (
+        isinstance(agents, list)
+        and 0 < len(agents) <= MAX_AGENTS
+        and all(isinstance(a, str) and len(a) <= 256 for a in agents)
+    ):
+        return "cancel needs a list of agent ids"
+    return None
+
+
 def _answer(run: Run, line: bytes) -> bytes:
-    try:
-        request = json.loads(line)
-        answer = handle(run, request) if isinstance(request, dict) else None
-    except ValueError:
-        answer = None
-    if answer is None:
-        answer = {"ok": False, "code": 2, "error": "error: bad control request"}
+    why: str | None
+    if len(line) >= MAX_REQUEST:
+        why = f"larger than {MAX_REQUEST} bytes"
+    else:
+        try:
+            request = json.loads(line)
+        except RecursionError:
+            why, request = "nested too deeply", None
+        except ValueError:
+            why, request = "not JSON", None
+        else:
+            why = problem(request)
+    if why is None:
+        answer = handle(run, request)
+    else:
+        answer = {"ok": False, "code": 2, "error": f"error: bad control request: {why}"}
     return json.dumps(answer).encode() + b"\n"
 
 
@@ -115,7 +152,7 @@ class _Server:
             return
         if line:
             try:
-                conn.send(_answer(self.run, line[:MAX_REQUEST]))  # small: fits the buffer
+                conn.send(_answer(self.run, line))  # small: fits the buffer
             except OSError:
                 pass  # the client went away; nothing to answer
         self.drop(conn)
@@ -151,9 +188,13 @@ def _bindable(path: Path) -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
-    """Serve the control socket at ``path`` for as long as the block runs."""
+    """Serve the control socket at ``path`` for as long as the block runs.
+
+    A socket left by a killed orchestrator is replaced; anything else in its place (a link,
+    a file, a directory, another user's socket) is `RunDirRefused`."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # a socket left by a killed orchestrator
+        check_entry(path, os.lstat(path), "socket")
+        os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         with _bindable(path) as address:
@@ -176,7 +217,14 @@ async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
 
 
 def request(path: Path, payload: dict[str, Any], *, timeout: float = 5.0) -> dict[str, Any] | None:
-    """Send one request; None when no orchestrator listens there."""
+    """Send one request; None when no orchestrator listens there.
+
+    Only to a socket of this user at ``path`` itself (`RunDirRefused` for a link or another
+    user's socket: a request is never sent somewhere else)."""
+    try:
+        check_entry(path, os.lstat(path), "socket")
+    except FileNotFoundError:
+        return None
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, _bindable(path) as address:
             sock.settimeout(timeout)

@@ -7,6 +7,7 @@ run goes on and after it ended, without talking to the orchestrator.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -30,6 +31,11 @@ def progress_path(responses: Path, agent_id: str) -> Path:
         raise UnknownAgentError(agent_id) from None
 
 
+def _no_link(path: str, flags: int) -> int:
+    """Open a progress file as the writer does: never through a link, never blocking."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def ended(line: str) -> bool:
     return line.startswith("status: ")
 
@@ -43,7 +49,7 @@ async def follow_file(
     read): an agent whose orchestrator was killed never writes its status line. Returns
     whether the file ended with a status line.
     """
-    async with aiofiles.open(path, encoding="utf-8", errors="replace") as fh:
+    async with aiofiles.open(path, encoding="utf-8", errors="replace", opener=_no_link) as fh:
         partial = ""
         gone = False
         while True:

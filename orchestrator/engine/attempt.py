@@ -18,12 +18,22 @@ from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
 from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
 from orchestrator.plan.model import Limits
 from orchestrator.process.env import child_env
+from orchestrator.process.lines import one_line
+from orchestrator.records.progress import clean
 
 Stop = Callable[[str, AgentState, str], bool]
 
 
+PROMPT_INDENT = "    "
+
+
 def header(rec: AgentRecord, spawn: Spawn) -> str:
-    """The top of ``<agent>.md``: who, what, when, the prompt and the context given."""
+    """The top of ``<agent>.md``: who, what, when, the prompt and the context given.
+
+    The prompt may quote a blocker, a build's output or a dependency's words: it is shown as
+    an indented block (Markdown's code block) with escapes and control characters removed, so
+    no line of it can start a heading, a ``status:`` line or anything else; each context
+    note stays on its one line."""
     deps = ", ".join(spawn.task.depends_on) if rec.role == "task" else ""
     lines = [
         f"# {rec.id}",
@@ -40,13 +50,14 @@ def header(rec: AgentRecord, spawn: Spawn) -> str:
         "",
     ]
     if spawn.prompt:
-        lines.extend(spawn.prompt.rstrip("\n").split("\n"))
+        text = clean(spawn.prompt.rstrip("\n"))
+        lines.extend((PROMPT_INDENT + line).rstrip() for line in text.split("\n"))
     elif spawn.script:
         lines.append(f"(scripted: {len(spawn.script)} steps)")
     elif spawn.task.command:
-        lines.append("$ " + " ".join(spawn.task.command))
+        lines.append(PROMPT_INDENT + one_line("$ " + " ".join(spawn.task.command)))
     if spawn.notes:
-        lines += ["", "## Context", "", *(f"- {n}" for n in spawn.notes)]
+        lines += ["", "## Context", "", *(f"- {one_line(n)}" for n in spawn.notes)]
     lines += ["", "## Progress", "", ""]
     return "\n".join(lines)
 
@@ -89,12 +100,22 @@ def context(
         env=env,
         emit=emit,
         on_process=on_process,
+        on_activity=_activity(rec),
         grace=limits.grace,
         depth=rec.depth,
         parent=rec.parent,
         context_notes=spawn.notes,
         budget=budget,
     )
+
+
+def _activity(rec: AgentRecord) -> Callable[[], None]:
+    """What an agent's processes call when they write anything: the stall clock restarts."""
+
+    def heard() -> None:
+        rec.last_event = time.monotonic()
+
+    return heard
 
 
 def outcome(rec: AgentRecord) -> tuple[AgentState, str]:

@@ -4,17 +4,23 @@ The scheduler decides; the recorder writes. For every transition the agent's wor
 progress file (buffered, flushed by `run_background`) before the journal records the change,
 and the scheduler tells waiters only after both. Secrets are masked here, once, in every event
 whatever the agent's kind.
+
+A write that fails once the run has started (a full disk, a file-size limit) never raises into
+the scheduler: the writers take it back to whole lines, and the recorder keeps the first
+failure in `failure` and tells ``on_failure`` once, on a later turn of the loop, so the run
+stops the way a signal would stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from orchestrator.engine.state import AgentRecord, RunSettings, TaskRecord
 from orchestrator.events import AgentEvent
 from orchestrator.process.secrets import scrub_event
 from orchestrator.records.journal import Journal
-from orchestrator.records.progress import ProgressWriter
+from orchestrator.records.progress import ProgressWriter, brief
 
 LIVE_INTERVAL = 0.25
 """How often running agents' last line and spend are journaled (for `status` elsewhere)."""
@@ -24,14 +30,32 @@ class Recorder:
     """The progress writer and the journal of one run, and what goes into them."""
 
     def __init__(
-        self, settings: RunSettings, journal: Journal | None, *, secrets: tuple[str, ...]
+        self,
+        settings: RunSettings,
+        journal: Journal | None,
+        *,
+        secrets: tuple[str, ...],
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.progress = ProgressWriter(
-            settings.responses, cap=settings.progress_cap, interval=settings.progress_interval
+            settings.responses,
+            cap=settings.progress_cap,
+            interval=settings.progress_interval,
+            on_failure=self._failed,
         )
         self.journal = journal
         self._secrets = secrets
         self._live_dirty: dict[str, AgentRecord] = {}
+        self._on_failure = on_failure
+        self.failure: str | None = None
+        """The first write that failed while the run went on: "cannot write PATH: why"."""
+
+    def _failed(self, path: str, exc: OSError) -> None:
+        if self.failure is not None:
+            return
+        self.failure = f"cannot write {path}: {exc.strerror or exc}"
+        if self._on_failure is not None:
+            asyncio.get_running_loop().call_soon(self._on_failure, self.failure)
 
     async def run_background(self) -> None:
         """Flush progress files, sync the journal and journal live agents until cancelled."""
@@ -44,7 +68,9 @@ class Recorder:
     # --- the run ---------------------------------------------------------------------------
 
     def run_started(self, started: float) -> None:
+        """From here on a failed write stops the run instead of raising (see the module)."""
         if self.journal is not None:
+            self.journal.on_failure = self._failed
             self.journal.record("run", state="running", started=started)
 
     def fence(self, reason: str, **extra: object) -> None:
@@ -58,9 +84,10 @@ class Recorder:
     # --- agents ----------------------------------------------------------------------------
 
     def agent_started(self, rec: AgentRecord, header: str) -> None:
-        self.progress.open(rec.id, header)
+        """The journal first: no progress file exists that the journal does not name."""
         if self.journal is not None:
             self.journal.record("agent", **rec.started_fields())
+        self.progress.open(rec.id, header)
 
     def event(self, rec: AgentRecord, event: AgentEvent) -> tuple[AgentEvent, str]:
         """Mask secrets in ``event`` and buffer it; the event as written and its shown line."""
@@ -88,9 +115,8 @@ class Recorder:
         tid = trec.task.id
         if not trec.attempts and trec.state != "pending":
             self.progress.open(tid, f"# {tid}\n\n- task: {tid}\n- never started\n\n")
-            self.progress.finish(
-                tid, f"{trec.state} - {trec.reason}", {"event": "status", "state": trec.state}
-            )
+            status = f"{trec.state} - {brief(trec.reason)}"
+            self.progress.finish(tid, status, {"event": "status", "state": trec.state})
         if self.journal is not None:
             self.journal.record("task", id=tid, state=trec.state, reason=trec.reason)
 

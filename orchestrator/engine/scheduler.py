@@ -84,7 +84,9 @@ class Run(RunQueries):
         secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
-        self.recorder = Recorder(settings, journal, secrets=secrets)
+        self.recorder = Recorder(
+            settings, journal, secrets=secrets, on_failure=lambda why: self.cancel_all(reason=why)
+        )
         done = [self.tasks[tid] for tid in done_tasks if tid in self.tasks]
         for trec in done:
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
@@ -379,15 +381,12 @@ class Run(RunQueries):
         self._finished.set()
 
     def exit_code(self) -> int:
+        if self.recorder.failure is not None:
+            return 1  # the run could not go on (docs/commands.md)
         if self._interrupted is not None:
             return 128 + self._interrupted
         ok = all(t.state == "succeeded" for t in self.tasks.values())
         return 0 if ok and self.repairs.build_state in (None, "passed") else 1
-
-    # views for reports and tests
-    @property
-    def builds(self) -> list[str]:
-        return self.repairs.builds
 
     @property
     def build_state(self) -> str | None:

@@ -22,6 +22,7 @@ from orchestrator.events import (
     Usage,
 )
 from orchestrator.plan.model import Step, Task
+from orchestrator.records.progress import brief
 
 Role = Literal["task", "fixer", "build"]
 
@@ -140,11 +141,13 @@ class AgentRecord:
         }  # fmt: skip
 
     def status_line(self) -> str:
-        """The text after ``status: `` on the last line of the progress file."""
+        """The text after ``status: `` on the last line of the progress file (the reason's
+        first line only: `brief`)."""
         duration = (self.ended or 0.0) - (self.started or self.ended or 0.0)
         usage = f"{self.tokens_in} in / {self.tokens_out} out tokens, ${self.cost_usd:.4f}"
         text = f"{self.state} ({duration:.2f}s; {usage})"
-        return text + (f" - {self.reason}" if self.reason else "")
+        reason = brief(self.reason)
+        return text + (f" - {reason}" if reason else "")
 
     def status_record(self) -> dict[str, object]:
         """The last record of the events sidecar."""

@@ -36,6 +36,20 @@ def clean_line(text: str) -> str:
     return _UNSAFE.sub("", text)
 
 
+_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` as one clean line: line breaks become spaces, escapes and controls go.
+
+    For what must stay on one line wherever it came from (a status line's reason, a table
+    cell); ``limit`` cuts it to that many characters, ending in ``…``."""
+    flat = clean_line(_BREAKS.sub(" ", text)) if not text.isprintable() else text
+    if limit is not None and len(flat) > limit:
+        flat = flat[: max(limit - 1, 0)] + "…"
+    return flat
+
+
 class LineSplitter:
     """Bytes in, clean bounded lines out; memory stays under ``max_line`` bytes per stream."""
 

@@ -87,6 +87,7 @@ class Pipes(asyncio.SubprocessProtocol):
         loop: asyncio.AbstractEventLoop,
         on_line: Callable[[Stream, str], None],
         max_line: int,
+        on_activity: Callable[[], None] | None = None,
     ) -> None:
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -95,6 +96,8 @@ class Pipes(asyncio.SubprocessProtocol):
         self.progress = 0
         """Bytes turned into lines so far: `run_streaming` drains while this grows."""
         self._loop = loop
+        self._on_activity = on_activity
+        """Told of every chunk read, line or not: dots and ``\\r`` bars are output too."""
         self._transport: asyncio.BaseTransport | None = None
         self._open = {1, 2}
         self._backlog: dict[int, bytes] = {}
@@ -122,6 +125,8 @@ class Pipes(asyncio.SubprocessProtocol):
         self._transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if self._on_activity is not None and data:
+            self._on_activity()
         if fd in self._backlog:  # cannot happen while paused, but order must hold regardless
             self._backlog[fd] += data
             return

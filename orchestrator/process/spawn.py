@@ -53,6 +53,7 @@ async def run_streaming(
     env: Mapping[str, str],
     on_line: Callable[[Stream, str], None],
     on_start: Callable[[int], None] = _ignore_pid,
+    on_activity: Callable[[], None] | None = None,
     grace: float = 5.0,
     shell: bool = False,
     max_line: int = DEFAULT_MAX_LINE,
@@ -63,10 +64,12 @@ async def run_streaming(
 
     The code is negative (``-signum``) when the child was killed by a signal. With ``shell`` the
     elements of ``argv`` are joined by spaces and run by ``/bin/sh -c``. ``on_start`` gets the
-    pid (which is also the group id) right after the spawn. Lines are at most ``max_line``
-    bytes before cleaning; longer ones end in `` …[truncated N bytes]``. After the child
-    exits, reading goes on until the pipes close, or ``drain`` seconds pass without output
-    (a grandchild holding them), or 10 s at most; then the group is killed.
+    pid (which is also the group id) right after the spawn. ``on_activity`` is called for
+    every chunk the child writes, a whole line or not (progress dots, ``\\r`` bars). Lines
+    are at most ``max_line`` bytes before cleaning; longer ones end in
+    `` …[truncated N bytes]``. After the child exits, reading goes on until the pipes close,
+    or ``drain`` seconds pass without output (a grandchild holding them), or 10 s at most;
+    then the group is killed.
 
     The child gets SIGKILL when the thread that spawned it (the event loop's) dies:
     ``pdeathsig="setpriv"`` execs the command through util-linux ``setpriv --pdeathsig KILL``
@@ -83,7 +86,7 @@ async def run_streaming(
     """
     args, preexec = _launch(_command_line(argv, shell=shell), env=env, cwd=cwd, how=pdeathsig)
     loop = asyncio.get_running_loop()
-    pipes = Pipes(loop, on_line, max_line)
+    pipes = Pipes(loop, on_line, max_line, on_activity)
     await spawn_turn(loop)
     SPAWNING[0] += 1
     try:

@@ -3,8 +3,14 @@
 Every state transition is appended (one ``os.write`` of one whole line) *before* it is acted
 on or reported. Nothing is fsynced per event: a syncer task fsyncs at most every
 ``interval`` seconds off the loop, so a transition is durable within about that long while
-the hot path costs a few microseconds. A crash can tear only the last line, which `load`
-ignores, so the journal always loads.
+the hot path costs a few microseconds. A crash can tear only the last line: readers take a
+last line without its newline as absent, and a journal continued by ``--resume`` starts its
+first record on a line of its own, so the journal always loads.
+
+A full disk must not keep the run from recording how it ended: `RESERVE` bytes past the end
+are kept allocated (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``), and when they can no longer be
+renewed the journal reports a failure while the reserve still holds the run's last records.
+A write that fails anyway is taken back to whole lines and reported, never raised mid-run.
 
 Records are partial updates merged by key: ``{"k": "run", ...}`` for the run,
 ``{"k": "agent", "id": ..., ...}`` per agent and ``{"k": "task", "id": ..., ...}`` per task.
@@ -12,28 +18,102 @@ Records are partial updates merged by key: ``{"k": "run", ...}`` for the run,
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.records.rundir import open_run_file, write_all
+
 JOURNAL_NAME = "journal.jsonl"
+RESERVE = 128 * 1024
+"""Bytes kept allocated past the journal's end, for the records of a run stopped by a full
+disk (its agents' ends, the final run record); renewed when half of it is used."""
+_FALLOC_FL_KEEP_SIZE = 1
+OnFailure = Callable[[str, OSError], None]
+
+
+def _raise(path: str, exc: OSError) -> None:
+    raise exc
+
+
+@functools.cache
+def _libc_fallocate() -> Any:
+    import ctypes  # here: `status` reads journals and must start fast
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return fn
+
+
+def reserve_space(fd: int, offset: int, length: int) -> None:
+    """Allocate ``length`` bytes at ``offset`` without changing the file's size (Linux)."""
+    fallocate = _libc_fallocate()
+    if fallocate is None:
+        raise OSError(errno.ENOSYS, "fallocate is not available")
+    if fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+_RAW_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What JSON may carry raw but a terminal or ``str.splitlines`` would act on: DEL and C1
+controls, the Unicode line separators, bidi overrides. Below 0x20 JSON escapes itself."""
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One record as one JSON line that is only data, whatever its strings hold."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    if not text.isprintable():  # the common case skips the regex
+        text = _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    return text + "\n"
 
 
 class Journal:
-    """Appends records to one journal file; one per run, owned by the scheduler."""
+    """Appends records to one journal file; one per run, owned by the scheduler.
 
-    def __init__(self, path: Path, *, fresh: bool, interval: float = 0.05) -> None:
+    Failures (a full disk, a file-size limit, an fsync error) go to ``on_failure`` with the
+    path; it raises by default (before a run starts, that is the right answer), and the
+    recorder replaces it while a run goes on, which stops the run instead."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fresh: bool,
+        interval: float = 0.05,
+        on_failure: OnFailure = _raise,
+    ) -> None:
         self.path = path
         self.interval = interval
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.on_failure = on_failure
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
         if fresh:
             flags |= os.O_TRUNC
-        self._fd: int | None = os.open(path, flags, 0o644)
+        fd = open_run_file(path, flags)
+        self._fd: int | None = fd
+        try:
+            self._size = os.fstat(fd).st_size
+            # A torn last line (a crash mid-write): the next record starts on a line of its own.
+            self._torn = self._size > 0 and os.pread(fd, 1, self._size - 1) != b"\n"
+        except OSError:
+            self.close()
+            raise
+        self._reserved: int | None = self._size
         self._dirty = False
         self.records = 0
+        self._renew_reserve()
 
     def record(self, rec_type: str, /, **fields: Any) -> None:
         """Append one record now (a few microseconds); durable within ``interval``."""
@@ -41,14 +121,44 @@ class Journal:
             return
         fields["k"] = rec_type
         fields["t"] = round(time.time(), 6)
-        os.write(self._fd, (json.dumps(fields, ensure_ascii=False, default=str) + "\n").encode())
+        data = json_line(fields).encode("utf-8", "replace")
+        if self._torn:
+            data = b"\n" + data
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self._torn = False
+        self._size += len(data)
         self._dirty = True
         self.records += 1
+        if self._reserved is not None and self._reserved - self._size < RESERVE // 2:
+            self._renew_reserve()
+
+    def _renew_reserve(self) -> None:
+        if self._fd is None or self._reserved is None:
+            return
+        try:
+            reserve_space(self._fd, self._size, RESERVE)
+        except OSError as exc:
+            self._reserved = None  # renewed no more: what is left of it holds the last records
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                self._failed(exc)
+            return
+        self._reserved = self._size + RESERVE
+
+    def _failed(self, exc: OSError) -> None:
+        exc.filename = exc.filename or str(self.path)
+        self.on_failure(str(self.path), exc)
 
     def sync(self) -> None:
         if self._fd is not None and self._dirty:
             self._dirty = False
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._failed(exc)
 
     async def run_syncer(self) -> None:
         """fsync in a worker thread every ``interval`` while there is something new."""
@@ -59,7 +169,10 @@ class Journal:
                 await asyncio.sleep(self.interval)
                 if self._dirty and self._fd is not None:
                     self._dirty = False
-                    await asyncio.to_thread(os.fsync, self._fd)
+                    try:
+                        await asyncio.to_thread(os.fsync, self._fd)
+                    except OSError as exc:
+                        self._failed(exc)
         finally:
             self.sync()
 
@@ -99,16 +212,20 @@ class JournalReader:
         self._partial = b""
 
     def poll(self) -> bool:
-        """Read new records; True when anything changed."""
+        """Read new records; True when anything changed.
+
+        The journal is opened as every file of ``.run/`` is (`open_run_file`): a link, a FIFO
+        or another user's file raises `RunDirRefused` instead of being read (or hanging)."""
         try:
-            with open(self.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self._offset:  # a fresh run truncated it
-                    self.state, self._offset, self._partial = JournalState(), 0, b""
-                fh.seek(self._offset)
-                data = fh.read()
+            fd = open_run_file(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return False
+        with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fd).st_size
+            if size < self._offset:  # a fresh run truncated it
+                self.state, self._offset, self._partial = JournalState(), 0, b""
+            fh.seek(self._offset)
+            data = fh.read()
         if not data:
             return False
         self._offset += len(data)
@@ -119,9 +236,10 @@ class JournalReader:
         return True
 
     def finish(self) -> None:
-        """Fold a last line that has no newline (a torn write counts as torn)."""
+        """The journal is read to its end: a last line without its newline is torn (a crash
+        mid-write), counted and taken as absent, whatever it holds."""
         if self._partial:
-            self._fold(self._partial)
+            self.state.torn += 1
             self._partial = b""
 
     def _fold(self, raw: bytes) -> None:

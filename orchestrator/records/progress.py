@@ -14,11 +14,12 @@ held between flushes, so 10,000 live agents do not need 20,000 open files.
 from __future__ import annotations
 
 import asyncio
-import json
+import errno
 import os
 import re
+import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +38,26 @@ from orchestrator.events import (
     Usage,
     event_to_dict,
 )
-from orchestrator.process.lines import clean_line
+from orchestrator.process.lines import clean_line, one_line
+from orchestrator.records.journal import json_line
+from orchestrator.records.rundir import write_all
 
 DEFAULT_CAP = 50 * 1024 * 1024
-_OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_PARTIAL = 64 * 1024
+"""Text without a newline is cut into lines this long: an endless line stays bounded."""
+REASON_CHARS = 300
+"""A status line carries at most this much of the reason (the whole one is above it)."""
+_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO in place must not block us
+_OPEN_APPEND = os.O_WRONLY | os.O_APPEND | _OPEN
+_OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN
+
+OnFailure = Callable[[str, OSError], None]
+"""Told when a progress file cannot be written (a full disk, a file-size limit, a tampered
+file): the path and the error. The writer itself goes on; the data is counted as lost."""
+
+
+def _raise(path: str, exc: OSError) -> None:
+    raise exc
 
 
 def clean(text: str) -> str:
@@ -62,23 +78,57 @@ def _safe_join(responses: str, name: str) -> str:
     return os.path.join(responses, name)
 
 
+def brief(reason: str) -> str:
+    """A reason as a status line carries it: its first line, at most `REASON_CHARS`.
+
+    ``…`` marks what was left out; the whole reason is in the lines above and in the
+    ``.events.jsonl``. So the status line never ends in words from a later line of it."""
+    lines = [ln for ln in reason.strip().split("\n") if ln.strip()]
+    if not lines:
+        return ""
+    first = one_line(lines[0], REASON_CHARS)
+    return first if len(lines) == 1 or first.endswith("…") else first + " …"
+
+
 def status_line_of(text: str) -> str:
     """The last line of every progress file, after a blank line: ``status: <text>``.
 
     The one writer of it: `ProgressWriter.finish` for live agents, `end_file` for agents whose
     writer is gone. ``text`` is cleaned and kept to one line, so it cannot forge another."""
-    return f"\nstatus: {clean(text).replace(chr(10), ' ')}\n"
+    return f"\nstatus: {one_line(text)}\n"
+
+
+def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """Open a file in the responses directory: never through a link, never blocking on a
+    FIFO, and only if it is a regular file (else `OSError` saying what it is)."""
+    fd = os.open(path, flags | _OPEN, mode)
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
 
 
 def end_file(responses: Path, agent_id: str, text: str) -> bool:
     """End the progress file of an agent no writer has open (lost with its orchestrator);
-    False when there is no such file (never created, removed, or a link)."""
+    False when there is no such file (never created, removed, a link or not a file)."""
     try:
-        fd = os.open(safe_path(responses, f"{agent_id}.md"), _OPEN_APPEND)
-    except (ValueError, OSError):
+        fd = open_regular(safe_path(responses, f"{agent_id}.md"), _OPEN_APPEND)
+    except (ValueError, FileNotFoundError):
         return False
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO, errno.EISDIR):
+            return False
+        raise
     try:
-        os.write(fd, status_line_of(text).encode("utf-8", "replace"))
+        write_all(fd, status_line_of(text).encode("utf-8", "replace"))
+    except OSError as exc:
+        exc.filename = exc.filename or f"{responses / agent_id}.md"
+        raise
     finally:
         os.close(fd)
     return True
@@ -120,16 +170,33 @@ class _File:
     md_bytes: int = 0
     js_bytes: int = 0
     capped: set[str] = field(default_factory=set)
+    lost: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Per path: bytes that could not be written and why; said once a write succeeds."""
+    broken: bool = False
+    """The files could not be created: nothing more is tried."""
 
 
 class ProgressWriter:
-    """The single writer of every progress file of one run."""
+    """The single writer of every progress file of one run.
 
-    def __init__(self, responses: Path, *, cap: int = DEFAULT_CAP, interval: float = 0.05) -> None:
+    A write that fails (``ENOSPC``, ``EFBIG``, a file swapped for a FIFO) is taken back to
+    whole lines, counted as lost, and reported through ``on_failure`` (which raises by
+    default); the next write that succeeds says how much is missing.
+    """
+
+    def __init__(
+        self,
+        responses: Path,
+        *,
+        cap: int = DEFAULT_CAP,
+        interval: float = 0.05,
+        on_failure: OnFailure = _raise,
+    ) -> None:
         self.responses = responses
         self._dir = str(responses)
         self.cap = cap
         self.interval = interval
+        self.on_failure = on_failure
         self._files: dict[str, _File] = {}
         self._dirty: dict[str, _File] = {}
 
@@ -140,12 +207,17 @@ class ProgressWriter:
         f = _File(md=md, jsonl=jsonl, t0=time.monotonic())
         self._files[agent_id] = f
         for path, text in ((md, header), (jsonl, "")):
-            fd = os.open(path, _OPEN_NEW, 0o644)
             try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
-        f.md_bytes = len(header)
+                fd = open_regular(path, _OPEN_NEW)
+                try:
+                    write_all(fd, text.encode("utf-8", "replace"))
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                f.broken = True
+                self.on_failure(path, exc)
+                return md
+        f.md_bytes = len(header.encode("utf-8", "replace"))
         return md
 
     def append(self, agent_id: str, event: AgentEvent) -> str:
@@ -157,6 +229,9 @@ class ProgressWriter:
         if isinstance(event, Text):
             text = f.partial + text
             *whole, f.partial = text.split("\n")
+            while len(f.partial) > MAX_PARTIAL:  # an endless line, cut into bounded ones
+                whole.append(f.partial[:MAX_PARTIAL])
+                f.partial = f.partial[MAX_PARTIAL:]
             f.md_buf.extend(stamp + line + "\n" for line in whole)
         else:
             if f.partial:
@@ -165,27 +240,33 @@ class ProgressWriter:
             f.md_buf.extend(stamp + line + "\n" for line in text.split("\n"))
         record = event_to_dict(event)
         record["t"] = round(time.time(), 6)
-        f.js_buf.append(json.dumps(record, ensure_ascii=False) + "\n")
+        f.js_buf.append(json_line(record))
         self._dirty[agent_id] = f
         return next((ln for ln in reversed(text.split("\n")) if ln.strip()), "")
 
     def note(self, agent_id: str, line: str) -> None:
-        """A line from the orchestrator itself (a denial, a link to a fixer) in the .md only."""
+        """A line from the orchestrator itself (a denial, a link to a fixer) in the .md only.
+
+        Every line of it is stamped: words it quotes from an agent cannot start a line."""
         f = self._files[agent_id]
-        f.md_buf.append(f"[+{time.monotonic() - f.t0:7.2f}s] {clean(line)}\n")
+        stamp = f"[+{time.monotonic() - f.t0:7.2f}s] "
+        self._end_partial(f, stamp)
+        f.md_buf.extend(stamp + part + "\n" for part in clean(line).split("\n"))
         self._dirty[agent_id] = f
 
     def finish(self, agent_id: str, status_line: str, record: dict[str, object]) -> None:
         """Write everything buffered plus the final ``status:`` line, then forget the agent."""
         f = self._files[agent_id]
-        if f.partial:
-            f.md_buf.append(f.partial + "\n")
-            f.partial = ""
-        f.md_buf.append(status_line_of(status_line))
-        f.js_buf.append(json.dumps(record, ensure_ascii=False) + "\n")
-        self._write(f, final=True)
+        self._end_partial(f, f"[+{time.monotonic() - f.t0:7.2f}s] ")
+        self._write(f, md_last=status_line_of(status_line), js_last=json_line(record))
         self._dirty.pop(agent_id, None)
         del self._files[agent_id]
+
+    @staticmethod
+    def _end_partial(f: _File, stamp: str) -> None:
+        if f.partial:
+            f.md_buf.append(stamp + f.partial + "\n")
+            f.partial = ""
 
     def flush(self, agent_id: str) -> None:
         f = self._dirty.pop(agent_id, None)
@@ -206,41 +287,75 @@ class ProgressWriter:
         finally:
             self.flush_all()
 
-    def _write(self, f: _File, *, final: bool = False) -> None:
+    def _write(self, f: _File, *, md_last: str = "", js_last: str = "") -> None:
         md, f.md_buf = f.md_buf, []
         js, f.js_buf = f.js_buf, []
-        if md:
-            f.md_bytes += self._append(f, f.md, md, f.md_bytes, final=final)
-        if js:
-            f.js_bytes += self._append(f, f.jsonl, js, f.js_bytes, final=final)
+        if f.broken:
+            return
+        if md or md_last:
+            f.md_bytes += self._append(f, f.md, "".join(md), f.md_bytes, md_last)
+        if js or js_last:
+            f.js_bytes += self._append(f, f.jsonl, "".join(js), f.js_bytes, js_last)
 
-    def _append(
-        self, f: _File, path: str, lines: Iterable[str], written: int, *, final: bool
-    ) -> int:
-        data = "".join(lines).encode("utf-8", "replace")
-        room = self.cap - written
+    def _append(self, f: _File, path: str, text: str, written: int, last: str) -> int:
+        """Append ``text`` within the cap, then ``last`` (a final status) whatever the cap.
+
+        When the disk refuses the whole, ``last`` is tried alone (with the note of what is
+        missing): a few hundred bytes often still fit where the rest did not."""
+        data = text.encode("utf-8", "replace")
+        tail = last.encode("utf-8", "replace")
+        room = self.cap - written - len(tail)
         if len(data) > room:
-            name = os.path.basename(path)
-            marker = f"\n…[truncated: {name} reached its {self.cap} byte cap]\n".encode()
-            if path in f.capped:
-                marker = b""
+            marker = b"" if path in f.capped else self._marker(f, path, "truncated")
             f.capped.add(path)
-            # The final status line always lands, even past the cap.
-            tail = data[-512:] if final else b""
-            tail = tail[tail.find(b"\n") + 1 :] if tail else b""
-            keep = max(room - len(marker) - len(tail), 0)
-            data = _whole_lines(data[:keep]) + marker + tail
-            if not data:
-                return 0
+            data = _whole_lines(data[: max(room - len(marker), 0)]) + marker
+        lost = f.lost.pop(path, None)
+        if lost is not None:
+            data = self._marker(f, path, "lost", *lost) + data
+        if not data and not tail:
+            return 0
         try:
-            fd = os.open(path, _OPEN_APPEND)
+            fd = open_regular(path, _OPEN_APPEND)
         except FileNotFoundError:
             return 0  # the user removed it; never recreate a file someone else may own now
+        except OSError as exc:
+            self._lost(f, path, len(data) + len(tail), exc)
+            return 0
         try:
-            os.write(fd, data)
+            try:
+                write_all(fd, data + tail)
+                return len(data) + len(tail)
+            except OSError as exc:
+                self._lost(f, path, len(data), exc)
+                if not tail:
+                    return 0
+            size, why = f.lost.pop(path)
+            note = self._marker(f, path, "lost", size, why)
+            try:
+                write_all(fd, note + tail)
+            except OSError:
+                f.lost[path] = (size + len(tail), why)
+                return 0
+            return len(note) + len(tail)
         finally:
             os.close(fd)
-        return len(data)
+
+    def _lost(self, f: _File, path: str, size: int, exc: OSError) -> None:
+        before = f.lost.get(path, (0, ""))[0]
+        f.lost[path] = (before + size, exc.strerror or str(exc))
+        self.on_failure(path, exc)
+
+    def _marker(self, f: _File, path: str, what: str, size: int = 0, why: str = "") -> bytes:
+        """The line that says a file is incomplete: text in the .md, a record in the .jsonl."""
+        name = os.path.basename(path)
+        if path == f.jsonl:
+            record: dict[str, object] = {"event": what, "t": round(time.time(), 6)}
+            more = {"cap": self.cap} if what == "truncated" else {"bytes": size, "error": why}
+            record.update(more)
+            return json_line(record).encode()
+        if what == "truncated":
+            return f"\n…[truncated: {name} reached its {self.cap} byte cap]\n".encode()
+        return f"…[{size} bytes of progress could not be written: {why}]\n".encode()
 
 
 def _whole_lines(data: bytes) -> bytes:
@@ -252,10 +367,12 @@ def _whole_lines(data: bytes) -> bytes:
 
 
 def last_lines(path: Path, n: int) -> list[str]:
-    """The last ``n`` lines of a file, reading only its end (a peek must stay cheap)."""
+    """The last ``n`` lines of a file, reading only its end (a peek must stay cheap).
+
+    Never through a link, never from a FIFO (`open_regular`)."""
     if n <= 0:
         return []
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         block = 4096
         data = b""

@@ -73,10 +73,11 @@ TOOL_SPECS: list[dict[str, Any]] = [
     ),
     _spec(
         "search",
-        "Search text files in the workspace for a Python regular expression; returns "
-        "`path:line: text` lines. Binary and very large files are skipped.",
+        "Search text files in the workspace for a regular expression (RE2: Python's syntax "
+        "without backreferences or look-around); returns `path:line: text` lines. Binary and "
+        "very large files are skipped.",
         {
-            "regex": {"type": "string", "description": "Python regular expression."},
+            "regex": {"type": "string", "description": "RE2 regular expression."},
             "glob": {"type": "string", "description": "Only files matching this glob."},
         },
         ["regex"],
@@ -147,6 +148,7 @@ async def dispatch(
     timeout: float,  # noqa: ASYNC109 - bounds run_command only; a timeout is a result there
     on_output: Callable[[Stream, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_activity: Callable[[], None] | None = None,
 ) -> ToolOutcome:
     """Run the tool the model asked for; its mistakes come back as ``is_error`` results.
 
@@ -181,6 +183,7 @@ async def dispatch(
                     timeout=limit,
                     on_output=on_output,
                     on_start=on_start,
+                    on_activity=on_activity,
                 )
             case "report_blocker":
                 return _ending(a["reason"], "blocked", "reason")

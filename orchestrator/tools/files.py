@@ -11,17 +11,22 @@ an error result. It never raises for the model's mistakes.
 File work runs in ``asyncio.to_thread``, one hop per tool call: each call is a short sequence of
 system calls (``openat`` walk, ``fstat``, read or write) that aiofiles would spread over one
 executor hop per call and could not express (no ``dir_fd``, no ``O_NOFOLLOW`` walk).
-The shell tool is `orchestrator.tools.shell`.
+Whatever the input, a call is bounded: reads by size, walks by entries and by `TOOL_SECONDS`,
+and patterns by RE2 (`orchestrator.tools.patterns`), whose matching is linear in the text, so
+no regex or glob can hold a worker thread (and the GIL) for long. The shell tool is
+`orchestrator.tools.shell`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+from orchestrator.tools.patterns import compile_glob, compile_regex
 from orchestrator.tools.workspace import ToolError, Workspace, os_error
 
 READ_MAX_BYTES = 1 << 20
@@ -39,6 +44,8 @@ BINARY_SNIFF = 8192
 """run_command keeps the first and the last half of this much output."""
 SKIP_DIRS = frozenset({".git"})
 """Never listed or searched: noise for the model, and large."""
+TOOL_SECONDS = 10.0
+"""What one list_files or search call may take; past it, it answers with what it found."""
 
 
 # --- file tools (synchronous: each runs whole in one worker thread) -------------------------
@@ -160,36 +167,7 @@ def _occurrence_lines(text: str, old: str, most: int = 10) -> list[int]:
     return lines
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A glob over ``/``-separated relative paths: ``*``, ``?``, ``[...]`` and ``**``."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) > 0:
-            body = pattern[i + 1 : end].replace("\\", "\\\\")
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append(f"[{body}]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
-def _pattern(pattern: str) -> re.Pattern[str]:
+def _pattern(pattern: str) -> Any:
     if not isinstance(pattern, str) or not pattern or "\x00" in pattern:
         raise ToolError("the glob pattern is empty")
     pure = PurePosixPath(pattern)
@@ -197,52 +175,84 @@ def _pattern(pattern: str) -> re.Pattern[str]:
         raise ToolError(
             f"refused: pattern {pattern!r} must be relative to the workspace root, without '..'"
         )
-    return glob_regex(pattern.removeprefix("./"))
+    return compile_glob(pattern.removeprefix("./"))
 
 
-def _walk(ws: Workspace) -> Iterator[tuple[str, bool]]:
-    """(relative path, is a symlink) of every non-directory, never descending into links."""
+class _Clock:
+    """The time a walking tool may take: it stops at the next file or line once it is over."""
+
+    __slots__ = ("deadline", "seconds", "stopped")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.stopped = False
+
+    def over(self) -> bool:
+        if not self.stopped and time.monotonic() >= self.deadline:
+            self.stopped = True
+        return self.stopped
+
+    def note(self, what: str) -> str:
+        return f"[stopped after {self.seconds:g} s; {what}]"
+
+
+def _walk(ws: Workspace, clock: _Clock) -> Iterator[tuple[str, bool]]:
+    """(relative path, is a symlink) of every non-directory, never descending into links.
+
+    Directories count against `WALK_MAX_ENTRIES` too, and the walk ends when ``clock`` is over.
+    """
     seen = 0
     for top, dirs, files in os.walk(ws.root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        seen += len(dirs)
         base = Path(top).relative_to(ws.root)
         # os.walk puts a symlink to a directory among the directories (and does not enter it).
         links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
         for name in sorted(files + links):
             seen += 1
-            if seen > WALK_MAX_ENTRIES:
+            if seen > WALK_MAX_ENTRIES or clock.over():
                 return
             rel = (base / name).as_posix()
             yield rel, os.path.islink(os.path.join(top, name))
 
 
-def list_files(ws: Workspace, pattern: str = "**/*", *, limit: int = LIST_MAX) -> str:
+def list_files(
+    ws: Workspace, pattern: str = "**/*", *, limit: int = LIST_MAX, seconds: float = TOOL_SECONDS
+) -> str:
     """Files (and symlinks) under the workspace whose relative path matches ``pattern``."""
     regex = _pattern(pattern)
     limit = max(1, min(limit, LIST_MAX))
-    matches = sorted(rel for rel, _is_link in _walk(ws) if regex.match(rel))
+    clock = _Clock(seconds)
+    matches = sorted(rel for rel, _is_link in _walk(ws, clock) if regex.match(rel))
+    stopped = clock.note("the list is incomplete; narrow the pattern") if clock.stopped else ""
     if not matches:
         hint = "" if "/" in pattern else f"; use '**/{pattern}' to look in subdirectories too"
-        return f"no files match {pattern!r}{hint}"
+        return f"no files match {pattern!r}{hint}" + (f"\n{stopped}" if stopped else "")
     found, more = matches[:limit], len(matches) - limit
     text = "\n".join(found)
     if more > 0:
         text += f"\n[{more} more not shown; narrow the pattern]"
-    return text
+    return text + (f"\n{stopped}" if stopped else "")
 
 
 def search(
-    ws: Workspace, regex: str, glob: str = "**/*", *, limit: int = SEARCH_MAX_MATCHES
+    ws: Workspace,
+    regex: str,
+    glob: str = "**/*",
+    *,
+    limit: int = SEARCH_MAX_MATCHES,
+    seconds: float = TOOL_SECONDS,
 ) -> str:
-    """Lines matching ``regex`` in text files matching ``glob``, as ``path:line: text``."""
-    try:
-        compiled = re.compile(regex)
-    except re.error as e:
-        raise ToolError(f"invalid regular expression {regex!r}: {e}") from None
+    """Lines matching ``regex`` (RE2) in text files matching ``glob``, as ``path:line: text``.
+
+    RE2 makes each match linear in the line's length; ``seconds`` bounds the whole search."""
+    compiled = compile_regex(regex)
     paths = _pattern(glob)
     limit = max(1, min(limit, SEARCH_MAX_MATCHES))
     hits: list[str] = []
-    for rel, is_link in _walk(ws):
+    clock = _Clock(seconds)
+    for rel, is_link in _walk(ws, clock):
         if is_link or not paths.match(rel):
             continue  # links are not followed: their target may be outside
         try:
@@ -252,8 +262,13 @@ def search(
         if size > SEARCH_MAX_FILE_BYTES or b"\x00" in data[:BINARY_SNIFF]:
             continue
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if number % 1024 == 0 and clock.over():
+                break
             if compiled.search(line):
                 hits.append(f"{rel}:{number}: {line[:SEARCH_MAX_LINE_CHARS]}")
                 if len(hits) >= limit:
                     return "\n".join(hits) + f"\n[stopped at {limit} matches; narrow the search]"
-    return "\n".join(hits) if hits else f"no matches for {regex!r}"
+    text = "\n".join(hits) if hits else f"no matches for {regex!r}"
+    if clock.stopped:
+        text += "\n" + clock.note("not every file was searched; narrow the glob")
+    return text

@@ -72,6 +72,7 @@ async def run_command(
     timeout: float,  # noqa: ASYNC109 - the command's limit, reported to the model as a result
     on_output: Callable[[Stream, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_activity: Callable[[], None] | None = None,
     grace: float = COMMAND_GRACE,
     max_output: int = OUTPUT_MAX_BYTES,
 ) -> ToolOutcome:
@@ -79,7 +80,8 @@ async def run_command(
 
     ``env`` comes from the caller (`orchestrator.process.env.child_env`); the API key is
     removed again here. ``on_output`` sees every line as it comes (for the progress file),
-    ``on_start`` the pid, which is also the group id. On timeout the group gets SIGTERM,
+    ``on_start`` the pid, which is also the group id, ``on_activity`` every chunk of output
+    (a line or not). On timeout the group gets SIGTERM,
     ``grace`` seconds, then SIGKILL; the result says so and keeps the output so far.
     """
     if not isinstance(command, str) or not command.strip():
@@ -106,6 +108,7 @@ async def run_command(
                 env=child_env,
                 on_line=on_line,
                 on_start=on_start or _ignore,
+                on_activity=on_activity,
                 grace=grace,
                 shell=shell,
             )

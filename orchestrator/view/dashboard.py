@@ -1,4 +1,9 @@
-"""Views as functions of a snapshot: the live table and the final summary (Rich renderables)."""
+"""Views as functions of a snapshot: the live table and the final summary (Rich renderables).
+
+Every string that reaches Rich here is a `Text` built by `plain`: what plans, agents, models
+and builds say is shown as it is, never read as Rich markup (a plan named ``[/]`` is a name,
+not a closing tag) and never as terminal control (escapes and control characters go).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.process.lines import one_line
 from orchestrator.view.snapshot import Snapshot
 
 STATE_STYLE = {
@@ -24,6 +30,11 @@ STATE_STYLE = {
     "lost": "red",
     "pending": "dim",
 }
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Data as a one-line `Text`: no markup is parsed, no control sequence survives."""
+    return Text(one_line(str(value if value is not None else "")), style=style)
 
 
 def _elapsed(agent: dict[str, Any], now: float) -> str:
@@ -42,7 +53,7 @@ def rows_that_fit(console: Console) -> int:
 def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:
     """The live dashboard: one row per agent (running ones first), counts, fence and budget."""
     now = time.time() if now is None else now
-    table = Table(expand=True, title=f"orchestrator - {snapshot.run.get('plan', '?')}")
+    table = Table(expand=True, title=plain(f"orchestrator - {snapshot.run.get('plan', '?')}"))
     for name, kw in (
         ("agent", {"no_wrap": True}),
         ("state", {"no_wrap": True}),
@@ -56,16 +67,16 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     for agent in agents[:max_rows]:
         state = agent["state"]
         table.add_row(
-            agent["id"],
-            Text(state, style=STATE_STYLE.get(state, "")),
-            _elapsed(agent, now),
-            f"{agent.get('tokens_in', 0) + agent.get('tokens_out', 0)}",
-            f"${agent.get('cost_usd', 0.0):.4f}",
-            Text(agent.get("last_line") or ""),
+            plain(agent["id"]),
+            plain(state, STATE_STYLE.get(state, "")),
+            plain(_elapsed(agent, now)),
+            plain(f"{(agent.get('tokens_in') or 0) + (agent.get('tokens_out') or 0)}"),
+            plain(f"${agent.get('cost_usd') or 0.0:.4f}"),
+            plain(agent.get("last_line") or ""),
         )
     if len(agents) > max_rows:
-        table.caption = f"... and {len(agents) - max_rows} more agents"
-    return Group(table, Text(footer(snapshot)))
+        table.caption = plain(f"... and {len(agents) - max_rows} more agents")
+    return Group(table, plain(footer(snapshot)))
 
 
 def footer(snapshot: Snapshot) -> str:
@@ -81,16 +92,16 @@ def footer(snapshot: Snapshot) -> str:
 
 def summary(snapshot: Snapshot) -> Table:
     """The final table of tasks printed when a run ends."""
-    table = Table(title=f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}")
+    table = Table(title=plain(f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}"))
     for name in ("task", "state", "attempts", "fixers", "reason"):
         table.add_column(name, overflow="fold")
     for task in snapshot.tasks:
         state = task["state"]
         table.add_row(
-            task["id"],
-            Text(state, style=STATE_STYLE.get(state, "")),
-            str(len(task.get("attempts", []))),
-            ", ".join(task.get("fixers", [])) or "-",
-            task.get("reason", "") or "",
+            plain(task["id"]),
+            plain(state, STATE_STYLE.get(state, "")),
+            plain(len(task.get("attempts") or [])),
+            plain(", ".join(task.get("fixers") or []) or "-"),
+            plain(task.get("reason") or ""),
         )
     return table

@@ -1,17 +1,28 @@
 """REPORT.md and timeline.svg: the run's final report, rendered from a snapshot (pure) and
-written atomically; `orchestrator report` renders them again from the journal."""
+written atomically; `orchestrator report` renders them again from the journal.
+
+What plans, agents and builds said goes in through `_line` or `_cell`: one line each, without
+escapes or control characters, ``|`` escaped in tables; so no reason, blocker or summary can
+add a line, a heading or a table row of its own, or reach a terminal that shows the file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.view import timeline
+from orchestrator.process.lines import one_line
 from orchestrator.view.snapshot import Snapshot
 
 TIMELINE = "timeline.svg"
+
+
+def _line(text: Any) -> str:
+    return one_line(str(text if text not in (None, "") else "-"))
 
 
 def _when(ts: float | None) -> str:
@@ -19,26 +30,26 @@ def _when(ts: float | None) -> str:
 
 
 def _cell(text: Any) -> str:
-    return str(text if text not in (None, "") else "-").replace("|", "\\|").replace("\n", " ")
+    return _line(text).replace("|", "\\|")
 
 
 def render(snapshot: Snapshot) -> str:
     run = snapshot.run
     agents = {a["id"]: a for a in snapshot.agents}
     lines = [
-        f"# Report: {run.get('plan', '?')}",
+        f"# Report: {_line(run.get('plan', '?'))}",
         "",
-        f"- state: {run.get('state', '?')}",
-        f"- run id: {run.get('run_id', '-')}",
+        f"- state: {_line(run.get('state', '?'))}",
+        f"- run id: {_line(run.get('run_id', '-'))}",
         f"- started: {_when(run.get('started'))}",
         f"- ended: {_when(run.get('ended'))}",
     ]
     if snapshot.fence:
-        lines.append(f"- stopped: {snapshot.fence}")
+        lines.append(f"- stopped: {_line(snapshot.fence)}")
     lines.append(f"- timeline: [{TIMELINE}]({TIMELINE}) (who ran when, who waited on whom)")
     build = snapshot.extra.get("build")
     if build:
-        lines.append(f"- build check: {build}")
+        lines.append(f"- build check: {_line(build)}")
     total_in = sum(a.get("tokens_in") or 0 for a in snapshot.agents)
     total_out = sum(a.get("tokens_out") or 0 for a in snapshot.agents)
     cost = sum(a.get("cost_usd") or 0.0 for a in snapshot.agents)
@@ -75,13 +86,13 @@ def render(snapshot: Snapshot) -> str:
         lines += ["", "## Escalations: a human must act", ""]
         for esc in escalations:
             lines += [
-                f"### {esc['task']}",
+                f"### {_line(esc['task'])}",
                 "",
-                f"- blocked by: {esc['blocker']}",
-                f"- tried: {'; '.join(esc.get('tried', [])) or 'nothing'}",
-                f"- why it escalated: {esc['reason']}",
-                f"- next step: {esc['next_step']}",
-                f"- files: {', '.join(esc.get('files', []))}",
+                f"- blocked by: {_line(esc['blocker'])}",
+                f"- tried: {_line('; '.join(esc.get('tried', [])) or 'nothing')}",
+                f"- why it escalated: {_line(esc['reason'])}",
+                f"- next step: {_line(esc['next_step'])}",
+                f"- files: {_line(', '.join(esc.get('files', [])))}",
                 "",
             ]
     lines += [
@@ -120,7 +131,13 @@ def _write(responses: Path, name: str, text: str) -> Path:
     target = responses / name
     tmp = responses / f".{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk must not leave half a report behind
+        exc.filename = exc.filename or str(target)
+        raise
     return target

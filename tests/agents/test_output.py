@@ -28,6 +28,8 @@ LINES = [
     ("  > BLOCKED: need the schema", "need the schema"),
     ("`BLOCKED`: need the schema", "need the schema"),
     ("BLOCKED:", "(no reason given)"),
+    ("**BLOCKED:** __need__ the schema **", "__need__ the schema"),
+    ("BLOCKED: need the schema\r", "need the schema"),
 ]
 NOT_BLOCKED = ["NOT BLOCKED: fine", "the word BLOCKED appears: no", "blocked: lowercase"]
 
@@ -36,6 +38,15 @@ NOT_BLOCKED = ["NOT BLOCKED: fine", "the word BLOCKED appears: no", "blocked: lo
 def test_a_blocked_line_gives_its_reason(line: str, reason: str) -> None:
     assert blocked_reason(line) == reason
     assert blocked_reason(f"some text\n{line}\nmore") == reason
+
+
+@pytest.mark.timeout(10)
+def test_a_huge_hostile_line_is_read_in_linear_time() -> None:
+    """``BLOCKED: `` and 64 KiB of ``*`` then ``x``: a lazy group before a class at the end
+    of the line made this quadratic (~20 s on the event loop); it is now one pass."""
+    line = "BLOCKED: " + "*" * (64 * 1024) + "x"
+    for _ in range(20):
+        assert blocked_reason(line) == "*" * 499 + "…"
 
 
 @pytest.mark.parametrize("line", NOT_BLOCKED)

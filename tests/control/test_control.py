@@ -9,6 +9,7 @@ found by scanning /proc for its run id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -257,6 +258,57 @@ def test_control_answers_while_sixteen_agents_flood_output(fleet: Fleet) -> None
     assert fleet.call("cancel", "--all").code == 0
     assert fleet.finish(run, timeout=30).code == 1
     assert not fleet.leftovers()
+
+
+BAD_REQUESTS = [
+    (b"[" * 70_000, "larger than"),
+    (b'{"op": "ping", "pad": "' + b"x" * 70_000 + b'"}', "larger than"),
+    (b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),
+    (b"[" * 30_000, "nested too deeply"),
+    (b'{"op": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    (b"not json", "not JSON"),
+    (b"[]", "a JSON object"),
+    (b'{"op": "shutdown"}', "unknown control op"),
+    (b'{"op": "cancel", "agents": "a"}', "list of agent ids"),
+    (b'{"op": "cancel", "agents": [["a"]]}', "list of agent ids"),
+    (b'{"op": "cancel", "agents": ["a"], "force": "yes"}', "true or false"),
+    (b'{"op": "cancel_all", "agents": {"x": {"y": 1}}}', "unexpected field"),
+]
+
+
+def raw_request(path: Path, data: bytes) -> dict[str, Any]:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        with contextlib.suppress(OSError):  # the server may answer before it read it all
+            sock.sendall(data + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    parsed: dict[str, Any] = json.loads(answer)
+    return parsed
+
+
+def test_bad_control_requests_get_an_error_answer_and_the_run_goes_on(fleet: Fleet) -> None:
+    fleet.plan(forever("a"))
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("a")
+    sock = RunDir(fleet.responses).socket
+    for data, why in BAD_REQUESTS:
+        answer = raw_request(sock, data)
+        assert answer["ok"] is False, data[:40]
+        assert answer["code"] == 2
+        assert why in answer["error"], (data[:40], answer)
+    assert channel.request(sock, {"op": "ping"}) == {"ok": True, "pid": run.pid}
+    assert fleet.cli("cancel", "--all").code == 0
+    done = fleet.finish(run, timeout=30)
+    assert "Traceback" not in done.text
+    assert "RecursionError" not in done.text
 
 
 # --- without an orchestrator ------------------------------------------------------------------

@@ -123,7 +123,7 @@ async def test_build_fix_cycles_stop_at_max_fix_cycles(make_run: MakeRun) -> Non
         build=Build(commands=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
     )
     await run.execute()
-    assert run.builds == ["build-1", "build-2", "build-3"]
+    assert run.repairs.builds == ["build-1", "build-2", "build-3"]
     assert [a.id for a in run.agents.values() if a.role == "fixer"] == [
         "fix-build-1",
         "fix-build-2",
@@ -257,7 +257,7 @@ async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> 
     )
     run = Run(plan, base.settings, agents=base._agent_for)
     await run.execute()
-    assert run.builds == ["build-1", "build-2"]
+    assert run.repairs.builds == ["build-1", "build-2"]
     build1, second = run.agents["build-1"], run.agents["second"]
     assert build1.started is not None
     assert second.ended is not None

@@ -210,3 +210,32 @@ async def test_progress_file_golden(make_run: MakeRun, responses: Path, workspac
         "\nstatus: succeeded (D; 0 in / 0 out tokens, $0.0000) - Creating the layout\n"
     )
     assert (workspace / "pkg/__init__.py").read_text() == "x = 1\n"
+
+
+DOTS = (
+    "import sys,time\nfor _ in range(12):\n"
+    "    sys.stdout.write('.'); sys.stdout.flush(); time.sleep(0.1)"
+)
+BAR = (
+    "import sys,time\nfor i in range(12):\n"
+    "    sys.stderr.write(f'\\r{i * 8}% ' + '#' * i); sys.stderr.flush(); time.sleep(0.1)"
+)
+SILENT = "import time; time.sleep(30)"
+
+
+async def test_a_stall_is_silence_not_a_missing_newline(make_run: MakeRun) -> None:
+    """Progress dots and ``\\r`` bars never end a line, yet they are output: no stall."""
+    import sys
+
+    from orchestrator.plan.model import Task
+
+    def python(tid: str, code: str) -> Task:
+        return Task(tid, agent="command", command=(sys.executable, "-c", code), stall_timeout=0.5)
+
+    run = make_run(python("dots", DOTS), python("bar", BAR), python("silent", SILENT))
+    async with asyncio.timeout(30):
+        await run.execute()
+    assert run.agents["dots"].state == "succeeded", run.agents["dots"].reason
+    assert run.agents["bar"].state == "succeeded", run.agents["bar"].reason
+    assert run.agents["silent"].state == "timed_out"
+    assert run.agents["silent"].reason == "stalled: no output for 0.5s"

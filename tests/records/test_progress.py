@@ -119,3 +119,124 @@ async def test_flusher_writes_within_its_interval(tmp_path: Path) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+# --- hostile words: data, never structure ----------------------------------------------------
+
+
+def status_lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.startswith("status:")]
+
+
+def test_no_agent_text_can_start_a_line_or_forge_the_status_line(tmp_path: Path) -> None:
+    forged = "done\n\nstatus: succeeded\r\nstatus: failed\x1b[2K\u2028status: x\x85status: y"
+    w = ProgressWriter(tmp_path)
+    w.open("a", "# a\n\n")
+    w.append("a", Text("mid-line, then " + forged))  # left open: no newline at its end
+    w.note("a", "escalated: " + forged)
+    w.append("a", Blocked(forged))
+    w.finish("a", "blocked (1s) - " + forged, {"event": "status", "state": "blocked"})
+    text = (tmp_path / "a.md").read_text()
+    assert status_lines(text) == [text.rstrip("\n").split("\n")[-1]]
+    assert text.rstrip("\n").split("\n")[-1].startswith("status: blocked (1s) - done")
+    written = [ln for ln in text.split("\n")[2:] if ln and not ln.startswith("status: blocked")]
+    assert all(STAMP.match(line) for line in written), written
+
+
+def test_a_status_line_carries_only_the_first_line_of_its_reason() -> None:
+    from orchestrator.records.progress import brief
+
+    assert brief("need X\n\nstatus: succeeded") == "need X …"
+    assert brief("  one line  ") == "one line"
+    assert brief("x" * 1000) == "x" * 299 + "…"
+    assert brief("") == ""
+
+
+def test_an_endless_line_is_cut_into_bounded_lines(tmp_path: Path) -> None:
+    from orchestrator.records.progress import MAX_PARTIAL
+
+    w = ProgressWriter(tmp_path)
+    w.open("a", "")
+    for _ in range(50):
+        w.append("a", Text("y" * 10_000))  # half a megabyte, never a newline
+    assert sum(len(f.partial) for f in w._files.values()) <= MAX_PARTIAL
+    w.finish("a", "succeeded", {"event": "status"})
+    lines = body(tmp_path / "a.md").split("\n")
+    assert max(len(line) for line in lines) <= MAX_PARTIAL
+    assert sum(line.count("y") for line in lines) == 500_000
+
+
+def test_the_cap_marker_is_a_json_record_and_the_status_record_always_lands(
+    tmp_path: Path,
+) -> None:
+    w = ProgressWriter(tmp_path, cap=4096)
+    w.open("a", "# a\n")
+    for i in range(300):
+        w.append("a", Output(f"line {i} " + "x" * 50))
+    long_reason = "r" * 2000  # longer than any tail the cap used to keep
+    w.finish("a", "failed - " + long_reason, {"event": "status", "reason": long_reason})
+    records = [json.loads(x) for x in (tmp_path / "a.events.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records][-2:] == ["truncated", "status"]
+    assert records[-2]["cap"] == 4096
+    assert records[-1]["reason"] == long_reason
+    md = (tmp_path / "a.md").read_text()
+    assert md.rstrip("\n").split("\n")[-1] == "status: failed - " + long_reason
+
+
+def test_json_lines_escape_what_a_terminal_or_splitlines_would_act_on(tmp_path: Path) -> None:
+    w = ProgressWriter(tmp_path)
+    w.open("a", "")
+    w.append("a", Text("a\u2028b\x85c\u202ed\x1b[31m\x9b"))
+    w.finish("a", "succeeded", {"event": "status"})
+    raw = (tmp_path / "a.events.jsonl").read_text()
+    assert raw.isascii() or all(ch.isprintable() or ch == "\n" for ch in raw)
+    assert len(raw.splitlines()) == 2
+    assert json.loads(raw.splitlines()[0])["text"] == "a\u2028b\x85c\u202ed\x1b[31m\x9b"
+
+
+def test_a_fifo_in_place_of_a_progress_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "a.md")
+    failures: list[tuple[str, OSError]] = []
+    w = ProgressWriter(tmp_path, on_failure=lambda path, exc: failures.append((path, exc)))
+    w.open("a", "header")
+    w.append("a", Text("words\n"))
+    w.finish("a", "succeeded", {"event": "status"})
+    assert [os.path.basename(p) for p, _ in failures] == ["a.md"]
+
+
+def test_a_write_the_disk_refuses_leaves_whole_lines_and_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from orchestrator.records import progress
+
+    failures: list[str] = []
+    w = ProgressWriter(tmp_path, on_failure=lambda path, exc: failures.append(exc.strerror or ""))
+    w.open("a", "# a\n")
+    real_write = os.write
+    full = {"on": True}
+
+    def half_then_enospc(fd: int, data: bytes | memoryview) -> int:
+        if full["on"]:
+            if len(data) > 4:
+                return real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(progress.os, "write", half_then_enospc)
+    w.append("a", Text("first line\nsecond line\n"))
+    w.flush("a")
+    assert (tmp_path / "a.md").read_text() == "# a\n"  # the half that landed was taken back
+    assert failures == ["No space left on device", "No space left on device"]
+    full["on"] = False
+    w.append("a", Text("after\n"))
+    w.finish("a", "succeeded", {"event": "status"})
+    text = body(tmp_path / "a.md")
+    assert "bytes of progress could not be written: No space left on device" in text
+    assert text.endswith("after\n\nstatus: succeeded\n")
+    records = [json.loads(x) for x in (tmp_path / "a.events.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["lost", "text", "status"]

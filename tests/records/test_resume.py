@@ -296,3 +296,90 @@ def test_a_fingerprint_ignores_where_the_task_sits_but_not_what_it_does() -> Non
     assert fingerprint(scripted("a")) == fingerprint(scripted("a"))
     assert fingerprint(scripted("a")) != fingerprint(scripted("a", Say("other")))
     assert fingerprint(scripted("a", deps=("b",))) != fingerprint(scripted("a"))
+
+
+# --- a torn journal, and cleaners racing a resume ---------------------------------------------
+
+
+def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any]) -> str:
+    """Start a run of ``tasks`` (the first one gated by ``ws/go``), SIGKILL it; its run id."""
+    fleet.plan(*tasks)
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running(str(tasks[0]["id"]))
+    run_id = fleet.run_id()
+    run.kill()
+    run.wait()
+    return run_id
+
+
+GATED = "while [ ! -e go ]; do sleep 0.02; done"
+
+
+def test_a_torn_journal_tail_reads_as_absent_and_resume_starts_on_a_new_line(
+    fleet: Fleet,
+) -> None:
+    killed_mid_run(fleet, task("a", {"run": GATED}), acting("b", deps=("a",)))
+    journal = fleet.responses / ".run" / "journal.jsonl"
+    data = journal.read_bytes()
+    journal.write_bytes(data + data.splitlines(keepends=True)[-1][:25])  # a power cut mid-write
+    (fleet.workspace / "go").touch()
+    done = fleet.cli("run", "plan.yaml", "--no-live", "--resume")
+    assert done.code == 0, done.text
+    state = fleet.journal()
+    assert state.torn == 1
+    assert state.run["state"] == "finished"
+    assert {a: r["state"] for a, r in state.agents.items()} == {
+        "a": "lost", "a.2": "succeeded", "b": "succeeded",
+    }  # fmt: skip
+    lines = journal.read_bytes().split(b"\n")
+    assert sum(1 for line in lines if line and not line.startswith(b"{")) == 0
+    assert sum(1 for line in lines if line and not line.endswith(b"}")) == 1  # the torn one
+
+
+STUBBORN_ESCAPEE = "setsid sh -c \"trap '' TERM; while :; do sleep 0.05; done\" & " + GATED
+
+
+def test_a_resume_waits_for_a_cleaner_holding_the_lock_instead_of_exiting_75(
+    fleet: Fleet,
+) -> None:
+    from orchestrator.records.rundir import RunDir, held_if_free
+
+    killed_mid_run(fleet, task("a", {"run": GATED}))
+    (fleet.workspace / "go").touch()
+    with held_if_free(RunDir(fleet.responses)) as held:  # what `status` does over a dead run
+        assert held
+        resume = fleet.start("run", "plan.yaml", "--no-live", "--resume")
+        time.sleep(1.0)  # noqa: TID251 - longer than a starting run's probe of the lock
+        assert resume.poll() is None, "the resume gave up while a cleaner held the lock"
+    done = fleet.finish(resume)
+    assert done.code == 0, done.text
+
+
+def status_and_resume_race(fleet: Fleet) -> None:
+    run_id = killed_mid_run(fleet, task("a", {"run": STUBBORN_ESCAPEE}))
+    poll(lambda: len(processes_with_marker(run_id)) >= 2, what="the escapee")
+    (fleet.workspace / "go").touch()
+    status = fleet.start("status", pipe=True)
+    resume = fleet.start("run", "plan.yaml", "--no-live", "--resume", pipe=True)
+    shown, resumed = fleet.finish(status), fleet.finish(resume)
+    assert shown.code == 0, shown.text
+    assert resumed.code == 0, resumed.text  # never 75 naming the dead orchestrator
+    assert "in use by a running orchestrator" not in resumed.err
+    assert not processes_with_marker(run_id)
+    state = fleet.journal()
+    assert state.run["state"] == "finished"
+    assert state.agents["a.2"]["state"] == "succeeded"
+
+
+def test_status_and_resume_racing_over_a_dead_run_both_succeed(fleet: Fleet) -> None:
+    status_and_resume_race(fleet)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(10))
+def test_status_and_resume_racing_over_a_dead_run_soak(attempt: int, tmp_path: Path) -> None:
+    f = Fleet(tmp_path)
+    try:
+        status_and_resume_race(f)
+    finally:
+        f.close()

@@ -25,12 +25,12 @@ from orchestrator.tools.calls import TOOL_SPECS, dispatch
 from orchestrator.tools.files import (
     LIST_MAX,
     edit_file,
-    glob_regex,
     list_files,
     read_file,
     search,
     write_file,
 )
+from orchestrator.tools.patterns import compile_glob
 from orchestrator.tools.shell import OUTPUT_MAX_BYTES, run_command
 from orchestrator.tools.workspace import ToolError, ToolOutcome, Workspace
 
@@ -329,8 +329,8 @@ def test_list_files_is_capped(site: Site) -> None:
         ("f.(py)", "f.(py)", True),
     ],
 )
-def test_glob_regex(pattern: str, path: str, matches: bool) -> None:
-    assert bool(glob_regex(pattern).match(path)) is matches
+def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
+    assert bool(compile_glob(pattern).match(path)) is matches
 
 
 def test_search_finds_lines_inside_only(site: Site) -> None:

@@ -132,6 +132,7 @@ class Conversation:
             timeout=self.agent.settings.command_timeout,
             on_output=lambda stream, line: self.emit(Output(line, stream)),
             on_start=ctx.on_process,
+            on_activity=ctx.on_activity,
         )
         text = self.scrub(outcome.text)
         if outcome.end == "finished":

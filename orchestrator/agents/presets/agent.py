@@ -154,6 +154,7 @@ class PresetAgent:
                 env=env,
                 on_line=on_line,
                 on_start=on_start,
+                on_activity=ctx.on_activity,
                 grace=ctx.grace,
                 max_line=max_line,
                 drain=self.drain,
