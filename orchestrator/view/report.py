@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.view import timeline
 from orchestrator.process.lines import one_line
+from orchestrator.view import timeline
 from orchestrator.view.snapshot import Snapshot
 
 TIMELINE = "timeline.svg"
