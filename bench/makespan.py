@@ -14,8 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.plan.graph import critical_path_length
-
 from bench.core import Config, Figure, Stat, ms, percentile, secs, times
 from bench.workloads import (
     Outcome,
@@ -29,6 +27,7 @@ from bench.workloads import (
     sleep_tasks,
     wide_limits,
 )
+from orchestrator.plan.graph import critical_path_length
 
 B1_GOAL = 1.01
 B1_GOAL_LARGE = 1.02

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.plan.graph import dependents_of
-
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
+from orchestrator.plan.graph import dependents_of
 from orchestrator.plan.model import Limits, Plan, Sleep, Task
 from orchestrator.records.journal import Journal
 

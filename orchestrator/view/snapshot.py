@@ -88,7 +88,7 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
         fence=run.governor.fence,
         budget_usd=run.plan.limits.budget_usd,
         spent_usd=run.governor.spent_usd,
-        extra={"escalations": list(run.escalations), "build": run.build_state},
+        extra={"escalations": run.repairs.escalations, "build": run.repairs.build_state},
     )
 
 

@@ -184,12 +184,30 @@ def test_claude_code_argv_puts_task_settings_in_flags_and_the_prompt_after_the_s
     ]  # fmt: skip
 
 
-def test_no_budget_no_permission_mode_and_no_tools_mean_no_such_flags() -> None:
+def test_no_budget_means_no_cap_and_no_permissions_mean_the_unattended_default() -> None:
     flags = claude_code_flags(cc_task(), budget_left=math.inf, levels_left=2)
     assert flags[:4] == ["--model", Task("t").model, "--max-turns", str(Task("t").max_turns)]
+    assert flags[4:7] == ["--permission-mode", "acceptEdits", "--allowedTools=Bash"]
     joined = " ".join(flags)
-    for absent in ("--max-budget-usd", "--permission-mode", "--allowedTools", "--disallowed"):
+    for absent in ("--max-budget-usd", "--disallowed"):
         assert absent not in joined
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"permission_mode": "plan"}, ["--permission-mode", "plan"]),
+        ({"allowed_tools": ("Edit",)}, ["--allowedTools=Edit"]),
+        ({"permission_mode": "default", "allowed_tools": ("Read",)},
+         ["--permission-mode", "default", "--allowedTools=Read"]),
+    ],
+)  # fmt: skip
+def test_a_task_that_sets_permissions_replaces_the_default_as_a_whole(
+    given: dict[str, Any], expected: list[str]
+) -> None:
+    flags = claude_code_flags(cc_task(**given), budget_left=math.inf, levels_left=2)
+    assert flags[4 : 4 + len(expected)] == expected
+    assert flags[4 + len(expected)] == "--append-system-prompt"
 
 
 def test_at_max_depth_the_subagent_tool_is_taken_away() -> None:
@@ -251,10 +269,13 @@ def test_a_template_without_flags_gets_neither_flags_nor_args() -> None:
     assert argv == ["wrap", "a1", "p"]
 
 
-def test_secrets_each_preset_needs_are_named_for_the_scheduler() -> None:
-    assert "ANTHROPIC_API_KEY" in preset_pass_env("claude-code")
+def test_what_each_preset_needs_is_named_for_the_scheduler_and_never_the_key() -> None:
     assert "OPENAI_API_KEY" in preset_pass_env("codex")
     assert preset_pass_env("command") == ()
+    for name in BUILTIN:
+        assert not {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} & set(preset_pass_env(name))
+    assert PresetAgent("claude-code", Plan("t", ())).uses_model
+    assert not PresetAgent("codex", Plan("t", ())).uses_model
 
 
 @pytest.mark.parametrize(
