@@ -93,8 +93,12 @@ class ModelTraffic:
             if rec.state == "running":  # a late post after the attempt ended is dropped
                 emit(event)
 
+        account = None
+        if task.budget_usd is not None:  # a task's attempts share its budget; a fixer has its own
+            account = f"task:{task.id}" if rec.role == "task" else f"agent:{rec.id}"
+            self.ledger.open_account(account, task.budget_usd)
         grant = self.gateway.open_grant(
-            rec.id, deadline=time.monotonic() + task.timeout, emit=deliver
+            rec.id, deadline=time.monotonic() + task.timeout, emit=deliver, account=account
         )
         self._grants[rec.id] = grant
         return self.gateway.access(grant)
