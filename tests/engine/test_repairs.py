@@ -264,3 +264,41 @@ async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> 
     assert build1.started < second.ended  # the mid-run check did not wait for the end
     assert run.repairs.build_state == "passed"
     assert run.exit_code() == 0
+
+
+# --- what a fixer gets ------------------------------------------------------------------------
+
+
+def test_a_fixer_gets_the_fixer_keys_else_the_blocked_tasks_and_the_builds_the_defaults() -> None:
+    from orchestrator.engine import recovery
+    from orchestrator.engine.blockers import Blocker
+    from orchestrator.engine.spawns import fixer_spawn
+    from orchestrator.engine.state import AgentRecord
+    from orchestrator.plan.model import FixerSpec, Plan, Task
+
+    task = Task(
+        "a", agent="claude-code", prompt="p", permission_mode="plan", allowed_tools=("Read",),
+        args=("--x",), env=(("A", "1"),), budget_usd=1.0,
+    )  # fmt: skip
+    base = Task("build", agent="claude-code", permission_mode="acceptEdits", budget_usd=3.0)
+    spec = FixerSpec(
+        agent="claude-code", allowed_tools=("Edit", "Bash"), args=(), budget_usd=0.25, base=base
+    )
+    plan = Plan("t", (task,), fixer=spec)
+
+    def spawn_for(task_id: str | None) -> Task:
+        blocker = Blocker(task_id, task_id or "build-1", "agent", "stuck", 0)
+        action = recovery.SpawnFixer("fix-1", blocker, (), ())
+        rec = AgentRecord("x", "x", "claude-code", "task", 1, 0, None)
+        made = fixer_spawn(plan, action, rec, "")
+        assert made is not None
+        return made.task
+
+    fixer = spawn_for("a")
+    assert (fixer.agent, fixer.permission_mode, fixer.allowed_tools) == (
+        "claude-code", "plan", ("Edit", "Bash"),
+    )  # fmt: skip
+    assert (fixer.args, fixer.env, fixer.budget_usd) == ((), (("A", "1"),), 0.25)
+    build_fixer = spawn_for(None)  # its kind is still the fixer's (else it is scripted)
+    assert (build_fixer.permission_mode, build_fixer.budget_usd) == ("acceptEdits", 0.25)
+    assert build_fixer.allowed_tools == ("Edit", "Bash")

@@ -88,10 +88,10 @@ async def api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMessagesAPI]
         yield server
 
 
-async def execute(run: Run) -> Run:
+async def execute(run: Run, *, within: float = 60.0) -> Run:
     """Run to the end, then close the run's agents (the client and its connections)."""
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(within):
             await run.execute()
     finally:
         agents = run._agent_for  # the pool or factory the run was given
@@ -489,6 +489,52 @@ async def test_a_storm_of_429_529_and_mid_stream_errors_slows_the_run_but_fails_
     )
 
 
+@pytest.mark.parametrize(
+    ("storm", "gateway"),
+    [
+        pytest.param(6.0, FAST_GATEWAY, id="6s-storm-fast-retries"),
+        pytest.param(
+            150.0, GatewaySettings(), id="150s-storm-real-retries",
+            marks=[pytest.mark.slow, pytest.mark.timeout(400)],
+        ),
+    ],
+)  # fmt: skip
+async def test_20_agents_ride_out_a_storm_longer_than_any_count_of_tries(
+    api: FakeMessagesAPI,
+    claude_run: Callable[..., tuple[Run, ClaudeAgent]],
+    responses: Path,
+    storm: float,
+    gateway: GatewaySettings,
+) -> None:
+    # Every request fails (429 with a short retry-after, 529 without) until the storm is
+    # over. The agents used to give up after 8 tries a turn; the gateway keeps trying for
+    # as long as each agent's own deadline allows, so every agent just answers late.
+    started: list[float] = []
+
+    def respond(body: JSON, index: int) -> Reply:
+        now = asyncio.get_running_loop().time()
+        started.append(started[0] if started else now)
+        if now - started[0] < storm:
+            return rate_limited(0.05) if index % 2 else overloaded()
+        return tool_use("finish", {"summary": "done after the storm"})
+
+    api.script(respond)
+    tasks = (claude(f"a{n:02d}", timeout=storm + 60) for n in range(20))
+    settings = replace(FAST, request_deadline=storm + 30)  # the agent waits it out too
+    run, agent = claude_run(*tasks, settings=settings, gateway=gateway, max_concurrency=20)
+    await execute(run, within=storm + 120)
+
+    assert {t.state for t in run.tasks.values()} == {"succeeded"}
+    assert agent.requests_sent == 20  # no agent saw a failure: only a slow answer
+    failed = len(api.requests) - 20
+    last = max(r.received for r in api.requests) - api.requests[0].received
+    assert last >= storm
+    retries = [progress(responses, f"a{n:02d}").count("[gateway: API ") for n in range(20)]
+    assert sum(retries) == failed
+    assert max(retries) > 8  # more tries than a turn used to get
+    print(f"\nstorm of {storm:g}s: {failed} failed requests; retries per agent {sorted(retries)}")
+
+
 def api_error_500() -> Reply:
     return status_error(500, "api_error", "Internal server error")
 
@@ -634,6 +680,28 @@ async def test_a_budget_that_covers_n_requests_never_sends_request_n_plus_1(
     refused = [a for a in run.agents.values() if "not sent" in a.reason]
     assert refused
     assert "budget: the request may cost up to $0.0100" in refused[0].reason
+
+
+async def test_a_tasks_own_budget_stops_that_task_only(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]]
+) -> None:
+    settings = ClaudeSettings(max_tokens=1000, retry=FAST.retry)
+    prices = (("test-model", Price(0.0, 10.0)),)
+    api.script(
+        lambda body, index: (
+            tool_use("list_files", {}) if len(body["messages"]) < 6 else text("Done.")
+        ).with_usage(output_tokens=1000)
+    )
+    run, _ = claude_run(
+        claude("capped", model="test-model", budget_usd=0.015),
+        claude("free", model="test-model"),
+        settings=settings, prices=prices, budget_usd=1.0,
+    )  # fmt: skip
+    await execute(run)
+    assert run.tasks["capped"].state == "budget_exceeded"
+    assert "of the task's $0.01 is left" in run.agents["capped"].reason
+    assert run.agents["capped"].cost_usd == pytest.approx(0.01)
+    assert run.tasks["free"].state == "succeeded"
 
 
 async def test_the_scheduler_fence_stops_agents_once_the_budget_is_spent(
