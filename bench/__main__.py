@@ -23,10 +23,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api, cancel, durability, flood, makespan, overhead, spawn, startup, table
+from bench import (
+    api,
+    cancel,
+    durability,
+    flood,
+    gateway,
+    makespan,
+    overhead,
+    spawn,
+    startup,
+    table,
+)
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = tuple(f"B{i}" for i in range(1, 11))
+FIGURE_IDS = tuple(f"B{i}" for i in range(1, 12))
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -38,6 +49,7 @@ TITLES = {
     "B8": "cancellation",
     "B9": "start-up",
     "B10": "durability cost",
+    "B11": "model gateway",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -49,6 +61,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B9",), startup.measure),
     (("B10",), durability.measure),
     (("B5",), api.measure),
+    (("B11",), gateway.measure),
 )
 
 
