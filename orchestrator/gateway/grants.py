@@ -45,7 +45,8 @@ class Grant:
     closed: bool = False
     refused: Refusal | None = None
     reason: str = ""
-    requests: int = 0
+    told_stopped: bool = False
+    """Whether the agent was told the run's model traffic is stopped (it is told once)."""
     in_flight: set[asyncio.Task[object]] = field(default_factory=set)
     """The gateway's handler tasks serving this grant now (gateway thread only)."""
 

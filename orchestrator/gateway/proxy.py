@@ -147,7 +147,8 @@ class Proxy:
             kind, why = refused
             if kind == "after_turn":
                 shared.post(shared.hooks.on_after_turn, grant.agent_id)
-            elif kind == "stopped":
+            elif kind == "stopped" and not grant.told_stopped:
+                grant.told_stopped = True
                 shared.post(grant.emit, Failed(why, kind="config"))
             return None, refusal(kind, f"orchestrator gateway: {why}")
         return grant, None
