@@ -23,10 +23,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api, cancel, durability, flood, makespan, overhead, spawn, startup, table, web
+from bench import (
+    api,
+    cancel,
+    durability,
+    flood,
+    gateway,
+    makespan,
+    overhead,
+    spawn,
+    startup,
+    table,
+    web,
+)
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = tuple(f"B{i}" for i in range(1, 13) if i != 11)
+FIGURE_IDS = tuple(f"B{i}" for i in range(1, 13))
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -38,6 +50,7 @@ TITLES = {
     "B8": "cancellation",
     "B9": "start-up",
     "B10": "durability cost",
+    "B11": "model gateway",
     "B12": "web view under load",
 }
 Measure = Callable[[Config, set[str]], Any]
@@ -50,6 +63,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B9",), startup.measure),
     (("B10",), durability.measure),
     (("B5",), api.measure),
+    (("B11",), gateway.measure),
     (("B12",), web.measure),
 )
 

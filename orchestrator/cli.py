@@ -336,6 +336,12 @@ def cancel(
     ] = False,
     force: Annotated[bool, typer.Option(help="SIGKILL at once, no grace period.")] = False,
     tree: Annotated[bool, typer.Option(help="Also stop the agents it spawned.")] = False,
+    after_turn: Annotated[
+        bool,
+        typer.Option(
+            "--after-turn", help="Let its model answer in flight finish; stop it at its next."
+        ),
+    ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
     """Stop agents of the running orchestrator (or, if it is gone, their recorded processes)."""
@@ -346,8 +352,12 @@ def cancel(
 
     if bool(agents) == all_:
         _fail(UsageError("error: name agents to cancel, or give --all (not both)"))
+    if after_turn and (all_ or tree or force):
+        _fail(UsageError("error: --after-turn names agents, without --all, --tree or --force"))
     rundir = RunDir(responses)
-    payload = {"op": "cancel_all"} if all_ else {"op": "cancel", "agents": agents}
+    payload: dict[str, object] = {"op": "cancel", "agents": agents, "after_turn": after_turn}
+    if all_:
+        payload = {"op": "cancel_all"}
     try:
         answer = channel.request_live(rundir, {**payload, "tree": tree, "force": force})
     except OrchestratorError as exc:
@@ -357,6 +367,9 @@ def cancel(
             sys.stderr.write(f"{answer.get('error', 'error: cancel failed')}\n")
             raise typer.Exit(int(answer.get("code", 1)))
         stopped = answer.get("stopped")
+        if after_turn:
+            typer.echo("stopping after their turn: " + (", ".join(stopped or ()) or "nothing"))
+            return
         typer.echo("cancelled: " + (", ".join(stopped) if stopped else "nothing left running")
                    if stopped is not None else "cancelling every agent")  # fmt: skip
         return

@@ -67,11 +67,17 @@ class Output:
     stream: Literal["stdout", "stderr"] = "stdout"
 
 
+BlockKind: TypeAlias = Literal["agent", "permission"]
+"""``agent``: the agent reported a blocker (a fixer may remove it). ``permission``: its program
+denied tool calls it asked for; a configuration matter, never sent to a fixer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Blocked:
     """The agent cannot go on without help; ends the attempt as ``blocked``."""
 
     reason: str
+    kind: BlockKind = "agent"
 
 
 @dataclass(frozen=True, slots=True)

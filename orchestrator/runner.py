@@ -283,8 +283,8 @@ def _finish(run: Run, journal: Journal, opts: RunOptions) -> int:
     code = run.exit_code()
     journal.record("run", state=final_state, ended=run.ended_at or time.time(),
                    exit_code=code, spent_usd=run.governor.spent_usd,
-                   fence=run.governor.fence, escalations=run.escalations,
-                   build=run.build_state)  # fmt: skip
+                   fence=run.governor.fence, escalations=run.repairs.escalations,
+                   build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
     snap = replace(snap, run={**snap.run, "pid": os.getpid()})

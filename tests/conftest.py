@@ -16,9 +16,17 @@ from fakes import marked_pids
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
+from orchestrator.gateway.limiter import RetryPolicy
+from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.plan.model import Limits, Plan, Say, Sleep, Step, Task
 
 ROOT = Path(__file__).resolve().parent.parent
+FAST_GATEWAY = GatewaySettings(
+    read_timeout=5.0,
+    retry=RetryPolicy(base_delay=0.01, max_delay=0.05, retry_after_cap=1.0),
+    drain=1.0,
+)
+"""The model gateway with test timings: backoff in milliseconds, retry-after capped at 1 s."""
 # Every process a test starts (`python -m orchestrator`, fakes, agents) imports the package
 # from this checkout, whatever the virtualenv's editable install points at.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -58,7 +66,9 @@ async def make_run(workspace: Path, responses: Path) -> AsyncIterator[Callable[.
     """Build runs of tasks written in code; every agent pool they made is closed afterwards."""
     pools: list[AgentPool] = []
 
-    def build(*tasks: Task, mode: str = "async", **limits: Any) -> Run:
+    def build(
+        *tasks: Task, mode: str = "async", gateway: GatewaySettings = FAST_GATEWAY, **limits: Any
+    ) -> Run:
         limits.setdefault("max_concurrency", 16)
         limits.setdefault("max_agents", 100)
         limits.setdefault("spawn_rate", 1000.0)
@@ -66,7 +76,7 @@ async def make_run(workspace: Path, responses: Path) -> AsyncIterator[Callable[.
         plan = Plan("test", tuple(tasks), workspace=workspace, limits=Limits(**limits))
         settings = RunSettings(
             responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", mode=mode,  # type: ignore[arg-type]
-            progress_interval=0.01,
+            progress_interval=0.01, gateway=gateway,
         )  # fmt: skip
         pools.append(AgentPool(plan))
         return Run(plan, settings, agents=pools[-1])

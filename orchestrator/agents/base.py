@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.events import AgentEvent
+from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import Step, Task
 
 
@@ -68,8 +69,11 @@ class AgentContext:
     context_notes: tuple[str, ...] = field(default_factory=tuple)
     """What dependencies produced: one short line each (summary and progress file)."""
     budget: Budget | None = None
-    """The run's budget: agents that spend money ``reserve`` before a request and
-    ``settle(reserved, 0)`` after it; the scheduler charges what `Usage` events report."""
+    """The run's budget. Requests through the gateway are reserved and settled there; an
+    agent that spends money elsewhere charges it with ``settle(0, cost)``."""
+    model: Access | None = None
+    """The model gateway's URL and this attempt's token, for agents that use a model (None:
+    the run has no gateway). The agent's program gets these, never the API key."""
 
 
 class Agent(Protocol):
@@ -81,7 +85,12 @@ class Agent(Protocol):
     """
 
     @property
-    def secrets(self) -> tuple[str, ...]:
-        """Names of secret environment variables this kind's processes need (e.g. a key)."""
+    def uses_model(self) -> bool:
+        """Whether this kind talks to a model (and so gets the gateway and a token)."""
+
+    @property
+    def pass_env(self) -> tuple[str, ...]:
+        """Variables its processes need from the orchestrator's environment (an
+        ``OPENAI_API_KEY``...); the Anthropic key is never among them (`child_env` drops it)."""
 
     async def run(self, ctx: AgentContext) -> None: ...

@@ -32,7 +32,8 @@ def failing_tests(lines: list[str]) -> tuple[str, ...]:
 class BuildAgent:
     """Runs each build command in the workspace; the first failure ends the check."""
 
-    secrets: tuple[str, ...] = ()
+    uses_model: bool = False
+    pass_env: tuple[str, ...] = ()
 
     async def run(self, ctx: AgentContext) -> None:
         commands = ctx.task.command

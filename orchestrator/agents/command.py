@@ -79,7 +79,8 @@ def missing_program(
 class CommandAgent:
     """Runs ``ctx.task.command``; one instance may serve many attempts at once (no state)."""
 
-    secrets: tuple[str, ...] = ()
+    uses_model: bool = False
+    pass_env: tuple[str, ...] = ()
     max_line: int = DEFAULT_MAX_LINE
     drain: float = 0.2
 

@@ -22,7 +22,8 @@ from orchestrator.tools.workspace import ToolError, Workspace
 class ScriptedAgent:
     """Runs a fixed list of steps; see the module docstring."""
 
-    secrets: tuple[str, ...] = ()
+    uses_model: bool = False
+    pass_env: tuple[str, ...] = ()
 
     async def run(self, ctx: AgentContext) -> None:
         ctx.emit(Started(detail=f"scripted ({len(ctx.script)} steps)"))

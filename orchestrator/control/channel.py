@@ -54,7 +54,10 @@ def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
             for agent_id in agents:
                 run.peek(agent_id)  # unknown ids fail before anything is stopped
             for agent_id in agents:
-                stopped += run.cancel(agent_id, tree=bool(request.get("tree")), force=force)
+                if request.get("after_turn"):
+                    stopped += run.cancel_after_turn(agent_id)
+                else:
+                    stopped += run.cancel(agent_id, tree=bool(request.get("tree")), force=force)
         except UnknownAgentError as exc:
             return {"ok": False, "code": exc.exit_code, "error": str(exc)}
         return {"ok": True, "stopped": stopped}

@@ -16,6 +16,7 @@ from pathlib import Path
 from orchestrator.agents.base import Agent, AgentContext, Budget
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
 from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
+from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import Limits
 from orchestrator.process.env import child_env
 from orchestrator.process.lines import one_line
@@ -73,12 +74,14 @@ def context(
     emit: Callable[[AgentEvent], None],
     on_process: Callable[[int], None],
     budget: Budget,
-    secrets: tuple[str, ...] = (),
+    model: Access | None = None,
+    pass_env: tuple[str, ...] = (),
 ) -> AgentContext:
     """What the agent of this attempt gets: its task, prompt, script, environment, callbacks.
 
     Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent and the run's max_depth,
-    so an orchestrator started inside an agent refuses to go past it.
+    so an orchestrator started inside an agent refuses to go past it. No child gets the API
+    key: agents that use a model get ``model``, the gateway's URL and their own token.
     """
     task = spawn.task
     env = child_env(
@@ -86,7 +89,7 @@ def context(
         run_id=settings.run_id,
         depth=rec.depth + 1,
         extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
-        pass_env=task.pass_env + secrets,
+        pass_env=task.pass_env + pass_env,
         source=env,
     )
     return AgentContext(
@@ -106,6 +109,7 @@ def context(
         parent=rec.parent,
         context_notes=spawn.notes,
         budget=budget,
+        model=model,
     )
 
 

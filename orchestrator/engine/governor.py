@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrator.gateway.ledger import Ledger
 from orchestrator.plan.model import Limits
 
 
@@ -37,8 +38,8 @@ class Governor:
         self.started = 0
         self.peak_running = 0
         self.fence: str | None = None
-        self.spent_usd = 0.0
-        self.reserved_usd = 0.0
+        self.ledger = Ledger(limits.budget_usd)
+        """The run's money, shared with the model gateway's thread."""
         self._burst = float(max(limits.max_concurrency, limits.spawn_rate, 1.0))
         self._tokens = self._burst
         self._refilled = clock()
@@ -99,11 +100,19 @@ class Governor:
         )
         self._refilled = now
 
-    # --- budget (reserve before a request, settle after) -------------------------------------
+    # --- budget (the ledger's: reserve before a request, settle after) ---------------------
 
     @property
     def budget_usd(self) -> float | None:
         return self.limits.budget_usd
+
+    @property
+    def spent_usd(self) -> float:
+        return self.ledger.spent_usd
+
+    @property
+    def reserved_usd(self) -> float:
+        return self.ledger.reserved_usd
 
     @property
     def stopping(self) -> bool:
@@ -111,29 +120,24 @@ class Governor:
 
     @property
     def budget_left(self) -> float:
-        if self.limits.budget_usd is None:
-            return math.inf
-        return max(self.limits.budget_usd - self.spent_usd - self.reserved_usd, 0.0)
+        return self.ledger.budget_left
 
     def reserve(self, amount: float) -> bool:
         """Hold ``amount`` for a request about to be sent; False means do not send it."""
         if self.limits.budget_usd is None:
             return True
-        if self.fence is not None or amount > self.budget_left:
+        if self.fence is not None:
             return False
-        self.reserved_usd += amount
-        return True
+        return self.ledger.reserve(amount)
 
     def settle(self, reserved: float, actual: float) -> None:
         """Replace a reservation by what the request really cost."""
-        self.reserved_usd = max(self.reserved_usd - reserved, 0.0)
-        self.spent_usd += actual
+        self.ledger.settle(reserved, actual)
 
     def charge(self, actual: float) -> None:
         """Count money spent without a reservation (a child CLI reporting its own cost)."""
-        self.spent_usd += actual
+        self.ledger.settle(0.0, actual)
 
     @property
     def budget_spent(self) -> bool:
-        budget = self.limits.budget_usd
-        return budget is not None and self.spent_usd >= budget
+        return self.ledger.budget_spent

@@ -14,6 +14,9 @@ that come back. Every input has an explicit answer (stale or unknown reports get
 - A fixer that succeeds retries each waiting task as a new attempt (or re-runs the build); any
   other end escalates them with what was tried, except cancelled: not a fix, so what waited on it
   ends ``cancelled`` (retrying would pretend it worked; escalating would blame an unfinished fix).
+- An attempt whose program denied it tool calls (a blocker of kind ``permission``) is never
+  fixed either: a fixer would be denied the same calls. Its task escalates at once, the
+  denied calls in the reason, so a person can allow them or make the change.
 - A fixer needs a free agent, depth (blocked depth + 1) within ``max_depth`` and, for the build,
   one of ``max_fix_cycles`` (run-wide); else the subject escalates, saying which limit to raise.
   A fixer's own blocker is never fixed: it escalates what the fixer served.
@@ -31,7 +34,7 @@ from orchestrator.engine.blockers import Blocker, Source
 FixerOutcome: TypeAlias = Literal[
     "succeeded", "failed", "blocked", "timed_out", "cancelled", "budget_exceeded", "lost"
 ]
-NEVER_FIXED_KINDS: frozenset[str] = frozenset({"config", "budget"})
+NEVER_FIXED_KINDS: frozenset[str] = frozenset({"config", "budget", "permission"})
 CONFIG_EXIT_CODES: frozenset[int] = frozenset({126, 127})
 """A build command that cannot run (not executable, not found) is the plan's fault, not code's."""
 
@@ -53,7 +56,8 @@ def is_fixable(state: str, *, kind: str = "", fix_timeouts: bool = False) -> boo
 
 @dataclass(frozen=True, slots=True)
 class AttemptEnded:
-    """An attempt of a task ended in ``state`` (an AgentState); ``kind`` is a Failed's kind."""
+    """An attempt of a task ended in ``state`` (an AgentState); ``kind`` is a Failed's kind
+    or ``permission`` for a Blocked of that kind."""
 
     task_id: str
     attempt: int
@@ -212,6 +216,10 @@ def _attempt_ended(state: RecoveryState, ev: AttemptEnded, cap: Capacity) -> Dec
         why = f"ignored {ev.agent_id}: task {ev.task_id} is {sub.status} at attempt {sub.attempt}"
         return state, (Wait(why),)
     tried = sub.tried if sub else ()
+    if ev.kind == "permission":
+        state = _put(state, ev.task_id, Subject(ev.attempt, "waiting", tried))
+        hint = "allow the calls it needs (the task's permission_mode or allowed_tools), or "
+        return _escalate(state, ev.task_id, f"never fixed: {ev.reason}", "", hint)
     if not is_fixable(ev.state, kind=ev.kind, fix_timeouts=cap.fix_timeouts):
         if ev.kind in NEVER_FIXED_KINDS:
             why = f"a {ev.kind} failure is never fixed: {ev.reason}"

@@ -15,7 +15,7 @@ from orchestrator import ids
 from orchestrator.engine import recovery, spawns
 from orchestrator.engine.governor import Governor
 from orchestrator.engine.state import AgentRecord, Spawn, TaskRecord
-from orchestrator.events import AgentState, BuildChecked, Failed
+from orchestrator.events import AgentState, Blocked, BuildChecked, Failed
 from orchestrator.plan.model import Plan, Task
 
 
@@ -97,12 +97,13 @@ class Repairs:
         `spawns.links` renders them for the agent's progress file; `apply` carries them out."""
         event: recovery.Event
         if rec.role == "task":
-            kind = rec.terminal.kind if isinstance(rec.terminal, Failed) else ""
+            kind = rec.terminal.kind if isinstance(rec.terminal, Failed | Blocked) else ""
+            kind = "" if kind == "agent" else kind
             known = rec.task_id in self._policy.subjects
             fixable = recovery.is_fixable(
                 rec.state, kind=kind, fix_timeouts=self.plan.fixer.fix_timeouts
             )
-            if not known and not fixable:
+            if not known and not fixable and kind != "permission":
                 return None  # the common case stays off the policy's copy-on-write path
             event = recovery.AttemptEnded(
                 rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,
@@ -166,6 +167,22 @@ class Repairs:
         failed = recovery.FixerEnded(action.fixer_id, "failed", why)
         self._policy, actions = recovery.decide(self._policy, failed, self.capacity())
         return actions
+
+    def escalate_model_traffic(self, reason: str) -> None:
+        """The gateway stopped the run's model traffic (a bad key, no credit): escalated once,
+        whatever number of agents it stopped."""
+        self._escalations.append(
+            {
+                "task": "(model traffic)",
+                "blocker": reason,
+                "reason": "the API refused the run's key, so the gateway refuses every request "
+                "of the run from then on: no agent can reach the model",
+                "tried": [],
+                "next_step": "check ANTHROPIC_API_KEY (and the account's billing), then run "
+                "the plan again with --resume",
+                "files": [],
+            }
+        )
 
     def _escalate(self, action: recovery.Escalate, files: list[str], fallback: str) -> None:
         blocker = next(

@@ -10,6 +10,7 @@ first, then the journal) before waiters (`orchestrator.engine.queries`) are told
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import signal
@@ -21,6 +22,7 @@ from orchestrator.agents.base import Agent
 from orchestrator.engine import attempt
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
+from orchestrator.engine.models import ModelTraffic
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
@@ -87,6 +89,8 @@ class Run(RunQueries):
         self.recorder = Recorder(
             settings, journal, secrets=secrets, on_failure=lambda why: self.cancel_all(reason=why)
         )
+        escalate = self.repairs.escalate_model_traffic
+        self.models = ModelTraffic(plan, settings, self.governor.ledger, self._stop, escalate)
         done = [self.tasks[tid] for tid in done_tasks if tid in self.tasks]
         for trec in done:
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
@@ -98,7 +102,7 @@ class Run(RunQueries):
     async def execute(self) -> None:
         """Run the plan to the end (or until stopped); never raises for an agent's failure."""
         self.recorder.run_started(self.started_at)
-        async with asyncio.TaskGroup() as tg:
+        async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
             self._tg = tg
             background = tg.create_task(self.recorder.run_background())
             for tid, rec in self.tasks.items():
@@ -116,16 +120,14 @@ class Run(RunQueries):
         """Stop one agent (and with ``tree`` the agents it spawned); idempotent."""
         self._check_known(agent_id)
         targets = self._subtree(agent_id) if tree else [agent_id]
-        stopped = []
-        for target in targets:
-            if self._stop(target, "cancelled", "cancelled by request", force=force):
-                stopped.append(target)
-        return stopped
+        self.models.refuse(targets, "cancelled by request")  # its next request is refused
+        why = "cancelled by request"
+        return [target for target in targets if self._stop(target, "cancelled", why, force=force)]
 
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
-        """Raise the fence (nothing new starts), then stop every running agent."""
-        self.governor.raise_fence(reason)
-        self.recorder.fence(reason)
+        """Raise the fence (nothing new starts, no model request is sent), then stop every
+        running agent."""
+        self._raise_fence(reason)
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
             if rec.state == "running":
@@ -140,12 +142,25 @@ class Run(RunQueries):
             return
         budget = self.plan.limits.budget_usd or 0.0
         reason = f"budget of ${budget:.2f} spent (${self.governor.spent_usd:.4f})"
-        self.governor.raise_fence(reason)
-        self.recorder.fence(reason, spent_usd=self.governor.spent_usd)
+        self._raise_fence(reason, spent_usd=self.governor.spent_usd)
         loop = asyncio.get_running_loop()
         for rec in list(self.agents.values()):
             if rec.state == "running":
                 loop.call_soon(self._stop, rec.id, "budget_exceeded", reason)
+
+    def _raise_fence(self, reason: str, **extra: object) -> None:
+        self.governor.raise_fence(reason)
+        self.models.fence(reason)
+        self.recorder.fence(reason, **extra)
+
+    def cancel_after_turn(self, agent_id: str) -> list[str]:
+        """Let the agent's model request in flight finish, then stop it at its next request
+        (agents that talk to no model stop at once)."""
+        self._check_known(agent_id)
+        rec = self.agents.get(agent_id)
+        if rec is not None and rec.state == "running" and self.models.after_turn(agent_id):
+            return [agent_id]
+        return self.cancel(agent_id)
 
     def interrupt(self, signum: int) -> None:
         """A signal arrived: first time stop gracefully, second time kill at once."""
@@ -239,6 +254,8 @@ class Run(RunQueries):
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
         agent = self._agent_for(spawn.task.agent)
+        emit = functools.partial(self._emit, rec)
+        model = self.models.grant(rec, spawn.task, emit) if agent.uses_model else None
         ctx = attempt.context(
             rec,
             spawn,
@@ -246,17 +263,19 @@ class Run(RunQueries):
             settings=self.settings,
             env=self._env,
             limits=self.plan.limits,
-            emit=lambda event, rec=rec: self._emit(rec, event),  # type: ignore[misc]
-            on_process=lambda pid, rec=rec: self._on_process(rec, pid),  # type: ignore[misc]
+            emit=emit,
+            on_process=functools.partial(self._on_process, rec),
             budget=self.governor,
-            secrets=agent.secrets,
+            model=model,
+            pass_env=agent.pass_env,
         )
         try:
             state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
             if rec.stop is not None:  # stopped: also catch descendants that left its group
-                run_id = self.settings.run_id
-                await asyncio.to_thread(orphans.sweep_run, run_id, agent_id=rec.id)
+                await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
+            await self.models.release(rec.id)  # its token is refused; its usage is in
         except asyncio.CancelledError:
+            self.models.release_nowait(rec.id)
             self._end(rec, "cancelled", "the run was torn down")
             raise
         self._end(rec, state, reason)
@@ -286,14 +305,10 @@ class Run(RunQueries):
         event, line = self.recorder.event(rec, event)
         rec.heard(event, line, time.monotonic())
         match event:
-            case Usage(cost_usd=cost):
-                self.governor.charge(cost)
-                if self.governor.budget_spent:
-                    self._budget_gone()
+            case Usage() if self.governor.budget_spent:  # charged by the gateway or the agent
+                self._budget_gone()
             case BuildChecked():
                 self.repairs.record_build(rec.id, event)
-            case _:
-                pass
         if self._on_event is not None:
             self._on_event(rec, line)
 
@@ -387,11 +402,3 @@ class Run(RunQueries):
             return 128 + self._interrupted
         ok = all(t.state == "succeeded" for t in self.tasks.values())
         return 0 if ok and self.repairs.build_state in (None, "passed") else 1
-
-    @property
-    def build_state(self) -> str | None:
-        return self.repairs.build_state
-
-    @property
-    def escalations(self) -> list[dict[str, object]]:
-        return self.repairs.escalations

@@ -54,7 +54,7 @@ def fixer_spawn(
         build_output=build_output,
         tried=action.tried,
     )
-    template = base if base is not None else Task("build")
+    template = base if base is not None else spec.base
     task = Task(
         id=task_id or "build",
         agent=kind,
@@ -66,9 +66,14 @@ def fixer_spawn(
         timeout=spec.timeout or template.timeout,
         stall_timeout=spec.stall_timeout or template.stall_timeout,
         max_turns=spec.max_turns or template.max_turns,
-        env=template.env,
-        pass_env=template.pass_env,
-    )
+        env=spec.env if spec.env is not None else template.env,
+        pass_env=spec.pass_env if spec.pass_env is not None else template.pass_env,
+        permission_mode=spec.permission_mode or template.permission_mode,
+        allowed_tools=spec.allowed_tools if spec.allowed_tools is not None
+        else template.allowed_tools,
+        args=spec.args if spec.args is not None else template.args,
+        budget_usd=spec.budget_usd if spec.budget_usd is not None else template.budget_usd,
+    )  # fmt: skip
     return Spawn(
         agent_id=action.fixer_id,
         task=task,

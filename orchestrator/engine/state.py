@@ -21,6 +21,7 @@ from orchestrator.events import (
     Started,
     Usage,
 )
+from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.plan.model import Step, Task
 from orchestrator.records.progress import brief
 
@@ -36,7 +37,9 @@ class RunSettings:
     progress_interval: float = 0.05
     progress_cap: int = 50 * 1024 * 1024
     env: Mapping[str, str] | None = None
-    """Where child environments are drawn from (default: os.environ)."""
+    """Where child environments are drawn from (default: os.environ); also where the model
+    gateway finds the API key and the upstream URL."""
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 @dataclass(frozen=True)

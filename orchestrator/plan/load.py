@@ -164,7 +164,7 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
     defaults = defaults_of(errs, mapping_of(errs, top.get("defaults"), "defaults"))
     limits = limits_of(errs, mapping_of(errs, top.get("limits"), "limits"))
     prices = prices_of(errs, mapping_of(errs, top.get("prices"), "prices"))
-    fixer = fixer_of(errs, mapping_of(errs, top.get("fixer"), "fixer"))
+    fixer = fixer_of(errs, mapping_of(errs, top.get("fixer"), "fixer"), defaults)
     presets = presets_of(errs, mapping_of(errs, top.get("presets"), "presets"))
     drafts, batches = tasks_of(errs, top, defaults)
     _check_graph(errs, drafts)

@@ -82,6 +82,9 @@ class Task:
     """For CLI presets that have one (claude-code's --allowedTools)."""
     args: tuple[str, ...] = ()
     """Extra arguments appended to a preset's command line."""
+    budget_usd: float | None = None
+    """USD this task's attempts may spend on model requests together (the run's budget
+    binds as well)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,11 @@ class Build:
 
 @dataclass(frozen=True, slots=True)
 class FixerSpec:
-    """How fixer agents are made; the same keys as a task, all optional."""
+    """How fixer agents are made; the same keys as a task, all optional.
+
+    A key left out comes from the blocked task (for the build's fixer: from ``base``, what
+    ``defaults:`` gives a task); ``None`` or ``()`` means "left out".
+    """
 
     agent: str | None = None
     model: str | None = None
@@ -123,6 +130,15 @@ class FixerSpec:
     max_turns: int | None = None
     fix_timeouts: bool = False
     """Also treat timeouts and stalls as blockers a fixer may try (off: they just fail)."""
+    env: tuple[tuple[str, str], ...] | None = None
+    pass_env: tuple[str, ...] | None = None
+    permission_mode: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    args: tuple[str, ...] | None = None
+    budget_usd: float | None = None
+    """Each fixer's own cap on model spend."""
+    base: Task = field(default_factory=lambda: Task("build"))
+    """What ``defaults:`` gives a task: where the build's fixer starts from."""
 
 
 @dataclass(frozen=True, slots=True)

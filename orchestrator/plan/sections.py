@@ -11,15 +11,28 @@ from orchestrator.plan.fields import Errors, Fields, closest, mapping_of, text_o
 from orchestrator.plan.model import PRESETS, Build, FixerSpec, Limits, Price
 from orchestrator.plan.nodes import Map, Seq, kind, show
 from orchestrator.plan.steps import script_of
-from orchestrator.plan.taskfields import MEANT, agent_of, command_of, require
+from orchestrator.plan.taskfields import (
+    MEANT,
+    TASK_DEFAULT_KEYS,
+    Defaults,
+    agent_of,
+    allowed_tools_of,
+    args_of,
+    budget_of,
+    check_agent_keys,
+    command_of,
+    env_of,
+    pass_env_of,
+    permission_mode_of,
+    require,
+)
 
 LIMIT_KEYS: tuple[str, ...] = (
     "max_concurrency", "max_agents", "max_depth", "budget_usd", "spawn_rate", "grace",
 )  # fmt: skip
 BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
 FIXER_KEYS: tuple[str, ...] = (
-    "agent", "model", "prompt", "command", "shell", "script", "timeout", "stall_timeout",
-    "max_turns", "fix_timeouts",
+    "agent", "prompt", "command", "shell", "script", "fix_timeouts", *TASK_DEFAULT_KEYS,
 )  # fmt: skip
 _PRESET_NAMES = sorted(PRESETS)
 _TEMPLATE_HINT = 'write command: [program, "{flags}", --, "{prompt}"]'
@@ -67,16 +80,19 @@ def prices_of(errs: Errors, node: Map | None) -> tuple[tuple[str, Price], ...]:
     return tuple(out)
 
 
-def fixer_of(errs: Errors, node: Map | None) -> FixerSpec:
-    """How fixer agents are made: a task's keys, all optional, and ``fix_timeouts``."""
+def fixer_of(errs: Errors, node: Map | None, defaults: Defaults | None = None) -> FixerSpec:
+    """How fixer agents are made: every key a task has, all optional, and ``fix_timeouts``;
+    ``defaults`` is where the build's fixer starts from."""
+    base = (defaults or Defaults()).as_task("build")
     if node is None:
-        return FixerSpec()
+        return FixerSpec(base=base)
     f = Fields(errs, node, FIXER_KEYS, "fixer", MEANT)
     agent = agent_of(f, "")
     shell = bool(f.flag("shell"))
     prompt = f.text("prompt")
     if agent:
         require(f, agent, prompt, fixer=True)
+        check_agent_keys(f, agent)
     return FixerSpec(
         agent=agent or None,
         model=f.text("model"),
@@ -88,6 +104,13 @@ def fixer_of(errs: Errors, node: Map | None) -> FixerSpec:
         stall_timeout=f.duration("stall_timeout"),
         max_turns=f.count("max_turns", least=1),
         fix_timeouts=bool(f.flag("fix_timeouts")),
+        env=env_of(f),
+        pass_env=pass_env_of(f),
+        permission_mode=permission_mode_of(f),
+        allowed_tools=allowed_tools_of(f),
+        args=args_of(f),
+        budget_usd=budget_of(f),
+        base=base,
     )
 
 

@@ -23,6 +23,12 @@ MEANT = {"name": "id", "cmd": "command", "args": "command", "steps": "script"}
 MEANT |= dict.fromkeys(("deps", "needs", "requires", "after", "depends"), "depends_on")
 MEANT |= {"allowedTools": "allowed_tools", "permissionMode": "permission_mode"}
 
+TASK_DEFAULT_KEYS: tuple[str, ...] = (
+    "model", "timeout", "stall_timeout", "max_turns", "env", "pass_env", "permission_mode",
+    "allowed_tools", "args", "budget_usd",
+)  # fmt: skip
+"""The keys a task, ``defaults:`` and ``fixer:`` all accept (besides ``agent``)."""
+
 AGENT_KEYS: dict[str, tuple[str, ...]] = {
     "permission_mode": ("claude-code",),
     "allowed_tools": ("claude-code",),
@@ -33,9 +39,7 @@ AGENT_KEYS: dict[str, tuple[str, ...]] = {
 flags; every preset appends ``args``)."""
 
 _KINDS = sorted(AGENT_KINDS | PRESETS)
-DEFAULT_KEYS: tuple[str, ...] = (
-    "agent", "model", "timeout", "stall_timeout", "max_turns", "env", "pass_env", *AGENT_KEYS,
-)  # fmt: skip
+DEFAULT_KEYS: tuple[str, ...] = ("agent", *TASK_DEFAULT_KEYS)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_HINT = "use letters, digits and '_', not starting with a digit"
 _MODE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -57,6 +61,16 @@ class Defaults:
     permission_mode: str | None = None
     allowed_tools: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    budget_usd: float | None = None
+
+    def as_task(self, task_id: str) -> Task:
+        """A task of these defaults (the build's fixer starts from it)."""
+        return Task(
+            task_id, agent=self.agent, model=self.model, timeout=self.timeout,
+            stall_timeout=self.stall_timeout, max_turns=self.max_turns, env=self.env,
+            pass_env=self.pass_env, permission_mode=self.permission_mode,
+            allowed_tools=self.allowed_tools, args=self.args, budget_usd=self.budget_usd,
+        )  # fmt: skip
 
 
 def defaults_of(errs: Errors, node: Map | None) -> Defaults:
@@ -68,6 +82,7 @@ def defaults_of(errs: Errors, node: Map | None) -> Defaults:
     model, timeout, stall = f.text("model"), f.duration("timeout"), f.duration("stall_timeout")
     turns, env, pass_env = f.count("max_turns", least=1), env_of(f), pass_env_of(f)
     mode, tools, args = permission_mode_of(f), allowed_tools_of(f), args_of(f)
+    budget = budget_of(f)
     return Defaults(
         agent=agent_of(f, base.agent),
         model=model if model is not None else base.model,
@@ -79,7 +94,27 @@ def defaults_of(errs: Errors, node: Map | None) -> Defaults:
         permission_mode=mode if mode is not None else base.permission_mode,
         allowed_tools=tools if tools is not None else base.allowed_tools,
         args=args if args is not None else base.args,
+        budget_usd=budget if budget is not None else base.budget_usd,
     )
+
+
+def budget_of(f: Fields) -> float | None:
+    """A task's own budget: USD, more than 0."""
+    return f.number("budget_usd", least=0, above=True, rule="bad-value")
+
+
+def check_agent_keys(f: Fields, agent: str) -> None:
+    """A key the agent would ignore is a mistake (``defaults:`` may set it for the tasks
+    that use it)."""
+    for key, agents in AGENT_KEYS.items():
+        if agent in agents or f.get(key) is None:
+            continue
+        users = agents[0] if len(agents) == 1 else "preset"
+        message = f"{f.owner}: {key} is for {users} agents; agent {show(agent)} ignores it"
+        hint = f"remove {key}, or set agent: " + " | ".join(agents)
+        if (agent, key) == ("command", "args"):
+            hint = "put the arguments in command:"
+        f.errs.add(f.node.keys[key], "not-for-agent", message, hint)
 
 
 def agent_of(f: Fields, default: str) -> str:

@@ -15,12 +15,14 @@ from orchestrator.plan.model import Task
 from orchestrator.plan.nodes import Map, Node, Scalar, Seq, kind, show
 from orchestrator.plan.steps import script_of
 from orchestrator.plan.taskfields import (
-    AGENT_KEYS,
     MEANT,
+    TASK_DEFAULT_KEYS,
     Defaults,
     agent_of,
     allowed_tools_of,
     args_of,
+    budget_of,
+    check_agent_keys,
     command_of,
     env_of,
     pass_env_of,
@@ -32,8 +34,8 @@ Batches = tuple[tuple[str, tuple[str, ...]], ...]
 """(batch name, task ids) in order, as `orchestrator.plan.model.Plan.batches` holds them."""
 
 TASK_KEYS: tuple[str, ...] = (
-    "id", "agent", "prompt", "depends_on", "command", "shell", "script", "retry_script", "model",
-    "timeout", "stall_timeout", "max_turns", "env", "pass_env", *AGENT_KEYS,
+    "id", "agent", "prompt", "depends_on", "command", "shell", "script", "retry_script",
+    *TASK_DEFAULT_KEYS,
 )  # fmt: skip
 
 
@@ -138,9 +140,10 @@ def _task(
     model, timeout, stall = f.text("model"), f.duration("timeout"), f.duration("stall_timeout")
     turns, env, pass_env = f.count("max_turns", least=1), env_of(f), pass_env_of(f)
     mode, tools, args = permission_mode_of(f), allowed_tools_of(f), args_of(f)
+    budget = budget_of(f)
     if agent:
         require(f, agent, prompt)
-        _check_agent_keys(f, agent)
+        check_agent_keys(f, agent)
     retry_node = f.get("retry_script")
     if isinstance(retry_node, Seq) and not retry_node.items:
         errs.add(retry_node, "missing-script", f"{f.owner}: retry_script is empty")
@@ -166,22 +169,9 @@ def _task(
         permission_mode=mode if mode is not None else d.permission_mode,
         allowed_tools=tools if tools is not None else d.allowed_tools,
         args=args if args is not None else d.args,
+        budget_usd=budget if budget is not None else d.budget_usd,
     )
     return Draft(task, node, deps)
-
-
-def _check_agent_keys(f: Fields, agent: str) -> None:
-    """A key the task's own agent would ignore is a mistake (``defaults:`` may set it for the
-    tasks that use it)."""
-    for key, agents in AGENT_KEYS.items():
-        if agent in agents or f.get(key) is None:
-            continue
-        users = agents[0] if len(agents) == 1 else "preset"
-        message = f"{f.owner}: {key} is for {users} agents; agent {show(agent)} ignores it"
-        hint = f"remove {key}, or set agent: " + " | ".join(agents)
-        if (agent, key) == ("command", "args"):
-            hint = "put the arguments in command:"
-        f.errs.add(f.node.keys[key], "not-for-agent", message, hint)
 
 
 def _check_id(errs: Errors, task_id: str, node: Node) -> None:

@@ -31,12 +31,14 @@ def child_env(
     """The environment of a child process: an allowlist, the run's markers, nothing secret.
 
     The orchestrator's own interpreter directory goes first on PATH, so ``python`` in a plan
-    means the Python the orchestrator runs on. Secrets pass only when named in ``pass_env``.
+    means the Python the orchestrator runs on. The names in ``pass_env`` are copied too,
+    except `SECRET_NAMES`: the API key never leaves the orchestrator (agents that use a
+    model get a token of the model gateway instead).
     """
     src = os.environ if source is None else source
     env = {k: src[k] for k in ENV_ALLOWLIST if k in src}
     for name in pass_env:
-        if name in src:
+        if name in src and name not in SECRET_NAMES:
             env[name] = src[name]
     env.update(extra)
     bindir = os.path.dirname(sys.executable)

@@ -234,7 +234,9 @@ class ProgressWriter:
                 f.partial = f.partial[MAX_PARTIAL:]
             f.md_buf.extend(stamp + line + "\n" for line in whole)
         else:
-            if f.partial:
+            # A usage report (the model gateway's, from another thread) may arrive while the
+            # agent's text line is still open: it goes before that line, never into it.
+            if f.partial and not isinstance(event, Usage):
                 f.md_buf.append(stamp + f.partial + "\n")
                 f.partial = ""
             f.md_buf.extend(stamp + line + "\n" for line in text.split("\n"))

@@ -78,7 +78,7 @@ async def test_a_failed_fix_escalates_with_what_was_tried(make_run: MakeRun) -> 
     await run.execute()
     assert run.tasks["api"].state == "escalated"
     assert run.tasks["docs"].state == "skipped"
-    [esc] = run.escalations
+    [esc] = run.repairs.escalations
     assert esc["task"] == "api"
     assert "need credentials" in str(esc["blocker"])
     assert any("fix-api-1" in line for line in esc["tried"])  # type: ignore[attr-defined]
@@ -128,8 +128,8 @@ async def test_build_fix_cycles_stop_at_max_fix_cycles(make_run: MakeRun) -> Non
         "fix-build-1",
         "fix-build-2",
     ]
-    assert run.build_state == "escalated"
-    assert "max_fix_cycles=2" in str(run.escalations[0]["reason"])
+    assert run.repairs.build_state == "escalated"
+    assert "max_fix_cycles=2" in str(run.repairs.escalations[0]["reason"])
     assert run.exit_code() == 1
 
 
@@ -143,12 +143,12 @@ async def test_configuration_errors_never_get_a_fixer(make_run: MakeRun) -> None
     await run.execute()
     assert run.tasks["cmd"].state == "failed"
     assert not [a for a in run.agents.values() if a.role == "fixer"]
-    assert run.build_state == "skipped"  # a task failed, so the build does not run
+    assert run.repairs.build_state == "skipped"  # a task failed, so the build does not run
     run2 = with_fixer(
         make_run(scripted("ok2")), Say("never"), build=Build(commands=("exit 127",), timeout=10)
     )
     await run2.execute()
-    assert run2.build_state == "failed"
+    assert run2.repairs.build_state == "failed"
     assert not [a for a in run2.agents.values() if a.role == "fixer"]
 
 
@@ -262,5 +262,43 @@ async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> 
     assert build1.started is not None
     assert second.ended is not None
     assert build1.started < second.ended  # the mid-run check did not wait for the end
-    assert run.build_state == "passed"
+    assert run.repairs.build_state == "passed"
     assert run.exit_code() == 0
+
+
+# --- what a fixer gets ------------------------------------------------------------------------
+
+
+def test_a_fixer_gets_the_fixer_keys_else_the_blocked_tasks_and_the_builds_the_defaults() -> None:
+    from orchestrator.engine import recovery
+    from orchestrator.engine.blockers import Blocker
+    from orchestrator.engine.spawns import fixer_spawn
+    from orchestrator.engine.state import AgentRecord
+    from orchestrator.plan.model import FixerSpec, Plan, Task
+
+    task = Task(
+        "a", agent="claude-code", prompt="p", permission_mode="plan", allowed_tools=("Read",),
+        args=("--x",), env=(("A", "1"),), budget_usd=1.0,
+    )  # fmt: skip
+    base = Task("build", agent="claude-code", permission_mode="acceptEdits", budget_usd=3.0)
+    spec = FixerSpec(
+        agent="claude-code", allowed_tools=("Edit", "Bash"), args=(), budget_usd=0.25, base=base
+    )
+    plan = Plan("t", (task,), fixer=spec)
+
+    def spawn_for(task_id: str | None) -> Task:
+        blocker = Blocker(task_id, task_id or "build-1", "agent", "stuck", 0)
+        action = recovery.SpawnFixer("fix-1", blocker, (), ())
+        rec = AgentRecord("x", "x", "claude-code", "task", 1, 0, None)
+        made = fixer_spawn(plan, action, rec, "")
+        assert made is not None
+        return made.task
+
+    fixer = spawn_for("a")
+    assert (fixer.agent, fixer.permission_mode, fixer.allowed_tools) == (
+        "claude-code", "plan", ("Edit", "Bash"),
+    )  # fmt: skip
+    assert (fixer.args, fixer.env, fixer.budget_usd) == ((), (("A", "1"),), 0.25)
+    build_fixer = spawn_for(None)  # its kind is still the fixer's (else it is scripted)
+    assert (build_fixer.permission_mode, build_fixer.budget_usd) == ("acceptEdits", 0.25)
+    assert build_fixer.allowed_tools == ("Edit", "Bash")

@@ -855,3 +855,52 @@ def test_a_ten_thousand_task_toml_chain_loads(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path, "\n".join(parts), "chain.toml"))
     assert len(plan.tasks) == 10_000
     assert plan.tasks[1].line == 8
+
+
+# --- fixer: and defaults: take every key a task takes -------------------------------------------
+
+
+def test_the_fixer_and_defaults_take_the_keys_a_task_takes(tmp_path: Path) -> None:
+    plan = load_plan(
+        write(
+            tmp_path,
+            "defaults: {agent: claude-code, permission_mode: acceptEdits, budget_usd: 2,"
+            " allowed_tools: [Bash], args: [--verbose], env: {A: x}, pass_env: [TOKEN]}\n"
+            "fixer:\n"
+            "  permission_mode: bypassPermissions\n"
+            "  allowed_tools: [Edit, Bash]\n"
+            "  args: [--effort, low]\n"
+            "  env: {B: y}\n"
+            "  pass_env: [OTHER]\n"
+            "  budget_usd: 0.5\n"
+            "tasks:\n"
+            "  - {id: a, prompt: hi, budget_usd: 1.25}\n",
+        )
+    )
+    fixer, (task,) = plan.fixer, plan.tasks
+    assert (fixer.permission_mode, fixer.allowed_tools, fixer.args) == (
+        "bypassPermissions", ("Edit", "Bash"), ("--effort", "low"),
+    )  # fmt: skip
+    assert (fixer.env, fixer.pass_env, fixer.budget_usd) == ((("B", "y"),), ("OTHER",), 0.5)
+    assert task.budget_usd == 1.25
+    base = fixer.base  # where the build's fixer starts from: the defaults
+    assert (base.agent, base.permission_mode, base.allowed_tools, base.budget_usd) == (
+        "claude-code", "acceptEdits", ("Bash",), 2.0,
+    )  # fmt: skip
+
+
+def test_a_fixer_key_its_agent_ignores_is_an_error_and_left_out_keys_are_none(
+    tmp_path: Path,
+) -> None:
+    errors = errors_of(
+        write(
+            tmp_path,
+            "fixer: {agent: command, command: fix.sh, permission_mode: plan}\n"
+            "tasks:\n  - {id: a, prompt: hi, budget_usd: 0}\n",
+        )
+    )
+    assert [(e.rule, e.where.line) for e in errors] == [("not-for-agent", 1), ("bad-value", 3)]
+    plan = load_plan(write(tmp_path, "fixer: {agent: claude}\ntasks:\n  - {id: a, prompt: hi}\n"))
+    fixer = plan.fixer
+    assert (fixer.env, fixer.pass_env, fixer.allowed_tools, fixer.args) == (None,) * 4
+    assert (fixer.permission_mode, fixer.budget_usd) == (None, None)

@@ -48,6 +48,19 @@ def test_events_render_as_lines_and_sidecar_records(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_a_usage_report_never_breaks_a_line_the_agent_is_still_writing(tmp_path: Path) -> None:
+    w = ProgressWriter(tmp_path)
+    w.open("a1", "# a1\n\n")
+    w.append("a1", Text("Let me look at t"))
+    w.append("a1", Usage(10, 20, 0.5))  # the gateway's report, from its own thread
+    w.append("a1", Text("he code first.\n"))
+    w.finish("a1", "succeeded", {"event": "status", "state": "succeeded"})
+    assert body(tmp_path / "a1.md") == (
+        "# a1\n\nusage: 10 in / 20 out tokens, $0.5000\nLet me look at the code first.\n"
+        "\nstatus: succeeded\n"
+    )
+
+
 def test_nothing_is_written_before_a_flush_and_everything_after(tmp_path: Path) -> None:
     w = ProgressWriter(tmp_path)
     w.open("a", "")

@@ -5,8 +5,10 @@ a worker thread the first time a claude agent runs, so ``--help``, ``validate``,
 and scripted runs never pay for it and the event loop never stalls on it.
 
 One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): it owns the
-``AsyncAnthropic`` client (made on first use, closed by `ClaudeAgent.aclose`), the run's
-`orchestrator.agents.claude.limiter.ApiLimiter` and the price table. Each attempt is one `_Attempt`:
+``AsyncAnthropic`` client (made on first use, closed by `ClaudeAgent.aclose`) and a local
+`orchestrator.gateway.limiter.ApiLimiter` that paces how many requests the SDK builds per
+turn of the event loop. Each attempt is one
+`orchestrator.agents.claude.conversation.Conversation`:
 
 - the system prompt holds the task, the workspace, what dependencies produced and how to
   finish or report a blocker (its text, and the renderings of tool calls and results, are
@@ -20,17 +22,17 @@ One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): 
   that stops talking has nothing more to do; asking again would spend turns to learn that);
   after ``task.max_turns`` requests the attempt fails with kind ``max_turns``.
 
-Money: before every request (retries included) an upper bound of its cost (input estimated
-at 3 characters a token, plus ``max_tokens`` of output) is reserved with the run's governor;
-a refusal sends nothing and fails the attempt with kind ``budget``. After the request a
-`Usage` event reports what it really cost (the scheduler charges that) and the reservation
-is released. Failures are classified by `orchestrator.agents.claude.sdk.classify` and
-retried by the policy of `orchestrator.agents.claude.limiter`; a retried turn resends the
-same conversation, and no tool runs from an incomplete reply.
+Every request goes through the run's model gateway (`orchestrator.gateway`) with the
+attempt's token (``ctx.model``), like any CLI agent's: the gateway reserves its worst case
+against the budget, absorbs 429 and 529 storms, meters it (the agent's `Usage` events come
+from there) and refuses it once the agent is cancelled. What still fails is classified by
+`orchestrator.agents.claude.sdk.classify` and retried by the policy of
+`orchestrator.gateway.limiter`; a retried turn resends the same conversation, and no tool
+runs from an incomplete reply.
 
-The API key never reaches a tool (``run_command`` gets ``ctx.env``, from which
-`orchestrator.tools.shell.command_env` removes it again), and its value is masked in everything a
-tool returns before the model or a progress file sees it (``cat ~/.bashrc`` included).
+The API key is not in this process's requests at all (the gateway adds it upstream), never
+reaches a tool (``run_command`` gets ``ctx.env``, which never holds it), and its value is
+masked in everything a tool returns before the model or a progress file sees it.
 """
 
 from __future__ import annotations
@@ -40,13 +42,11 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from orchestrator.agents.base import AgentContext, Budget
+from orchestrator.agents.base import AgentContext
 from orchestrator.agents.claude.conversation import Conversation
-from orchestrator.agents.claude.limiter import ApiLimiter, RetryPolicy
-from orchestrator.agents.claude.pricing import PriceTable
-from orchestrator.agents.claude.prompt import (
-    tool_params,
-)
+from orchestrator.agents.claude.prompt import tool_params
+from orchestrator.gateway.grants import Access
+from orchestrator.gateway.limiter import ApiLimiter, RetryPolicy
 from orchestrator.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ class ClaudeSettings:
     max_tokens: int = 8192
     """Output tokens per request (and the output part of each budget reservation)."""
     read_timeout: float = 120.0
-    """The SDK's timeout, which applies to each read: the API pings an idle stream."""
+    """The SDK's timeout for each read once the answer has begun. Before it begins the
+    gateway may be waiting out a rate-limit storm: that wait is bounded by the attempt's
+    own deadline instead."""
     connect_timeout: float = 10.0
     request_deadline: float = 600.0
     """Wall clock for one whole request, headers to last event (the SDK has none)."""
@@ -75,14 +77,13 @@ class ClaudeSettings:
 
 
 class ClaudeAgent:
-    """Every claude agent of one run: the client, the limiter, the prices."""
+    """Every claude agent of one run: the client and the local limiter."""
 
-    secrets: tuple[str, ...] = ()
-    """The key stays in this process: its tools' commands never get it."""
+    uses_model = True
+    pass_env: tuple[str, ...] = ()
 
     def __init__(self, plan: Plan, *, settings: ClaudeSettings | None = None) -> None:
         self.settings = settings or ClaudeSettings()
-        self.prices = PriceTable(plan.prices)
         self.limiter = ApiLimiter(
             ceiling=max(plan.limits.max_concurrency, 1), rate=self.settings.requests_per_second
         )
@@ -93,7 +94,6 @@ class ClaudeAgent:
         self._client: anthropic.AsyncAnthropic | None = None
         self._making = False
         self._made = asyncio.Event()
-        self._settled = asyncio.Event()
 
     async def run(self, ctx: AgentContext) -> None:
         await Conversation(self, ctx).run()
@@ -104,8 +104,11 @@ class ClaudeAgent:
         if client is not None:
             await client.close()
 
-    async def client(self) -> anthropic.AsyncAnthropic:
-        """The run's client, made on first use (see `make_client`).
+    async def client(self, access: Access) -> anthropic.AsyncAnthropic:
+        """The run's client for one attempt: aimed at the gateway, with the attempt's token.
+
+        The run's one client is made on first use (see `make_client`); each attempt gets a
+        copy of it with its own token, sharing its connection pool.
 
         The first caller makes it in a worker thread (the import takes over a second, the TLS
         context tens of milliseconds); the others wait on an event that wakes them all at
@@ -118,52 +121,22 @@ class ClaudeAgent:
             self._making = True
             try:
                 self._client = await asyncio.to_thread(
-                    make_client, self.settings, connections=self.limiter.ceiling
-                )
+                    make_client, self.settings, base_url=access.url,
+                    connections=self.limiter.ceiling,
+                )  # fmt: skip
             finally:
                 self._making = False
                 self._made.set()
                 self._made = asyncio.Event()
-        return self._client
-
-    async def reserve(self, budget: Budget | None, amount: float) -> bool:
-        """Hold ``amount`` of the run's budget; False when it cannot be had.
-
-        While other requests hold reservations that would make room once settled, wait for
-        them rather than fail: their real cost is usually far below their upper bound.
-        """
-        if budget is None:
-            return True
-        while not budget.reserve(amount):
-            total = budget.budget_usd
-            if (
-                budget.stopping
-                or total is None
-                or budget.reserved_usd <= 0
-                or amount > total - budget.spent_usd
-            ):
-                return False
-            settled = self._settled
-            try:
-                async with asyncio.timeout(1.0):
-                    await settled.wait()
-            except TimeoutError:
-                pass  # reservations by others (not ours to be told about): look again
-        return True
-
-    def settle(self, budget: Budget | None, reserved: float) -> None:
-        """Release a reservation (the request's `Usage` event carries its cost)."""
-        if budget is not None:
-            budget.settle(reserved, 0.0)
-        self._settled.set()
-        self._settled = asyncio.Event()
+        return self._client.with_options(api_key=access.token)
 
 
-def make_client(settings: ClaudeSettings, *, connections: int) -> anthropic.AsyncAnthropic:
-    """An ``AsyncAnthropic`` that never retries by itself (the limiter's policy does).
-
-    The SDK reads the key and the base URL from the environment (``ANTHROPIC_API_KEY``,
-    ``ANTHROPIC_BASE_URL``). Synchronous, and slow the first time: run it in a thread.
+def make_client(
+    settings: ClaudeSettings, *, base_url: str, connections: int
+) -> anthropic.AsyncAnthropic:
+    """An ``AsyncAnthropic`` aimed at the gateway that never retries by itself (the
+    limiter's policy does). Its key is a placeholder: attempts copy it with their token.
+    Synchronous, and slow the first time: run it in a thread.
     """
     sdk = importlib.import_module("anthropic")
     httpx = importlib.import_module("httpx2")
@@ -172,6 +145,9 @@ def make_client(settings: ClaudeSettings, *, connections: int) -> anthropic.Asyn
         max_keepalive_connections=settings.keepalive_connections,
     )
     client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(
+        base_url=base_url,
+        api_key="orchestrator-gateway",
+        auth_token=None,
         max_retries=0,
         timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         http_client=sdk.DefaultAsyncHttpxClient(limits=limits),

@@ -1,21 +1,19 @@
 """One attempt of a claude agent: the conversation, turn by turn, with its tools.
 
-Each turn streams one request through the run's limiter, reserved against the budget first;
-tool calls run in the workspace and their results go back in the next turn. See
-`orchestrator.agents.claude.agent` for the whole contract.
+Each turn streams one request through the run's model gateway (which reserves it against
+the budget and meters it); tool calls run in the workspace and their results go back in the
+next turn. See `orchestrator.agents.claude.agent` for the whole contract.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.agents.base import AgentContext
 from orchestrator.agents.claude import sdk
-from orchestrator.agents.claude.limiter import ApiFailure, retry_delay
-from orchestrator.agents.claude.pricing import TokenCount
 from orchestrator.agents.claude.prompt import (
     CUT_OFF,
     START,
@@ -35,19 +33,17 @@ from orchestrator.events import (
     Text,
     ToolCall,
     ToolResult,
-    Usage,
 )
+from orchestrator.gateway.limiter import ApiFailure, retry_delay
 from orchestrator.process.secrets import scrub_text, secret_values
 from orchestrator.tools.calls import dispatch
 from orchestrator.tools.workspace import Workspace
 
 if TYPE_CHECKING:
+    import anthropic
     from anthropic.types import Message
 
     from orchestrator.agents.claude.agent import ClaudeAgent
-
-CHARS_PER_TOKEN = 3
-"""For the upper bound of a request's input: real text runs 3.5 to 4 characters a token."""
 
 
 class Conversation:
@@ -59,10 +55,10 @@ class Conversation:
         self.model = ctx.task.model
         self.system = system_blocks(ctx)
         self.messages: list[dict[str, Any]] = []
-        self.chars = len(json.dumps(self.system)) + len(json.dumps(agent.tools))
         self.secrets = secret_values(ctx.env)
         self.warned: set[str] = set()
-        self.partial = TokenCount()
+        self.deadline = time.monotonic() + ctx.task.timeout
+        self.client: anthropic.AsyncAnthropic
         self.mid_line = False
         """Whether streamed text left a line open (for `say`)."""
 
@@ -72,11 +68,11 @@ class Conversation:
         ctx, task = self.ctx, self.ctx.task
         self.emit(Started(detail=f"claude {self.model}, up to {task.max_turns} turns"))
         workspace = Workspace(ctx.workspace, responses=ctx.responses)
-        client = await self.agent.client()
-        if client.api_key is None and client.auth_token is None and client.credentials is None:
-            self.emit(Failed("ANTHROPIC_API_KEY is not set", kind="config"))
+        if ctx.model is None:
+            why = "no model gateway in this run (ANTHROPIC_API_KEY is not set)"
+            self.emit(Failed(why, kind="config"))
             return
-        self.secrets = secret_values(ctx.env, client.api_key, client.auth_token)
+        self.client = await self.agent.client(ctx.model)
         self._add("user", [text_block(START)])
         last_text = ""
         for _turn in range(task.max_turns):
@@ -153,7 +149,7 @@ class Conversation:
 
     async def exchange(self) -> Message | None:
         """The model's complete reply to the conversation, or None after a terminal event."""
-        agent, ctx = self.agent, self.ctx
+        agent = self.agent
         policy = agent.settings.retry
         for attempt in range(policy.max_attempts):
             if agent.run_wide_failure is not None:
@@ -162,23 +158,12 @@ class Conversation:
             failure: ApiFailure | None = None
             message: Message | None = None
             async with agent.limiter.slot() as permit:
-                estimate = agent.prices.upper_bound(
-                    self.model,
-                    input_tokens=self.chars // CHARS_PER_TOKEN + 1,
-                    max_output=agent.settings.max_tokens,
-                )
-                if not await agent.reserve(ctx.budget, estimate):
-                    self.emit(Failed(self._budget_refusal(estimate), kind="budget"))
-                    return None
-                self.partial = TokenCount()
                 try:
                     message = await self.send()
                 except Exception as exc:
                     failure = sdk.classify(exc)
                     if failure is None:
                         raise
-                finally:
-                    self._account(message, estimate)
                 slow = failure is not None and failure.kind in ("rate_limit", "overload")
                 hold = failure.retry_after if failure is not None else None
                 if hold is not None:
@@ -206,9 +191,13 @@ class Conversation:
         raise AssertionError("unreachable: the policy gives up on the last attempt")
 
     async def send(self) -> Message:
-        """Stream one request; text deltas are emitted as they arrive."""
+        """Stream one request; text deltas are emitted as they arrive.
+
+        Until the answer begins, the gateway may be waiting out a rate-limit storm for us:
+        the SDK's timeout is then the attempt's time left, not one read's.
+        """
         agent = self.agent
-        client = await agent.client()
+        waiting = max(self.deadline - time.monotonic(), agent.settings.read_timeout)
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": agent.settings.max_tokens,
@@ -220,7 +209,7 @@ class Conversation:
             # Synchronous: nothing else runs in between. The SDK warns about deprecated
             # models here; the note goes to the progress file instead of the terminal.
             warnings.simplefilter("always")
-            manager = client.messages.stream(**params)
+            manager = self.client.messages.stream(**params, timeout=waiting)
         for w in caught:
             note = str(w.message).split("\n")[0]
             if note not in self.warned:
@@ -231,41 +220,13 @@ class Conversation:
             async for event in stream:
                 if event.type == "text" and event.text:
                     self.emit(Text(event.text))
-                elif event.type == "message_start":
-                    self.partial = sdk.tokens(event.message.usage)
             final: Message = await stream.get_final_message()
         return final
 
     # --- bookkeeping ------------------------------------------------------------------------
 
-    def _account(self, message: Message | None, reserved: float) -> None:
-        """Report what the request cost, then release its reservation.
-
-        A request that failed after its stream started is charged the input the API
-        reported at ``message_start``: whether it is billed is not ours to know, and a
-        budget errs on the side of spending less.
-        """
-        tokens = sdk.tokens(message.usage) if message is not None else self.partial
-        if tokens.total_in or tokens.output:
-            cost = self.agent.prices.cost(self.model, tokens)
-            self.emit(Usage(tokens.total_in, tokens.output, cost))
-        self.agent.settle(self.ctx.budget, reserved)
-
-    def _budget_refusal(self, estimate: float) -> str:
-        budget = self.ctx.budget
-        total = budget.budget_usd if budget is not None else None
-        if budget is None or total is None:
-            return "budget: the run is stopping; the request was not sent"
-        left = max(total - budget.spent_usd, 0.0)
-        return (
-            f"budget: the next request may cost up to ${estimate:.4f}, "
-            f"${left:.4f} of ${total:.2f} is left; not sent"
-        )
-
     def _add(self, role: str, content: list[dict[str, Any]]) -> None:
-        message = {"role": role, "content": content}
-        self.messages.append(message)
-        self.chars += len(json.dumps(message))
+        self.messages.append({"role": role, "content": content})
 
     def emit(self, event: AgentEvent) -> None:
         """Every event of the attempt goes through here, the key masked in its text."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.agents.claude.limiter import ApiFailure, parse_retry_after
-from orchestrator.agents.claude.pricing import TokenCount
 from orchestrator.agents.claude.prompt import text_block
+from orchestrator.gateway.limiter import ApiFailure, parse_retry_after
+from orchestrator.gateway.replies import REFUSAL_HEADER
 
 if TYPE_CHECKING:
     from anthropic.types import Message
@@ -31,7 +31,8 @@ def classify(exc: BaseException) -> ApiFailure | None:
     issue #1919), and an ``error`` event as a bare ``APIStatusError`` whose status is the
     stream's 200. Before the stream, a 529 is ``OverloadedError`` and a read timeout
     ``APITimeoutError``. Auth and billing failures are run-wide: no later request of the run
-    is sent with the same key.
+    is sent with the same key. A refusal of the gateway (a budget, a cancel: it carries
+    ``x-orchestrator-refusal``) ends this attempt only.
     """
     import anthropic
     import httpx2
@@ -41,6 +42,8 @@ def classify(exc: BaseException) -> ApiFailure | None:
         detail = " ".join(str(exc.api_message or exc.message).split())[:300]
         line = f"API {status} {kind}: {detail}" if status != 200 else f"API {kind}: {detail}"
         retry_after = parse_retry_after(exc.response.headers)
+        if exc.response.headers.get(REFUSAL_HEADER):
+            return ApiFailure("fatal", f"{line} (refused by the gateway)")
         billing = kind == "billing_error" or status == 402 or "credit balance" in detail.lower()
         if status == 200:
             if kind in _FATAL_MID_STREAM:
@@ -86,15 +89,3 @@ def content(message: Message, *, tools: bool) -> list[dict[str, Any]]:
         elif b.type == "tool_use" and tools:
             blocks.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.input})
     return blocks
-
-
-def tokens(usage: Any) -> TokenCount:
-    """The SDK's ``Usage`` (streamed or final) as a `TokenCount`; absent fields count 0."""
-    creation = getattr(usage, "cache_creation", None)
-    return TokenCount(
-        input=int(getattr(usage, "input_tokens", 0) or 0),
-        output=int(getattr(usage, "output_tokens", 0) or 0),
-        cache_write=int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
-        cache_write_1h=int(getattr(creation, "ephemeral_1h_input_tokens", 0) or 0),
-        cache_read=int(getattr(usage, "cache_read_input_tokens", 0) or 0),
-    )

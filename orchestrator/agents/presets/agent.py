@@ -11,6 +11,11 @@ of its own, out of reach of a signal to the group, so once the child has ended (
 cancelled) `procs.sweep_run` for this agent kills whatever still carries its markers.
 The ``lines`` parser is the command agent's reading of output (``Output`` lines, a
 ``BLOCKED:`` line, the exit code); ``stream-json`` is `orchestrator.agents.presets.streamjson`.
+
+Money: with a model gateway in the run (``ctx.model``) the child talks to it with its own
+token and every request is reserved, metered and charged there; what the child says it cost
+is only shown. Without one (no key in the orchestrator's environment: the child uses its own
+login) the cost its result reports is charged to the run's budget here.
 """
 
 from __future__ import annotations
@@ -36,11 +41,20 @@ from orchestrator.agents.presets.table import (
     claude_code_env,
     claude_code_flags,
     floor_cents,
+    gateway_env,
     preset_argv,
     preset_for,
     preset_pass_env,
 )
-from orchestrator.events import AgentEvent, Blocked, Failed, FailureKind, Output, Started
+from orchestrator.events import (
+    AgentEvent,
+    Blocked,
+    Failed,
+    FailureKind,
+    Output,
+    Started,
+    Usage,
+)
 from orchestrator.plan.model import Plan
 from orchestrator.process.lines import DEFAULT_MAX_LINE as MAX_LINE
 from orchestrator.process.lines import Stream
@@ -88,9 +102,10 @@ class LinesParser:
         return [] if self.blocked else [outcome(code, self.last_stdout)]
 
 
-def make_parser(name: ParserName) -> OutputParser:
+def make_parser(name: ParserName, *, metered: bool) -> OutputParser:
+    """``metered``: the gateway meters the child's requests, so its own cost is only shown."""
     if name == "stream-json":
-        return StreamJsonParser()
+        return StreamJsonParser(metered=metered)
     return LinesParser()
 
 
@@ -106,7 +121,11 @@ class PresetAgent:
     drain: float = 0.2
 
     @property
-    def secrets(self) -> tuple[str, ...]:
+    def uses_model(self) -> bool:
+        return bool(preset_for(self.kind).gateway_url)
+
+    @property
+    def pass_env(self) -> tuple[str, ...]:
         return preset_pass_env(self.kind)
 
     async def run(self, ctx: AgentContext) -> None:
@@ -114,6 +133,10 @@ class PresetAgent:
         task = ctx.task
         emit = ctx.emit  # the scheduler masks the key in every event
         env = {**dict(preset.env), **ctx.env}
+        if ctx.model is not None:
+            env = gateway_env(
+                env, preset, url=ctx.model.url, token=ctx.model.token, timeout=task.timeout
+            )
         flags: list[str] = []
         if preset.flags == "claude-code":
             levels_left = self.plan.limits.max_depth - ctx.depth
@@ -121,6 +144,8 @@ class PresetAgent:
             if math.isfinite(budget_left) and floor_cents(budget_left) < MIN_BUDGET_USD:
                 emit(Failed("budget: nothing is left of the run's budget", kind="budget"))
                 return
+            if ctx.model is not None:
+                budget_left = math.inf  # the gateway binds each request; no cap of its own
             flags = claude_code_flags(
                 task, budget_left=budget_left, levels_left=levels_left, notes=ctx.context_notes
             )
@@ -135,7 +160,8 @@ class PresetAgent:
         )
         if argv and "/" not in argv[0]:
             argv[0] = locate_program(argv[0], path=env.get("PATH")) or argv[0]
-        parser = make_parser(preset.parser)
+        parser = make_parser(preset.parser, metered=ctx.model is not None)
+        budget = ctx.budget if ctx.model is None else None
         max_line = STREAM_JSON_MAX_LINE if preset.parser == "stream-json" else MAX_LINE
         detail = _detail(preset, argv, ctx.prompt)
 
@@ -145,6 +171,8 @@ class PresetAgent:
 
         def on_line(stream: Stream, line: str) -> None:
             for event in parser.feed(stream, line):
+                if isinstance(event, Usage) and budget is not None:
+                    budget.settle(0.0, event.cost_usd)  # no gateway metered it
                 emit(event)
 
         try:

@@ -20,11 +20,15 @@ against the local fake Messages API (``tests/fakes/streams/``):
 
 They become the events API agents emit, so progress files, status, budgets and REPORT.md
 read alike: text blocks `Text`, tool uses `ToolCall`, tool results `ToolResult` (truncated),
-the result one `Usage` (its ``total_cost_usd``: the scheduler charges it to the run's budget)
-and the terminal event: `Finished` with the final text, `Failed` when ``is_error``, `Blocked`
-when a text line (or the final text) says ``BLOCKED: <reason>``. The init and retry lines
-become `Output` lines; the other ``system`` lines and unknown types are dropped. A line that
-is not a JSON object is kept as raw `Output`: nothing a child prints is fatal.
+the result one `Usage` (its ``total_cost_usd``, charged to the run's budget) unless the
+child's requests are ``metered`` by the model gateway (which emits their usage itself; the
+child's own figure is then only shown), and the terminal event: `Finished` with the final
+text, `Failed` when ``is_error``, `Blocked` when a text line (or the final text) says
+``BLOCKED: <reason>``, and `Blocked` of kind ``permission`` when the result lists
+``permission_denials``: a run that was refused tool calls never passes for a success. The
+init and retry lines become `Output` lines; the other ``system`` lines and unknown types are
+dropped. A line that is not a JSON object is kept as raw `Output`: nothing a child prints is
+fatal.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ FINAL_CHARS = 2000
 """Characters of the final text kept as the `Finished` summary (as the claude agent does)."""
 RAW_CHARS = 2000
 """A line that does not parse is kept up to this many characters."""
+DENIALS_SHOWN = 10
+"""Denied tool calls listed in a permission blocker (the rest are counted)."""
 
 _PATH_KEYS = ("file_path", "notebook_path", "path")
 _COMMAND_TOOLS = frozenset({"Bash", "PowerShell"})
@@ -68,6 +74,7 @@ class StreamJsonParser:
     paths are shown relative to it), the cost already reported and the terminal event.
     """
 
+    metered: bool = False
     cwd: str = ""
     terminal: AgentEvent | None = None
     cost_reported: float = 0.0
@@ -180,19 +187,23 @@ class StreamJsonParser:
         self.cost_reported = max(cost, self.cost_reported)
         tokens_in, tokens_out = _tokens(message) if self.results == 1 else (0, 0)
         seconds = _number(message.get("duration_ms")) / 1000
-        events: list[AgentEvent] = [
-            Output(
-                f"result: {message.get('subtype', '?')}, {message.get('num_turns', '?')} turns, "
-                f"{seconds:.2f}s"
-            ),
-            Usage(tokens_in, tokens_out, spent),
-        ]
+        line = (
+            f"result: {message.get('subtype', '?')}, {message.get('num_turns', '?')} turns, "
+            f"{seconds:.2f}s"
+        )
+        if self.metered:  # the gateway metered every request: its figure is the record
+            events: list[AgentEvent] = [Output(f"{line}; claude-code's own estimate ${cost:.4f}")]
+        else:
+            events = [Output(line), Usage(tokens_in, tokens_out, spent)]
         if self.terminal is not None:
             return events
         final = message.get("result")
         final_text = final if isinstance(final, str) else ""
+        denied = _denials(message.get("permission_denials"))
         if message.get("is_error"):
             self.terminal = Failed(_error_text(message, final_text), kind=_failure_kind(message))
+        elif denied:
+            self.terminal = Blocked(self._permission_reason(denied), kind="permission")
         else:
             reason = blocked_reason(final_text)
             if reason is not None:
@@ -203,6 +214,16 @@ class StreamJsonParser:
         return events
 
     # --- helpers that need the parser's state ---------------------------------------------
+
+    def _permission_reason(self, denied: list[dict[str, Any]]) -> str:
+        calls = [f"{d.get('tool_name', '?')}({self._summarize_input(d.get('tool_input'))})"
+                 for d in denied[:DENIALS_SHOWN]]  # fmt: skip
+        more = f" and {len(denied) - DENIALS_SHOWN} more" if len(denied) > DENIALS_SHOWN else ""
+        plural = "s" if len(denied) != 1 else ""
+        return (
+            f"permission: claude-code was denied {len(denied)} tool call{plural}: "
+            f"{'; '.join(calls)}{more}"
+        )
 
     def _raw(self, line: str) -> list[AgentEvent]:
         shown = line if len(line) <= RAW_CHARS else line[:RAW_CHARS] + f" …[{len(line)} chars]"
@@ -259,6 +280,11 @@ def _blocks(message: dict[str, Any]) -> list[dict[str, Any]] | None:
     if not isinstance(content, list):
         return None
     return [b for b in content if isinstance(b, dict)]
+
+
+def _denials(value: object) -> list[dict[str, Any]]:
+    """The result's ``permission_denials`` (each ``tool_name``, ``tool_input``...)."""
+    return [d for d in value if isinstance(d, dict)] if isinstance(value, list) else []
 
 
 def _result_text(content: object) -> str:

@@ -17,13 +17,20 @@ after ``--`` because Claude Code (commander) takes a prompt starting with ``-`` 
 option, and aider gets ``--message=`` for the same reason.
 
 For claude-code, ``{flags}`` is ``--model``, ``--max-turns``, ``--permission-mode`` and one
-``--allowedTools=<tool>`` per allowed tool from the task; ``--max-budget-usd`` with what is
-left of the run's budget, so the cap binds on the child too; ``--append-system-prompt`` with
-the task's context and the ``BLOCKED:`` convention. Its subagents are capped from the plan's
-limits through the variables Claude Code reads, ``CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS``
-(``max_concurrency``) and ``CLAUDE_CODE_MAX_SUBAGENT_SPAWN_DEPTH`` (the levels left under
-``max_depth``); that one must be at least 1, so with no level left the ``Agent`` tool (once
-called ``Task``) is taken away with ``--disallowedTools`` instead.
+``--allowedTools=<tool>`` per allowed tool from the task (when the task sets neither,
+`UNATTENDED`: ``acceptEdits`` and ``Bash``, so it edits files in its workspace and runs
+commands without asking anyone); ``--max-budget-usd`` with what is left of the run's budget
+only when the run has no model gateway (with one, the gateway binds every request);
+``--append-system-prompt`` with the task's context and the ``BLOCKED:`` convention. Its
+subagents are capped from the plan's limits through the variables Claude Code reads,
+``CLAUDE_CODE_MAX_CONCURRENT_SUBAGENTS`` (``max_concurrency``) and
+``CLAUDE_CODE_MAX_SUBAGENT_SPAWN_DEPTH`` (the levels left under ``max_depth``); that one
+must be at least 1, so with no level left the ``Agent`` tool (once called ``Task``) is taken
+away with ``--disallowedTools`` instead.
+
+Presets that talk to Anthropic's API (``gateway_url``: claude-code, aider) get the run's
+model gateway as their base URL and the attempt's token as ``ANTHROPIC_API_KEY``
+(`gateway_env`), never the key itself.
 
 Pure data and functions; `orchestrator.agents.presets.agent` runs what is built here.
 """
@@ -45,6 +52,11 @@ FlagStyle: TypeAlias = Literal["claude-code", "none"]
 FLAGS = "{flags}"
 SUBAGENT_TOOLS = ("Agent", "Task")
 """Claude Code's subagent tool: ``Agent`` in its API requests, ``Task`` in its init line."""
+UNATTENDED = ("acceptEdits", ("Bash",))
+"""claude-code's permission mode and allowed tools when a task sets neither: file edits
+inside the workspace and every command run without a prompt (``-p`` mode has no one to ask,
+so anything that would prompt is denied). Edits and reads outside the workspace still
+prompt, hence are denied; commands are not confined (see docs/plan.md)."""
 BLOCKED_NOTE = (
     "When you cannot finish without help from a person or from another task, stop and end "
     "your final message with one line: BLOCKED: <what you need>."
@@ -63,7 +75,10 @@ class Preset:
     env: tuple[tuple[str, str], ...] = ()
     """Set for the child unless the task's ``env`` says otherwise."""
     pass_env: tuple[str, ...] = ()
-    """Secrets the program needs; see `preset_pass_env`."""
+    """Variables the program needs from the orchestrator's environment (never the
+    Anthropic key: `orchestrator.process.env.child_env` drops it)."""
+    gateway_url: tuple[str, ...] = ()
+    """The variables that give the program Anthropic's base URL: set to the gateway's."""
 
 
 BUILTIN: Mapping[str, Preset] = {
@@ -87,7 +102,8 @@ BUILTIN: Mapping[str, Preset] = {
         flags="claude-code",
         # A fleet of children must not update the binary they all run from.
         env=(("DISABLE_AUTOUPDATER", "1"),),
-        pass_env=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"),
+        pass_env=("ANTHROPIC_BASE_URL",),  # without a gateway (no key here): its own login
+        gateway_url=("ANTHROPIC_BASE_URL",),
     ),
     "codex": Preset(
         name="codex",
@@ -102,7 +118,8 @@ BUILTIN: Mapping[str, Preset] = {
         argv=("aider", "--message={prompt}", "--yes-always", "--no-auto-commits", FLAGS),
         parser="lines",
         install_hint="python -m pip install aider-install && aider-install",
-        pass_env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_API_BASE"),
+        pass_env=("OPENAI_API_KEY", "OPENAI_API_BASE"),
+        gateway_url=("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"),  # litellm reads either
     ),
 }
 
@@ -117,9 +134,25 @@ def preset_for(name: str, overrides: Sequence[tuple[str, Sequence[str]]] = ()) -
 
 
 def preset_pass_env(name: str) -> tuple[str, ...]:
-    """The secrets preset ``name`` needs in its environment (the scheduler passes them)."""
+    """What preset ``name`` needs from the orchestrator's environment (the scheduler
+    passes them)."""
     preset = BUILTIN.get(name)
     return preset.pass_env if preset is not None else ()
+
+
+def gateway_env(
+    env: Mapping[str, str], preset: Preset, *, url: str, token: str, timeout: float
+) -> dict[str, str]:
+    """The child's environment pointed at the model gateway: its URL in every variable the
+    program reads it from, the attempt's token as its key, no other credential. Claude
+    Code's request timeout becomes the attempt's (the gateway may wait out a storm)."""
+    out = {k: v for k, v in env.items() if k not in ("ANTHROPIC_AUTH_TOKEN",)}
+    for name in preset.gateway_url:
+        out[name] = url
+    out["ANTHROPIC_API_KEY"] = token
+    if preset.flags == "claude-code" and "API_TIMEOUT_MS" not in env:
+        out["API_TIMEOUT_MS"] = str(int(timeout * 1000))
+    return out
 
 
 # --- what one attempt runs --------------------------------------------------------------------
@@ -134,9 +167,12 @@ def claude_code_flags(
 ) -> list[str]:
     """The claude-code arguments that come from the task and the run's limits."""
     flags = ["--model", task.model, "--max-turns", str(task.max_turns)]
-    if task.permission_mode:
-        flags += ["--permission-mode", task.permission_mode]
-    flags += [f"--allowedTools={tool}" for tool in task.allowed_tools]
+    mode, tools = task.permission_mode, task.allowed_tools
+    if mode is None and not tools:
+        mode, tools = UNATTENDED
+    if mode:
+        flags += ["--permission-mode", mode]
+    flags += [f"--allowedTools={tool}" for tool in tools]
     if math.isfinite(budget_left):
         flags += ["--max-budget-usd", f"{floor_cents(budget_left):.4f}"]
     if levels_left <= 0:

@@ -1,8 +1,10 @@
 """The claude agent end to end: real SDK, real scheduler, the local fake Messages API.
 
 Every test points ``ANTHROPIC_BASE_URL`` at a `FakeMessagesAPI` in the test's own loop and
-sets ``ANTHROPIC_API_KEY`` to a canary; nothing reaches the internet. What the agent did is
-read back from the server's request log, the run's state and the files the run wrote.
+sets ``ANTHROPIC_API_KEY`` to a canary; nothing reaches the internet. The agent's requests go
+through the run's model gateway, which holds the key, meters each request and absorbs
+storms. What the agent did is read back from the server's request log, the run's state and
+the files the run wrote.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import importlib
 import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FAST_GATEWAY
 from fakeapi import (
     JSON,
     FakeMessagesAPI,
@@ -40,13 +45,14 @@ from fakeapi import (
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.claude.agent import ClaudeAgent, ClaudeSettings
-from orchestrator.agents.claude.limiter import RetryPolicy
 from orchestrator.agents.claude.prompt import system_blocks
 from orchestrator.agents.claude.sdk import classify
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.events import Failed
+from orchestrator.gateway.limiter import ApiLimiter, RetryPolicy
+from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.plan.model import FixerSpec, Limits, Plan, Price, Say, Task
 from orchestrator.records.journal import Journal
 
@@ -58,6 +64,14 @@ FAST = ClaudeSettings(
     command_timeout=10.0,
     retry=RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, retry_after_cap=1.0),
 )
+
+
+def gateway_limiter(run: Run) -> ApiLimiter:
+    """The limiter of the run's model gateway (the one governor of every agent's requests)."""
+    assert run.models.last is not None
+    limiter = run.models.last.shared.limiter
+    assert limiter is not None
+    return limiter
 
 
 def claude(tid: str, prompt: str = "Do the thing.", **kw: Any) -> Task:
@@ -74,10 +88,10 @@ async def api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMessagesAPI]
         yield server
 
 
-async def execute(run: Run) -> Run:
+async def execute(run: Run, *, within: float = 60.0) -> Run:
     """Run to the end, then close the run's agents (the client and its connections)."""
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(within):
             await run.execute()
     finally:
         agents = run._agent_for  # the pool or factory the run was given
@@ -109,6 +123,7 @@ def claude_run(workspace: Path, responses: Path) -> Callable[..., tuple[Run, Cla
     def build(
         *tasks: Task,
         settings: ClaudeSettings = FAST,
+        gateway: GatewaySettings = FAST_GATEWAY,
         fixer: FixerSpec | None = None,
         prices: tuple[tuple[str, Price], ...] = (),
         journal: bool = False,
@@ -123,8 +138,9 @@ def claude_run(workspace: Path, responses: Path) -> Callable[..., tuple[Run, Cla
         )  # fmt: skip
         agents = Agents(plan, settings)
         settings_ = RunSettings(
-            responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", progress_interval=0.01
-        )
+            responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", progress_interval=0.01,
+            gateway=gateway,
+        )  # fmt: skip
         log = Journal(responses / ".run" / "journal.jsonl", fresh=True) if journal else None
         return Run(plan, settings_, agents=agents, journal=log), agents.claude
 
@@ -450,22 +466,73 @@ async def test_a_storm_of_429_529_and_mid_stream_errors_slows_the_run_but_fails_
         return storm[index % len(storm)] if index < errors else three_turns(body)
 
     api.script(respond)
-    run, agent = claude_run(*(claude(f"a{n}") for n in range(16)), max_concurrency=16)
+    gateway = replace(FAST_GATEWAY, ceiling=16)
+    tasks = (claude(f"a{n}") for n in range(16))
+    run, agent = claude_run(*tasks, gateway=gateway, max_concurrency=16)
     await execute(run)
 
     assert {t.state for t in run.tasks.values()} == {"succeeded"}
-    limiter = agent.limiter
+    limiter = gateway_limiter(run)  # one governor for every agent: the gateway's
     assert limiter.ceiling == 16
     assert limiter.lowest <= 4  # visibly lowered ...
     assert limiter.capacity == 16  # ... and restored by the successes after the storm
     assert limiter.aimd.decreases >= 3
     assert len(api.requests) == errors + 16 * 3
-    assert agent.requests_sent == len(api.requests)
+    # The gateway retried what failed before the answer began; an error mid-stream (the
+    # answer had begun) reached the agent, which sent its turn again.
+    mid_stream = sum(1 for n in range(errors) if n % len(storm) == 1)
+    assert agent.requests_sent == 16 * 3 + mid_stream
     print(
         f"\nstorm: {errors} errors in {len(api.requests)} requests; concurrency "
         f"{limiter.ceiling} -> {limiter.lowest} -> {limiter.capacity} "
         f"({limiter.aimd.decreases} decreases)"
     )
+
+
+@pytest.mark.parametrize(
+    ("storm", "gateway"),
+    [
+        pytest.param(6.0, FAST_GATEWAY, id="6s-storm-fast-retries"),
+        pytest.param(
+            150.0, GatewaySettings(), id="150s-storm-real-retries",
+            marks=[pytest.mark.slow, pytest.mark.timeout(400)],
+        ),
+    ],
+)  # fmt: skip
+async def test_20_agents_ride_out_a_storm_longer_than_any_count_of_tries(
+    api: FakeMessagesAPI,
+    claude_run: Callable[..., tuple[Run, ClaudeAgent]],
+    responses: Path,
+    storm: float,
+    gateway: GatewaySettings,
+) -> None:
+    # Every request fails (429 with a short retry-after, 529 without) until the storm is
+    # over. The agents used to give up after 8 tries a turn; the gateway keeps trying for
+    # as long as each agent's own deadline allows, so every agent just answers late.
+    started: list[float] = []
+
+    def respond(body: JSON, index: int) -> Reply:
+        now = asyncio.get_running_loop().time()
+        started.append(started[0] if started else now)
+        if now - started[0] < storm:
+            return rate_limited(0.05) if index % 2 else overloaded()
+        return tool_use("finish", {"summary": "done after the storm"})
+
+    api.script(respond)
+    tasks = (claude(f"a{n:02d}", timeout=storm + 60) for n in range(20))
+    settings = replace(FAST, request_deadline=storm + 30)  # the agent waits it out too
+    run, agent = claude_run(*tasks, settings=settings, gateway=gateway, max_concurrency=20)
+    await execute(run, within=storm + 120)
+
+    assert {t.state for t in run.tasks.values()} == {"succeeded"}
+    assert agent.requests_sent == 20  # no agent saw a failure: only a slow answer
+    failed = len(api.requests) - 20
+    last = max(r.received for r in api.requests) - api.requests[0].received
+    assert last >= storm
+    retries = [progress(responses, f"a{n:02d}").count("[gateway: API ") for n in range(20)]
+    assert sum(retries) == failed
+    assert max(retries) > 8  # more tries than a turn used to get
+    print(f"\nstorm of {storm:g}s: {failed} failed requests; retries per agent {sorted(retries)}")
 
 
 def api_error_500() -> Reply:
@@ -486,10 +553,10 @@ async def test_429_retry_after_is_honoured(
 @pytest.mark.parametrize(
     ("reply", "why"),
     [
-        (text("never finished").with_stall(after_events=3), "stalled (ReadTimeout)"),
-        (text("cut short").with_drop(after_events=3), "broke off (RemoteProtocolError"),
+        (text("never finished").with_stall(after_events=3), "the upstream stream broke off"),
+        (text("cut short").with_drop(after_events=3), "the upstream stream broke off"),
         (text("too slow").with_trickle(0.3), "passed its deadline"),
-        (text("late").with_delay(1.5), "timed out before the answer began"),
+        (text("late").with_delay(1.5), "[gateway: upstream unreachable: "),
     ],
 )
 async def test_stalls_drops_and_deadlines_mid_stream_are_retried(
@@ -499,11 +566,15 @@ async def test_stalls_drops_and_deadlines_mid_stream_are_retried(
     reply: Reply,
     why: str,
 ) -> None:
+    # Upstream silence is the gateway's to notice (0.5 s here): before the answer began it
+    # retries; after, it ends the stream with an error event and the agent sends its turn
+    # again. The agent's own wall clock per request (1 s) catches a trickle.
     api.script([reply, text("Done.")])
     settings = ClaudeSettings(
         read_timeout=0.5, request_deadline=1.0, retry=RetryPolicy(base_delay=0.01, max_delay=0.02)
     )
-    run, _ = claude_run(claude("t"), settings=settings)
+    gateway = replace(FAST_GATEWAY, read_timeout=0.5)
+    run, _ = claude_run(claude("t"), settings=settings, gateway=gateway)
     await execute(run)
 
     assert run.tasks["t"].state == "succeeded"
@@ -527,7 +598,7 @@ async def test_a_tool_call_cut_by_a_mid_stream_error_is_not_run_and_the_turn_is_
     assert run.tasks["t"].state == "succeeded"
 
 
-async def test_a_401_fails_fast_without_retries_for_the_whole_run(
+async def test_a_401_fails_fast_without_retries_for_the_whole_run_and_escalates_once(
     api: FakeMessagesAPI, make_run: Callable[..., Run], responses: Path
 ) -> None:
     api.script(lambda body, index: authentication_error())
@@ -542,6 +613,9 @@ async def test_a_401_fails_fast_without_retries_for_the_whole_run(
     assert "ANTHROPIC_API_KEY" in reason
     assert "\n" not in reason
     assert CANARY not in reason
+    [escalation] = run.repairs.escalations  # once for the run, not once per agent
+    assert escalation["task"] == "(model traffic)"
+    assert "401 authentication_error" in str(escalation["blocker"])
 
 
 @pytest.mark.parametrize(
@@ -569,12 +643,14 @@ async def test_an_attempt_stopped_mid_request_releases_its_slot_and_reservation(
     api.script([text("never finished").with_stall(after_events=2)])
     settings = ClaudeSettings(read_timeout=30.0, request_deadline=60.0, retry=FAST.retry)
     run, agent = claude_run(claude("t", timeout=0.5), settings=settings, budget_usd=5.0)
-    await agent.client()  # the first import of the SDK may take longer than the timeout
+    # The first import of the SDK may take longer than the timeout.
+    await asyncio.to_thread(importlib.import_module, "anthropic")
     await execute(run)
 
     assert run.tasks["t"].state == "timed_out"
     assert len(api.requests) == 1
     assert agent.limiter.in_flight == 0
+    assert gateway_limiter(run).in_flight == 0
     assert run.governor.reserved_usd == 0.0
     assert run.agents["t"].tokens_in > 0  # the input the stream announced is counted
     assert progress(responses, "t").rstrip().splitlines()[-1].startswith("status: timed_out")
@@ -603,7 +679,29 @@ async def test_a_budget_that_covers_n_requests_never_sends_request_n_plus_1(
     assert run.governor.reserved_usd == 0.0
     refused = [a for a in run.agents.values() if "not sent" in a.reason]
     assert refused
-    assert "budget: the next request may cost up to $0.0100" in refused[0].reason
+    assert "budget: the request may cost up to $0.0100" in refused[0].reason
+
+
+async def test_a_tasks_own_budget_stops_that_task_only(
+    api: FakeMessagesAPI, claude_run: Callable[..., tuple[Run, ClaudeAgent]]
+) -> None:
+    settings = ClaudeSettings(max_tokens=1000, retry=FAST.retry)
+    prices = (("test-model", Price(0.0, 10.0)),)
+    api.script(
+        lambda body, index: (
+            tool_use("list_files", {}) if len(body["messages"]) < 6 else text("Done.")
+        ).with_usage(output_tokens=1000)
+    )
+    run, _ = claude_run(
+        claude("capped", model="test-model", budget_usd=0.015),
+        claude("free", model="test-model"),
+        settings=settings, prices=prices, budget_usd=1.0,
+    )  # fmt: skip
+    await execute(run)
+    assert run.tasks["capped"].state == "budget_exceeded"
+    assert "of the task's $0.01 is left" in run.agents["capped"].reason
+    assert run.agents["capped"].cost_usd == pytest.approx(0.01)
+    assert run.tasks["free"].state == "succeeded"
 
 
 async def test_the_scheduler_fence_stops_agents_once_the_budget_is_spent(
@@ -691,8 +789,8 @@ async def test_200_agents_have_their_requests_in_flight_together(
 
 def test_importing_the_claude_agent_does_not_import_the_sdk() -> None:
     code = (
-        "import sys, orchestrator.agents.claude.agent, orchestrator.agents.claude.limiter\n"
-        "import orchestrator.agents.claude.pricing\n"
+        "import sys, orchestrator.agents.claude.agent, orchestrator.gateway.limiter\n"
+        "import orchestrator.gateway.pricing\n"
         "print('anthropic' in sys.modules, 'httpx2' in sys.modules)"
     )
     out = subprocess.check_output([sys.executable, "-c", code], text=True, env=dict(os.environ))

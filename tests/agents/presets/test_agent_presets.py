@@ -11,7 +11,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claudecode import (
+    conversation_has_tool_result,
+    home_env,
+    is_main_request,
+    needs_real_claude,
+    real_claude,
+)
 from conftest import processes_with_marker
 from fakeapi import FakeMessagesAPI, Reply, text, tool_use
 from fakes import FAKES, RUN_ID_VAR, Recorder, wait_until_no_marked
@@ -184,12 +190,30 @@ def test_claude_code_argv_puts_task_settings_in_flags_and_the_prompt_after_the_s
     ]  # fmt: skip
 
 
-def test_no_budget_no_permission_mode_and_no_tools_mean_no_such_flags() -> None:
+def test_no_budget_means_no_cap_and_no_permissions_mean_the_unattended_default() -> None:
     flags = claude_code_flags(cc_task(), budget_left=math.inf, levels_left=2)
     assert flags[:4] == ["--model", Task("t").model, "--max-turns", str(Task("t").max_turns)]
+    assert flags[4:7] == ["--permission-mode", "acceptEdits", "--allowedTools=Bash"]
     joined = " ".join(flags)
-    for absent in ("--max-budget-usd", "--permission-mode", "--allowedTools", "--disallowed"):
+    for absent in ("--max-budget-usd", "--disallowed"):
         assert absent not in joined
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"permission_mode": "plan"}, ["--permission-mode", "plan"]),
+        ({"allowed_tools": ("Edit",)}, ["--allowedTools=Edit"]),
+        ({"permission_mode": "default", "allowed_tools": ("Read",)},
+         ["--permission-mode", "default", "--allowedTools=Read"]),
+    ],
+)  # fmt: skip
+def test_a_task_that_sets_permissions_replaces_the_default_as_a_whole(
+    given: dict[str, Any], expected: list[str]
+) -> None:
+    flags = claude_code_flags(cc_task(**given), budget_left=math.inf, levels_left=2)
+    assert flags[4 : 4 + len(expected)] == expected
+    assert flags[4 + len(expected)] == "--append-system-prompt"
 
 
 def test_at_max_depth_the_subagent_tool_is_taken_away() -> None:
@@ -251,10 +275,13 @@ def test_a_template_without_flags_gets_neither_flags_nor_args() -> None:
     assert argv == ["wrap", "a1", "p"]
 
 
-def test_secrets_each_preset_needs_are_named_for_the_scheduler() -> None:
-    assert "ANTHROPIC_API_KEY" in preset_pass_env("claude-code")
+def test_what_each_preset_needs_is_named_for_the_scheduler_and_never_the_key() -> None:
     assert "OPENAI_API_KEY" in preset_pass_env("codex")
     assert preset_pass_env("command") == ()
+    for name in BUILTIN:
+        assert not {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} & set(preset_pass_env(name))
+    assert PresetAgent("claude-code", Plan("t", ())).uses_model
+    assert not PresetAgent("codex", Plan("t", ())).uses_model
 
 
 @pytest.mark.parametrize(
@@ -530,56 +557,30 @@ async def test_through_the_scheduler_a_blocked_child_feeds_the_recovery_policy(
 # --- the real Claude Code CLI against the fake Messages API -------------------------------------
 
 
-def real_claude() -> str | None:
-    return shutil.which("claude") or bundled_claude()
+def real_task(home: Path, **kw: Any) -> Task:
+    """A claude-code task with its config and scratch files under ``home``. It reaches the
+    fake API through the run's gateway (see `upstream`)."""
+    return cc_task(env=home_env(home), model="claude-sonnet-4-5", **kw)
 
 
-needs_real_claude = pytest.mark.skipif(
-    real_claude() is None,
-    reason="the claude-code extra is not installed (pip install claude-agent-sdk bundles the CLI)",
-)
+@pytest.fixture
+def upstream(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeMessagesAPI], None]:
+    """Make ``api`` the run's upstream, the canary its key (the orchestrator's environment)."""
 
-QUIET_ENV = (
-    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-    ("DISABLE_AUTOUPDATER", "1"),
-    ("DISABLE_TELEMETRY", "1"),
-    ("DISABLE_ERROR_REPORTING", "1"),
-    ("CLAUDE_CODE_MAX_RETRIES", "0"),
-)
+    def point(api: FakeMessagesAPI) -> None:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY_KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
 
-
-def conversation_has_tool_result(body: dict[str, Any]) -> bool:
-    return any(
-        isinstance(b, dict) and b.get("type") == "tool_result"
-        for m in body.get("messages", [])
-        if isinstance(m.get("content"), list)
-        for b in m["content"]
-    )
-
-
-def is_main_request(body: dict[str, Any]) -> bool:
-    """The agent loop's requests carry the tools; side requests (titles, checks) do not."""
-    return any(t.get("name") == "Write" for t in body.get("tools", []))
-
-
-def real_task(api: FakeMessagesAPI, home: Path, **kw: Any) -> Task:
-    """A claude-code task aimed at the fake API, its config and scratch files under ``home``."""
-    (home / "tmp").mkdir(parents=True, exist_ok=True)
-    env = (
-        ("ANTHROPIC_BASE_URL", api.url),
-        ("ANTHROPIC_API_KEY", CANARY_KEY),
-        ("HOME", str(home)),
-        # Claude Code keeps Bash task output in $CLAUDE_CODE_TMPDIR/claude-<uid> (default /tmp).
-        ("CLAUDE_CODE_TMPDIR", str(home / "tmp")),
-        ("TMPDIR", str(home / "tmp")),
-        *QUIET_ENV,
-    )
-    return cc_task(env=env, permission_mode="acceptEdits", model="claude-sonnet-4-5", **kw)
+    return point
 
 
 @needs_real_claude
 async def test_real_claude_code_writes_a_file_and_reports_its_cost(
-    make_run: Callable[..., Run], workspace: Path, tmp_path: Path
+    make_run: Callable[..., Run],
+    workspace: Path,
+    tmp_path: Path,
+    upstream: Callable[[FakeMessagesAPI], None],
 ) -> None:
     def respond(body: dict[str, Any], index: int) -> Reply | None:
         if not is_main_request(body):
@@ -597,7 +598,8 @@ async def test_real_claude_code_writes_a_file_and_reports_its_cost(
         return text("Created hello.py.", input_tokens=1200, output_tokens=20)
 
     async with FakeMessagesAPI(respond, api_key=CANARY_KEY) as api:
-        run = make_run(real_task(api, tmp_path / "home"), budget_usd=5.0)
+        upstream(api)
+        run = make_run(real_task(tmp_path / "home"), budget_usd=5.0)
         await run.execute()
     rec = run.agents["cc"]
     md = (run.settings.responses / "cc.md").read_text()
@@ -617,7 +619,10 @@ async def test_real_claude_code_writes_a_file_and_reports_its_cost(
 @needs_real_claude
 @pytest.mark.parametrize("grace", [0.5, 0.0], ids=["sigterm", "sigkill-at-once"])
 async def test_cancelling_real_claude_code_mid_run_leaves_no_process(
-    make_run: Callable[..., Run], tmp_path: Path, grace: float
+    make_run: Callable[..., Run],
+    tmp_path: Path,
+    grace: float,
+    upstream: Callable[[FakeMessagesAPI], None],
 ) -> None:
     def respond(body: dict[str, Any], index: int) -> Reply | None:
         if not is_main_request(body):
@@ -628,7 +633,8 @@ async def test_cancelling_real_claude_code_mid_run_leaves_no_process(
         return text("Stopped waiting.")
 
     async with FakeMessagesAPI(respond, api_key=CANARY_KEY) as api:
-        task = real_task(api, tmp_path / "home", allowed_tools=("Bash",))
+        upstream(api)
+        task = real_task(tmp_path / "home")
         run = make_run(task, grace=grace)
         marker = run.settings.run_id
         async with asyncio.TaskGroup() as tg:
@@ -696,7 +702,7 @@ async def test_a_plan_mixing_scripted_claude_and_claude_code_runs_offline(
                 depends_on=("scaffold",),
                 model="claude-sonnet-4-5",
             ),
-            replace(real_task(api, tmp_path / "home"), id="cc", depends_on=("scaffold",)),
+            replace(real_task(tmp_path / "home"), id="cc", depends_on=("scaffold",)),
         )
         plan = Plan(
             "mixed",

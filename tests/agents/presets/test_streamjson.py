@@ -83,7 +83,7 @@ def test_a_successful_run_reads_like_an_api_agent() -> None:
     ]
 
 
-def test_a_denied_tool_is_an_error_result_and_the_run_still_succeeds() -> None:
+def test_a_denied_tool_call_blocks_the_attempt_with_kind_permission() -> None:
     events = replay("bash_denied")
     assert ToolCall("Bash", "echo hi; exit 3") in events
     denied = [e for e in events if isinstance(e, ToolResult)]
@@ -95,6 +95,18 @@ def test_a_denied_tool_is_an_error_result_and_the_run_still_succeeds() -> None:
             is_error=True,
         )
     ]
+    # The model said it was done, but a call was refused: never a silent success.
+    assert events[-1] == Blocked(
+        "permission: claude-code was denied 1 tool call: Bash(echo hi; exit 3)", kind="permission"
+    )
+
+
+def test_with_the_gateway_metering_the_result_cost_is_only_shown() -> None:
+    parser = StreamJsonParser(metered=True)
+    events = [e for line in (STREAMS / "write.jsonl").read_text().splitlines()
+              for e in parser.feed("stdout", line)]  # fmt: skip
+    assert not [e for e in events if isinstance(e, Usage)]
+    assert any(isinstance(e, Output) and "own estimate $0.0076" in e.line for e in events)
     assert isinstance(events[-1], Finished)
 
 

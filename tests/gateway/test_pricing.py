@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.agents.claude.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, TokenCount
+from orchestrator.gateway.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, TokenCount
 from orchestrator.plan.model import Price
 
 TABLE = PriceTable()

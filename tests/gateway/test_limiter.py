@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from orchestrator.agents.claude.limiter import (
+from orchestrator.gateway.limiter import (
     Aimd,
     ApiFailure,
     ApiLimiter,

@@ -1,0 +1,316 @@
+"""One request through the gateway: admit, reserve, forward (retrying storms), meter, settle.
+
+Runs on the gateway's own thread and event loop (`orchestrator.gateway.service` starts it);
+the only module that imports aiohttp. For each ``POST /v1/messages``:
+
+1. **Admit**: the request's token must belong to an attempt still running, not cancelled,
+   in a run whose model traffic is not stopped or fenced (`orchestrator.gateway.replies`
+   lists the refusals). ``cancel --after-turn`` refuses the agent's next request and asks
+   the scheduler to stop it.
+2. **Reserve** its worst case with the run's ledger (`orchestrator.gateway.metering`).
+   While reservations of requests in flight are what stands in the way, it waits for them
+   to settle (their real cost is usually far below their bound); when the budget itself
+   cannot pay, it refuses (402) and the attempt ends ``budget_exceeded``.
+3. **Forward** to the upstream API with the real key, through the run's one
+   `orchestrator.gateway.limiter.ApiLimiter` (AIMD concurrency, a request rate, the shared
+   ``retry-after`` hold). 429 and 529 (and 503) are retried for as long as the attempt's
+   deadline allows, so a storm slows agents down instead of losing their turns; other
+   transient failures a few times; 401, 403 and billing errors stop the run's model traffic
+   (the scheduler escalates once). A stream is passed through as its bytes arrive.
+4. **Settle** with the usage the answer reported (`UsageScanner` reads it off the stream);
+   the agent gets a `Usage` event, so its progress file, status and report show its spend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from orchestrator.events import Failed, Text, Usage
+from orchestrator.gateway.grants import Grant
+from orchestrator.gateway.limiter import ApiFailure, ApiLimiter, Permit, backoff
+from orchestrator.gateway.metering import (
+    BadRequest,
+    RequestFacts,
+    UsageScanner,
+    input_estimate,
+    message_usage,
+    request_facts,
+)
+from orchestrator.gateway.pricing import TokenCount
+from orchestrator.gateway.replies import (
+    Answer,
+    RefusalKind,
+    classify,
+    client_headers,
+    refusal,
+    upstream_headers,
+)
+from orchestrator.gateway.shared import Shared
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One admitted request and what it has used so far."""
+
+    grant: Grant
+    raw: bytes
+    facts: RequestFacts
+    reserved: float
+    metered: bool
+    scanner: UsageScanner
+    tokens: TokenCount | None = None
+
+
+class Proxy:
+    """The request handlers of one gateway (one aiohttp app)."""
+
+    def __init__(self, shared: Shared, session: aiohttp.ClientSession) -> None:
+        self.shared = shared
+        self.session = session
+        s = shared.settings
+        self.limiter = ApiLimiter(ceiling=shared.ceiling, rate=s.requests_per_second)
+        shared.limiter = self.limiter
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout
+        )
+        self._settled = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.shared.settings.max_body)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        app.router.add_route("*", "/api/hello", self.hello)  # Claude Code's connectivity probe
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        return app
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, counting=False)
+
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, counting=True)
+
+    async def hello(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200)
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        message = f"Not found: {request.method} {request.path} (the gateway serves /v1/messages)"
+        body = {"type": "error", "error": {"type": "not_found_error", "message": message}}
+        return web.json_response(body, status=404)
+
+    # --- admit and reserve ------------------------------------------------------------------
+
+    async def _serve(self, request: web.Request, *, counting: bool) -> web.StreamResponse:
+        grant, answer = self._admit(request)
+        if answer is not None:
+            return _local(answer)
+        assert grant is not None
+        me = asyncio.current_task()
+        assert me is not None
+        grant.in_flight.add(me)
+        try:
+            raw = await request.read()
+            try:
+                facts = request_facts(raw, counting=counting)
+            except BadRequest as exc:
+                return _local(refusal("bad", f"orchestrator gateway: {exc}"))
+            reserved = 0.0
+            if not counting:
+                reserved = self.shared.prices.upper_bound(
+                    facts.model, input_tokens=input_estimate(raw), max_output=facts.max_tokens
+                )
+                answer = await self._reserve(grant, reserved)
+                if answer is not None:
+                    return _local(answer)
+            ex = _Exchange(grant, raw, facts, reserved, not counting, UsageScanner())
+            try:
+                return await self._forward(request, ex)
+            finally:
+                self._settle(ex)
+        finally:
+            grant.in_flight.discard(me)
+
+    def _admit(self, request: web.Request) -> tuple[Grant | None, Answer | None]:
+        shared = self.shared
+        grant = shared.grant_of(request.headers)
+        if grant is None or grant.closed:
+            why = "not a token of this run, or its attempt has ended"
+            return None, refusal("token", f"orchestrator gateway: {why}")
+        refused = self._refusal(grant)
+        if refused is not None:
+            kind, why = refused
+            if kind == "after_turn":
+                shared.post(shared.hooks.on_after_turn, grant.agent_id)
+            elif kind == "stopped" and not grant.told_stopped:
+                grant.told_stopped = True
+                shared.post(grant.emit, Failed(why, kind="config"))
+            return None, refusal(kind, f"orchestrator gateway: {why}")
+        return grant, None
+
+    def _refusal(self, grant: Grant) -> tuple[RefusalKind, str] | None:
+        shared = self.shared
+        if shared.stopped is not None:
+            return "stopped", f"the run's model traffic is stopped: {shared.stopped}"
+        if grant.refused == "after_turn":
+            return "after_turn", "stopped after its turn (cancel --after-turn)"
+        if grant.refused is not None:
+            return "cancelled", f"{grant.reason or 'cancelled'}; no more requests"
+        if shared.fence is not None:
+            return "cancelled", f"the run is stopping ({shared.fence}); no more requests"
+        if shared.ledger.budget_spent:
+            return "cancelled", "the run's budget is spent; no more requests"
+        return None
+
+    async def _reserve(self, grant: Grant, amount: float) -> Answer | None:
+        """Hold ``amount``; while others' reservations stand in the way, wait for them."""
+        ledger = self.shared.ledger
+        while not ledger.reserve(amount, account=grant.account):
+            refused = self._refusal(grant)
+            if refused is not None:
+                return refusal(*refused)
+            left = grant.deadline - time.monotonic()
+            if (
+                left <= 0
+                or ledger.reserved_usd <= 0
+                or not ledger.could_fit(amount, account=grant.account)
+            ):
+                why = self._budget_refusal(grant, amount)
+                self.shared.post(grant.emit, Failed(why, kind="budget"))
+                return refusal("budget", f"orchestrator gateway: {why}")
+            settled = self._settled
+            try:
+                async with asyncio.timeout(min(left, 1.0)):
+                    await settled.wait()
+            except TimeoutError:
+                pass  # look again: a charge from the other thread does not signal us
+        return None
+
+    def _budget_refusal(self, grant: Grant, amount: float) -> str:
+        ledger = self.shared.ledger
+        account = ledger.account(grant.account) if grant.account is not None else None
+        if account is not None and account.cap is not None and amount > account.left:
+            left, total, whose = max(account.cap - account.spent, 0.0), account.cap, "the task's"
+        else:
+            left = max((ledger.budget_usd or 0.0) - ledger.spent_usd, 0.0)
+            total, whose = ledger.budget_usd or 0.0, "the run's"
+        return (
+            f"budget: the request may cost up to ${amount:.4f}, ${left:.4f} of {whose} "
+            f"${total:.2f} is left; not sent"
+        )
+
+    def _settle(self, ex: _Exchange) -> None:
+        tokens = ex.tokens if ex.tokens is not None else ex.scanner.tokens
+        cost = self.shared.prices.cost(ex.facts.model, tokens) if ex.metered else 0.0
+        self.shared.ledger.settle(ex.reserved, cost, account=ex.grant.account)
+        self._settled.set()
+        self._settled = asyncio.Event()
+        if ex.metered and (tokens.total_in or tokens.output):
+            self.shared.post(ex.grant.emit, Usage(tokens.total_in, tokens.output, cost))
+
+    # --- forward, retrying ------------------------------------------------------------------
+
+    async def _forward(self, request: web.Request, ex: _Exchange) -> web.StreamResponse:
+        shared = self.shared
+        url = shared.upstream.url.rstrip("/") + request.path_qs
+        headers = upstream_headers(request.headers.items(), shared.upstream.credential)
+        for attempt in itertools.count():
+            async with self.limiter.slot() as permit:
+                try:
+                    upstream = await self.session.post(
+                        url, data=ex.raw, headers=headers, timeout=self.timeout
+                    )
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    self.limiter.report(permit, "other")
+                    failure = ApiFailure("transient", f"upstream unreachable: {_what(exc)}")
+                    answer: Answer | None = None
+                else:
+                    try:
+                        if upstream.status < 400:
+                            self.limiter.report(permit, "ok")
+                            return await self._relay(request, upstream, ex, permit)
+                        data = await upstream.read()
+                    finally:
+                        upstream.release()
+                    failure = classify(upstream.status, upstream.headers, data)
+                    answer = Answer(upstream.status, data, tuple(client_headers(
+                        upstream.headers.items())))  # fmt: skip
+                    slow = failure.kind in ("rate_limit", "overload")
+                    hold = failure.retry_after if slow else None
+                    if hold is not None:
+                        hold = min(hold, shared.settings.retry.retry_after_cap)
+                    self.limiter.report(permit, "slow_down" if slow else "other", retry_after=hold)
+            if failure.run_wide:
+                shared.stop_traffic(failure.message)
+            delay = self._retry_delay(failure, attempt, ex.grant)
+            if delay is None:
+                if answer is None:
+                    body = {"type": "error", "error": {"type": "api_error",
+                            "message": f"orchestrator gateway: {failure.message}"}}  # fmt: skip
+                    return web.json_response(body, status=502)
+                return _local(answer)
+            wait = f"{delay:.1f} s" if delay >= 1 else f"{delay * 1000:.0f} ms"
+            note = f"[gateway: {failure.message}; retrying in {wait} (try {attempt + 2})]\n"
+            shared.post(ex.grant.emit, Text(note))
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _retry_delay(self, failure: ApiFailure, attempt: int, grant: Grant) -> float | None:
+        """Seconds to wait before trying again, or None: 429 and 529 while the attempt's
+        deadline allows, other transient failures a few times, the rest never."""
+        settings = self.shared.settings
+        if failure.kind == "fatal" or self.shared.stopped is not None:
+            return None
+        if failure.kind == "transient" and attempt + 1 >= settings.transient_tries:
+            return None
+        if grant.closed or grant.refused is not None or self.shared.fence is not None:
+            return None
+        if failure.retry_after is not None:
+            delay = min(max(failure.retry_after, 0.0), settings.retry.retry_after_cap)
+        else:
+            delay = backoff(attempt, settings.retry)
+        if time.monotonic() + delay >= grant.deadline:
+            return None
+        return delay
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, ex: _Exchange, permit: Permit
+    ) -> web.StreamResponse:
+        """Pass a successful answer through, reading its usage on the way."""
+        headers = client_headers(upstream.headers.items())
+        streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        if not streamed:
+            data = await upstream.read()
+            if ex.metered:
+                ex.tokens = message_usage(data)
+            return web.Response(status=upstream.status, body=data, headers=headers)
+        out = web.StreamResponse(status=upstream.status, headers=headers)
+        await out.prepare(request)
+        scanner = ex.scanner
+        try:
+            async for chunk in upstream.content.iter_any():
+                scanner.feed(chunk)
+                await out.write(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+            # Headers are gone: say it the way the API does, as an error event mid-stream.
+            message = f"orchestrator gateway: the upstream stream broke off ({_what(exc)})"
+            event = {"type": "error", "error": {"type": "api_error", "message": message}}
+            await out.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
+        if scanner.error == "overloaded_error":
+            self.limiter.report(permit, "slow_down")
+        await out.write_eof()
+        return out
+
+
+def _local(answer: Answer) -> web.Response:
+    return web.Response(status=answer.status, body=answer.body, headers=list(answer.headers))
+
+
+def _what(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
