@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 MAX_REQUEST = 64 * 1024
 MAX_AGENTS = 10_000
 """Agent ids one cancel request may name."""
-_OPS = {"ping": (), "cancel_all": ("force", "tree"), "cancel": ("agents", "tree", "force")}
+_OPS = {
+    "ping": (),
+    "cancel_all": ("force", "tree"),
+    "cancel": ("agents", "tree", "force", "after_turn"),
+}
 
 
 def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +78,8 @@ def problem(request: object) -> str | None:
     extra = set(request) - {"op", *_OPS[op]}
     if extra:
         return f"unexpected field(s) for {op}: {', '.join(sorted(map(str, extra)))[:200]}"
-    if any(not isinstance(request.get(k, False), bool) for k in ("tree", "force")):
-        return "tree and force are true or false"
+    if any(not isinstance(request.get(k, False), bool) for k in ("tree", "force", "after_turn")):
+        return "tree, force and after_turn are true or false"
     agents = request.get("agents")
     if op == "cancel" and not (
         isinstance(agents, list)

@@ -62,7 +62,7 @@ def _foreign_entries(responses: Path) -> list[str]:
         ids = set(state.agents) | set(state.tasks)
         ours = {f"{i}{ext}" for i in ids for ext in (".md", ".events.jsonl")}
         if state.run:
-            ours.add("REPORT.md")
+            ours |= {"REPORT.md", "timeline.svg"}
     with os.scandir(responses) as entries:
         found = sorted((e.name, e.is_file(follow_symlinks=False)) for e in entries)
     # A name of ours that is not a plain file any more (a link, a directory) is not ours.
