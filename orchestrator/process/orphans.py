@@ -30,10 +30,8 @@ _PR_SET_DUMPABLE = 4
 _SWEEP_PASSES = 8
 
 
-SPAWNING = [0]
-"""Spawns under way (forked, not yet in SPAWNED): the reaper waits while any are."""
 SPAWNED: set[int] = set()
-"""Direct children started here and not yet waited for: asyncio's watcher reaps those.
+"""Direct children started here and not yet reaped by their spawner (`process.spawn`).
 Process-wide by nature (it mirrors the kernel's list of our children), hence module state."""
 
 
@@ -41,11 +39,10 @@ def reap_orphans() -> list[int]:
     """Reap zombie children we did not spawn ourselves: descendants re-parented to us as
     the child subreaper. Never touches our own direct children (asyncio waits for those).
 
-    Call it on the event loop's thread: a child forked but not yet recorded in `SPAWNED`
-    would look adopted, so no reaping happens while a spawn is under way (`SPAWNING`).
+    Call it on the event loop's thread, where children are spawned: a spawn forks and
+    records the child in `SPAWNED` without yielding in between, so a child of ours never
+    looks adopted.
     """
-    if SPAWNING[0]:
-        return []
     try:
         if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             return []  # nothing waitable: skip the /proc scan
