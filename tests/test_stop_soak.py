@@ -82,7 +82,7 @@ def plan_for(rng: random.Random, kind: str) -> tuple[list[dict[str, Any]], float
     grace = rng.choice([0.2, 0.5, 1.0])
     shapes = ENDING if kind == "end" else RESIST
     timeout = rng.uniform(0.4, 1.2) if kind == "timeout" else 0.0
-    tasks = []
+    tasks: list[dict[str, Any]] = []
     for i in range(rng.randint(2, 5)):
         name = rng.choice(sorted(shapes))
         extra: dict[str, Any] = {}
