@@ -33,7 +33,7 @@ from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
 from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.resume import fingerprint, plan_resume, settle_lost
+from orchestrator.records.resume import fingerprint, plan_resume, reopen, settle_lost
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import report, snapshot
 
@@ -45,6 +45,8 @@ class RunOptions:
     resume: bool = False
     live: bool = False
     json: bool = False
+    workspace_override: Path | None = None
+    """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -161,6 +163,7 @@ async def _run_locked(
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:
         settle_lost(opts.responses, journal, resumed.lost)
+        reopen(journal, resumed, plan)
         for note in resumed.notes():
             sys.stderr.write(note + "\n")
     settings = RunSettings(
@@ -189,6 +192,9 @@ async def _run_locked(
             "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
             state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
             fingerprints={t.id: fingerprint(t) for t in plan.tasks},
+            depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
+            plan_file=str(plan.source.resolve()) if plan.source else None,
+            workspace_override=str(opts.workspace_override) if opts.workspace_override else None,
         )  # fmt: skip
         try:
             async with channel.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:

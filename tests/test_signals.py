@@ -6,6 +6,7 @@ Each test runs a real `orchestrator run` in its own session and signals that pro
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -140,12 +141,20 @@ def test_after_sigkill_the_children_die_and_status_stops_the_leftovers(fleet: Fl
     assert processes_with_marker(run_id), "grandchildren outlive a SIGKILL until someone looks"
     done = fleet.cli("status", "--json")
     assert done.code == 0
-    assert '"state": "interrupted"' in done.out
+    shown = json.loads(done.out)
+    assert shown["run"]["state"] == "interrupted"
+    assert {a["id"]: a["state"] for a in shown["agents"]} == {"a": "lost", "b": "lost"}
     assert "stopped what its agents left running: a, b" in done.err
+    assert "hint: continue it with orchestrator run plan.yaml --resume" in done.err
     poll(lambda: not processes_with_marker(run_id), timeout=5, what="status to stop leftovers")
-    again = fleet.call("status")
+    again = fleet.cli("status")
     assert again.code == 0
-    assert again.err == "", "nothing left the second time"
+    assert "stopped" not in again.err, "nothing left the second time"
+    assert "lost with its orchestrator: a, b" in again.err
+    assert "orchestrator run plan.yaml --resume" in again.err
+    rows = [line.split() for line in again.out.splitlines() if line.startswith(("│ a ", "│ b "))]
+    assert [row[3] for row in rows] == ["lost", "lost"], again.out
+    assert "running" not in again.out
 
 
 def test_status_leaves_a_live_run_alone(fleet: Fleet) -> None:
@@ -155,7 +164,7 @@ def test_status_leaves_a_live_run_alone(fleet: Fleet) -> None:
     run_id = fleet.run_id()
     before = processes_with_marker(run_id)
     assert fleet.call("status").code == 0
-    assert sorted(processes_with_marker(run_id)) == sorted(before)
+    assert set(before) <= set(processes_with_marker(run_id)), "status stopped nothing"
     assert fleet.call("cancel", "--all").code == 0
     assert fleet.finish(run).code == 1
 

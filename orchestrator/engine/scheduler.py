@@ -111,8 +111,12 @@ class Run(RunQueries):
         self.ended_at = time.time()
 
     def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:
-        """Stop one agent (and with ``tree`` the agents it spawned); idempotent."""
+        """Stop one agent (and with ``tree`` the agents it spawned); idempotent. A task id
+        stands for its latest attempt, or for the task itself before it started."""
         self._check_known(agent_id)
+        trec = self.tasks.get(agent_id)
+        if trec is not None and trec.attempts:
+            agent_id = trec.attempts[-1]
         targets = self._subtree(agent_id) if tree else [agent_id]
         stopped = []
         for target in targets:

@@ -13,6 +13,7 @@ from orchestrator.view.snapshot import Snapshot
 
 STATE_STYLE = {
     "running": "cyan",
+    "stopping": "yellow",
     "succeeded": "green",
     "failed": "red",
     "blocked": "yellow",
@@ -28,10 +29,10 @@ STATE_STYLE = {
 
 def _elapsed(agent: dict[str, Any], now: float) -> str:
     started = agent.get("started")
-    if not started:
-        return "-"
-    end = agent.get("ended") or now
-    return f"{end - started:6.1f}s"
+    end = agent.get("ended") or (now if agent["state"] in ("running", "stopping") else None)
+    if not started or end is None:
+        return "-"  # not started, or it ended at a time nobody recorded (lost)
+    return f"{max(end - started, 0.0):6.1f}s"
 
 
 def rows_that_fit(console: Console) -> int:
@@ -52,7 +53,10 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
         ("last line", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1}),
     ):
         table.add_column(name, **kw)
-    agents = sorted(snapshot.agents, key=lambda a: (a["state"] != "running", a.get("started") or 0))
+    agents = sorted(
+        snapshot.agents,
+        key=lambda a: (a["state"] not in ("running", "stopping"), a.get("started") or 0),
+    )
     for agent in agents[:max_rows]:
         state = agent["state"]
         table.add_row(
