@@ -193,6 +193,7 @@ async def _run_locked(
             state="running", workspace=str(plan.workspace), budget_usd=plan.limits.budget_usd,
             fingerprints={t.id: fingerprint(t) for t in plan.tasks},
             depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
+            grace=plan.limits.grace,
             plan_file=str(plan.source.resolve()) if plan.source else None,
             workspace_override=str(opts.workspace_override) if opts.workspace_override else None,
         )  # fmt: skip
@@ -206,15 +207,21 @@ async def _run_locked(
                 reaper.cancel()
         finally:
             await pool.aclose()
-            await asyncio.to_thread(orphans.sweep_run, run_id)
+            survivors = await asyncio.to_thread(orphans.stop_run, run_id)
         final_state = "interrupted" if run.interrupted else "finished"
         code = run.exit_code()
+        if survivors:  # never pretend: the run could not stop everything it started
+            code = code or 1
+            sys.stderr.write(
+                f"error: could not stop {len(survivors)} process(es) of the run, even with "
+                f"SIGKILL: pids {', '.join(map(str, survivors))}\n"
+            )
         journal.record("run", state=final_state, ended=run.ended_at or time.time(),
                        exit_code=code, spent_usd=run.governor.spent_usd,
-                       fence=run.governor.fence)  # fmt: skip
+                       fence=run.governor.fence, survivors=survivors or None)  # fmt: skip
         journal.close()
         snap = snapshot.from_run(run, state=final_state)
-        snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+        snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors})
         report.write(opts.responses, report.render(snap))
         _print_summary(snap, opts)
     finally:

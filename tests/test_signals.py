@@ -83,6 +83,14 @@ def test_a_second_sigint_kills_at_once_even_with_a_long_grace(fleet: Fleet) -> N
     run.send_signal(signal.SIGINT)
     poll(lambda: fleet.journal().run.get("fence"), what="the fence after the first SIGINT")
     assert run.poll() is None, "the first SIGINT waits out the grace"
+    shown = fleet.call("status")
+    assert [line.split()[3] for line in shown.out.splitlines() if line.startswith("│ ")] == [
+        "stopping",
+        "stopping",
+    ], shown.out
+    assert "stopping 2 agent(s), up to 60s grace; Ctrl-C again kills at once" in shown.out
+    said = fleet.logs / "1.out"
+    poll(lambda: said.read_text().count("stopping: interrupted by SIGINT") == 2, what="the lines")
     t0 = time.monotonic()
     run.send_signal(signal.SIGINT)
     done = fleet.finish(run, timeout=15)

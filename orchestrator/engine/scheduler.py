@@ -277,6 +277,10 @@ class Run(RunQueries):
             self._signal_group(rec, signal.SIGKILL)
         if rec.stop is None:
             rec.stop = (state, reason)
+            grace = 0.0 if force else self.plan.limits.grace
+            line = self.recorder.stopping(rec, reason, grace)
+            if self._on_event is not None:
+                self._on_event(rec, line)
             rec.handle.cancel()
             return True
         if force and not rec.force:

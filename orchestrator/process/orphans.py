@@ -15,11 +15,13 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 from orchestrator.process.procfs import (
     all_pids,
     close_marked,
+    is_live,
     open_marked,
     signal_marked,
     stat_fields,
@@ -28,6 +30,8 @@ from orchestrator.process.procfs import (
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
 _SWEEP_PASSES = 8
+_SURVIVOR_PATIENCE = 2.0
+"""Seconds `stop_run` waits for SIGKILLed processes to be gone before naming them."""
 
 
 SPAWNED: set[int] = set()
@@ -83,6 +87,24 @@ def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> 
         if not found:
             break
     return signalled
+
+
+def stop_run(run_id: str, *, patience: float = _SURVIVOR_PATIENCE) -> list[int]:
+    """Kill every process of the run that is left (`sweep_run`), then wait up to ``patience``
+    seconds for them to be gone; the pids still alive after that (SIGKILL did not end them:
+    stuck in the kernel, or not ours to signal). Synchronous: call it through a thread."""
+    sweep_run(run_id)
+    deadline = time.monotonic() + patience
+    while True:
+        left = open_marked(run_id)
+        try:
+            alive = [m.pid for m in left if is_live(m.pid)]
+            if not alive or time.monotonic() >= deadline:
+                return sorted(alive)
+            signal_marked(left, signal.SIGKILL)
+        finally:
+            close_marked(left)
+        time.sleep(0.02)  # noqa: TID251 - runs in a worker thread, never on the event loop
 
 
 def set_not_dumpable() -> bool:

@@ -80,6 +80,14 @@ def footer(snapshot: Snapshot) -> str:
         line += f" | budget ${snapshot.spent_usd:.4f} of ${snapshot.budget_usd:.2f}"
     if snapshot.fence:
         line += f" | fence up: {snapshot.fence}"
+    stopping = counts.get("stopping", 0)
+    if stopping:
+        grace = snapshot.extra.get("grace")
+        wait = f", up to {grace:g}s grace" if grace else ""
+        again = (
+            "; Ctrl-C again kills at once" if str(snapshot.fence).startswith("interrupted") else ""
+        )
+        line += f"\nstopping {stopping} agent(s){wait}{again}"
     return line
 
 

@@ -31,6 +31,9 @@ def render(snapshot: Snapshot) -> str:
     ]
     if snapshot.fence:
         lines.append(f"- stopped: {snapshot.fence}")
+    if run.get("survivors"):
+        pids = ", ".join(map(str, run["survivors"]))
+        lines.append(f"- could not stop, even with SIGKILL: pids {pids}")
     build = snapshot.extra.get("build")
     if build:
         lines.append(f"- build check: {build}")

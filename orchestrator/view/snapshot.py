@@ -50,7 +50,7 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "task": r.task_id,
             "kind": r.kind,
             "role": r.role,
-            "state": r.state,
+            "state": "stopping" if r.state == "running" and r.stop is not None else r.state,
             "parent": r.parent,
             "attempt": r.attempt,
             "pid": r.pid,
@@ -88,7 +88,11 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
         fence=run.governor.fence,
         budget_usd=run.plan.limits.budget_usd,
         spent_usd=run.governor.spent_usd,
-        extra={"escalations": list(run.escalations), "build": run.build_state},
+        extra={
+            "escalations": list(run.escalations),
+            "build": run.build_state,
+            "grace": run.plan.limits.grace,
+        },
     )
 
 
@@ -127,6 +131,7 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
         fence=run.get("fence"),
         budget_usd=run.get("budget_usd"),
         spent_usd=float(run.get("spent_usd") or 0.0),
+        extra={"grace": run.get("grace")},
     )
 
 
