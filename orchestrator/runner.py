@@ -33,7 +33,14 @@ from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
 from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.resume import fingerprint, plan_resume, reopen, settle_lost
+from orchestrator.records.resume import (
+    fingerprint,
+    plan_resume,
+    reopen,
+    resume_command,
+    settle_lost,
+    tail_command,
+)
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import report, snapshot
 
@@ -166,11 +173,17 @@ async def _run_locked(
         reopen(journal, resumed, plan)
         for note in resumed.notes():
             sys.stderr.write(note + "\n")
+    how = {
+        "plan_file": str(plan.source.resolve()) if plan.source else None,
+        "workspace_override": str(opts.workspace_override) if opts.workspace_override else None,
+    }
     settings = RunSettings(
         responses=opts.responses,
         run_id=run_id,
         mode=opts.mode,
         base_depth=run_depth(os.environ),
+        resume_hint=resume_command(how, opts.responses),
+        tail_hint=tail_command(opts.responses),
     )
     live = opts.live and sys.stdout.isatty()
     run = Run(
@@ -194,8 +207,7 @@ async def _run_locked(
             fingerprints={t.id: fingerprint(t) for t in plan.tasks},
             depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
             grace=plan.limits.grace,
-            plan_file=str(plan.source.resolve()) if plan.source else None,
-            workspace_override=str(opts.workspace_override) if opts.workspace_override else None,
+            **how,
         )  # fmt: skip
         try:
             async with channel.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
@@ -264,7 +276,9 @@ async def _run_live(run: Run) -> None:
 
 def _print_summary(snap: snapshot.Snapshot, opts: RunOptions) -> None:
     if opts.json:
-        sys.stdout.write(json.dumps({**snap.as_status_json(), "tasks": list(snap.tasks)}) + "\n")
+        escalations = snap.extra.get("escalations", [])
+        out = {**snap.as_status_json(), "tasks": list(snap.tasks), "escalations": escalations}
+        sys.stdout.write(json.dumps(out) + "\n")
         return
     from rich.console import Console
 

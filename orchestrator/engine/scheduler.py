@@ -75,7 +75,13 @@ class Run(RunQueries):
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
-        self.repairs = Repairs(plan, self.governor, base_depth=settings.base_depth)
+        self.repairs = Repairs(
+            plan,
+            self.governor,
+            base_depth=settings.base_depth,
+            resume=settings.resume_hint,
+            tail=settings.tail_hint,
+        )
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)

@@ -36,6 +36,10 @@ class RunSettings:
     progress_cap: int = 50 * 1024 * 1024
     env: Mapping[str, str] | None = None
     """Where child environments are drawn from (default: os.environ)."""
+    resume_hint: str = "orchestrator run PLAN --resume"
+    """The command that continues this run, as a person types it (for next steps)."""
+    tail_hint: str = "orchestrator tail"
+    """The command that prints a progress file of this run (with ``--responses`` if needed)."""
 
 
 @dataclass(frozen=True)

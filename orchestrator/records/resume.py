@@ -114,6 +114,14 @@ def resume_command(run: Mapping[str, Any], responses: Path, *, cwd: Path | None 
     return shlex.join(args)
 
 
+def tail_command(responses: Path, *, cwd: Path | None = None) -> str:
+    """``orchestrator tail`` for this responses directory (an agent id goes after it)."""
+    here = Path.cwd() if cwd is None else cwd
+    if os.path.abspath(here / responses) == os.path.abspath(here / DEFAULT_RESPONSES):
+        return "orchestrator tail"
+    return shlex.join(["orchestrator", "tail", "--responses", _shown(responses, here)])
+
+
 def _shown(path: Path, cwd: Path) -> str:
     """``path`` relative to ``cwd`` when it is inside it, else absolute."""
     full = Path(os.path.abspath(cwd / path))

@@ -91,8 +91,25 @@ def footer(snapshot: Snapshot) -> str:
     return line
 
 
-def summary(snapshot: Snapshot) -> Table:
-    """The final table of tasks printed when a run ends."""
+def summary(snapshot: Snapshot) -> Group:
+    """What is printed when a run ends: the table of tasks, then every escalation."""
+    return Group(_task_table(snapshot), *escalation_lines(snapshot))
+
+
+def escalation_lines(snapshot: Snapshot) -> list[Text]:
+    """Each escalation: why, what blocked it, what was tried, the next step (as in REPORT.md)."""
+    out = []
+    for esc in snapshot.extra.get("escalations", []):
+        tried = "; ".join(esc.get("tried", [])) or "nothing"
+        text = Text(f"escalated: {esc['task']}: {esc['reason']}\n", style="bold red")
+        text.append(
+            f"  blocked by: {esc['blocker']}\n  tried: {tried}\n  next step: {esc['next_step']}"
+        )
+        out.append(text)
+    return out
+
+
+def _task_table(snapshot: Snapshot) -> Table:
     table = Table(title=f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}")
     for name in ("task", "state", "attempts", "fixers", "reason"):
         table.add_column(name, overflow="fold")
