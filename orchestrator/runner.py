@@ -7,19 +7,20 @@ before anything is written, then `run_plan` inside its one ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.control import channel, leftovers
+from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import AgentRecord, RunSettings
 from orchestrator.errors import (
@@ -148,13 +149,64 @@ async def run_plan(
     lock = RunLock(rundir)
     await asyncio.to_thread(lock.acquire)  # it may wait a moment for a probing reader
     try:
-        return await _run_locked(plan, opts, rundir, agents=agents)
+        plan = inherit_depth(plan, os.environ)
+        parent = quota.Parent.from_env(os.environ)
+        if parent is None:
+            return await _run_locked(plan, opts, rundir, agents=agents)
+        plan, granted = await _lease(parent, plan)
+        used = _Used()
+        try:
+            return await _run_locked(plan, opts, rundir, agents=agents, parent=parent, used=used)
+        finally:
+            await asyncio.to_thread(parent.release, granted - used.agents)
     finally:
         lock.release()
 
 
+def inherit_depth(plan: Plan, env: Mapping[str, str]) -> Plan:
+    """The plan with the smallest ``max_depth`` on the chain of nested runs that led here."""
+    try:
+        ceiling = int(env.get("ORCHESTRATOR_MAX_DEPTH", ""))
+    except ValueError:
+        return plan
+    if ceiling >= plan.limits.max_depth:
+        return plan
+    return replace(plan, limits=replace(plan.limits, max_depth=max(ceiling, 0)))
+
+
+async def _lease(parent: quota.Parent, plan: Plan) -> tuple[Plan, int]:
+    """A nested run's allotment from its parent: the plan with ``max_agents`` at most what was
+    granted and ``budget_usd`` at most the parent's budget left; refused when nothing is."""
+    from orchestrator.plan.graph import describe
+
+    lease = await asyncio.to_thread(parent.lease, describe(plan).most_agents)
+    if lease.granted <= 0:
+        raise EnvironmentProblem(
+            "error: the run that started this one has no agents left to lend "
+            f"(its max_agents={lease.parent_max_agents} counts every nested run); not starting"
+        )
+    limits = replace(plan.limits, max_agents=min(plan.limits.max_agents, lease.granted))
+    if lease.budget_left is not None:
+        own = plan.limits.budget_usd
+        budget = lease.budget_left if own is None else min(own, lease.budget_left)
+        limits = replace(limits, budget_usd=budget)
+    return replace(plan, limits=limits), lease.granted
+
+
+@dataclass
+class _Used:
+    agents: int = 0
+    """Agents the nested run counted (started, or lent on to its own nested runs)."""
+
+
 async def _run_locked(
-    plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
+    plan: Plan,
+    opts: RunOptions,
+    rundir: RunDir,
+    *,
+    agents: Callable[[str], Agent] | None,
+    parent: quota.Parent | None = None,
+    used: _Used | None = None,
 ) -> int:
     orphans.set_child_subreaper()
     orphans.set_not_dumpable()
@@ -177,7 +229,9 @@ async def _run_locked(
         "plan_file": str(plan.source.resolve()) if plan.source else None,
         "workspace_override": str(opts.workspace_override) if opts.workspace_override else None,
     }
+    exports = quota.exports(rundir.socket)
     settings = RunSettings(
+        exports=exports,
         responses=opts.responses,
         run_id=run_id,
         mode=opts.mode,
@@ -194,6 +248,7 @@ async def _run_locked(
         on_event=None if live or opts.json else _plain_printer(),
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
+        upstream=parent.charge if parent is not None else None,
     )
     loop = asyncio.get_running_loop()
     # Handlers from before the journal says "running" until after it says how the run ended:
@@ -210,16 +265,26 @@ async def _run_locked(
             **how,
         )  # fmt: skip
         try:
-            async with channel.open_control_server(run, rundir.socket), asyncio.TaskGroup() as tg:
-                reaper = tg.create_task(_reap_orphans_forever())
+            lend = functools.partial(quota.handle, run, token=exports[quota.TOKEN_VAR])
+            async with (
+                channel.open_control_server(run, rundir.socket, more=lend),
+                asyncio.TaskGroup() as tg,
+            ):
+                helpers = [tg.create_task(_reap_orphans_forever())]
+                if parent is not None:
+                    helpers.append(tg.create_task(parent.run_forwarder()))
                 if live:
                     await _run_live(run)
                 else:
                     await run.execute()
-                reaper.cancel()
+                for helper in helpers:
+                    helper.cancel()
         finally:
             await pool.aclose()
             survivors = await asyncio.to_thread(orphans.stop_run, run_id)
+            if parent is not None and used is not None:
+                used.agents = run.governor.started
+                await parent.flush()
         final_state = "interrupted" if run.interrupted else "finished"
         code = run.exit_code()
         if survivors:  # never pretend: the run could not stop everything it started

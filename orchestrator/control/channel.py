@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,16 @@ def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "code": 2, "error": f"error: unknown control op {op!r}"}
 
 
-def _answer(run: Run, line: bytes) -> bytes:
+Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""More ops for the socket: an answer, or None for a request it does not handle."""
+
+
+def _answer(run: Run, line: bytes, more: Handler | None = None) -> bytes:
     try:
         request = json.loads(line)
-        answer = handle(run, request) if isinstance(request, dict) else None
+        answer = None
+        if isinstance(request, dict):
+            answer = (more(request) if more is not None else None) or handle(run, request)
     except ValueError:
         answer = None
     if answer is None:
@@ -78,8 +84,15 @@ class _Server:
     IDLE = 5.0
     """A client that connects and says nothing is dropped after this long."""
 
-    def __init__(self, run: Run, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        run: Run,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        more: Handler | None = None,
+    ) -> None:
         self.run = run
+        self.more = more
         self.sock = sock
         self.loop = loop
         self.clients: dict[socket.socket, tuple[bytearray, asyncio.TimerHandle]] = {}
@@ -115,7 +128,8 @@ class _Server:
             return
         if line:
             try:
-                conn.send(_answer(self.run, line[:MAX_REQUEST]))  # small: fits the buffer
+                answer = _answer(self.run, line[:MAX_REQUEST], self.more)
+                conn.send(answer)  # small: fits the buffer
             except OSError:
                 pass  # the client went away; nothing to answer
         self.drop(conn)
@@ -150,8 +164,11 @@ def _bindable(path: Path) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
-    """Serve the control socket at ``path`` for as long as the block runs."""
+async def open_control_server(
+    run: Run, path: Path, *, more: Handler | None = None
+) -> AsyncIterator[None]:
+    """Serve the control socket at ``path`` for as long as the block runs (``more`` answers
+    the ops it knows before `handle` does)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a socket left by a killed orchestrator
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -165,7 +182,7 @@ async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
         sock.close()
         raise
     loop = asyncio.get_running_loop()
-    server = _Server(run, sock, loop)
+    server = _Server(run, sock, loop, more)
     loop.add_reader(sock.fileno(), server.on_accept)
     try:
         yield

@@ -66,17 +66,20 @@ def context(
 ) -> AgentContext:
     """What the agent of this attempt gets: its task, prompt, script, environment, callbacks.
 
-    Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent and the run's max_depth,
-    so an orchestrator started inside an agent refuses to go past it.
+    Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent, the run's max_depth (the
+    smallest on the chain of nested runs) and the run's quota socket (`settings.exports`), so an
+    orchestrator started inside an agent refuses to go past the depth and draws its agents
+    and budget from this run.
     """
     task = spawn.task
     env = child_env(
         agent_id=rec.id,
         run_id=settings.run_id,
         depth=rec.depth + 1,
-        extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
+        extra=dict(task.env),
         pass_env=task.pass_env + secrets,
         source=env,
+        run_vars={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **settings.exports},
     )
     return AgentContext(
         agent_id=rec.id,

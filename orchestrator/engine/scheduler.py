@@ -58,10 +58,11 @@ class Run(RunQueries):
         on_event: Callable[[AgentRecord, str], None] | None = None,
         done_tasks: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
+        upstream: Callable[[float], None] | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
-        self.governor = Governor(plan.limits)
+        self.governor = Governor(plan.limits, on_charge=upstream)
         self.journal = journal
         self._agent_for = agents
         self._prior = dict(prior_attempts or {})
@@ -154,6 +155,13 @@ class Run(RunQueries):
         for rec in list(self.agents.values()):
             if rec.state == "running":
                 loop.call_soon(self._stop, rec.id, "budget_exceeded", reason)
+
+    def charge(self, usd: float) -> None:
+        """A nested run one of our agents started spent ``usd``: it counts against our budget
+        (and, through ``upstream``, our parent's)."""
+        self.governor.charge(usd)
+        if self.governor.budget_spent:
+            self._budget_gone()
 
     def interrupt(self, signum: int) -> None:
         """A signal arrived: first time stop gracefully, second time kill at once."""

@@ -38,6 +38,8 @@ class RunSettings:
     """Where child environments are drawn from (default: os.environ)."""
     resume_hint: str = "orchestrator run PLAN --resume"
     """The command that continues this run, as a person types it (for next steps)."""
+    exports: Mapping[str, str] = field(default_factory=dict)
+    """Variables every child gets from the run (its quota socket and token, for nested runs)."""
     tail_hint: str = "orchestrator tail"
     """The command that prints a progress file of this run (with ``--responses`` if needed)."""
 
