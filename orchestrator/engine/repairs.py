@@ -14,7 +14,7 @@ from typing import Protocol
 from orchestrator import ids
 from orchestrator.engine import recovery, spawns
 from orchestrator.engine.governor import Governor
-from orchestrator.engine.state import AgentRecord, Spawn, TaskRecord
+from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentState, BuildChecked, Failed
 from orchestrator.plan.model import Plan, Task
 
@@ -41,19 +41,11 @@ class Host(Protocol):
 class Repairs:
     """One run's recovery: blockers, fixers, retries, build checks and escalations."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        governor: Governor,
-        *,
-        base_depth: int,
-        resume: str = "orchestrator run PLAN --resume",
-        tail: str = "orchestrator tail",
-    ) -> None:
+    def __init__(self, plan: Plan, governor: Governor, settings: RunSettings) -> None:
         self.plan = plan
         self._governor = governor
-        self._base_depth = base_depth
-        self._commands = (resume, tail)
+        self._base_depth = settings.base_depth
+        self._commands = (settings.resume_hint, settings.tail_hint)
         """How a person continues the run and reads a progress file (for next steps)."""
         self._policy = recovery.RecoveryState()
         self._builds: list[str] = []

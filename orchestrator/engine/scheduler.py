@@ -24,7 +24,7 @@ from orchestrator.engine.governor import Denial, Governor
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
-from orchestrator.engine.spawns import first_spawn, links
+from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import (
     AgentEvent,
@@ -76,13 +76,7 @@ class Run(RunQueries):
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
-        self.repairs = Repairs(
-            plan,
-            self.governor,
-            base_depth=settings.base_depth,
-            resume=settings.resume_hint,
-            tail=settings.tail_hint,
-        )
+        self.repairs = Repairs(plan, self.governor, settings)
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
@@ -186,13 +180,7 @@ class Run(RunQueries):
             self._ready.append(first_spawn(task, attempt, self.settings.base_depth, notes))
 
     def dependency_notes(self, task: Task) -> tuple[str, ...]:
-        notes = []
-        for dep in task.depends_on:
-            rec = self.tasks[dep]
-            last = rec.attempts[-1] if rec.attempts else dep
-            summary = self.agents[last].summary if last in self.agents else rec.reason
-            notes.append(f"{dep}: {summary or 'succeeded'} (progress: {last}.md)")
-        return tuple(notes)
+        return dependency_notes(task, self.tasks, self.agents)
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
@@ -405,16 +393,3 @@ class Run(RunQueries):
             return 128 + self._interrupted
         ok = all(t.state == "succeeded" for t in self.tasks.values())
         return 0 if ok and self.repairs.build_state in (None, "passed") else 1
-
-    # views for reports and tests
-    @property
-    def builds(self) -> list[str]:
-        return self.repairs.builds
-
-    @property
-    def build_state(self) -> str | None:
-        return self.repairs.build_state
-
-    @property
-    def escalations(self) -> list[dict[str, object]]:
-        return self.repairs.escalations

@@ -5,10 +5,12 @@ Pure functions from the plan and a decision; the repairs executor queues what th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from orchestrator import ids
 from orchestrator.engine import recovery
 from orchestrator.engine.blockers import fixer_prompt
-from orchestrator.engine.state import AgentRecord, Spawn
+from orchestrator.engine.state import AgentRecord, Spawn, TaskRecord
 from orchestrator.plan.model import AGENT_KINDS, PRESETS, Build, FixerSpec, Plan, Task
 
 
@@ -160,3 +162,16 @@ def build_spawn(build: Build, n: int, *, depth: int) -> Spawn:
         script=(),
         depth=depth,
     )
+
+
+def dependency_notes(
+    task: Task, tasks: Mapping[str, TaskRecord], agents: Mapping[str, AgentRecord]
+) -> tuple[str, ...]:
+    """What each dependency of ``task`` produced, one line each, for its context."""
+    notes = []
+    for dep in task.depends_on:
+        rec = tasks[dep]
+        last = rec.attempts[-1] if rec.attempts else dep
+        summary = agents[last].summary if last in agents else rec.reason
+        notes.append(f"{dep}: {summary or 'succeeded'} (progress: {last}.md)")
+    return tuple(notes)

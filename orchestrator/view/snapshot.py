@@ -89,8 +89,8 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
         budget_usd=run.plan.limits.budget_usd,
         spent_usd=run.governor.spent_usd,
         extra={
-            "escalations": list(run.escalations),
-            "build": run.build_state,
+            "escalations": run.repairs.escalations,
+            "build": run.repairs.build_state,
             "grace": run.plan.limits.grace,
         },
     )

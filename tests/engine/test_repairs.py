@@ -79,7 +79,7 @@ async def test_a_failed_fix_escalates_with_what_was_tried(make_run: MakeRun) -> 
     await run.execute()
     assert run.tasks["api"].state == "escalated"
     assert run.tasks["docs"].state == "skipped"
-    [esc] = run.escalations
+    [esc] = run.repairs.escalations
     assert esc["task"] == "api"
     assert "need credentials" in str(esc["blocker"])
     assert any("fix-api-1" in line for line in esc["tried"])  # type: ignore[attr-defined]
@@ -124,13 +124,13 @@ async def test_build_fix_cycles_stop_at_max_fix_cycles(make_run: MakeRun) -> Non
         build=Build(commands=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
     )
     await run.execute()
-    assert run.builds == ["build-1", "build-2", "build-3"]
+    assert run.repairs.builds == ["build-1", "build-2", "build-3"]
     assert [a.id for a in run.agents.values() if a.role == "fixer"] == [
         "fix-build-1",
         "fix-build-2",
     ]
-    assert run.build_state == "escalated"
-    assert "max_fix_cycles=2" in str(run.escalations[0]["reason"])
+    assert run.repairs.build_state == "escalated"
+    assert "max_fix_cycles=2" in str(run.repairs.escalations[0]["reason"])
     assert run.exit_code() == 1
 
 
@@ -144,12 +144,12 @@ async def test_configuration_errors_never_get_a_fixer(make_run: MakeRun) -> None
     await run.execute()
     assert run.tasks["cmd"].state == "failed"
     assert not [a for a in run.agents.values() if a.role == "fixer"]
-    assert run.build_state == "skipped"  # a task failed, so the build does not run
+    assert run.repairs.build_state == "skipped"  # a task failed, so the build does not run
     run2 = with_fixer(
         make_run(scripted("ok2")), Say("never"), build=Build(commands=("exit 127",), timeout=10)
     )
     await run2.execute()
-    assert run2.build_state == "failed"
+    assert run2.repairs.build_state == "failed"
     assert not [a for a in run2.agents.values() if a.role == "fixer"]
 
 
@@ -300,10 +300,10 @@ async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> 
     )
     run = Run(plan, base.settings, agents=base._agent_for)
     await run.execute()
-    assert run.builds == ["build-1", "build-2"]
+    assert run.repairs.builds == ["build-1", "build-2"]
     build1, second = run.agents["build-1"], run.agents["second"]
     assert build1.started is not None
     assert second.ended is not None
     assert build1.started < second.ended  # the mid-run check did not wait for the end
-    assert run.build_state == "passed"
+    assert run.repairs.build_state == "passed"
     assert run.exit_code() == 0
