@@ -106,6 +106,7 @@ def test_resume_after_sigint_starts_new_attempts_of_the_interrupted(fleet: Fleet
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running("gate")
     fleet.wait_state("a", "succeeded")
+    poll(lambda: ran(fleet)["gate"], what="gate to have acted")  # running is not acting yet
     run.send_signal(signal.SIGINT)
     assert fleet.finish(run).code == 130
     (fleet.workspace / "go").touch()
