@@ -48,6 +48,8 @@ RESIST = {
 }
 """Shapes that resist stopping: ignore TERM, escape the group or the parent, hold the pipes,
 exit before their children (``orphaner`` ends at once and leaves its children behind)."""
+FOREVER = ("stubborn", "setsid", "double-fork")
+"""The shapes that never end by themselves: the first task of a trial stopped from outside."""
 ENDING = {
     "orphaner": RESIST["orphaner"],
     "quick": "sleep 0.1",
@@ -85,6 +87,8 @@ def plan_for(rng: random.Random, kind: str) -> tuple[list[dict[str, Any]], float
     tasks: list[dict[str, Any]] = []
     for i in range(rng.randint(2, 5)):
         name = rng.choice(sorted(shapes))
+        if i == 0 and kind not in SELF_ENDING:
+            name = rng.choice(sorted(FOREVER))  # so the run is still going when it is stopped
         extra: dict[str, Any] = {}
         if timeout:
             extra["timeout"] = f"{timeout:.2f}"
@@ -112,6 +116,8 @@ def trial(fleet: Fleet, seed: int, kind: str) -> Trial:
             expected = {128 + signum, -signum}  # -signum: it came before the handlers were up
             if run.poll() is None:
                 run.send_signal(signum)
+            else:
+                result.problems.append("the run ended before it was stopped")
             if kind == "SIGINT-twice":
                 time.sleep(rng.uniform(0, grace))  # noqa: TID251 - a moment in the grace
                 if run.poll() is None:
