@@ -6,6 +6,7 @@ Each test runs a real `orchestrator run` in its own session and signals that pro
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import signal
@@ -34,6 +35,10 @@ def forever(tid: str, shell: str = "sleep 30", **kw: Any) -> dict[str, Any]:
 
 STUBBORN = "trap '' TERM; while :; do sleep 0.05; done"
 ESCAPES = "setsid sleep 30 & (sleep 30 &); sleep 30"
+
+
+def armed(path: Path) -> bool:
+    return path.exists() and "| armed" in path.read_text(encoding="utf-8")
 
 
 def ppid_of(pid: int) -> int:
@@ -76,9 +81,12 @@ def test_a_signal_stops_the_run_gracefully_with_its_exit_code(
 
 
 def test_a_second_sigint_kills_at_once_even_with_a_long_grace(fleet: Fleet) -> None:
-    fleet.plan(forever("a", STUBBORN), forever("b", STUBBORN), limits={"grace": 60})
+    arming = "trap '' TERM; echo armed; while :; do sleep 0.05; done"
+    fleet.plan(task("a", {"run": arming}), task("b", {"run": arming}), limits={"grace": 60})
     run = fleet.start("run", "plan.yaml", "--no-live")
-    fleet.wait_running("a", "b")
+    for path in (fleet.responses / "a.md", fleet.responses / "b.md"):
+        # running is not yet ignoring SIGTERM: wait until the trap is set
+        poll(functools.partial(armed, path), what=f"{path.name} armed")
     run_id = fleet.run_id()
     run.send_signal(signal.SIGINT)
     poll(lambda: fleet.journal().run.get("fence"), what="the fence after the first SIGINT")
