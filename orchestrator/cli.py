@@ -10,11 +10,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator.errors import OrchestratorError, PlanErrors, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.control.readers import Located
 
 app = typer.Typer(
     add_completion=False,
@@ -163,6 +166,7 @@ def run(
             live=not no_live,
             json=json_out,
             web=port if web else None,
+            workspace_override=workspace.resolve() if workspace is not None else None,
         )
         code = asyncio.run(run_plan(plan, opts))
     except OrchestratorError as exc:
@@ -198,6 +202,15 @@ def status(
                 f"running: {', '.join(stopped)}\n"
             )
     snap = with_last_lines(snapshot.from_journal(journal, alive=alive), responses)
+    if snap.run.get("state") == "interrupted":
+        from orchestrator.records.resume import resume_command
+
+        lost = [a["id"] for a in snap.agents if a["state"] == "lost"]
+        gone = f"; lost with its orchestrator: {', '.join(lost)}" if lost else ""
+        sys.stderr.write(
+            f"status: the run was interrupted{gone} (hint: continue it with "
+            f"{resume_command(journal.run, responses)})\n"
+        )
     if json_out:
         typer.echo(json.dumps(snap.as_status_json()))
         return
@@ -268,11 +281,15 @@ def peek(
     n: Annotated[int, typer.Option("-n", help="How many last lines.")] = 10,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
-    """The last lines of an agent's progress file; never blocks."""
+    """The last lines of an agent's progress file (a task's latest attempt); never blocks."""
+    from orchestrator.control.readers import pending_line
     from orchestrator.records.progress import last_lines
 
-    path = _known(responses, agent)
-    for line in last_lines(path, n):
+    where, alive = _locate(responses, agent)
+    if where.agent is None:
+        typer.echo(pending_line(where, alive=alive))
+        return
+    for line in last_lines(_file_of(responses, agent, where.agent), n):
         typer.echo(line)
 
 
@@ -284,18 +301,27 @@ def tail(
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
-    """Print an agent's progress file (and with -f, follow it until the agent ends)."""
+    """Print an agent's progress file (a task's latest attempt); -f follows it to the end."""
     import asyncio
 
-    from orchestrator.control.readers import follow_file
+    from orchestrator.control.readers import follow_file, follow_name, pending_line
     from orchestrator.records.rundir import RunDir, is_locked
 
-    path = _known(responses, agent)
+    where, alive = _locate(responses, agent)
     rundir = RunDir(responses)
+    if not follow:
+        if where.agent is None:
+            typer.echo(pending_line(where, alive=alive))
+            return
+        path = _file_of(responses, agent, where.agent)
+        asyncio.run(follow_file(path, follow=False, out=sys.stdout))
+        return
+    if where.agent is not None and where.task is None:
+        _file_of(responses, agent, where.agent)  # an agent without a file is unknown
     done = asyncio.run(
-        follow_file(path, follow=follow, out=sys.stdout, alive=lambda: is_locked(rundir))
+        follow_name(responses, agent, out=sys.stdout, alive=lambda: is_locked(rundir))
     )
-    if follow and not done:
+    if not done:
         sys.stderr.write(f"tail: no orchestrator is running; {agent} will not write more\n")
 
 
@@ -406,19 +432,35 @@ def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
         raise typer.Exit(130) from None
 
 
-def _known(responses: Path, agent: str) -> Path:
-    """The agent's progress file; exit 2 when there is none (or the id could not be one)."""
+def _locate(responses: Path, name: str) -> tuple[Located, bool]:
+    """What ``name`` stands for in the run recorded in ``responses``; exit 2 when nothing."""
+    from orchestrator.control.readers import load_located
+    from orchestrator.errors import UnknownAgentError
+    from orchestrator.records.rundir import RunDir
+
+    if not RunDir(responses).journal.exists():
+        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+    try:
+        return load_located(responses, name)
+    except UnknownAgentError as exc:
+        _fail(exc)
+
+
+def _file_of(responses: Path, name: str, agent_id: str) -> Path:
+    """The progress file of ``agent_id`` (which ``name`` stands for); exit 2 when missing."""
     from orchestrator.control.readers import progress_path
     from orchestrator.errors import UnknownAgentError
     from orchestrator.records.rundir import check_entry
 
     try:
-        path = progress_path(responses, agent)
+        path = progress_path(responses, agent_id)
         check_entry(path, os.lstat(path), "file")  # never a link, a FIFO, another's file
     except FileNotFoundError:
-        _fail(UnknownAgentError(agent))
+        _fail(UnknownAgentError(name))
     except OrchestratorError as exc:
         _fail(exc)
+    if agent_id != name:
+        sys.stderr.write(f"{name}: its latest attempt is {agent_id} ({path.name})\n")
     return path
 
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.control import channel, leftovers
+from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import AgentRecord, RunSettings
 from orchestrator.errors import (
@@ -38,7 +39,15 @@ from orchestrator.process import orphans
 from orchestrator.process.env import child_env
 from orchestrator.records.journal import Journal, JournalState, load
 from orchestrator.records.responses import check_responses
-from orchestrator.records.resume import ResumePlan, fingerprint, plan_resume, settle_lost
+from orchestrator.records.resume import (
+    ResumePlan,
+    fingerprint,
+    plan_resume,
+    reopen,
+    resume_command,
+    settle_lost,
+    tail_command,
+)
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import report, snapshot
 
@@ -52,6 +61,8 @@ class RunOptions:
     json: bool = False
     web: int | None = None
     """Serve the web view on this port (0: any free one) while the run goes on."""
+    workspace_override: Path | None = None
+    """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -161,7 +172,16 @@ async def run_plan(
     except OSError as exc:
         raise _unusable(exc, rundir.lock) from None
     try:
-        return await _run_locked(plan, opts, rundir, agents=agents)
+        plan = inherit_depth(plan, os.environ)
+        parent = quota.Parent.from_env(os.environ)
+        if parent is None:
+            return await _run_locked(plan, opts, rundir, agents=agents)
+        plan, granted = await _lease(parent, plan)
+        used = _Used()
+        try:
+            return await _run_locked(plan, opts, rundir, agents=agents, parent=parent, used=used)
+        finally:
+            await asyncio.to_thread(parent.release, granted - used.agents)
     finally:
         lock.release()
 
@@ -183,6 +203,42 @@ def _space_hint(code: int | None) -> str:
     return ""
 
 
+def inherit_depth(plan: Plan, env: Mapping[str, str]) -> Plan:
+    """The plan with the smallest ``max_depth`` on the chain of nested runs that led here."""
+    try:
+        ceiling = int(env.get("ORCHESTRATOR_MAX_DEPTH", ""))
+    except ValueError:
+        return plan
+    if ceiling >= plan.limits.max_depth:
+        return plan
+    return replace(plan, limits=replace(plan.limits, max_depth=max(ceiling, 0)))
+
+
+async def _lease(parent: quota.Parent, plan: Plan) -> tuple[Plan, int]:
+    """A nested run's allotment from its parent: the plan with ``max_agents`` at most what was
+    granted and ``budget_usd`` at most the parent's budget left; refused when nothing is."""
+    from orchestrator.plan.graph import describe
+
+    lease = await asyncio.to_thread(parent.lease, describe(plan).most_agents)
+    if lease.granted <= 0:
+        raise EnvironmentProblem(
+            "error: the run that started this one has no agents left to lend "
+            f"(its max_agents={lease.parent_max_agents} counts every nested run); not starting"
+        )
+    limits = replace(plan.limits, max_agents=min(plan.limits.max_agents, lease.granted))
+    if lease.budget_left is not None:
+        own = plan.limits.budget_usd
+        budget = lease.budget_left if own is None else min(own, lease.budget_left)
+        limits = replace(limits, budget_usd=budget)
+    return replace(plan, limits=limits), lease.granted
+
+
+@dataclass
+class _Used:
+    agents: int = 0
+    """Agents the nested run counted (started, or lent on to its own nested runs)."""
+
+
 async def _open_journal(
     plan: Plan, opts: RunOptions, rundir: RunDir
 ) -> tuple[Journal, str, ResumePlan | None]:
@@ -199,6 +255,7 @@ async def _open_journal(
     if resumed is not None:
         try:
             settle_lost(opts.responses, journal, resumed.lost)
+            reopen(journal, resumed, plan)
         except OSError:
             journal.close()
             raise
@@ -206,7 +263,13 @@ async def _open_journal(
 
 
 async def _run_locked(
-    plan: Plan, opts: RunOptions, rundir: RunDir, *, agents: Callable[[str], Agent] | None
+    plan: Plan,
+    opts: RunOptions,
+    rundir: RunDir,
+    *,
+    agents: Callable[[str], Agent] | None,
+    parent: quota.Parent | None = None,
+    used: _Used | None = None,
 ) -> int:
     orphans.set_child_subreaper()
     orphans.set_not_dumpable()
@@ -216,11 +279,19 @@ async def _run_locked(
         raise _unusable(exc, rundir.journal) from None
     for note in resumed.notes() if resumed is not None else ():
         sys.stderr.write(note + "\n")
+    how = {
+        "plan_file": str(plan.source.resolve()) if plan.source else None,
+        "workspace_override": str(opts.workspace_override) if opts.workspace_override else None,
+    }
+    exports = quota.exports(rundir.socket)
     settings = RunSettings(
+        exports=exports,
         responses=opts.responses,
         run_id=run_id,
         mode=opts.mode,
         base_depth=run_depth(os.environ),
+        resume_hint=resume_command(how, opts.responses),
+        tail_hint=tail_command(opts.responses),
     )
     live = opts.live and sys.stdout.isatty()
     pool = AgentPool(plan)
@@ -232,24 +303,31 @@ async def _run_locked(
         on_event=None if live or opts.json else _plain_printer(),
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
+        upstream=parent.charge if parent is not None else None,
     )
     loop = asyncio.get_running_loop()
     # Handlers from before the journal says "running" until after it says how the run ended:
     # a signal in between always ends in a recorded state, never in a bare KeyboardInterrupt.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, run.interrupt, sig)
+    survivors: list[int] = []
     try:
         async with _open_web(opts):  # the page outlives the run's end: it shows it
             async with contextlib.AsyncExitStack() as stack:
                 stack.push_async_callback(pool.aclose)
+                lend = functools.partial(quota.handle, run, token=exports[quota.TOKEN_VAR])
                 try:
-                    await stack.enter_async_context(channel.open_control_server(run, rundir.socket))
+                    await stack.enter_async_context(
+                        channel.open_control_server(run, rundir.socket, more=lend)
+                    )
                     journal.record(
                         "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
                         state="running", workspace=str(plan.workspace),
                         budget_usd=plan.limits.budget_usd,
                         fingerprints={t.id: fingerprint(t) for t in plan.tasks},
-                        graph={t.id: list(t.depends_on) for t in plan.tasks},
+                        depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
+                        grace=plan.limits.grace,
+                        **how,
                     )  # fmt: skip
                 except RunDirRefused:
                     journal.close()
@@ -259,35 +337,49 @@ async def _run_locked(
                     raise _unusable(exc, rundir.socket) from None
                 try:
                     async with asyncio.TaskGroup() as tg:
-                        reaper = tg.create_task(_reap_orphans_forever())
+                        helpers = [tg.create_task(_reap_orphans_forever())]
+                        if parent is not None:
+                            helpers.append(tg.create_task(parent.run_forwarder()))
                         if live:
                             await _run_live(run)
                         else:
                             await run.execute()
-                        reaper.cancel()
+                        for helper in helpers:
+                            helper.cancel()
                 finally:
-                    await asyncio.to_thread(orphans.sweep_run, run_id)
-            return _finish(run, journal, opts)
+                    survivors = await asyncio.to_thread(orphans.stop_run, run_id)
+                    if parent is not None and used is not None:
+                        used.agents = run.governor.started
+                        await parent.flush()
+            return _finish(run, journal, opts, survivors)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
-def _finish(run: Run, journal: Journal, opts: RunOptions) -> int:
+def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) -> int:
     """Record how the run ended, write REPORT.md, print the summary; the exit code.
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
-    records land in the space it keeps in reserve) and `StorageFailed` is raised last."""
+    records land in the space it keeps in reserve) and `StorageFailed` is raised last. A run
+    that could not stop every process it started names them and never exits 0."""
     stopped_by = run.recorder.failure
     final_state = "interrupted" if run.interrupted or stopped_by else "finished"
     code = run.exit_code()
+    if survivors:  # never pretend: the run could not stop everything it started
+        code = code or 1
+        sys.stderr.write(
+            f"error: could not stop {len(survivors)} process(es) of the run, even with "
+            f"SIGKILL: pids {', '.join(map(str, survivors))}\n"
+        )
     journal.record("run", state=final_state, ended=run.ended_at or time.time(),
                    exit_code=code, spent_usd=run.governor.spent_usd,
-                   fence=run.governor.fence, escalations=run.repairs.escalations,
+                   fence=run.governor.fence, survivors=survivors or None,
+                   escalations=run.repairs.escalations,
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    snap = replace(snap, run={**snap.run, "pid": os.getpid()})
+    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors})
     try:
         written: Path | None = report.write_all(opts.responses, snap)
     except OSError as exc:
@@ -355,7 +447,9 @@ async def _run_live(run: Run) -> None:
 
 def _print_summary(snap: snapshot.Snapshot, opts: RunOptions, written: Path | None) -> None:
     if opts.json:
-        sys.stdout.write(json.dumps({**snap.as_status_json(), "tasks": list(snap.tasks)}) + "\n")
+        escalations = snap.extra.get("escalations", [])
+        out = {**snap.as_status_json(), "tasks": list(snap.tasks), "escalations": escalations}
+        sys.stdout.write(json.dumps(out) + "\n")
         return
     from rich.console import Console
 

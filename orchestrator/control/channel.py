@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +90,13 @@ def problem(request: object) -> str | None:
     return None
 
 
-def _answer(run: Run, line: bytes) -> bytes:
+Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""More ops for the socket: an answer, or None for a request it does not handle."""
+
+
+def _answer(run: Run, line: bytes, more: Handler | None = None) -> bytes:
     why: str | None
+    request: Any = None
     if len(line) >= MAX_REQUEST:
         why = f"larger than {MAX_REQUEST} bytes"
     else:
@@ -103,6 +108,10 @@ def _answer(run: Run, line: bytes) -> bytes:
             why, request = "not JSON", None
         else:
             why = problem(request)
+    if why is not None and more is not None and isinstance(request, dict):
+        extra = more(request)  # the ops of nested runs (they check their own fields)
+        if extra is not None:
+            return json.dumps(extra).encode() + b"\n"
     if why is None:
         answer = handle(run, request)
     else:
@@ -122,8 +131,15 @@ class _Server:
     IDLE = 5.0
     """A client that connects and says nothing is dropped after this long."""
 
-    def __init__(self, run: Run, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        run: Run,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        more: Handler | None = None,
+    ) -> None:
         self.run = run
+        self.more = more
         self.sock = sock
         self.loop = loop
         self.clients: dict[socket.socket, tuple[bytearray, asyncio.TimerHandle]] = {}
@@ -159,7 +175,7 @@ class _Server:
             return
         if line:
             try:
-                conn.send(_answer(self.run, line))  # small: fits the buffer
+                conn.send(_answer(self.run, line, self.more))  # small: fits the buffer
             except OSError:
                 pass  # the client went away; nothing to answer
         self.drop(conn)
@@ -194,8 +210,11 @@ def _bindable(path: Path) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
-    """Serve the control socket at ``path`` for as long as the block runs.
+async def open_control_server(
+    run: Run, path: Path, *, more: Handler | None = None
+) -> AsyncIterator[None]:
+    """Serve the control socket at ``path`` for as long as the block runs (``more`` answers
+    the ops it knows before `handle` does).
 
     A socket left by a killed orchestrator is replaced; anything else in its place (a link,
     a file, a directory, another user's socket) is `RunDirRefused`."""
@@ -213,7 +232,7 @@ async def open_control_server(run: Run, path: Path) -> AsyncIterator[None]:
         sock.close()
         raise
     loop = asyncio.get_running_loop()
-    server = _Server(run, sock, loop)
+    server = _Server(run, sock, loop, more)
     loop.add_reader(sock.fileno(), server.on_accept)
     try:
         yield

@@ -79,8 +79,10 @@ def context(
 ) -> AgentContext:
     """What the agent of this attempt gets: its task, prompt, script, environment, callbacks.
 
-    Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent and the run's max_depth,
-    so an orchestrator started inside an agent refuses to go past it. No child gets the API
+    Children see ``ORCHESTRATOR_DEPTH`` one deeper than the agent, the run's max_depth (the
+    smallest on the chain of nested runs) and the run's quota socket (`settings.exports`), so an
+    orchestrator started inside an agent refuses to go past the depth and draws its agents
+    and budget from this run. No child gets the API
     key: agents that use a model get ``model``, the gateway's URL and their own token.
     """
     task = spawn.task
@@ -88,9 +90,10 @@ def context(
         agent_id=rec.id,
         run_id=settings.run_id,
         depth=rec.depth + 1,
-        extra={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **dict(task.env)},
+        extra=dict(task.env),
         pass_env=task.pass_env + pass_env,
         source=env,
+        run_vars={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **settings.exports},
     )
     return AgentContext(
         agent_id=rec.id,

@@ -31,11 +31,21 @@ class Denial:
 class Governor:
     """The run's limits and the counters they are checked against."""
 
-    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_charge: Callable[[float], None] | None = None,
+    ) -> None:
         self.limits = limits
         self.clock = clock
+        self._on_charge = on_charge
+        """Told of every cost charged here (a nested run forwards them to its parent)."""
         self.running = 0
         self.started = 0
+        self.lent = 0
+        """Agents lent to nested runs (counted in ``started`` until they are given back)."""
         self.peak_running = 0
         self.fence: str | None = None
         self.ledger = Ledger(limits.budget_usd)
@@ -88,6 +98,20 @@ class Governor:
     def released(self) -> None:
         self.running -= 1
 
+    def lend(self, wanted: int) -> int:
+        """Lend up to ``wanted`` agents to a nested run: they count as started here until
+        given back. None while the fence is up."""
+        granted = 0 if self.fence is not None else min(max(wanted, 0), self.agents_left)
+        self.started += granted
+        self.lent += granted
+        return granted
+
+    def take_back(self, unused: int) -> None:
+        """A nested run gives back agents it did not start."""
+        back = min(max(unused, 0), self.lent)
+        self.lent -= back
+        self.started -= back
+
     def raise_fence(self, reason: str) -> None:
         """From now on nothing new starts; the first reason is kept."""
         if self.fence is None:
@@ -135,8 +159,11 @@ class Governor:
         self.ledger.settle(reserved, actual)
 
     def charge(self, actual: float) -> None:
-        """Count money spent without a reservation (a child CLI reporting its own cost)."""
+        """Count money spent without a reservation (a child CLI reporting its own cost, a
+        nested run forwarding its costs); a nested run forwards it to its parent."""
         self.ledger.settle(0.0, actual)
+        if self._on_charge is not None and actual > 0:
+            self._on_charge(actual)
 
     @property
     def budget_spent(self) -> bool:

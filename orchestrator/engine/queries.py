@@ -55,9 +55,12 @@ class RunQueries:
         return waiters[first], first.result()
 
     def _record(self, agent_id: str) -> AgentRecord:
+        """The agent, or for a task id the task's latest attempt (a stand-in before one)."""
+        trec = self.tasks.get(agent_id)
+        if trec is not None and trec.attempts:
+            return self.agents[trec.attempts[-1]]
         rec = self.agents.get(agent_id)
         if rec is None:
-            trec = self.tasks.get(agent_id)
             if trec is None:
                 raise UnknownAgentError(agent_id)
             rec = AgentRecord(agent_id, agent_id, trec.task.agent, "task", 1, 0, None)

@@ -100,6 +100,16 @@ class Recorder:
         if self.journal is not None:
             self.journal.record("agent", id=rec.id, pid=rec.pid, pgid=rec.pid, pstart=rec.pstart)
 
+    def stopping(self, rec: AgentRecord, reason: str, grace: float) -> str:
+        """The agent is being stopped (its processes have ``grace`` s after SIGTERM); the line
+        that says so, also in its progress file."""
+        how = f"SIGTERM, SIGKILL after {grace:g}s" if grace > 0 else "SIGKILL"
+        line = f"stopping: {reason} ({how})"
+        self.progress.note(rec.id, line)
+        if self.journal is not None:
+            self.journal.record("agent", id=rec.id, stopping=reason)
+        return line
+
     def agent_ended(self, rec: AgentRecord, notes: list[str]) -> None:
         """The orchestrator's own ``notes`` (what happens next), the status line, the journal."""
         for line in notes:

@@ -87,6 +87,8 @@ class BuildFailed:
     exit_code: int
     output: str = ""
     failing_tests: tuple[str, ...] = ()
+    why: str = ""
+    """What the build check itself said about the failure (its command and exit code)."""
 
 
 Event: TypeAlias = AttemptEnded | FixerEnded | BuildFailed
@@ -102,6 +104,12 @@ class Capacity:
     max_fix_cycles: int = 2
     fix_timeouts: bool = False
     refusal: str = ""
+    no_fixer: str = ""
+    """Why the plan cannot make a fixer for this blocker's subject ("" when it can)."""
+    resume: str = "orchestrator run PLAN --resume"
+    """The command that continues the run, for next steps."""
+    tail: str = "orchestrator tail"
+    """The command (with ``--responses`` if needed) that prints an agent's progress file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,8 @@ class Escalate:
     reason: str
     tried: tuple[str, ...]
     next_step: str
+    blocker: str = ""
+    """The blocker that could not be removed, as one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +229,9 @@ def _attempt_ended(state: RecoveryState, ev: AttemptEnded, cap: Capacity) -> Dec
     if ev.kind == "permission":
         state = _put(state, ev.task_id, Subject(ev.attempt, "waiting", tried))
         hint = "allow the calls it needs (the task's permission_mode or allowed_tools), or "
-        return _escalate(state, ev.task_id, f"never fixed: {ev.reason}", "", hint)
+        blocker = Blocker(ev.task_id, ev.agent_id, "agent", ev.reason, ev.depth)
+        why = f"never fixed: {ev.reason}"
+        return _escalate(state, cap, blocker, ev.task_id, why, "", hint)
     if not is_fixable(ev.state, kind=ev.kind, fix_timeouts=cap.fix_timeouts):
         if ev.kind in NEVER_FIXED_KINDS:
             why = f"a {ev.kind} failure is never fixed: {ev.reason}"
@@ -245,7 +257,8 @@ def _build_failed(state: RecoveryState, ev: BuildFailed, cap: Capacity) -> Decis
         )
         state = _put(state, None, Subject(ev.build_n, "ended", tried))
         return state, (EndTask(None, "failed", why),)
-    blocker = Blocker(None, f"{ids.build_id(ev.build_n)}", "build", ev.output, 0, ev.failing_tests)
+    said = ev.output if ev.output.strip() else ev.why or f"exit code {ev.exit_code}, no output"
+    blocker = Blocker(None, ids.build_id(ev.build_n), "build", said, 0, ev.failing_tests)
     return _on_blocker(_put(state, None, Subject(ev.build_n, "waiting", tried)), blocker, cap)
 
 
@@ -260,15 +273,20 @@ def _on_blocker(state: RecoveryState, b: Blocker, cap: Capacity) -> Decision:
     if b.source == "build" and cycles >= cap.max_fix_cycles:
         why = f"still failing after {cycles} fix cycles (max_fix_cycles={cap.max_fix_cycles})"
         hint = "raise build.max_fix_cycles or "
-        return _escalate(state, who, f"{why}: {b.summary()}", note, hint)
+        return _escalate(state, cap, b, who, f"{why}: {b.summary()}", note, hint)
     if cap.refusal:
-        return _escalate(state, who, f"no fixer: {cap.refusal}", note, "")
+        return _escalate(state, cap, b, who, f"no fixer: {cap.refusal}", note, "")
+    if cap.no_fixer:
+        hint = "add a fixer: section to the plan (docs/plan.md) or "
+        return _escalate(state, cap, b, who, f"no fixer: {cap.no_fixer}", note, hint)
     if cap.agents_left <= 0:
         why = f"no agents left (max_agents={cap.max_agents})"
-        return _escalate(state, who, f"{why}: {b.summary()}", note, "raise limits.max_agents or ")
+        hint = "raise limits.max_agents or "
+        return _escalate(state, cap, b, who, f"{why}: {b.summary()}", note, hint)
     if depth > cap.max_depth:
         why = f"a fixer would run at depth {depth}, past max_depth={cap.max_depth}"
-        return _escalate(state, who, f"{why}: {b.summary()}", note, "raise limits.max_depth or ")
+        hint = "raise limits.max_depth or "
+        return _escalate(state, cap, b, who, f"{why}: {b.summary()}", note, hint)
     n = 1 + sum(1 for f in state.fixers.values() if f.blocker.task_id == who)
     while ids.fixer_id(who, n) in state.fixers:  # a task named "build" must not collide
         n += 1
@@ -293,10 +311,11 @@ def _join(state: RecoveryState, f: Fixer, b: Blocker, note: str, cap: Capacity) 
         return _retry(state, who, cap, cap.agents_left, fid)
     if f.status == "succeeded":
         why = f"still blocked after {fid} succeeded: {b.summary()}"
-        hint = f"see what {fid} changed (orchestrator tail {fid}), "
-        return _escalate(state, who, why, note, hint)
+        hint = f"see what {fid} changed ({cap.tail} {fid}), "
+        return _escalate(state, cap, b, who, why, note, hint)
     why = f"{fid} already {f.status} on this blocker: {b.summary()}"
-    return _escalate(state, who, why, note, f"read what {fid} tried (orchestrator tail {fid}), ")
+    hint = f"read what {fid} tried ({cap.tail} {fid}), "
+    return _escalate(state, cap, b, who, why, note, hint)
 
 
 def _fixer_ended(state: RecoveryState, ev: FixerEnded, cap: Capacity) -> Decision:
@@ -326,11 +345,10 @@ def _fixer_ended(state: RecoveryState, ev: FixerEnded, cap: Capacity) -> Decisio
             continue
         if status == "failed":
             why = f"{fid} {ev.outcome} without removing the blocker: {f.blocker.summary()}"
-            state, acts = _escalate(
-                state, who, why, "", f"read what {fid} tried (orchestrator tail {fid}), "
-            )
+            hint = f"read what {fid} tried ({cap.tail} {fid}), "
+            state, acts = _escalate(state, cap, f.blocker, who, why, "", hint)
         elif who is None:
-            state = _put(state, None, replace(sub, status="retrying"))
+            state = _put(state, None, replace(state.subjects[None], status="retrying"))
             acts = (Rebuild(state.build_cycles()),)
         else:
             state, acts = _retry(state, who, cap, left, fid)
@@ -343,22 +361,31 @@ def _retry(state: RecoveryState, who: str, cap: Capacity, left: int, fid: str) -
     if cap.refusal or left <= 0:
         why = cap.refusal or f"no agents left (max_agents={cap.max_agents})"
         hint = "" if cap.refusal else "raise limits.max_agents or "
-        return _escalate(state, who, f"{fid} succeeded but no retry can start: {why}", "", hint)
+        why = f"{fid} succeeded but no retry can start: {why}"
+        return _escalate(state, cap, state.fixers[fid].blocker, who, why, "", hint)
     attempt = state.subjects[who].attempt + 1
     state = _put(state, who, replace(state.subjects[who], attempt=attempt, status="retrying"))
     return state, (RetryTask(who, attempt),)
 
 
-def _escalate(state: RecoveryState, who: str | None, why: str, note: str, hint: str) -> Decision:
+def _escalate(
+    state: RecoveryState,
+    cap: Capacity,
+    blocker: Blocker,
+    who: str | None,
+    why: str,
+    note: str,
+    hint: str,
+) -> Decision:
     if note:
         state = _note(state, who, note)
     sub = state.subjects[who]
     state = _put(state, who, replace(sub, status="ended"))
     if who is None:
-        step = hint + "make the build pass by hand, then run the plan again with --resume"
+        step = hint + f"make the build pass by hand, then continue the run: {cap.resume}"
     else:
-        step = hint + f"remove the blocker of task {who} by hand, then run again with --resume"
-    return state, (Escalate(who, why, sub.tried, step),)
+        step = hint + f"remove the blocker of task {who} by hand, then continue: {cap.resume}"
+    return state, (Escalate(who, why, sub.tried, step, blocker.summary()),)
 
 
 def _put(state: RecoveryState, who: str | None, sub: Subject) -> RecoveryState:

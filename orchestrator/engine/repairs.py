@@ -14,7 +14,7 @@ from typing import Protocol
 from orchestrator import ids
 from orchestrator.engine import recovery, spawns
 from orchestrator.engine.governor import Governor
-from orchestrator.engine.state import AgentRecord, Spawn, TaskRecord
+from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentState, Blocked, BuildChecked, Failed
 from orchestrator.plan.model import Plan, Task
 
@@ -41,10 +41,12 @@ class Host(Protocol):
 class Repairs:
     """One run's recovery: blockers, fixers, retries, build checks and escalations."""
 
-    def __init__(self, plan: Plan, governor: Governor, *, base_depth: int) -> None:
+    def __init__(self, plan: Plan, governor: Governor, settings: RunSettings) -> None:
         self.plan = plan
         self._governor = governor
-        self._base_depth = base_depth
+        self._base_depth = settings.base_depth
+        self._commands = (settings.resume_hint, settings.tail_hint)
+        """How a person continues the run and reads a progress file (for next steps)."""
         self._policy = recovery.RecoveryState()
         self._builds: list[str] = []
         self._results: dict[str, BuildChecked] = {}
@@ -75,7 +77,9 @@ class Repairs:
         """A build check reported its result (an event from the build agent)."""
         self._results[agent_id] = result
 
-    def capacity(self) -> recovery.Capacity:
+    def capacity(self, subject: str | None = None) -> recovery.Capacity:
+        """What the limits allow now; ``subject`` is the task (None: the build) whose blocker
+        is being decided, so the policy knows whether the plan can make it a fixer."""
         gov, lim = self._governor, self.plan.limits
         refusal = ""
         if gov.fence is not None:
@@ -89,6 +93,9 @@ class Repairs:
             max_fix_cycles=self.plan.build.max_fix_cycles,
             fix_timeouts=self.plan.fixer.fix_timeouts,
             refusal=refusal,
+            no_fixer=spawns.why_no_fixer(self.plan, subject),
+            resume=self._commands[0],
+            tail=self._commands[1],
         )
 
     def decide(self, rec: AgentRecord) -> tuple[recovery.Action, ...] | None:
@@ -96,7 +103,9 @@ class Repairs:
 
         `spawns.links` renders them for the agent's progress file; `apply` carries them out."""
         event: recovery.Event
+        subject: str | None = None
         if rec.role == "task":
+            subject = rec.task_id
             kind = rec.terminal.kind if isinstance(rec.terminal, Failed | Blocked) else ""
             kind = "" if kind == "agent" else kind
             known = rec.task_id in self._policy.subjects
@@ -116,9 +125,9 @@ class Repairs:
             if rec.state == "succeeded" or result is None:
                 return None
             event = recovery.BuildFailed(
-                rec.attempt, result.exit_code, result.tail, result.failing_tests
+                rec.attempt, result.exit_code, result.tail, result.failing_tests, rec.reason
             )
-        self._policy, actions = recovery.decide(self._policy, event, self.capacity())
+        self._policy, actions = recovery.decide(self._policy, event, self.capacity(subject))
         return actions
 
     def apply(
@@ -135,10 +144,7 @@ class Repairs:
             match action:
                 case recovery.SpawnFixer():
                     spawn = spawns.fixer_spawn(self.plan, action, rec, self._build_output())
-                    if spawn is None:
-                        why = f"the plan's fixer: section cannot fix a {rec.kind} agent"
-                        self.apply(rec, self._fixer_not_started(action, why), host)
-                        continue
+                    assert spawn is not None, "the policy is told (Capacity.no_fixer) first"
                     for tid in action.tasks:
                         host.tasks[tid].fixers.append(action.fixer_id)
                         host.tasks[tid].state = "blocked"
@@ -148,7 +154,7 @@ class Repairs:
                 case recovery.Rebuild():
                     host.start_now(self._next_build())
                 case recovery.Escalate(task_id=tid, reason=why):
-                    self._escalate(action, self._files_of(host, tid), _last_reason(host, tid))
+                    self._escalate(action, self._files_of(host, tid))
                     if tid is not None:
                         host.settle_task(tid, "escalated", why)
                 case recovery.EndTask(task_id=tid, state=state, reason=why):
@@ -159,14 +165,6 @@ class Repairs:
                 case recovery.Wait():
                     if rec.role == "task" and rec.state == "blocked":
                         host.tasks[rec.task_id].state = "blocked"
-
-    def _fixer_not_started(
-        self, action: recovery.SpawnFixer, why: str
-    ) -> tuple[recovery.Action, ...]:
-        """The plan cannot make this fixer: the policy hears it failed at once."""
-        failed = recovery.FixerEnded(action.fixer_id, "failed", why)
-        self._policy, actions = recovery.decide(self._policy, failed, self.capacity())
-        return actions
 
     def escalate_model_traffic(self, reason: str) -> None:
         """The gateway stopped the run's model traffic (a bad key, no credit): escalated once,
@@ -184,18 +182,13 @@ class Repairs:
             }
         )
 
-    def _escalate(self, action: recovery.Escalate, files: list[str], fallback: str) -> None:
-        blocker = next(
-            (f.blocker.summary() for f in reversed(list(self._policy.fixers.values()))
-             if action.task_id in f.serves),
-            fallback,
-        )  # fmt: skip
+    def _escalate(self, action: recovery.Escalate, files: list[str]) -> None:
         if action.task_id is None:
             self._build_state = "escalated"
         self._escalations.append(
             {
                 "task": action.task_id or "(the build)",
-                "blocker": blocker,
+                "blocker": action.blocker,
                 "reason": action.reason,
                 "tried": list(action.tried),
                 "next_step": action.next_step,
@@ -252,8 +245,3 @@ class Repairs:
         if self._build_state in (None, "passed"):
             self._build_state = "skipped"
         return None
-
-
-def _last_reason(host: Host, task_id: str | None) -> str:
-    rec = host.agents.get(host.tasks[task_id].attempts[-1]) if task_id else None
-    return rec.reason if rec else "(see the build output)"

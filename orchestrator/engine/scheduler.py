@@ -26,7 +26,7 @@ from orchestrator.engine.models import ModelTraffic
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
-from orchestrator.engine.spawns import first_spawn, links
+from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import (
     AgentEvent,
@@ -60,10 +60,11 @@ class Run(RunQueries):
         on_event: Callable[[AgentRecord, str], None] | None = None,
         done_tasks: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
+        upstream: Callable[[float], None] | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
-        self.governor = Governor(plan.limits)
+        self.governor = Governor(plan.limits, on_charge=upstream)
         self.journal = journal
         self._agent_for = agents
         self._prior = dict(prior_attempts or {})
@@ -77,7 +78,7 @@ class Run(RunQueries):
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
-        self.repairs = Repairs(plan, self.governor, base_depth=settings.base_depth)
+        self.repairs = Repairs(plan, self.governor, settings)
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
@@ -117,8 +118,12 @@ class Run(RunQueries):
         self.ended_at = time.time()
 
     def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:
-        """Stop one agent (and with ``tree`` the agents it spawned); idempotent."""
+        """Stop one agent (and with ``tree`` the agents it spawned); idempotent. A task id
+        stands for its latest attempt, or for the task itself before it started."""
         self._check_known(agent_id)
+        trec = self.tasks.get(agent_id)
+        if trec is not None and trec.attempts:
+            agent_id = trec.attempts[-1]
         targets = self._subtree(agent_id) if tree else [agent_id]
         self.models.refuse(targets, "cancelled by request")  # its next request is refused
         why = "cancelled by request"
@@ -162,6 +167,13 @@ class Run(RunQueries):
             return [agent_id]
         return self.cancel(agent_id)
 
+    def charge(self, usd: float) -> None:
+        """A nested run one of our agents started spent ``usd``: it counts against our budget
+        (and, through ``upstream``, our parent's)."""
+        self.governor.charge(usd)
+        if self.governor.budget_spent:
+            self._budget_gone()
+
     def interrupt(self, signum: int) -> None:
         """A signal arrived: first time stop gracefully, second time kill at once."""
         force = self._interrupted is not None
@@ -185,13 +197,7 @@ class Run(RunQueries):
             self._ready.append(first_spawn(task, attempt, self.settings.base_depth, notes))
 
     def dependency_notes(self, task: Task) -> tuple[str, ...]:
-        notes = []
-        for dep in task.depends_on:
-            rec = self.tasks[dep]
-            last = rec.attempts[-1] if rec.attempts else dep
-            summary = self.agents[last].summary if last in self.agents else rec.reason
-            notes.append(f"{dep}: {summary or 'succeeded'} (progress: {last}.md)")
-        return tuple(notes)
+        return dependency_notes(task, self.tasks, self.agents)
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
@@ -294,6 +300,10 @@ class Run(RunQueries):
             self._signal_group(rec, signal.SIGKILL)
         if rec.stop is None:
             rec.stop = (state, reason)
+            grace = 0.0 if force else self.plan.limits.grace
+            line = self.recorder.stopping(rec, reason, grace)
+            if self._on_event is not None:
+                self._on_event(rec, line)
             rec.handle.cancel()
             return True
         if force and not rec.force:

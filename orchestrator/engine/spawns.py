@@ -5,11 +5,13 @@ Pure functions from the plan and a decision; the repairs executor queues what th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from orchestrator import ids
 from orchestrator.engine import recovery
 from orchestrator.engine.blockers import fixer_prompt
-from orchestrator.engine.state import AgentRecord, Spawn
-from orchestrator.plan.model import AGENT_KINDS, PRESETS, Build, Plan, Task
+from orchestrator.engine.state import AgentRecord, Spawn, TaskRecord
+from orchestrator.plan.model import AGENT_KINDS, PRESETS, Build, FixerSpec, Plan, Task
 
 
 def links(actions: tuple[recovery.Action, ...] | None) -> list[str]:
@@ -32,20 +34,37 @@ def links(actions: tuple[recovery.Action, ...] | None) -> list[str]:
     return out
 
 
+def why_no_fixer(plan: Plan, task_id: str | None) -> str:
+    """Why the plan cannot make a fixer for a blocker of ``task_id`` (None: the build); "" when
+    it can. Without a ``fixer:`` section a task's fixer is an agent of the task's own kind, and
+    a scripted task or the build has none."""
+    spec = plan.fixer
+    base = plan.task(task_id) if task_id is not None else None
+    kind = spec.agent or (base.agent if base is not None else "scripted")
+    subject = "the build" if task_id is None else f"a {kind} task"
+    if spec == FixerSpec():
+        if kind in ("scripted", "command", "build"):
+            return f"the plan has no fixer: section, and {subject} has no fixer of its own"
+        return ""
+    if kind == "scripted" and not spec.script:
+        return "the plan's fixer: section gives a scripted fixer no script"
+    if kind == "command" and not spec.command:
+        return "the plan's fixer: section gives a command fixer no command"
+    if kind not in AGENT_KINDS and kind not in PRESETS:
+        return f"the plan's fixer: section names agent {kind!r}, which cannot fix"
+    return ""
+
+
 def fixer_spawn(
     plan: Plan, action: recovery.SpawnFixer, blocked: AgentRecord, build_output: str
 ) -> Spawn | None:
     """The fixer the plan's ``fixer:`` section makes for this blocker; None if it makes none."""
     spec = plan.fixer
     task_id = action.blocker.task_id
+    if why_no_fixer(plan, task_id):
+        return None
     base = plan.task(task_id) if task_id is not None else None
     kind = spec.agent or (base.agent if base is not None else "scripted")
-    if kind == "scripted" and not spec.script:
-        return None
-    if kind == "command" and not spec.command:
-        return None
-    if kind not in AGENT_KINDS and kind not in PRESETS:
-        return None
     prompt = fixer_prompt(
         spec.prompt,
         blocker=action.blocker,
@@ -148,3 +167,16 @@ def build_spawn(build: Build, n: int, *, depth: int) -> Spawn:
         script=(),
         depth=depth,
     )
+
+
+def dependency_notes(
+    task: Task, tasks: Mapping[str, TaskRecord], agents: Mapping[str, AgentRecord]
+) -> tuple[str, ...]:
+    """What each dependency of ``task`` produced, one line each, for its context."""
+    notes = []
+    for dep in task.depends_on:
+        rec = tasks[dep]
+        last = rec.attempts[-1] if rec.attempts else dep
+        summary = agents[last].summary if last in agents else rec.reason
+        notes.append(f"{dep}: {summary or 'succeeded'} (progress: {last}.md)")
+    return tuple(notes)

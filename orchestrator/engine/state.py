@@ -40,6 +40,12 @@ class RunSettings:
     """Where child environments are drawn from (default: os.environ); also where the model
     gateway finds the API key and the upstream URL."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    resume_hint: str = "orchestrator run PLAN --resume"
+    """The command that continues this run, as a person types it (for next steps)."""
+    exports: Mapping[str, str] = field(default_factory=dict)
+    """Variables every child gets from the run (its quota socket and token, for nested runs)."""
+    tail_hint: str = "orchestrator tail"
+    """The command that prints a progress file of this run (with ``--responses`` if needed)."""
 
 
 @dataclass(frozen=True)

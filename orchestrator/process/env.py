@@ -27,8 +27,12 @@ def child_env(
     extra: Mapping[str, str] = {},
     pass_env: tuple[str, ...] = (),
     source: Mapping[str, str] | None = None,
+    run_vars: Mapping[str, str] = {},
 ) -> dict[str, str]:
     """The environment of a child process: an allowlist, the run's markers, nothing secret.
+
+    ``run_vars`` (the run's limits and quota socket, for nested runs) come after the plan's
+    ``extra``, so a task's ``env`` can never raise a limit its run passes down.
 
     The orchestrator's own interpreter directory goes first on PATH, so ``python`` in a plan
     means the Python the orchestrator runs on. The names in ``pass_env`` are copied too,
@@ -41,6 +45,7 @@ def child_env(
         if name in src and name not in SECRET_NAMES:
             env[name] = src[name]
     env.update(extra)
+    env.update(run_vars)
     bindir = os.path.dirname(sys.executable)
     path = env.get("PATH", os.defpath)
     if bindir and path.split(os.pathsep)[0] != bindir:

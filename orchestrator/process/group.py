@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from orchestrator.process.procfs import group_has_live_member, process_start_time
 
 _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
+_GONE_TIMEOUT = 2.0
+"""And this long for the rest of its group to die."""
 
 
 class ProcessLike(Protocol):
@@ -35,11 +37,13 @@ async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
     """Stop ``proc``'s whole process group: SIGTERM, up to ``grace`` s, SIGKILL, reap.
 
     Idempotent, and fine when the process has already exited (then only leftovers of the group
-    get SIGKILL). Cancelled again while waiting out the grace period, it sends SIGKILL at once
-    and lets ``CancelledError`` through. Returns the exit code, or None when the process did
-    not die even after SIGKILL (stuck in the kernel).
+    get SIGKILL). Cancelled while waiting out the grace period, it sends SIGKILL at once; what
+    follows SIGKILL (the reap, the group's last members dying) is bounded and is finished
+    even when cancelled, and then ``CancelledError`` goes on. Returns the exit code, or None
+    when the process did not die even after SIGKILL (stuck in the kernel).
     """
     pgid = proc.pid
+    cancelled: asyncio.CancelledError | None = None
     try:
         if proc.returncode is None:
             kill_group(pgid, signal.SIGTERM)
@@ -48,28 +52,57 @@ async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
                     await proc.wait()
             except TimeoutError:
                 pass
-    finally:
-        # Also runs when cancelled during the grace wait: the second cancel means "now".
-        kill_group(pgid, signal.SIGKILL)
-    if proc.returncode is None:
-        try:
-            async with asyncio.timeout(_REAP_TIMEOUT):
-                await proc.wait()
-        except TimeoutError:
-            pass
-    await _wait_group_gone(pgid, 2.0)
+    except asyncio.CancelledError as exc:
+        cancelled = exc  # a second cancel means "now": SIGKILL, finish the reap, re-raise
+    kill_group(pgid, signal.SIGKILL)
+    interrupted = await _finish(_reaped(proc), _REAP_TIMEOUT)
+    interrupted |= await _finish(_wait_group_gone(pgid), _GONE_TIMEOUT)
+    if cancelled is not None:
+        raise cancelled
+    if interrupted:
+        raise asyncio.CancelledError
     return proc.returncode
 
 
-async def _wait_group_gone(pgid: int, limit: float) -> None:
-    """Wait (bounded) until no member of the group is left, SIGKILL having been sent.
+async def _reaped(proc: ProcessLike) -> None:
+    if proc.returncode is None:
+        await proc.wait()
+
+
+async def _finish(aw: Coroutine[Any, Any, None], limit: float) -> bool:
+    """Run ``aw`` for at most ``limit`` seconds, and on even when the caller is cancelled
+    meanwhile: cleanup after SIGKILL must not be cut short. True when the caller was
+    cancelled (it re-raises once its cleanup is done)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    task = asyncio.ensure_future(aw)  # awaited to its end below, never left behind
+    cancelled = False
+    while not task.done() and (left := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait([task], timeout=left)
+        except asyncio.CancelledError:
+            cancelled = True
+    if not task.done():
+        task.cancel()
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not task.cancelled() and (error := task.exception()) is not None:
+        raise error
+    return cancelled
+
+
+async def _wait_group_gone(pgid: int) -> None:
+    """Wait until no member of the group is left, SIGKILL having been sent (bounded by the
+    caller).
 
     A killed grandchild takes a moment to die; returning before it has would let a caller
     report "stopped" while a process of the group is still there.
     """
-    deadline = time.monotonic() + limit
     delay = 0.001
-    while time.monotonic() < deadline:
+    while True:
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):

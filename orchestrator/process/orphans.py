@@ -15,11 +15,13 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 from orchestrator.process.procfs import (
     all_pids,
     close_marked,
+    is_live,
     open_marked,
     signal_marked,
     stat_fields,
@@ -29,12 +31,12 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
 _SWEEP_PASSES = 8
+_SURVIVOR_PATIENCE = 2.0
+"""Seconds `stop_run` waits for SIGKILLed processes to be gone before naming them."""
 
 
-SPAWNING = [0]
-"""Spawns under way (forked, not yet in SPAWNED): the reaper waits while any are."""
 SPAWNED: set[int] = set()
-"""Direct children started here and not yet waited for: asyncio's watcher reaps those.
+"""Direct children started here and not yet reaped by their spawner (`process.spawn`).
 Process-wide by nature (it mirrors the kernel's list of our children), hence module state."""
 
 
@@ -42,11 +44,10 @@ def reap_orphans() -> list[int]:
     """Reap zombie children we did not spawn ourselves: descendants re-parented to us as
     the child subreaper. Never touches our own direct children (asyncio waits for those).
 
-    Call it on the event loop's thread: a child forked but not yet recorded in `SPAWNED`
-    would look adopted, so no reaping happens while a spawn is under way (`SPAWNING`).
+    Call it on the event loop's thread, where children are spawned: a spawn forks and
+    records the child in `SPAWNED` without yielding in between, so a child of ours never
+    looks adopted.
     """
-    if SPAWNING[0]:
-        return []
     try:
         if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             return []  # nothing waitable: skip the /proc scan
@@ -87,6 +88,24 @@ def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> 
         if not found:
             break
     return signalled
+
+
+def stop_run(run_id: str, *, patience: float = _SURVIVOR_PATIENCE) -> list[int]:
+    """Kill every process of the run that is left (`sweep_run`), then wait up to ``patience``
+    seconds for them to be gone; the pids still alive after that (SIGKILL did not end them:
+    stuck in the kernel, or not ours to signal). Synchronous: call it through a thread."""
+    sweep_run(run_id)
+    deadline = time.monotonic() + patience
+    while True:
+        left = open_marked(run_id)
+        try:
+            alive = [m.pid for m in left if is_live(m.pid)]
+            if not alive or time.monotonic() >= deadline:
+                return sorted(alive)
+            signal_marked(left, signal.SIGKILL)
+        finally:
+            close_marked(left)
+        time.sleep(0.02)  # noqa: TID251 - runs in a worker thread, never on the event loop
 
 
 def set_not_dumpable() -> bool:

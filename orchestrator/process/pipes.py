@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from orchestrator.process.group import kill_group
 from orchestrator.process.lines import LineSplitter, Stream
@@ -21,6 +22,10 @@ LINES_PER_TURN = 1024
 """Lines all pipes together may deliver per event-loop turn (see `Pipes`)."""
 SPAWNS_PER_TURN = 4
 """Children started per event-loop turn (see `spawn_turn`)."""
+READ_CHUNK = 256 * 1024
+"""Bytes read from one pipe per wake-up."""
+FINAL_READ = 4 * 1024 * 1024
+"""Bytes `Pipes.close` reads at most per pipe after the group was stopped."""
 
 
 class TurnBudget:
@@ -74,12 +79,15 @@ async def spawn_turn(loop: asyncio.AbstractEventLoop) -> None:
     budget.spend(1)
 
 
-class Pipes(asyncio.SubprocessProtocol):
-    """Turns the child's pipe callbacks into lines and its exit into a future.
+class Pipes:
+    """A child's stdout and stderr read straight from their descriptors, as lines.
 
-    At most `LINES_PER_TURN` lines are handled per loop turn by all pipes of all children
-    together (`TurnBudget`): the rest of a chunk waits, with reading paused, until the next
-    turn, so a hundred children printing as fast as they can cannot stall the event loop.
+    Readers are registered with the event loop synchronously (no connect step that could be
+    cancelled half-way), and nothing ever waits for the pipes: `closed` only tells whether
+    both reached EOF. At most `LINES_PER_TURN` lines are handled per loop turn by all pipes of
+    all children together (`TurnBudget`): the rest of a chunk waits, with that descriptor off
+    the loop, until the next turn, so a hundred children printing as fast as they can cannot
+    stall the event loop. `close` reads what is still buffered (bounded) and delivers it.
     """
 
     def __init__(
@@ -87,69 +95,100 @@ class Pipes(asyncio.SubprocessProtocol):
         loop: asyncio.AbstractEventLoop,
         on_line: Callable[[Stream, str], None],
         max_line: int,
+        fds: Mapping[int, int],
+        *,
+        pgid: int,
         on_activity: Callable[[], None] | None = None,
     ) -> None:
-        self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.error: Exception | None = None
-        self.pgid = 0
+        self.pgid = pgid
         self.progress = 0
         """Bytes turned into lines so far: `run_streaming` drains while this grows."""
         self._loop = loop
+        self._fds = dict(fds)
+        """Stream number (1 stdout, 2 stderr) -> our read end, while it is open."""
         self._on_activity = on_activity
         """Told of every chunk read, line or not: dots and ``\\r`` bars are output too."""
-        self._transport: asyncio.BaseTransport | None = None
-        self._open = {1, 2}
         self._backlog: dict[int, bytes] = {}
         self._splitters: dict[int, LineSplitter] = {
             1: LineSplitter(functools.partial(on_line, "stdout"), max_line),
             2: LineSplitter(functools.partial(on_line, "stderr"), max_line),
         }
+        for key, fd in self._fds.items():
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._readable, key)
 
     @property
     def backlogged(self) -> bool:
         """Output already read but not yet delivered (waiting for a turn's line budget)."""
         return bool(self._backlog)
 
-    def deliver_backlog(self) -> None:
-        """Deliver what was read and held back, at once: nothing read is ever dropped."""
-        for fd in list(self._backlog):
-            self._consume(fd, self._backlog.pop(fd), None)
+    def close(self) -> None:
+        """Deliver what was read or is still buffered in the pipes, then close them.
+
+        Reads at most `FINAL_READ` bytes per pipe: a process that escaped the group and keeps
+        writing cannot keep this going. Nothing already read is ever dropped.
+        """
+        for key in list(self._fds):
+            self._consume(key, self._backlog.pop(key, b""), None)
+            left = FINAL_READ
+            while left > 0 and key in self._fds:
+                data = self._read(key)
+                if not data:
+                    break
+                left -= len(data)
+                self._consume(key, data, None)
+            self._eof(key)
 
     def detach(self) -> None:
-        """Deliver no more lines (the run is over; late callbacks are dropped)."""
+        """Deliver no more lines and close the pipes without reading them."""
         self._splitters.clear()
         self._backlog.clear()
+        for key in list(self._fds):
+            self._eof(key)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if self._on_activity is not None and data:
-            self._on_activity()
-        if fd in self._backlog:  # cannot happen while paused, but order must hold regardless
-            self._backlog[fd] += data
+    def _readable(self, key: int) -> None:
+        data = self._read(key)
+        if data is None:
+            return  # spurious wake-up
+        if not data:
+            self._consume(key, self._backlog.pop(key, b""), None)
+            self._eof(key)
             return
-        self._consume(fd, data, _budget(self._loop).left())
+        if self._on_activity is not None:
+            self._on_activity()
+        if key in self._backlog:  # cannot happen while off the loop, but order must hold
+            self._backlog[key] += data
+            return
+        self._consume(key, data, _budget(self._loop).left())
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        self._consume(fd, self._backlog.pop(fd, b""), None)
-        splitter = self._splitters.pop(fd, None)
+    def _read(self, key: int) -> bytes | None:
+        """A chunk, b"" at EOF (or a broken pipe), None when nothing is there now."""
+        try:
+            return os.read(self._fds[key], READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
+
+    def _eof(self, key: int) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is None:
+            return
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        splitter = self._splitters.pop(key, None)
         if splitter is not None and self.error is None:
             try:
                 splitter.flush()
             except Exception as error:
                 self._fail(error)
-        self._open.discard(fd)
-        if not self._open and not self.closed.done():
+        if not self._fds and not self.closed.done():
             self.closed.set_result(None)
 
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def _consume(self, fd: int, data: bytes, max_lines: int | None) -> None:
-        splitter = self._splitters.get(fd)
+    def _consume(self, key: int, data: bytes, max_lines: int | None) -> None:
+        splitter = self._splitters.get(key)
         if splitter is None or self.error is not None or not data:
             return
         try:
@@ -162,31 +201,31 @@ class Pipes(asyncio.SubprocessProtocol):
         if max_lines is not None:
             _budget(self._loop).spend(data.count(b"\n", 0, used))
         if rest:
-            self._backlog[fd] = rest
-            self._set_reading(fd, False)
-            self._loop.call_soon(self._next_turn, fd)
+            self._backlog[key] = rest
+            self._set_reading(key, False)
+            self._loop.call_soon(self._next_turn, key)
 
-    def _next_turn(self, fd: int) -> None:
-        waiting = self._backlog.pop(fd, None)
+    def _next_turn(self, key: int) -> None:
+        waiting = self._backlog.pop(key, None)
         if waiting is None:
             return
-        self._consume(fd, waiting, _budget(self._loop).left())
-        if fd not in self._backlog:
-            self._set_reading(fd, True)
+        self._consume(key, waiting, _budget(self._loop).left())
+        if key not in self._backlog:
+            self._set_reading(key, True)
 
-    def _set_reading(self, fd: int, on: bool) -> None:
-        if not isinstance(self._transport, asyncio.SubprocessTransport):
+    def _set_reading(self, key: int, on: bool) -> None:
+        fd = self._fds.get(key)
+        if fd is None:
             return
-        pipe = self._transport.get_pipe_transport(fd)
-        if isinstance(pipe, asyncio.ReadTransport) and not pipe.is_closing():
-            if on:
-                pipe.resume_reading()
-            else:
-                pipe.pause_reading()
+        if on:
+            self._loop.add_reader(fd, self._readable, key)
+        else:
+            self._loop.remove_reader(fd)
 
     def _fail(self, exc: Exception) -> None:
         # A bug in the consumer: stop the child now, run_streaming re-raises after the reap.
         self.error = exc
-        self.detach()
+        self._splitters.clear()
+        self._backlog.clear()
         if self.pgid > 1:
             kill_group(self.pgid, signal.SIGKILL)

@@ -2,12 +2,16 @@
 
 A child runs in a session (and process group) of its own, gets SIGKILL when the orchestrator's
 spawning thread dies (``PR_SET_PDEATHSIG``, set by util-linux ``setpriv`` or by ``prctl`` in a
-``preexec_fn``), and is read through a protocol callback, not
-``StreamReader.readline``: lines are bounded, decoded leniently and stripped of terminal escapes
-before anyone sees them. A run ends on *process exit*; pipes still held by a grandchild are given
-``drain`` seconds and then the whole group is killed. Every exit path, cancellation included,
-leaves no process of the group behind. Descendants that escaped the group (``setsid``) are found
-afterwards by `sweep_run` through the ``ORCHESTRATOR_RUN_ID`` marker in their environment.
+``preexec_fn``), and its pipes are read by loop callbacks, not ``StreamReader.readline``:
+lines are bounded, decoded leniently and stripped of terminal escapes before anyone sees
+them. The spawn itself is synchronous (fork and exec, as ``loop.subprocess_exec`` does too)
+and then nothing is connected asynchronously, so a cancellation can never land half-way
+through a spawn (CPython 3.11's ``subprocess_exec``, cancelled while it connects the pipes,
+waits for every holder of them to close them). A run ends on *process exit*, seen through a
+pidfd; pipes still held by a grandchild are given ``drain`` seconds and then the whole group
+is killed. Every exit path, cancellation included, leaves no process of the group behind.
+Descendants that escaped the group (``setsid``) are found afterwards by `sweep_run` through
+the ``ORCHESTRATOR_RUN_ID`` marker in their environment.
 
 Linux is the target: elsewhere the ``/proc`` helpers find nothing and ``prctl`` is skipped.
 """
@@ -28,7 +32,7 @@ from typing import Literal, TypeAlias
 
 from orchestrator.process.group import stop_group
 from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
-from orchestrator.process.orphans import SPAWNED, SPAWNING, libc_prctl
+from orchestrator.process.orphans import SPAWNED, libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
 
 DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
@@ -36,8 +40,8 @@ DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
 
 
 _PR_SET_PDEATHSIG = 1
-_FLUSH_TIMEOUT = 1.0
-"""Closing the pipes delivers their last partial lines within a loop iteration or two."""
+_POLL_EXIT = 0.02
+"""Where there are no pidfds, how often a child's exit is polled."""
 _DRAIN_CAP = 10.0
 """However busy the pipes are after the child exited, they are cut off after this many seconds."""
 
@@ -86,42 +90,23 @@ async def run_streaming(
     """
     args, preexec = _launch(_command_line(argv, shell=shell), env=env, cwd=cwd, how=pdeathsig)
     loop = asyncio.get_running_loop()
-    pipes = Pipes(loop, on_line, max_line, on_activity)
     await spawn_turn(loop)
-    SPAWNING[0] += 1
-    try:
-        transport, _ = await loop.subprocess_exec(
-            lambda: pipes,
-            *args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
-        child = _Child(transport, pipes)
-        pipes.pgid = child.pid
-        SPAWNED.add(child.pid)
-    finally:
-        SPAWNING[0] -= 1
+    # From here to the `try` nothing awaits: once the child exists, every way out (a
+    # cancellation included) goes through `stop_group`, so no spawn is ever half-made.
+    child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec)
+    pipes = Pipes(loop, on_line, max_line, child.fds, pgid=child.pid, on_activity=on_activity)
     try:
         try:
             on_start(child.pid)
             await child.wait()
             await _drain(pipes, drain)
         finally:
-            try:
-                # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
-                await stop_group(child, grace=grace)
-            finally:
-                transport.close()
-        await asyncio.wait([pipes.closed], timeout=_FLUSH_TIMEOUT)
-        pipes.deliver_backlog()
+            # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
+            await stop_group(child, grace=grace)
+            pipes.close()
     finally:
         pipes.detach()
-        SPAWNED.discard(child.pid)
+        child.close()
     if pipes.error is not None:
         raise pipes.error
     code = child.returncode
@@ -230,25 +215,108 @@ def _death_signal_hook() -> Callable[[], None] | None:
 
 
 class _Child:
-    """A spawned process as `ProcessLike`: ``wait`` returns on exit, whatever the pipes do."""
+    """A spawned process as `ProcessLike`: ``wait`` returns on its exit, whatever its pipes do.
 
-    def __init__(self, transport: asyncio.SubprocessTransport, pipes: Pipes) -> None:
-        self._transport = transport
-        self._pipes = pipes
+    The exit is seen through a pidfd on the event loop (or, where there are none, by polling),
+    and the child is reaped here, never by asyncio's child watcher: nothing about it depends
+    on a pipe reaching EOF or on a watcher thread.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes], fds: dict[int, int]
+    ) -> None:
+        self._loop = loop
+        self._proc = proc
+        self.fds = fds
+        """Our read ends of its stdout (1) and stderr (2); `Pipes` owns them from now on."""
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._poll: asyncio.TimerHandle | None = None
+        try:
+            self._pidfd = os.pidfd_open(proc.pid)
+        except (OSError, AttributeError):  # no pidfds (old kernel, not Linux): poll instead
+            self._pidfd = -1
+        if self._pidfd >= 0:
+            loop.add_reader(self._pidfd, self._check)
+        self._check()
+
+    @classmethod
+    def start(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        args: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        preexec: Callable[[], None] | None,
+    ) -> _Child:
+        """Fork and exec (synchronously, as ``loop.subprocess_exec`` would) and watch the exit."""
+        out_r, out_w = os.pipe()  # not inheritable (PEP 446)
+        err_r, err_w = os.pipe()  # not inheritable (PEP 446)
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        SPAWNED.add(proc.pid)  # before any await: the orphan reaper must leave it to us
+        return cls(loop, proc, {1: out_r, 2: err_r})
 
     @property
     def pid(self) -> int:
-        pid: int = self._transport.get_pid()
-        return pid
+        return self._proc.pid
 
     @property
     def returncode(self) -> int | None:
-        code: int | None = self._transport.get_returncode()
-        return code
+        return self._proc.returncode
 
     async def wait(self) -> int:
         # shield: a cancelled waiter must not cancel the shared future.
-        await asyncio.shield(self._pipes.exited)
+        await asyncio.shield(self.exited)
         code = self.returncode
         assert code is not None
         return code
+
+    def close(self) -> None:
+        """Stop watching. A child not reaped yet (stuck in the kernel) is left to the orphan
+        reaper, which reaps any zombie of ours that is not in `SPAWNED`."""
+        self._unwatch()
+        if self._proc.returncode is None:
+            self._proc.poll()
+        SPAWNED.discard(self._proc.pid)
+        if self._proc.returncode is None:
+            # It got SIGKILL and will be a zombie of ours: the reaper takes it, not Popen.
+            self._proc.returncode = -signal.SIGKILL
+
+    def _check(self) -> None:
+        if self._proc.poll() is None:  # waitpid(WNOHANG): reaps it once it has exited
+            if self._pidfd < 0 and self._poll is None:
+                self._poll = self._loop.call_later(_POLL_EXIT, self._tick)
+            return
+        self._unwatch()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _tick(self) -> None:
+        self._poll = None
+        self._check()
+
+    def _unwatch(self) -> None:
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None

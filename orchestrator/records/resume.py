@@ -8,8 +8,12 @@ in their progress file and the journal, never silently done.
 from __future__ import annotations
 
 import hashlib
+import os
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
@@ -79,3 +83,49 @@ def settle_lost(responses: Path, journal: Journal, lost: tuple[str, ...]) -> Non
     for agent_id in lost:
         end_file(responses, agent_id, "lost - its process was gone when the run resumed")
         journal.record("agent", id=agent_id, state="lost", reason="process gone at resume")
+
+
+def reopen(journal: Journal, resumed: ResumePlan, plan: Plan) -> None:
+    """Journal that the run goes on: what the last invocation recorded about its end no longer
+    holds (its end time, exit code, fence), and every task that runs again is pending again,
+    so no reader takes an earlier attempt's end for the task's."""
+    journal.record("run", ended=None, exit_code=None, fence=None, survivors=None)
+    for task in plan.tasks:
+        if task.id not in resumed.done:
+            journal.record("task", id=task.id, state="pending", reason="")
+
+
+DEFAULT_RESPONSES = "agent-responses"
+
+
+def resume_command(run: Mapping[str, Any], responses: Path, *, cwd: Path | None = None) -> str:
+    """The command that continues the run the journal's ``run`` record describes, as a person
+    types it in ``cwd``: the plan file, ``--resume``, and ``--responses`` / ``--workspace``
+    when they are not what the command would pick by itself."""
+    here = Path.cwd() if cwd is None else cwd
+    plan = run.get("plan_file")
+    args = ["orchestrator", "run", _shown(Path(plan), here) if isinstance(plan, str) else "PLAN"]
+    args.append("--resume")
+    if os.path.abspath(here / responses) != os.path.abspath(here / DEFAULT_RESPONSES):
+        args += ["--responses", _shown(responses, here)]
+    override = run.get("workspace_override")
+    if isinstance(override, str) and override:
+        args += ["--workspace", _shown(Path(override), here)]
+    return shlex.join(args)
+
+
+def tail_command(responses: Path, *, cwd: Path | None = None) -> str:
+    """``orchestrator tail`` for this responses directory (an agent id goes after it)."""
+    here = Path.cwd() if cwd is None else cwd
+    if os.path.abspath(here / responses) == os.path.abspath(here / DEFAULT_RESPONSES):
+        return "orchestrator tail"
+    return shlex.join(["orchestrator", "tail", "--responses", _shown(responses, here)])
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd`` when it is inside it, else absolute."""
+    full = Path(os.path.abspath(cwd / path))
+    try:
+        return str(full.relative_to(os.path.abspath(cwd)))
+    except ValueError:
+        return str(full)

@@ -19,6 +19,7 @@ from orchestrator.view.snapshot import Snapshot
 
 STATE_STYLE = {
     "running": "cyan",
+    "stopping": "yellow",
     "succeeded": "green",
     "failed": "red",
     "blocked": "yellow",
@@ -39,10 +40,10 @@ def plain(value: object, style: str = "") -> Text:
 
 def _elapsed(agent: dict[str, Any], now: float) -> str:
     started = agent.get("started")
-    if not started:
-        return "-"
-    end = agent.get("ended") or now
-    return f"{end - started:6.1f}s"
+    end = agent.get("ended") or (now if agent["state"] in ("running", "stopping") else None)
+    if not started or end is None:
+        return "-"  # not started, or it ended at a time nobody recorded (lost)
+    return f"{max(end - started, 0.0):6.1f}s"
 
 
 def rows_that_fit(console: Console) -> int:
@@ -63,7 +64,10 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
         ("last line", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1}),
     ):
         table.add_column(name, **kw)
-    agents = sorted(snapshot.agents, key=lambda a: (a["state"] != "running", a.get("started") or 0))
+    agents = sorted(
+        snapshot.agents,
+        key=lambda a: (a["state"] not in ("running", "stopping"), a.get("started") or 0),
+    )
     for agent in agents[:max_rows]:
         state = agent["state"]
         table.add_row(
@@ -87,11 +91,36 @@ def footer(snapshot: Snapshot) -> str:
         line += f" | budget ${snapshot.spent_usd:.4f} of ${snapshot.budget_usd:.2f}"
     if snapshot.fence:
         line += f" | fence up: {snapshot.fence}"
+    stopping = counts.get("stopping", 0)
+    if stopping:
+        grace = snapshot.extra.get("grace")
+        wait = f", up to {grace:g}s grace" if grace else ""
+        again = (
+            "; Ctrl-C again kills at once" if str(snapshot.fence).startswith("interrupted") else ""
+        )
+        line += f"\nstopping {stopping} agent(s){wait}{again}"
     return line
 
 
-def summary(snapshot: Snapshot) -> Table:
-    """The final table of tasks printed when a run ends."""
+def summary(snapshot: Snapshot) -> Group:
+    """What is printed when a run ends: the table of tasks, then every escalation."""
+    return Group(_task_table(snapshot), *escalation_lines(snapshot))
+
+
+def escalation_lines(snapshot: Snapshot) -> list[Text]:
+    """Each escalation: why, what blocked it, what was tried, the next step (as in REPORT.md)."""
+    out = []
+    for esc in snapshot.extra.get("escalations", []):
+        tried = "; ".join(esc.get("tried", [])) or "nothing"
+        text = Text(f"escalated: {esc['task']}: {esc['reason']}\n", style="bold red")
+        text.append(
+            f"  blocked by: {esc['blocker']}\n  tried: {tried}\n  next step: {esc['next_step']}"
+        )
+        out.append(text)
+    return out
+
+
+def _task_table(snapshot: Snapshot) -> Table:
     table = Table(title=plain(f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}"))
     for name in ("task", "state", "attempts", "fixers", "reason"):
         table.add_column(name, overflow="fold")

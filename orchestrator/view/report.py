@@ -46,6 +46,9 @@ def render(snapshot: Snapshot) -> str:
     ]
     if snapshot.fence:
         lines.append(f"- stopped: {_line(snapshot.fence)}")
+    if run.get("survivors"):
+        pids = ", ".join(map(str, run["survivors"]))
+        lines.append(f"- could not stop, even with SIGKILL: pids {pids}")
     lines.append(f"- timeline: [{TIMELINE}]({TIMELINE}) (who ran when, who waited on whom)")
     build = snapshot.extra.get("build")
     if build:

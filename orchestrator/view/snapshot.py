@@ -50,7 +50,7 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "task": r.task_id,
             "kind": r.kind,
             "role": r.role,
-            "state": r.state,
+            "state": "stopping" if r.state == "running" and r.stop is not None else r.state,
             "parent": r.parent,
             "attempt": r.attempt,
             "pid": r.pid,
@@ -92,21 +92,37 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "escalations": run.repairs.escalations,
             "build": run.repairs.build_state,
             "graph": {t.id: list(t.depends_on) for t in run.plan.tasks},
+            "grace": run.plan.limits.grace,
         },
     )
 
 
+LOST_REASON = "its orchestrator is gone"
+
+
 def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
-    """From a journal on disk; a run said to be running whose lock is free was interrupted."""
+    """From a journal on disk. A run said to be running whose lock is free was interrupted,
+    and the agents it says are running are ``lost``: nothing runs them any more."""
     run = dict(journal.run)
-    if run.get("state") == "running" and not alive:
+    gone = run.get("state") == "running" and not alive
+    if gone:
         run["state"] = "interrupted"
+
+    def state_of(a: dict[str, Any]) -> str:
+        state = str(a.get("state", "pending"))
+        if state == "running" and gone:
+            return "lost"
+        if state == "running" and a.get("stopping"):
+            return "stopping"
+        return state
+
     agents = tuple(
         {"id": aid, **{k: a.get(k) for k in AGENT_KEYS if k != "id"}, "reason": a.get("reason", ""),
          "role": a.get("role", "task")}
-        | {"state": a.get("state", "pending"), "tokens_in": a.get("tokens_in", 0),
+        | {"state": state_of(a), "tokens_in": a.get("tokens_in", 0),
            "tokens_out": a.get("tokens_out", 0), "cost_usd": a.get("cost_usd", 0.0),
            "last_line": a.get("last_line", "")}
+        | ({"reason": LOST_REASON} if gone and a.get("state") == "running" else {})
         for aid, a in journal.agents.items()
     )  # fmt: skip
     tasks = tuple({"id": tid, **_agents_of(journal, tid), **t} for tid, t in journal.tasks.items())
@@ -120,9 +136,17 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
         extra={
             "escalations": list(run.get("escalations") or []),
             "build": run.get("build"),
-            "graph": dict(run.get("graph") or {}),
+            "graph": graph_of_journal(run),
+            "grace": run.get("grace"),
         },
     )
+
+
+def graph_of_journal(run: dict[str, Any]) -> dict[str, list[str]]:
+    """Every task of the plan (in plan order) -> its dependencies, from the run's records."""
+    deps = run.get("depends_on") or {}
+    tasks = run.get("fingerprints") or deps
+    return {str(t): list(deps.get(t, [])) for t in tasks}
 
 
 def _agents_of(journal: JournalState, task_id: str) -> dict[str, list[str]]:
@@ -139,14 +163,14 @@ def _agents_of(journal: JournalState, task_id: str) -> dict[str, list[str]]:
 
 
 def with_last_lines(snap: Snapshot, responses: Path) -> Snapshot:
-    """Running agents get their last line from their progress file.
+    """Running (and lost) agents get their last line from their progress file.
 
     The journal records an agent's last line only when it ends (the hot path writes progress
     files, not the journal), so views built from the journal read it here, cheaply.
     """
     agents = tuple(
         {**a, "last_line": last_said(responses, a["id"])}
-        if a.get("state") == "running" and not a.get("last_line")
+        if a.get("state") in ("running", "stopping", "lost") and not a.get("last_line")
         else a
         for a in snap.agents
     )

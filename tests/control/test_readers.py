@@ -131,6 +131,42 @@ def test_peek_tail_and_wait_refuse_an_unknown_agent_with_exit_2(fleet: Fleet) ->
     assert real.err == "error: unknown agent 'nope'\n"
 
 
+def test_peek_tail_and_wait_accept_a_task_before_it_starts(fleet: Fleet) -> None:
+    fleet.plan(
+        gated("a"), task("b", deps=("a",)), gated("c"), task("d"), limits={"max_concurrency": 2}
+    )
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("a", "c")
+    blocked = fleet.call("peek", "b")
+    assert (blocked.code, blocked.out) == (0, "b: blocked on a (not started yet)\n")
+    queued = fleet.call("tail", "d")
+    assert (queued.code, queued.out) == (0, "d: queued (not started yet)\n")
+    follower = fleet.start("tail", "-f", "b", pipe=True)
+    waiter = fleet.start("wait", "b", pipe=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        waiter.wait(timeout=0.3)  # blocks: b has not even started
+    assert follower.poll() is None, "tail -f waits for the file"
+    release(fleet, "a", "c")
+    assert fleet.finish(waiter, timeout=10).out == "b: succeeded\n"
+    followed = fleet.finish(follower, timeout=10)
+    assert followed.code == 0
+    assert followed.out.startswith("# b\n")
+    assert followed.out.rstrip("\n").split("\n")[-1].startswith("status: succeeded")
+    assert fleet.finish(run).code == 0
+
+
+def test_peek_of_a_task_that_never_started_after_a_kill_says_so(fleet: Fleet) -> None:
+    fleet.plan(gated("a"), task("b", deps=("a",)))
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("a")
+    run.kill()
+    run.wait()
+    done = fleet.call("peek", "b")
+    assert done.code == 0
+    assert done.out == "b: not started (blocked on a when its orchestrator went away)\n"
+    assert fleet.call("wait", "b").out == "b: lost\n"
+
+
 def test_tail_prints_the_file_and_tail_f_follows_until_the_status_line(fleet: Fleet) -> None:
     fleet.plan(gated("a", then="say: after the gate"))
     run = fleet.start("run", "plan.yaml", "--no-live")

@@ -206,6 +206,58 @@ def test_escalation_says_what_was_tried_and_what_to_do() -> None:
     assert "--resume" in esc.next_step
 
 
+def test_a_build_escalation_says_what_the_fixer_that_succeeded_did() -> None:
+    _, steps = play([build(1, "t::a"), fixer("fix-build-1"), build(2, "t::a")])
+    (esc,) = steps[-1]
+    assert isinstance(esc, Escalate)
+    assert esc.reason.startswith("still blocked after fix-build-1 succeeded")
+    assert esc.tried == (
+        "build-1 failed: failing t::a",
+        "fix-build-1 succeeded: did a thing",
+        "build-2 failed: failing t::a",
+    )
+    assert esc.blocker == "failing t::a"
+
+
+def test_the_escalation_names_the_blocker_that_stopped_it_not_an_earlier_one() -> None:
+    capacity = Capacity(10, max_fix_cycles=1)
+    _, steps = play([build(1, "t::a"), fixer("fix-build-1"), build(2, "t::b")], capacity)
+    (esc,) = steps[-1]
+    assert isinstance(esc, Escalate)
+    assert esc.blocker == "failing t::b"
+
+
+def test_a_silent_build_failure_is_blocked_by_what_the_check_said() -> None:
+    silent = BuildFailed(1, 1, "", (), "`make` exited 1")
+    _, (esc,) = decide(RecoveryState(), silent, Capacity(10, no_fixer="no fixer here"))
+    assert isinstance(esc, Escalate)
+    assert esc.blocker == "`make` exited 1"
+
+
+def test_no_fixer_in_the_plan_escalates_at_once_with_commands_that_work() -> None:
+    capacity = Capacity(
+        10,
+        no_fixer="the plan has no fixer: section",
+        resume="orchestrator run p.yaml --resume --responses r",
+        tail="orchestrator tail --responses r",
+    )
+    for event in (blocked("a"), build(1, "t::a")):
+        _, (esc,) = decide(RecoveryState(), event, capacity)
+        assert isinstance(esc, Escalate)
+        assert esc.reason == "no fixer: the plan has no fixer: section"
+        assert "tail" not in esc.next_step, "no fixer ran: there is nothing to read"
+        assert esc.next_step.startswith("add a fixer: section to the plan")
+        assert esc.next_step.endswith("orchestrator run p.yaml --resume --responses r")
+
+
+def test_next_steps_name_the_fixer_with_the_run_s_own_tail_command() -> None:
+    capacity = Capacity(10, tail="orchestrator tail --responses r")
+    _, steps = play([blocked("a"), fixer("fix-a-1", "failed")], capacity)
+    (esc,) = steps[-1]
+    assert isinstance(esc, Escalate)
+    assert "(orchestrator tail --responses r fix-a-1)" in esc.next_step
+
+
 def test_failed_fixer_escalation_names_the_fixer_and_the_blocker() -> None:
     _, steps = play([blocked("a"), fixer("fix-a-1", "timed_out")])
     (esc,) = steps[-1]

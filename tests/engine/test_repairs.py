@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clirun import Fleet, task
 from conftest import scripted
 
 from orchestrator.engine.scheduler import Run
@@ -245,6 +246,48 @@ async def test_no_fixer_configured_means_escalation_not_a_fake_fix(
     await run.execute()
     assert run.tasks["a"].state in ("failed", "escalated")
     assert not [a for a in run.agents.values() if a.role == "fixer"]
+
+
+def test_an_escalated_build_without_a_fixer_section_reports_the_truth(tmp_path: Path) -> None:
+    """The build failed and the plan has no fixer: REPORT.md and the summary say why, make up
+    no fixer, and their next step is a command that runs as written."""
+    fleet = Fleet(tmp_path)
+    try:
+        fleet.plan(task("a"), build={"command": "echo 'error: x.c:3: boom' >&2; exit 1"})
+        done = fleet.cli("run", "plan.yaml", "--no-live", "--responses", "out")
+        assert done.code == 1
+        report = (fleet.cwd / "out" / "REPORT.md").read_text()
+        why = "no fixer: the plan has no fixer: section, and the build has no fixer of its own"
+        assert f"- why it escalated: {why}" in report
+        assert "- blocked by: error: x.c:3: boom" in report
+        assert "fix-build" not in report
+        assert "cannot fix" not in report
+        resume = "orchestrator run plan.yaml --resume --responses out"
+        assert f"continue the run: {resume}\n" in report
+        assert "escalated: (the build): no fixer" in done.out, "the summary says it too"
+        assert resume in " ".join(done.out.split())
+        again = fleet.cli(*resume.split()[1:])
+        assert again.code == 1, again.err  # it runs (the build still fails), not exit 2
+        assert "resume: 1 succeeded task(s) kept: a" in again.err
+    finally:
+        fleet.close()
+
+
+def test_an_escalated_build_after_a_fix_says_what_the_fixer_did(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    try:
+        fixer = {"agent": "scripted", "script": [{"say": "Touched fixed"}, {"run": "touch fixed"}]}
+        failing = "test -e never || { echo 'FAILED t.py::test_x - boom'; exit 1; }"
+        fleet.plan(task("a"), build={"command": failing}, fixer=fixer)
+        done = fleet.cli("run", "plan.yaml", "--no-live")
+        assert done.code == 1
+        report = (fleet.responses / "REPORT.md").read_text()
+        assert "fix-build-1 succeeded: Touched fixed" in report
+        step = next(line for line in report.splitlines() if line.startswith("- next step:"))
+        assert "(orchestrator tail fix-build-1)" in step
+        assert fleet.cli("tail", "fix-build-1").code == 0, "the command in the next step works"
+    finally:
+        fleet.close()
 
 
 async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> None:

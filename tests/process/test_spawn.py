@@ -462,6 +462,31 @@ async def test_a_second_cancel_kills_at_once(run_env: RunEnv) -> None:
     assert await wait_until_gone(pids[0])
 
 
+ESCAPING = "setsid sleep 30 & (sleep 30 &); trap '' TERM; echo up; sleep 30"
+"""Holds the pipes from outside the group (setsid) and inside it (double fork), ignores TERM."""
+
+
+@pytest.mark.parametrize("turns", range(8))
+async def test_a_cancel_at_any_moment_of_the_spawn_never_waits_for_the_pipes(
+    run_env: RunEnv, turns: int
+) -> None:
+    """CPython 3.11's ``subprocess_exec``, cancelled while connecting the pipes, waited for
+    every holder of them; here a cancel in any of the first loop turns stops the group within
+    the grace, whatever holds the pipes."""
+    lines = Lines()
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(run([ESCAPING], run_env, lines, shell=True, grace=0.2))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    started = loop.time()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(HANG):
+            await task
+    assert loop.time() - started < HANG
+    await asyncio.to_thread(sweep_run, run_env.run_id)  # the setsid one is the sweep's
+
+
 async def test_a_timeout_from_outside_is_a_cancellation_too(run_env: RunEnv) -> None:
     pids: list[int] = []
     with pytest.raises(TimeoutError):

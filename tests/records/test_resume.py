@@ -106,6 +106,7 @@ def test_resume_after_sigint_starts_new_attempts_of_the_interrupted(fleet: Fleet
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running("gate")
     fleet.wait_state("a", "succeeded")
+    poll(lambda: ran(fleet)["gate"], what="gate to have acted")  # running is not acting yet
     run.send_signal(signal.SIGINT)
     assert fleet.finish(run).code == 130
     (fleet.workspace / "go").touch()
@@ -116,6 +117,36 @@ def test_resume_after_sigint_starts_new_attempts_of_the_interrupted(fleet: Fleet
     assert state.agents["gate"]["state"] == "cancelled"
     assert state.agents["gate.2"]["state"] == "succeeded"
     assert state.run["state"] == "finished"
+
+
+def test_after_a_resume_a_task_id_follows_the_new_attempt_and_times_agree(fleet: Fleet) -> None:
+    gate = "echo alpha is up; while [ ! -e go ]; do sleep 0.02; done"
+    fleet.plan(task("alpha", {"run": gate}), acting("beta"))
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("alpha")
+    run.send_signal(signal.SIGINT)
+    assert fleet.finish(run).code == 130
+    assert fleet.journal().tasks["alpha"]["state"] == "cancelled"
+    resumed = fleet.start("run", "plan.yaml", "--no-live", "--resume")
+    fleet.wait_running("alpha.2")
+    waiter = fleet.start("wait", "alpha", pipe=True)
+    live = json.loads(fleet.call("status", "--json").out)["run"]
+    assert (live["state"], live["ended"]) == ("running", None), live
+    poll(lambda: "alpha is up" in (fleet.responses / "alpha.2.md").read_text(), what="alpha.2")
+    peeked = fleet.call("peek", "alpha", "-n", "1")
+    assert peeked.out.rstrip("\n").endswith("| alpha is up"), peeked.out
+    assert "latest attempt is alpha.2" in peeked.err
+    assert fleet.call("tail", "alpha").out.startswith("# alpha.2\n")
+    assert waiter.poll() is None, "wait follows alpha.2, not the earlier attempt's end"
+    (fleet.workspace / "go").touch()
+    assert fleet.finish(waiter, timeout=10).out == "alpha: succeeded\n"
+    assert fleet.finish(resumed).code == 0
+    shown = json.loads(fleet.call("status", "--json").out)
+    assert shown["run"]["state"] == "finished"
+    assert shown["run"]["ended"] >= shown["run"]["started"]
+    for agent in shown["agents"]:
+        if agent["ended"] is not None:
+            assert agent["ended"] >= agent["started"], agent
 
 
 def test_resume_of_a_finished_run_runs_nothing_again(fleet: Fleet) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Callable
+
+from conftest import scripted
 from rich.console import Console
 
-from orchestrator.view import dashboard, report
+from orchestrator.engine.scheduler import Run
+from orchestrator.plan.model import Run as RunStep
+from orchestrator.view import dashboard, report, snapshot
 from orchestrator.view.snapshot import Snapshot
 
 
@@ -63,3 +70,26 @@ def test_report_markdown_has_tasks_agents_and_cost() -> None:
     assert "[api](api.md)" in text
     assert "- stopped: cancel --all" in text
     assert "cost $0.0100 of $2.00 budget" in text
+
+
+async def test_while_the_first_interrupt_waits_out_the_grace_the_rows_say_stopping(
+    make_run: Callable[..., Run],
+) -> None:
+    stubborn = RunStep("trap '' TERM; echo up; while :; do sleep 0.05; done")
+    run = make_run(scripted("a", stubborn), grace=60)
+    async with asyncio.TaskGroup() as tg:
+        main = tg.create_task(run.execute())
+        async with asyncio.timeout(10):
+            while "a" not in run.agents or "| up" not in run.agents["a"].lines:
+                await asyncio.sleep(0.01)
+        run.interrupt(signal.SIGINT)
+        snap = snapshot.from_run(run)
+        assert [a["state"] for a in snap.agents] == ["stopping"]
+        text = render_text(dashboard.render(snap))
+        assert "│ a     │ stopping │" in text
+        assert "stopping 1 agent(s), up to 60s grace; Ctrl-C again kills at once" in text
+        assert "Ctrl-C again kills at once" in text
+        assert not main.done(), "the first interrupt waits out the grace"
+        run.interrupt(signal.SIGINT)  # the second one kills at once
+    assert run.agents["a"].state == "cancelled"
+    assert [a["state"] for a in snapshot.from_run(run).agents] == ["cancelled"]
