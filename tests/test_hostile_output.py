@@ -69,10 +69,12 @@ def test_a_lying_model_and_build_cannot_forge_a_status_or_reach_the_terminal(
     assert f"    {FORGED}" in build_fixer
 
     # `tail -f` follows each file to its real end, not to a forged line.
-    for agent in ("t", "fix-t-1", "fix-build-1", "build-1"):
+    # (a task id follows the task: `tail t` shows its latest attempt, t.2)
+    for agent in ("t.2", "t", "fix-t-1", "fix-build-1", "build-1"):
         tailed = fleet.cli("tail", "-f", agent, timeout=10)
         assert tailed.code == 0
-        assert tailed.out == (r / f"{agent}.md").read_text(), agent
+        latest = "t.2" if agent == "t" and "t.2" in journal.agents else agent
+        assert tailed.out == (r / f"{latest}.md").read_text(), agent
 
     for command in ("status", "watch"):
         shown = fleet.cli(command, timeout=20)

@@ -106,11 +106,14 @@ class CommandAgent:
             if stream == "stdout" and line.strip():
                 seen.last_stdout = line
 
+        env = ctx.env
+        if ctx.model is not None:  # its task asked for the key: a gateway token stands in
+            env = {**env, "ANTHROPIC_BASE_URL": ctx.model.url, "ANTHROPIC_API_KEY": ctx.model.token}
         try:
             code = await run_streaming(
                 argv,
                 cwd=ctx.workspace,
-                env=ctx.env,
+                env=env,
                 on_line=on_line,
                 on_start=on_start,
                 on_activity=ctx.on_activity,

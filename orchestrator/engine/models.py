@@ -26,6 +26,7 @@ from orchestrator.gateway.pricing import PriceTable
 from orchestrator.gateway.service import Gateway, open_gateway
 from orchestrator.gateway.shared import Upstream
 from orchestrator.plan.model import Plan, Task
+from orchestrator.process.env import SECRET_NAMES
 
 AGENTS_PER_SLOT = 4
 """Upstream requests in flight per concurrent agent at most (Claude Code overlaps a few)."""
@@ -64,7 +65,9 @@ class ModelTraffic:
         """Run the gateway for the block when a kind of agent in the plan uses a model and
         ``env`` holds a credential."""
         kinds = {t.agent for t in self.plan.tasks} | {self.plan.fixer.agent or "scripted"}
-        needed = any(agents(kind).uses_model for kind in kinds)
+        needed = any(agents(kind).uses_model for kind in kinds) or any(
+            wants_model(agents(t.agent), t) for t in self.plan.tasks
+        )
         upstream = Upstream.from_env(env) if needed else None
         if upstream is None:
             yield
@@ -135,3 +138,10 @@ class ModelTraffic:
 
     def on_stopped(self, reason: str) -> None:
         self._escalate(reason)
+
+
+def wants_model(agent: Agent, task: Task) -> bool:
+    """Whether an attempt gets a gateway token: its kind talks to a model, or its task asks for
+    the key by name (``pass_env: [ANTHROPIC_API_KEY]``, say a command agent that starts a
+    nested orchestrator): it gets a metered token in its place, never the key."""
+    return agent.uses_model or any(name in SECRET_NAMES for name in task.pass_env)

@@ -22,7 +22,7 @@ from orchestrator.agents.base import Agent
 from orchestrator.engine import attempt
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
-from orchestrator.engine.models import ModelTraffic
+from orchestrator.engine.models import ModelTraffic, wants_model
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
@@ -261,7 +261,7 @@ class Run(RunQueries):
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
         agent = self._agent_for(spawn.task.agent)
         emit = functools.partial(self._emit, rec)
-        model = self.models.grant(rec, spawn.task, emit) if agent.uses_model else None
+        model = self.models.grant(rec, spawn.task, emit) if wants_model(agent, spawn.task) else None
         ctx = attempt.context(
             rec,
             spawn,

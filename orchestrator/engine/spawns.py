@@ -6,6 +6,7 @@ Pure functions from the plan and a decision; the repairs executor queues what th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from orchestrator import ids
 from orchestrator.engine import recovery
@@ -42,7 +43,7 @@ def why_no_fixer(plan: Plan, task_id: str | None) -> str:
     base = plan.task(task_id) if task_id is not None else None
     kind = spec.agent or (base.agent if base is not None else "scripted")
     subject = "the build" if task_id is None else f"a {kind} task"
-    if spec == FixerSpec():
+    if replace(spec, base=FixerSpec().base) == FixerSpec():  # no fixer: section
         if kind in ("scripted", "command", "build"):
             return f"the plan has no fixer: section, and {subject} has no fixer of its own"
         return ""

@@ -111,11 +111,12 @@ def escalation_lines(snapshot: Snapshot) -> list[Text]:
     """Each escalation: why, what blocked it, what was tried, the next step (as in REPORT.md)."""
     out = []
     for esc in snapshot.extra.get("escalations", []):
-        tried = "; ".join(esc.get("tried", [])) or "nothing"
-        text = Text(f"escalated: {esc['task']}: {esc['reason']}\n", style="bold red")
-        text.append(
-            f"  blocked by: {esc['blocker']}\n  tried: {tried}\n  next step: {esc['next_step']}"
-        )
+        tried = "; ".join(map(str, esc.get("tried", []))) or "nothing"
+        # what agents and builds said is data: one clean line each, never markup or control
+        text = Text(one_line(f"escalated: {esc['task']}: {esc['reason']}") + "\n", style="bold red")
+        text.append(one_line(f"  blocked by: {esc['blocker']}") + "\n")
+        text.append(one_line(f"  tried: {tried}") + "\n")
+        text.append(one_line(f"  next step: {esc['next_step']}"))
         out.append(text)
     return out
 

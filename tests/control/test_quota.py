@@ -153,21 +153,20 @@ def test_a_nested_run_spends_from_the_top_run_s_budget(fleet: Fleet) -> None:
             limits={"max_concurrency": 1, "budget_usd": 5.0},
             prices={"claude-sonnet-4-6": {"input": 1.0, "output": 1.0}},
         )
-        top_task = nested("inner", "inner.yaml", "r-inner", pass_env=["ANTHROPIC_API_KEY"],
-                          env={"ANTHROPIC_BASE_URL": api.url})  # fmt: skip
+        # pass_env names the key: the nested orchestrator gets a gateway token in its place
+        top_task = nested("inner", "inner.yaml", "r-inner", pass_env=["ANTHROPIC_API_KEY"])
         fleet.plan(top_task, limits={"budget_usd": 0.25})
-        env = {"ANTHROPIC_API_KEY": "test-key"}
+        env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": api.url}
         done = fleet.cli("run", "plan.yaml", "--no-live", env=_with(env))
     inner_state = journal_of(fleet, "r-inner")
     assert inner_state.run["budget_usd"] == pytest.approx(0.25), "the top's budget left binds"
-    spent = float(inner_state.run["spent_usd"])
-    assert spent <= 0.25 + 0.10 + 1e-9, "at most one request beyond the shared budget"
     top = fleet.journal()
-    assert float(top.run["spent_usd"]) == pytest.approx(spent), "every cost reached the top"
+    spent = float(top.run["spent_usd"])  # the top's gateway metered every request of the tree
+    assert spent <= 0.25 + 0.10 + 1e-9, "at most one request beyond the shared budget"
+    assert "budget of $0.25 spent" in str(top.run["fence"])
     assert done.code == 1
-    last = inner_state.tasks["c3"]
-    assert last["state"] != "succeeded", "the shared budget was spent before it could start"
-    assert "budget of $0.25 spent" in last["reason"]
+    done_inner = [t for t, r in inner_state.tasks.items() if r.get("state") == "succeeded"]
+    assert len(done_inner) < 4, "the shared budget was spent before every task could run"
 
 
 def _with(extra: dict[str, str]) -> dict[str, str]:
