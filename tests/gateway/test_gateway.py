@@ -293,7 +293,11 @@ async def test_a_request_whose_worst_case_does_not_fit_is_refused_and_never_sent
         assert kind == "billing_error"
         assert "budget: the request may cost up to $0.0100, $0.0050 of the run's $0.01" in message
         events = gw.events["a1"]
-        await gw.hooks.until(lambda seen=events: any(isinstance(e, Failed) for e in seen))
+
+        def failed_yet(seen: list[AgentEvent] = events) -> bool:
+            return any(isinstance(e, Failed) for e in seen)
+
+        await gw.hooks.until(failed_yet)
         [failed] = [e for e in events if isinstance(e, Failed)]
         assert failed.kind == "budget"
         assert len(gw.api.requests) == 1
