@@ -47,6 +47,14 @@ def processes_with_marker(marker: str) -> list[int]:
     return marked_pids(marker)
 
 
+@pytest.fixture(autouse=True)
+def no_ambient_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests are offline: a key (or endpoint) in the caller's environment never reaches one;
+    tests that need them set their own (a canary, the fake API's URL)."""
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"

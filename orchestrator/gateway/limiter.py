@@ -1,4 +1,8 @@
-"""Retries and pacing for API requests, shared by every agent of one run.
+"""Retries and pacing for API requests: the one governor of every agent's model requests.
+
+The model gateway (`orchestrator.gateway.proxy`) passes every request of the run through one
+`ApiLimiter` on its own loop; the claude agent keeps a second one as a local pacer of how
+many requests its SDK builds per turn of the scheduler's loop.
 
 Two layers:
 
@@ -19,8 +23,9 @@ it again. Only failures of requests admitted since the last decrease count towar
 one (an *epoch*): a wave of 50 in-flight requests failing together halves the limit once,
 not 50 times, as TCP reacts once per round trip.
 
-Which exception is which failure is decided by the caller (`orchestrator.agents.claude.agent`,
-the only module that knows the SDK); this module sees `ApiFailure` values.
+Which answer is which failure is decided by the callers (`orchestrator.gateway.replies` for
+upstream answers, `orchestrator.agents.claude.sdk` for the SDK's exceptions); this module
+sees `ApiFailure` values.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,14 +39,39 @@ MODEL = "claude-sonnet-4-6"
 
 @dataclass
 class Hooks:
+    """The scheduler's side: what the gateway posted to this test's loop, and a way to wait."""
+
     after_turn: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    events: dict[str, list[AgentEvent]] = field(default_factory=dict)
+    posted: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_after_turn(self, agent_id: str) -> None:
         self.after_turn.append(agent_id)
+        self._tell()
 
     def on_stopped(self, reason: str) -> None:
         self.stopped.append(reason)
+        self._tell()
+
+    def sink(self, agent_id: str) -> Callable[[AgentEvent], None]:
+        received = self.events.setdefault(agent_id, [])
+
+        def emit(event: AgentEvent) -> None:
+            received.append(event)
+            self._tell()
+
+        return emit
+
+    def _tell(self) -> None:
+        self.posted.set()
+
+    async def until(self, check: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait for what the gateway posts (it comes from its thread, in the order posted)."""
+        async with asyncio.timeout(timeout):
+            while not check():
+                self.posted.clear()
+                await self.posted.wait()
 
 
 @dataclass
@@ -56,12 +81,15 @@ class Setup:
     ledger: Ledger
     hooks: Hooks
     http: aiohttp.ClientSession
-    events: dict[str, list[AgentEvent]] = field(default_factory=dict)
+
+    @property
+    def events(self) -> dict[str, list[AgentEvent]]:
+        return self.hooks.events
 
     def grant(self, agent_id: str = "a1", *, seconds: float = 30.0, **kw: Any) -> Grant:
-        sink = self.events.setdefault(agent_id, [])
+        emit = self.hooks.sink(agent_id)
         return self.gateway.open_grant(
-            agent_id, deadline=time.monotonic() + seconds, emit=sink.append, **kw
+            agent_id, deadline=time.monotonic() + seconds, emit=emit, **kw
         )
 
     async def post(
@@ -78,10 +106,8 @@ class Setup:
         async with self.http.post(self.gateway.url + path, json=body, headers=headers) as r:
             return r.status, await r.read(), dict(r.headers)
 
-    async def settled(self) -> None:
-        """Let the gateway's posts to this loop run (they are queued in order)."""
-        for _ in range(3):
-            await asyncio.sleep(0)
+    def usages(self, agent_id: str = "a1") -> list[Usage]:
+        return [e for e in self.events.get(agent_id, []) if isinstance(e, Usage)]
 
 
 async def open_setup(
@@ -126,7 +152,7 @@ async def test_a_stream_passes_through_metered_with_the_real_key_upstream(gw: Se
     [request] = gw.api.requests
     assert request.api_key == KEY  # the key is added by the gateway ...
     assert grant.token not in json.dumps(dict(request.headers))  # ... and the token stays here
-    await gw.settled()
+    await gw.hooks.until(lambda: bool(gw.usages()))
     cost = (1000 * 3.0 + 50 * 15.0) / 1e6
     assert gw.events["a1"] == [Usage(1000, 50, pytest.approx(cost))]  # type: ignore[arg-type]
     assert gw.ledger.spent_usd == pytest.approx(cost)
@@ -142,7 +168,7 @@ async def test_a_plain_request_and_count_tokens_pass_through(gw: Setup) -> None:
     status, body, _ = await gw.post(grant, path="/v1/messages/count_tokens")
     assert status == 200
     assert "input_tokens" in json.loads(body)
-    await gw.settled()
+    await gw.hooks.until(lambda: bool(gw.usages()))
     assert [e for e in gw.events["a1"] if isinstance(e, Usage)] == [
         Usage(10, 5, pytest.approx((10 * 3.0 + 5 * 15.0) / 1e6))  # type: ignore[arg-type]
     ]  # count_tokens costs nothing
@@ -223,7 +249,7 @@ async def test_after_turn_lets_the_answer_in_flight_finish_and_refuses_the_next(
     assert gw.hooks.after_turn == []
     status, _, headers = await gw.post(grant)
     assert (status, headers["x-orchestrator-refusal"]) == (403, "after_turn")
-    await gw.settled()
+    await gw.hooks.until(lambda: bool(gw.hooks.after_turn))
     assert gw.hooks.after_turn == ["a1"]  # the scheduler is asked to stop it now
     assert not gw.gateway.after_turn("nobody")
 
@@ -240,7 +266,7 @@ async def test_an_auth_failure_stops_every_agents_traffic_and_is_reported_once(
         status, body, headers = await gw.post(grant)
         assert (status, headers["x-orchestrator-refusal"]) == (403, "stopped")
         assert "model traffic is stopped: API 401 authentication_error" in error_of(body)[1]
-    await gw.settled()
+    await gw.hooks.until(lambda: bool(gw.hooks.stopped) and bool(gw.events.get("b")))
     assert len(gw.api.requests) == 1
     assert len(gw.hooks.stopped) == 1
     assert next(e for e in gw.events["b"] if isinstance(e, Failed)).kind == "config"
@@ -266,8 +292,13 @@ async def test_a_request_whose_worst_case_does_not_fit_is_refused_and_never_sent
         kind, message = error_of(body)
         assert kind == "billing_error"
         assert "budget: the request may cost up to $0.0100, $0.0050 of the run's $0.01" in message
-        await gw.settled()
-        [failed] = [e for e in gw.events["a1"] if isinstance(e, Failed)]
+        events = gw.events["a1"]
+
+        def failed_yet(seen: list[AgentEvent] = events) -> bool:
+            return any(isinstance(e, Failed) for e in seen)
+
+        await gw.hooks.until(failed_yet)
+        [failed] = [e for e in events if isinstance(e, Failed)]
         assert failed.kind == "budget"
         assert len(gw.api.requests) == 1
         assert gw.ledger.spent_usd == pytest.approx(0.01)
@@ -310,7 +341,7 @@ async def test_a_storm_is_retried_past_any_count_while_the_deadline_allows(gw: S
     assert status == 200
     assert b"through" in body
     assert len(gw.api.requests) == storm + 1
-    await gw.settled()
+    await gw.hooks.until(lambda: bool(gw.usages()))
     notes = [e for e in gw.events["a1"] if isinstance(e, Text)]
     assert len(notes) == storm
     assert notes[-1].text.startswith("[gateway: API 429 rate_limit_error")

@@ -9,6 +9,7 @@ the budget binds three children at once, and that a 401 stops the run's traffic 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,12 @@ def files_under(*roots: Path) -> Iterator[Path]:
         for path in root.rglob("*"):
             if path.is_file() and not path.is_symlink():
                 yield path
+
+
+def canary_forms() -> list[bytes]:
+    """The key as it is, reversed and base64-encoded (RELIABILITY.md, P8)."""
+    key = CANARY.encode()
+    return [key, key[::-1], base64.b64encode(key), base64.b64encode(key)[:-4]]
 
 
 def environ_of(pid: int) -> bytes:
@@ -103,10 +110,13 @@ async def test_by_default_it_writes_and_runs_commands_and_its_shell_holds_a_toke
     assert "permission mode acceptEdits" in md
     # ... and the key is nowhere: not in any child's environment, not in any file.
     assert environs, "no child process was seen"
-    assert all(CANARY.encode() not in env for env in environs.values())
     assert any(token.encode() in env for env in environs.values())
+    forms = canary_forms()
+    for pid, env in environs.items():
+        assert not [f for f in forms if f in env], pid
     for path in files_under(responses, workspace, home):
-        assert CANARY.encode() not in path.read_bytes(), path
+        data = path.read_bytes()
+        assert not [f for f in forms if f in data], path
     # Upstream saw the key on every request, never the token; the gateway metered them.
     assert api.requests
     assert all(r.api_key == CANARY for r in api.requests)
