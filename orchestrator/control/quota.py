@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.control.channel import request
-from orchestrator.errors import EnvironmentProblem
+from orchestrator.errors import EnvironmentProblem, RunError
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
@@ -99,7 +99,10 @@ class Parent:
         return cls(Path(path), token) if path and token else None
 
     def _ask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        answer = request(self.socket, {**payload, "token": self.token}, timeout=PARENT_TIMEOUT)
+        try:
+            answer = request(self.socket, {**payload, "token": self.token}, timeout=PARENT_TIMEOUT)
+        except RunError as exc:
+            answer = {"error": str(exc)}
         if answer is None or not answer.get("ok"):
             why = answer.get("error") if answer else "it does not answer"
             raise EnvironmentProblem(

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from orchestrator.process.procfs import AGENT_ID_VAR, RUN_ID_VAR
+from orchestrator.process.procfs import AGENT_ID_VAR, OUTER_RUNS_VAR, RUN_ID_VAR
 
 ENV_ALLOWLIST: tuple[str, ...] = (
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
@@ -52,6 +52,13 @@ def child_env(
         env["PATH"] = bindir + os.pathsep + path
     env[AGENT_ID_VAR] = agent_id
     env[RUN_ID_VAR] = run_id
+    # A run started by an agent of another run is nested in it (and in the runs that one is
+    # nested in): its children carry their ids too, so those runs' sweeps find them.
+    outer = [r for r in src.get(OUTER_RUNS_VAR, "").split(":") if r]
+    outer += [src[RUN_ID_VAR]] if src.get(RUN_ID_VAR) else []
+    env.pop(OUTER_RUNS_VAR, None)
+    if outer:
+        env[OUTER_RUNS_VAR] = ":".join(outer)
     env["ORCHESTRATOR_DEPTH"] = str(depth)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 RUN_ID_VAR = "ORCHESTRATOR_RUN_ID"
 AGENT_ID_VAR = "ORCHESTRATOR_AGENT_ID"
+OUTER_RUNS_VAR = "ORCHESTRATOR_OUTER_RUN_IDS"
+"""The ids of the runs a nested run was started under (``:``-separated): their scans find the
+nested run's processes too, whatever became of the nested orchestrator."""
 
 
 def all_pids() -> list[int]:
@@ -78,8 +81,9 @@ class Marked:
 def open_marked(
     run_id: str, agent_ids: Collection[str] | None = None, *, skip: Collection[int] = ()
 ) -> list[Marked]:
-    """The processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>`` (and, with
-    ``agent_ids``, an ``ORCHESTRATOR_AGENT_ID`` among them), never the caller nor ``skip``.
+    """The processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>``, or names it
+    among the outer runs of a nested run (and, with ``agent_ids``, whose
+    ``ORCHESTRATOR_AGENT_ID`` is among them), never the caller nor ``skip``.
 
     Each is opened as a pidfd before its environment is read, so what is returned is the
     process that carried the marker. Processes that vanish or cannot be read are skipped.
@@ -88,6 +92,8 @@ def open_marked(
         raise ValueError("run_id must not be empty")
     run_marker = f"{RUN_ID_VAR}={run_id}".encode()
     agent_var = f"{AGENT_ID_VAR}=".encode()
+    outer_var = f"{OUTER_RUNS_VAR}=".encode()
+    outer_id = run_id.encode()
     me = os.getpid()
     found: list[Marked] = []
     for pid in all_pids():
@@ -104,7 +110,10 @@ def open_marked(
             environ = []
         agent = next((v[len(agent_var) :] for v in environ if v.startswith(agent_var)), b"")
         agent_id = agent.decode("utf-8", "replace")
-        if run_marker in environ and (agent_ids is None or agent_id in agent_ids):
+        ours = run_marker in environ or any(
+            v.startswith(outer_var) and outer_id in v[len(outer_var) :].split(b":") for v in environ
+        )
+        if ours and (agent_ids is None or agent_id in agent_ids):
             found.append(Marked(pid, pidfd, agent_id))
         elif pidfd >= 0:
             os.close(pidfd)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from clirun import Fleet, poll, quiet_env, write_plan
+from conftest import processes_with_marker
 from fakeapi import serve_in_thread, text
 
 from orchestrator.control import quota
@@ -101,6 +102,24 @@ def test_a_nested_run_gives_back_what_it_did_not_use(fleet: Fleet) -> None:
         state = journal_of(fleet, out)
         assert state.tasks["only"]["state"] == "succeeded"
         assert state.run["budget_usd"] is None
+
+
+def test_stopping_the_top_run_stops_what_its_nested_runs_started(fleet: Fleet) -> None:
+    escaper = "setsid sh -c \"trap '' TERM; sleep 30\" & trap '' TERM; echo up; sleep 30"
+    write_plan(
+        fleet.cwd / "inner.yaml",
+        [{"id": "deep", "agent": "scripted", "script": [{"run": escaper}]}],
+        limits={"grace": 30},
+    )
+    fleet.plan(nested("inner", "inner.yaml", "r-inner"), limits={"grace": 0.2})
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    deep = fleet.cwd / "r-inner" / "deep.md"
+    poll(lambda: deep.exists() and "| up" in deep.read_text(), what="the nested agent")
+    inner_id = poll(lambda: journal_of(fleet, "r-inner").run.get("run_id"), what="its run id")
+    assert len(processes_with_marker(inner_id)) >= 3
+    assert fleet.call("cancel", "--all").code == 0
+    assert fleet.finish(run, timeout=15).code == 1  # the top's grace, not the nested run's 30 s
+    poll(lambda: not processes_with_marker(inner_id), timeout=5, what="the nested leftovers")
 
 
 def test_the_lease_protocol_is_for_agents_of_the_run_only(fleet: Fleet) -> None:

@@ -155,6 +155,28 @@ def test_peek_tail_and_wait_accept_a_task_before_it_starts(fleet: Fleet) -> None
     assert fleet.finish(run).code == 0
 
 
+def test_tail_f_of_a_task_follows_it_through_its_retry(fleet: Fleet) -> None:
+    fleet.plan(
+        task("a", {"run": "echo first; while [ ! -e go-a ]; do sleep 0.02; done"},
+             {"block": "need the config"}, retry_script=[{"say": "second attempt"}]),
+        fixer={"agent": "scripted", "script": [{"say": "fixed the config"}]},
+    )  # fmt: skip
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("a")
+    follower = fleet.start("tail", "-f", "a", pipe=True)
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "# a\n"
+    release(fleet, "a")
+    followed = fleet.finish(follower, timeout=10)
+    assert followed.code == 0
+    text = followed.out
+    assert "BLOCKED: need the config" in text
+    assert "# a.2\n" in text, "after a's status line, its retry a.2"
+    assert text.index("# a.2") > text.index("status: blocked")
+    assert text.rstrip("\n").split("\n")[-1].startswith("status: succeeded")
+    assert fleet.finish(run).code == 0
+
+
 def test_peek_of_a_task_that_never_started_after_a_kill_says_so(fleet: Fleet) -> None:
     fleet.plan(gated("a"), task("b", deps=("a",)))
     run = fleet.start("run", "plan.yaml", "--no-live")
