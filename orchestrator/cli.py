@@ -174,7 +174,7 @@ def peek(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
     """The last lines of an agent's progress file; never blocks."""
-    from orchestrator.records.progress import last_lines
+    from orchestrator.records.tail import last_lines
 
     path = _known(responses, agent)
     for line in last_lines(path, n):
