@@ -283,7 +283,7 @@ def peek(
 ) -> None:
     """The last lines of an agent's progress file (a task's latest attempt); never blocks."""
     from orchestrator.control.readers import pending_line
-    from orchestrator.records.progress import last_lines
+    from orchestrator.records.tail import last_lines
 
     where, alive = _locate(responses, agent)
     if where.agent is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
@@ -363,38 +362,3 @@ class ProgressWriter:
 def _whole_lines(data: bytes) -> bytes:
     cut = data.rfind(b"\n")
     return data[: cut + 1] if cut >= 0 else b""
-
-
-# --- reading (views and monitors) -------------------------------------------------------------
-
-
-def last_lines(path: Path, n: int) -> list[str]:
-    """The last ``n`` lines of a file, reading only its end (a peek must stay cheap).
-
-    Never through a link, never from a FIFO (`open_regular`)."""
-    if n <= 0:
-        return []
-    with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        block = 4096
-        data = b""
-        while size > 0 and data.count(b"\n") <= n:
-            step = min(block, size)
-            size -= step
-            fh.seek(size)
-            data = fh.read(step) + data
-            block *= 2
-    return data.decode("utf-8", "replace").splitlines()[-n:]
-
-
-_STAMP = re.compile(r"\[\+ *[0-9.]+s\] ")
-
-
-def last_said(responses: Path, agent_id: str) -> str:
-    """The last progress line of an agent, without its time stamp ("" when there is none)."""
-    try:
-        lines = last_lines(safe_path(responses, f"{agent_id}.md"), 3)
-    except (OSError, ValueError):
-        return ""
-    text = next((ln for ln in reversed(lines) if ln.strip()), "")
-    return _STAMP.sub("", text, count=1)[:200]

@@ -45,7 +45,7 @@ def check_responses(responses: Path, workspace: Path) -> None:
         )
         raise refused(
             f"--responses {responses}",
-            f"holds files no run wrote: {names}; an agent id could overwrite them",
+            f"holds files its journal does not name: {names}; an agent id could overwrite them",
             "give a new or empty directory, or move those files",
         )
 

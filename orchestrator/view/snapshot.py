@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.records.journal import JournalState
-from orchestrator.records.progress import last_said
+from orchestrator.records.tail import last_said
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run

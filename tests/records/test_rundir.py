@@ -187,7 +187,11 @@ def test_an_empty_responses_is_a_usage_error(fleet: Fleet, command: tuple[str, .
 
 @pytest.mark.parametrize(
     ("where", "why"),
-    [("ws", "is the workspace"), (".", "above the workspace"), ("mine", "holds files no run")],
+    [
+        ("ws", "is the workspace"),
+        (".", "above the workspace"),
+        ("mine", "holds files its journal does not name"),
+    ],
 )
 def test_responses_that_would_mix_with_the_users_files_are_refused(
     fleet: Fleet, where: str, why: str
