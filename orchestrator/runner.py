@@ -10,12 +10,11 @@ import asyncio
 import contextlib
 import errno
 import functools
-import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -24,7 +23,7 @@ from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
 from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import AgentRecord, RunSettings
+from orchestrator.engine.state import RunSettings
 from orchestrator.errors import (
     AgentProgramNotFound,
     EnvironmentProblem,
@@ -49,7 +48,7 @@ from orchestrator.records.resume import (
     tail_command,
 )
 from orchestrator.records.rundir import RunDir, RunLock
-from orchestrator.view import report, snapshot
+from orchestrator.view import console, report, snapshot
 
 
 @dataclass(frozen=True)
@@ -142,17 +141,6 @@ def _forget_previous(rundir: RunDir, old: JournalState) -> None:
             path.unlink()
 
 
-def _plain_printer() -> Callable[[AgentRecord, str], None]:
-    write = sys.stdout.write
-
-    def on_event(rec: AgentRecord, line: str) -> None:
-        if line.startswith(("| ", "! ")) or not line:
-            return  # command output lives in the progress files; stdout gets the story
-        write(f"{rec.id:>16} | {line}\n")
-
-    return on_event
-
-
 async def run_plan(
     plan: Plan,
     opts: RunOptions,
@@ -172,12 +160,12 @@ async def run_plan(
     except OSError as exc:
         raise _unusable(exc, rundir.lock) from None
     try:
-        plan = inherit_depth(plan, os.environ)
+        plan = quota.inherit_depth(plan, os.environ)
         parent = quota.Parent.from_env(os.environ)
         if parent is None:
             return await _run_locked(plan, opts, rundir, agents=agents)
-        plan, granted = await _lease(parent, plan)
-        used = _Used()
+        plan, granted = await quota.lease_plan(parent, plan)
+        used = quota.Used()
         try:
             return await _run_locked(plan, opts, rundir, agents=agents, parent=parent, used=used)
         finally:
@@ -201,42 +189,6 @@ def _space_hint(code: int | None) -> str:
     if code == errno.EFBIG:
         return " (hint: a file-size limit is set: see ulimit -f)"
     return ""
-
-
-def inherit_depth(plan: Plan, env: Mapping[str, str]) -> Plan:
-    """The plan with the smallest ``max_depth`` on the chain of nested runs that led here."""
-    try:
-        ceiling = int(env.get("ORCHESTRATOR_MAX_DEPTH", ""))
-    except ValueError:
-        return plan
-    if ceiling >= plan.limits.max_depth:
-        return plan
-    return replace(plan, limits=replace(plan.limits, max_depth=max(ceiling, 0)))
-
-
-async def _lease(parent: quota.Parent, plan: Plan) -> tuple[Plan, int]:
-    """A nested run's allotment from its parent: the plan with ``max_agents`` at most what was
-    granted and ``budget_usd`` at most the parent's budget left; refused when nothing is."""
-    from orchestrator.plan.graph import describe
-
-    lease = await asyncio.to_thread(parent.lease, describe(plan).most_agents)
-    if lease.granted <= 0:
-        raise EnvironmentProblem(
-            "error: the run that started this one has no agents left to lend "
-            f"(its max_agents={lease.parent_max_agents} counts every nested run); not starting"
-        )
-    limits = replace(plan.limits, max_agents=min(plan.limits.max_agents, lease.granted))
-    if lease.budget_left is not None:
-        own = plan.limits.budget_usd
-        budget = lease.budget_left if own is None else min(own, lease.budget_left)
-        limits = replace(limits, budget_usd=budget)
-    return replace(plan, limits=limits), lease.granted
-
-
-@dataclass
-class _Used:
-    agents: int = 0
-    """Agents the nested run counted (started, or lent on to its own nested runs)."""
 
 
 async def _open_journal(
@@ -269,7 +221,7 @@ async def _run_locked(
     *,
     agents: Callable[[str], Agent] | None,
     parent: quota.Parent | None = None,
-    used: _Used | None = None,
+    used: quota.Used | None = None,
 ) -> int:
     orphans.set_child_subreaper()
     orphans.set_not_dumpable()
@@ -300,7 +252,7 @@ async def _run_locked(
         settings,
         agents=agents or pool,
         journal=journal,
-        on_event=None if live or opts.json else _plain_printer(),
+        on_event=None if live or opts.json else console.plain_printer(),
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
@@ -341,7 +293,7 @@ async def _run_locked(
                         if parent is not None:
                             helpers.append(tg.create_task(parent.run_forwarder()))
                         if live:
-                            await _run_live(run)
+                            await console.run_live(run)
                         else:
                             await run.execute()
                         for helper in helpers:
@@ -384,7 +336,7 @@ def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) 
         written: Path | None = report.write_all(opts.responses, snap)
     except OSError as exc:
         written, unwritten = None, f"cannot write {exc.filename}: {exc.strerror or exc}"
-    _print_summary(snap, opts, written)
+    console.print_summary(snap, written, as_json=opts.json)
     if stopped_by is not None:
         raise StorageFailed(
             f"error: {stopped_by}; the run was stopped and its journal says interrupted "
@@ -422,40 +374,3 @@ async def _reap_orphans_forever(interval: float = 0.5) -> None:
     while True:
         await asyncio.sleep(interval)
         orphans.reap_orphans()
-
-
-async def _run_live(run: Run) -> None:
-    from rich.live import Live
-
-    from orchestrator.view import dashboard
-
-    with Live(
-        dashboard.render(snapshot.from_run(run)), refresh_per_second=4, transient=False
-    ) as live:
-        async with asyncio.TaskGroup() as tg:
-            main = tg.create_task(run.execute())
-
-            async def refresh() -> None:
-                while not main.done():
-                    rows = dashboard.rows_that_fit(live.console)
-                    live.update(dashboard.render(snapshot.from_run(run), max_rows=rows))
-                    await asyncio.sleep(0.25)
-
-            tg.create_task(refresh())
-        live.update(dashboard.render(snapshot.from_run(run)))
-
-
-def _print_summary(snap: snapshot.Snapshot, opts: RunOptions, written: Path | None) -> None:
-    if opts.json:
-        escalations = snap.extra.get("escalations", [])
-        out = {**snap.as_status_json(), "tasks": list(snap.tasks), "escalations": escalations}
-        sys.stdout.write(json.dumps(out) + "\n")
-        return
-    from rich.console import Console
-
-    from orchestrator.view import dashboard
-
-    console = Console()
-    console.print(dashboard.summary(snap))
-    if written is not None:
-        console.print(dashboard.plain(f"report: {written}"))

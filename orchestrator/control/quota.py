@@ -21,12 +21,13 @@ import asyncio
 import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.control.channel import request
 from orchestrator.errors import EnvironmentProblem, RunError
+from orchestrator.plan.model import Plan
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
@@ -151,3 +152,39 @@ class Parent:
                 await asyncio.to_thread(self._ask, {"op": "charge", "usd": owed})
             except EnvironmentProblem:
                 pass  # the parent is gone or stopping: it can no longer be over-spent
+
+
+def inherit_depth(plan: Plan, env: Mapping[str, str]) -> Plan:
+    """The plan with the smallest ``max_depth`` on the chain of nested runs that led here."""
+    try:
+        ceiling = int(env.get("ORCHESTRATOR_MAX_DEPTH", ""))
+    except ValueError:
+        return plan
+    if ceiling >= plan.limits.max_depth:
+        return plan
+    return replace(plan, limits=replace(plan.limits, max_depth=max(ceiling, 0)))
+
+
+async def lease_plan(parent: Parent, plan: Plan) -> tuple[Plan, int]:
+    """A nested run's allotment from its parent: the plan with ``max_agents`` at most what was
+    granted and ``budget_usd`` at most the parent's budget left; refused when nothing is."""
+    from orchestrator.plan.graph import describe
+
+    lease = await asyncio.to_thread(parent.lease, describe(plan).most_agents)
+    if lease.granted <= 0:
+        raise EnvironmentProblem(
+            "error: the run that started this one has no agents left to lend "
+            f"(its max_agents={lease.parent_max_agents} counts every nested run); not starting"
+        )
+    limits = replace(plan.limits, max_agents=min(plan.limits.max_agents, lease.granted))
+    if lease.budget_left is not None:
+        own = plan.limits.budget_usd
+        budget = lease.budget_left if own is None else min(own, lease.budget_left)
+        limits = replace(limits, budget_usd=budget)
+    return replace(plan, limits=limits), lease.granted
+
+
+@dataclass
+class Used:
+    agents: int = 0
+    """Agents the nested run counted (started, or lent on to its own nested runs)."""

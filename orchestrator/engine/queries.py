@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from orchestrator.engine.state import AgentRecord, Peek, TaskRecord
+
+if TYPE_CHECKING:
+    from orchestrator.engine.recorder import Recorder
+    from orchestrator.engine.repairs import Repairs
 from orchestrator.errors import UnknownAgentError
 from orchestrator.events import TERMINAL_STATES, AgentState
 
@@ -20,6 +25,24 @@ class RunQueries:
 
     agents: dict[str, AgentRecord]
     tasks: dict[str, TaskRecord]
+    recorder: Recorder
+    repairs: Repairs
+    _interrupted: int | None
+
+    @property
+    def interrupted(self) -> int | None:
+        """The signal that stopped the run, if one did."""
+        return self._interrupted
+
+    def exit_code(self) -> int:
+        """0 when every task succeeded and the build (if any) passed; see docs/commands.md."""
+        if self.recorder.failure is not None:
+            return 1  # the run could not go on (docs/commands.md)
+        if self._interrupted is not None:
+            return 128 + self._interrupted
+        ok = all(t.state == "succeeded" for t in self.tasks.values())
+        return 0 if ok and self.repairs.build_state in (None, "passed") else 1
+
 
     def peek(self, agent_id: str) -> Peek:
         rec = self._record(agent_id)

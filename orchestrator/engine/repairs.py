@@ -16,7 +16,7 @@ from orchestrator.engine import recovery, spawns
 from orchestrator.engine.governor import Governor
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentState, Blocked, BuildChecked, Failed
-from orchestrator.plan.model import Plan, Task
+from orchestrator.plan.model import Plan
 
 
 class Host(Protocol):
@@ -33,9 +33,6 @@ class Host(Protocol):
 
     def settle_task(self, task_id: str, state: AgentState, reason: str) -> None:
         """The task has its final state."""
-
-    def dependency_notes(self, task: Task) -> tuple[str, ...]:
-        """What the task's dependencies produced, for its prompt."""
 
 
 class Repairs:
@@ -210,7 +207,7 @@ class Repairs:
             previous=trec.attempts[-1] if trec.attempts else task_id,
             fixers=tuple(trec.fixers),
             depth=self._base_depth,
-            notes=host.dependency_notes(trec.task),
+            notes=spawns.dependency_notes(trec.task, host.tasks, host.agents),
         )
 
     def _build_output(self) -> str:

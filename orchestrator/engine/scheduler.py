@@ -36,7 +36,7 @@ from orchestrator.events import (
     Usage,
 )
 from orchestrator.plan.graph import graph_of
-from orchestrator.plan.model import Plan, Task
+from orchestrator.plan.model import Plan
 from orchestrator.process import group, orphans, procfs
 from orchestrator.process.env import SECRET_NAMES
 from orchestrator.process.secrets import secret_values
@@ -180,10 +180,6 @@ class Run(RunQueries):
         self._interrupted = signum
         self.cancel_all(reason=f"interrupted by {signal.Signals(signum).name}", force=force)
 
-    @property
-    def interrupted(self) -> int | None:
-        return self._interrupted
-
     # --- dispatch ---------------------------------------------------------------------------
 
     def _pending(self, task_id: str) -> bool:
@@ -193,11 +189,8 @@ class Run(RunQueries):
         for tid in task_ids:
             task = self.tasks[tid].task
             attempt = self._prior.get(tid, 0) + 1
-            notes = self.dependency_notes(task)
+            notes = dependency_notes(task, self.tasks, self.agents)
             self._ready.append(first_spawn(task, attempt, self.settings.base_depth, notes))
-
-    def dependency_notes(self, task: Task) -> tuple[str, ...]:
-        return dependency_notes(task, self.tasks, self.agents)
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
@@ -404,11 +397,3 @@ class Run(RunQueries):
             self._start(build)
             return
         self._finished.set()
-
-    def exit_code(self) -> int:
-        if self.recorder.failure is not None:
-            return 1  # the run could not go on (docs/commands.md)
-        if self._interrupted is not None:
-            return 128 + self._interrupted
-        ok = all(t.state == "succeeded" for t in self.tasks.values())
-        return 0 if ok and self.repairs.build_state in (None, "passed") else 1

@@ -1,8 +1,5 @@
-"""The command line: parse, build settings, one ``asyncio.run``, map errors to exit codes.
-
-Heavy modules (the scheduler, agents, anthropic) are imported inside the commands that need
-them, so ``--help``, ``validate`` and ``status`` start fast.
-"""
+"""The commands that read or steer a run from any terminal: status, peek, tail, wait, watch,
+cancel, report and serve. They work from the run's files and its control socket."""
 
 from __future__ import annotations
 
@@ -10,168 +7,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.errors import OrchestratorError, PlanErrors, UsageError
+from orchestrator.cli import DEFAULT_RESPONSES, ResponsesOpt, app, fail
+from orchestrator.errors import OrchestratorError, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.control.readers import Located
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Run a fleet of coding agents from a plan: concurrent, bounded, killable.",
-)
-
-
-def _responses_dir(value: str | Path) -> Path:
-    """``--responses`` as given; an empty value would silently mean the current directory."""
-    if isinstance(value, Path):  # the default
-        return value
-    if not value.strip():
-        raise typer.BadParameter("must name a directory, not be empty")
-    return Path(value)
-
-
-ResponsesOpt = Annotated[
-    Path, typer.Option("--responses", parser=_responses_dir, help="Where progress files live.")
-]
-DEFAULT_RESPONSES = Path("agent-responses")
-
-
-def _fail(error: OrchestratorError) -> NoReturn:
-    text = str(error)
-    if not text.startswith(("error", "/")) and ": error:" not in text:
-        text = f"error: {text}"
-    sys.stderr.write(text.rstrip("\n") + "\n")
-    raise typer.Exit(error.exit_code)
-
-
-@app.command()
-def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")]) -> None:
-    """Check plans; print a summary of each, or every error found (exit 2)."""
-    from orchestrator.plan.graph import describe
-    from orchestrator.plan.load import load_plan
-
-    failed = False
-    for path in plans:
-        try:
-            plan = load_plan(path)
-        except PlanErrors as exc:
-            failed = True
-            sys.stderr.write(str(exc) + "\n")
-            continue
-        except OrchestratorError as exc:
-            failed = True
-            sys.stderr.write(f"{path}: {exc}\n")
-            continue
-        s = describe(plan)
-        kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
-        typer.echo(
-            f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
-            f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
-            f"(max_agents={plan.limits.max_agents})"
-        )
-    if failed:
-        raise typer.Exit(2)
-
-
-@app.command()
-def init(
-    directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="Where to write it.")] = Path(),
-    force: Annotated[bool, typer.Option(help="Replace files that exist.")] = False,
-) -> None:
-    """Write a commented starter plan (plan.yaml) and its JSON Schema into DIR.
-
-    The plan runs offline as it is: `orchestrator run plan.yaml`. Exit codes: 0 written,
-    2 a file exists (use --force) or DIR is not a directory.
-    """
-    from importlib import resources
-
-    from orchestrator.plan.schema import plan_schema
-
-    if not directory.is_dir():
-        _fail(UsageError(f"error: {directory} is not a directory (hint: mkdir -p {directory})"))
-    plan, schema = directory / "plan.yaml", directory / "plan.schema.json"
-    for path in (plan, schema):
-        if path.exists() and not force:
-            _fail(UsageError(f"error: {path} exists (hint: --force replaces it)"))
-    starter = resources.files("orchestrator.plan").joinpath("starter.yaml").read_text("utf-8")
-    plan.write_text(starter, encoding="utf-8")
-    schema.write_text(json.dumps(plan_schema(), indent=2) + "\n", encoding="utf-8")
-    typer.echo(f"wrote {plan} and {schema}; next: orchestrator run {plan}")
-
-
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of plan files (for editors: completion and checks)."""
-    from orchestrator.plan.schema import plan_schema
-
-    typer.echo(json.dumps(plan_schema(), indent=2))
-
-
-@app.command()
-def run(
-    plan_path: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan file.")],
-    workspace: Annotated[Path | None, typer.Option(help="Override the plan's workspace.")] = None,
-    responses: ResponsesOpt = DEFAULT_RESPONSES,
-    max_concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Override limits.max_concurrency.")
-    ] = None,
-    mode: Annotated[str, typer.Option(help="async (default) or batch.")] = "async",
-    resume: Annotated[bool, typer.Option(help="Continue the last run in --responses.")] = False,
-    dry_run: Annotated[
-        bool, typer.Option(help="Validate and show the waves; start nothing.")
-    ] = False,
-    no_live: Annotated[
-        bool, typer.Option("--no-live", help="Plain lines instead of the live table.")
-    ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the final summary as JSON.")
-    ] = False,
-    web: Annotated[
-        bool, typer.Option("--web", help="Also serve the live web view (URL on stderr).")
-    ] = False,
-    port: Annotated[
-        int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
-    ] = 0,
-) -> None:
-    """Run a plan."""
-    import asyncio
-    from dataclasses import replace
-
-    from orchestrator.plan.graph import graph_of, waves
-    from orchestrator.plan.load import load_plan
-    from orchestrator.runner import RunOptions, check_environment, run_plan
-
-    if mode not in ("async", "batch"):
-        _fail(UsageError(f"error: --mode must be async or batch, not {mode!r}"))
-    try:
-        plan = load_plan(plan_path, workspace_override=workspace)
-        if max_concurrency is not None:
-            plan = replace(plan, limits=replace(plan.limits, max_concurrency=max_concurrency))
-        if dry_run:
-            for n, wave in enumerate(waves(graph_of(plan.tasks)), 1):
-                typer.echo(f"wave {n}: {', '.join(wave)}")
-            typer.echo(f"dry run: {len(plan.tasks)} tasks, nothing started")
-            return
-        check_environment(plan, os.environ, responses=responses)
-        opts = RunOptions(
-            responses=responses,
-            mode="batch" if mode == "batch" else "async",
-            resume=resume,
-            live=not no_live,
-            json=json_out,
-            web=port if web else None,
-            workspace_override=workspace.resolve() if workspace is not None else None,
-        )
-        code = asyncio.run(run_plan(plan, opts))
-    except OrchestratorError as exc:
-        _fail(exc)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -187,7 +31,7 @@ def status(
 
     rundir = RunDir(responses)
     if not rundir.journal.exists():
-        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+        fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     journal = load(rundir.journal)
     alive = is_locked(rundir)
     if journal.run.get("state") == "running" and not alive:
@@ -244,7 +88,7 @@ def serve(
         if not die_with_parent(parent):
             raise typer.Exit(1)
     elif not RunDir(responses).journal.exists():
-        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+        fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
 
     def ready(server: WebServer) -> None:
         typer.echo(f"serving the run in {responses} at {server.url}")
@@ -254,7 +98,7 @@ def serve(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except OSError as exc:
-        _fail(EnvironmentProblem(f"error: cannot serve on port {port}: {exc.strerror or exc}"))
+        fail(EnvironmentProblem(f"error: cannot serve on port {port}: {exc.strerror or exc}"))
 
 
 @app.command()
@@ -270,7 +114,7 @@ def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
 
     rundir = RunDir(responses)
     if not rundir.journal.exists():
-        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+        fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     snap = snapshot.from_journal(load(rundir.journal), alive=is_locked(rundir))
     typer.echo(f"report: {report_view.write_all(responses, snap)}")
 
@@ -350,7 +194,7 @@ def wait(
     try:
         code = asyncio.run(bounded())
     except OrchestratorError as exc:
-        _fail(exc)
+        fail(exc)
     raise typer.Exit(code)
 
 
@@ -377,9 +221,9 @@ def cancel(
     from orchestrator.records.rundir import RunDir, holder_pid
 
     if bool(agents) == all_:
-        _fail(UsageError("error: name agents to cancel, or give --all (not both)"))
+        fail(UsageError("error: name agents to cancel, or give --all (not both)"))
     if after_turn and (all_ or tree or force):
-        _fail(UsageError("error: --after-turn names agents, without --all, --tree or --force"))
+        fail(UsageError("error: --after-turn names agents, without --all, --tree or --force"))
     rundir = RunDir(responses)
     payload: dict[str, object] = {"op": "cancel", "agents": agents, "after_turn": after_turn}
     if all_:
@@ -387,7 +231,7 @@ def cancel(
     try:
         answer = channel.request_live(rundir, {**payload, "tree": tree, "force": force})
     except OrchestratorError as exc:
-        _fail(exc)
+        fail(exc)
     if answer is not None:
         if not answer.get("ok"):
             sys.stderr.write(f"{answer.get('error', 'error: cancel failed')}\n")
@@ -402,7 +246,7 @@ def cancel(
     journal = load(rundir.journal)
     for agent_id in agents or ():
         if agent_id not in journal.agents and agent_id not in journal.tasks:
-            _fail(UnknownAgentError(agent_id))
+            fail(UnknownAgentError(agent_id))
     stopped = leftovers.stop_leftovers(
         rundir, None if all_ else list(agents or ()), grace=0 if force else 5, tree=tree
     )
@@ -425,7 +269,7 @@ def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
     from orchestrator.view.watch import watch_run
 
     if not RunDir(responses).journal.exists():
-        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+        fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     try:
         asyncio.run(watch_run(responses))
     except KeyboardInterrupt:
@@ -439,11 +283,11 @@ def _locate(responses: Path, name: str) -> tuple[Located, bool]:
     from orchestrator.records.rundir import RunDir
 
     if not RunDir(responses).journal.exists():
-        _fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
+        fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     try:
         return load_located(responses, name)
     except UnknownAgentError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _file_of(responses: Path, name: str, agent_id: str) -> Path:
@@ -456,17 +300,9 @@ def _file_of(responses: Path, name: str, agent_id: str) -> Path:
         path = progress_path(responses, agent_id)
         check_entry(path, os.lstat(path), "file")  # never a link, a FIFO, another's file
     except FileNotFoundError:
-        _fail(UnknownAgentError(name))
+        fail(UnknownAgentError(name))
     except OrchestratorError as exc:
-        _fail(exc)
+        fail(exc)
     if agent_id != name:
         sys.stderr.write(f"{name}: its latest attempt is {agent_id} ({path.name})\n")
     return path
-
-
-def main() -> None:
-    try:
-        app()
-    except OrchestratorError as exc:  # a command that forgot to map its error
-        sys.stderr.write(f"{exc}\n")
-        sys.exit(exc.exit_code)
