@@ -332,12 +332,15 @@ def test_a_fingerprint_ignores_where_the_task_sits_but_not_what_it_does() -> Non
 # --- a torn journal, and cleaners racing a resume ---------------------------------------------
 
 
-def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any]) -> str:
-    """Start a run of ``tasks`` (the first one gated by ``ws/go``), SIGKILL it; its run id."""
+def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any], processes: int = 0) -> str:
+    """Start a run of ``tasks`` (the first one gated by ``ws/go``), SIGKILL it once at least
+    ``processes`` processes of the run are up; its run id."""
     fleet.plan(*tasks)
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running(str(tasks[0]["id"]))
     run_id = fleet.run_id()
+    if processes:
+        poll(lambda: len(processes_with_marker(run_id)) >= processes, what="the processes")
     run.kill()
     run.wait()
     return run_id
@@ -387,8 +390,9 @@ def test_a_resume_waits_for_a_cleaner_holding_the_lock_instead_of_exiting_75(
 
 
 def status_and_resume_race(fleet: Fleet) -> None:
-    run_id = killed_mid_run(fleet, task("a", {"run": STUBBORN_ESCAPEE}))
-    poll(lambda: len(processes_with_marker(run_id)) >= 2, what="the escapee")
+    # killed only once the escapee is up: killed before it forked, there would be none
+    run_id = killed_mid_run(fleet, task("a", {"run": STUBBORN_ESCAPEE}), processes=3)
+    poll(lambda: len(processes_with_marker(run_id)) >= 1, what="the escapee")
     (fleet.workspace / "go").touch()
     status = fleet.start("status", pipe=True)
     resume = fleet.start("run", "plan.yaml", "--no-live", "--resume", pipe=True)
