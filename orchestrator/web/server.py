@@ -199,7 +199,9 @@ class WebServer:
         if ask.get("all") is True:
             payload: dict[str, Any] = {"op": "cancel_all"}
         elif isinstance(agents, list) and agents and all(isinstance(a, str) for a in agents):
-            payload = {"op": "cancel", "agents": agents, "tree": bool(ask.get("tree"))}
+            payload = {"op": "cancel", "agents": agents, "tree": ask.get("tree") is True}
+            if ask.get("after_turn") is True:  # the answer in flight finishes first
+                payload["after_turn"] = True
         else:
             return web.json_response({"ok": False, "error": "agents or all"}, status=400)
         answer = await asyncio.to_thread(channel.request_live, self.feed.rundir, payload)

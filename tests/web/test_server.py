@@ -152,3 +152,18 @@ def test_the_server_of_run_web_dies_with_a_killed_orchestrator(fleet: Fleet) -> 
 
     poll(refused, timeout=30, what="the web server gone with its orchestrator")
     assert fleet.call("status").code == 0  # and the run's leftovers are stopped as ever
+
+
+async def test_cancel_after_turn_through_the_page_api(live: tuple[Fleet, WebServer]) -> None:
+    """An agent that talks to no model stops at once when asked to stop after its turn."""
+    _, server = live
+    cancel = f"http://127.0.0.1:{server.port}/api/cancel?token={server.token}"
+    ours = {TOKEN_HEADER: server.token}
+    async with aiohttp.ClientSession() as http:
+        ws_url = f"ws://127.0.0.1:{server.port}/ws?token={server.token}"
+        async with http.ws_connect(ws_url) as ws:
+            await next_state(ws, lambda s: rows(s)["slow"]["state"] == "running")
+            body = {"agents": ["slow"], "after_turn": True}
+            async with http.post(cancel, json=body, headers=ours) as r:
+                assert r.status == 200, await r.text()
+            await next_state(ws, lambda s: rows(s)["slow"]["state"] == "cancelled")
