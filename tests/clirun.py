@@ -90,6 +90,23 @@ def live_in_group(pgid: int) -> list[int]:
     return found
 
 
+def sleepers(run_id: str) -> set[str]:
+    """The agents of the run that have a ``sleep`` process running (an agent that is
+    ``running`` in the journal may not have reached its ``sleep`` yet)."""
+    found = set()
+    for pid in processes_with_marker(run_id):
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if fh.read().strip() != "sleep":
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+        except OSError:
+            continue
+        found.add(env.get(b"ORCHESTRATOR_AGENT_ID", b"").decode())
+    return found
+
+
 def ends_with_status(path: Path) -> bool:
     lines = path.read_text(encoding="utf-8", errors="replace").rstrip("\n").split("\n")
     return lines[-1].startswith("status: ")

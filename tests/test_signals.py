@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, poll, task
+from clirun import Fleet, ends_with_status, poll, sleepers, task
 from conftest import processes_with_marker
 
 from orchestrator.events import TERMINAL_STATES
@@ -148,6 +148,7 @@ def test_after_sigkill_the_children_die_and_status_stops_the_leftovers(fleet: Fl
     run_id = fleet.run_id()
     leaders = [state.agents[a]["pgid"] for a in ("a", "b")]
     poll(lambda: len(processes_with_marker(run_id)) >= 5, what="b's escaped descendants")
+    poll(lambda: sleepers(run_id) == {"a", "b"}, what="both agents' sleeps")
     run.kill()
     run.wait()
     poll(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, poll, task
+from clirun import Fleet, ends_with_status, poll, sleepers, task
 from conftest import processes_with_marker, scripted
 
 from orchestrator.events import TERMINAL_STATES
@@ -71,6 +71,7 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
     fleet.wait_running("slow")
     fleet.wait_state("b", "succeeded")
     run_id = fleet.run_id()
+    poll(lambda: "slow" in sleepers(run_id), what="slow's escaped sleep")
     run.kill()
     run.wait()
     leftovers = poll(lambda: processes_with_marker(run_id), what="slow's leftovers")
