@@ -29,6 +29,7 @@ from orchestrator.errors import (
     EnvironmentProblem,
     MissingApiKeyError,
     RunDirRefused,
+    RunError,
     StorageFailed,
     WorkspaceRefused,
 )
@@ -359,8 +360,13 @@ async def _open_web(opts: RunOptions) -> AsyncIterator[None]:
         return
     from orchestrator.web.server import open_in_process
 
-    async with open_in_process(opts.responses, port=opts.web) as url:
-        sys.stderr.write(f"web: {url}\n")
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(open_in_process(opts.responses, port=opts.web))
+        except (RunError, OSError, TimeoutError) as exc:  # the run goes on without its page
+            sys.stderr.write(f"web: the page cannot be served ({exc}); the run goes on\n")
+        else:
+            sys.stderr.write(f"web: {url}\n")
         sys.stderr.flush()
         yield
 

@@ -167,3 +167,15 @@ async def test_cancel_after_turn_through_the_page_api(live: tuple[Fleet, WebServ
             async with http.post(cancel, json=body, headers=ours) as r:
                 assert r.status == 200, await r.text()
             await next_state(ws, lambda s: rows(s)["slow"]["state"] == "cancelled")
+
+
+def test_run_web_on_a_busy_port_runs_without_its_page(fleet: Fleet) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        fleet.plan(task("a", {"say": "hello"}))
+        done = fleet.cli("run", "plan.yaml", "--no-live", "--web", "--port", str(port))
+    assert done.code == 0, done.text
+    assert "the page cannot be served" in done.err
+    assert "Traceback" not in done.text
