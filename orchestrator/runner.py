@@ -38,7 +38,7 @@ from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
 from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.responses import check_responses
+from orchestrator.records.responses import check_responses, run_files
 from orchestrator.records.resume import (
     ResumePlan,
     fingerprint,
@@ -133,10 +133,7 @@ def check_environment(
 
 def _forget_previous(rundir: RunDir, old: JournalState) -> None:
     """A fresh run removes the files the previous run (its journal: ``old``) wrote, only those."""
-    names = [f"{aid}{ext}" for aid in old.agents for ext in (".md", ".events.jsonl")]
-    names += [f"{tid}{ext}" for tid in old.tasks for ext in (".md", ".events.jsonl")]
-    names += ["REPORT.md", "timeline.svg"]
-    for name in names:
+    for name in run_files(old):
         path = rundir.responses / name
         if "/" not in name and path.is_file() and not path.is_symlink():
             path.unlink()

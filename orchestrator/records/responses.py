@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.records.journal import JournalReader
+from orchestrator.records.journal import JournalReader, JournalState
 from orchestrator.records.rundir import RunDir, check_entry, refused
 
 SHOWN = 5
@@ -50,6 +50,17 @@ def check_responses(responses: Path, workspace: Path) -> None:
         )
 
 
+REPORT = "REPORT.md"
+TIMELINE = "timeline.svg"
+
+
+def run_files(state: JournalState) -> set[str]:
+    """The names of the files the run a journal describes wrote in its responses directory."""
+    ids = set(state.agents) | set(state.tasks)
+    names = {f"{i}{ext}" for i in ids for ext in (".md", ".events.jsonl")}
+    return names | {REPORT, TIMELINE} if state.run else names
+
+
 def _foreign_entries(responses: Path) -> list[str]:
     """Entries of ``responses`` that neither an earlier run's journal names nor are hidden."""
     rundir = RunDir(responses)
@@ -58,11 +69,7 @@ def _foreign_entries(responses: Path) -> list[str]:
         check_entry(rundir.run, os.lstat(rundir.run), "directory")
         reader = JournalReader(rundir.journal)
         reader.poll()
-        state = reader.state
-        ids = set(state.agents) | set(state.tasks)
-        ours = {f"{i}{ext}" for i in ids for ext in (".md", ".events.jsonl")}
-        if state.run:
-            ours |= {"REPORT.md", "timeline.svg"}
+        ours = run_files(reader.state)
     with os.scandir(responses) as entries:
         found = sorted((e.name, e.is_file(follow_symlinks=False)) for e in entries)
     # A name of ours that is not a plain file any more (a link, a directory) is not ours.

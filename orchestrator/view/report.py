@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.process.lines import one_line
+from orchestrator.records.responses import REPORT, TIMELINE
 from orchestrator.view import timeline
 from orchestrator.view.snapshot import Snapshot
-
-TIMELINE = "timeline.svg"
 
 
 def _line(text: Any) -> str:
@@ -127,7 +126,7 @@ def write_all(responses: Path, snapshot: Snapshot) -> Path:
 
 def write(responses: Path, text: str) -> Path:
     """Write REPORT.md atomically (temp file + rename), never through a symlink."""
-    return _write(responses, "REPORT.md", text)
+    return _write(responses, REPORT, text)
 
 
 def _write(responses: Path, name: str, text: str) -> Path:
