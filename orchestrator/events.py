@@ -23,16 +23,19 @@ AgentState: TypeAlias = Literal[
 ]
 TERMINAL_STATES: frozenset[str] = frozenset(get_args(AgentState)) - {"pending", "running"}
 
-FailureKind: TypeAlias = Literal["error", "config", "max_turns", "budget", "provider"]
-"""Why a `Failed` happened: ``config`` (exit 126/127, missing program or key) is never "fixed"."""
+FailureKind: TypeAlias = Literal["error", "config", "max_turns", "budget", "provider", "lost"]
+"""Why a `Failed` happened: ``config`` (exit 126/127, missing program or key) is never "fixed";
+``lost``: the cluster node that ran the attempt died (the attempt ends ``lost``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """The agent is working; ``pid`` when it is a process of its own."""
+    """The agent is working; ``pid`` when it is a process of its own on this machine, ``node``
+    when it runs on a cluster node (the pid is then the node's, never signalled from here)."""
 
     detail: str = ""
     pid: int | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,8 @@ _FIELDS: dict[type[Any], tuple[str, ...]] = {
 def event_to_dict(event: AgentEvent) -> dict[str, Any]:
     """A JSON-ready dict with the event's kind under ``"event"``."""
     data = {f: getattr(event, f) for f in _FIELDS[type(event)]}  # shallow: fields are scalars
+    if data.get("node", "") is None:  # only cluster attempts have a node
+        del data["node"]
     data["event"] = type(event).__name__.lower()
     return data
 

@@ -132,6 +132,8 @@ def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
             return "blocked", reason
         case Failed(error=error, kind="budget"):
             return "budget_exceeded", error
+        case Failed(error=error, kind="lost"):
+            return "lost", error
         case Failed(error=error):
             return "failed", error
         case Finished(summary=summary):

@@ -14,6 +14,22 @@ from typing import Literal, TypeAlias
 
 Source: TypeAlias = Literal["agent", "build", "timeout", "stall"]
 
+NEVER_FIXED_KINDS: frozenset[str] = frozenset({"config", "budget", "permission"})
+CONFIG_EXIT_CODES: frozenset[int] = frozenset({126, 127})
+"""A build command that cannot run (not executable, not found) is the plan's fault, not code's."""
+
+
+def is_fixable(state: str, *, kind: str = "", fix_timeouts: bool = False) -> bool:
+    """Whether an attempt that ended in ``state`` is a blocker a fixer may try.
+
+    Only ``blocked`` is, and ``timed_out`` when the plan opts in. Never ``failed`` (the agent
+    gave up on its own work), ``cancelled``, ``budget_exceeded``, ``skipped``, ``lost``, nor any
+    ``config`` or ``budget`` failure kind: a fixer cannot install a program or raise a budget.
+    """
+    if kind in NEVER_FIXED_KINDS:
+        return False
+    return state == "blocked" or (fix_timeouts and state == "timed_out")
+
 
 # --- signatures -----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ that come back. Every input has an explicit answer (stale or unknown reports get
 - A fixer needs a free agent, depth (blocked depth + 1) within ``max_depth`` and, for the build,
   one of ``max_fix_cycles`` (run-wide); else the subject escalates, saying which limit to raise.
   A fixer's own blocker is never fixed: it escalates what the fixer served.
+- An attempt ``lost`` with its cluster node is retried (`LOST_RETRIES`, agents allowing).
 """
 
 from __future__ import annotations
@@ -29,28 +30,13 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias, assert_never
 
 from orchestrator import ids
+from orchestrator.engine import blockers
 from orchestrator.engine.blockers import Blocker, Source
 
+LOST_RETRIES = 2  # new attempts for a task whose attempts were lost with their node
 FixerOutcome: TypeAlias = Literal[
     "succeeded", "failed", "blocked", "timed_out", "cancelled", "budget_exceeded", "lost"
 ]
-NEVER_FIXED_KINDS: frozenset[str] = frozenset({"config", "budget", "permission"})
-CONFIG_EXIT_CODES: frozenset[int] = frozenset({126, 127})
-"""A build command that cannot run (not executable, not found) is the plan's fault, not code's."""
-
-
-def is_fixable(state: str, *, kind: str = "", fix_timeouts: bool = False) -> bool:
-    """Whether an attempt that ended in ``state`` is a blocker a fixer may try.
-
-    Only ``blocked`` is, and ``timed_out`` when the plan opts in. Never ``failed`` (the agent
-    gave up on its own work), ``cancelled``, ``budget_exceeded``, ``skipped``, ``lost``, nor any
-    ``config`` or ``budget`` failure kind: a fixer cannot install a program or raise a budget.
-    """
-    if kind in NEVER_FIXED_KINDS:
-        return False
-    return state == "blocked" or (fix_timeouts and state == "timed_out")
-
-
 # --- inputs, limits, actions ----------------------------------------------------------------
 
 
@@ -226,14 +212,16 @@ def _attempt_ended(state: RecoveryState, ev: AttemptEnded, cap: Capacity) -> Dec
         why = f"ignored {ev.agent_id}: task {ev.task_id} is {sub.status} at attempt {sub.attempt}"
         return state, (Wait(why),)
     tried = sub.tried if sub else ()
+    if ev.state == "lost":
+        return _lost(state, ev, cap, tried)
     if ev.kind == "permission":
         state = _put(state, ev.task_id, Subject(ev.attempt, "waiting", tried))
         hint = "allow the calls it needs (the task's permission_mode or allowed_tools), or "
         blocker = Blocker(ev.task_id, ev.agent_id, "agent", ev.reason, ev.depth)
         why = f"never fixed: {ev.reason}"
         return _escalate(state, cap, blocker, ev.task_id, why, "", hint)
-    if not is_fixable(ev.state, kind=ev.kind, fix_timeouts=cap.fix_timeouts):
-        if ev.kind in NEVER_FIXED_KINDS:
+    if not blockers.is_fixable(ev.state, kind=ev.kind, fix_timeouts=cap.fix_timeouts):
+        if ev.kind in blockers.NEVER_FIXED_KINDS:
             why = f"a {ev.kind} failure is never fixed: {ev.reason}"
         elif ev.state == "timed_out":
             why = f"timeouts are not fixed unless the plan sets fix_timeouts: {ev.reason}"
@@ -249,7 +237,7 @@ def _attempt_ended(state: RecoveryState, ev: AttemptEnded, cap: Capacity) -> Dec
 def _build_failed(state: RecoveryState, ev: BuildFailed, cap: Capacity) -> Decision:
     prev = state.subjects.get(None)
     tried = prev.tried if prev else ()
-    if ev.exit_code in CONFIG_EXIT_CODES:
+    if ev.exit_code in blockers.CONFIG_EXIT_CODES:
         why = (
             f"{ids.build_id(ev.build_n)} could not run its command (exit {ev.exit_code}): a"
             " configuration error, never fixed; check build.command in the plan and that its"
@@ -366,6 +354,18 @@ def _retry(state: RecoveryState, who: str, cap: Capacity, left: int, fid: str) -
     attempt = state.subjects[who].attempt + 1
     state = _put(state, who, replace(state.subjects[who], attempt=attempt, status="retrying"))
     return state, (RetryTask(who, attempt),)
+
+
+def _lost(
+    state: RecoveryState, ev: AttemptEnded, cap: Capacity, tried: tuple[str, ...]
+) -> Decision:
+    times = sum(line.startswith("lost: ") for line in tried)
+    why = cap.refusal or ("" if cap.agents_left > 0 else f"no agents left ({cap.max_agents})")
+    if why or times >= LOST_RETRIES:
+        end = EndTask(ev.task_id, "lost", f"{ev.reason}; not retried: {why or 'lost again'}")
+        return _put(state, ev.task_id, Subject(ev.attempt, "ended", tried)), (end,)
+    sub = Subject(ev.attempt + 1, "retrying", (*tried, f"lost: {ev.reason}"))
+    return _put(state, ev.task_id, sub), (RetryTask(ev.task_id, ev.attempt + 1),)
 
 
 def _escalate(

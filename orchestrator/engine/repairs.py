@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from orchestrator import ids
-from orchestrator.engine import recovery, spawns
+from orchestrator.engine import blockers, recovery, spawns
 from orchestrator.engine.governor import Governor
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentState, Blocked, BuildChecked, Failed
@@ -106,10 +106,10 @@ class Repairs:
             kind = rec.terminal.kind if isinstance(rec.terminal, Failed | Blocked) else ""
             kind = "" if kind == "agent" else kind
             known = rec.task_id in self._policy.subjects
-            fixable = recovery.is_fixable(
+            fixable = blockers.is_fixable(
                 rec.state, kind=kind, fix_timeouts=self.plan.fixer.fix_timeouts
             )
-            if not known and not fixable and kind != "permission":
+            if not known and not fixable and kind != "permission" and rec.state != "lost":
                 return None  # the common case stays off the policy's copy-on-write path
             event = recovery.AttemptEnded(
                 rec.task_id, rec.attempt, rec.state, rec.reason, kind, rec.depth,

@@ -94,6 +94,8 @@ class AgentRecord:
     last_event: float = 0.0
     children: list[str] = field(default_factory=list)
     force: bool = False
+    node: str | None = None
+    """The cluster node the attempt runs on (None: this machine)."""
 
     @classmethod
     def of(cls, spawn: Spawn) -> AgentRecord:
@@ -119,6 +121,8 @@ class AgentRecord:
                 self.tokens_in += tin
                 self.tokens_out += tout
                 self.cost_usd += cost
+            case Started(node=node) if node:
+                self.node = node
             case Started(pid=pid) if pid:
                 self.pid = pid
             case Blocked() | Failed() | Finished() if self.terminal is None:
@@ -140,13 +144,14 @@ class AgentRecord:
             "id": self.id, "state": self.state, "reason": self.reason, "ended": self.ended,
             "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
             "cost_usd": self.cost_usd, "last_line": self.last_line, "summary": self.summary,
+            "node": self.node,
         }  # fmt: skip
 
     def live_fields(self) -> dict[str, object]:
         """What the journal records now and then while the agent runs."""
         return {
             "id": self.id, "last_line": self.last_line, "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out, "cost_usd": self.cost_usd,
+            "tokens_out": self.tokens_out, "cost_usd": self.cost_usd, "node": self.node,
         }  # fmt: skip
 
     def status_line(self) -> str:

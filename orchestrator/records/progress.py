@@ -146,8 +146,9 @@ def _ends_with_status(fd: int) -> bool:
 def render(event: AgentEvent) -> str:
     """The human line for one event (without timestamp); Text may hold several lines."""
     match event:
-        case Started(detail=detail, pid=pid):
-            return f"started: {detail}" + (f" (pid {pid})" if pid else "")
+        case Started(detail=detail, pid=pid, node=node):
+            where = f" on node {node}" if node else ""
+            return f"started: {detail}" + (f" (pid {pid}{where})" if pid else where)
         case Text(text=text):
             return text
         case ToolCall(name=name, summary=summary):

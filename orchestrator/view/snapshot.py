@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 AGENT_KEYS = (
     "id", "task", "kind", "state", "parent", "attempt", "pid", "started", "ended",
-    "tokens_in", "tokens_out", "cost_usd", "last_line",
+    "tokens_in", "tokens_out", "cost_usd", "last_line", "node",
 )  # fmt: skip
 
 
@@ -54,6 +54,7 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "parent": r.parent,
             "attempt": r.attempt,
             "pid": r.pid,
+            "node": r.node,
             "started": r.started,
             "ended": r.ended,
             "tokens_in": r.tokens_in,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.engine.blockers import Blocker, fixer_prompt, normalise, signature_of
+from orchestrator.engine.blockers import Blocker, fixer_prompt, is_fixable, normalise, signature_of
 from orchestrator.engine.recovery import (
     Action,
     AttemptEnded,
@@ -24,7 +24,6 @@ from orchestrator.engine.recovery import (
     SpawnFixer,
     Wait,
     decide,
-    is_fixable,
 )
 
 ROOMY = Capacity(agents_left=10)
