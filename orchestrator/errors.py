@@ -11,6 +11,7 @@
     │   ├── MissingApiKeyError            3        claude agents but no ANTHROPIC_API_KEY
     │   ├── AgentProgramNotFound          3        a command or preset names a program not on PATH
     │   ├── WorkspaceRefused              3        the workspace is missing or not a directory
+    │   ├── ClusterError                  3        executor: ray, but its cluster cannot be used
     │   └── RunDirRefused                 3        the responses directory or a file of its .run/
     │                                                is unusable: a link, a FIFO, another user's,
     │                                                someone else's files, a full disk at start
@@ -94,6 +95,11 @@ class EnvironmentProblem(OrchestratorError):
     """The machine is not ready for this plan; found before any agent starts."""
 
     exit_code = 3
+
+
+class ClusterError(EnvironmentProblem):
+    """The plan's Ray cluster cannot be used: not installed, unreachable, no live node, or a
+    node that holds the API key."""
 
 
 class MissingApiKeyError(EnvironmentProblem):

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
@@ -26,6 +26,7 @@ from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.errors import (
     AgentProgramNotFound,
+    ClusterError,
     EnvironmentProblem,
     MissingApiKeyError,
     RunDirRefused,
@@ -51,6 +52,9 @@ from orchestrator.records.resume import (
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import console, report, snapshot
 
+if TYPE_CHECKING:
+    from orchestrator.cluster.executor import Cluster
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -63,6 +67,8 @@ class RunOptions:
     """Serve the web view on this port (0: any free one) while the run goes on."""
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
+    cluster: str | None = None
+    """``--cluster ADDRESS``: run the agents on this Ray cluster (beats the plan's executor)."""
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -172,6 +178,16 @@ async def run_plan(
         lock.release()
 
 
+def _cluster(plan: Plan, opts: RunOptions, run_id: str) -> Cluster | None:
+    """The Ray cluster this run's agents run on (``--cluster`` or ``executor: ray``), if any."""
+    if opts.cluster is None and plan.executor != "ray":
+        return None
+    from orchestrator.cluster.executor import Cluster
+
+    exclude = (opts.responses,)
+    return Cluster(opts.cluster or plan.address, run_id, plan.workspace, exclude)
+
+
 def _unusable(exc: OSError, path: Path) -> RunDirRefused:
     """A write or open that failed before the run started, as one line naming the file."""
     where = exc.filename or path
@@ -245,6 +261,11 @@ async def _run_locked(
     )
     live = opts.live and sys.stdout.isatty()
     pool = AgentPool(plan)
+    cluster = _cluster(plan, opts, run_id)
+    if cluster is not None and agents is None:
+        from orchestrator.cluster.executor import ClusterAgents
+
+        agents = ClusterAgents(plan, pool, cluster)
     run = Run(
         plan,
         settings,
@@ -267,6 +288,9 @@ async def _run_locked(
                 stack.push_async_callback(pool.aclose)
                 lend = functools.partial(quota.handle, run, token=exports[quota.TOKEN_VAR])
                 try:
+                    if cluster is not None:
+                        stack.push_async_callback(cluster.aclose)
+                        await cluster.open()
                     await stack.enter_async_context(
                         channel.open_control_server(run, rundir.socket, more=lend)
                     )
@@ -279,7 +303,7 @@ async def _run_locked(
                         grace=plan.limits.grace,
                         **how,
                     )  # fmt: skip
-                except RunDirRefused:
+                except (RunDirRefused, ClusterError):
                     journal.close()
                     raise
                 except OSError as exc:

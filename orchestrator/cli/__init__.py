@@ -138,6 +138,10 @@ def run(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
     ] = 0,
+    cluster: Annotated[
+        str | None,
+        typer.Option(metavar="ADDRESS", help="Run the agents on this Ray cluster (auto: local)."),
+    ] = None,
 ) -> None:
     """Run a plan."""
     import asyncio
@@ -167,6 +171,7 @@ def run(
             json=json_out,
             web=port if web else None,
             workspace_override=workspace.resolve() if workspace is not None else None,
+            cluster=cluster,
         )
         code = asyncio.run(run_plan(plan, opts))
     except OrchestratorError as exc:

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from orchestrator.errors import Location, PlanError, PlanErrors
 from orchestrator.plan.fields import Errors, Fields, closest, mapping_of
@@ -34,6 +35,7 @@ MAX_ERRORS = 200
 
 TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
+    "executor", "address",
     "presets",
 )  # fmt: skip
 
@@ -171,6 +173,7 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
     names = {d.task.id for d in drafts} | {batch for batch, _ in batches}
     build = build_of(errs, mapping_of(errs, top.get("build"), "build"), names)
     workspace = _workspace(top.text("workspace"), source, override)
+    executor, address = _executor(errs, top)
     return Plan(
         name=name if name is not None else source.stem,
         tasks=tuple(d.task for d in drafts),
@@ -183,7 +186,29 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         prices=prices,
         form="batches" if top.get("batches") is not None and top.get("tasks") is None else "tasks",
         presets=presets,
+        executor=executor,
+        address=address,
     )
+
+
+def _executor(errs: Errors, top: Fields) -> tuple[Literal["local", "ray"], str]:
+    """``executor: local | ray`` and the cluster's ``address`` (only with ``ray``)."""
+    executor, address = top.text("executor"), top.text("address")
+    if executor not in (None, "local", "ray"):
+        hint = "write local (this machine) or ray (a Ray cluster, pip install '.[ray]')"
+        errs.add(
+            top.node.items["executor"], "bad-executor", f"unknown executor {show(executor)}", hint
+        )
+    elif address is not None and executor != "ray":
+        hint = "add executor: ray, or remove address:"
+        errs.add(
+            top.node.items["address"], "address-without-ray", "address: needs executor: ray", hint
+        )
+    elif address is not None and not address.strip():
+        errs.add(
+            top.node.items["address"], "bad-address", "address is empty", "write host:port or auto"
+        )
+    return ("ray" if executor == "ray" else "local"), (address or "auto").strip()
 
 
 def _workspace(written: str | None, source: Path, override: Path | None) -> Path:

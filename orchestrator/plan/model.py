@@ -162,6 +162,10 @@ class Plan:
     form: Literal["tasks", "batches"] = "tasks"
     presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Per-preset argv templates that replace the built-in ones (preset name, argv)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where agents run: this machine, or the nodes of a Ray cluster (the ``ray`` extra)."""
+    address: str = "auto"
+    """The Ray cluster's address (``auto``: the one started on this machine)."""
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:

@@ -38,6 +38,8 @@ _USD: Schema = {"type": "number", "minimum": 0, "description": "USD per million 
 TYPES: dict[str, Schema] = {
     "name": _TEXT,
     "workspace": {**_TEXT, "description": "relative to the plan file"},
+    "executor": {"enum": ["local", "ray"], "description": "where agents run (ray: a cluster)"},
+    "address": {**_TEXT, "description": "the Ray cluster's address (executor: ray)"},
     "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
     "agent": {"enum": sorted(AGENT_KINDS | PRESETS)},
     "prompt": _TEXT,

@@ -1,0 +1,265 @@
+"""The driver side: a `Cluster` per run (one `NodeHost` actor per live node) and the
+`RemoteAgent` that runs an attempt of any process or API agent on it.
+
+The driver keeps everything that is run state: the scheduler starts, times and stops a
+remote attempt exactly like a local one (its `run` is cancelled), and the events that come
+back go through the same `emit` into the progress file and the journal. An attempt's end
+(`Finished`, `Failed`, `Blocked`) is told only once its change has been applied, so an
+attempt whose change does not apply fails instead of succeeding. A host whose node dies
+ends its attempts ``lost`` (recovery retries them on a live node). Ray is imported here,
+when a run opens a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.agents.base import Agent, AgentContext
+from orchestrator.cluster.host import NodeHost
+from orchestrator.cluster.wire import AttemptSpec, Change
+from orchestrator.cluster.workspace import Snapshots, WorkspaceError
+from orchestrator.errors import ClusterError
+from orchestrator.events import Blocked, Failed, Finished
+from orchestrator.plan.model import Plan
+
+WINDOW = 0.05
+"""How long a node gathers an attempt's events into one batch."""
+LOCAL_KINDS = frozenset({"build"})
+"""Kinds that stay on the driver: the build check tests the integrated workspace."""
+_CLOSE_TIMEOUT = 30.0
+
+
+@dataclass(slots=True, eq=False)
+class Host:
+    actor: Any
+    node: str
+    running: int = 0
+    alive: bool = True
+
+
+@dataclass(slots=True)
+class Cluster:
+    """A run's view of a Ray cluster; `open` before the run, `aclose` after it."""
+
+    address: str
+    run_id: str
+    workspace: Path
+    exclude: tuple[Path, ...] = ()
+    hosts: list[Host] = field(default_factory=list)
+    _snapshots: Snapshots | None = None
+    _bundles: dict[str, Any] = field(default_factory=dict)
+    _ray: Any = None
+    _lost: tuple[type[BaseException], ...] = ()
+
+    async def open(self) -> None:
+        try:
+            import ray  # the `ray` extra: only a run that asks for a cluster pays for it
+            from ray import exceptions
+        except ImportError:
+            hint = "install the ray extra: pip install 'orchestrator[ray]'"
+            raise ClusterError(f"error: executor: ray, but Ray is not installed ({hint})") from None
+
+        self._ray = ray
+        self._lost = (exceptions.RayActorError, exceptions.ActorUnavailableError)
+        try:
+            await asyncio.to_thread(
+                ray.init,
+                address=self.address,
+                namespace=f"orchestrator-{self.run_id}",
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ClusterError(
+                f"error: cannot reach the Ray cluster at {self.address}: {exc}"
+            ) from exc
+        self._snapshots = Snapshots(self.workspace, exclude=self.exclude)
+        await self._snapshots.open()
+        await self._add_hosts()
+
+    async def _add_hosts(self) -> None:
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)(NodeHost)
+        known = {h.node for h in self.hosts}
+        for info in await asyncio.to_thread(ray.nodes):
+            node = f"{info['NodeManagerAddress']}/{info['NodeID'][:8]}"
+            if not info.get("Alive") or node in known:
+                continue
+            where = NodeAffinitySchedulingStrategy(info["NodeID"], soft=False)
+            actor = actor_class.options(scheduling_strategy=where).remote(self.run_id, node)
+            try:
+                held = await actor.secrets_present.remote()
+            except self._lost:
+                continue
+            if held:
+                ray.kill(actor)
+                raise ClusterError(
+                    f"error: node {node} holds {', '.join(held)} in its environment: start its Ray "
+                    "without the API key (remote agents use the run's gateway)"
+                )
+            self.hosts.append(Host(actor, node))
+        if not any(h.alive for h in self.hosts):
+            raise ClusterError(f"error: the Ray cluster at {self.address} has no live node")
+
+    async def place(self) -> Host:
+        """The live host with the fewest attempts running."""
+        live = [h for h in self.hosts if h.alive]
+        if not live:
+            await self._add_hosts()
+            live = [h for h in self.hosts if h.alive]
+        return min(live, key=lambda h: h.running)
+
+    async def base(self) -> tuple[str, Any]:
+        """The workspace's current commit and its bundle in the object store."""
+        assert self._snapshots is not None
+        sha, bundle = await self._snapshots.base()
+        ref = self._bundles.get(sha)
+        if ref is None:
+            self._bundles.clear()  # older bases are no longer handed out
+            ref = self._bundles[sha] = await asyncio.to_thread(self._ray.put, bundle)
+        return sha, ref
+
+    async def integrate(self, change: Change) -> None:
+        """Apply a returned change to the workspace (`WorkspaceError` when it does not apply).
+
+        The seam for per-agent checkouts: a run with its own integration replaces this."""
+        assert self._snapshots is not None
+        await self._snapshots.integrate(change)
+
+    def is_lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._lost)
+
+    async def aclose(self) -> None:
+        """Stop every host (each sweeps its node), then leave the cluster."""
+        if self._ray is None:
+            return
+        ray, hosts, self.hosts = self._ray, self.hosts, []
+        try:
+            live = [h for h in hosts if h.alive]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    for host in live:
+                        with contextlib.suppress(*self._lost):
+                            await host.actor.shutdown.remote()
+            for host in hosts:
+                with contextlib.suppress(*self._lost):
+                    ray.kill(host.actor)
+        finally:
+            self._bundles.clear()
+            await asyncio.to_thread(ray.shutdown)
+            if self._snapshots is not None:
+                self._snapshots.close()
+
+
+@dataclass(slots=True)
+class RemoteAgent:
+    """An agent kind whose attempts run on the cluster (same seam as any `Agent`)."""
+
+    inner: Agent
+    kind: str
+    cluster: Cluster
+    plan: Plan
+
+    @property
+    def uses_model(self) -> bool:
+        return self.inner.uses_model
+
+    @property
+    def pass_env(self) -> tuple[str, ...]:
+        return self.inner.pass_env
+
+    async def run(self, ctx: AgentContext) -> None:
+        base, bundle = await self.cluster.base()
+        host = await self.cluster.place()
+        spec = AttemptSpec(
+            agent_id=ctx.agent_id, run_id=ctx.env.get("ORCHESTRATOR_RUN_ID", ""),
+            kind=self.kind, task=ctx.task, attempt=ctx.attempt, prompt=ctx.prompt,
+            script=ctx.script, env=ctx.env, grace=ctx.grace, depth=ctx.depth,
+            parent=ctx.parent, notes=ctx.context_notes, model=ctx.model,
+            plan=self.plan, base=base,
+        )  # fmt: skip
+        ends: list[Finished | Failed | Blocked] = []
+        host.running += 1
+        try:
+            try:
+                await host.actor.start.remote(spec, bundle)
+                await self._relay(host, ctx, ends)
+            except asyncio.CancelledError:
+                await self._stop(host, ctx)
+                with contextlib.suppress(Exception):
+                    await self._relay(host, ctx, ends)  # its last words
+                    await self.cluster.integrate(await host.actor.finish.remote(ctx.agent_id))
+                raise
+            change = await host.actor.finish.remote(ctx.agent_id)
+        except Exception as exc:
+            if not self.cluster.is_lost(exc):
+                raise
+            host.alive = False
+            ctx.emit(Failed(f"node {host.node} lost: {type(exc).__name__}", kind="lost"))
+            return
+        finally:
+            host.running -= 1
+        try:
+            await self.cluster.integrate(change)
+        except WorkspaceError as exc:
+            ctx.emit(Failed(f"its change does not apply to the workspace: {exc}"))
+            return
+        for event in ends:
+            ctx.emit(event)
+
+    @staticmethod
+    async def _relay(
+        host: Host, ctx: AgentContext, ends: list[Finished | Failed | Blocked]
+    ) -> None:
+        """Poll the node until the attempt is over; ends are held back (see the module)."""
+        while True:
+            batch = await host.actor.poll.remote(ctx.agent_id, WINDOW)
+            if batch.active or batch.events:
+                ctx.on_activity()
+            for event in batch.events:
+                if isinstance(event, Finished | Failed | Blocked):
+                    ends.append(event)
+                else:
+                    ctx.emit(event)
+            if batch.done:
+                return
+
+    @staticmethod
+    async def _stop(host: Host, ctx: AgentContext) -> None:
+        """SIGTERM, grace, SIGKILL on the node; cancelled again meanwhile: SIGKILL now."""
+        force = ctx.grace <= 0
+        while True:
+            try:
+                await host.actor.stop.remote(ctx.agent_id, force)
+                return
+            except asyncio.CancelledError:
+                if force:
+                    raise
+                force = True
+
+
+class ClusterAgents:
+    """The run's agents by kind (the scheduler's factory): remote ones for every kind but
+    `LOCAL_KINDS`, which ``local`` (the run's `AgentPool`) gives as they are."""
+
+    def __init__(self, plan: Plan, local: Callable[[str], Agent], cluster: Cluster) -> None:
+        self.plan, self.local, self.cluster = plan, local, cluster
+        self._agents: dict[str, Agent] = {}
+
+    def __call__(self, kind: str) -> Agent:
+        if kind in LOCAL_KINDS:
+            return self.local(kind)
+        agent = self._agents.get(kind)
+        if agent is None:
+            agent = self._agents[kind] = RemoteAgent(
+                self.local(kind), kind, self.cluster, self.plan
+            )
+        return agent

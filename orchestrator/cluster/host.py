@@ -1,0 +1,151 @@
+"""The node side: a `NodeHost` lives in one Ray actor per node and runs attempts there.
+
+Each attempt is the agent's own code (`AgentPool`, the same kinds as a local run) in a
+checkout of the attempt's base, so it starts its programs the same way: its own process
+group, the parent-death signal, SIGTERM, grace, SIGKILL and the sweep for descendants that
+left the group (found by the run's id in their environment). Its events are kept until the
+driver polls them: a poll returns at once when something is waiting, after a short window
+that lets a burst of lines travel as one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from orchestrator.agents.base import AgentContext
+from orchestrator.agents.pool import AgentPool
+from orchestrator.cluster import workspace
+from orchestrator.cluster.wire import AttemptSpec, Batch, Change
+from orchestrator.events import AgentEvent, Failed, Started
+from orchestrator.process import orphans
+from orchestrator.process.env import SECRET_NAMES
+
+POLL_WAIT = 1.0
+"""A poll with nothing to say returns after this long (so the driver notices a dead node)."""
+
+
+@dataclass(slots=True)
+class _Running:
+    spec: AttemptSpec
+    checkout: Path
+    task: asyncio.Task[None] | None = None
+    events: list[AgentEvent] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    active: bool = False
+    done: bool = False
+
+
+class NodeHost:
+    """The attempts on this node, by agent id; its methods run on the actor's event loop."""
+
+    def __init__(self, run_id: str, node: str) -> None:
+        self.run_id = run_id
+        self.node = node
+        self._root = Path(tempfile.mkdtemp(prefix="orchestrator-node-"))
+        self._attempts: dict[str, _Running] = {}
+        self._pool: AgentPool | None = None
+
+    async def secrets_present(self) -> list[str]:
+        """Names of API-key variables in this node's environment (the driver refuses those)."""
+        return sorted(name for name in SECRET_NAMES if os.environ.get(name))
+
+    async def start(self, spec: AttemptSpec, bundle: bytes) -> None:
+        """Check the base out and start the agent; returns once it runs."""
+        here = Path(tempfile.mkdtemp(prefix="attempt-", dir=self._root))
+        run = self._attempts[spec.agent_id] = _Running(spec, here / "workspace")
+        try:
+            await workspace.checkout(bundle, spec.base, run.checkout)
+        except workspace.WorkspaceError as exc:
+            run.events.append(Failed(f"node {self.node}: cannot check out the workspace: {exc}"))
+            run.done = True
+            return
+        if self._pool is None:
+            self._pool = AgentPool(spec.plan)
+        agent = self._pool(spec.kind)
+        (here / "responses").mkdir()
+        ctx = AgentContext(
+            agent_id=spec.agent_id,
+            task=spec.task,
+            attempt=spec.attempt,
+            prompt=spec.prompt,
+            script=spec.script,
+            workspace=run.checkout,
+            responses=here / "responses",
+            env=spec.env,
+            emit=lambda event: self._said(run, event),
+            on_activity=lambda: self._heard(run),
+            grace=spec.grace,
+            depth=spec.depth,
+            parent=spec.parent,
+            context_notes=spec.notes,
+            model=spec.model,
+        )
+        run.task = asyncio.get_running_loop().create_task(self._run(run, agent.run(ctx)))
+
+    async def _run(self, run: _Running, work: object) -> None:
+        try:
+            await work  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # sent to the driver, whose attempt turns it into a state
+            run.events.append(Failed(f"{type(exc).__name__}: {exc}"))
+        finally:
+            run.done = True
+            run.wake.set()
+
+    def _said(self, run: _Running, event: AgentEvent) -> None:
+        if isinstance(event, Started):
+            event = replace(event, node=self.node)
+        run.events.append(event)
+        run.wake.set()
+
+    def _heard(self, run: _Running) -> None:
+        run.active = True
+
+    async def poll(self, agent_id: str, window: float) -> Batch:
+        """What the attempt said since the last poll (waits up to `POLL_WAIT` for something)."""
+        run = self._attempts[agent_id]
+        if not run.events and not run.done:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_WAIT):
+                    await run.wake.wait()
+            if not run.done:
+                await asyncio.sleep(window)
+        run.wake.clear()
+        events, run.events = tuple(run.events), []
+        active, run.active = run.active, False
+        return Batch(events, active, run.done and not run.events)
+
+    async def stop(self, agent_id: str, force: bool) -> None:
+        """Stop the attempt's processes (SIGTERM, grace, SIGKILL; ``force``: SIGKILL now),
+        then sweep descendants that left its group."""
+        run = self._attempts[agent_id]
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+            if force:
+                await asyncio.sleep(0)
+                run.task.cancel()  # a second cancel cuts the grace short, as on the driver
+            with contextlib.suppress(asyncio.CancelledError):
+                await run.task
+        await asyncio.to_thread(orphans.sweep_run, self.run_id, agent_id=agent_id)
+
+    async def finish(self, agent_id: str) -> Change:
+        """The attempt's change to its workspace; its checkout is removed."""
+        run = self._attempts.pop(agent_id)
+        try:
+            return await workspace.collect(run.checkout, run.spec.base, agent_id)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, run.checkout.parent, True)
+
+    async def shutdown(self) -> None:
+        """Stop everything this host runs and sweep the run's processes on this node."""
+        for agent_id in list(self._attempts):
+            await self.stop(agent_id, True)
+        await asyncio.to_thread(orphans.sweep_run, self.run_id)
+        await asyncio.to_thread(shutil.rmtree, self._root, True)

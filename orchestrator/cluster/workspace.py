@@ -1,0 +1,158 @@
+"""Workspaces as git bundles: the driver snapshots its workspace into a shadow repository, a
+node checks the snapshot out, and the node's change comes back as a bundle the driver applies.
+
+The shadow repository (``--git-dir`` apart, ``--work-tree`` the workspace) never touches a
+``.git`` the workspace may have, and sees the workspace's ``.gitignore`` files. A snapshot is
+taken once and reused by every attempt until a change is applied, so a wave of attempts costs
+one ``git add``. A change is applied whole or not at all (``git apply --index``): one that no
+longer applies, because another attempt changed the same lines first, fails its attempt and
+leaves the workspace as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from orchestrator.cluster.wire import Change
+
+_IDENTITY = ("-c", "user.name=orchestrator", "-c", "user.email=orchestrator@localhost")
+_GIT_TIMEOUT = 300.0
+
+
+class WorkspaceError(Exception):
+    """A git step on a workspace failed; the message names it and what git said."""
+
+
+def git_env(home: Path) -> dict[str, str]:
+    """A git environment that reads no user or system configuration."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LC_ALL": "C",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+
+
+async def git(*args: str, cwd: Path, env: dict[str, str], data: bytes | None = None) -> bytes:
+    """Run one git command to its end; its stdout, or `WorkspaceError` with its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *_IDENTITY,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.PIPE if data is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(_GIT_TIMEOUT):
+            out, err = await proc.communicate(data)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        said = err.decode(errors="replace").strip().splitlines()
+        raise WorkspaceError(f"git {args[-1] if args else ''}: {said[-1] if said else 'failed'}")
+    return out
+
+
+class Snapshots:
+    """The driver's shadow repository of one workspace; `open` before use, `close` after."""
+
+    def __init__(self, workspace: Path, *, exclude: tuple[Path, ...] = ()) -> None:
+        self.workspace = workspace
+        self._exclude = exclude
+        self._root = Path(tempfile.mkdtemp(prefix="orchestrator-cluster-"))
+        self._dir = self._root / "shadow.git"
+        self._env = git_env(self._root)
+        self._lock = asyncio.Lock()
+        self._current: tuple[str, bytes] | None = None
+        self.applied = 0
+
+    async def _git(self, *args: str, data: bytes | None = None) -> bytes:
+        where = ("--git-dir", str(self._dir), "--work-tree", str(self.workspace))
+        return await git(*where, *args, cwd=self.workspace, env=self._env, data=data)
+
+    async def open(self) -> None:
+        await git("--git-dir", str(self._dir), "init", "-q", cwd=self._root, env=self._env)
+        lines = []
+        for path in self._exclude:
+            try:
+                rel = path.resolve().relative_to(self.workspace.resolve())
+            except ValueError:
+                continue
+            lines.append(f"/{rel.as_posix()}/")
+        (self._dir / "info").mkdir(exist_ok=True)
+        (self._dir / "info" / "exclude").write_text("".join(f"{ln}\n" for ln in lines))
+
+    async def base(self) -> tuple[str, bytes]:
+        """The workspace as a commit and that commit's bundle (taken once per state)."""
+        async with self._lock:
+            if self._current is None:
+                await self._git("add", "-A", ".")
+                await self._git("commit", "-q", "--allow-empty", "--no-verify", "-m", "base")
+                sha = (await self._git("rev-parse", "HEAD")).decode().strip()
+                bundle = await self._git("bundle", "create", "-q", "-", "HEAD")
+                self._current = (sha, bundle)
+            return self._current
+
+    async def integrate(self, change: Change) -> None:
+        """Apply ``change`` to the workspace, whole or not at all."""
+        if change.empty:
+            return
+        async with self._lock:
+            path = self._root / "incoming.bundle"
+            await asyncio.to_thread(_write, path, change.bundle)
+            ref = f"+refs/heads/attempt:refs/attempts/{_ref(change)}"
+            await self._git("fetch", "-q", str(path), ref)
+            diff = await self._git("diff", "--binary", change.base, change.head)
+            if diff:
+                await self._git("apply", "--index", "--whitespace=nowarn", "-", data=diff)
+                self._current = None
+                self.applied += 1
+
+    def close(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _write(path: Path, data: bytes, mkdir: Path | None = None) -> None:
+    if mkdir is not None:
+        mkdir.mkdir(parents=True)
+    path.write_bytes(data)
+
+
+def _ref(change: Change) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in change.agent_id)
+
+
+async def checkout(bundle: bytes, base: str, into: Path) -> None:
+    """On a node: ``into`` becomes a checkout of commit ``base`` from ``bundle``."""
+    env = git_env(into.parent)
+    path = into.parent / "base.bundle"
+    await asyncio.to_thread(_write, path, bundle, into)
+    await git("init", "-q", cwd=into, env=env)
+    await git("fetch", "-q", str(path), "HEAD", cwd=into, env=env)
+    await git("checkout", "-q", "--detach", base, cwd=into, env=env)
+    await asyncio.to_thread(path.unlink)
+
+
+async def collect(into: Path, base: str, agent_id: str) -> Change:
+    """On a node: everything the attempt changed in ``into`` as one commit on ``base``."""
+    env = git_env(into.parent)
+    await git("add", "-A", ".", cwd=into, env=env)
+    await git("commit", "-q", "--allow-empty", "--no-verify", "-m", agent_id, cwd=into, env=env)
+    head = (await git("rev-parse", "HEAD", cwd=into, env=env)).decode().strip()
+    if not await git("diff", "--name-only", base, head, cwd=into, env=env):
+        return Change(agent_id, base, head, b"")
+    await git("branch", "-f", "attempt", head, cwd=into, env=env)
+    bundle = await git("bundle", "create", "-q", "-", "attempt", f"^{base}", cwd=into, env=env)
+    return Change(agent_id, base, head, bundle)
