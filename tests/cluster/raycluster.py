@@ -1,0 +1,111 @@
+"""A two-node Ray cluster on this machine for the cluster tests: `ray start --head` and a
+second `ray start --address` (another raylet, the second node), both without the API key,
+each started in a session of its own, so every process a node starts is found (by its
+session id: Ray's processes rewrite their environment block with their title, so an
+environment marker would miss them) and killed at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def in_session(sid: int) -> list[int]:
+    """Live (not zombie) pids of session ``sid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" and int(fields[4]) == sid:
+            found.append(int(entry))
+    return found
+
+
+@dataclass
+class RayCluster:
+    address: str
+    temp: Path
+    sessions: dict[str, int] = field(default_factory=dict)
+    """Node name -> the session id of its ``ray start`` (and of everything it started)."""
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "RAY_"))}
+        env.update(
+            {"RAY_USAGE_STATS_ENABLED": "0",
+             "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3",
+             "RAY_health_check_initial_delay_ms": "0"}
+        )  # fmt: skip
+        return env
+
+    def processes(self, node: str = "") -> list[int]:
+        nodes = [node] if node else list(self.sessions)
+        return [pid for n in nodes for pid in in_session(self.sessions[n])]
+
+    def start(self, node: str, *args: str) -> None:
+        proc = subprocess.Popen(
+            [RAY, "start", *args], env=self.env(), start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.sessions[node] = proc.pid
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start {node} failed: {out.decode(errors='replace')[-2000:]}")
+
+    def raylet(self, node: str) -> int:
+        for pid in self.processes(node):
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"/raylet" in fh.read().split(b"\0")[0]:
+                    return pid
+        raise LookupError(f"no raylet on node {node}")
+
+    def stop(self) -> None:
+        """SIGKILL every process of every node; waits (bounded) until they are gone."""
+        deadline = time.monotonic() + 30
+        while (left := self.processes()) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)  # noqa: TID251 - a sync fixture waiting for processes to die
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def start_cluster() -> RayCluster:
+    """Head and second node, 1 CPU and a small object store each (the machine is shared)."""
+    port = _free_port()
+    temp = Path(f"/tmp/rt{uuid.uuid4().hex[:6]}")  # Unix socket paths must stay short
+    cluster = RayCluster(f"127.0.0.1:{port}", temp)
+    common = ["--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats"]
+    try:
+        cluster.start(
+            "head", "--head", f"--port={port}", "--include-dashboard=false",
+            f"--temp-dir={temp}", *common,
+        )  # fmt: skip
+        cluster.start("second", f"--address={cluster.address}", *common)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

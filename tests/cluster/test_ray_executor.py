@@ -1,0 +1,242 @@
+"""Plans on a real two-node Ray cluster on this machine, driven through the real CLI.
+
+Slow (a cluster takes ~20 s to start on 2 cores); skipped, saying why, without the ray extra.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fakes import marked_pids
+from raycluster import RayCluster, start_cluster
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="the ray extra is not installed (pip install '.[ray]')",
+    ),
+    pytest.mark.timeout(300),
+]
+ORCH = (sys.executable, "-m", "orchestrator")
+CANARY = "sk-ant-canary-9f8e7d6c5b4a-cluster"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+    assert cluster.processes() == [], "processes of the test cluster survived its stop"
+
+
+def driver_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "RAY_"))}
+    env.update(ANTHROPIC_API_KEY=CANARY, NO_COLOR="1", COLUMNS="200", RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+def write_plan(tmp: Path, tasks: list[dict[str, Any]], **extra: Any) -> Path:
+    (tmp / "ws").mkdir(exist_ok=True)
+    plan = {"name": "cluster", "workspace": "ws", "defaults": {"agent": "command"}, "tasks": tasks}
+    plan.update(extra)
+    path = tmp / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def shell(tid: str, script: str, **kw: Any) -> dict[str, Any]:
+    return {"id": tid, "command": script, "shell": True, **kw}
+
+
+def orch(tmp: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """One orchestrator command in ``tmp``, to its end (these tests are synchronous)."""
+    return subprocess.run(  # noqa: TID251 - a sync test, no event loop here
+        [*ORCH, *args], cwd=tmp, env=driver_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def status(tmp: Path) -> dict[str, Any]:
+    """`status --json`; empty before the run has a journal."""
+    done = orch(tmp, "status", "--json")
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else {}
+
+
+def wait_for(what: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.2)  # noqa: TID251 - polls a run in another process; no event loop here
+    raise AssertionError("timed out waiting")
+
+
+def run_ids(tmp: Path) -> list[str]:
+    journal = tmp / "agent-responses" / ".run" / "journal.jsonl"
+    ids = set()
+    for line in journal.read_text().splitlines() if journal.exists() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("run_id"):
+            ids.add(rec["run_id"])
+    return sorted(ids)
+
+
+def run_processes(run_id: str) -> list[int]:
+    return marked_pids(run_id)
+
+
+def start_run(tmp: Path, plan: Path, address: str) -> subprocess.Popen[bytes]:
+    """``run --cluster`` in the background, its output in ``orchestrator.log``."""
+    with (tmp / "orchestrator.log").open("ab") as out:
+        return subprocess.Popen(
+            [*ORCH, "run", str(plan), "--cluster", address, "--no-live"],
+            cwd=tmp, env=driver_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def said(tmp: Path, agent: str, text: str) -> bool:
+    path = tmp / "agent-responses" / f"{agent}.md"
+    return path.exists() and text in path.read_text()
+
+
+def key_leaks(cluster: RayCluster, agents: list[int] = ()) -> list[str]:  # type: ignore[assignment]
+    """Where the canary key (or its reverse or base64) shows up on the nodes: the environment
+    of their processes and of the agents, and every file under their temp directories."""
+    forms = [CANARY.encode(), CANARY[::-1].encode(), base64.b64encode(CANARY.encode())]
+    leaks = []
+    for pid in [*cluster.processes(), *agents]:
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if any(f in env for f in forms):
+            leaks.append(f"environ of pid {pid}")
+    for root in (cluster.temp, *Path("/tmp").glob("orchestrator-node-*")):
+        for path in root.rglob("*") if root.exists() else []:
+            try:
+                data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+            except OSError:
+                continue
+            if any(f in data for f in forms):
+                leaks.append(str(path))
+    return leaks
+
+
+def test_a_mixed_plan_runs_on_both_nodes_and_its_changes_come_back(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    tasks = [shell(f"w{i}", f"sleep 1; echo {i} > f{i}.txt; echo wrote {i}") for i in range(4)]
+    tasks.append(
+        shell(
+            "sum",
+            "cat f*.txt | wc -l > count.txt; echo counted",
+            depends_on=["w0", "w1", "w2", "w3"],
+        )
+    )
+    tasks.append(
+        {
+            "id": "note",
+            "agent": "scripted",
+            "script": [{"write": {"path": "note.txt", "content": "hi\n"}}],
+        }
+    )
+    plan = write_plan(tmp_path, tasks, build={"command": "test -f count.txt && test -f note.txt"})
+    done = orch(
+        tmp_path, "run", str(plan), "--cluster", ray_cluster.address, "--no-live", timeout=240
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "ws" / "count.txt").read_text().strip() == "4"
+    agents = {a["id"]: a for a in status(tmp_path)["agents"]}
+    nodes = {a["node"] for tid, a in agents.items() if tid.startswith("w")}
+    assert len(nodes) == 2, agents  # spread over both nodes
+    assert agents["build-1"]["node"] is None  # the build checks the driver's workspace
+    assert "on node" in (tmp_path / "agent-responses" / "w0.md").read_text()
+    (run_id,) = run_ids(tmp_path)
+    assert run_processes(run_id) == []
+    assert key_leaks(ray_cluster) == []
+
+
+def test_cancel_of_one_remote_agent_and_of_all(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    tasks = [shell(t, "echo up; sleep 120") for t in ("a", "b", "c")]
+    plan = write_plan(tmp_path, tasks, limits={"grace": 2})
+    proc = start_run(tmp_path, plan, ray_cluster.address)
+    try:
+        wait_for(lambda: all(said(tmp_path, t, "| up") for t in "abc"))
+        (run_id,) = run_ids(tmp_path)
+        sleeps = run_processes(run_id)
+        assert sleeps  # they run, on the nodes
+        assert key_leaks(ray_cluster, sleeps) == []
+        assert orch(tmp_path, "cancel", "a").returncode == 0
+        wait_for(
+            lambda: {a["id"]: a["state"] for a in status(tmp_path)["agents"]}["a"] == "cancelled"
+        )
+        assert orch(tmp_path, "cancel", "--all").returncode == 0
+        assert proc.wait(timeout=120) == 1
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    states = {a["id"]: a["state"] for a in status(tmp_path)["agents"]}
+    assert states == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
+    assert run_processes(run_id) == []
+    assert "status: cancelled" in (tmp_path / "agent-responses" / "b.md").read_text()
+
+
+def test_a_node_that_dies_loses_its_attempts_and_they_run_again_elsewhere(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """Last in this module: it kills the second node's raylet."""
+    tasks = [shell(t, f"echo up; sleep 8; echo done > {t}.txt") for t in ("a", "b", "c", "d")]
+    plan = write_plan(tmp_path, tasks)
+    proc = start_run(tmp_path, plan, ray_cluster.address)
+    try:
+
+        def on_second() -> list[str]:
+            agents = status(tmp_path).get("agents", [])
+            second = [a for a in agents if a.get("node") and a["state"] == "running"]
+            return second if len({a["node"] for a in second}) == 2 else []
+
+        running = wait_for(on_second)
+        os.kill(ray_cluster.raylet("second"), signal.SIGKILL)
+        proc.wait(timeout=200)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, (tmp_path / "orchestrator.log").read_text()
+    agents = status(tmp_path)["agents"]
+    lost = [a for a in agents if a["state"] == "lost"]
+    assert lost, agents
+    for agent in lost:
+        retry = next(
+            a for a in agents if a["task"] == agent["task"] and a["attempt"] > agent["attempt"]
+        )
+        assert retry["state"] == "succeeded"
+        assert retry["node"] != agent["node"]
+    assert sorted(p.name for p in (tmp_path / "ws").glob("*.txt")) == [
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "d.txt",
+    ]
+    assert running
+    (run_id,) = run_ids(tmp_path)
+    assert run_processes(run_id) == []
