@@ -37,7 +37,7 @@ def in_session(sid: int) -> list[int]:
                 fields = fh.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != b"Z" and int(fields[4]) == sid:
+        if fields[0] != b"Z" and int(fields[3]) == sid:
             found.append(int(entry))
     return found
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakeapi import serve_in_thread, text, tool_use
 from fakes import marked_pids
 from raycluster import RayCluster, start_cluster
 
@@ -44,9 +45,10 @@ def ray_cluster() -> Iterator[RayCluster]:
     assert cluster.processes() == [], "processes of the test cluster survived its stop"
 
 
-def driver_env() -> dict[str, str]:
+def driver_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "RAY_"))}
     env.update(ANTHROPIC_API_KEY=CANARY, NO_COLOR="1", COLUMNS="200", RAY_USAGE_STATS_ENABLED="0")
+    env.update(extra)
     return env
 
 
@@ -63,11 +65,14 @@ def shell(tid: str, script: str, **kw: Any) -> dict[str, Any]:
     return {"id": tid, "command": script, "shell": True, **kw}
 
 
-def orch(tmp: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def orch(
+    tmp: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """One orchestrator command in ``tmp``, to its end (these tests are synchronous)."""
     return subprocess.run(  # noqa: TID251 - a sync test, no event loop here
-        [*ORCH, *args], cwd=tmp, env=driver_env(), capture_output=True, text=True, timeout=timeout
-    )
+        [*ORCH, *args], cwd=tmp, env=env or driver_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def status(tmp: Path) -> dict[str, Any]:
@@ -158,15 +163,25 @@ def test_a_mixed_plan_runs_on_both_nodes_and_its_changes_come_back(
             "script": [{"write": {"path": "note.txt", "content": "hi\n"}}],
         }
     )
-    plan = write_plan(tmp_path, tasks, build={"command": "test -f count.txt && test -f note.txt"})
-    done = orch(
-        tmp_path, "run", str(plan), "--cluster", ray_cluster.address, "--no-live", timeout=240
-    )
+    tasks.append({"id": "api", "agent": "claude", "prompt": "write api.txt"})
+    plan = write_plan(
+        tmp_path, tasks, build={"command": "test -f count.txt && test -f note.txt"},
+        limits={"budget_usd": 5},
+    )  # fmt: skip
+    script = [tool_use("write_file", {"path": "api.txt", "content": "from claude\n"}), text("ok")]
+    with serve_in_thread(script) as api:
+        env = driver_env(ANTHROPIC_BASE_URL=api.url)
+        args = ("run", str(plan), "--cluster", ray_cluster.address, "--no-live")
+        done = orch(tmp_path, *args, timeout=240, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "ws" / "api.txt").read_text() == "from claude\n"
+    assert [r.headers.get("x-api-key") for r in api.requests] == [CANARY, CANARY]  # the gateway's
     assert (tmp_path / "ws" / "count.txt").read_text().strip() == "4"
     agents = {a["id"]: a for a in status(tmp_path)["agents"]}
     nodes = {a["node"] for tid, a in agents.items() if tid.startswith("w")}
     assert len(nodes) == 2, agents  # spread over both nodes
+    assert agents["api"]["node"]
+    assert agents["api"]["tokens_in"] > 0
     assert agents["build-1"]["node"] is None  # the build checks the driver's workspace
     assert "on node" in (tmp_path / "agent-responses" / "w0.md").read_text()
     (run_id,) = run_ids(tmp_path)
@@ -198,6 +213,30 @@ def test_cancel_of_one_remote_agent_and_of_all(ray_cluster: RayCluster, tmp_path
     assert states == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
     assert run_processes(run_id) == []
     assert "status: cancelled" in (tmp_path / "agent-responses" / "b.md").read_text()
+
+
+def test_a_driver_that_dies_leaves_the_nodes_clean_and_resume_continues(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    tasks = [shell(t, f"echo up; sleep 4; echo {t} > {t}.txt") for t in ("a", "b")]
+    plan = write_plan(tmp_path, tasks)
+    proc = start_run(tmp_path, plan, ray_cluster.address)
+    try:
+        wait_for(lambda: all(said(tmp_path, t, "| up") for t in "ab"))
+        (run_id,) = run_ids(tmp_path)
+        assert run_processes(run_id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: run_processes(run_id) == [])  # the job's actors went, their groups too
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    args = ("run", str(plan), "--cluster", ray_cluster.address, "--no-live", "--resume")
+    done = orch(tmp_path, *args, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "ws").glob("*.txt")) == ["a.txt", "b.txt"]
+    assert run_processes(run_id) == []
 
 
 def test_a_node_that_dies_loses_its_attempts_and_they_run_again_elsewhere(
