@@ -17,10 +17,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
+from orchestrator.cluster.executor import Cluster
 from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
@@ -34,6 +35,7 @@ from orchestrator.errors import (
     StorageFailed,
     WorkspaceRefused,
 )
+from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.ids import new_run_id
 from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
@@ -51,9 +53,6 @@ from orchestrator.records.resume import (
 )
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import console, report, snapshot
-
-if TYPE_CHECKING:
-    from orchestrator.cluster.executor import Cluster
 
 
 @dataclass(frozen=True)
@@ -178,16 +177,6 @@ async def run_plan(
         lock.release()
 
 
-def _cluster(plan: Plan, opts: RunOptions, run_id: str) -> Cluster | None:
-    """The Ray cluster this run's agents run on (``--cluster`` or ``executor: ray``), if any."""
-    if opts.cluster is None and plan.executor != "ray":
-        return None
-    from orchestrator.cluster.executor import Cluster
-
-    exclude = (opts.responses,)
-    return Cluster(opts.cluster or plan.address, run_id, plan.workspace, exclude)
-
-
 def _unusable(exc: OSError, path: Path) -> RunDirRefused:
     """A write or open that failed before the run started, as one line naming the file."""
     where = exc.filename or path
@@ -248,8 +237,10 @@ async def _run_locked(
     how = {
         "plan_file": str(plan.source.resolve()) if plan.source else None,
         "workspace_override": str(opts.workspace_override) if opts.workspace_override else None,
+        "cluster": opts.cluster,
     }
     exports = quota.exports(rundir.socket)
+    cluster = Cluster.for_run(plan, opts.cluster, run_id, opts.responses)
     settings = RunSettings(
         exports=exports,
         responses=opts.responses,
@@ -258,14 +249,12 @@ async def _run_locked(
         base_depth=run_depth(os.environ),
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
+        gateway=GatewaySettings(host=cluster.driver_ip()) if cluster else GatewaySettings(),
     )
     live = opts.live and sys.stdout.isatty()
     pool = AgentPool(plan)
-    cluster = _cluster(plan, opts, run_id)
     if cluster is not None and agents is None:
-        from orchestrator.cluster.executor import ClusterAgents
-
-        agents = ClusterAgents(plan, pool, cluster)
+        agents = cluster.agents(plan, pool)
     run = Run(
         plan,
         settings,

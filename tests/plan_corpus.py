@@ -99,6 +99,10 @@ MALFORMED: list[Case] = [
      "tasks-and-batches", 5),
     # --- fields and types ---
     ("unknown-field-top", ".yaml", "taks:\n" + OK_TASK, "unknown-field", 1),
+    ("bad-executor", ".yaml", "executor: kubernetes\ntasks:\n" + OK_TASK, "bad-executor", 1),
+    ("address-without-ray", ".yaml", "address: 10.0.0.1:6379\ntasks:\n" + OK_TASK,
+     "address-without-ray", 1),
+    ("bad-address", ".yaml", "executor: ray\naddress: ' '\ntasks:\n" + OK_TASK, "bad-address", 2),
     ("unknown-field-task", ".yaml",
      "tasks:\n" + OK_TASK + "  - id: b\n    agent: scripted\n    script: [{say: b}]\n"
      "    depend_on: [ok]\n",

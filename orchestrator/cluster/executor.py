@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,16 @@ class Cluster:
     _bundles: dict[str, Any] = field(default_factory=dict)
     _ray: Any = None
     _lost: tuple[type[BaseException], ...] = ()
+
+    @classmethod
+    def for_run(
+        cls, plan: Plan, address: str | None, run_id: str, responses: Path
+    ) -> Cluster | None:
+        """Where a run's agents go: ``run --cluster ADDRESS`` beats the plan's ``executor: ray``
+        and ``address``; None: this machine. Nothing is connected before `open`."""
+        if address is None and plan.executor != "ray":
+            return None
+        return cls(address or plan.address, run_id, plan.workspace, (responses,))
 
     async def open(self) -> None:
         try:
@@ -133,6 +144,23 @@ class Cluster:
         The seam for per-agent checkouts: a run with its own integration replaces this."""
         assert self._snapshots is not None
         await self._snapshots.integrate(change)
+
+    def driver_ip(self) -> str:
+        """This machine's address on the route to the cluster's head (loopback for ``auto``:
+        a cluster started on this machine; nodes elsewhere need ``address: HOST:PORT``)."""
+        host = self.address.rsplit(":", 1)[0] if ":" in self.address else self.address
+        if host in ("auto", "localhost", "") or host.startswith("127."):
+            return "127.0.0.1"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((host, 9))  # no packet is sent: this only picks the route
+            except OSError:
+                return "127.0.0.1"
+            return str(probe.getsockname()[0])
+
+    def agents(self, plan: Plan, local: Callable[[str], Agent]) -> ClusterAgents:
+        """The run's agents: remote ones on this cluster, the `LOCAL_KINDS` from ``local``."""
+        return ClusterAgents(plan, local, self)
 
     def is_lost(self, exc: BaseException) -> bool:
         return isinstance(exc, self._lost)

@@ -153,10 +153,11 @@ async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> No
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
+            host = shared.settings.host
+            site = web.TCPSite(runner, host, 0, backlog=2048)
             await site.start()
             port = runner.addresses[0][1]
-            ready.set_result((f"http://127.0.0.1:{port}", asyncio.get_running_loop(), stop))
+            ready.set_result((f"http://{host}:{port}", asyncio.get_running_loop(), stop))
             await stop.wait()
         finally:
             await runner.cleanup()

@@ -38,6 +38,9 @@ class GatewaySettings:
     drain: float = 2.0
     """When an attempt ends, how long its requests in flight get to finish being cancelled."""
     max_body: int = 64 * 1024 * 1024
+    host: str = "127.0.0.1"
+    """Where it listens, and the address agents are given: loopback, unless the run's agents
+    run on cluster nodes (then this machine's address on the cluster's network)."""
 
 
 @dataclass(frozen=True, slots=True)

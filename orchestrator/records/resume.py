@@ -101,7 +101,8 @@ DEFAULT_RESPONSES = "agent-responses"
 def resume_command(run: Mapping[str, Any], responses: Path, *, cwd: Path | None = None) -> str:
     """The command that continues the run the journal's ``run`` record describes, as a person
     types it in ``cwd``: the plan file, ``--resume``, and ``--responses`` / ``--workspace``
-    when they are not what the command would pick by itself."""
+    when they are not what the command would pick by itself, and ``--cluster`` when it ran
+    on one."""
     here = Path.cwd() if cwd is None else cwd
     plan = run.get("plan_file")
     args = ["orchestrator", "run", _shown(Path(plan), here) if isinstance(plan, str) else "PLAN"]
@@ -111,6 +112,9 @@ def resume_command(run: Mapping[str, Any], responses: Path, *, cwd: Path | None 
     override = run.get("workspace_override")
     if isinstance(override, str) and override:
         args += ["--workspace", _shown(Path(override), here)]
+    cluster = run.get("cluster")
+    if isinstance(cluster, str) and cluster:
+        args += ["--cluster", cluster]
     return shlex.join(args)
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from orchestrator.engine.blockers import Blocker, fixer_prompt, is_fixable, normalise, signature_of
 from orchestrator.engine.recovery import (
+    LOST_RETRIES,
     Action,
     AttemptEnded,
     BuildFailed,
@@ -474,3 +475,29 @@ def test_one_fixer_per_blocker_and_never_more_agents_than_allowed(data: st.DataO
             assert retry.attempt == attempts[retry.task_id] + 1
             attempts[retry.task_id] = retry.attempt
     assert state.build_cycles() <= 2
+
+
+# --- attempts lost with their cluster node ---------------------------------------------------
+
+
+def test_a_lost_attempt_runs_again_as_a_new_attempt_up_to_the_limit() -> None:
+    lost = [ended("a", "lost", n) for n in range(1, LOST_RETRIES + 2)]
+    _, steps = play(lost)
+    shown = [describe(a) for actions in steps for a in actions]
+    retries = [f"retry a.{n}" for n in range(2, LOST_RETRIES + 2)]
+    assert shown == [*retries, "end a lost"]
+
+
+@pytest.mark.parametrize(
+    "capacity", [Capacity(agents_left=0), Capacity(agents_left=5, refusal="the fence is up")]
+)
+def test_a_lost_attempt_with_no_agent_left_or_the_fence_up_ends_lost(capacity: Capacity) -> None:
+    _, [actions] = play([ended("a", "lost")], capacity)
+    assert [describe(a) for a in actions] == ["end a lost"]
+    assert isinstance(actions[0], EndTask)
+    assert "not retried" in actions[0].reason
+
+
+def test_a_retried_lost_attempt_that_blocks_still_gets_its_fixer() -> None:
+    _, steps = play([ended("a", "lost"), blocked("a", attempt=2)])
+    assert [describe(a) for a in steps[1]] == ["fix fix-a-1 for a"]

@@ -1,0 +1,100 @@
+"""Workspaces as git bundles, with real git: what a node checks out is the driver's
+workspace, and what it changed comes back whole, or not at all (no Ray needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cluster.workspace import Snapshots, WorkspaceError, checkout, collect
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "src" / "app.py").write_text("print('hi')\n")
+    (ws / "keep.bin").write_bytes(bytes(range(256)))
+    (ws / "agent-responses").mkdir()
+    (ws / "agent-responses" / "a.md").write_text("not part of the workspace\n")
+    return ws
+
+
+async def open_snapshots(ws: Path) -> Snapshots:
+    snaps = Snapshots(ws, exclude=(ws / "agent-responses",))
+    await snaps.open()
+    return snaps
+
+
+async def test_a_node_gets_the_workspace_and_its_change_comes_back(
+    workspace: Path, tmp_path: Path
+) -> None:
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await snaps.base()
+        node = tmp_path / "node" / "workspace"
+        await checkout(bundle, base, node)
+        assert (node / "src" / "app.py").read_text() == "print('hi')\n"
+        assert (node / "keep.bin").read_bytes() == bytes(range(256))
+        assert not (node / "agent-responses").exists()  # the run's records stay on the driver
+        (node / "src" / "app.py").write_text("print('bye')\n")
+        (node / "new.txt").write_text("new\n")
+        (node / "keep.bin").unlink()
+        change = await collect(node, base, "a")
+        assert not change.empty
+        await snaps.integrate(change)
+        assert (workspace / "src" / "app.py").read_text() == "print('bye')\n"
+        assert (workspace / "new.txt").read_text() == "new\n"
+        assert not (workspace / "keep.bin").exists()
+        assert (workspace / "agent-responses" / "a.md").exists()
+        assert (await snaps.base())[0] != base  # the next attempt starts from the new state
+    finally:
+        snaps.close()
+
+
+async def test_an_unchanged_workspace_sends_nothing_back(workspace: Path, tmp_path: Path) -> None:
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await snaps.base()
+        assert await snaps.base() == (base, bundle)  # one snapshot per state, reused
+        node = tmp_path / "node" / "workspace"
+        await checkout(bundle, base, node)
+        change = await collect(node, base, "a")
+        assert change.empty
+        await snaps.integrate(change)
+        assert snaps.applied == 0
+    finally:
+        snaps.close()
+
+
+async def test_a_change_that_no_longer_applies_leaves_the_workspace_as_it_was(
+    workspace: Path, tmp_path: Path
+) -> None:
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await snaps.base()
+        changes = []
+        for name in ("one", "two"):
+            node = tmp_path / name / "workspace"
+            await checkout(bundle, base, node)
+            (node / "src" / "app.py").write_text(f"print({name!r})\n")
+            (node / f"{name}.txt").write_text(name)
+            changes.append(await collect(node, base, name))
+        await snaps.integrate(changes[0])
+        with pytest.raises(WorkspaceError):
+            await snaps.integrate(changes[1])
+        assert (workspace / "src" / "app.py").read_text() == "print('one')\n"
+        assert not (workspace / "two.txt").exists()  # whole or not at all
+    finally:
+        snaps.close()
+
+
+def test_the_cli_and_a_local_run_never_import_ray() -> None:
+    code = (
+        "import sys, orchestrator.cli, orchestrator.runner, orchestrator.cluster.executor;"
+        "sys.exit('ray' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0  # noqa: TID251
