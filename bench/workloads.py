@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from orchestrator.agents.pool import AgentPool
+from orchestrator.cluster.executor import Cluster
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.plan.graph import dependents_of
@@ -130,11 +131,13 @@ async def run_orchestrator(
     journal_factory: Callable[[Path], Journal] | None = None,
     during: Callable[[Run], None] | None = None,
     around: Callable[[Path], AbstractAsyncContextManager[object]] | None = None,
+    cluster: str | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
     ``during`` is called once the run object exists and before it executes (to attach probes);
-    ``around(responses)`` is entered before the run starts and left after it ended.
+    ``around(responses)`` is entered before the run starts and left after it ended; with
+    ``cluster`` (a Ray address) the agents run on that cluster's nodes (``run --cluster``).
     """
     responses = tmp / f"responses-{uuid.uuid4().hex[:8]}"
     (responses / ".run").mkdir(parents=True)
@@ -147,15 +150,20 @@ async def run_orchestrator(
     if journal:
         jr = journal_factory(jpath) if journal_factory else Journal(jpath, fresh=True)
     pool = AgentPool(plan)
-    run = Run(plan, settings, agents=pool, journal=jr)
+    remote = Cluster.for_run(plan, cluster, settings.run_id, responses)
+    run = Run(plan, settings, agents=remote.agents(plan, pool) if remote else pool, journal=jr)
     if during is not None:
         during(run)
     try:
+        if remote is not None:
+            await remote.open()
         async with around(responses) if around else contextlib.nullcontext():
             t0 = time.perf_counter()
             await run.execute()
             wall = time.perf_counter() - t0
     finally:
+        if remote is not None:
+            await remote.aclose()
         await pool.aclose()
         if jr is not None:
             jr.close()

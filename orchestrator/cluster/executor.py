@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.agents.base import Agent, AgentContext
 from orchestrator.cluster.host import NodeHost
-from orchestrator.cluster.wire import AttemptSpec, Change
+from orchestrator.cluster.wire import AttemptSpec, Batch, Change
 from orchestrator.cluster.workspace import Snapshots, WorkspaceError
 from orchestrator.errors import ClusterError
 from orchestrator.events import Blocked, Failed, Finished
@@ -107,7 +107,7 @@ class Cluster:
             where = NodeAffinitySchedulingStrategy(info["NodeID"], soft=False)
             actor = actor_class.options(scheduling_strategy=where).remote(self.run_id, node)
             try:
-                held = await actor.secrets_present.remote()
+                held = await actor.ready.remote()
             except self._lost:
                 continue
             if held:
@@ -218,15 +218,13 @@ class RemoteAgent:
         host.running += 1
         try:
             try:
-                await host.actor.start.remote(spec, bundle)
-                await self._relay(host, ctx, ends)
+                await host.actor.start.remote(spec, [bundle])
+                change = await self._relay(host, ctx, ends)
             except asyncio.CancelledError:
                 await self._stop(host, ctx)
-                with contextlib.suppress(Exception):
-                    await self._relay(host, ctx, ends)  # its last words
-                    await self.cluster.integrate(await host.actor.finish.remote(ctx.agent_id))
+                with contextlib.suppress(Exception):  # its last words and work, as far as they go
+                    await self.cluster.integrate(await self._relay(host, ctx, ends))
                 raise
-            change = await host.actor.finish.remote(ctx.agent_id)
         except Exception as exc:
             if not self.cluster.is_lost(exc):
                 raise
@@ -246,10 +244,10 @@ class RemoteAgent:
     @staticmethod
     async def _relay(
         host: Host, ctx: AgentContext, ends: list[Finished | Failed | Blocked]
-    ) -> None:
+    ) -> Change:
         """Poll the node until the attempt is over; ends are held back (see the module)."""
         while True:
-            batch = await host.actor.poll.remote(ctx.agent_id, WINDOW)
+            batch: Batch = await host.actor.poll.remote(ctx.agent_id, WINDOW)
             if batch.active or batch.events:
                 ctx.on_activity()
             for event in batch.events:
@@ -258,7 +256,8 @@ class RemoteAgent:
                 else:
                     ctx.emit(event)
             if batch.done:
-                return
+                assert batch.change is not None
+                return batch.change
 
     @staticmethod
     async def _stop(host: Host, ctx: AgentContext) -> None:

@@ -1,22 +1,26 @@
 """The node side: a `NodeHost` lives in one Ray actor per node and runs attempts there.
 
 Each attempt is the agent's own code (`AgentPool`, the same kinds as a local run) in a
-checkout of the attempt's base, so it starts its programs the same way: its own process
-group, the parent-death signal, SIGTERM, grace, SIGKILL and the sweep for descendants that
-left the group (found by the run's id in their environment). Its events are kept until the
-driver polls them: a poll returns at once when something is waiting, after a short window
-that lets a burst of lines travel as one batch.
+worktree of the attempt's base (`workspace.NodeRepo`), so it starts its programs the same
+way: its own process group, the parent-death signal, SIGTERM, grace, SIGKILL and the sweep
+for descendants that left the group (found by the run's id in their environment).
+
+Its events wait here until the driver polls them: a poll returns at once when something is
+waiting, after a short window that lets a burst of lines travel as one batch; the poll
+that reports the end also brings the attempt's change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from orchestrator.agents.base import AgentContext
 from orchestrator.agents.pool import AgentPool
@@ -26,6 +30,7 @@ from orchestrator.events import AgentEvent, Failed, Started
 from orchestrator.process import orphans
 from orchestrator.process.env import SECRET_NAMES
 
+PREFIX = "orchestrator-node-"
 POLL_WAIT = 1.0
 """A poll with nothing to say returns after this long (so the driver notices a dead node)."""
 
@@ -47,20 +52,32 @@ class NodeHost:
     def __init__(self, run_id: str, node: str) -> None:
         self.run_id = run_id
         self.node = node
-        self._root = Path(tempfile.mkdtemp(prefix="orchestrator-node-"))
+        self._root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        self._lock = _hold(self._root / ".lock")
         self._attempts: dict[str, _Running] = {}
         self._pool: AgentPool | None = None
+        self._repo = workspace.NodeRepo(self._root)
 
-    async def secrets_present(self) -> list[str]:
-        """Names of API-key variables in this node's environment (the driver refuses those)."""
+    async def ready(self) -> list[str]:
+        """Remove what hosts that died left on this node (their driver or node died before
+        they could clean up); the names of API-key variables in this node's environment
+        (the driver refuses such a node)."""
+        await asyncio.to_thread(sweep_stale, self._root.parent)
         return sorted(name for name in SECRET_NAMES if os.environ.get(name))
 
-    async def start(self, spec: AttemptSpec, bundle: bytes) -> None:
-        """Check the base out and start the agent; returns once it runs."""
+    async def start(self, spec: AttemptSpec, bundle: list[Any]) -> None:
+        """Check the base out and start the agent; returns once it runs. ``bundle`` holds the
+        base's bundle as an object reference (nested, so Ray moves it only when this node
+        has not seen that base yet)."""
         here = Path(tempfile.mkdtemp(prefix="attempt-", dir=self._root))
         run = self._attempts[spec.agent_id] = _Running(spec, here / "workspace")
+
+        async def fetch() -> bytes:
+            data: bytes = await bundle[0]
+            return data
+
         try:
-            await workspace.checkout(bundle, spec.base, run.checkout)
+            await self._repo.checkout(spec.base, fetch, run.checkout)
         except workspace.WorkspaceError as exc:
             run.events.append(Failed(f"node {self.node}: cannot check out the workspace: {exc}"))
             run.done = True
@@ -120,7 +137,9 @@ class NodeHost:
         run.wake.clear()
         events, run.events = tuple(run.events), []
         active, run.active = run.active, False
-        return Batch(events, active, run.done and not run.events)
+        if not run.done:
+            return Batch(events, active, False)
+        return Batch(events, active, True, await self.finish(agent_id))
 
     async def stop(self, agent_id: str, force: bool) -> None:
         """Stop the attempt's processes (SIGTERM, grace, SIGKILL; ``force``: SIGKILL now),
@@ -149,3 +168,33 @@ class NodeHost:
             await self.stop(agent_id, True)
         await asyncio.to_thread(orphans.sweep_run, self.run_id)
         await asyncio.to_thread(shutil.rmtree, self._root, True)
+        os.close(self._lock)
+
+    async def prune(self) -> None:
+        await self._repo.prune()
+
+
+def _hold(path: Path) -> int:
+    """A lock held while this process lives (the kernel lets go of it when it dies)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def sweep_stale(tmp: Path) -> list[Path]:
+    """Remove the directories of hosts whose process is gone (nobody holds their lock)."""
+    removed = []
+    for root in tmp.glob(f"{PREFIX}*"):
+        try:
+            fd = os.open(root / ".lock", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not a host's, or one being made
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its host is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed

@@ -32,15 +32,6 @@ class AttemptSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
-    """What the attempt said since the last poll; ``active``: its processes wrote something."""
-
-    events: tuple[AgentEvent, ...]
-    active: bool
-    done: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Change:
     """What an attempt changed in its workspace: commit ``head`` on top of ``base``, as a git
     bundle (``bundle`` empty when nothing changed)."""
@@ -53,3 +44,14 @@ class Change:
     @property
     def empty(self) -> bool:
         return not self.bundle
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What the attempt said since the last poll; ``active``: its processes wrote something."""
+
+    events: tuple[AgentEvent, ...]
+    active: bool
+    done: bool
+    change: Change | None = None
+    """With the last batch: what the attempt changed in its workspace."""

@@ -15,6 +15,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from orchestrator.cluster.wire import Change
@@ -112,7 +113,7 @@ class Snapshots:
         async with self._lock:
             path = self._root / "incoming.bundle"
             await asyncio.to_thread(_write, path, change.bundle)
-            ref = f"+refs/heads/attempt:refs/attempts/{_ref(change)}"
+            ref = f"+HEAD:refs/attempts/{_ref(change)}"
             await self._git("fetch", "-q", str(path), ref)
             diff = await self._git("diff", "--binary", change.base, change.head)
             if diff:
@@ -124,9 +125,7 @@ class Snapshots:
         shutil.rmtree(self._root, ignore_errors=True)
 
 
-def _write(path: Path, data: bytes, mkdir: Path | None = None) -> None:
-    if mkdir is not None:
-        mkdir.mkdir(parents=True)
+def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
@@ -134,25 +133,54 @@ def _ref(change: Change) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in change.agent_id)
 
 
-async def checkout(bundle: bytes, base: str, into: Path) -> None:
-    """On a node: ``into`` becomes a checkout of commit ``base`` from ``bundle``."""
-    env = git_env(into.parent)
-    path = into.parent / "base.bundle"
-    await asyncio.to_thread(_write, path, bundle, into)
-    await git("init", "-q", cwd=into, env=env)
-    await git("fetch", "-q", str(path), "HEAD", cwd=into, env=env)
-    await git("checkout", "-q", "--detach", base, cwd=into, env=env)
-    await asyncio.to_thread(path.unlink)
+class NodeRepo:
+    """A node's one repository of the bases it was sent: a base travels to a node once,
+    then each attempt gets a worktree of it (one ``git worktree add``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "repo.git"
+        self._env = git_env(root)
+        self._lock = asyncio.Lock()
+        self._bases: set[str] = set()
+
+    async def _git(self, *args: str) -> bytes:
+        return await git("--git-dir", str(self.dir), *args, cwd=self.dir.parent, env=self._env)
+
+    async def checkout(self, base: str, bundle: Callable[[], Awaitable[bytes]], into: Path) -> None:
+        """``into`` (not existing yet) becomes a checkout of commit ``base``; ``bundle`` is
+        called for the base's bundle the first time this node sees that base."""
+        async with self._lock:
+            if not self._bases and not self.dir.exists():
+                await self._git("init", "-q", "--bare")
+            if base not in self._bases:
+                path = self.dir.parent / f"{base}.bundle"
+                await asyncio.to_thread(_write, path, await bundle())
+                try:
+                    await self._git("fetch", "-q", str(path), f"+HEAD:refs/bases/{base}")
+                finally:
+                    await asyncio.to_thread(path.unlink)
+                self._bases.add(base)
+        await self._git("worktree", "add", "-q", "--detach", str(into), base)
+
+    async def prune(self) -> None:
+        """Forget the worktrees whose directories are gone."""
+        if self.dir.exists():
+            await self._git("worktree", "prune")
 
 
 async def collect(into: Path, base: str, agent_id: str) -> Change:
-    """On a node: everything the attempt changed in ``into`` as one commit on ``base``."""
+    """On a node: everything the attempt changed in ``into`` (committed by it or not) as one
+    commit on ``base``; an attempt that changed nothing costs one ``git status``."""
     env = git_env(into.parent)
+    status = await git(
+        "status", "--porcelain=v2", "--branch", "--untracked-files=all", cwd=into, env=env
+    )
+    lines = status.decode(errors="replace").splitlines()
+    head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), base)
+    if head == base and all(ln.startswith("#") for ln in lines):
+        return Change(agent_id, base, base, b"")
     await git("add", "-A", ".", cwd=into, env=env)
     await git("commit", "-q", "--allow-empty", "--no-verify", "-m", agent_id, cwd=into, env=env)
     head = (await git("rev-parse", "HEAD", cwd=into, env=env)).decode().strip()
-    if not await git("diff", "--name-only", base, head, cwd=into, env=env):
-        return Change(agent_id, base, head, b"")
-    await git("branch", "-f", "attempt", head, cwd=into, env=env)
-    bundle = await git("bundle", "create", "-q", "-", "attempt", f"^{base}", cwd=into, env=env)
+    bundle = await git("bundle", "create", "-q", "-", "HEAD", f"^{base}", cwd=into, env=env)
     return Change(agent_id, base, head, bundle)

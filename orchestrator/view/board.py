@@ -38,6 +38,7 @@ def task_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
                 "waiting_on": waiting_on if state in ("waiting", "queued", "pending") else [],
                 "depends_on": list(graph.get(tid, [])),
                 "agents": [str(a["id"]) for a in mine],
+                "nodes": {str(a["id"]): str(a["node"]) for a in mine if a.get("node")},
                 "started": min(started) if started else None,
                 "ended": max(ended) if ended and state not in ("running", "blocked") else None,
                 "cost_usd": round(sum(a.get("cost_usd") or 0.0 for a in mine), 6),

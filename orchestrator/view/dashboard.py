@@ -71,7 +71,7 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     for agent in agents[:max_rows]:
         state = agent["state"]
         table.add_row(
-            plain(agent["id"]),
+            plain(agent["id"] + (f" @{agent['node']}" if agent.get("node") else "")),
             plain(state, STATE_STYLE.get(state, "")),
             plain(_elapsed(agent, now)),
             plain(f"{(agent.get('tokens_in') or 0) + (agent.get('tokens_out') or 0)}"),

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from fakeapi import serve_in_thread, text, tool_use
 from fakes import marked_pids
-from raycluster import RayCluster, start_cluster
+
+from bench.raycluster import RayCluster, start_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -134,8 +135,8 @@ def key_leaks(cluster: RayCluster, agents: list[int] = ()) -> list[str]:  # type
             continue
         if any(f in env for f in forms):
             leaks.append(f"environ of pid {pid}")
-    for root in (cluster.temp, *Path("/tmp").glob("orchestrator-node-*")):
-        for path in root.rglob("*") if root.exists() else []:
+    for root in (cluster.temp,):
+        for path in root.rglob("*"):
             try:
                 data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
             except OSError:
@@ -184,8 +185,11 @@ def test_a_mixed_plan_runs_on_both_nodes_and_its_changes_come_back(
     assert agents["api"]["tokens_in"] > 0
     assert agents["build-1"]["node"] is None  # the build checks the driver's workspace
     assert "on node" in (tmp_path / "agent-responses" / "w0.md").read_text()
+    assert f"w0 @{agents['w0']['node']}" in orch(tmp_path, "status").stdout
+    assert "| wrote 0" in orch(tmp_path, "tail", "w0").stdout
     (run_id,) = run_ids(tmp_path)
     assert run_processes(run_id) == []
+    assert ray_cluster.leftovers() == []
     assert key_leaks(ray_cluster) == []
 
 
@@ -212,6 +216,7 @@ def test_cancel_of_one_remote_agent_and_of_all(ray_cluster: RayCluster, tmp_path
     states = {a["id"]: a["state"] for a in status(tmp_path)["agents"]}
     assert states == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
     assert run_processes(run_id) == []
+    assert ray_cluster.leftovers() == []
     assert "status: cancelled" in (tmp_path / "agent-responses" / "b.md").read_text()
 
 
@@ -237,6 +242,7 @@ def test_a_driver_that_dies_leaves_the_nodes_clean_and_resume_continues(
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in (tmp_path / "ws").glob("*.txt")) == ["a.txt", "b.txt"]
     assert run_processes(run_id) == []
+    assert ray_cluster.leftovers() == []  # what the killed run left, the next one removed
 
 
 def test_a_node_that_dies_loses_its_attempts_and_they_run_again_elsewhere(

@@ -3,13 +3,21 @@ workspace, and what it changed comes back whole, or not at all (no Ray needed)."
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster.workspace import Snapshots, WorkspaceError, checkout, collect
+from orchestrator.cluster.workspace import (
+    NodeRepo,
+    Snapshots,
+    WorkspaceError,
+    collect,
+    git,
+    git_env,
+)
 
 
 @pytest.fixture
@@ -21,6 +29,18 @@ def workspace(tmp_path: Path) -> Path:
     (ws / "agent-responses").mkdir()
     (ws / "agent-responses" / "a.md").write_text("not part of the workspace\n")
     return ws
+
+
+async def check_out(root: Path, base: str, bundle: bytes, name: str = "a") -> Path:
+    """A node's worktree of ``base`` (the node under ``root``)."""
+
+    async def fetch() -> bytes:
+        return bundle
+
+    into = root / name / "workspace"
+    await asyncio.to_thread(into.parent.mkdir, parents=True)
+    await NodeRepo(root).checkout(base, fetch, into)
+    return into
 
 
 async def open_snapshots(ws: Path) -> Snapshots:
@@ -35,8 +55,7 @@ async def test_a_node_gets_the_workspace_and_its_change_comes_back(
     snaps = await open_snapshots(workspace)
     try:
         base, bundle = await snaps.base()
-        node = tmp_path / "node" / "workspace"
-        await checkout(bundle, base, node)
+        node = await check_out(tmp_path / "node", base, bundle)
         assert (node / "src" / "app.py").read_text() == "print('hi')\n"
         assert (node / "keep.bin").read_bytes() == bytes(range(256))
         assert not (node / "agent-responses").exists()  # the run's records stay on the driver
@@ -60,8 +79,7 @@ async def test_an_unchanged_workspace_sends_nothing_back(workspace: Path, tmp_pa
     try:
         base, bundle = await snaps.base()
         assert await snaps.base() == (base, bundle)  # one snapshot per state, reused
-        node = tmp_path / "node" / "workspace"
-        await checkout(bundle, base, node)
+        node = await check_out(tmp_path / "node", base, bundle)
         change = await collect(node, base, "a")
         assert change.empty
         await snaps.integrate(change)
@@ -78,8 +96,7 @@ async def test_a_change_that_no_longer_applies_leaves_the_workspace_as_it_was(
         base, bundle = await snaps.base()
         changes = []
         for name in ("one", "two"):
-            node = tmp_path / name / "workspace"
-            await checkout(bundle, base, node)
+            node = await check_out(tmp_path / name, base, bundle)
             (node / "src" / "app.py").write_text(f"print({name!r})\n")
             (node / f"{name}.txt").write_text(name)
             changes.append(await collect(node, base, name))
@@ -98,3 +115,32 @@ def test_the_cli_and_a_local_run_never_import_ray() -> None:
         "sys.exit('ray' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0  # noqa: TID251
+
+
+async def test_a_node_fetches_each_base_once_and_an_agent_s_own_commit_comes_back(
+    workspace: Path, tmp_path: Path
+) -> None:
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await snaps.base()
+        fetched: list[str] = []
+
+        async def fetch() -> bytes:
+            fetched.append(base)
+            return bundle
+
+        repo = NodeRepo(tmp_path)
+        one, two = tmp_path / "one", tmp_path / "two"
+        await repo.checkout(base, fetch, one)
+        await repo.checkout(base, fetch, two)
+        assert fetched == [base]
+        (two / "committed.txt").write_text("by the agent\n")
+        for args in (("add", "."), ("commit", "-qm", "mine")):
+            await git(*args, cwd=two, env=git_env(tmp_path))
+        assert (await collect(one, base, "one")).empty
+        change = await collect(two, base, "two")
+        await snaps.integrate(change)
+        assert (workspace / "committed.txt").read_text() == "by the agent\n"
+        await repo.prune()
+    finally:
+        snaps.close()

@@ -49,15 +49,23 @@ class RayCluster:
     sessions: dict[str, int] = field(default_factory=dict)
     """Node name -> the session id of its ``ray start`` (and of everything it started)."""
 
-    @staticmethod
-    def env() -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "RAY_"))}
         env.update(
-            {"RAY_USAGE_STATS_ENABLED": "0",
+            {"RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": str(self.nodes),
              "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3",
              "RAY_health_check_initial_delay_ms": "0"}
         )  # fmt: skip
         return env
+
+    @property
+    def nodes(self) -> Path:
+        """The nodes' TMPDIR (where their hosts keep checkouts)."""
+        return self.temp / "nodes"
+
+    def leftovers(self) -> list[Path]:
+        """What hosts left in the nodes' TMPDIR."""
+        return sorted(self.nodes.glob("orchestrator-node-*"))
 
     def processes(self, node: str = "") -> list[int]:
         nodes = [node] if node else list(self.sessions)
@@ -98,6 +106,7 @@ def start_cluster() -> RayCluster:
     port = _free_port()
     temp = Path(f"/tmp/rt{uuid.uuid4().hex[:6]}")  # Unix socket paths must stay short
     cluster = RayCluster(f"127.0.0.1:{port}", temp)
+    cluster.nodes.mkdir(parents=True)
     common = ["--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats"]
     try:
         cluster.start(

@@ -1,0 +1,111 @@
+"""B16: the Ray executor. The same DAG of command agents on this machine and on a two-node
+Ray cluster on this same machine (`bench.raycluster`), side by side in one run.
+
+Figures: makespan over the critical path (the DAG's sleeps, computed exactly from its seeded
+durations), and per-task overhead: wall time and the driver's own CPU per task for a batch
+of ``true`` commands (nothing to wait for but the orchestration), and the driver's CPU per
+event its agents sent. Both nodes share this machine's 2 cores with the driver, so the
+cluster figures are an upper bound of what a node costs; `docs/cluster.md` turns them into
+an estimate for 100 nodes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.core import Config, Figure, Stat, ms, secs, times
+from bench.workloads import Outcome, cleanup, random_dag, run_orchestrator, wide_limits
+from orchestrator.plan.graph import critical_path_length
+from orchestrator.plan.model import Task
+
+CONCURRENCY = 32
+"""Agents at once in both setups (the cluster's hosts split them between the nodes)."""
+
+
+def command_tasks(
+    graph: dict[str, tuple[str, ...]], durations: dict[str, float]
+) -> tuple[Task, ...]:
+    return tuple(
+        Task(tid, agent="command", command=("sleep", f"{durations[tid]:.3f}"), depends_on=deps)
+        for tid, deps in graph.items()
+    )
+
+
+def true_tasks(n: int) -> tuple[Task, ...]:
+    return tuple(Task(f"t{i}", agent="command", command=("true",)) for i in range(n))
+
+
+def events_of(out: Outcome) -> int:
+    return sum(sum(1 for _ in path.open("rb")) for path in out.responses.glob("*.events.jsonl"))
+
+
+async def timed(tasks: tuple[Task, ...], cfg: Config, cluster: str | None) -> dict[str, Any]:
+    limits = wide_limits(len(tasks), max_concurrency=CONCURRENCY)
+    cpu = time.process_time()
+    out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=limits, cluster=cluster)
+    cpu = time.process_time() - cpu
+    events = events_of(out)
+    cleanup(out.responses)
+    return {"wall": out.wall, "cpu": cpu, "events": events}
+
+
+async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
+    fig = Figure("B16", "Ray executor: local vs two-node local cluster")
+    if importlib.util.find_spec("ray") is None:
+        fig.row("skipped", measured="the ray extra is not installed", note="pip install '.[ray]'")
+        return {"B16": fig}
+    from bench.raycluster import start_cluster
+
+    work = random_dag(cfg.pick(2000, 200), seed=cfg.seed, scale=cfg.pick(1.0, 0.5))
+    cp = critical_path_length(work.graph, work.durations)
+    dag = command_tasks(dict(work.graph), work.durations)
+    trues = true_tasks(cfg.pick(400, 60))
+    cluster = start_cluster()
+    data: dict[str, Any] = {"tasks": len(dag), "critical_path": cp, "concurrency": CONCURRENCY}
+    try:
+        for name, address in (("local", None), ("cluster", cluster.address)):
+            runs = [await timed(dag, cfg, address) for _ in range(cfg.repeats)]
+            over = [await timed(trues, cfg, address) for _ in range(cfg.repeats)]
+            data[name] = {"dag": runs, "true": over}
+    finally:
+        cluster.stop()
+    local, remote = data["local"], data["cluster"]
+    mk_local = Stat.of(r["wall"] / cp for r in local["dag"])
+    mk_remote = Stat.of(r["wall"] / cp for r in remote["dag"])
+    fig.row(
+        f"{len(dag):,}-task DAG of command agents, makespan / critical path",
+        measured=f"cluster {mk_remote.fmt(times)}",
+        baseline=f"local {mk_local.fmt(times)}; cp {secs(cp)}",
+        ratio=times(mk_remote.median / mk_local.median),
+    )
+    n = len(trues)
+    for what, key in (("wall per task", "wall"), ("driver CPU per task", "cpu")):
+        loc = Stat.of(r[key] / n for r in local["true"])
+        rem = Stat.of(r[key] / n for r in remote["true"])
+        fig.row(
+            f"{n} `true` commands, {what}",
+            measured=f"cluster {rem.fmt(ms)}",
+            baseline=f"local {loc.fmt(ms)}",
+            ratio=times(rem.median / loc.median),
+        )
+    per_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in remote["dag"])
+    fig.row(
+        "driver CPU per agent event (cluster DAG runs)",
+        measured=per_event.fmt(ms),
+        note=f"{remote['dag'][0]['events']:,} events per run",
+    )
+    fig.data = json.loads(json.dumps(data))
+    return {"B16": fig}
+
+
+if __name__ == "__main__":  # python -m bench.remote: this figure alone, quick size
+    import asyncio
+    import tempfile
+
+    config = Config(quick=True, repeats=1, seed=8, tmp=Path(tempfile.mkdtemp()))
+    for row in asyncio.run(measure(config, {"B16"}))["B16"].rows:
+        print(row)
