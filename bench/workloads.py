@@ -169,7 +169,8 @@ async def run_orchestrator(
             jr.close()
     failed = [t for t, r in run.tasks.items() if r.state != "succeeded"]
     if failed:
-        raise RuntimeError(f"{len(failed)} tasks did not succeed, e.g. {failed[0]}")
+        why = run.tasks[failed[0]].reason
+        raise RuntimeError(f"{len(failed)} tasks did not succeed, e.g. {failed[0]}: {why}")
     return Outcome(run, wall, responses, jr.records if jr else 0)
 
 

@@ -44,6 +44,7 @@ class _Running:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     active: bool = False
     done: bool = False
+    checked_out: bool = False
 
 
 class NodeHost:
@@ -70,7 +71,8 @@ class NodeHost:
         base's bundle as an object reference (nested, so Ray moves it only when this node
         has not seen that base yet)."""
         here = Path(tempfile.mkdtemp(prefix="attempt-", dir=self._root))
-        run = self._attempts[spec.agent_id] = _Running(spec, here / "workspace")
+        # a name of its own: git names a worktree's records after it, and same names race
+        run = self._attempts[spec.agent_id] = _Running(spec, here / here.name)
 
         async def fetch() -> bytes:
             data: bytes = await bundle[0]
@@ -78,6 +80,7 @@ class NodeHost:
 
         try:
             await self._repo.checkout(spec.base, fetch, run.checkout)
+            run.checked_out = True
         except workspace.WorkspaceError as exc:
             run.events.append(Failed(f"node {self.node}: cannot check out the workspace: {exc}"))
             run.done = True
@@ -158,6 +161,8 @@ class NodeHost:
         """The attempt's change to its workspace; its checkout is removed."""
         run = self._attempts.pop(agent_id)
         try:
+            if not run.checked_out:
+                return Change(agent_id, run.spec.base, run.spec.base, b"")
             return await workspace.collect(run.checkout, run.spec.base, agent_id)
         finally:
             await asyncio.to_thread(shutil.rmtree, run.checkout.parent, True)

@@ -135,7 +135,7 @@ def _ref(change: Change) -> str:
 
 class NodeRepo:
     """A node's one repository of the bases it was sent: a base travels to a node once,
-    then each attempt gets a worktree of it (one ``git worktree add``)."""
+    then each attempt gets a worktree of it (``git worktree add``, then its files)."""
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "repo.git"
@@ -160,7 +160,10 @@ class NodeRepo:
                 finally:
                     await asyncio.to_thread(path.unlink)
                 self._bases.add(base)
-        await self._git("worktree", "add", "-q", "--detach", str(into), base)
+            # one at a time: `worktree add` reads every other worktree's records, and a
+            # half-made one fails it; the files are written outside the lock
+            await self._git("worktree", "add", "-q", "--no-checkout", "--detach", str(into), base)
+        await git("reset", "-q", "--hard", cwd=into, env=self._env)
 
     async def prune(self) -> None:
         """Forget the worktrees whose directories are gone."""
