@@ -76,12 +76,19 @@ class AgentContext:
     the run has no gateway). The agent's program gets these, never the API key."""
 
 
+FORCE_STOP = "orchestrator: stop now"
+"""The message of a cancellation that allows no grace (``cancel --force``, a second Ctrl-C).
+A local agent's group already got SIGKILL; an agent whose processes are elsewhere (a cluster
+node) passes it on."""
+
+
 class Agent(Protocol):
     """A kind of agent. ``run`` emits events and returns when the attempt is over.
 
     The attempt's state comes from the first terminal event it emitted (`Finished`,
     `Blocked`, `Failed`); returning without one counts as finished. Cancellation is delivered
-    as `asyncio.CancelledError`; the agent cleans up (stops its processes) and lets it pass.
+    as `asyncio.CancelledError` (its message `FORCE_STOP` when no grace is allowed); the agent
+    cleans up (stops its processes) and lets it pass.
     """
 
     @property

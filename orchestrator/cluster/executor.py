@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.agents.base import Agent, AgentContext
+from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
 from orchestrator.cluster.host import NodeHost
 from orchestrator.cluster.wire import AttemptSpec, Batch, Change
 from orchestrator.cluster.workspace import Snapshots, WorkspaceError
@@ -33,6 +34,8 @@ WINDOW = 0.05
 """How long a node gathers an attempt's events into one batch."""
 LOCAL_KINDS = frozenset({"build"})
 """Kinds that stay on the driver: the build check tests the integrated workspace."""
+NODES_EVERY = 30.0
+"""How often a run looks for nodes that joined the cluster."""
 _CLOSE_TIMEOUT = 30.0
 
 
@@ -57,6 +60,7 @@ class Cluster:
     _bundles: dict[str, Any] = field(default_factory=dict)
     _ray: Any = None
     _lost: tuple[type[BaseException], ...] = ()
+    _looked: float = 0.0
 
     @classmethod
     def for_run(
@@ -98,6 +102,7 @@ class Cluster:
         ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        self._looked = time.monotonic()
         actor_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)(NodeHost)
         known = {h.node for h in self.hosts}
         for info in await asyncio.to_thread(ray.nodes):
@@ -121,12 +126,11 @@ class Cluster:
             raise ClusterError(f"error: the Ray cluster at {self.address} has no live node")
 
     async def place(self) -> Host:
-        """The live host with the fewest attempts running."""
-        live = [h for h in self.hosts if h.alive]
-        if not live:
+        """The live host with the fewest attempts running (nodes that joined the cluster
+        are looked for every `NODES_EVERY` seconds, and after a node was lost)."""
+        if time.monotonic() - self._looked > NODES_EVERY:
             await self._add_hosts()
-            live = [h for h in self.hosts if h.alive]
-        return min(live, key=lambda h: h.running)
+        return min((h for h in self.hosts if h.alive), key=lambda h: h.running)
 
     async def base(self) -> tuple[str, Any]:
         """The workspace's current commit and its bundle in the object store."""
@@ -162,8 +166,18 @@ class Cluster:
         """The run's agents: remote ones on this cluster, the `LOCAL_KINDS` from ``local``."""
         return ClusterAgents(plan, local, self)
 
+    @property
+    def lost_errors(self) -> tuple[type[BaseException], ...]:
+        """What Ray raises for a call to an actor whose node (or process) died."""
+        return self._lost
+
     def is_lost(self, exc: BaseException) -> bool:
         return isinstance(exc, self._lost)
+
+    def lost(self, host: Host) -> None:
+        """``host``'s node died: it gets no more attempts; nodes are looked up again."""
+        host.alive = False
+        self._looked = 0.0
 
     async def aclose(self) -> None:
         """Stop every host (each sweeps its node), then leave the cluster."""
@@ -217,18 +231,11 @@ class RemoteAgent:
         ends: list[Finished | Failed | Blocked] = []
         host.running += 1
         try:
-            try:
-                await host.actor.start.remote(spec, [bundle])
-                change = await self._relay(host, ctx, ends)
-            except asyncio.CancelledError:
-                await self._stop(host, ctx)
-                with contextlib.suppress(Exception):  # its last words and work, as far as they go
-                    await self.cluster.integrate(await self._relay(host, ctx, ends))
-                raise
+            change = await self._attempt(host, spec, bundle, ctx, ends)
         except Exception as exc:
             if not self.cluster.is_lost(exc):
                 raise
-            host.alive = False
+            self.cluster.lost(host)
             ctx.emit(Failed(f"node {host.node} lost: {type(exc).__name__}", kind="lost"))
             return
         finally:
@@ -240,6 +247,33 @@ class RemoteAgent:
             return
         for event in ends:
             ctx.emit(event)
+
+    async def _attempt(
+        self, host: Host, spec: AttemptSpec, bundle: Any, ctx: AgentContext, ends: list[Any]
+    ) -> Change:
+        try:
+            await host.actor.start.remote(spec, [bundle])
+            return await self._relay(host, ctx, ends)
+        except asyncio.CancelledError as stop:
+            await self._wind_down(host, ctx, ends, force=FORCE_STOP in stop.args)
+            raise
+        except Exception as exc:
+            if not self.cluster.is_lost(exc):  # a fault on the node: stop what runs there
+                with contextlib.suppress(*self.cluster.lost_errors):
+                    await self._stop(host, ctx)
+            raise
+
+    async def _wind_down(
+        self, host: Host, ctx: AgentContext, ends: list[Any], *, force: bool
+    ) -> None:
+        """Stopped: the attempt's processes on its node go, then its last words come back and
+        its work is applied as far as it goes (a node that died meanwhile left nothing)."""
+        gone: tuple[type[BaseException], ...] = (WorkspaceError, *self.cluster.lost_errors)
+        try:
+            await self._stop(host, ctx, force=force)
+            await self.cluster.integrate(await self._relay(host, ctx, ends))
+        except gone:
+            pass
 
     @staticmethod
     async def _relay(
@@ -260,9 +294,9 @@ class RemoteAgent:
                 return batch.change
 
     @staticmethod
-    async def _stop(host: Host, ctx: AgentContext) -> None:
+    async def _stop(host: Host, ctx: AgentContext, *, force: bool = False) -> None:
         """SIGTERM, grace, SIGKILL on the node; cancelled again meanwhile: SIGKILL now."""
-        force = ctx.grace <= 0
+        force = force or ctx.grace <= 0
         while True:
             try:
                 await host.actor.stop.remote(ctx.agent_id, force)

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
-from orchestrator.agents.base import Agent
+from orchestrator.agents.base import FORCE_STOP, Agent
 from orchestrator.engine import attempt
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
@@ -297,11 +297,11 @@ class Run(RunQueries):
             line = self.recorder.stopping(rec, reason, grace)
             if self._on_event is not None:
                 self._on_event(rec, line)
-            rec.handle.cancel()
+            rec.handle.cancel(FORCE_STOP if force else None)
             return True
         if force and not rec.force:
             rec.force = True
-            rec.handle.cancel()  # a second cancel cuts the grace short
+            rec.handle.cancel(FORCE_STOP)  # a second cancel cuts the grace short
         return False
 
     def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:

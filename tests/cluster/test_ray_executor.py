@@ -82,6 +82,10 @@ def status(tmp: Path) -> dict[str, Any]:
     return dict(json.loads(done.stdout)) if done.returncode == 0 else {}
 
 
+def states(tmp: Path) -> dict[str, str]:
+    return {a["id"]: a["state"] for a in status(tmp).get("agents", [])}
+
+
 def wait_for(what: Any, timeout: float = 90.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -193,28 +197,31 @@ def test_a_mixed_plan_runs_on_both_nodes_and_its_changes_come_back(
     assert key_leaks(ray_cluster) == []
 
 
-def test_cancel_of_one_remote_agent_and_of_all(ray_cluster: RayCluster, tmp_path: Path) -> None:
+def test_cancel_of_one_remote_agent_with_and_without_grace_and_of_all(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
     tasks = [shell(t, "echo up; sleep 120") for t in ("a", "b", "c")]
-    plan = write_plan(tmp_path, tasks, limits={"grace": 2})
+    tasks.append(shell("d", "trap '' TERM; echo up; sleep 120"))  # ignores SIGTERM
+    plan = write_plan(tmp_path, tasks, limits={"grace": 60})
     proc = start_run(tmp_path, plan, ray_cluster.address)
     try:
-        wait_for(lambda: all(said(tmp_path, t, "| up") for t in "abc"))
+        wait_for(lambda: all(said(tmp_path, t, "| up") for t in "abcd"))
         (run_id,) = run_ids(tmp_path)
         sleeps = run_processes(run_id)
         assert sleeps  # they run, on the nodes
         assert key_leaks(ray_cluster, sleeps) == []
         assert orch(tmp_path, "cancel", "a").returncode == 0
-        wait_for(
-            lambda: {a["id"]: a["state"] for a in status(tmp_path)["agents"]}["a"] == "cancelled"
-        )
+        wait_for(lambda: states(tmp_path).get("a") == "cancelled")
+        assert orch(tmp_path, "cancel", "--force", "d").returncode == 0
+        # SIGKILL at once: long before the 60 s grace a SIGTERM-ignoring agent would get
+        wait_for(lambda: states(tmp_path).get("d") == "cancelled", timeout=40)
         assert orch(tmp_path, "cancel", "--all").returncode == 0
         assert proc.wait(timeout=120) == 1
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-    states = {a["id"]: a["state"] for a in status(tmp_path)["agents"]}
-    assert states == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
+    assert states(tmp_path) == {t: "cancelled" for t in "abcd"}
     assert run_processes(run_id) == []
     assert ray_cluster.leftovers() == []
     assert "status: cancelled" in (tmp_path / "agent-responses" / "b.md").read_text()
