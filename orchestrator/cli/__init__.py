@@ -74,6 +74,7 @@ def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to che
             f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
             f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
             f"(max_agents={plan.limits.max_agents})"
+            + (f"; on the Ray cluster at {plan.address}" if plan.executor == "ray" else "")
         )
     if failed:
         raise typer.Exit(2)
