@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from orchestrator.agents.pool import AgentPool
-from orchestrator.cluster.executor import Cluster
+from orchestrator.cluster.executor import ClusterAgents
+from orchestrator.cluster.nodes import Cluster
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.plan.graph import dependents_of
@@ -151,7 +152,9 @@ async def run_orchestrator(
         jr = journal_factory(jpath) if journal_factory else Journal(jpath, fresh=True)
     pool = AgentPool(plan)
     remote = Cluster.for_run(plan, cluster, settings.run_id, responses)
-    run = Run(plan, settings, agents=remote.agents(plan, pool) if remote else pool, journal=jr)
+    run = Run(
+        plan, settings, agents=ClusterAgents(plan, pool, remote) if remote else pool, journal=jr
+    )
     if during is not None:
         during(run)
     try:

@@ -21,7 +21,8 @@ from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.cluster.executor import Cluster
+from orchestrator.cluster.executor import ClusterAgents
+from orchestrator.cluster.nodes import Cluster
 from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
@@ -254,7 +255,7 @@ async def _run_locked(
     live = opts.live and sys.stdout.isatty()
     pool = AgentPool(plan)
     if cluster is not None and agents is None:
-        agents = cluster.agents(plan, pool)
+        agents = ClusterAgents(plan, pool, cluster)
     run = Run(
         plan,
         settings,

@@ -111,7 +111,8 @@ async def test_a_change_that_no_longer_applies_leaves_the_workspace_as_it_was(
 
 def test_the_cli_and_a_local_run_never_import_ray() -> None:
     code = (
-        "import sys, orchestrator.cli, orchestrator.runner, orchestrator.cluster.executor;"
+        "import sys, orchestrator.cli, orchestrator.runner, orchestrator.cluster.executor, "
+        "orchestrator.cluster.nodes;"
         "sys.exit('ray' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0  # noqa: TID251
