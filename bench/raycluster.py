@@ -6,6 +6,7 @@ environment marker would miss them) and killed at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
+COMMON = ("--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats")
 
 
 def _free_port() -> int:
@@ -71,15 +73,26 @@ class RayCluster:
         nodes = [node] if node else list(self.sessions)
         return [pid for n in nodes for pid in in_session(self.sessions[n])]
 
-    def start(self, node: str, *args: str) -> None:
+    def start(self, node: str, *args: str, **env: str) -> None:
+        """``ray start ARGS`` as node ``node``, in a session of its own (``env``: added)."""
         proc = subprocess.Popen(
-            [RAY, "start", *args], env=self.env(), start_new_session=True,
+            [RAY, "start", *args], env={**self.env(), **env}, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.sessions[node] = proc.pid
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"ray start {node} failed: {out.decode(errors='replace')[-2000:]}")
+
+    def join(self, node: str, **env: str) -> None:
+        """Another node (another raylet on this machine)."""
+        self.start(node, f"--address={self.address}", *COMMON, **env)
+
+    def kill(self, node: str) -> None:
+        """SIGKILL every process of ``node`` (a node that dies)."""
+        for pid in self.processes(node):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def raylet(self, node: str) -> int:
         for pid in self.processes(node):
@@ -107,13 +120,12 @@ def start_cluster() -> RayCluster:
     temp = Path(f"/tmp/rt{uuid.uuid4().hex[:6]}")  # Unix socket paths must stay short
     cluster = RayCluster(f"127.0.0.1:{port}", temp)
     cluster.nodes.mkdir(parents=True)
-    common = ["--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats"]
     try:
         cluster.start(
             "head", "--head", f"--port={port}", "--include-dashboard=false",
-            f"--temp-dir={temp}", *common,
+            f"--temp-dir={temp}", *COMMON,
         )  # fmt: skip
-        cluster.start("second", f"--address={cluster.address}", *common)
+        cluster.join("second")
     except BaseException:
         cluster.stop()
         raise

@@ -35,6 +35,18 @@ def command_tasks(
     )
 
 
+IDLE_AGENTS = 32
+IDLE_SECONDS = 5.0
+
+
+def idle_tasks() -> tuple[Task, ...]:
+    """Agents that only wait: what the driver spends on an agent that says nothing."""
+    return tuple(
+        Task(f"i{i}", agent="command", command=("sleep", str(IDLE_SECONDS)))
+        for i in range(IDLE_AGENTS)
+    )
+
+
 def true_tasks(n: int) -> tuple[Task, ...]:
     return tuple(Task(f"t{i}", agent="command", command=("true",)) for i in range(n))
 
@@ -70,7 +82,8 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         for name, address in (("local", None), ("cluster", cluster.address)):
             runs = [await timed(dag, cfg, address) for _ in range(cfg.repeats)]
             over = [await timed(trues, cfg, address) for _ in range(cfg.repeats)]
-            data[name] = {"dag": runs, "true": over}
+            idle = [await timed(idle_tasks(), cfg, address) for _ in range(cfg.repeats)]
+            data[name] = {"dag": runs, "true": over, "idle": idle}
     finally:
         cluster.stop()
     local, remote = data["local"], data["cluster"]
@@ -94,9 +107,18 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         )
     per_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in remote["dag"])
     fig.row(
-        "driver CPU per agent event (cluster DAG runs)",
+        "driver CPU per agent event, all of it (cluster DAG runs)",
         measured=per_event.fmt(ms),
         note=f"{remote['dag'][0]['events']:,} events per run",
+    )
+    agent_seconds = IDLE_AGENTS * IDLE_SECONDS
+    loc = Stat.of(r["cpu"] / agent_seconds for r in local["idle"])
+    rem = Stat.of(r["cpu"] / agent_seconds for r in remote["idle"])
+    fig.row(
+        f"{IDLE_AGENTS} agents waiting {IDLE_SECONDS:g} s: driver CPU per agent-second",
+        measured=f"cluster {rem.fmt(ms)}",
+        baseline=f"local {loc.fmt(ms)}",
+        ratio=times(rem.median / loc.median),
     )
     fig.data = json.loads(json.dumps(data))
     return {"B16": fig}

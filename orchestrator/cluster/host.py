@@ -129,8 +129,12 @@ class NodeHost:
         run.active = True
 
     async def poll(self, agent_id: str, window: float) -> Batch:
-        """What the attempt said since the last poll (waits up to `POLL_WAIT` for something)."""
-        run = self._attempts[agent_id]
+        """What the attempt said since the last poll (waits up to `POLL_WAIT` for something).
+        An attempt this host no longer has (its end was reported to a poll whose answer the
+        driver dropped, being cancelled) is over, with nothing more to say."""
+        run = self._attempts.get(agent_id)
+        if run is None:
+            return Batch((), False, True, Change(agent_id, "", "", b""))
         if not run.events and not run.done:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_WAIT):
@@ -147,8 +151,8 @@ class NodeHost:
     async def stop(self, agent_id: str, force: bool) -> None:
         """Stop the attempt's processes (SIGTERM, grace, SIGKILL; ``force``: SIGKILL now),
         then sweep descendants that left its group."""
-        run = self._attempts[agent_id]
-        if run.task is not None and not run.task.done():
+        run = self._attempts.get(agent_id)
+        if run is not None and run.task is not None and not run.task.done():
             run.task.cancel()
             if force:
                 await asyncio.sleep(0)

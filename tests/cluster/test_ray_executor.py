@@ -292,3 +292,21 @@ def test_a_node_that_dies_loses_its_attempts_and_they_run_again_elsewhere(
     assert running
     (run_id,) = run_ids(tmp_path)
     assert run_processes(run_id) == []
+
+
+def test_a_node_that_holds_the_api_key_is_refused_before_anything_starts(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """Last: it adds a node started with the key, and kills it at the end."""
+    ray_cluster.join("keyed", ANTHROPIC_API_KEY=CANARY)
+    try:
+        plan = write_plan(tmp_path, [shell("a", "echo never > a.txt")])
+        args = ("run", str(plan), "--cluster", ray_cluster.address, "--no-live")
+        done = orch(tmp_path, *args, timeout=240)
+    finally:
+        ray_cluster.kill("keyed")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "holds ANTHROPIC_API_KEY in its environment" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert CANARY not in done.stderr + done.stdout
+    assert not (tmp_path / "ws" / "a.txt").exists()
