@@ -18,6 +18,8 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,15 @@ from orchestrator.process import orphans
 from orchestrator.process.env import SECRET_NAMES
 
 PREFIX = "orchestrator-node-"
-POLL_WAIT = 1.0
-"""A poll with nothing to say returns after this long (so the driver notices a dead node)."""
+POLL_WAIT = 30.0
+"""A poll with nothing to say returns after this long. A dead node fails the calls in flight
+to its host at once (Ray), so this only bounds how long an idle call lives."""
+ACTIVITY_EVERY = 1.0
+"""Output that is not a whole line (progress dots) answers a poll at most this often: enough
+for the driver's stall clock, few calls for an agent that only draws a progress bar."""
+KEEP_ENDED = 256
+"""Changes of ended attempts kept for a poll that asks again (the driver dropped the answer
+of one it cancelled while waiting)."""
 
 
 @dataclass(slots=True)
@@ -45,6 +54,8 @@ class _Running:
     active: bool = False
     done: bool = False
     checked_out: bool = False
+    answered: float = 0.0
+    """When a poll last returned (monotonic)."""
 
 
 class NodeHost:
@@ -56,6 +67,7 @@ class NodeHost:
         self._root = Path(tempfile.mkdtemp(prefix=PREFIX))
         self._lock = _hold(self._root / ".lock")
         self._attempts: dict[str, _Running] = {}
+        self._ended: OrderedDict[str, Change] = OrderedDict()
         self._pool: AgentPool | None = None
         self._repo = workspace.NodeRepo(self._root)
 
@@ -127,14 +139,17 @@ class NodeHost:
 
     def _heard(self, run: _Running) -> None:
         run.active = True
+        if time.monotonic() - run.answered >= ACTIVITY_EVERY:
+            run.wake.set()
 
     async def poll(self, agent_id: str, window: float) -> Batch:
         """What the attempt said since the last poll (waits up to `POLL_WAIT` for something).
-        An attempt this host no longer has (its end was reported to a poll whose answer the
-        driver dropped, being cancelled) is over, with nothing more to say."""
+        An attempt that already ended (its end went to a poll whose answer the driver
+        dropped, being cancelled) answers with its change again."""
         run = self._attempts.get(agent_id)
         if run is None:
-            return Batch((), False, True, Change(agent_id, "", "", b""))
+            change = self._ended.get(agent_id, Change(agent_id, "", "", b""))
+            return Batch((), False, True, change)
         if not run.events and not run.done:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_WAIT):
@@ -142,6 +157,7 @@ class NodeHost:
             if not run.done:
                 await asyncio.sleep(window)
         run.wake.clear()
+        run.answered = time.monotonic()
         events, run.events = tuple(run.events), []
         active, run.active = run.active, False
         if not run.done:
@@ -165,11 +181,15 @@ class NodeHost:
         """The attempt's change to its workspace; its checkout is removed."""
         run = self._attempts.pop(agent_id)
         try:
-            if not run.checked_out:
-                return Change(agent_id, run.spec.base, run.spec.base, b"")
-            return await workspace.collect(run.checkout, run.spec.base, agent_id)
+            change = Change(agent_id, run.spec.base, run.spec.base, b"")
+            if run.checked_out:
+                change = await workspace.collect(run.checkout, run.spec.base, agent_id)
         finally:
             await asyncio.to_thread(shutil.rmtree, run.checkout.parent, True)
+        self._ended[agent_id] = change
+        while len(self._ended) > KEEP_ENDED:
+            self._ended.popitem(last=False)
+        return change
 
     async def shutdown(self) -> None:
         """Stop everything this host runs and sweep the run's processes on this node."""
