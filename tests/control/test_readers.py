@@ -62,9 +62,10 @@ def test_status_json_has_exactly_the_keys_of_the_design_while_running_and_after(
     assert list(a) == list(AGENT_KEYS)
     assert set(a) == {
         "id", "task", "kind", "state", "parent", "attempt", "pid", "started", "ended",
-        "tokens_in", "tokens_out", "cost_usd", "last_line",
+        "tokens_in", "tokens_out", "cost_usd", "last_line", "node",
     }  # fmt: skip
     assert (a["id"], a["task"], a["kind"], a["state"]) == ("a", "a", "scripted", "running")
+    assert a["node"] is None  # it runs on this machine
     assert isinstance(a["pid"], int)
     assert a["last_line"], "a running agent shows what it said last"
     release(fleet, "a")
