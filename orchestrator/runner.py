@@ -17,12 +17,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.cluster.executor import ClusterAgents
-from orchestrator.cluster.nodes import Cluster
 from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
@@ -54,6 +52,9 @@ from orchestrator.records.resume import (
 )
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import console, report, snapshot
+
+if TYPE_CHECKING:
+    from orchestrator.cluster.nodes import Cluster
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,14 @@ async def _run_locked(
         "cluster": opts.cluster,
     }
     exports = quota.exports(rundir.socket)
-    cluster = Cluster.for_run(plan, opts.cluster, run_id, opts.responses)
+    pool = AgentPool(plan)
+    cluster: Cluster | None = None
+    if opts.cluster is not None or plan.executor == "ray":  # only then the cluster's code
+        from orchestrator.cluster.executor import ClusterAgents
+        from orchestrator.cluster.nodes import Cluster
+
+        cluster = Cluster(opts.cluster or plan.address, run_id, plan.workspace, (opts.responses,))
+        agents = agents or ClusterAgents(plan, pool, cluster)
     settings = RunSettings(
         exports=exports,
         responses=opts.responses,
@@ -253,9 +261,6 @@ async def _run_locked(
         gateway=GatewaySettings(host=cluster.driver_ip()) if cluster else GatewaySettings(),
     )
     live = opts.live and sys.stdout.isatty()
-    pool = AgentPool(plan)
-    if cluster is not None and agents is None:
-        agents = ClusterAgents(plan, pool, cluster)
     run = Run(
         plan,
         settings,
