@@ -82,8 +82,7 @@ class Run(RunQueries):
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
-        self._env = dict(os.environ if settings.env is None else settings.env)
-        """Children's environments are drawn from this snapshot (a dict: cheap to read)."""
+        self._env = dict(os.environ if settings.env is None else settings.env)  # cheap to read
         secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
@@ -269,6 +268,7 @@ class Run(RunQueries):
             pass_env=agent.pass_env,
         )
         try:
+            await self.recorder.written()  # recorded before acted on: its start is on disk
             state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
@@ -339,7 +339,7 @@ class Run(RunQueries):
         if rec.done is not None:
             rec.done.set()
         if self._on_event is not None:
-            self._on_event(rec, f"status: {state}")
+            self.recorder.when_written(functools.partial(self._on_event, rec, f"status: {state}"))
         self.repairs.apply(rec, actions, self)
         self._dispatch()
         self._check_finished()
