@@ -93,6 +93,7 @@ class Recorder:
     def run_started(self, started: float) -> None:
         """From here on a failed write stops the run instead of raising (see the module)."""
         self._loop = asyncio.get_running_loop()
+        self.writer.start()  # now, not when the background task first runs
         if self.journal is not None:
             self.journal.on_failure = self._failed
             self.journal.record("run", state="running", started=started)

@@ -44,7 +44,7 @@ from orchestrator.records.journal import Journal
 
 AgentFactory = Callable[[str], Agent]
 BURST = 64
-"""Agents started in one pass of the dispatcher before it yields to the event loop."""
+"""Agents started in one turn of the event loop before the dispatcher yields."""
 
 
 class Run(RunQueries):
@@ -76,6 +76,7 @@ class Run(RunQueries):
         self._ready: deque[Spawn] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._burst = 0
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
         self.repairs = Repairs(plan, self.governor, settings)
@@ -193,12 +194,9 @@ class Run(RunQueries):
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
-
-        At most ``BURST`` agents start per pass; the rest continue on the next turn of the
-        loop, so a burst of thousands never stalls `cancel`, `status` or output for long.
-        """
+        At most ``BURST`` start per turn of the loop (however many agents end in it), the rest
+        on the next turns: a burst of thousands never stalls `cancel`, `status` or output."""
         gov = self.governor
-        started = 0
         while self._ready:
             spawn = self._ready[0]
             denial = gov.denial(depth=spawn.depth)
@@ -209,8 +207,8 @@ class Run(RunQueries):
             delay = gov.delay()
             if delay == math.inf:
                 return
-            if delay == 0 and started >= BURST:
-                delay = 0.0001  # yield to the loop, then go on
+            if delay == 0 and self._burst >= BURST:
+                delay = 0.0001  # this turn of the loop had its share: yield, then go on
             if delay > 0:
                 if self._timer is None:
                     loop = asyncio.get_running_loop()
@@ -218,7 +216,9 @@ class Run(RunQueries):
                 return
             self._ready.popleft()
             self._start(spawn)
-            started += 1
+            self._burst += 1
+            if self._burst == 1:  # a new turn of the loop: the count starts again on the next
+                asyncio.get_running_loop().call_soon(setattr, self, "_burst", 0)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -76,19 +76,28 @@ class FileWriter:
         """Writes submitted and not yet known to be carried out."""
         return self._submitted - self._done
 
-    async def run(self) -> None:
-        """Carry out writes on a thread until cancelled; then the rest, before returning.
-
-        A write that raises (a bug: writers take their own `OSError`s) ends this coroutine
-        with that exception, so the run's TaskGroup fails loudly instead of going on."""
+    def start(self) -> None:
+        """Start the thread now (from the loop's thread): writes submitted from here on go to
+        it. `run` starts it if this was not called, and stops it."""
+        if self._thread is not None:
+            return
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._failed = loop.create_future()
         self._stopping = False
         self._base = self._submitted  # every write before this one was carried out at once
-        thread = threading.Thread(target=self._work, name="orchestrator-writer", daemon=True)
-        self._thread = thread
-        thread.start()
+        self._thread = threading.Thread(target=self._work, name="orchestrator-writer", daemon=True)
+        self._thread.start()
+
+    async def run(self) -> None:
+        """Carry out writes on the thread until cancelled; then the rest, before returning.
+
+        A write that raises (a bug: writers take their own `OSError`s) ends this coroutine
+        with that exception, so the run's TaskGroup fails loudly instead of going on."""
+        self.start()
+        thread = self._thread
+        assert thread is not None
+        assert self._failed is not None
         try:
             await self._failed
         finally:
