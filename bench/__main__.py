@@ -35,11 +35,12 @@ from bench import (
     spawn,
     startup,
     table,
+    views,
     web,
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B17")
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -54,6 +55,7 @@ TITLES = {
     "B11": "model gateway",
     "B12": "web view under load",
     "B17": "peers side by side",
+    "B18": "views at fleet scale",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -68,6 +70,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B11",), gateway.measure),
     (("B12",), web.measure),
     (("B17",), peers.measure),
+    (("B18",), views.measure),
 )
 
 

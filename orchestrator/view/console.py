@@ -13,7 +13,7 @@ from orchestrator.engine.state import AgentRecord
 from orchestrator.view import snapshot
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
     from orchestrator.engine.scheduler import Run
 
@@ -52,8 +52,9 @@ class PlainPrinter:
             self._out.flush()
 
 
-async def run_live(run: Run) -> None:
-    """Run ``run`` under a live table redrawn four times a second."""
+async def run_live(run: Run, *, console: Console | None = None) -> None:
+    """Run ``run`` under a live table redrawn four times a second (on ``console``, by
+    default the terminal's)."""
     from rich.live import Live
 
     from orchestrator.view import dashboard
@@ -62,7 +63,7 @@ async def run_live(run: Run) -> None:
         return dashboard.render(snapshot.live_view(run, rows=rows), max_rows=rows)
 
     # Drawn only here, FRAME apart: Rich's own refresh thread would draw the same frame again.
-    with Live(frame(40), auto_refresh=False, transient=False) as live:
+    with Live(frame(40), console=console, auto_refresh=False, transient=False) as live:
         async with asyncio.TaskGroup() as tg:
             main = tg.create_task(run.execute())
 
