@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.process.lines import one_line
+from orchestrator.view.grid import Grid
 from orchestrator.view.snapshot import Snapshot
 
 STATE_STYLE = {
@@ -52,19 +53,21 @@ def rows_that_fit(console: Console) -> int:
     return max(console.size.height - 9, 3)
 
 
+LIVE_COLUMNS = (
+    ("agent", False, 40),
+    ("state", False, 20),
+    ("elapsed", True, 12),
+    ("tokens", True, 12),
+    ("cost", True, 12),
+    ("last line", False, 1_000),
+)
+"""Name, right-justified, widest: the live table's columns (the last takes the rest)."""
+
+
 def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:
     """The live dashboard: one row per agent (running ones first), counts, fence and budget."""
     now = time.time() if now is None else now
-    table = Table(expand=True, title=plain(f"orchestrator - {snapshot.run.get('plan', '?')}"))
-    for name, kw in (
-        ("agent", {"no_wrap": True}),
-        ("state", {"no_wrap": True}),
-        ("elapsed", {"justify": "right"}),
-        ("tokens", {"justify": "right"}),
-        ("cost", {"justify": "right"}),
-        ("last line", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1}),
-    ):
-        table.add_column(name, **kw)
+    table = Grid(LIVE_COLUMNS, title=one_line(f"orchestrator - {snapshot.run.get('plan', '?')}"))
     agents = heapq.nsmallest(
         max_rows,
         snapshot.agents,
@@ -72,17 +75,20 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     )  # O(agents) plus O(rows) of rendering: a frame costs what the screen shows
     for agent in agents:
         state = agent["state"]
-        table.add_row(
-            plain(agent["id"]),
-            plain(state, STATE_STYLE.get(state, "")),
-            plain(_elapsed(agent, now)),
-            plain(f"{(agent.get('tokens_in') or 0) + (agent.get('tokens_out') or 0)}"),
-            plain(f"${agent.get('cost_usd') or 0.0:.4f}"),
-            plain(agent.get("last_line") or ""),
+        tokens = (agent.get("tokens_in") or 0) + (agent.get("tokens_out") or 0)
+        table.rows.append(
+            (
+                (one_line(str(agent["id"])), ""),
+                (one_line(str(state)), STATE_STYLE.get(state, "")),
+                (_elapsed(agent, now).strip(), ""),
+                (str(tokens), ""),
+                (f"${agent.get('cost_usd') or 0.0:.4f}", ""),
+                (one_line(str(agent.get("last_line") or "")), ""),
+            )
         )
     more = len(snapshot.agents) - len(agents) + snapshot.hidden
     if more > 0:
-        table.caption = plain(f"... and {more} more agents")
+        table.caption = f"... and {more} more agents"
     return Group(table, plain(footer(snapshot)))
 
 
