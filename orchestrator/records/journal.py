@@ -82,9 +82,13 @@ _RAW_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 controls, the Unicode line separators, bidi overrides. Below 0x20 JSON escapes itself."""
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+"""One encoder for every record (``json.dumps`` with options builds a new one per call)."""
+
+
 def json_line(record: dict[str, Any]) -> str:
     """One record as one JSON line that is only data, whatever its strings hold."""
-    text = json.dumps(record, ensure_ascii=False, default=str)
+    text = _ENCODE(record)
     if not text.isprintable():  # the common case skips the regex
         text = _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
     return text + "\n"
