@@ -76,7 +76,7 @@ class Run(RunQueries):
         self._ready: deque[Spawn] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._burst = 0
+        self._burst = 0  # agents started in this turn of the loop (`_dispatch`)
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
         self.repairs = Repairs(plan, self.governor, settings)
@@ -95,8 +95,7 @@ class Run(RunQueries):
         done = [self.tasks[tid] for tid in done_tasks if tid in self.tasks]
         for trec in done:
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
-        self._unsettled -= len(done)
-        self._succeeded = len(done)
+        self._unsettled, self._succeeded = self._unsettled - len(done), len(done)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -130,13 +129,12 @@ class Run(RunQueries):
         return [target for target in targets if self._stop(target, "cancelled", why, force=force)]
 
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
-        """Raise the fence (nothing new starts, no model request is sent), then stop every
-        running agent."""
+        """Raise the fence (nothing starts, no model request is sent), stop every running agent."""
         self._raise_fence(reason)
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
             if rec.state == "running":
-                self._signal_group(rec, sig)  # every group signalled now, not one per task step
+                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not per step
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
@@ -249,6 +247,12 @@ class Run(RunQueries):
         self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
         rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
+        rec.handle.add_done_callback(functools.partial(self._never_ran, rec))
+
+    def _never_ran(self, rec: AgentRecord, _: object) -> None:
+        """Its task was cancelled before its first step (its code never ran): it ends here."""
+        if rec.state == "running":
+            self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
         agent = self._agent_for(spawn.task.agent)
@@ -267,9 +271,10 @@ class Run(RunQueries):
             model=model,
             pass_env=agent.pass_env,
         )
-        try:
-            await self.recorder.written()  # recorded before acted on: its start is on disk
-            state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
+        try:  # it starts once its start is on disk (``written``): recorded before acted on
+            state, reason = await attempt.run_attempt(
+                rec, ctx, agent, stop=self._stop, written=self.recorder.written
+            )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
             await self.models.release(rec.id)  # its token is refused; its usage is in
@@ -290,7 +295,7 @@ class Run(RunQueries):
         if rec.state != "running" or rec.handle is None:
             return False
         if force:
-            self._signal_group(rec, signal.SIGKILL)
+            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL)  # if still ours
         if rec.stop is None:
             rec.stop = (state, reason)
             grace = 0.0 if force else self.plan.limits.grace
@@ -319,11 +324,6 @@ class Run(RunQueries):
         rec.pid = pid
         rec.pstart = procfs.process_start_time(pid)
         self.recorder.process(rec)
-
-    @staticmethod
-    def _signal_group(rec: AgentRecord, sig: int) -> None:
-        """Signal the agent's latest process group, if it is still the process we started."""
-        group.signal_recorded(rec.pid, rec.pstart, sig)
 
     # --- transitions ------------------------------------------------------------------------
 
