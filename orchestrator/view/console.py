@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 SUMMARY_ROWS = 50
 """The end-of-run table shows at least this many tasks (more on a taller terminal)."""
+VIEW_SHARE = 0.03
+"""At most this share of the loop's CPU time goes to drawing the live table."""
 FRAME = 0.25
 """Seconds between frames of the live table and between writes of plain lines."""
 
@@ -53,7 +56,7 @@ class PlainPrinter:
 
 
 async def run_live(run: Run, *, console: Console | None = None) -> None:
-    """Run ``run`` under a live table redrawn four times a second (on ``console``, by
+    """Run ``run`` under a live table redrawn up to four times a second (on ``console``, by
     default the terminal's)."""
     from rich.live import Live
 
@@ -69,8 +72,11 @@ async def run_live(run: Run, *, console: Console | None = None) -> None:
 
             async def refresh() -> None:
                 while not main.done():
+                    t0 = time.thread_time()
                     live.update(frame(dashboard.rows_that_fit(live.console)), refresh=True)
-                    await asyncio.sleep(FRAME)
+                    # a frame that took long waits longer: drawing never takes more than
+                    # VIEW_SHARE of the loop's time, however many agents there are
+                    await asyncio.sleep(max(FRAME, (time.thread_time() - t0) / VIEW_SHARE))
 
             tg.create_task(refresh())
         live.update(frame(dashboard.rows_that_fit(live.console)), refresh=True)
