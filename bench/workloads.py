@@ -15,7 +15,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from orchestrator.agents.pool import AgentPool
 from orchestrator.cluster.executor import ClusterAgents
 from orchestrator.cluster.nodes import Cluster
 from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import RunSettings
+from orchestrator.engine.state import AgentRecord, RunSettings
 from orchestrator.plan.graph import dependents_of
 from orchestrator.plan.model import Limits, Plan, Sleep, Task
 from orchestrator.records.journal import Journal
@@ -133,12 +133,16 @@ async def run_orchestrator(
     during: Callable[[Run], None] | None = None,
     around: Callable[[Path], AbstractAsyncContextManager[object]] | None = None,
     cluster: str | None = None,
+    drive: Callable[[Run], Awaitable[None]] | None = None,
+    on_event: Callable[[AgentRecord, str], None] | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
     ``during`` is called once the run object exists and before it executes (to attach probes);
-    ``around(responses)`` is entered before the run starts and left after it ended; with
-    ``cluster`` (a Ray address) the agents run on that cluster's nodes (``run --cluster``).
+    ``around(responses)`` is entered before the run starts and left after it ended;
+    ``drive(run)`` runs it instead of ``run.execute()`` (a view around it); ``on_event`` is
+    told every event line as the CLI's plain printer is; with ``cluster`` (a Ray address) the
+    agents run on that cluster's nodes (``run --cluster``).
     """
     responses = tmp / f"responses-{uuid.uuid4().hex[:8]}"
     (responses / ".run").mkdir(parents=True)
@@ -152,9 +156,8 @@ async def run_orchestrator(
         jr = journal_factory(jpath) if journal_factory else Journal(jpath, fresh=True)
     pool = AgentPool(plan)
     remote = Cluster.for_run(plan, cluster, settings.run_id, responses)
-    run = Run(
-        plan, settings, agents=ClusterAgents(plan, pool, remote) if remote else pool, journal=jr
-    )
+    agents = ClusterAgents(plan, pool, remote) if remote else pool
+    run = Run(plan, settings, agents=agents, journal=jr, on_event=on_event)
     if during is not None:
         during(run)
     try:
@@ -162,7 +165,7 @@ async def run_orchestrator(
             await remote.open()
         async with around(responses) if around else contextlib.nullcontext():
             t0 = time.perf_counter()
-            await run.execute()
+            await (drive(run) if drive is not None else run.execute())
             wall = time.perf_counter() - t0
     finally:
         if remote is not None:

@@ -68,8 +68,7 @@ class RunOptions:
     """Serve the web view on this port (0: any free one) while the run goes on."""
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
-    cluster: str | None = None
-    """``--cluster ADDRESS``: run the agents on this Ray cluster (beats the plan's executor)."""
+    cluster: str | None = None  # --cluster ADDRESS: the agents run on this Ray cluster
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -245,11 +244,11 @@ async def _run_locked(
     pool = AgentPool(plan)
     cluster: Cluster | None = None
     if opts.cluster is not None or plan.executor == "ray":  # only then the cluster's code
-        from orchestrator.cluster.executor import ClusterAgents
-        from orchestrator.cluster.nodes import Cluster
+        from orchestrator.cluster import executor, nodes
 
-        cluster = Cluster(opts.cluster or plan.address, run_id, plan.workspace, (opts.responses,))
-        agents = agents or ClusterAgents(plan, pool, cluster)
+        where = opts.cluster or plan.address
+        cluster = nodes.Cluster(where, run_id, plan.workspace, (opts.responses,))
+        agents = agents or executor.ClusterAgents(plan, pool, cluster)
     settings = RunSettings(
         exports=exports,
         responses=opts.responses,
@@ -261,12 +260,13 @@ async def _run_locked(
         gateway=GatewaySettings(host=cluster.driver_ip()) if cluster else GatewaySettings(),
     )
     live = opts.live and sys.stdout.isatty()
+    printer = None if live or opts.json else console.PlainPrinter()
     run = Run(
         plan,
         settings,
         agents=agents or pool,
         journal=journal,
-        on_event=None if live or opts.json else console.plain_printer(),
+        on_event=printer,
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
@@ -284,8 +284,7 @@ async def _run_locked(
                 lend = functools.partial(quota.handle, run, token=exports[quota.TOKEN_VAR])
                 try:
                     if cluster is not None:
-                        stack.push_async_callback(cluster.aclose)
-                        await cluster.open()
+                        await stack.enter_async_context(cluster.session())
                     await stack.enter_async_context(
                         channel.open_control_server(run, rundir.socket, more=lend)
                     )
@@ -316,6 +315,8 @@ async def _run_locked(
                         for helper in helpers:
                             helper.cancel()
                 finally:
+                    if printer is not None:
+                        printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started

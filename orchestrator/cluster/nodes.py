@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,15 @@ class Cluster:
         if address is None and plan.executor != "ray":
             return None
         return cls(address or plan.address, run_id, plan.workspace, (responses,))
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Cluster]:
+        """`open`, then `aclose` however the run ends (also when opening failed halfway)."""
+        try:
+            await self.open()
+            yield self
+        finally:
+            await self.aclose()
 
     async def open(self) -> None:
         try:
