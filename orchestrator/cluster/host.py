@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -65,7 +64,7 @@ class NodeHost:
         self.run_id = run_id
         self.node = node
         self._root = Path(tempfile.mkdtemp(prefix=PREFIX))
-        self._lock = _hold(self._root / ".lock")
+        self._lock = workspace.hold(self._root)
         self._attempts: dict[str, _Running] = {}
         self._ended: OrderedDict[str, Change] = OrderedDict()
         self._pool: AgentPool | None = None
@@ -75,7 +74,7 @@ class NodeHost:
         """Remove what hosts that died left on this node (their driver or node died before
         they could clean up); the names of API-key variables in this node's environment
         (the driver refuses such a node)."""
-        await asyncio.to_thread(sweep_stale, self._root.parent)
+        await asyncio.to_thread(workspace.sweep_stale, self._root.parent, PREFIX)
         return sorted(name for name in SECRET_NAMES if os.environ.get(name))
 
     async def start(self, spec: AttemptSpec, bundle: list[Any]) -> None:
@@ -201,29 +200,3 @@ class NodeHost:
 
     async def prune(self) -> None:
         await self._repo.prune()
-
-
-def _hold(path: Path) -> int:
-    """A lock held while this process lives (the kernel lets go of it when it dies)."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
-def sweep_stale(tmp: Path) -> list[Path]:
-    """Remove the directories of hosts whose process is gone (nobody holds their lock)."""
-    removed = []
-    for root in tmp.glob(f"{PREFIX}*"):
-        try:
-            fd = os.open(root / ".lock", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue  # not a host's, or one being made
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # its host is alive
-        finally:
-            os.close(fd)
-        shutil.rmtree(root, ignore_errors=True)
-        removed.append(root)
-    return removed

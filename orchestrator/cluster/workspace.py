@@ -12,6 +12,7 @@ leaves the workspace as it was.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from orchestrator.cluster.wire import Change
 
 _IDENTITY = ("-c", "user.name=orchestrator", "-c", "user.email=orchestrator@localhost")
 _GIT_TIMEOUT = 300.0
+SHADOW_PREFIX = "orchestrator-cluster-"
 
 
 class WorkspaceError(Exception):
@@ -72,7 +74,8 @@ class Snapshots:
     def __init__(self, workspace: Path, *, exclude: tuple[Path, ...] = ()) -> None:
         self.workspace = workspace
         self._exclude = exclude
-        self._root = Path(tempfile.mkdtemp(prefix="orchestrator-cluster-"))
+        self._root = Path(tempfile.mkdtemp(prefix=SHADOW_PREFIX))
+        self._held = hold(self._root)
         self._dir = self._root / "shadow.git"
         self._env = git_env(self._root)
         self._lock = asyncio.Lock()
@@ -84,6 +87,7 @@ class Snapshots:
         return await git(*where, *args, cwd=self.workspace, env=self._env, data=data)
 
     async def open(self) -> None:
+        await asyncio.to_thread(sweep_stale, self._root.parent, SHADOW_PREFIX)
         await git("--git-dir", str(self._dir), "init", "-q", cwd=self._root, env=self._env)
         lines = []
         for path in self._exclude:
@@ -123,6 +127,7 @@ class Snapshots:
 
     def close(self) -> None:
         shutil.rmtree(self._root, ignore_errors=True)
+        os.close(self._held)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -187,3 +192,30 @@ async def collect(into: Path, base: str, agent_id: str) -> Change:
     head = (await git("rev-parse", "HEAD", cwd=into, env=env)).decode().strip()
     bundle = await git("bundle", "create", "-q", "-", "HEAD", f"^{base}", cwd=into, env=env)
     return Change(agent_id, base, head, bundle)
+
+
+def hold(root: Path) -> int:
+    """A lock on ``root`` held while this process lives (the kernel lets go when it dies)."""
+    fd = os.open(root / ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def sweep_stale(tmp: Path, prefix: str) -> list[Path]:
+    """Remove the ``prefix*`` directories in ``tmp`` whose process is gone (nobody holds their
+    lock): what a killed driver or a dead node's host left behind."""
+    removed = []
+    for root in tmp.glob(f"{prefix}*"):
+        try:
+            fd = os.open(root / ".lock", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not one of ours, or one being made
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its process is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed

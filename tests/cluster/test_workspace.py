@@ -4,6 +4,7 @@ workspace, and what it changed comes back whole, or not at all (no Ray needed)."
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from orchestrator.cluster.workspace import (
     collect,
     git,
     git_env,
+    hold,
+    sweep_stale,
 )
 
 
@@ -145,3 +148,22 @@ async def test_a_node_fetches_each_base_once_and_an_agent_s_own_commit_comes_bac
         await repo.prune()
     finally:
         snaps.close()
+
+
+def test_what_a_dead_process_left_is_swept_and_a_live_one_s_is_kept(tmp_path: Path) -> None:
+    live, dead = tmp_path / "orchestrator-node-live", tmp_path / "orchestrator-node-dead"
+    for root in (live, dead):
+        root.mkdir()
+    held = hold(live)
+    script = (
+        "import pathlib; from orchestrator.cluster.workspace import hold;"
+        f"hold(pathlib.Path({str(dead)!r}))"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)  # noqa: TID251
+    (tmp_path / "orchestrator-node-foreign").mkdir()  # no lock: not one of ours
+    try:
+        assert sweep_stale(tmp_path, "orchestrator-node-") == [dead]
+        assert live.exists()
+        assert (tmp_path / "orchestrator-node-foreign").exists()
+    finally:
+        os.close(held)
