@@ -101,7 +101,8 @@ async def _drain(grant: Grant, settings: GatewaySettings) -> None:
 @contextlib.asynccontextmanager
 async def open_gateway(
     *,
-    upstream: Upstream,
+    upstream: Upstream | None,
+    openai: Upstream | None = None,
     ledger: Ledger,
     prices: PriceTable,
     hooks: Hooks,
@@ -111,8 +112,8 @@ async def open_gateway(
     """Run a gateway for the block (see the module's docstring)."""
     main = asyncio.get_running_loop()
     shared = Shared(
-        upstream=upstream, ledger=ledger, prices=prices, hooks=hooks, settings=settings,
-        ceiling=ceiling, main=main,
+        upstream=upstream, openai=openai, ledger=ledger, prices=prices, hooks=hooks,
+        settings=settings, ceiling=ceiling, main=main,
     )  # fmt: skip
     ready: concurrent.futures.Future[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]]
     ready = concurrent.futures.Future()
