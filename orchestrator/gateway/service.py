@@ -50,7 +50,11 @@ class Gateway:
         return grant
 
     def access(self, grant: Grant) -> Access:
-        return Access(self.url, grant.token)
+        shared = self.shared
+        return Access(
+            self.url, grant.token, anthropic=shared.upstream is not None,
+            openai=shared.openai is not None,
+        )  # fmt: skip
 
     async def close_grant(self, grant: Grant) -> None:
         """The attempt ended: refuse its token, cancel its requests in flight and wait until
