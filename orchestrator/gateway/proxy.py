@@ -55,6 +55,7 @@ from orchestrator.gateway.replies import (
     upstream_headers,
 )
 from orchestrator.gateway.shared import Shared, Upstream
+from orchestrator.gateway.silence import open_silence_limit
 
 
 @dataclass(slots=True)
@@ -84,7 +85,10 @@ class Proxy:
         self.shared = shared
         self.session = session
         s = shared.settings
-        self.limiter = ApiLimiter(ceiling=shared.ceiling, rate=s.requests_per_second)
+        # Forwarding a request costs the gateway little: no pacing per turn of its loop.
+        self.limiter = ApiLimiter(
+            ceiling=shared.ceiling, rate=s.requests_per_second, per_turn=max(shared.ceiling, 16)
+        )
         shared.limiter = self.limiter
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout
@@ -334,17 +338,23 @@ class Proxy:
         await out.prepare(request)
         scanner, hide = ex.scanner, ex.dialect.stream_filter(ex.prepared)
         ex.answered = 0
+        # A stream's silence is watched once per answer (`open_silence_limit`), not by
+        # aiohttp's timer re-armed at every read: a tenth of the gateway's CPU.
+        if upstream.connection is not None:
+            upstream.connection.protocol.read_timeout = None  # type: ignore[union-attr]
         try:
-            async for chunk in upstream.content.iter_any():
-                ex.answered += len(chunk)
-                scanner.feed(chunk)
-                if hide is not None:
-                    chunk = hide.feed(chunk)
-                    if not chunk:
-                        continue
-                await out.write(chunk)
-            if hide is not None and (rest := hide.rest()):
-                await out.write(rest)
+            async with open_silence_limit(self.shared.settings.read_timeout) as silence:
+                async for chunk in upstream.content.iter_any():
+                    silence.touch()
+                    ex.answered += len(chunk)
+                    scanner.feed(chunk)
+                    if hide is not None:
+                        chunk = hide.feed(chunk)
+                        if not chunk:
+                            continue
+                    await out.write(chunk)
+                if hide is not None and (rest := hide.rest()):
+                    await out.write(rest)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
             # Headers are gone: say it the way the API does, as an error event mid-stream.
             message = f"orchestrator gateway: the upstream stream broke off ({_what(exc)})"
