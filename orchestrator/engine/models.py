@@ -76,8 +76,8 @@ class ModelTraffic:
         settings = self.settings.gateway
         ceiling = settings.ceiling or AGENTS_PER_SLOT * self.plan.limits.max_concurrency
         async with open_gateway(
-            upstream=upstream, openai=openai, ledger=self.ledger, prices=PriceTable(self.plan.prices),
-            hooks=self, settings=settings, ceiling=ceiling,
+            upstream=upstream, openai=openai, ledger=self.ledger,
+            prices=PriceTable(self.plan.prices), hooks=self, settings=settings, ceiling=ceiling,
         ) as gateway:  # fmt: skip
             self.gateway = self.last = gateway
             try:
