@@ -153,7 +153,9 @@ class Proxy:
             reserved = 0.0
             if not counting:
                 reserved = self.shared.prices.upper_bound(
-                    facts.model, input_tokens=input_estimate(raw), max_output=facts.max_tokens
+                    facts.model,
+                    input_tokens=input_estimate(prepared.raw),
+                    max_output=facts.max_tokens,
                 )
                 answer = await self._reserve(grant, reserved, openai=dialect.openai)
                 if answer is not None:

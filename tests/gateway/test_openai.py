@@ -166,6 +166,12 @@ async def test_refusals_are_openai_shaped_and_the_sdk_does_not_retry_them(gw: Se
         with pytest.raises(openai.AuthenticationError) as refused:
             await client.chat.completions.create(model=MODEL, messages=[])
     assert refused.value.code == "token"
+    other = gw.grant("b")
+    gw.gateway.fence("cancel --all")
+    async with gw.client(other) as client:
+        with pytest.raises(openai.PermissionDeniedError) as fenced:
+            await client.chat.completions.create(model=MODEL, messages=[])
+    assert "the run is stopping (cancel --all)" in fenced.value.message
     assert gw.api.requests == []
 
 
