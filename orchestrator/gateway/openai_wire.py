@@ -36,6 +36,8 @@ MAX_SCAN = 1 << 20
 a Responses stream repeats its whole output in ``response.completed``: then it is parsed
 if under this size, and counted from nothing otherwise)."""
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+"""The end of an SSE event: a blank line, whichever line ending the server uses."""
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 
 
@@ -143,20 +145,17 @@ class OpenAIUsageScanner:
     def feed(self, chunk: bytes) -> None:
         data = self._buf + chunk if self._buf else chunk
         start = 0
-        while True:
-            end = data.find(b"\n\n", start)
-            if end < 0:
-                break
-            block = data[start:end]
+        while (boundary := _BOUNDARY.search(data, start)) is not None:
+            block = data[start : boundary.start()]
             if _USAGE.search(block) or b'"error"' in block:
                 self._event(block)
-            start = end + 2
+            start = boundary.end()
         rest = data[start:]
         self._buf = rest if len(rest) <= MAX_SCAN else b""
 
     def _event(self, block: bytes) -> None:
         payload = b"".join(
-            line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:")
+            line[5:].strip() for line in block.splitlines() if line.startswith(b"data:")
         )
         try:
             data = json.loads(payload)
@@ -187,14 +186,11 @@ class UsageChunkFilter:
         data = self._buf + chunk if self._buf else chunk
         out: list[bytes] = []
         start = 0
-        while True:
-            end = data.find(b"\n\n", start)
-            if end < 0:
-                break
-            block = data[start : end + 2]
+        while (boundary := _BOUNDARY.search(data, start)) is not None:
+            block = data[start : boundary.end()]
             if not (_EMPTY_CHOICES.search(block) and _USAGE.search(block)):
                 out.append(block)
-            start = end + 2
+            start = boundary.end()
         self._buf = data[start:]
         if len(self._buf) > MAX_SCAN:  # not an SSE stream after all: stop holding it back
             out.append(self._buf)
