@@ -11,17 +11,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.engine.state import AgentRecord
+from orchestrator.events import AgentEvent, Text
+from orchestrator.records.progress import MAX_PARTIAL, clean
 from orchestrator.view import snapshot
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
 
 
-def plain_printer() -> Callable[[AgentRecord, str], None]:
-    """Every event but command output (that stays in the progress files), one line each."""
-    write = sys.stdout.write
+def plain_printer(
+    write: Callable[[str], object] = sys.stdout.write,
+) -> Callable[[AgentRecord, str, AgentEvent | None], None]:
+    """Every event but command output (that stays in the progress files), one line each.
 
-    def on_event(rec: AgentRecord, line: str) -> None:
+    An agent's streamed words are printed a whole line at a time: a line still growing is
+    held until it ends (a newline, or the agent's next event of another kind)."""
+    open_lines: dict[str, str] = {}
+
+    def show(agent_id: str, line: str) -> None:
+        line = clean(line)
+        if line.strip():
+            write(f"{agent_id:>16} | {line}\n")
+
+    def on_event(rec: AgentRecord, line: str, event: AgentEvent | None) -> None:
+        if isinstance(event, Text):
+            *whole, rest = (open_lines.get(rec.id, "") + event.text).split("\n")
+            while len(rest) > MAX_PARTIAL:  # an endless line, shown in bounded pieces
+                whole.append(rest[:MAX_PARTIAL])
+                rest = rest[MAX_PARTIAL:]
+            open_lines[rec.id] = rest
+            for part in whole:
+                show(rec.id, part)
+            return
+        held = open_lines.pop(rec.id, "")
+        if held:
+            show(rec.id, held)
         if line.startswith(("| ", "! ")) or not line:
             return  # command output lives in the progress files; stdout gets the story
         write(f"{rec.id:>16} | {line}\n")
