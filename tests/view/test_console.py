@@ -46,7 +46,9 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 def test_run_no_live_prints_a_streaming_agents_sentence_once(fleet: Fleet) -> None:
     sentence = "one two three four five six seven eight nine ten"
-    with serve_in_thread(lambda body, i: text(sentence).with_trickle(0, chunk=4), api_key=KEY) as api:
+    with serve_in_thread(
+        lambda body, i: text(sentence).with_trickle(0, chunk=4), api_key=KEY
+    ) as api:
         fleet.plan({"id": "a", "agent": "claude", "prompt": "Say ten words."})
         env = quiet_env(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=api.url)
         done = fleet.cli("run", "plan.yaml", "--no-live", env=env, timeout=60)
