@@ -23,7 +23,10 @@ def status(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Every agent of the current or last run, from the journal."""
+    """Every agent of the current or last run, from the journal.
+
+    Exit codes: 0, 2 no run recorded in --responses, 3 a tampered .run/.
+    """
     from orchestrator.records.journal import load
     from orchestrator.records.rundir import RunDir, is_locked
     from orchestrator.view import snapshot
@@ -55,14 +58,20 @@ def status(
             f"status: the run was interrupted{gone} (hint: continue it with "
             f"{resume_command(journal.run, responses)})\n"
         )
+    import time
+
+    from orchestrator.view import board, dashboard
+
     if json_out:
-        typer.echo(json.dumps(snap.as_status_json()))
+        typer.echo(json.dumps(board.status_json(snap, now=time.time())))
         return
     from rich.console import Console
 
-    from orchestrator.view import dashboard
-
-    Console().print(dashboard.render(snap))
+    console = Console()
+    if console.is_terminal:
+        console.print(dashboard.render(snap, max_rows=10_000))
+    else:  # a pipe or a file: plain lines, nothing cut at 80 columns
+        sys.stdout.write(dashboard.plain_text(snap))
 
 
 @app.command()
@@ -73,8 +82,9 @@ def serve(
 ) -> None:
     """Serve the web view of the run in --responses on 127.0.0.1 until Ctrl-C.
 
-    It prints a URL with a random token; requests without it are refused. Exit codes: 0 / 130
-    after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
+    It prints a URL with a random token; requests without it are refused.
+
+    Exit codes: 130 after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
     """
     import asyncio
 
@@ -122,10 +132,13 @@ def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
 @app.command()
 def peek(
     agent: str,
-    n: Annotated[int, typer.Option("-n", help="How many last lines.")] = 10,
+    n: Annotated[int, typer.Option("-n", min=0, help="How many last lines (0 or more).")] = 10,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
-    """The last lines of an agent's progress file (a task's latest attempt); never blocks."""
+    """The last lines of an agent's progress file (a task's latest attempt); never blocks.
+
+    Exit codes: 0, 2 unknown agent or task, or no run recorded.
+    """
     from orchestrator.control.readers import pending_line
     from orchestrator.records.tail import last_lines
 
@@ -145,7 +158,10 @@ def tail(
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
-    """Print an agent's progress file (a task's latest attempt); -f follows it to the end."""
+    """Print an agent's progress file (a task's latest attempt); -f follows it to the end.
+
+    Exit codes: 0, 2 unknown agent or task, or no run recorded.
+    """
     import asyncio
 
     from orchestrator.control.readers import follow_file, follow_name, pending_line
@@ -174,11 +190,14 @@ def wait(
     agents: Annotated[list[str], typer.Argument(metavar="AGENT...")],
     any_: Annotated[bool, typer.Option("--any", help="Return when the first one ends.")] = False,
     timeout: Annotated[
-        float | None, typer.Option(help="Give up after this many seconds (exit 124).")
+        float | None, typer.Option(min=0, help="Give up after this many seconds (exit 124).")
     ] = None,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
-    """Block until the named agents have ended; exit 0 when every one succeeded."""
+    """Block until the named agents have ended (a task: its final state).
+
+    Exit codes: 0 every one succeeded, 1 one did not, 2 unknown agent, 124 timed out.
+    """
     import asyncio
 
     from orchestrator.control.readers import wait_for
@@ -214,7 +233,11 @@ def cancel(
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
 ) -> None:
-    """Stop agents of the running orchestrator (or, if it is gone, their recorded processes)."""
+    """Stop agents of the running orchestrator (or, if it is gone, their recorded processes).
+
+    Exit codes: 0 (also when already ended), 1 the orchestrator does not answer, 2 unknown
+    agent or wrong options.
+    """
     from orchestrator.control import channel, leftovers
     from orchestrator.errors import UnknownAgentError
     from orchestrator.records.journal import load
@@ -262,7 +285,10 @@ def cancel(
 
 @app.command()
 def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
-    """A live dashboard of the current run, from the journal (Ctrl-C to leave)."""
+    """A live dashboard of the current run, from the journal (Ctrl-C to leave).
+
+    Exit codes: 0 the run ended, 130 left with Ctrl-C, 2 no run recorded.
+    """
     import asyncio
 
     from orchestrator.records.rundir import RunDir

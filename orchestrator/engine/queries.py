@@ -43,7 +43,6 @@ class RunQueries:
         ok = all(t.state == "succeeded" for t in self.tasks.values())
         return 0 if ok and self.repairs.build_state in (None, "passed") else 1
 
-
     def peek(self, agent_id: str) -> Peek:
         rec = self._record(agent_id)
         return Peek(rec.id, rec.state, tuple(rec.lines), rec.reason)

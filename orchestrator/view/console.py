@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.state import AgentRecord
 from orchestrator.events import AgentEvent, Text
+from orchestrator.process.lines import one_line
 from orchestrator.records.progress import MAX_PARTIAL, clean
 from orchestrator.view import snapshot
 
@@ -76,10 +78,19 @@ async def run_live(run: Run) -> None:
 
 
 def print_summary(snap: snapshot.Snapshot, written: Path | None, *, as_json: bool) -> None:
-    """The end of a run: the table of tasks and every escalation, or one JSON object."""
+    """The end of a run: the table of tasks, then what happened in a few lines (tasks that
+    succeeded, the build, each escalation and its next step, cost against the budget, the
+    report's path); or one JSON object."""
+    from orchestrator.view import board
+
+    rows = board.task_rows(snap)
+    totals = board.summary(snap, rows, now=time.time())
     if as_json:
         escalations = snap.extra.get("escalations", [])
-        out = {**snap.as_status_json(), "tasks": list(snap.tasks), "escalations": escalations}
+        out = {
+            **snap.as_status_json(), "tasks": list(snap.tasks), "escalations": escalations,
+            "board": rows, "totals": totals, "report": str(written) if written else None,
+        }  # fmt: skip
         sys.stdout.write(json.dumps(out) + "\n")
         return
     from rich.console import Console
@@ -87,6 +98,39 @@ def print_summary(snap: snapshot.Snapshot, written: Path | None, *, as_json: boo
     from orchestrator.view import dashboard
 
     console = Console()
-    console.print(dashboard.summary(snap))
+    if console.is_terminal:
+        console.print(dashboard.summary(snap))
+    for line in outcome_lines(snap, totals, written):
+        console.print(dashboard.plain(line))
+
+
+def outcome_lines(
+    snap: snapshot.Snapshot, totals: dict[str, Any], written: Path | None
+) -> list[str]:
+    """What happened, in a few plain lines: the end of a run on the terminal."""
+    lines = [f"{totals['succeeded']} of {totals['tasks']} tasks succeeded"
+             + (f" in {_duration(totals['elapsed'])}" if totals["elapsed"] is not None else "")
+             + f" ({snap.run.get('state', '?')})"]  # fmt: skip
+    others: dict[str, list[str]] = {}
+    for task in snap.tasks:
+        if task["state"] != "succeeded":
+            others.setdefault(str(task["state"]), []).append(str(task["id"]))
+    for state, ids in sorted(others.items()):
+        lines.append(f"  {state}: {', '.join(ids)}")
+    build = totals.get("build")
+    lines.append(f"build: {build}" if build else "build: none ran")
+    for esc in totals["escalations"]:
+        lines.append(f"escalated: {esc['task']}: {esc['reason']}; next: {esc['next_step']}")
+    budget = totals["budget_usd"]
+    cost = max(totals["cost_usd"], snap.spent_usd)
+    lines.append(f"cost: ${cost:.4f}" + (f" of ${budget:.2f} budget" if budget is not None else ""))
+    if snap.fence:
+        lines.append(f"stopped: {snap.fence}")
     if written is not None:
-        console.print(dashboard.plain(f"report: {written}"))
+        lines.append(f"report: {written}")
+    return [one_line(line) for line in lines]
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(max(seconds, 0.0), 60)
+    return f"{int(minutes)}m{sec:04.1f}s" if minutes else f"{sec:.1f}s"
