@@ -100,7 +100,7 @@ OUTPUTS = {
 def test_huge_endless_and_stormy_output_ends_in_honest_bounded_files(fleet: Fleet) -> None:
     fleet.plan(
         *(
-            {"id": tid, "agent": "command", "shell": True, "command": [cmd], "stall_timeout": "5s"}
+            {"id": tid, "agent": "command", "command": cmd, "stall_timeout": "5s"}
             for tid, cmd in OUTPUTS.items()
         ),
     )

@@ -154,8 +154,8 @@ def build_spawn(build: Build, n: int, *, depth: int) -> Spawn:
     task = Task(
         id="build",
         agent="build",
-        command=build.commands,
-        shell=True,
+        command=build.command,
+        shell=build.shell,
         timeout=build.timeout,
         stall_timeout=build.timeout,
     )

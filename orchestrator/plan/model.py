@@ -104,7 +104,9 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Build:
-    commands: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    """One command line for ``sh -c`` (``shell``), or a program and its arguments."""
+    shell: bool = True
     timeout: float = 10 * 60.0
     max_fix_cycles: int = 2
     after: tuple[str, ...] = ()

@@ -29,7 +29,8 @@ _DURATION: Schema = {
     ],
 }
 _COMMAND: Schema = {
-    "description": "a string runs in a shell; a list is the program and its arguments",
+    "description": "a string is a command line run by sh -c; a list is the program and its "
+    "arguments, run without a shell",
     "anyOf": [_TEXT, {**_TEXTS, "minItems": 1}],
 }
 _STEPS: Schema = {"type": "array", "items": {"$ref": "#/$defs/step"}}
@@ -43,7 +44,6 @@ TYPES: dict[str, Schema] = {
     "prompt": _TEXT,
     "depends_on": _TEXTS,
     "command": _COMMAND,
-    "shell": {"type": "boolean"},
     "script": _STEPS,
     "retry_script": {**_STEPS, "minItems": 1},
     "model": _TEXT,

@@ -121,7 +121,7 @@ async def test_build_fix_cycles_stop_at_max_fix_cycles(make_run: MakeRun) -> Non
     run = with_fixer(
         make_run(scripted("t")),
         Say("a fix that does not help"),
-        build=Build(commands=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
+        build=Build(command=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
     )
     await run.execute()
     assert run.repairs.builds == ["build-1", "build-2", "build-3"]
@@ -139,14 +139,14 @@ async def test_configuration_errors_never_get_a_fixer(make_run: MakeRun) -> None
     run = with_fixer(
         make_run(missing, scripted("ok")),
         Say("should never run"),
-        build=Build(commands=("exit 127",), timeout=10),
+        build=Build(command=("exit 127",), timeout=10),
     )
     await run.execute()
     assert run.tasks["cmd"].state == "failed"
     assert not [a for a in run.agents.values() if a.role == "fixer"]
     assert run.repairs.build_state == "skipped"  # a task failed, so the build does not run
     run2 = with_fixer(
-        make_run(scripted("ok2")), Say("never"), build=Build(commands=("exit 127",), timeout=10)
+        make_run(scripted("ok2")), Say("never"), build=Build(command=("exit 127",), timeout=10)
     )
     await run2.execute()
     assert run2.repairs.build_state == "failed"
@@ -296,7 +296,7 @@ async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> 
         scripted("second", Sleep(0.3), deps=("first",)),
     )
     plan = dataclasses.replace(
-        base.plan, build=Build(commands=("test -f a.txt",), timeout=10, after=("first",))
+        base.plan, build=Build(command=("test -f a.txt",), timeout=10, after=("first",))
     )
     run = Run(plan, base.settings, agents=base._agent_for)
     await run.execute()

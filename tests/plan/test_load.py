@@ -317,7 +317,7 @@ def test_example_plans_load_cleanly(name: str) -> None:
     plan = load_plan(PLANS / name)
     assert plan.tasks
     assert all(task.agent == "scripted" for task in plan.tasks)
-    assert plan.build.commands
+    assert plan.build.command
 
 
 def test_the_examples_describe_one_graph_in_three_forms() -> None:
@@ -399,7 +399,7 @@ limits:
   spawn_rate: 10
   grace: 500ms
 build:
-  command: [make lint, make test]
+  command: make lint && make test
   timeout: 5m
   max_fix_cycles: 0
   after: [lint]
@@ -420,7 +420,7 @@ tasks:
     timeout: 45
   - id: shell-task
     command: "make all && echo done"
-    shell: true
+    stall_timeout: 90s
     pass_env: []
   - id: script
     agent: scripted
@@ -459,7 +459,7 @@ spawn_rate = 10
 grace = 0.5
 
 [build]
-command = ["make lint", "make test"]
+command = "make lint && make test"
 timeout = "5m"
 max_fix_cycles = 0
 after = ["lint"]
@@ -491,7 +491,7 @@ MASK = "0755"
 [[tasks]]
 id = "shell-task"
 command = "make all && echo done"
-shell = true
+stall_timeout = 90
 pass_env = []
 
 [[tasks]]
@@ -518,7 +518,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path, RICH_YAML))
     lint, test, shell, script, ask = plan.tasks
     assert plan.name == "rich"
-    assert lint.command == ("ruff", "check", "--fix", "src dir")
+    assert (lint.command, lint.shell) == (('ruff check --fix "src dir"',), True)
     assert (lint.agent, lint.model, lint.timeout, lint.stall_timeout) == (
         "command",
         "claude-opus-4",
@@ -526,7 +526,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
         90.0,
     )
     assert (lint.max_turns, lint.env, lint.pass_env) == (12, (("MODE", "fast"),), ("GITHUB_TOKEN",))
-    assert test.command == ("pytest", "-q", "{prompt}")
+    assert (test.command, test.shell) == (("pytest", "-q", "{prompt}"), False)
     assert test.depends_on == ("lint",)
     assert test.env == (("DEBUG", "1"), ("MASK", "0755"))  # as written, not as YAML 1.1 reads it
     assert test.timeout == 45.0
@@ -546,7 +546,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
     limits = plan.limits
     assert (limits.max_concurrency, limits.max_agents, limits.max_depth) == (8, 100, 0)
     assert (limits.budget_usd, limits.spawn_rate, limits.grace) == (2.5, 10.0, 0.5)
-    assert plan.build.commands == ("make lint", "make test")
+    assert (plan.build.command, plan.build.shell) == (("make lint && make test",), True)
     assert (plan.build.timeout, plan.build.max_fix_cycles, plan.build.after) == (
         300.0,
         0,
