@@ -93,6 +93,10 @@ class PlanErrors(UsageError):
         return [e.as_json() for e in self.errors]
 
 
+class WorkspaceMissing(UsageError):
+    """The plan's workspace does not exist and nothing asked to create it."""
+
+
 class UnknownAgentError(UsageError):
     """A command named an agent that the run does not know."""
 

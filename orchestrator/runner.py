@@ -31,6 +31,7 @@ from orchestrator.errors import (
     RunDirRefused,
     RunError,
     StorageFailed,
+    WorkspaceMissing,
     WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
@@ -82,7 +83,15 @@ def check_environment(
     from orchestrator.agents.command import missing_program
 
     ws = plan.workspace
-    create = not ws.exists() and not ws.is_symlink() and ws.parent.is_dir()
+    missing = not ws.exists() and not ws.is_symlink()
+    if missing and not plan.create_workspace:
+        where = f" (the plan {plan.source.name} names it)" if plan.source else ""
+        raise WorkspaceMissing(
+            f"error: workspace {ws} does not exist{where} (hint: check its spelling; "
+            "create it, or let the run create it: create_workspace: true in the plan, "
+            "or run --create-workspace)"
+        )
+    create = missing and ws.parent.is_dir()
     if not create and not ws.is_dir():
         raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
     depth = run_depth(env)

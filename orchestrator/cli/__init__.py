@@ -171,6 +171,12 @@ def schema() -> None:
 def run(
     plan_path: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan file.")],
     workspace: Annotated[Path | None, typer.Option(help="Override the plan's workspace.")] = None,
+    create_workspace: Annotated[
+        bool,
+        typer.Option(
+            "--create-workspace", help="Create the workspace if it does not exist (else exit 2)."
+        ),
+    ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
     max_concurrency: Annotated[
         int | None, typer.Option(min=1, help="Override limits.max_concurrency.")
@@ -216,6 +222,8 @@ def run(
 
     try:
         plan = load_plan(plan_path, workspace_override=workspace)
+        if create_workspace:
+            plan = replace(plan, create_workspace=True)
         if max_concurrency is not None:
             plan = replace(plan, limits=replace(plan.limits, max_concurrency=max_concurrency))
         if dry_run:

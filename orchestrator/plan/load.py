@@ -33,7 +33,7 @@ MAX_ERRORS = 200
 """Errors listed in full; a generated plan with one systematic mistake would print thousands."""
 
 TOP_KEYS: tuple[str, ...] = (
-    "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
+    "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
     "presets",
 )  # fmt: skip
 
@@ -175,6 +175,7 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         name=name if name is not None else source.stem,
         tasks=tuple(d.task for d in drafts),
         workspace=workspace,
+        create_workspace=bool(top.flag("create_workspace")),
         source=Path(os.path.abspath(source)),
         limits=limits,
         build=build,

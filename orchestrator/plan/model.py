@@ -154,6 +154,8 @@ class Plan:
     name: str
     tasks: tuple[Task, ...]
     workspace: Path = Path(".")
+    create_workspace: bool = False
+    """Create ``workspace`` when it does not exist (else that is an error: a typo, likely)."""
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
     build: Build = field(default_factory=Build)

@@ -64,6 +64,10 @@ TYPES: dict[str, Schema] = {
     "max_fix_cycles": {"type": "integer", "minimum": 0},
     "after": _TEXTS,
     "fix_timeouts": {"type": "boolean"},
+    "create_workspace": {
+        "type": "boolean",
+        "description": "create the workspace when it does not exist (default: an error)",
+    },
     "defaults": {"$ref": "#/$defs/defaults"},
     "limits": {"$ref": "#/$defs/limits"},
     "build": {"$ref": "#/$defs/build"},

@@ -1,5 +1,7 @@
-"""A string ``command:`` is a command line for ``sh -c``; a list is a program and its
-arguments, run without a shell; the same in a task, ``defaults:``, ``fixer:`` and ``build:``."""
+"""What a plan runs and where: a string ``command:`` is a command line for ``sh -c``, a list a
+program and its arguments run without a shell (the same in a task, ``defaults:``, ``fixer:``
+and ``build:``); a workspace that does not exist is an error unless the plan or a flag asks
+for it to be made."""
 
 from __future__ import annotations
 
@@ -89,3 +91,18 @@ def test_the_old_spellings_are_refused_with_what_to_write(
     (error,) = info.value.errors
     assert error.rule == rule
     assert says in error.hint
+
+
+def test_a_workspace_that_does_not_exist_is_exit_2_unless_asked_for(fleet: Fleet) -> None:
+    fleet.plan({"id": "a", "agent": "scripted", "script": [{"say": "hi"}]},
+               workspace="nowhere", create_workspace=False)  # fmt: skip
+    done = fleet.cli("run", "plan.yaml", "--no-live")
+    assert done.code == 2, done.text
+    assert "workspace" in done.err
+    assert "nowhere does not exist" in done.err
+    assert "create_workspace: true" in done.err
+    assert not (fleet.cwd / "nowhere").exists()
+    assert not fleet.responses.exists(), "nothing written before the refusal"
+    done = fleet.cli("run", "plan.yaml", "--no-live", "--create-workspace")
+    assert done.code == 0, done.text
+    assert (fleet.cwd / "nowhere").is_dir()
