@@ -33,8 +33,8 @@ MAX_ERRORS = 200
 """Errors listed in full; a generated plan with one systematic mistake would print thousands."""
 
 TOP_KEYS: tuple[str, ...] = (
-    "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
-    "presets",
+    "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
+    "batches", "prices", "presets",
 )  # fmt: skip
 
 
