@@ -21,7 +21,7 @@ from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.control import channel, leftovers, quota
+from orchestrator.control import channel, leftovers, notify, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.errors import (
@@ -310,14 +310,22 @@ async def _run_locked(
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
-            return _finish(run, journal, opts, survivors)
+            code, ended = _finish(run, journal, opts, survivors)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+    # After the handlers: Ctrl-C during the notify command stops it (and the command only).
+    await notify.tell_end(run, code=code, state=ended[0], report=ended[1], run_id=run_id)
+    if ended[2] is not None:
+        raise ended[2]
+    return code
 
 
-def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) -> int:
-    """Record how the run ended, write REPORT.md, print the summary; the exit code.
+def _finish(
+    run: Run, journal: Journal, opts: RunOptions, survivors: list[int]
+) -> tuple[int, tuple[str, Path | None, StorageFailed | None]]:
+    """Record how the run ended, write REPORT.md, print the summary; the exit code and the
+    ending (state, REPORT.md, the error to raise once the run's end was told).
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
     records land in the space it keeps in reserve) and `StorageFailed` is raised last. A run
@@ -345,17 +353,18 @@ def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) 
         written, unwritten = None, f"cannot write {exc.filename}: {exc.strerror or exc}"
     console.print_summary(snap, written, as_json=opts.json)
     if stopped_by is not None:
-        raise StorageFailed(
+        problem = StorageFailed(
             f"error: {stopped_by}; the run was stopped and its journal says interrupted "
             "(hint: make room or lift the file-size limit, then: "
             f"orchestrator run {run.plan.source or 'PLAN'} --resume)"
         )
+        return 1, (final_state, written, problem)
     if written is None:
-        raise StorageFailed(
+        return 1, (final_state, None, StorageFailed(
             f"error: {unwritten}; the run ended {final_state} (its journal says so) "
             "but its report is missing (hint: make room; orchestrator status shows the run)"
-        )
-    return code
+        ))  # fmt: skip
+    return code, (final_state, written, None)
 
 
 @contextlib.asynccontextmanager

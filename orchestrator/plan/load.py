@@ -22,7 +22,14 @@ from orchestrator.plan.fields import Errors, Fields, closest, mapping_of
 from orchestrator.plan.graph import find_cycle
 from orchestrator.plan.model import Plan
 from orchestrator.plan.nodes import Map, Node, Scalar, kind, show
-from orchestrator.plan.sections import build_of, fixer_of, limits_of, presets_of, prices_of
+from orchestrator.plan.sections import (
+    build_of,
+    fixer_of,
+    limits_of,
+    notify_of,
+    presets_of,
+    prices_of,
+)
 from orchestrator.plan.taskfields import defaults_of
 from orchestrator.plan.tasks import Draft, tasks_of
 from orchestrator.plan.toml_reader import read_toml
@@ -34,7 +41,7 @@ MAX_ERRORS = 200
 
 TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
-    "batches", "prices", "presets",
+    "batches", "prices", "presets", "notify",
 )  # fmt: skip
 
 
@@ -176,6 +183,7 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         tasks=tuple(d.task for d in drafts),
         workspace=workspace,
         create_workspace=bool(top.flag("create_workspace")),
+        notify=notify_of(errs, mapping_of(errs, top.get("notify"), "notify")),
         source=Path(os.path.abspath(source)),
         limits=limits,
         build=build,

@@ -114,6 +114,18 @@ class Build:
 
 
 @dataclass(frozen=True, slots=True)
+class Notify:
+    """What tells a person who walked away that the run ended."""
+
+    command: tuple[str, ...] = ()
+    """Run once the run ended, with its outcome in ``ORCHESTRATOR_*`` variables."""
+    shell: bool = False
+    bell: bool = False
+    """Ring the terminal's bell at the end when the run's output is a terminal."""
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class FixerSpec:
     """How fixer agents are made; the same keys as a task, all optional.
 
@@ -156,6 +168,7 @@ class Plan:
     workspace: Path = Path(".")
     create_workspace: bool = False
     """Create ``workspace`` when it does not exist (else that is an error: a typo, likely)."""
+    notify: Notify = field(default_factory=Notify)
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
     build: Build = field(default_factory=Build)

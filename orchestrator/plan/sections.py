@@ -8,7 +8,7 @@ keeps its default, so the rest of the plan is still checked.
 from __future__ import annotations
 
 from orchestrator.plan.fields import Errors, Fields, closest, mapping_of, text_of
-from orchestrator.plan.model import PRESETS, Build, FixerSpec, Limits, Price
+from orchestrator.plan.model import PRESETS, Build, FixerSpec, Limits, Notify, Price
 from orchestrator.plan.nodes import Map, Seq, kind, show
 from orchestrator.plan.steps import script_of
 from orchestrator.plan.taskfields import (
@@ -31,6 +31,7 @@ LIMIT_KEYS: tuple[str, ...] = (
     "max_concurrency", "max_agents", "max_depth", "budget_usd", "spawn_rate", "grace",
 )  # fmt: skip
 BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
+NOTIFY_KEYS = ("command", "bell", "timeout")
 FIXER_KEYS: tuple[str, ...] = (
     "agent", "prompt", "command", "script", "fix_timeouts", *TASK_DEFAULT_KEYS,
 )  # fmt: skip
@@ -139,6 +140,24 @@ def build_of(errs: Errors, node: Map | None, names: set[str]) -> Build:
         timeout=timeout if timeout is not None else base.timeout,
         max_fix_cycles=cycles if cycles is not None else base.max_fix_cycles,
         after=tuple(dict.fromkeys(name for name, _ in after)),
+    )
+
+
+def notify_of(errs: Errors, node: Map | None) -> Notify:
+    """``notify:``: a command run when the run ends, and the terminal bell (on by default
+    once the section is there)."""
+    if node is None:
+        return Notify()
+    f = Fields(errs, node, NOTIFY_KEYS, "notify")
+    written = command_of(f)
+    command, shell = written if written is not None else ((), False)
+    bell = f.flag("bell")
+    timeout = f.duration("timeout")
+    return Notify(
+        command=command,
+        shell=shell,
+        bell=True if bell is None else bell,
+        timeout=timeout if timeout is not None else Notify().timeout,
     )
 
 
