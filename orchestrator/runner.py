@@ -38,8 +38,9 @@ from orchestrator.ids import new_run_id
 from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
-from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.responses import check_responses, run_files
+from orchestrator.records import history
+from orchestrator.records.journal import Journal, load
+from orchestrator.records.responses import check_responses
 from orchestrator.records.resume import (
     ResumePlan,
     fingerprint,
@@ -140,14 +141,6 @@ def check_environment(
             raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
 
 
-def _forget_previous(rundir: RunDir, old: JournalState) -> None:
-    """A fresh run removes the files the previous run (its journal: ``old``) wrote, only those."""
-    for name in run_files(old):
-        path = rundir.responses / name
-        if "/" not in name and path.is_file() and not path.is_symlink():
-            path.unlink()
-
-
 async def run_plan(
     plan: Plan,
     opts: RunOptions,
@@ -208,7 +201,8 @@ async def _open_journal(
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
     resumed = plan_resume(old, plan) if opts.resume else None
     if resumed is None:
-        await asyncio.to_thread(_forget_previous, rundir, old)
+        # the previous run's files move to .runs/<its id>/ (`orchestrator runs` lists them)
+        await asyncio.to_thread(history.archive_previous, rundir, old)
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:

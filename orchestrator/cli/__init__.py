@@ -71,6 +71,24 @@ ResponsesOpt = Annotated[
     ),
 ]
 DEFAULT_RESPONSES = Path("agent-responses")
+RunOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run", metavar="ID", help="A past run (orchestrator runs lists them); default: the last."
+    ),
+]
+
+
+def run_dir(responses: Path, run_id: str | None) -> Path:
+    """Where run ``run_id`` of ``responses`` keeps its files (exit 2 when there is none)."""
+    if run_id is None:
+        return responses
+    from orchestrator.records.history import run_responses
+
+    try:
+        return run_responses(responses, run_id)
+    except OrchestratorError as exc:
+        fail(exc)
 
 
 def fail(error: OrchestratorError) -> NoReturn:
@@ -254,6 +272,7 @@ def run(
     raise typer.Exit(code)
 
 
+import orchestrator.cli.history  # noqa: E402 - registers `runs`
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli import DEFAULT_RESPONSES, ResponsesOpt, app, fail
+from orchestrator.cli import DEFAULT_RESPONSES, ResponsesOpt, RunOpt, app, fail, run_dir
 from orchestrator.errors import OrchestratorError, UsageError
 
 if TYPE_CHECKING:
@@ -21,12 +21,14 @@ if TYPE_CHECKING:
 @app.command()
 def status(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every agent of the current or last run, from the journal.
 
     Exit codes: 0, 2 no run recorded in --responses, 3 a tampered .run/.
     """
+    responses = run_dir(responses, run)
     from orchestrator.records.journal import load
     from orchestrator.records.rundir import RunDir, is_locked
     from orchestrator.view import snapshot
@@ -77,6 +79,7 @@ def status(
 @app.command()
 def serve(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 0,
     parent: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
@@ -86,6 +89,7 @@ def serve(
 
     Exit codes: 130 after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
     """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.errors import EnvironmentProblem
@@ -112,11 +116,16 @@ def serve(
 
 
 @app.command()
-def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
+def report(
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
     """Write REPORT.md and timeline.svg again from the journal of the current or last run.
 
     Exit codes: 0 written, 2 no run recorded in --responses.
     """
+    responses = run_dir(responses, run)
     from orchestrator.records.journal import load
     from orchestrator.records.rundir import RunDir, is_locked
     from orchestrator.view import report as report_view
@@ -126,7 +135,14 @@ def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
     if not rundir.journal.exists():
         fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     snap = snapshot.from_journal(load(rundir.journal), alive=is_locked(rundir))
-    typer.echo(f"report: {report_view.write_all(responses, snap)}")
+    written = report_view.write_all(responses, snap)
+    if json_out:
+        from orchestrator.records.responses import TIMELINE
+
+        timeline = written.parent / TIMELINE
+        typer.echo(json.dumps({"report": str(written), "timeline": str(timeline)}))
+        return
+    typer.echo(f"report: {written}")
 
 
 @app.command()
@@ -134,11 +150,13 @@ def peek(
     agent: str,
     n: Annotated[int, typer.Option("-n", min=0, help="How many last lines (0 or more).")] = 10,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
 ) -> None:
     """The last lines of an agent's progress file (a task's latest attempt); never blocks.
 
     Exit codes: 0, 2 unknown agent or task, or no run recorded.
     """
+    responses = run_dir(responses, run)
     from orchestrator.control.readers import pending_line
     from orchestrator.records.tail import last_lines
 
@@ -157,11 +175,13 @@ def tail(
         bool, typer.Option("-f", "--follow", help="Keep following until it ends.")
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
 ) -> None:
     """Print an agent's progress file (a task's latest attempt); -f follows it to the end.
 
     Exit codes: 0, 2 unknown agent or task, or no run recorded.
     """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.control.readers import follow_file, follow_name, pending_line
@@ -193,11 +213,13 @@ def wait(
         float | None, typer.Option(min=0, help="Give up after this many seconds (exit 124).")
     ] = None,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
 ) -> None:
     """Block until the named agents have ended (a task: its final state).
 
     Exit codes: 0 every one succeeded, 1 one did not, 2 unknown agent, 124 timed out.
     """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.control.readers import wait_for
@@ -284,11 +306,12 @@ def cancel(
 
 
 @app.command()
-def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
+def watch(responses: ResponsesOpt = DEFAULT_RESPONSES, run: RunOpt = None) -> None:
     """A live dashboard of the current run, from the journal (Ctrl-C to leave).
 
     Exit codes: 0 the run ended, 130 left with Ctrl-C, 2 no run recorded.
     """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.records.rundir import RunDir

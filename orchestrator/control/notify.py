@@ -50,9 +50,7 @@ def outcome_env(
     }
 
 
-async def tell_end(
-    run: Run, *, code: int, state: str, report: Path | None, run_id: str
-) -> None:
+async def tell_end(run: Run, *, code: int, state: str, report: Path | None, run_id: str) -> None:
     """The end of ``run``, told as its plan's ``notify:`` asks (a terminal: stdout or stderr)."""
     plan = run.plan
     await notify_end(

@@ -186,7 +186,10 @@ def test_a_fresh_run_after_a_crash_still_stops_the_leftovers_first(fleet: Fleet)
     fleet.plan(acting("b"))
     assert fleet.cli("run", "plan.yaml", "--no-live").code == 0
     assert not processes_with_marker(old_id)
-    assert not (fleet.responses / "a.md").exists(), "a fresh run forgets the old run's files"
+    assert not (fleet.responses / "a.md").exists(), "a fresh run starts with its own files"
+    kept = fleet.responses / ".runs" / old_id
+    assert (kept / "a.md").is_file(), "the old run's files are kept under its run id"
+    assert (kept / ".run" / "journal.jsonl").is_file()
 
 
 def test_a_changed_plan_is_compared_with_the_journal(fleet: Fleet) -> None:
