@@ -46,7 +46,7 @@ def test_strings_run_in_a_shell_and_lists_do_not_everywhere(fleet: Fleet) -> Non
     assert "| 2" in progress(fleet, "defaulted")
     assert (fleet.workspace / "defaulted.txt").read_text() == "from the defaults\n"
     assert (fleet.workspace / "fixed").exists(), "the fixer's list ran"
-    assert "check: `test -f defaulted.txt` exited 0" in progress(fleet, "build-1")
+    assert "check: `test -f defaulted.txt` exited 0" in progress(fleet, "+build1")
 
 
 def test_a_build_command_line_runs_in_a_shell(fleet: Fleet) -> None:
@@ -54,7 +54,7 @@ def test_a_build_command_line_runs_in_a_shell(fleet: Fleet) -> None:
                build={"command": "test -d . && echo built | tr a-z A-Z"})  # fmt: skip
     done = fleet.cli("run", "plan.yaml", "--no-live")
     assert done.code == 0, done.text
-    assert "| BUILT" in progress(fleet, "build-1")
+    assert "| BUILT" in progress(fleet, "+build1")
 
 
 def test_a_missing_program_named_plainly_is_refused_before_start(fleet: Fleet) -> None:

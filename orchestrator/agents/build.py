@@ -1,6 +1,6 @@
 """The build check: the plan's build commands, run like any agent, with the failure summarised.
 
-A build is an agent of its own kind (``build-<n>``), so it gets a progress file, a timeout,
+A build is an agent of its own kind (``+build<n>``), so it gets a progress file, a timeout,
 process-group stopping and cancellation from the same machinery as every other agent. Its
 structured result (exit code, output tail, failing pytest ids) is a `BuildChecked` event, which
 the recovery policy reads.

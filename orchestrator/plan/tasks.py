@@ -180,5 +180,5 @@ def _check_id(errs: Errors, task_id: str, node: Node) -> None:
         return
     derived = reserved(task_id)
     if derived:
-        message = f"task id {show(task_id)} could be mistaken for a derived agent's id"
+        message = f"task id {show(task_id)} would write over the run's {derived} file"
         errs.add(node, "reserved-id", message, RESERVED_HINTS[derived])

@@ -177,8 +177,8 @@ def test_tail_f_of_a_task_follows_it_through_its_retry(fleet: Fleet) -> None:
     assert followed.code == 0
     text = followed.out
     assert "BLOCKED: need the config" in text
-    assert "# a.2\n" in text, "after a's status line, its retry a.2"
-    assert text.index("# a.2") > text.index("status: blocked")
+    assert "# a+2\n" in text, "after a's status line, its retry a+2"
+    assert text.index("# a+2") > text.index("status: blocked")
     assert text.rstrip("\n").split("\n")[-1].startswith("status: succeeded")
     assert fleet.finish(run).code == 0
 

@@ -180,11 +180,18 @@ def test_out_of_range_values_are_refused(tmp_path: Path, field: str, value: str,
     assert [e.rule for e in errors_of(path)] == [rule]
 
 
-@pytest.mark.parametrize("task_id", ["Report", "FIX-api", "Build-2", "v1.10", "a.0"])
-def test_ids_that_could_collide_with_derived_names_are_reserved(
-    tmp_path: Path, task_id: str
-) -> None:
+@pytest.mark.parametrize(
+    "task_id",
+    ["build-docs", "build-api", "fix-tests", "Report", "report", "lint.2", "FIX-api-1",
+     "Build-2", "v1.10", "a.0", "build"],
+)  # fmt: skip
+def test_every_id_of_the_grammar_is_a_task_id(tmp_path: Path, task_id: str) -> None:
     path = write(tmp_path, f"tasks:\n  - {{id: '{task_id}', prompt: hi}}\n")
+    assert [t.id for t in load_plan(path).tasks] == [task_id]
+
+
+def test_only_an_id_that_would_write_over_the_report_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "tasks:\n  - {id: REPORT, prompt: hi}\n")
     assert [e.rule for e in errors_of(path)] == ["reserved-id"]
 
 

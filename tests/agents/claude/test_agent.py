@@ -274,8 +274,8 @@ async def test_a_blocker_ends_the_attempt_blocked_and_a_fixer_is_spawned(
 
     assert run.agents["t"].state == "blocked"
     assert run.agents["t"].reason == "Need the schema for the users table"
-    assert run.tasks["t"].fixers == ["fix-t-1"]
-    assert run.tasks["t"].attempts == ["t", "t.2"]
+    assert run.tasks["t"].fixers == ["t+fix1"]
+    assert run.tasks["t"].attempts == ["t", "t+2"]
     assert run.tasks["t"].state == "succeeded"
     assert "BLOCKED: Need the schema for the users table" in progress(responses, "t")
     retry_system = api.requests[1].body["system"][1]["text"]
