@@ -325,7 +325,7 @@ def test_a_task_named_like_an_earlier_runs_derived_agent_refuses_to_resume() -> 
         "a": {"task": "a", "attempt": 1, "state": "succeeded", "role": "task"},
         "build-1": {"task": "build", "attempt": 1, "state": "failed", "role": "build"},
     }
-    with pytest.raises(UsageError, match="cannot resume.*build-1.*without --resume"):
+    with pytest.raises(UsageError, match=r"cannot resume.*build-1.*without --resume"):
         plan_resume(journal_of(plan, {}, agents), plan)
 
 
