@@ -117,3 +117,28 @@ def test_the_end_of_a_run_says_what_happened(fleet: Fleet) -> None:
     assert [e["task"] for e in totals["escalations"]] == ["b"]
     assert as_json["report"].endswith("REPORT.md")
     assert {row["id"] for row in as_json["board"]} == {"a", "b", "c"}
+
+
+def test_every_command_that_prints_has_json(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.plan(task("a", {"say": "hello"}), task("b", {"fail": "no"}))
+    assert fleet.cli("run", "plan.yaml", "--no-live").code == 1
+    peeked = json.loads(fleet.call("peek", "a", "-n", "2", "--json").out)
+    assert peeked["agent"] == "a"
+    assert peeked["lines"][-1].startswith("status: succeeded")
+    waited = fleet.call("wait", "a", "b", "--json")
+    assert waited.code == 1
+    assert json.loads(waited.out) == {
+        "ended": {"a": "succeeded", "b": "failed"}, "timed_out": False, "exit_code": 1,
+    }  # fmt: skip
+    cancelled = json.loads(fleet.call("cancel", "a", "--json").out)
+    assert cancelled == {"orchestrator": False, "stopped": []}
+    report = json.loads(fleet.call("report", "--json").out)
+    assert report["report"].endswith("REPORT.md")
+    assert report["timeline"].endswith("timeline.svg")
+    target = tmp_path / "starter"
+    target.mkdir()
+    made = json.loads(fleet.call("init", str(target), "--json").out)
+    assert made == {"plan": str(target / "plan.yaml"), "schema": str(target / "plan.schema.json")}
+    for command in ("peek", "wait", "cancel", "report", "init", "serve", "status", "validate",
+                    "runs"):  # fmt: skip
+        assert "--json" in fleet.call(command, "--help").out, command

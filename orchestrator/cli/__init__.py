@@ -155,6 +155,7 @@ def validate(
 def init(
     directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="Where to write it.")] = Path(),
     force: Annotated[bool, typer.Option(help="Replace files that exist.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Write a commented starter plan (plan.yaml) and its JSON Schema into DIR.
 
@@ -174,6 +175,9 @@ def init(
     starter = resources.files("orchestrator.plan").joinpath("starter.yaml").read_text("utf-8")
     plan.write_text(starter, encoding="utf-8")
     schema.write_text(json.dumps(plan_schema(), indent=2) + "\n", encoding="utf-8")
+    if json_out:
+        typer.echo(json.dumps({"plan": str(plan), "schema": str(schema)}))
+        return
     typer.echo(f"wrote {plan} and {schema}; next: orchestrator run {plan}")
 
 

@@ -82,6 +82,7 @@ def serve(
     run: RunOpt = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 0,
     parent: Annotated[int | None, typer.Option(hidden=True)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Serve the web view of the run in --responses on 127.0.0.1 until Ctrl-C.
 
@@ -105,7 +106,10 @@ def serve(
         fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
 
     def ready(server: WebServer) -> None:
-        typer.echo(f"serving the run in {responses} at {server.url}")
+        if json_out:
+            typer.echo(json.dumps({"url": server.url, "responses": str(responses)}))
+        else:
+            typer.echo(f"serving the run in {responses} at {server.url}")
 
     try:
         asyncio.run(serve_forever(WebServer(responses, port=port), ready=ready))
@@ -149,6 +153,7 @@ def report(
 def peek(
     agent: str,
     n: Annotated[int, typer.Option("-n", min=0, help="How many last lines (0 or more).")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
     run: RunOpt = None,
 ) -> None:
@@ -162,9 +167,16 @@ def peek(
 
     where, alive = _locate(responses, agent)
     if where.agent is None:
-        typer.echo(pending_line(where, alive=alive))
+        said = pending_line(where, alive=alive)
+        typer.echo(
+            json.dumps({"agent": None, "task": agent, "lines": [said]}) if json_out else said
+        )
         return
-    for line in last_lines(_file_of(responses, agent, where.agent), n):
+    lines = last_lines(_file_of(responses, agent, where.agent), n)
+    if json_out:
+        typer.echo(json.dumps({"agent": where.agent, "task": where.task, "lines": lines}))
+        return
+    for line in lines:
         typer.echo(line)
 
 
@@ -209,6 +221,7 @@ def tail(
 def wait(
     agents: Annotated[list[str], typer.Argument(metavar="AGENT...")],
     any_: Annotated[bool, typer.Option("--any", help="Return when the first one ends.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     timeout: Annotated[
         float | None, typer.Option(min=0, help="Give up after this many seconds (exit 124).")
     ] = None,
@@ -221,21 +234,28 @@ def wait(
     """
     responses = run_dir(responses, run)
     import asyncio
+    import io
 
     from orchestrator.control.readers import wait_for
+
+    out = io.StringIO() if json_out else sys.stdout
 
     async def bounded() -> int:
         try:
             async with asyncio.timeout(timeout):
-                return await wait_for(responses, agents, any_=any_, out=sys.stdout)
+                return await wait_for(responses, agents, any_=any_, out=out)
         except TimeoutError:
-            sys.stdout.write(f"timed out after {timeout:g}s\n")
+            if not json_out:
+                out.write(f"timed out after {timeout:g}s\n")
             return 124
 
     try:
         code = asyncio.run(bounded())
     except OrchestratorError as exc:
         fail(exc)
+    if isinstance(out, io.StringIO):  # "<agent>: <state>" lines; ids hold no ": "
+        ended = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+        typer.echo(json.dumps({"ended": ended, "timed_out": code == 124, "exit_code": code}))
     raise typer.Exit(code)
 
 
@@ -254,6 +274,7 @@ def cancel(
         ),
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Stop agents of the running orchestrator (or, if it is gone, their recorded processes).
 
@@ -282,6 +303,10 @@ def cancel(
             sys.stderr.write(f"{answer.get('error', 'error: cancel failed')}\n")
             raise typer.Exit(int(answer.get("code", 1)))
         stopped = answer.get("stopped")
+        if json_out:
+            how = "after_turn" if after_turn else "all" if stopped is None else "cancelled"
+            typer.echo(json.dumps({"orchestrator": True, how: stopped}))
+            return
         if after_turn:
             typer.echo("stopping after their turn: " + (", ".join(stopped or ()) or "nothing"))
             return
@@ -302,6 +327,9 @@ def cancel(
             "on its control socket (hint: try again in a moment)\n"
         )
         raise typer.Exit(1)
+    if json_out:
+        typer.echo(json.dumps({"orchestrator": False, "stopped": stopped}))
+        return
     typer.echo("no orchestrator running; stopped: " + (", ".join(stopped) or "nothing"))
 
 
