@@ -7,9 +7,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.engine.state import AgentRecord
 from orchestrator.events import AgentEvent, Text
@@ -18,69 +17,98 @@ from orchestrator.records.progress import MAX_PARTIAL, clean
 from orchestrator.view import snapshot
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
     from orchestrator.engine.scheduler import Run
 
+SUMMARY_ROWS = 50
+"""The end-of-run table shows at least this many tasks (more on a taller terminal)."""
+VIEW_SHARE = 0.03
+"""At most this share of the loop's CPU time goes to drawing the live table."""
+FRAME = 0.25
+"""Seconds between frames of the live table and between writes of plain lines."""
 
-def plain_printer(
-    write: Callable[[str], object] = sys.stdout.write,
-) -> Callable[[AgentRecord, str, AgentEvent | None], None]:
+
+class PlainPrinter:
     """Every event but command output (that stays in the progress files), one line each.
 
-    An agent's streamed words are printed a whole line at a time: a line still growing is
-    held until it ends (a newline, or the agent's next event of another kind)."""
-    open_lines: dict[str, str] = {}
+    Lines are gathered and written at most every `FRAME` seconds in one write (and by
+    `flush`), so 10,000 agents' lines cost a few writes a second, not one each. An agent's
+    streamed words are shown a whole line at a time: a line still growing is held until it
+    ends (a newline, or the agent's next event of another kind)."""
 
-    def show(agent_id: str, line: str) -> None:
-        line = clean(line)
-        if line.strip():
-            write(f"{agent_id:>16} | {line}\n")
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._open: dict[str, str] = {}
 
-    def on_event(rec: AgentRecord, line: str, event: AgentEvent | None) -> None:
+    def __call__(self, rec: AgentRecord, line: str, event: AgentEvent | None = None) -> None:
         if isinstance(event, Text):
-            *whole, rest = (open_lines.get(rec.id, "") + event.text).split("\n")
+            *whole, rest = (self._open.get(rec.id, "") + event.text).split("\n")
             while len(rest) > MAX_PARTIAL:  # an endless line, shown in bounded pieces
                 whole.append(rest[:MAX_PARTIAL])
                 rest = rest[MAX_PARTIAL:]
-            open_lines[rec.id] = rest
+            self._open[rec.id] = rest
             for part in whole:
-                show(rec.id, part)
+                self._add(rec.id, clean(part))
             return
-        held = open_lines.pop(rec.id, "")
+        held = self._open.pop(rec.id, "")
         if held:
-            show(rec.id, held)
+            self._add(rec.id, clean(held))
         if line.startswith(("| ", "! ")) or not line:
             return  # command output lives in the progress files; stdout gets the story
-        write(f"{rec.id:>16} | {line}\n")
+        self._add(rec.id, line)
 
-    return on_event
+    def _add(self, agent_id: str, line: str) -> None:
+        if not line.strip():
+            return
+        self._lines.append(f"{agent_id:>16} | {line}\n")
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FRAME, self.flush)
+
+    def flush(self) -> None:
+        """Write what is gathered now (the run's end calls it before its summary)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        if lines:
+            self._out.write("".join(lines))
+            self._out.flush()
 
 
-async def run_live(run: Run) -> None:
-    """Run ``run`` under a live table redrawn four times a second."""
+async def run_live(run: Run, *, console: Console | None = None) -> None:
+    """Run ``run`` under a live table redrawn up to four times a second (on ``console``, by
+    default the terminal's)."""
     from rich.live import Live
 
     from orchestrator.view import dashboard
 
-    with Live(
-        dashboard.render(snapshot.from_run(run)), refresh_per_second=4, transient=False
-    ) as live:
+    def frame(rows: int) -> RenderableType:
+        return dashboard.render(snapshot.live_view(run, rows=rows), max_rows=rows)
+
+    # Drawn only here, FRAME apart: Rich's own refresh thread would draw the same frame again.
+    with Live(frame(40), console=console, auto_refresh=False, transient=False) as live:
         async with asyncio.TaskGroup() as tg:
             main = tg.create_task(run.execute())
 
             async def refresh() -> None:
                 while not main.done():
-                    rows = dashboard.rows_that_fit(live.console)
-                    live.update(dashboard.render(snapshot.from_run(run), max_rows=rows))
-                    await asyncio.sleep(0.25)
+                    t0 = time.thread_time()
+                    live.update(frame(dashboard.rows_that_fit(live.console)), refresh=True)
+                    # a frame that took long waits longer: drawing never takes more than
+                    # VIEW_SHARE of the loop's time, however many agents there are
+                    await asyncio.sleep(max(FRAME, (time.thread_time() - t0) / VIEW_SHARE))
 
             tg.create_task(refresh())
-        live.update(dashboard.render(snapshot.from_run(run)))
+        live.update(frame(dashboard.rows_that_fit(live.console)), refresh=True)
 
 
 def print_summary(snap: snapshot.Snapshot, written: Path | None, *, as_json: bool) -> None:
-    """The end of a run: the table of tasks, then what happened in a few lines (tasks that
-    succeeded, the build, each escalation and its next step, cost against the budget, the
-    report's path); or one JSON object."""
+    """The end of a run: the table of tasks (on a terminal), then what happened in a few lines
+    (tasks that succeeded, the build, each escalation and its next step, cost against the
+    budget, the report's path); or one JSON object."""
     from orchestrator.view import board
 
     rows = board.task_rows(snap)
@@ -99,7 +127,8 @@ def print_summary(snap: snapshot.Snapshot, written: Path | None, *, as_json: boo
 
     console = Console()
     if console.is_terminal:
-        console.print(dashboard.summary(snap))
+        shown = max(dashboard.rows_that_fit(console), SUMMARY_ROWS)
+        console.print(dashboard.summary(snap, max_rows=shown))
     for line in outcome_lines(snap, totals, written):
         console.print(dashboard.plain(line))
 

@@ -7,6 +7,7 @@ not a closing tag) and never as terminal control (escapes and control characters
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.text import Text
 
 from orchestrator.process.lines import one_line
 from orchestrator.view import board
+from orchestrator.view.grid import Grid
 from orchestrator.view.snapshot import Snapshot
 
 STATE_STYLE = {
@@ -52,11 +54,53 @@ def rows_that_fit(console: Console) -> int:
     return max(console.size.height - 9, 3)
 
 
+LIVE_COLUMNS = (
+    ("agent", False, 40),
+    ("state", False, 20),
+    ("elapsed", True, 12),
+    ("tokens", True, 12),
+    ("cost", True, 12),
+    ("last line", False, 1_000),
+)
+"""Name, right-justified, widest: the live table's columns (the last takes the rest)."""
+
+
 def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:
+    """The dashboard. Of a snapshot that knows the plan's graph (`status`, `watch`): one row
+    per task, started or not, and the totals (`board_render`). Of a live run's frame
+    (`snapshot.live_view`): one row per agent (running ones first), counts, fence, budget."""
+    now = time.time() if now is None else now
+    if snapshot.extra.get("graph"):
+        return board_render(snapshot, now=now, max_rows=max_rows)
+    table = Grid(LIVE_COLUMNS, title=one_line(f"orchestrator - {snapshot.run.get('plan', '?')}"))
+    agents = heapq.nsmallest(
+        max_rows,
+        snapshot.agents,
+        key=lambda a: (a["state"] not in ("running", "stopping"), a.get("started") or 0),
+    )  # O(agents) plus O(rows) of rendering: a frame costs what the screen shows
+    for agent in agents:
+        state = agent["state"]
+        tokens = (agent.get("tokens_in") or 0) + (agent.get("tokens_out") or 0)
+        table.rows.append(
+            (
+                (one_line(str(agent["id"])), ""),
+                (one_line(str(state)), STATE_STYLE.get(state, "")),
+                (_elapsed(agent, now).strip(), ""),
+                (str(tokens), ""),
+                (f"${agent.get('cost_usd') or 0.0:.4f}", ""),
+                (one_line(str(agent.get("last_line") or "")), ""),
+            )
+        )
+    more = len(snapshot.agents) - len(agents) + snapshot.hidden
+    if more > 0:
+        table.caption = f"... and {more} more agents"
+    return Group(table, plain(footer(snapshot)))
+
+
+def board_render(snapshot: Snapshot, *, now: float, max_rows: int = 40) -> Group:
     """The live dashboard: one row per task of the plan (started or not: ``queued`` when it
     waits for a slot, ``waiting`` with what it waits on), one per agent outside the tasks
     (build checks and their fixers), running ones first; then totals, fence and budget."""
-    now = time.time() if now is None else now
     table = Table(expand=True, title=plain(f"orchestrator - {snapshot.run.get('plan', '?')}"))
     for name, kw in (
         ("task", {"no_wrap": True}),
@@ -137,11 +181,21 @@ def plain_text(snapshot: Snapshot, *, now: float | None = None) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
 def footer(snapshot: Snapshot) -> str:
-    """Agents by state, the fence, and what a stop is waiting for."""
     counts = snapshot.counts
     parts = [f"{n} {state}" for state, n in sorted(counts.items())]
     line = "agents: " + (", ".join(parts) if parts else "none yet")
+    if snapshot.budget_usd is not None:
+        line += f" | budget ${snapshot.spent_usd:.4f} of ${snapshot.budget_usd:.2f}"
     if snapshot.fence:
         line += f" | fence up: {snapshot.fence}"
     stopping = counts.get("stopping", 0)
@@ -155,25 +209,29 @@ def footer(snapshot: Snapshot) -> str:
     return line
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+def summary(snapshot: Snapshot, *, max_rows: int | None = None) -> Group:
+    """What is printed when a run ends: the table of tasks (each escalation follows in one
+    line: `console.outcome_lines`).
+
+    With ``max_rows`` the table holds at most that many tasks, those that did not succeed
+    first (in plan order), and says how many it left out: REPORT.md has every task."""
+    shown = list(snapshot.tasks)
+    more: list[Text] = []
+    if max_rows is not None and len(shown) > max_rows:
+        odd = [t for t in shown if t["state"] != "succeeded"]
+        keep = {id(t) for t in (odd + [t for t in shown if t["state"] == "succeeded"])[:max_rows]}
+        shown = [t for t in shown if id(t) in keep]
+        ok = sum(1 for t in snapshot.tasks if t["state"] == "succeeded" and id(t) not in keep)
+        left = len(snapshot.tasks) - len(shown)
+        more.append(plain(f"... and {left} more tasks ({ok} succeeded); REPORT.md lists all"))
+    return Group(_task_table(snapshot, shown), *more)
 
 
-def summary(snapshot: Snapshot) -> Table:
-    """The table of tasks printed when a run ends (the lines after it: `console.outcome_lines`)."""
-    return _task_table(snapshot)
-
-
-def _task_table(snapshot: Snapshot) -> Table:
+def _task_table(snapshot: Snapshot, shown: list[dict[str, Any]]) -> Table:
     table = Table(title=plain(f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}"))
     for name in ("task", "state", "attempts", "fixers", "reason"):
         table.add_column(name, overflow="fold")
-    for task in snapshot.tasks:
+    for task in shown:
         state = task["state"]
         table.add_row(
             plain(task["id"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from fakeapi import serve_in_thread, text
 
 from orchestrator.engine.state import AgentRecord
 from orchestrator.events import Finished, Output, Text
-from orchestrator.view.console import plain_printer
+from orchestrator.view.console import PlainPrinter
 
 KEY = "sk-ant-canary-console-0123456789"
 
@@ -20,16 +21,17 @@ def record(agent_id: str) -> AgentRecord:
     return AgentRecord(agent_id, agent_id, "claude", "task", 1, 0, None)
 
 
-def test_streamed_words_are_printed_once_per_line_not_once_per_chunk() -> None:
-    out: list[str] = []
-    show = plain_printer(out.append)
+async def test_streamed_words_are_printed_once_per_line_not_once_per_chunk() -> None:
+    out = io.StringIO()
+    show = PlainPrinter(out)
     a, b = record("a"), record("b")
     for chunk in ("Ten words ", "in one ", "sentence.\nAnd ", "a sec"):
         show(a, "(the growing line)", Text(chunk))
     show(b, "| command output", Output("command output"))  # stays in the progress file
     show(a, "finished: done", Finished("done"))  # ends the open line first
     show(a, "status: succeeded", None)
-    assert out == [
+    show.flush()
+    assert out.getvalue().splitlines(keepends=True) == [
         f"{'a':>16} | Ten words in one sentence.\n",
         f"{'a':>16} | And a sec\n",
         f"{'a':>16} | finished: done\n",
