@@ -17,30 +17,27 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.control import channel, leftovers, quota
+from orchestrator.cluster import remote_agents
+from orchestrator.control import channel, leftovers, notify, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.errors import (
-    AgentProgramNotFound,
-    ClusterError,
     EnvironmentProblem,
-    MissingApiKeyError,
     RunDirRefused,
     RunError,
     StorageFailed,
-    WorkspaceRefused,
 )
 from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.ids import new_run_id
-from orchestrator.plan.model import PRESETS, Plan, Task
+from orchestrator.plan.model import Plan
+from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
-from orchestrator.process.env import child_env
-from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.responses import check_responses, run_files
+from orchestrator.records import history
+from orchestrator.records.journal import Journal, load
 from orchestrator.records.resume import (
     ResumePlan,
     fingerprint,
@@ -52,9 +49,6 @@ from orchestrator.records.resume import (
 )
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.view import console, report, snapshot
-
-if TYPE_CHECKING:
-    from orchestrator.cluster.nodes import Cluster
 
 
 @dataclass(frozen=True)
@@ -69,80 +63,6 @@ class RunOptions:
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
     cluster: str | None = None  # --cluster ADDRESS: the agents run on this Ray cluster
-
-
-def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
-    try:
-        return max(int(env.get("ORCHESTRATOR_DEPTH", "0")), 0)
-    except ValueError:
-        return 0
-
-
-def check_environment(
-    plan: Plan, env: dict[str, str] | os._Environ[str], *, responses: Path | None = None
-) -> None:
-    """Refuse, before anything starts, a run this machine cannot do (exit 3).
-
-    With ``responses``, also a responses directory the run must not write into
-    (`check_responses`)."""
-    from orchestrator.agents.command import missing_program
-
-    ws = plan.workspace
-    create = not ws.exists() and not ws.is_symlink() and ws.parent.is_dir()
-    if not create and not ws.is_dir():
-        raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
-    depth = run_depth(env)
-    ceiling = plan.limits.max_depth
-    if "ORCHESTRATOR_MAX_DEPTH" in env:
-        try:
-            ceiling = min(ceiling, int(env["ORCHESTRATOR_MAX_DEPTH"]))
-        except ValueError:
-            pass
-    if depth > ceiling:
-        raise EnvironmentProblem(
-            f"error: nested orchestrator at depth {depth} is past max_depth={ceiling}; not starting"
-        )
-    kinds = {t.agent for t in plan.tasks} | ({plan.fixer.agent} if plan.fixer.agent else set())
-    if "claude" in kinds and not env.get("ANTHROPIC_API_KEY"):
-        raise MissingApiKeyError(
-            "error: the plan has claude agents but ANTHROPIC_API_KEY is not set "
-            "(hint: export it, or use agent: scripted for an offline run)"
-        )
-    child_path = child_env(agent_id="check", run_id="check", depth=0, source=env)["PATH"]
-    for task in plan.tasks:
-        if task.agent == "command":
-            program = missing_program(task, path=child_path, workspace=plan.workspace)
-            if program is not None:
-                raise AgentProgramNotFound(program, task.id)
-    fixer = plan.fixer
-    checks = [t for t in plan.tasks if t.agent in PRESETS]
-    if fixer.agent in PRESETS:
-        checks.append(Task("fixer", agent=fixer.agent))
-    for task in checks:
-        from orchestrator.agents.presets.program import missing_preset_program
-
-        problem = missing_preset_program(
-            task, presets=plan.presets, path=child_path, workspace=plan.workspace
-        )
-        if problem is not None:
-            raise AgentProgramNotFound(problem[0], task.id, problem[1])
-    if responses is not None:
-        check_responses(responses, ws)
-    if create:  # last, so a refused run leaves nothing behind
-        try:
-            ws.mkdir(exist_ok=True)  # a new workspace; its parent must exist (typos stay errors)
-        except OSError as exc:
-            raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
-        if not ws.is_dir():  # a file appeared in its place meanwhile
-            raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
-
-
-def _forget_previous(rundir: RunDir, old: JournalState) -> None:
-    """A fresh run removes the files the previous run (its journal: ``old``) wrote, only those."""
-    for name in run_files(old):
-        path = rundir.responses / name
-        if "/" not in name and path.is_file() and not path.is_symlink():
-            path.unlink()
 
 
 async def run_plan(
@@ -205,7 +125,8 @@ async def _open_journal(
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
     resumed = plan_resume(old, plan) if opts.resume else None
     if resumed is None:
-        await asyncio.to_thread(_forget_previous, rundir, old)
+        # the previous run's files move to .runs/<its id>/ (`orchestrator runs` lists them)
+        await asyncio.to_thread(history.archive_previous, rundir, old)
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:
@@ -242,13 +163,7 @@ async def _run_locked(
     }
     exports = quota.exports(rundir.socket)
     pool = AgentPool(plan)
-    cluster: Cluster | None = None
-    if opts.cluster is not None or plan.executor == "ray":  # only then the cluster's code
-        from orchestrator.cluster import executor, nodes
-
-        where = opts.cluster or plan.address
-        cluster = nodes.Cluster(where, run_id, plan.workspace, (opts.responses,))
-        agents = agents or executor.ClusterAgents(plan, pool, cluster)
+    remote = remote_agents(plan, pool, opts.cluster, run_id, opts.responses)
     settings = RunSettings(
         exports=exports,
         responses=opts.responses,
@@ -257,14 +172,14 @@ async def _run_locked(
         base_depth=run_depth(os.environ),
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
-        gateway=GatewaySettings(host=cluster.driver_ip()) if cluster else GatewaySettings(),
+        gateway=GatewaySettings(host=remote.cluster.driver_ip() if remote else "127.0.0.1"),
     )
     live = opts.live and sys.stdout.isatty()
     printer = None if live or opts.json else console.PlainPrinter()
     run = Run(
         plan,
         settings,
-        agents=agents or pool,
+        agents=agents or remote or pool,
         journal=journal,
         on_event=printer,
         done_tasks=resumed.done if resumed else (),
@@ -283,8 +198,8 @@ async def _run_locked(
                 stack.push_async_callback(pool.aclose)
                 lend = functools.partial(quota.handle, run, token=exports[quota.TOKEN_VAR])
                 try:
-                    if cluster is not None:
-                        await stack.enter_async_context(cluster.session())
+                    if remote is not None:
+                        await stack.enter_async_context(remote.cluster.session())
                     await stack.enter_async_context(
                         channel.open_control_server(run, rundir.socket, more=lend)
                     )
@@ -297,7 +212,7 @@ async def _run_locked(
                         grace=plan.limits.grace,
                         **how,
                     )  # fmt: skip
-                except (RunDirRefused, ClusterError):
+                except EnvironmentProblem:  # a refused .run/ file, an unusable cluster
                     journal.close()
                     raise
                 except OSError as exc:
@@ -321,14 +236,22 @@ async def _run_locked(
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
-            return _finish(run, journal, opts, survivors)
+            code, ended = _finish(run, journal, opts, survivors)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+    # After the handlers: Ctrl-C during the notify command stops it (and the command only).
+    await notify.tell_end(run, code=code, state=ended[0], report=ended[1], run_id=run_id)
+    if ended[2] is not None:
+        raise ended[2]
+    return code
 
 
-def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) -> int:
-    """Record how the run ended, write REPORT.md, print the summary; the exit code.
+def _finish(
+    run: Run, journal: Journal, opts: RunOptions, survivors: list[int]
+) -> tuple[int, tuple[str, Path | None, StorageFailed | None]]:
+    """Record how the run ended, write REPORT.md, print the summary; the exit code and the
+    ending (state, REPORT.md, the error to raise once the run's end was told).
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
     records land in the space it keeps in reserve) and `StorageFailed` is raised last. A run
@@ -356,17 +279,18 @@ def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) 
         written, unwritten = None, f"cannot write {exc.filename}: {exc.strerror or exc}"
     console.print_summary(snap, written, as_json=opts.json)
     if stopped_by is not None:
-        raise StorageFailed(
+        problem = StorageFailed(
             f"error: {stopped_by}; the run was stopped and its journal says interrupted "
             "(hint: make room or lift the file-size limit, then: "
             f"orchestrator run {run.plan.source or 'PLAN'} --resume)"
         )
+        return 1, (final_state, written, problem)
     if written is None:
-        raise StorageFailed(
+        return 1, (final_state, None, StorageFailed(
             f"error: {unwritten}; the run ended {final_state} (its journal says so) "
             "but its report is missing (hint: make room; orchestrator status shows the run)"
-        )
-    return code
+        ))  # fmt: skip
+    return code, (final_state, written, None)
 
 
 @contextlib.asynccontextmanager

@@ -5,5 +5,31 @@ loss, leaving the cluster clean); `executor` wraps each agent kind in a `RemoteA
 sends an attempt to a host and turns what comes back into the events a local attempt
 emits; `workspace` moves the workspace to the nodes and the changes back as git bundles;
 `wire` is what travels between them. Ray is imported only in `nodes`, and only when a plan
-asks for it (``executor: ray`` or ``run --cluster``).
+asks for it (``executor: ray`` or ``run --cluster``); this module imports nothing until
+`remote_agents` finds a run that does.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.agents.base import Agent
+    from orchestrator.cluster.executor import ClusterAgents
+    from orchestrator.plan.model import Plan
+
+
+def remote_agents(
+    plan: Plan, local: Callable[[str], Agent], address: str | None, run_id: str, responses: Path
+) -> ClusterAgents | None:
+    """The run's agents on a Ray cluster (``address``: ``run --cluster``, which beats the
+    plan's ``executor: ray``), their `Cluster` as ``.cluster``; None: a local run."""
+    if address is None and plan.executor != "ray":
+        return None
+    from orchestrator.cluster.executor import ClusterAgents
+    from orchestrator.cluster.nodes import Cluster
+
+    cluster = Cluster(address or plan.address, run_id, plan.workspace, (responses,))
+    return ClusterAgents(plan, local, cluster)
