@@ -41,6 +41,11 @@ def plain(value: object, style: str = "") -> Text:
     return Text(one_line(str(value if value is not None else "")), style=style)
 
 
+def _named(agent: dict[str, Any]) -> str:
+    """An agent's id, with ``@node`` when it runs on a cluster node."""
+    return str(agent["id"]) + (f" @{agent['node']}" if agent.get("node") else "")
+
+
 def _elapsed(agent: dict[str, Any], now: float) -> str:
     started = agent.get("started")
     end = agent.get("ended") or (now if agent["state"] in ("running", "stopping") else None)
@@ -139,14 +144,14 @@ def board_rows(snapshot: Snapshot, *, now: float) -> list[tuple[str, ...]]:
         last = r["last_line"] or (f"on {', '.join(r['waiting_on'])}" if r["waiting_on"] else "")
         running = agent is not None and agent["state"] in ("running", "stopping")
         shown = agent["state"] if running and agent is not None else state
-        row = (r["id"], shown, r["agents"][-1] if r["agents"] else "-",
+        row = (r["id"], shown, _named(agent) if agent else "-",
                _elapsed(agent, now) if agent else "-", f"${r['cost_usd']:.4f}", last)  # fmt: skip
         out.append((not running, r["started"] or now + 1, row))
     for a in snapshot.agents:
         if a.get("task") in named:
             continue
         running = a["state"] in ("running", "stopping")
-        row = (str(a.get("task") or "-"), a["state"], str(a["id"]), _elapsed(a, now),
+        row = (str(a.get("task") or "-"), a["state"], _named(a), _elapsed(a, now),
                f"${a.get('cost_usd') or 0.0:.4f}", str(a.get("last_line") or ""))  # fmt: skip
         out.append((not running, a.get("started") or now + 1, row))
     out.sort(key=lambda item: (item[0], item[1]))

@@ -23,6 +23,7 @@ from fakeapi import serve_in_thread, text, tool_use
 from fakes import marked_pids
 
 from bench.raycluster import RayCluster, start_cluster
+from orchestrator import ids
 
 pytestmark = [
     pytest.mark.slow,
@@ -63,7 +64,7 @@ def write_plan(tmp: Path, tasks: list[dict[str, Any]], **extra: Any) -> Path:
 
 
 def shell(tid: str, script: str, **kw: Any) -> dict[str, Any]:
-    return {"id": tid, "command": script, "shell": True, **kw}
+    return {"id": tid, "command": script, **kw}  # a string command runs in a shell
 
 
 def orch(
@@ -187,7 +188,7 @@ def test_a_mixed_plan_runs_on_both_nodes_and_its_changes_come_back(
     assert len(nodes) == 2, agents  # spread over both nodes
     assert agents["api"]["node"]
     assert agents["api"]["tokens_in"] > 0
-    assert agents["build-1"]["node"] is None  # the build checks the driver's workspace
+    assert agents[ids.build_id(1)]["node"] is None  # the build checks the driver's workspace
     assert "on node" in (tmp_path / "agent-responses" / "w0.md").read_text()
     assert f"w0 @{agents['w0']['node']}" in orch(tmp_path, "status").stdout
     assert "| wrote 0" in orch(tmp_path, "tail", "w0").stdout
