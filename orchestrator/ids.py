@@ -43,6 +43,15 @@ def agent_id_of(task_id: str, attempt: int) -> str:
     return task_id if attempt <= 1 else f"{task_id}.{attempt}"
 
 
+def task_of_attempt(agent_id: str) -> str | None:
+    """The task whose attempt ``agent_id`` is (``<task>`` or ``<task>.<n>``); None for fixers
+    and builds."""
+    if agent_id.lower().startswith(("fix-", "build-")):
+        return None
+    head, dot, tail = agent_id.rpartition(".")
+    return head if dot and tail.isdigit() else agent_id
+
+
 def fixer_id(subject: str | None, n: int) -> str:
     """The ``n``-th fixer for a task's blockers (``subject`` None: the build's)."""
     return f"fix-{'build' if subject is None else subject}-{n}"

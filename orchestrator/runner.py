@@ -34,6 +34,7 @@ from orchestrator.errors import (
     WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
+from orchestrator.isolation.setup import deliver_run, open_workspaces
 from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
@@ -63,6 +64,8 @@ class RunOptions:
     """Serve the web view on this port (0: any free one) while the run goes on."""
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
+    isolation: str | None = None  # --isolation and --deliver beat the plan's keys
+    deliver: str | None = None
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -244,6 +247,15 @@ async def _run_locked(
         tail_hint=tail_command(opts.responses),
     )
     live = opts.live and sys.stdout.isatty()
+    try:
+        places = await open_workspaces(
+            plan, isolation=opts.isolation, run_id=run_id, responses=opts.responses,
+            record=journal.record, resume=resumed is not None,
+        )  # fmt: skip
+    except BaseException:
+        journal.close()
+        raise
+    landed = getattr(places, "landed", {})  # git says what landed, whatever the journal says
     pool = AgentPool(plan)
     run = Run(
         plan,
@@ -251,9 +263,10 @@ async def _run_locked(
         agents=agents or pool,
         journal=journal,
         on_event=None if live or opts.json else console.plain_printer(),
-        done_tasks=resumed.done if resumed else (),
+        done_tasks=[*(resumed.done if resumed else ()), *landed],
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
+        places=places,
     )
     loop = asyncio.get_running_loop()
     # Handlers from before the journal says "running" until after it says how the run ended:
@@ -261,6 +274,7 @@ async def _run_locked(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, run.interrupt, sig)
     survivors: list[int] = []
+    delivery: list[str] = []
     try:
         async with _open_web(opts):  # the page outlives the run's end: it shows it
             async with contextlib.AsyncExitStack() as stack:
@@ -296,18 +310,23 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    given = "branch" if run.interrupted else opts.deliver
+                    delivery = await deliver_run(places, plan, how=given, record=journal.record)
+                    sys.stderr.write("".join(f"{line}\n" for line in delivery))
                 finally:
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
-            return _finish(run, journal, opts, survivors)
+            return _finish(run, journal, opts, survivors, delivery)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
-def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) -> int:
+def _finish(
+    run: Run, journal: Journal, opts: RunOptions, survivors: list[int], delivery: list[str]
+) -> int:
     """Record how the run ended, write REPORT.md, print the summary; the exit code.
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
@@ -329,7 +348,8 @@ def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) 
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors})
+    more = {"pid": os.getpid(), "survivors": survivors, "delivery_lines": delivery}
+    snap = replace(snap, run={**snap.run, **more})
     try:
         written: Path | None = report.write_all(opts.responses, snap)
     except OSError as exc:

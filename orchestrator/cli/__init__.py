@@ -138,6 +138,12 @@ def run(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
     ] = 0,
+    isolation: Annotated[
+        str | None, typer.Option(help="auto (default), worktree or none: per-agent checkouts.")
+    ] = None,
+    deliver: Annotated[
+        str | None, typer.Option(help="branch or apply: how the integrated work is delivered.")
+    ] = None,
 ) -> None:
     """Run a plan."""
     import asyncio
@@ -149,6 +155,10 @@ def run(
 
     if mode not in ("async", "batch"):
         fail(UsageError(f"error: --mode must be async or batch, not {mode!r}"))
+    if isolation not in (None, "auto", "worktree", "none"):
+        fail(UsageError(f"error: --isolation must be auto, worktree or none, not {isolation!r}"))
+    if deliver not in (None, "branch", "apply"):
+        fail(UsageError(f"error: --deliver must be branch or apply, not {deliver!r}"))
     try:
         plan = load_plan(plan_path, workspace_override=workspace)
         if max_concurrency is not None:
@@ -167,6 +177,8 @@ def run(
             json=json_out,
             web=port if web else None,
             workspace_override=workspace.resolve() if workspace is not None else None,
+            isolation=isolation,
+            deliver=deliver,
         )
         code = asyncio.run(run_plan(plan, opts))
     except OrchestratorError as exc:
