@@ -186,6 +186,7 @@ def run(
     raise typer.Exit(code)
 
 
+import orchestrator.cli.checkouts  # noqa: E402 - diff, gc
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 
 

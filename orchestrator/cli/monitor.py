@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -55,14 +55,28 @@ def status(
             f"status: the run was interrupted{gone} (hint: continue it with "
             f"{resume_command(journal.run, responses)})\n"
         )
+    pool = _pool_use(journal.run.get("pool"))
     if json_out:
-        typer.echo(json.dumps(snap.as_status_json()))
+        typer.echo(json.dumps({**snap.as_status_json(), **({"pool": pool} if pool else {})}))
         return
     from rich.console import Console
 
     from orchestrator.view import dashboard
 
     Console().print(dashboard.render(snap))
+    if pool:
+        mb = pool["bytes"] / 1024**2
+        typer.echo(f"checkouts: {pool['checkouts']} in {pool['path']}, {mb:.1f} MB on disk")
+
+
+def _pool_use(path: str | None) -> dict[str, Any] | None:
+    """The disk the run's pool of checkouts uses (shared by the runs of its repository)."""
+    if not path:
+        return None
+    from orchestrator.isolation.pool import disk_use
+
+    slots, size = disk_use(Path(path))
+    return {"path": path, "checkouts": slots, "bytes": size}
 
 
 @app.command()

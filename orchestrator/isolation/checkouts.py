@@ -140,6 +140,7 @@ class Checkouts:
             await self._find_carried()
         self.record(
             "run", isolation="worktree", repo=str(self.repo.top), shadow=self.repo.shadow,
+            git_dir=str(self.repo.git.git_dir),
             base=base, integration_ref=self.refs["integration"], pool=str(self.repo.pool_root),
         )  # fmt: skip
 
