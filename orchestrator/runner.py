@@ -263,7 +263,7 @@ async def _run_locked(
         agents=agents or pool,
         journal=journal,
         on_event=None if live or opts.json else console.plain_printer(),
-        done_tasks=[*(resumed.done if resumed else ()), *landed],
+        done_tasks=sorted({*(resumed.done if resumed else ()), *landed}),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
         places=places,

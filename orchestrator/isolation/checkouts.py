@@ -136,7 +136,9 @@ class Checkouts:
         self.base = base
         self.clean_base = await git.rev(f"{self.refs['ns']}/clean") is not None
         self.landed = await self.queue.landed()
+        self.queue.order = len(self.landed)
         if resume:
+            await self.pool.reclaim()
             await self._find_carried()
         self.record(
             "run", isolation="worktree", repo=str(self.repo.top), shadow=self.repo.shadow,
@@ -165,6 +167,9 @@ class Checkouts:
                          done=f"its work landed already ({self.landed[task_id][:12]})")  # fmt: skip
         if role == "fixer" and task_id in self._conflicts:
             place = self._conflicts[task_id]
+            self.record("agent", id=agent_id, checkout=str(place.slot), branch=place.branch,
+                        base=place.base, conflict=list(place.conflict.paths) if place.conflict
+                        else None)  # fmt: skip
             return Place(place.path, agent_id, task_id, role, place.slot, place.branch,
                          place.base, conflict=place.conflict)  # fmt: skip
         tip = await self.queue.tip()

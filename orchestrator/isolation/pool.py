@@ -130,6 +130,19 @@ class SlotPool:
             raise
         return Lease(free, branch, base, False)
 
+    async def reclaim(self) -> list[Path]:
+        """Seal and unlock the checkouts of this run whose orchestrator died (on resume)."""
+        found = []
+        async with self.lock.held():
+            for wt in await self.ours():
+                mine = wt.locked is not None and f"run={self.run_id} " in wt.locked
+                if mine and wt.locked is not None and not owner_alive(wt.locked):
+                    if wt.path.is_dir():
+                        await seal_wip(self.repo.git, wt.path, note="interrupted")
+                    await self.repo.git.run("worktree", "unlock", str(wt.path))
+                    found.append(wt.path)
+        return found
+
     async def release(self, slot: Path, *, keep: str | None = None) -> None:
         """Give ``slot`` back to the pool; with ``keep`` it stays locked (for a person)."""
         git = self.repo.git

@@ -90,6 +90,7 @@ async def open_repo(workspace: Path, *, env: dict[str, str] | None = None) -> Re
             _resolve, Path(lines[0]), workspace / lines[1], workspace
         )
         state = state_home(env) / "repos" / slug_of(top)
+        await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
         prefix = str(here.relative_to(top))
         return Repo(
             Git(common, genv), top, "" if prefix == "." else prefix, False, state,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import git, make_repo, plan_file, run, shell, task, write
+from isohelp import git, make_repo, plan_file, run, shell, task, write
 
 
 async def test_parallel_writers_of_different_files_both_land_and_the_dependent_sees_both(
@@ -61,7 +61,9 @@ async def test_a_git_workspace_gets_a_branch_with_one_commit_per_task_and_is_lef
     assert git(repo, "status", "--porcelain=v2", "--branch") == before
     assert not (repo / "a.py").exists(), "delivery is a branch: the checkout is untouched"
     branch = f"orchestrator/{journal.run['run_id']}"
-    log = git(repo, "log", "--format=%s%n%(trailers:key=Orchestrator-Task,valueonly)", f"main..{branch}")
+    log = git(
+        repo, "log", "--format=%s%n%(trailers:key=Orchestrator-Task,valueonly)", f"main..{branch}"
+    )
     subjects = [line for line in log.splitlines() if line]
     assert sorted(zip(subjects[0::2], subjects[1::2], strict=True)) == [
         ("a: Add module a", "a"),

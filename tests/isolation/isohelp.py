@@ -59,9 +59,7 @@ def plan_file(where: Path, workspace: Path, tasks: list[dict[str, Any]], **top: 
     return path
 
 
-async def run(
-    plan: Path, responses: Path, **opts: Any
-) -> tuple[int, JournalState]:
+async def run(plan: Path, responses: Path, **opts: Any) -> tuple[int, JournalState]:
     code = await run_plan(load_plan(plan), RunOptions(responses=responses, json=True, **opts))
     return code, load(responses / ".run" / "journal.jsonl")
 
