@@ -1,5 +1,8 @@
 """Which repository a workspace is: the git repository it sits in, or a shadow one.
 
+A workspace the enclosing repository ignores (``demo-workspace/`` in a ``.gitignore``) is
+treated as a plain folder: the repository would not see the agents' work.
+
 A folder that is not in a git repository gets a *shadow* repository in the state directory,
 keyed by the folder's absolute path (``--git-dir`` there, ``--work-tree`` the folder), so the
 folder never gets a ``.git``. Its excludes start from `DEFAULT_EXCLUDES`; a size guard refuses
@@ -85,7 +88,8 @@ async def open_repo(workspace: Path, *, env: dict[str, str] | None = None) -> Re
         at=workspace, check=False,
     )  # fmt: skip
     lines = found.out.splitlines()
-    if found.returncode == 0 and len(lines) == 3 and lines[2] == "false":
+    ignored = await probe.run("check-ignore", "-q", ".", at=workspace, check=False)
+    if found.returncode == 0 and len(lines) == 3 and lines[2] == "false" and ignored.returncode:
         top, common, here = await asyncio.to_thread(
             _resolve, Path(lines[0]), workspace / lines[1], workspace
         )

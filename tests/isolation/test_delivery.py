@@ -88,7 +88,8 @@ async def test_isolation_none_keeps_the_shared_directory_and_warns_when_writers_
     ], isolation="none")  # fmt: skip
     code, journal = await run(plan, tmp_path / "responses")
     assert code == 0
-    assert (ws / "a.txt").exists() and (ws / "b.txt").exists()
+    assert (ws / "a.txt").exists()
+    assert (ws / "b.txt").exists()
     assert journal.run["isolation"] == "none"
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "warning: isolation is none" in err

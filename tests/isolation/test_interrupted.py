@@ -20,11 +20,11 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 def landings(fleet: Fleet, run_id: str) -> list[str]:
     git_dir = fleet.journal().run["git_dir"]
-    out = subprocess.run(
+    out = subprocess.check_output(
         ["git", "--git-dir", git_dir, "log", "--format=%(trailers:key=Orchestrator-Task,valueonly)",
          f"refs/orchestrator/{run_id}/integration"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        text=True,
+    )  # fmt: skip
     return [line for line in out.splitlines() if line]
 
 
@@ -37,6 +37,7 @@ def test_a_stopped_run_resumes_from_git_landed_work_stays_and_wip_carries_on(
         task("a", {"write": {"path": "a.txt", "content": "a\n"}}),
         task("b", {"run": f"echo step >> b.txt; while [ ! -e {go} ]; do sleep 0.02; done"}),
         task("c", {"run": "cat a.txt b.txt > c.txt"}, deps=("a", "b")),
+        isolation="auto",
     )
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_state("a", "succeeded")

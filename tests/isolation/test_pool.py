@@ -86,7 +86,8 @@ async def test_gc_archives_unmerged_work_before_removing_anything(tmp_path: Path
     await pool.release(lease.slot)
 
     dry = await collect(repo, dry_run=True)
-    assert dry.removed and lease.slot.exists(), "a dry run removes nothing"
+    assert dry.removed
+    assert lease.slot.exists(), "a dry run removes nothing"
     done = await collect(repo, dry_run=False)
     assert not lease.slot.exists()
     assert any("archive/old/t" in line for line in done.archived)

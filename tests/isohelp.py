@@ -14,9 +14,8 @@ from orchestrator.runner import RunOptions, run_plan
 
 
 def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env
-    ).stdout
+    """Plain git, to set a repository up or look at it (never while a run is in flight)."""
+    return subprocess.check_output(["git", *args], cwd=cwd, text=True, env=env)
 
 
 def make_repo(path: Path, files: dict[str, str]) -> Path:
