@@ -56,3 +56,21 @@ async def test_a_conflict_nobody_can_fix_escalates_and_keeps_the_checkout(
     report = (tmp_path / "responses" / "REPORT.md").read_text()
     assert f"cd {kept}" in report
     assert "--resume" in report
+
+
+async def test_a_conflict_only_in_a_lockfile_is_resolved_mechanically(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "uv.lock").write_text("version = 1\n")
+    plan = plan_file(tmp_path, ws, [
+        task("a", write("uv.lock", "version = 1\na = 1\n"), write("a.txt", "a\n")),
+        task("b", {"sleep": 0.3}, write("uv.lock", "version = 1\nb = 1\n"), write("b.txt", "b\n")),
+    ])  # fmt: skip
+    code, journal = await run(plan, tmp_path / "responses")
+    assert code == 0
+    assert (ws / "a.txt").exists()
+    assert (ws / "b.txt").exists(), "b's own work landed"
+    second = max(("a", "b"), key=lambda t: journal.tasks[t]["landed_order"])
+    assert journal.tasks[second]["resolved"] == ["uv.lock"]
+    first = "b" if second == "a" else "a"
+    assert (ws / "uv.lock").read_text() == f"version = 1\n{first} = 1\n", "the integrated one"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from isohelp import git, make_repo, plan_file, run, shell, task, write
 
 
@@ -74,3 +75,22 @@ async def test_a_git_workspace_gets_a_branch_with_one_commit_per_task_and_is_lef
     git(repo, "merge", "-q", "--ff-only", branch)
     assert (repo / "a.py").read_text() == "A = 1\n"
     assert (repo / "b.py").read_text() == "B = 2\n"
+
+
+async def test_a_folder_too_big_to_shadow_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.errors import EnvironmentProblem
+    from orchestrator.isolation import repo
+
+    monkeypatch.setattr(repo, "MAX_SHADOW_FILES", 5)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for n in range(6):
+        (ws / f"f{n}.txt").write_text("x\n")
+    (ws / "node_modules").mkdir()
+    (ws / "node_modules" / "dep.js").write_text("excluded by default\n")
+    plan = plan_file(tmp_path, ws, [task("a", write("a.txt", "a\n"))])
+    with pytest.raises(EnvironmentProblem, match="6 files"):
+        await run(plan, tmp_path / "responses")
+    assert not (ws / "a.txt").exists()
