@@ -89,11 +89,9 @@ class LandingQueue:
     ) -> Landed | Conflict:  # fmt: skip
         git = self.git
         async with self._lock:
-            current = await self.tip()
+            current, tree = (await git.out("rev-parse", self.ref, f"{tip}^{{tree}}")).split()
             resolved: tuple[str, ...] = ()
-            if current == base:
-                tree = await git.out("rev-parse", f"{tip}^{{tree}}")
-            else:
+            if current != base:
                 merged = await git.run(
                     "merge-tree", "--write-tree", "--name-only", "--no-messages", current, tip,
                     check=False,
@@ -117,10 +115,14 @@ class LandingQueue:
             body = summary.strip()
             message = f"{task_id}: {title}\n\n" + (f"{body}\n\n" if body else "")
             commit = await git.commit_tree(tree, [current], message + "\n".join(trailers) + "\n")
+            # one transaction: the integration ref moves (only if nobody moved it) together
+            # with the task's landed marker, or neither does
+            marker = f"{self.ns}/landed/{task_id}"
+            script = f"start\nupdate {self.ref} {commit} {current}\nupdate {marker} {commit}\n"
             await git.run(
-                "update-ref", "-m", f"orchestrator land {task_id}", self.ref, commit, current
-            )
-            await git.run("update-ref", f"{self.ns}/landed/{task_id}", commit)
+                "update-ref", "-m", f"orchestrator land {task_id}", "--stdin",
+                stdin=(script + "prepare\ncommit\n").encode(),
+            )  # fmt: skip
             self.order += 1
             return Landed(commit, self.order, resolved)
 

@@ -42,15 +42,24 @@ class Sealed:
 
 async def tree_now(git: Git, checkout: Path) -> tuple[str, str | None]:
     """(tree of the checkout's files now, its HEAD): ``add -A`` in its own index."""
+    tree, head, _ = await _state(git, checkout)
+    return tree, head
+
+
+async def _state(git: Git, checkout: Path) -> tuple[str, str | None, str | None]:
+    """(tree of the files now, HEAD, HEAD's tree)."""
     await git.run("add", "-A", at=checkout)
     tree = await git.out("write-tree", at=checkout)
-    head = await git.run("rev-parse", "-q", "--verify", "HEAD^{commit}", at=checkout, check=False)
-    return tree, head.out.strip() or None
+    found = await git.run("rev-parse", "HEAD", "HEAD^{tree}", at=checkout, check=False)
+    lines = found.out.split()
+    if found.returncode != 0 or len(lines) != 2:
+        return tree, None, None
+    return tree, lines[0], lines[1]
 
 
 async def seal(git: Git, checkout: Path, *, branch: str, base: str, message: str) -> Sealed:
     """Commit what is in ``checkout`` onto ``branch`` (created from ``base``); the tip."""
-    tree, head = await tree_now(git, checkout)
+    tree, head, head_tree = await _state(git, checkout)
     if head is None:
         raise SealFailed(f"error: the checkout {checkout} has no commit at all")
     on_base = (
@@ -58,7 +67,6 @@ async def seal(git: Git, checkout: Path, *, branch: str, base: str, message: str
         or (await git.run("merge-base", "--is-ancestor", base, head, check=False)).returncode == 0
     )
     if on_base:
-        head_tree = await git.out("rev-parse", f"{head}^{{tree}}")
         tip = head if head_tree == tree else await git.commit_tree(tree, [head], message)
     else:  # re-root: the agent's changes against where its HEAD ended, onto the base
         work = await git.commit_tree(tree, [head], message)
@@ -77,10 +85,10 @@ async def seal(git: Git, checkout: Path, *, branch: str, base: str, message: str
 
 async def seal_wip(git: Git, checkout: Path, *, note: str) -> str | None:
     """Keep whatever is uncommitted in ``checkout`` as a WIP commit on its current branch."""
-    tree, head = await tree_now(git, checkout)
+    tree, head, head_tree = await _state(git, checkout)
     if head is None:
         return None
-    if await git.out("rev-parse", f"{head}^{{tree}}") == tree:
+    if head_tree == tree:
         return head
     wip = await git.commit_tree(tree, [head], f"orchestrator: WIP ({note})")
     await git.run("update-ref", "HEAD", wip, at=checkout)

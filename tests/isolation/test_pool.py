@@ -62,10 +62,17 @@ def test_two_processes_leasing_at_once_share_the_pool_without_a_lock_error(
         "    async with asyncio.TaskGroup() as tg:\n"
         "        for n in range(4):\n"
         "            tg.create_task(pool.lease(f'{tag}{n}', 'HEAD', branch=f'w/{tag}/{n}'))\n"
+        "    (Path(sys.argv[3]) / tag).touch()\n"  # hold the leases until both have theirs
+        "    while len(list(Path(sys.argv[3]).iterdir())) < 2:\n"
+        "        await asyncio.sleep(0.01)\n"
         "asyncio.run(main(sys.argv[2]))\n"
     )
+    ready = tmp_path / "ready"
+    ready.mkdir()
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(repo_dir), tag], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(repo_dir), tag, str(ready)], stderr=subprocess.PIPE
+        )
         for tag in ("p", "q")
     ]
     for proc in procs:
