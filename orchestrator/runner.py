@@ -250,7 +250,7 @@ async def _run_locked(
     try:
         places = await open_workspaces(
             plan, isolation=opts.isolation, run_id=run_id, responses=opts.responses,
-            record=journal.record, resume=resumed is not None,
+            record=journal.record, rerun=resumed.changed if resumed is not None else None,
         )  # fmt: skip
     except BaseException:
         journal.close()

@@ -29,9 +29,12 @@ def _warn(text: str) -> None:
 
 async def open_workspaces(
     plan: Plan, *, isolation: str | None, run_id: str, responses: Path,
-    record: Callable[..., None], resume: bool, warn: Callable[[str], None] = _warn,
+    record: Callable[..., None], rerun: tuple[str, ...] | None = None,
+    warn: Callable[[str], None] = _warn,
 ) -> Workspaces:  # fmt: skip
-    """The run's workspaces, its base fixed (a new run) or found again (``resume``)."""
+    """The run's workspaces, its base fixed (a new run) or found again (a resume: ``rerun``
+    is not None, and names the tasks changed in the plan since: they run again even though
+    their work landed)."""
     mode = isolation or plan.isolation
     if mode == "none":
         record("run", isolation="none")
@@ -48,7 +51,9 @@ async def open_workspaces(
     checkouts = Checkouts(
         repo, run_id, max_slots=plan.limits.max_concurrency + 1, record=record, exclude=exclude
     )
-    await checkouts.start(resume=resume)
+    await checkouts.start(resume=rerun is not None)
+    for task_id in rerun or ():
+        checkouts.landed.pop(task_id, None)
     return checkouts
 
 
