@@ -196,9 +196,10 @@ class Checkouts:
             await self.pool.release(slot)
             return HandBack(state, reason)
         if state != "succeeded":
-            await seal_wip(git, slot, note=state)
             if place.conflict is None:
+                await seal_wip(git, slot, note=state)
                 await self.pool.release(slot)
+            # a conflicted checkout stays exactly as it is (locked, kept) for a person
             return HandBack(state, reason)
         try:
             if place.conflict is not None:
@@ -220,7 +221,8 @@ class Checkouts:
         )  # fmt: skip
         if isinstance(result, Conflict):
             return await self._conflicted(place, result, lines, prompt)
-        self._conflicts.pop(place.task_id, None) if place.conflict else None
+        if place.conflict is not None:
+            self._conflicts.pop(place.task_id, None)
         self.landed[landing] = result.commit
         self.record("task" if landing == place.task_id else "agent", id=landing,
                     landed=result.commit, landed_order=result.order,
@@ -249,8 +251,8 @@ class Checkouts:
             place.path, place.agent_id, place.task_id, place.role, place.slot, place.branch,
             conflict.integration, conflict=conflict,
         )  # fmt: skip
+        # locked as kept: no lease takes it, and it does not count against the run's slots
         await self.pool.release(place.slot, keep=f"run={self.run_id} task={place.task_id}")
-        self.pool.leased[place.slot] = place.agent_id
         others = "; ".join(conflict.others) or "earlier tasks"
         intent = title_of(prompt, place.task_id)
         return HandBack("blocked", (
