@@ -21,18 +21,20 @@ async def lease(
 ) -> Place | tuple[AgentState, str]:
     """A place for this attempt; else how the attempt ends without running: ``failed`` (no
     checkout could be made) or ``succeeded`` (its task's work landed before a crash)."""
+    place: Place | None = None
     try:
         place = await places.lease(rec.id, spawn.role, spawn.task.id)
+        if place.done is None:
+            await asyncio.to_thread(place.path.mkdir, parents=True, exist_ok=True)
     except asyncio.CancelledError:
-        return _stopped(rec)
+        stopped = _stopped(rec)
+        if place is not None and place.done is None:  # give back what it was given
+            await hand_back(places, rec, spawn, place, *stopped)
+        return stopped
     except (RunError, OSError) as exc:
         return "failed", f"no checkout for the agent: {str(exc).removeprefix('error: ')}"
     if place.done is not None:
         return "succeeded", place.done
-    try:
-        await asyncio.to_thread(place.path.mkdir, parents=True, exist_ok=True)
-    except OSError as exc:
-        return "failed", f"no checkout for the agent: {exc}"
     return place
 
 
