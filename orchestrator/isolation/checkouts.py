@@ -95,9 +95,6 @@ class InPlace:
         self._writers.discard(place.agent_id)
         return HandBack(state, reason)
 
-    async def close(self) -> None:
-        pass
-
 
 class Checkouts:
     """Per-agent git checkouts of ``repo`` for one run, and the landing of their work."""
@@ -286,7 +283,3 @@ class Checkouts:
         tip = await git.commit_tree(tree, parents, message)
         await git.run("update-ref", f"refs/heads/{place.branch}", tip)
         return Sealed(tip, integration, await changes(git, integration, tip))
-
-    async def close(self) -> None:
-        """The run ends: conflicted checkouts stay locked (kept) for a person."""
-        self._conflicts.clear()
