@@ -32,14 +32,16 @@ from bench import (
     isolation,
     makespan,
     overhead,
+    peers,
     spawn,
     startup,
     table,
+    views,
     web,
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B14")
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B14", "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -54,6 +56,8 @@ TITLES = {
     "B11": "model gateway",
     "B12": "web view under load",
     "B14": "per-task isolation",
+    "B17": "peers side by side",
+    "B18": "views at fleet scale",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -68,6 +72,8 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B11",), gateway.measure),
     (("B12",), web.measure),
     (("B14",), isolation.measure),
+    (("B17",), peers.measure),
+    (("B18",), views.measure),
 )
 
 

@@ -247,23 +247,20 @@ async def _run_locked(
         tail_hint=tail_command(opts.responses),
     )
     live = opts.live and sys.stdout.isatty()
-    try:
-        places = await open_workspaces(
-            plan, isolation=opts.isolation, run_id=run_id, responses=opts.responses,
-            record=journal.record, rerun=resumed.changed if resumed is not None else None,
-        )  # fmt: skip
-    except BaseException:
-        journal.close()
-        raise
-    landed = getattr(places, "landed", {})  # git says what landed, whatever the journal says
+    places = await open_workspaces(
+        plan, isolation=opts.isolation, run_id=run_id, responses=opts.responses,
+        record=journal.record, rerun=resumed.changed if resumed is not None else None,
+        on_error=journal.close,
+    )  # fmt: skip
+    printer = None if live or opts.json else console.PlainPrinter()
     pool = AgentPool(plan)
     run = Run(
         plan,
         settings,
         agents=agents or pool,
         journal=journal,
-        on_event=None if live or opts.json else console.plain_printer(),
-        done_tasks=sorted({*(resumed.done if resumed else ()), *landed}),
+        on_event=printer,
+        done_tasks=sorted({*(resumed.done if resumed else ()), *getattr(places, "landed", ())}),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
         places=places,
@@ -310,10 +307,11 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
-                    given = "branch" if run.interrupted else opts.deliver
+                    given = "branch" if run.interrupted else opts.deliver  # says so on stderr
                     delivery = await deliver_run(places, plan, how=given, record=journal.record)
-                    sys.stderr.write("".join(f"{line}\n" for line in delivery))
                 finally:
+                    if printer is not None:
+                        printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started

@@ -30,11 +30,22 @@ def _warn(text: str) -> None:
 async def open_workspaces(
     plan: Plan, *, isolation: str | None, run_id: str, responses: Path,
     record: Callable[..., None], rerun: tuple[str, ...] | None = None,
-    warn: Callable[[str], None] = _warn,
+    warn: Callable[[str], None] = _warn, on_error: Callable[[], None] = lambda: None,
 ) -> Workspaces:  # fmt: skip
     """The run's workspaces, its base fixed (a new run) or found again (a resume: ``rerun``
     is not None, and names the tasks changed in the plan since: they run again even though
-    their work landed)."""
+    their work landed); ``on_error`` runs before an error propagates."""
+    try:
+        return await _open(plan, isolation, run_id, responses, record, rerun, warn)
+    except BaseException:
+        on_error()
+        raise
+
+
+async def _open(
+    plan: Plan, isolation: str | None, run_id: str, responses: Path,
+    record: Callable[..., None], rerun: tuple[str, ...] | None, warn: Callable[[str], None],
+) -> Workspaces:  # fmt: skip
     mode = isolation or plan.isolation
     if mode == "none":
         record("run", isolation="none")
@@ -60,7 +71,8 @@ async def open_workspaces(
 async def deliver_run(
     places: Workspaces, plan: Plan, *, how: str | None, record: Callable[..., None]
 ) -> list[str]:
-    """Hand the integrated work over; the lines that say how (for stderr and the report)."""
+    """Hand the integrated work over; the lines that say how (written on stderr, and for the
+    report)."""
     if not isinstance(places, Checkouts):
         return []
     repo = places.repo
@@ -73,7 +85,10 @@ async def deliver_run(
     except RunError as exc:
         line = f"delivery: failed: {str(exc).removeprefix('error: ')}"
         record("run", delivery=how, delivery_lines=[line])
+        _warn(line)
         return [line]
     record("run", delivery=how, delivered_branch=done.branch, integration=done.tip,
            applied=done.applied, delivery_lines=list(done.lines))  # fmt: skip
+    for line in done.lines:
+        _warn(line)
     return list(done.lines)
