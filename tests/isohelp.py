@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def task(tid: str, *steps: dict[str, Any], deps: tuple[str, ...] = (), **kw: Any
 
 
 def shell(tid: str, command: str, deps: tuple[str, ...] = ()) -> dict[str, Any]:
-    return task(tid, deps=deps, agent="command", command=command, shell=True, script=None)
+    return task(tid, deps=deps, agent="command", command=command, script=None)
 
 
 def plan_file(where: Path, workspace: Path, tasks: list[dict[str, Any]], **top: Any) -> Path:
@@ -58,8 +59,14 @@ def plan_file(where: Path, workspace: Path, tasks: list[dict[str, Any]], **top: 
     return path
 
 
-async def run(plan: Path, responses: Path, **opts: Any) -> tuple[int, JournalState]:
-    code = await run_plan(load_plan(plan), RunOptions(responses=responses, json=True, **opts))
+async def run(
+    plan: Path, responses: Path, *, deliver: str | None = None, **opts: Any
+) -> tuple[int, JournalState]:
+    """Run the plan in this process; ``deliver`` as ``run --deliver`` gives it."""
+    loaded = load_plan(plan)
+    if deliver is not None:
+        loaded = replace(loaded, deliver=deliver)  # type: ignore[arg-type]
+    code = await run_plan(loaded, RunOptions(responses=responses, json=True, **opts))
     return code, load(responses / ".run" / "journal.jsonl")
 
 

@@ -102,3 +102,13 @@ def gc(
         typer.echo(f"kept: {line}")
     if not (done.archived or done.removed or done.kept):
         typer.echo("nothing to collect")
+
+
+def pool_use(path: str | None) -> dict[str, Any] | None:
+    """The disk the run's pool of checkouts uses (shared by the runs of its repository)."""
+    if not path:
+        return None
+    from orchestrator.isolation.pool import disk_use
+
+    slots, size = disk_use(Path(path))
+    return {"path": path, "checkouts": slots, "bytes": size}

@@ -113,6 +113,8 @@ class Checkouts:
         self.base = ""
         self.clean_base = False
         self.landed: dict[str, str] = {}
+        self.delivered: list[str] = []
+        """What the delivery said (`setup.deliver_run`), for the report."""
         self._conflicts: dict[str, Place] = {}
         self._carry: dict[str, tuple[str, str]] = {}
 

@@ -20,6 +20,8 @@ from orchestrator.isolation.checkouts import Checkouts, InPlace, Workspaces
 from orchestrator.isolation.delivery import deliver
 from orchestrator.isolation.repo import open_repo
 from orchestrator.plan.model import Plan
+from orchestrator.records.journal import Journal
+from orchestrator.records.resume import ResumePlan
 
 
 def _warn(text: str) -> None:
@@ -28,26 +30,25 @@ def _warn(text: str) -> None:
 
 
 async def open_workspaces(
-    plan: Plan, *, isolation: str | None, run_id: str, responses: Path,
-    record: Callable[..., None], rerun: tuple[str, ...] | None = None,
-    warn: Callable[[str], None] = _warn, on_error: Callable[[], None] = lambda: None,
+    plan: Plan, responses: Path, run_id: str, journal: Journal,
+    resumed: ResumePlan | None, *, warn: Callable[[str], None] = _warn,
 ) -> Workspaces:  # fmt: skip
-    """The run's workspaces, its base fixed (a new run) or found again (a resume: ``rerun``
-    is not None, and names the tasks changed in the plan since: they run again even though
-    their work landed); ``on_error`` runs before an error propagates."""
+    """The run's workspaces, its base fixed (a new run) or found again (``resumed``: the
+    tasks changed in the plan since run again even though their work landed). The journal
+    is closed when this fails (the error propagates)."""
+    rerun = resumed.changed if resumed is not None else None
     try:
-        return await _open(plan, isolation, run_id, responses, record, rerun, warn)
+        return await _open(plan, run_id, responses, journal.record, rerun, warn)
     except BaseException:
-        on_error()
+        journal.close()
         raise
 
 
 async def _open(
-    plan: Plan, isolation: str | None, run_id: str, responses: Path,
+    plan: Plan, run_id: str, responses: Path,
     record: Callable[..., None], rerun: tuple[str, ...] | None, warn: Callable[[str], None],
 ) -> Workspaces:  # fmt: skip
-    mode = isolation or plan.isolation
-    if mode == "none":
+    if plan.isolation == "none":
         record("run", isolation="none")
         return InPlace(plan.workspace, warn=warn)
     if shutil.which("git") is None:
@@ -86,9 +87,11 @@ async def deliver_run(
         line = f"delivery: failed: {str(exc).removeprefix('error: ')}"
         record("run", delivery=how, delivery_lines=[line])
         _warn(line)
+        places.delivered = [line]
         return [line]
     record("run", delivery=how, delivered_branch=done.branch, integration=done.tip,
            applied=done.applied, delivery_lines=list(done.lines))  # fmt: skip
     for line in done.lines:
         _warn(line)
+    places.delivered = list(done.lines)
     return list(done.lines)

@@ -122,6 +122,7 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "ended": run.ended_at,
             "pid": None,
             "run_id": run.settings.run_id,
+            "delivery_lines": list(getattr(run.places, "delivered", ())),
         },
         agents=agents,
         tasks=tasks,
