@@ -33,6 +33,7 @@ from orchestrator.errors import (
 )
 from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.ids import new_run_id
+from orchestrator.isolation.setup import deliver_run, open_workspaces
 from orchestrator.plan.model import Plan
 from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
@@ -162,8 +163,9 @@ async def _run_locked(
         "cluster": opts.cluster,
     }
     exports = quota.exports(rundir.socket)
+    places = await open_workspaces(plan, opts.responses, run_id, journal, resumed)
     pool = AgentPool(plan)
-    remote = remote_agents(plan, pool, opts.cluster, run_id, opts.responses)
+    remote = remote_agents(plan, pool, opts.cluster, run_id, opts.responses, places)
     settings = RunSettings(
         exports=exports,
         responses=opts.responses,
@@ -182,9 +184,10 @@ async def _run_locked(
         agents=agents or remote or pool,
         journal=journal,
         on_event=printer,
-        done_tasks=resumed.done if resumed else (),
+        done_tasks=sorted({*(resumed.done if resumed else ()), *getattr(places, "landed", ())}),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
+        places=places,
     )
     loop = asyncio.get_running_loop()
     # Handlers from before the journal says "running" until after it says how the run ended:
@@ -229,6 +232,8 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    given = "branch" if run.interrupted else None  # it says how on stderr
+                    await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
                     if printer is not None:
                         printer.flush()

@@ -48,14 +48,14 @@ class RemoteAgent:
         return self.inner.pass_env
 
     async def run(self, ctx: AgentContext) -> None:
-        base, bundle = await self.cluster.base()
+        base, bundle, prefix = await self.cluster.base(ctx.workspace)
         host = await self.cluster.place()
         spec = AttemptSpec(
             agent_id=ctx.agent_id, run_id=ctx.env.get("ORCHESTRATOR_RUN_ID", ""),
             kind=self.kind, task=ctx.task, attempt=ctx.attempt, prompt=ctx.prompt,
             script=ctx.script, env=ctx.env, grace=ctx.grace, depth=ctx.depth,
             parent=ctx.parent, notes=ctx.context_notes, model=ctx.model,
-            plan=self.plan, base=base,
+            plan=self.plan, base=base, prefix=prefix,
         )  # fmt: skip
         ends: list[Finished | Failed | Blocked] = []
         host.running += 1
@@ -70,7 +70,7 @@ class RemoteAgent:
         finally:
             host.running -= 1
         try:
-            await self.cluster.integrate(change)
+            await self.cluster.integrate(change, ctx.workspace)
         except WorkspaceError as exc:
             ctx.emit(Failed(f"its change does not apply to the workspace: {exc}"))
             return
@@ -100,7 +100,7 @@ class RemoteAgent:
         gone: tuple[type[BaseException], ...] = (WorkspaceError, *self.cluster.lost_errors)
         try:
             await self._stop(host, ctx, force=force)
-            await self.cluster.integrate(await self._relay(host, ctx, ends))
+            await self.cluster.integrate(await self._relay(host, ctx, ends), ctx.workspace)
         except gone:
             pass
 

@@ -100,13 +100,15 @@ class NodeHost:
             self._pool = AgentPool(spec.plan)
         agent = self._pool(spec.kind)
         (here / "responses").mkdir()
+        where = run.checkout / spec.prefix if spec.prefix else run.checkout
+        where.mkdir(parents=True, exist_ok=True)  # a folder git has no file in yet
         ctx = AgentContext(
             agent_id=spec.agent_id,
             task=spec.task,
             attempt=spec.attempt,
             prompt=spec.prompt,
             script=spec.script,
-            workspace=run.checkout,
+            workspace=where,
             responses=here / "responses",
             env=spec.env,
             emit=lambda event: self._said(run, event),

@@ -18,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cluster.host import NodeHost
+from orchestrator.cluster.leased import LeasedBases
 from orchestrator.cluster.wire import Change
 from orchestrator.cluster.workspace import Snapshots
 from orchestrator.errors import ClusterError
-from orchestrator.plan.model import Plan
+from orchestrator.isolation.checkouts import Checkouts, Workspaces
 
 NODES_EVERY = 30.0
 """How often a run looks for nodes that joined the cluster."""
 _CLOSE_TIMEOUT = 30.0
+KEEP_BASES = 16
+"""Bases kept in the object store (a node that has one needs it no more)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -44,22 +47,17 @@ class Cluster:
     run_id: str
     workspace: Path
     exclude: tuple[Path, ...] = ()
+    places: Workspaces | None = None
+    """Isolation's checkouts: a remote attempt starts from its leased checkout and its change
+    goes back into it (`LeasedBases`); else (``isolation: none``) from a snapshot of the
+    shared workspace, its change applied there (`Snapshots`)."""
     hosts: list[Host] = field(default_factory=list)
-    _snapshots: Snapshots | None = None
+    _bases: LeasedBases | Snapshots | None = None
     _bundles: dict[str, Any] = field(default_factory=dict)
+    _bundling: asyncio.Lock = field(default_factory=asyncio.Lock)
     _ray: Any = None
     _lost: tuple[type[BaseException], ...] = ()
     _looked: float = 0.0
-
-    @classmethod
-    def for_run(
-        cls, plan: Plan, address: str | None, run_id: str, responses: Path
-    ) -> Cluster | None:
-        """Where a run's agents go: ``run --cluster ADDRESS`` beats the plan's ``executor: ray``
-        and ``address``; None: this machine. Nothing is connected before `open`."""
-        if address is None and plan.executor != "ray":
-            return None
-        return cls(address or plan.address, run_id, plan.workspace, (responses,))
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Cluster]:
@@ -92,8 +90,11 @@ class Cluster:
             raise ClusterError(
                 f"error: cannot reach the Ray cluster at {self.address}: {exc}"
             ) from exc
-        self._snapshots = Snapshots(self.workspace, exclude=self.exclude)
-        await self._snapshots.open()
+        if isinstance(self.places, Checkouts):
+            self._bases = LeasedBases(self.places.repo, self.run_id)
+        else:
+            self._bases = Snapshots(self.workspace, exclude=self.exclude)
+        await self._bases.open()
         await self._add_hosts()
 
     async def _add_hosts(self) -> None:
@@ -130,22 +131,27 @@ class Cluster:
             await self._add_hosts()
         return min((h for h in self.hosts if h.alive), key=lambda h: h.running)
 
-    async def base(self) -> tuple[str, Any]:
-        """The workspace's current commit and its bundle in the object store."""
-        assert self._snapshots is not None
-        sha, bundle = await self._snapshots.base()
-        ref = self._bundles.get(sha)
-        if ref is None:
-            self._bundles.clear()  # older bases are no longer handed out
-            ref = self._bundles[sha] = await asyncio.to_thread(self._ray.put, bundle)
-        return sha, ref
+    async def base(self, workspace: Path) -> tuple[str, Any, str]:
+        """The base for an attempt in ``workspace``: its commit, that commit's bundle in the
+        object store, and where ``workspace`` is inside it."""
+        assert self._bases is not None
+        sha, prefix = await self._bases.base(workspace)
+        async with self._bundling:
+            ref = self._bundles.pop(sha, None)
+            if ref is None:
+                bundle = await self._bases.bundle(sha)
+                ref = await asyncio.to_thread(self._ray.put, bundle)
+            self._bundles[sha] = ref  # the most recent last; old ones are let go
+            while len(self._bundles) > KEEP_BASES:
+                del self._bundles[next(iter(self._bundles))]
+        return sha, ref, prefix
 
-    async def integrate(self, change: Change) -> None:
-        """Apply a returned change to the workspace (`WorkspaceError` when it does not apply).
-
-        The seam for per-agent checkouts: a run with its own integration replaces this."""
-        assert self._snapshots is not None
-        await self._snapshots.integrate(change)
+    async def integrate(self, change: Change, workspace: Path) -> None:
+        """Write a returned change into ``workspace`` (`WorkspaceError` when it does not
+        apply): the attempt's checkout, which isolation then seals and lands; or, with
+        ``isolation: none``, the shared workspace itself."""
+        assert self._bases is not None
+        await self._bases.integrate(change, workspace)
 
     def driver_ip(self) -> str:
         """This machine's address on the route to the cluster's head (loopback for ``auto``:
@@ -191,5 +197,5 @@ class Cluster:
         finally:
             self._bundles.clear()
             await asyncio.to_thread(ray.shutdown)
-            if self._snapshots is not None:
-                self._snapshots.close()
+            if self._bases is not None:
+                self._bases.close()

@@ -29,6 +29,8 @@ class AttemptSpec:
     plan: Plan
     base: str
     """The workspace commit the attempt starts from (in the bundle it gets)."""
+    prefix: str = ""
+    """Where the agent works inside that commit (a workspace below its repository's top)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ class Snapshots:
         self._env = git_env(self._root)
         self._lock = asyncio.Lock()
         self._current: tuple[str, bytes] | None = None
+        self._made: dict[str, bytes] = {}
         self.applied = 0
 
     async def _git(self, *args: str, data: bytes | None = None) -> bytes:
@@ -99,18 +100,28 @@ class Snapshots:
         (self._dir / "info").mkdir(exist_ok=True)
         (self._dir / "info" / "exclude").write_text("".join(f"{ln}\n" for ln in lines))
 
-    async def base(self) -> tuple[str, bytes]:
-        """The workspace as a commit and that commit's bundle (taken once per state)."""
+    async def base(self, workspace: Path) -> tuple[str, str]:
+        """The workspace as a commit (taken once per state; ``workspace`` is this one)."""
+        return (await self._snapshot())[0], ""
+
+    async def bundle(self, sha: str) -> bytes:
+        """The bundle of base ``sha`` (one of the last few handed out)."""
+        async with self._lock:
+            return self._made[sha]
+
+    async def _snapshot(self) -> tuple[str, bytes]:
         async with self._lock:
             if self._current is None:
                 await self._git("add", "-A", ".")
                 await self._git("commit", "-q", "--allow-empty", "--no-verify", "-m", "base")
                 sha = (await self._git("rev-parse", "HEAD")).decode().strip()
                 bundle = await self._git("bundle", "create", "-q", "-", "HEAD")
-                self._current = (sha, bundle)
+                self._current, self._made[sha] = (sha, bundle), bundle
+                while len(self._made) > 4:
+                    del self._made[next(iter(self._made))]
             return self._current
 
-    async def integrate(self, change: Change) -> None:
+    async def integrate(self, change: Change, workspace: Path) -> None:
         """Apply ``change`` to the workspace, whole or not at all."""
         if change.empty:
             return
@@ -161,7 +172,8 @@ class NodeRepo:
                 path = self.dir.parent / f"{base}.bundle"
                 await asyncio.to_thread(_write, path, await bundle())
                 try:
-                    await self._git("fetch", "-q", str(path), f"+HEAD:refs/bases/{base}")
+                    await self._git("bundle", "unbundle", str(path))  # HEAD or a named ref
+                    await self._git("update-ref", f"refs/bases/{base}", base)
                 finally:
                     await asyncio.to_thread(path.unlink)
                 self._bases.add(base)

@@ -96,6 +96,8 @@ class AgentRecord:
     force: bool = False
     node: str | None = None
     """The cluster node the attempt runs on (None: this machine)."""
+    changes: list[str] = field(default_factory=list)
+    """What its checkout's work changed and where it landed (lines for its progress file)."""
 
     @classmethod
     def of(cls, spawn: Spawn) -> AgentRecord:

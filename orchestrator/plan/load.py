@@ -42,8 +42,10 @@ MAX_ERRORS = 200
 
 TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
-    "batches", "prices", "presets", "notify", "executor", "address",
+    "batches", "prices", "presets", "notify", "executor", "address", "isolation", "deliver",
 )  # fmt: skip
+ISOLATION = ("auto", "worktree", "none")
+DELIVER = ("branch", "apply")
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -180,6 +182,8 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
     build = build_of(errs, mapping_of(errs, top.get("build"), "build"), names)
     workspace = _workspace(top.text("workspace"), source, override)
     executor, address = _executor(errs, top)
+    isolation = _one_of(top, "isolation", ISOLATION) or "auto"
+    deliver = _one_of(top, "deliver", DELIVER)
     return Plan(
         name=name if name is not None else source.stem,
         tasks=tuple(d.task for d in drafts),
@@ -196,6 +200,8 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         presets=presets,
         executor=executor,
         address=address,
+        isolation=isolation,  # type: ignore[arg-type]
+        deliver=deliver,  # type: ignore[arg-type]
     )
 
 
@@ -217,6 +223,15 @@ def _executor(errs: Errors, top: Fields) -> tuple[Literal["local", "ray"], str]:
             top.node.items["address"], "bad-address", "address is empty", "write host:port or auto"
         )
     return ("ray" if executor == "ray" else "local"), (address or "auto").strip()
+
+
+def _one_of(top: Fields, key: str, choices: tuple[str, ...]) -> str | None:
+    value = top.text(key)
+    if value is not None and value not in choices:
+        message = f"{key} {show(value)} is not one of {', '.join(choices)}"
+        top.errs.add(top.node.items[key], "bad-value", message, f"write {key}: {choices[0]}")
+        return None
+    return value
 
 
 def _workspace(written: str | None, source: Path, override: Path | None) -> Path:

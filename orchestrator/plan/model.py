@@ -183,6 +183,12 @@ class Plan:
     """Where agents run: this machine, or the nodes of a Ray cluster (the ``ray`` extra)."""
     address: str = "auto"
     """The Ray cluster's address (``auto``: the one started on this machine)."""
+    isolation: Literal["auto", "worktree", "none"] = "auto"
+    """``auto``/``worktree``: each writing agent in a checkout of its own (a shadow repository
+    when the workspace is not a git repository); ``none``: everyone in the workspace."""
+    deliver: Literal["branch", "apply"] | None = None
+    """How the integrated work reaches the user (None: ``branch`` in a git repository,
+    ``apply`` for a folder that is not one)."""
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:

@@ -52,12 +52,19 @@ async def open_snapshots(ws: Path) -> Snapshots:
     return snaps
 
 
+async def base_of(snaps: Snapshots) -> tuple[str, bytes]:
+    """The workspace's base and its bundle (``isolation: none``: one snapshot per state)."""
+    base, prefix = await snaps.base(snaps.workspace)
+    assert prefix == ""
+    return base, await snaps.bundle(base)
+
+
 async def test_a_node_gets_the_workspace_and_its_change_comes_back(
     workspace: Path, tmp_path: Path
 ) -> None:
     snaps = await open_snapshots(workspace)
     try:
-        base, bundle = await snaps.base()
+        base, bundle = await base_of(snaps)
         node = await check_out(tmp_path / "node", base, bundle)
         assert (node / "src" / "app.py").read_text() == "print('hi')\n"
         assert (node / "keep.bin").read_bytes() == bytes(range(256))
@@ -67,12 +74,12 @@ async def test_a_node_gets_the_workspace_and_its_change_comes_back(
         (node / "keep.bin").unlink()
         change = await collect(node, base, "a")
         assert not change.empty
-        await snaps.integrate(change)
+        await snaps.integrate(change, snaps.workspace)
         assert (workspace / "src" / "app.py").read_text() == "print('bye')\n"
         assert (workspace / "new.txt").read_text() == "new\n"
         assert not (workspace / "keep.bin").exists()
         assert (workspace / "agent-responses" / "a.md").exists()
-        assert (await snaps.base())[0] != base  # the next attempt starts from the new state
+        assert (await base_of(snaps))[0] != base  # the next attempt starts from the new state
     finally:
         snaps.close()
 
@@ -80,12 +87,12 @@ async def test_a_node_gets_the_workspace_and_its_change_comes_back(
 async def test_an_unchanged_workspace_sends_nothing_back(workspace: Path, tmp_path: Path) -> None:
     snaps = await open_snapshots(workspace)
     try:
-        base, bundle = await snaps.base()
-        assert await snaps.base() == (base, bundle)  # one snapshot per state, reused
+        base, bundle = await base_of(snaps)
+        assert await base_of(snaps) == (base, bundle)  # one snapshot per state, reused
         node = await check_out(tmp_path / "node", base, bundle)
         change = await collect(node, base, "a")
         assert change.empty
-        await snaps.integrate(change)
+        await snaps.integrate(change, snaps.workspace)
         assert snaps.applied == 0
     finally:
         snaps.close()
@@ -96,16 +103,16 @@ async def test_a_change_that_no_longer_applies_leaves_the_workspace_as_it_was(
 ) -> None:
     snaps = await open_snapshots(workspace)
     try:
-        base, bundle = await snaps.base()
+        base, bundle = await base_of(snaps)
         changes = []
         for name in ("one", "two"):
             node = await check_out(tmp_path / name, base, bundle)
             (node / "src" / "app.py").write_text(f"print({name!r})\n")
             (node / f"{name}.txt").write_text(name)
             changes.append(await collect(node, base, name))
-        await snaps.integrate(changes[0])
+        await snaps.integrate(changes[0], workspace)
         with pytest.raises(WorkspaceError):
-            await snaps.integrate(changes[1])
+            await snaps.integrate(changes[1], workspace)
         assert (workspace / "src" / "app.py").read_text() == "print('one')\n"
         assert not (workspace / "two.txt").exists()  # whole or not at all
     finally:
@@ -126,7 +133,7 @@ async def test_a_node_fetches_each_base_once_and_an_agent_s_own_commit_comes_bac
 ) -> None:
     snaps = await open_snapshots(workspace)
     try:
-        base, bundle = await snaps.base()
+        base, bundle = await base_of(snaps)
         fetched: list[str] = []
 
         async def fetch() -> bytes:
@@ -143,7 +150,7 @@ async def test_a_node_fetches_each_base_once_and_an_agent_s_own_commit_comes_bac
             await git(*args, cwd=two, env=git_env(tmp_path))
         assert (await collect(one, base, "one")).empty
         change = await collect(two, base, "two")
-        await snaps.integrate(change)
+        await snaps.integrate(change, snaps.workspace)
         assert (workspace / "committed.txt").read_text() == "by the agent\n"
         await repo.prune()
     finally:
