@@ -189,13 +189,29 @@ def test_a_mixed_plan_runs_on_both_nodes_and_its_changes_come_back(
     assert agents["api"]["node"]
     assert agents["api"]["tokens_in"] > 0
     assert agents[ids.build_id(1)]["node"] is None  # the build checks the driver's workspace
-    assert "on node" in (tmp_path / "agent-responses" / "w0.md").read_text()
+    said = (tmp_path / "agent-responses" / "w0.md").read_text()
+    assert "on node" in said
+    assert "landed: " in said, "its change landed through isolation, like a local one's"
     assert f"w0 @{agents['w0']['node']}" in orch(tmp_path, "status").stdout
     assert "| wrote 0" in orch(tmp_path, "tail", "w0").stdout
     (run_id,) = run_ids(tmp_path)
     assert run_processes(run_id) == []
     assert ray_cluster.leftovers() == []
     assert key_leaks(ray_cluster) == []
+
+
+def test_with_isolation_none_remote_changes_are_applied_to_the_shared_workspace(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    tasks = [shell(f"w{i}", f"echo {i} > f{i}.txt") for i in range(2)]
+    tasks.append(shell("sum", "cat f*.txt | wc -l > count.txt", depends_on=["w0", "w1"]))
+    plan = write_plan(tmp_path, tasks, isolation="none")
+    args = ("run", str(plan), "--cluster", ray_cluster.address, "--no-live")
+    done = orch(tmp_path, *args, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "ws" / "count.txt").read_text().strip() == "2"
+    assert "landed: " not in (tmp_path / "agent-responses" / "w0.md").read_text()
+    assert not list((tmp_path / ".xdg-cache").glob("orchestrator/wt/*")), "no checkouts"
 
 
 def test_cancel_of_one_remote_agent_with_and_without_grace_and_of_all(
