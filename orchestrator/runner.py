@@ -63,6 +63,8 @@ class RunOptions:
     """Serve the web view on this port (0: any free one) while the run goes on."""
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
+    keep_open: bool = False
+    """`run --keep-open`: once its tasks are done the run waits for added ones until cancelled."""
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -242,6 +244,7 @@ async def _run_locked(
         base_depth=run_depth(os.environ),
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
+        keep_open=opts.keep_open,
     )
     live = opts.live and sys.stdout.isatty()
     pool = AgentPool(plan)

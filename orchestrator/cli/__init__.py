@@ -138,6 +138,10 @@ def run(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
     ] = 0,
+    keep_open: Annotated[
+        bool,
+        typer.Option("--keep-open", help="Wait for added tasks once done, until cancelled."),
+    ] = False,
 ) -> None:
     """Run a plan."""
     import asyncio
@@ -166,6 +170,7 @@ def run(
             live=not no_live,
             json=json_out,
             web=port if web else None,
+            keep_open=keep_open,
             workspace_override=workspace.resolve() if workspace is not None else None,
         )
         code = asyncio.run(run_plan(plan, opts))
@@ -174,6 +179,7 @@ def run(
     raise typer.Exit(code)
 
 
+import orchestrator.cli.grow  # noqa: E402, F401 - registers add
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 
 

@@ -206,7 +206,7 @@ class Repairs:
             attempt,
             previous=trec.attempts[-1] if trec.attempts else task_id,
             fixers=tuple(trec.fixers),
-            depth=self._base_depth,
+            depth=self._base_depth if trec.depth is None else trec.depth,
             notes=spawns.dependency_notes(trec.task, host.tasks, host.agents),
         )
 

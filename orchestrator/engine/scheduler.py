@@ -17,6 +17,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from orchestrator.agents.base import Agent
 from orchestrator.engine import attempt
@@ -28,13 +29,7 @@ from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
-from orchestrator.events import (
-    AgentEvent,
-    AgentState,
-    BuildChecked,
-    Finished,
-    Usage,
-)
+from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
 from orchestrator.plan.graph import graph_of
 from orchestrator.plan.model import Plan
 from orchestrator.process import group, orphans, procfs
@@ -136,7 +131,7 @@ class Run(RunQueries):
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
             if rec.state == "running":
-                self._signal_group(rec, sig)  # every group signalled now, not one per task step
+                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not one by one
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
@@ -187,17 +182,25 @@ class Run(RunQueries):
 
     def _queue(self, task_ids: list[str]) -> None:
         for tid in task_ids:
-            task = self.tasks[tid].task
+            trec = self.tasks[tid]
             attempt = self._prior.get(tid, 0) + 1
-            notes = dependency_notes(task, self.tasks, self.agents)
-            self._ready.append(first_spawn(task, attempt, self.settings.base_depth, notes))
+            notes = dependency_notes(trec.task, self.tasks, self.agents)
+            self._ready.append(first_spawn(trec, attempt, self.settings.base_depth, notes))
+
+    def grow(self, trec: TaskRecord) -> None:
+        """Take in a task added while the run goes on (`orchestrator.engine.growth` checked it)."""
+        tid, deps = trec.task.id, trec.task.depends_on
+        self.tasks[tid], self._unsettled = trec, self._unsettled + 1
+        self.plan = self.repairs.plan = replace(self.plan, tasks=(*self.plan.tasks, trec.task))
+        self.recorder.task_added(trec)
+        if self.frontier.add(tid, deps, lambda dep: self.tasks[dep].state == "succeeded"):
+            self._queue([tid])
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
-
-        At most ``BURST`` agents start per pass; the rest continue on the next turn of the
-        loop, so a burst of thousands never stalls `cancel`, `status` or output for long.
-        """
+        At most ``BURST`` agents start per pass, the rest on the next turn of the loop, so a
+        burst of thousands never stalls `cancel`, `status` or output for long."""
         gov = self.governor
         started = 0
         while self._ready:
@@ -290,7 +293,7 @@ class Run(RunQueries):
         if rec.state != "running" or rec.handle is None:
             return False
         if force:
-            self._signal_group(rec, signal.SIGKILL)
+            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL)
         if rec.stop is None:
             rec.stop = (state, reason)
             grace = 0.0 if force else self.plan.limits.grace
@@ -319,11 +322,6 @@ class Run(RunQueries):
         rec.pid = pid
         rec.pstart = procfs.process_start_time(pid)
         self.recorder.process(rec)
-
-    @staticmethod
-    def _signal_group(rec: AgentRecord, sig: int) -> None:
-        """Signal the agent's latest process group, if it is still the process we started."""
-        group.signal_recorded(rec.pid, rec.pstart, sig)
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -388,8 +386,8 @@ class Run(RunQueries):
                     self.settle_task(trec.task.id, "cancelled", f"not started: {fence}")
                 elif trec.state != "pending":  # nothing runs for it and nothing will
                     self.settle_task(trec.task.id, trec.state, trec.reason or "no way forward")
-        if self._unsettled:
-            return  # skips cascade from the settles above; pending tasks wait for them
+        if self._unsettled or (self.settings.keep_open and fence is None):
+            return  # skips cascade from the settles above; --keep-open waits for additions
         build = self.repairs.final_build(
             all_succeeded=self._succeeded == len(self.tasks), fenced=fence is not None
         )
