@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from orchestrator.agents.base import Agent
-from orchestrator.engine import attempt
+from orchestrator.engine import attempt, growth
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
 from orchestrator.engine.models import ModelTraffic, wants_model
@@ -270,6 +270,7 @@ class Run(RunQueries):
             budget=self.governor,
             model=model,
             pass_env=agent.pass_env,
+            add_task=functools.partial(growth.answer, self, adder=rec.id),
         )
         try:
             state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
