@@ -23,7 +23,7 @@ from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
 from orchestrator.control import channel, leftovers, quota
 from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import RunSettings
+from orchestrator.engine.state import RunSettings, TaskRecord
 from orchestrator.errors import (
     AgentProgramNotFound,
     EnvironmentProblem,
@@ -41,6 +41,7 @@ from orchestrator.records.journal import Journal, JournalState, load
 from orchestrator.records.responses import check_responses, run_files
 from orchestrator.records.resume import (
     ResumePlan,
+    added_tasks,
     fingerprint,
     plan_resume,
     reopen,
@@ -199,7 +200,13 @@ async def _open_journal(
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
-    resumed = plan_resume(old, plan) if opts.resume else None
+    resumed = None
+    if opts.resume:
+        plan, added, notes = added_tasks(old, plan)
+        resumed = plan_resume(old, plan)
+        ids = {a.task.id for a in added}
+        resumed = replace(resumed, added=tuple(t for t in resumed.added if t not in ids),
+                          grown=tuple(added), grown_notes=tuple(notes))  # fmt: skip
     if resumed is None:
         await asyncio.to_thread(_forget_previous, rundir, old)
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
@@ -227,6 +234,8 @@ async def _run_locked(
     orphans.set_not_dumpable()
     try:
         journal, run_id, resumed = await _open_journal(plan, opts, rundir)
+        if resumed is not None:  # with the tasks added while the run went on
+            plan = replace(plan, tasks=(*plan.tasks, *(a.task for a in resumed.grown)))
     except OSError as exc:
         raise _unusable(exc, rundir.journal) from None
     for note in resumed.notes() if resumed is not None else ():
@@ -256,6 +265,8 @@ async def _run_locked(
         on_event=None if live or opts.json else console.plain_printer(),
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
+        grown={a.task.id: TaskRecord(a.task, depth=a.depth, added=a.added, added_by=a.added_by)
+               for a in (resumed.grown if resumed else ())},  # fmt: skip
         upstream=parent.charge if parent is not None else None,
     )
     loop = asyncio.get_running_loop()

@@ -56,6 +56,7 @@ class Run(RunQueries):
         done_tasks: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
         upstream: Callable[[float], None] | None = None,
+        grown: Mapping[str, TaskRecord] | None = None,  # tasks added before a resume
     ) -> None:
         self.plan = plan
         self.settings = settings
@@ -65,7 +66,7 @@ class Run(RunQueries):
         self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
-        self.tasks: dict[str, TaskRecord] = {t.id: TaskRecord(t) for t in plan.tasks}
+        self.tasks = {t.id: (grown or {}).get(t.id) or TaskRecord(t) for t in plan.tasks}
         self._graph = graph_of(plan.tasks)
         self.frontier = Frontier(self._graph, mode=settings.mode)
         self._ready: deque[Spawn] = deque()

@@ -70,8 +70,9 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     )
     for agent in agents[:max_rows]:
         state = agent["state"]
+        added_by = agent.get("parent") if agent.get("role", "task") == "task" else None
         table.add_row(
-            plain(agent["id"]),
+            plain(agent["id"] + (f" (added by {added_by})" if added_by else "")),
             plain(state, STATE_STYLE.get(state, "")),
             plain(_elapsed(agent, now)),
             plain(f"{(agent.get('tokens_in') or 0) + (agent.get('tokens_out') or 0)}"),

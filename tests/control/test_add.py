@@ -62,6 +62,18 @@ def test_an_added_task_runs_one_deeper_than_its_adder_and_max_depth_stops_it(fle
     assert journal.agents["root-a-b"]["parent"] == "root-a"
     text = (fleet.cwd / "agent-responses" / "root-a-b.md").read_text()
     assert "[max_depth]" in text
+    # every view shows who added a task
+    status = fleet.cli("status")
+    assert "root-a-b (added by root-a)" in status.out, status.text
+    report = (fleet.responses / "REPORT.md").read_text()
+    assert "| [root-a-b](root-a-b.md) | task | succeeded | root-a |" in report
+    assert "root-a-b (by root-a)" in (fleet.responses / "timeline.svg").read_text()
+    from orchestrator.view import board, snapshot
+
+    rows = board.task_rows(snapshot.from_journal(fleet.journal(), alive=False))
+    by_id = {r["id"]: r for r in rows}
+    assert list(by_id)[0] == "root" and by_id["root-a-b"]["added_by"] == "root-a"
+    assert by_id["root-a-b"]["depends_on"] == [] and by_id["root"]["added_by"] is None
 
 
 def test_a_person_adds_tasks_to_a_kept_open_run_until_it_is_cancelled(fleet: Fleet) -> None:
@@ -87,3 +99,27 @@ def test_a_person_adds_tasks_to_a_kept_open_run_until_it_is_cancelled(fleet: Fle
     journal = load(fleet.cwd / "agent-responses" / ".run" / "journal.jsonl")
     assert journal.run["state"] == "finished"
     assert journal.tasks["second"]["added"] == 1 and journal.tasks["second"]["depends_on"] == ["first"]
+
+
+def prompted(tid: str, prompt: str) -> dict[str, Any]:
+    """A command task that runs its prompt (so a task it adds runs the prompt it is given)."""
+    return {"id": tid, "agent": "command", "shell": True, "command": ["sh -c {prompt}"],
+            "prompt": prompt}  # fmt: skip
+
+
+def test_resume_keeps_the_tasks_added_during_the_run_and_runs_the_failed_ones_again(
+    fleet: Fleet,
+) -> None:
+    fleet.plan(prompted("root", "python -m orchestrator add child --prompt 'test -f ok'"))
+    first = fleet.cli("run", "plan.yaml", "--no-live", timeout=60)
+    assert first.code == 1, first.text
+    assert fleet.journal().tasks["child"]["state"] == "failed"
+    (fleet.workspace / "ok").write_text("")
+    again = fleet.cli("run", "plan.yaml", "--no-live", "--resume", timeout=60)
+    assert again.code == 0, again.text
+    assert "1 task(s) added during the run kept: child" in again.err
+    journal = fleet.journal()
+    assert journal.tasks["child"]["state"] == "succeeded"
+    assert journal.agents["child.2"]["parent"] == "root"  # its adder, though root is not re-run
+    assert journal.agents["child.2"]["depth"] == 1
+    assert "root.2" not in journal.agents
