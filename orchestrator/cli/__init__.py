@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator.errors import OrchestratorError, PlanErrors, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.plan.model import Plan
 
 app = typer.Typer(
     add_completion=False,
@@ -50,10 +53,25 @@ def fail(error: OrchestratorError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+def summary_of(path: Path, plan: Plan) -> str:
+    """`validate`'s summary of a plan: its shape, the agents it may start, a cost estimate."""
+    from orchestrator.gateway.estimate import estimate
+    from orchestrator.plan.graph import critical_path, describe, graph_of
+
+    s = describe(plan)
+    kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
+    chain = " -> ".join(critical_path(graph_of(plan.tasks)))
+    return (
+        f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
+        f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
+        f"(max_agents={plan.limits.max_agents})\n  critical path: {chain}\n  "
+        + estimate(plan).line()
+    )
+
+
 @app.command()
 def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")]) -> None:
     """Check plans; print a summary of each, or every error found (exit 2)."""
-    from orchestrator.plan.graph import describe
     from orchestrator.plan.load import load_plan
 
     failed = False
@@ -68,13 +86,7 @@ def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to che
             failed = True
             sys.stderr.write(f"{path}: {exc}\n")
             continue
-        s = describe(plan)
-        kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
-        typer.echo(
-            f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
-            f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
-            f"(max_agents={plan.limits.max_agents})"
-        )
+        typer.echo(summary_of(path, plan))
     if failed:
         raise typer.Exit(2)
 

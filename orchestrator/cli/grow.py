@@ -1,10 +1,12 @@
-"""`orchestrator add`: a task added to a running plan, by an agent from inside its process or
-by a person from another terminal."""
+"""Plans that come from a goal and plans that grow: `orchestrator plan` (a model drafts the
+plan file) and `orchestrator add` (a task added to a running plan, by an agent from inside its
+process or by a person from another terminal)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli import _responses_dir, app, fail
-from orchestrator.errors import EnvironmentProblem, OrchestratorError, UsageError
+from orchestrator.errors import EnvironmentProblem, OrchestratorError, PlanErrors, UsageError
 
 
 @app.command()
@@ -76,3 +78,59 @@ def add(
         sys.stdout.write(f"refused: {refused.get('message')} [{refused.get('rule')}]{hint}\n")
     if not answer.get("ok"):
         raise typer.Exit(1)
+
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+
+
+@app.command("plan")
+def plan_(
+    goal: Annotated[str, typer.Argument(metavar="GOAL", help="What the agents are to achieve.")],
+    workspace: Annotated[Path, typer.Option(help="Where the agents will work.")] = Path("."),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The plan file (default plans/<goal>.yaml).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="The model that drafts it.")] = DEFAULT_MODEL,
+    force: Annotated[bool, typer.Option(help="Replace the output file if it exists.")] = False,
+) -> None:
+    """Draft a plan for GOAL with a model, validate it, and print its summary; nothing runs.
+
+    Exit codes: 0 written and valid; 2 the draft still did not validate after the model had
+    two chances to correct it (the errors are printed, the draft is left in the file) or a
+    usage error; 3 no API key; 1 the model did not answer.
+    """
+    import asyncio
+
+    from orchestrator.cli import summary_of
+    from orchestrator.drafting.draft import MAX_CORRECTIONS, draft_plan
+
+    if not goal.strip():
+        fail(UsageError("error: the goal is empty (hint: orchestrator plan \"add a login page\")"))
+    if not workspace.is_dir():
+        fail(UsageError(f"error: workspace {workspace} is not a directory"))
+    if output is None:
+        slug = "-".join(re.findall(r"[a-z0-9]+", goal.lower()))[:40].strip("-") or "plan"
+        output = Path("plans") / f"{slug}.yaml"
+        output.parent.mkdir(exist_ok=True)
+    if not output.parent.is_dir():
+        fail(UsageError(f"error: {output.parent} is not a directory (hint: mkdir -p {output.parent})"))
+    if (output.exists() or output.is_symlink()) and not force:
+        fail(UsageError(f"error: {output} exists (hint: --force replaces it, or -o NAME.yaml)"))
+    try:
+        drafted = asyncio.run(draft_plan(
+            goal, workspace=workspace.resolve(), output=output, env=dict(os.environ), model=model
+        ))  # fmt: skip
+    except PlanErrors as exc:
+        sys.stderr.write(str(exc) + "\n")
+        fail(UsageError(
+            f"error: the model's plan still does not validate after {MAX_CORRECTIONS} "
+            f"corrections; its last draft is in {output} (hint: fix it by hand and run "
+            f"orchestrator validate {output}, or ask again with a more precise goal)"
+        ))  # fmt: skip
+    except OrchestratorError as exc:
+        fail(exc)
+    tries = "first try" if not drafted.corrections else f"{drafted.corrections + 1} tries"
+    typer.echo(f"wrote {output} (drafted by {model} in {tries}: {drafted.tokens_in} in / "
+               f"{drafted.tokens_out} out tokens, ${drafted.cost_usd:.4f}); nothing runs yet")  # fmt: skip
+    typer.echo(summary_of(output, drafted.plan))
+    typer.echo(f"next: orchestrator run {output}")
