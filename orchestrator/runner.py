@@ -265,8 +265,10 @@ async def _run_locked(
         on_event=None if live or opts.json else console.plain_printer(),
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
-        grown={a.task.id: TaskRecord(a.task, depth=a.depth, added=a.added, added_by=a.added_by)
-               for a in (resumed.grown if resumed else ())},  # fmt: skip
+        grown={
+            a.task.id: TaskRecord(a.task, depth=a.depth, added=a.added, added_by=a.added_by)
+            for a in (resumed.grown if resumed else ())
+        },
         upstream=parent.charge if parent is not None else None,
     )
     loop = asyncio.get_running_loop()

@@ -191,7 +191,7 @@ def run(
     raise typer.Exit(code)
 
 
-import orchestrator.cli.grow  # noqa: E402, F401 - registers add
+import orchestrator.cli.grow  # noqa: E402 - registers plan and add
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 
 

@@ -88,7 +88,8 @@ def plan_(
     goal: Annotated[str, typer.Argument(metavar="GOAL", help="What the agents are to achieve.")],
     workspace: Annotated[Path, typer.Option(help="Where the agents will work.")] = Path("."),
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="The plan file (default plans/<goal>.yaml).")
+        Path | None,
+        typer.Option("--output", "-o", help="The plan file (default plans/<goal>.yaml)."),
     ] = None,
     model: Annotated[str, typer.Option(help="The model that drafts it.")] = DEFAULT_MODEL,
     force: Annotated[bool, typer.Option(help="Replace the output file if it exists.")] = False,
@@ -105,7 +106,7 @@ def plan_(
     from orchestrator.drafting.draft import MAX_CORRECTIONS, draft_plan
 
     if not goal.strip():
-        fail(UsageError("error: the goal is empty (hint: orchestrator plan \"add a login page\")"))
+        fail(UsageError('error: the goal is empty (hint: orchestrator plan "add a login page")'))
     if not workspace.is_dir():
         fail(UsageError(f"error: workspace {workspace} is not a directory"))
     if output is None:
@@ -113,7 +114,11 @@ def plan_(
         output = Path("plans") / f"{slug}.yaml"
         output.parent.mkdir(exist_ok=True)
     if not output.parent.is_dir():
-        fail(UsageError(f"error: {output.parent} is not a directory (hint: mkdir -p {output.parent})"))
+        fail(
+            UsageError(
+                f"error: {output.parent} is not a directory (hint: mkdir -p {output.parent})"
+            )
+        )
     if (output.exists() or output.is_symlink()) and not force:
         fail(UsageError(f"error: {output} exists (hint: --force replaces it, or -o NAME.yaml)"))
     try:
@@ -130,7 +135,10 @@ def plan_(
     except OrchestratorError as exc:
         fail(exc)
     tries = "first try" if not drafted.corrections else f"{drafted.corrections + 1} tries"
-    typer.echo(f"wrote {output} (drafted by {model} in {tries}: {drafted.tokens_in} in / "
-               f"{drafted.tokens_out} out tokens, ${drafted.cost_usd:.4f}); nothing runs yet")  # fmt: skip
+    used = f"{drafted.tokens_in} in / {drafted.tokens_out} out tokens"
+    typer.echo(
+        f"wrote {output} (drafted by {model} in {tries}: {used}, ${drafted.cost_usd:.4f}); "
+        "nothing runs yet"
+    )
     typer.echo(summary_of(output, drafted.plan))
     typer.echo(f"next: orchestrator run {output}")

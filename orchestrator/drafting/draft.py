@@ -83,7 +83,7 @@ async def draft_plan(
     """Draft, write and validate a plan for ``goal``; `PlanErrors` when the model's last try
     still does not load (the draft stays in ``output``)."""
     look = await asyncio.to_thread(survey, workspace)
-    rel = os.path.relpath(workspace, output.parent.resolve())
+    rel = await asyncio.to_thread(os.path.relpath, workspace, output.parent.resolve())
     system = INSTRUCTIONS.format(workspace=rel, model=model)
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": f"Goal: {goal}\n\nThe workspace:\n\n{look.text()}"}
@@ -173,11 +173,11 @@ async def open_model(
             sdk = importlib.import_module("anthropic")
 
             async def ask(messages: list[dict[str, Any]]) -> str:
+                params: dict[str, Any] = {"model": model, "max_tokens": MAX_TOKENS,
+                                          "system": system, "messages": messages}  # fmt: skip
                 try:
                     async with asyncio.timeout(agent.settings.request_deadline):
-                        reply = await client.messages.create(
-                            model=model, max_tokens=MAX_TOKENS, system=system, messages=messages
-                        )
+                        reply = await client.messages.create(**params)
                 except (sdk.APIError, TimeoutError) as exc:
                     why = stopped[0] if stopped else str(exc)
                     raise RunError(f"error: the model did not answer: {why}") from None

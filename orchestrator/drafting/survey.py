@@ -87,9 +87,10 @@ def build_command(workspace: Path) -> str | None:
             doc = tomllib.loads(pyproject.read_text("utf-8", "replace")[:200_000])
         except tomllib.TOMLDecodeError:
             doc = {}
-        tool = doc.get("tool") if isinstance(doc.get("tool"), dict) else {}
-        return "python -m pytest -q" if "pytest" in tool or (workspace / "tests").is_dir() \
-            else "python -m compileall -q ."  # fmt: skip
+        tool = doc.get("tool")
+        if (isinstance(tool, dict) and "pytest" in tool) or (workspace / "tests").is_dir():
+            return "python -m pytest -q"
+        return "python -m compileall -q ."
     package = workspace / "package.json"
     if package.is_file():
         try:

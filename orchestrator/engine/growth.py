@@ -35,7 +35,7 @@ class NotAnAgent:
     """A process of this run's tree that belongs to no running agent (it left its agent)."""
 
 
-def adder_of(run: Run, pid: int | None, *, own_pid: int) -> str | None | NotAnAgent:
+def adder_of(run: Run, pid: int | None, *, own_pid: int) -> str | NotAnAgent | None:
     """The running agent whose process tree ``pid`` is in; None for a process outside this
     orchestrator's tree (a person's terminal); `NotAnAgent` for a stray descendant."""
     if pid is None:

@@ -84,9 +84,7 @@ def task_of_request(
     return _needs(task)
 
 
-def template_for(
-    kind: object, own: Task | None, tasks: Mapping[str, Task], defaults: Task
-) -> Task:
+def template_for(kind: object, own: Task | None, tasks: Mapping[str, Task], defaults: Task) -> Task:
     """Where an addition's unnamed settings come from (see the module's decision)."""
     if own is not None and (kind is None or kind == own.agent):
         return own
@@ -97,9 +95,7 @@ def template_for(
     return next((t for t in tasks.values() if t.agent == kind), replace(defaults, agent=str(kind)))
 
 
-def _dependencies(
-    tid: str, deps: object, tasks: Mapping[str, Task]
-) -> tuple[str, ...] | Refusal:
+def _dependencies(tid: str, deps: object, tasks: Mapping[str, Task]) -> tuple[str, ...] | Refusal:
     if not isinstance(deps, Sequence) or isinstance(deps, str):
         return Refusal("wrong-type", "depends_on is a list of task ids")
     if len(deps) > MAX_DEPENDENCIES:
@@ -123,11 +119,17 @@ def _dependencies(
 def _needs(task: Task) -> Task | Refusal:
     """What the kind needs, as the loader's `require` asks of a written task."""
     if task.agent == "command" and not task.command:
-        return Refusal("missing-command", "a command task needs a command, and the template "
-                       "gives none", "add it from a command agent, or pick kind claude")
+        return Refusal(
+            "missing-command",
+            "a command task needs a command, and the template gives none",
+            "add it from a command agent, or pick kind claude",
+        )
     if task.agent == "scripted" and not task.script:
-        return Refusal("missing-script", "a scripted task needs a script, and the template "
-                       "gives none", "add it from a scripted agent, or pick another kind")
+        return Refusal(
+            "missing-script",
+            "a scripted task needs a script, and the template gives none",
+            "add it from a scripted agent, or pick another kind",
+        )
     if task.agent not in ("command", "scripted") and not task.prompt.strip():
         return Refusal("missing-prompt", f"a {task.agent} task needs a prompt")
     return task

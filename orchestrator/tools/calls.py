@@ -104,8 +104,11 @@ TOOL_SPECS: list[dict[str, Any]] = [
             "id": {"type": "string", "description": "A new task id (letters, digits, . _ -)."},
             "prompt": {"type": "string", "description": "What the new task's agent is to do."},
             "kind": {"type": "string", "description": "Agent kind (default: yours)."},
-            "depends_on": {"type": "array", "items": {"type": "string"},
-                           "description": "Ids of existing tasks it waits for."},
+            "depends_on": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Ids of existing tasks it waits for.",
+            },
         },
         ["id", "prompt"],
     ),

@@ -57,7 +57,9 @@ def test_an_added_task_runs_one_deeper_than_its_adder_and_max_depth_stops_it(fle
     assert done.code == 0, done.text
     journal = fleet.journal()
     depths = {a: rec.get("depth") for a, rec in journal.agents.items()}
-    assert depths["root"] == 0 and depths["root-a"] == 1 and depths["root-a-b"] == 2
+    assert depths["root"] == 0
+    assert depths["root-a"] == 1
+    assert depths["root-a-b"] == 2
     assert len(depths) == 7  # 1 + 2 + 4: depth 3 is past max_depth
     assert journal.agents["root-a-b"]["parent"] == "root-a"
     text = (fleet.cwd / "agent-responses" / "root-a-b.md").read_text()
@@ -72,8 +74,10 @@ def test_an_added_task_runs_one_deeper_than_its_adder_and_max_depth_stops_it(fle
 
     rows = board.task_rows(snapshot.from_journal(fleet.journal(), alive=False))
     by_id = {r["id"]: r for r in rows}
-    assert list(by_id)[0] == "root" and by_id["root-a-b"]["added_by"] == "root-a"
-    assert by_id["root-a-b"]["depends_on"] == [] and by_id["root"]["added_by"] is None
+    assert next(iter(by_id)) == "root"
+    assert by_id["root-a-b"]["added_by"] == "root-a"
+    assert by_id["root-a-b"]["depends_on"] == []
+    assert by_id["root"]["added_by"] is None
 
 
 def test_a_person_adds_tasks_to_a_kept_open_run_until_it_is_cancelled(fleet: Fleet) -> None:
@@ -87,18 +91,22 @@ def test_a_person_adds_tasks_to_a_kept_open_run_until_it_is_cancelled(fleet: Fle
     poll(lambda: fleet.journal().tasks.get("second", {}).get("state") == "succeeded",
          what="the added task")  # fmt: skip
     bad = fleet.cli("add", "third", "--after", "nothing")
-    assert bad.code == 1 and "[unknown-dependency]" in bad.out, bad.text
+    assert bad.code == 1, bad.text
+    assert "[unknown-dependency]" in bad.out
     cycle = fleet.cli("add", "third", "--after", "third")
-    assert cycle.code == 1 and "[cycle]" in cycle.out, cycle.text
+    assert cycle.code == 1, cycle.text
+    assert "[cycle]" in cycle.out
     taken = fleet.cli("add", "second")
-    assert taken.code == 1 and "[duplicate-id]" in taken.out, taken.text
+    assert taken.code == 1, taken.text
+    assert "[duplicate-id]" in taken.out
     assert run.poll() is None, "a kept-open run waits for more"
     fleet.cli("cancel", "--all")
     ended = fleet.finish(run)
     assert ended.code == 0, ended.text  # every task succeeded; cancel only closed it
     journal = load(fleet.cwd / "agent-responses" / ".run" / "journal.jsonl")
     assert journal.run["state"] == "finished"
-    assert journal.tasks["second"]["added"] == 1 and journal.tasks["second"]["depends_on"] == ["first"]
+    assert journal.tasks["second"]["added"] == 1
+    assert journal.tasks["second"]["depends_on"] == ["first"]
 
 
 def prompted(tid: str, prompt: str) -> dict[str, Any]:

@@ -63,12 +63,15 @@ def test_a_valid_draft_is_written_with_its_summary_and_nothing_runs(fleet: Fleet
     assert "drafted by claude-sonnet-4-6 in first try: 1000 in / 200 out tokens" in out
     assert "plans/greet.yaml: ok - 2 tasks in 2 waves" in out
     assert "critical path: code -> tests" in out
-    assert "cost estimate: ~$" in out and "budget_usd=3 caps it" in out
+    assert "cost estimate: ~$" in out
+    assert "budget_usd=3 caps it" in out
     assert not (fleet.cwd / "agent-responses").exists(), "nothing ran"
     (request,) = api.requests
     assert request.api_key == CANARY  # added by the gateway, which metered the 1000/200 above
     asked = json.dumps(request.body)
-    assert "Greet people" in asked and "README.md" in asked and "A tiny greeting library" in asked
+    assert "Greet people" in asked
+    assert "README.md" in asked
+    assert "A tiny greeting library" in asked
     assert "python -m pytest -q" in asked  # the build command it inferred
     assert "workspace: ../ws" in json.dumps(request.body["system"])
 
@@ -79,7 +82,8 @@ def test_the_errors_of_an_invalid_draft_go_back_to_the_model(fleet: Fleet) -> No
     assert code == 0, out + err
     assert "in 2 tries" in out
     second = json.dumps(api.requests[1].body["messages"])
-    assert "tasks depend on each other in a cycle" in second and "[cycle]" in second
+    assert "tasks depend on each other in a cycle" in second
+    assert "[cycle]" in second
     assert len(api.requests) == 2
 
 
@@ -88,7 +92,8 @@ def test_after_two_corrections_the_errors_go_to_the_user_with_exit_2(fleet: Flee
         code, out, err = draft(fleet, api.url)
     assert code == 2, out + err
     assert len(api.requests) == 3, "at most two corrections"
-    assert "plans/greet.yaml:" in err and "[cycle]" in err
+    assert "plans/greet.yaml:" in err
+    assert "[cycle]" in err
     assert "still does not validate after 2 corrections" in err
     assert "Traceback" not in err
     assert "depends_on: [tests]" in (fleet.cwd / "plans" / "greet.yaml").read_text()
@@ -98,7 +103,8 @@ def test_an_existing_plan_file_is_not_replaced_without_force(fleet: Fleet) -> No
     (fleet.cwd / "plans" / "greet.yaml").write_text("mine\n")
     with serve_in_thread([text(VALID)]) as api:
         code, _, err = draft(fleet, api.url)
-        assert code == 2 and "exists" in err
+        assert code == 2
+        assert "exists" in err
         assert not api.requests
         code, out, err = draft(fleet, api.url, "--force")
     assert code == 0, out + err
@@ -106,7 +112,8 @@ def test_an_existing_plan_file_is_not_replaced_without_force(fleet: Fleet) -> No
 
 def test_without_a_key_nothing_is_asked_and_it_exits_3(fleet: Fleet) -> None:
     done = fleet.cli("plan", "Greet people", "--workspace", "ws", "-o", "plans/greet.yaml")
-    assert done.code == 3 and "ANTHROPIC_API_KEY is not set" in done.err
+    assert done.code == 3
+    assert "ANTHROPIC_API_KEY is not set" in done.err
 
 
 def test_the_survey_is_bounded_and_skips_what_nobody_writes(tmp_path: Path) -> None:
@@ -116,7 +123,8 @@ def test_the_survey_is_bounded_and_skips_what_nobody_writes(tmp_path: Path) -> N
     (tmp_path / "node_modules").mkdir()
     (tmp_path / "node_modules" / "x.js").write_text("")
     look = survey(tmp_path)
-    assert len(look.tree) == 200 and look.more == 100
+    assert len(look.tree) == 200
+    assert look.more == 100
     assert not any(p.startswith((".git", "node_modules")) for p in look.tree)
 
 

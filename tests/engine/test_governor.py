@@ -123,6 +123,7 @@ def test_additions_are_refused_past_the_spawn_rate_until_the_bucket_refills() ->
     gov = Governor(Limits(max_concurrency=1, spawn_rate=2.0, max_agents=100), clock=clock)
     assert [gov.addition_denial(depth=0, unstarted=0) for _ in range(2)] == [None, None]
     denial = gov.addition_denial(depth=0, unstarted=0)
-    assert denial is not None and denial.limit == "spawn_rate"
+    assert denial is not None
+    assert denial.limit == "spawn_rate"
     clock.now += 0.5
     assert gov.addition_denial(depth=0, unstarted=0) is None

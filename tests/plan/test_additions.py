@@ -34,7 +34,9 @@ DEFAULTS = Task("build", agent="claude")
         ({"id": "n", "prompt": "x" * 40_000, "kind": "claude"}, "bad-prompt"),
     ],
 )
-def test_an_addition_is_checked_like_a_written_task(request_: dict[str, Any], rule: str | None) -> None:
+def test_an_addition_is_checked_like_a_written_task(
+    request_: dict[str, Any], rule: str | None
+) -> None:
     template = template_for(request_.get("kind"), None, TASKS, DEFAULTS)
     got = task_of_request(request_, tasks=TASKS, template=template)
     assert (got.rule if isinstance(got, Refusal) else None) == rule, got
@@ -44,7 +46,12 @@ def test_an_added_task_takes_what_it_does_not_name_from_its_adder_s_task() -> No
     got = task_of_request({"id": "n", "prompt": "go"}, tasks=TASKS,
                           template=template_for(None, TASKS["b"], TASKS, DEFAULTS))  # fmt: skip
     assert isinstance(got, Task)
-    assert (got.agent, got.command, got.prompt, got.depends_on) == ("command", ("echo", "{prompt}"), "go", ())
+    assert (got.agent, got.command, got.prompt, got.depends_on) == (
+        "command",
+        ("echo", "{prompt}"),
+        "go",
+        (),
+    )
 
 
 def test_a_person_s_addition_of_a_kind_the_plan_has_takes_that_task_s_settings() -> None:

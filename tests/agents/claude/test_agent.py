@@ -863,8 +863,9 @@ async def test_a_claude_agent_adds_a_task_with_its_tool_and_reads_the_refusal_pa
     assert (follow.parent, follow.depth) == ("lead", 1)
     assert "more" not in run.tasks
     added, refused = (
-        tool_results(r.body)[0] for r in api.requests if len(r.body["messages"]) in (3, 5)
-        and "Lead the work." in json.dumps(r.body["system"])
+        tool_results(r.body)[0]
+        for r in api.requests
+        if len(r.body["messages"]) in (3, 5) and "Lead the work." in json.dumps(r.body["system"])
     )
     assert json.loads(added["content"]) == {"ok": True, "added": "follow", "depth": 1,
                                             "parent": "lead"}  # fmt: skip
@@ -872,6 +873,7 @@ async def test_a_claude_agent_adds_a_task_with_its_tool_and_reads_the_refusal_pa
     assert json.loads(refused["content"])["refused"]["rule"] == "max_agents"
     md = progress(responses, "lead")
     assert "added task: follow (follow.md)" in md
-    assert "add refused: " in md and "[max_agents]" in md
+    assert "add refused: " in md
+    assert "[max_agents]" in md
     assert "- parent: lead.md" in progress(responses, "follow")
     assert len(api.requests) == 4  # lead: 3 turns; follow: 1
