@@ -147,7 +147,8 @@ def _gate(
         ]  # fmt: skip
         return latest(fixers) or latest(before)
     deps = [str(lst[-1]["id"]) for d in graph.get(task, ()) if (lst := by_task.get(d))]
-    return latest(deps)
+    adder = a.get("parent")  # a task added at run time: it was ready no earlier than its adder
+    return latest(deps) or (str(adder) if isinstance(adder, str) and adder in end_of else None)
 
 
 def _critical_path(bars: Sequence[Bar]) -> list[str]:
