@@ -86,6 +86,10 @@ def add(run: Run, request: Mapping[str, object], *, adder: str | None) -> TaskRe
         if trec.final and trec.state != "succeeded":
             return Refusal("dependency-ended", f"dependency {dep!r} ended {trec.state}; the "
                            "task could never start")  # fmt: skip
+    if run.closing:
+        return Refusal("closing", "the run's tasks are done and its final check has started; "
+                       "nothing is added now", "run it with --keep-open to add tasks after "
+                       "its own are done")  # fmt: skip
     depth = rec.depth + 1 if rec is not None else run.settings.base_depth
     unstarted = sum(1 for t in run.tasks.values() if t.state == "pending" and not t.attempts)
     denial = run.governor.addition_denial(depth=depth, unstarted=unstarted)

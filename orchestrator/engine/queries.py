@@ -28,11 +28,18 @@ class RunQueries:
     recorder: Recorder
     repairs: Repairs
     _interrupted: int | None
+    _finished: asyncio.Event
 
     @property
     def interrupted(self) -> int | None:
         """The signal that stopped the run, if one did."""
         return self._interrupted
+
+    @property
+    def closing(self) -> bool:
+        """The run's own work is over: its final build check started, or it has ended; a
+        task added now could run after its last check (`orchestrator.engine.growth`)."""
+        return self._finished.is_set() or self.repairs.final_started
 
     def exit_code(self) -> int:
         """0 when every task succeeded and the build (if any) passed; see docs/commands.md."""

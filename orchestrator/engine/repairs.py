@@ -231,6 +231,11 @@ class Repairs:
                 start(self._next_build())
                 return
 
+    @property
+    def final_started(self) -> bool:
+        """The build check at the end of the run has been started (it runs once)."""
+        return self._final_started
+
     def final_build(self, *, all_succeeded: bool, fenced: bool) -> Spawn | None:
         """The build check at the end of the run, once: its spawn, or None when there is none
         to run (no build, already run, the run is stopping, or a task did not succeed)."""

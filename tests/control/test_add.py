@@ -131,3 +131,14 @@ def test_resume_keeps_the_tasks_added_during_the_run_and_runs_the_failed_ones_ag
     assert journal.agents["child.2"]["parent"] == "root"  # its adder, though root is not re-run
     assert journal.agents["child.2"]["depth"] == 1
     assert "root.2" not in journal.agents
+
+
+def test_nothing_is_added_once_the_final_build_check_has_started(fleet: Fleet) -> None:
+    late = "python -m orchestrator add late --prompt x; true"
+    fleet.plan(task("only"), build={"command": late, "max_fix_cycles": 0})
+    done = fleet.cli("run", "plan.yaml", "--no-live", timeout=60)
+    assert done.code == 0, done.text
+    assert "late" not in fleet.journal().tasks
+    said = (fleet.responses / "build-1.md").read_text()
+    assert "[closing]" in said
+    assert "add refused: " in said
