@@ -102,11 +102,14 @@ class RunQueries:
             raise UnknownAgentError(agent_id)
 
     def _subtree(self, agent_id: str) -> list[str]:
-        """The agent and every agent it spawned, parents first."""
+        """The agent and every agent it spawned, parents first; then the tasks they added
+        that have not started yet (their ids, so they are settled instead of started)."""
         out, todo = [agent_id], [agent_id]
         while todo:
             rec = self.agents.get(todo.pop())
             for child in rec.children if rec else ():
                 out.append(child)
                 todo.append(child)
-        return out
+        mine = set(out)
+        waiting = [t.task.id for t in self.tasks.values() if t.added_by in mine and not t.attempts]
+        return out + waiting
