@@ -86,6 +86,9 @@ def add(run: Run, request: Mapping[str, object], *, adder: str | None) -> TaskRe
         if trec.final and trec.state != "succeeded":
             return Refusal("dependency-ended", f"dependency {dep!r} ended {trec.state}; the "
                            "task could never start")  # fmt: skip
+    if not run.dispatching and not run.closing:
+        return Refusal("starting", "the run is starting; nothing is added before its first "
+                       "agents start", "ask again in a moment")  # fmt: skip
     if run.closing:
         return Refusal("closing", "the run's tasks are done and its final check has started; "
                        "nothing is added now", "run it with --keep-open to add tasks after "

@@ -29,6 +29,7 @@ class RunQueries:
     repairs: Repairs
     _interrupted: int | None
     _finished: asyncio.Event
+    _tg: asyncio.TaskGroup | None
 
     @property
     def interrupted(self) -> int | None:
@@ -40,6 +41,11 @@ class RunQueries:
         """The run's own work is over: its final build check started, or it has ended; a
         task added now could run after its last check (`orchestrator.engine.growth`)."""
         return self._finished.is_set() or self.repairs.final_started
+
+    @property
+    def dispatching(self) -> bool:
+        """The run has started dispatching (its agents' task group is open)."""
+        return self._tg is not None
 
     def exit_code(self) -> int:
         """0 when every task succeeded and the build (if any) passed; see docs/commands.md."""

@@ -80,3 +80,15 @@ async def test_a_person_s_task_runs_at_the_run_s_depth_and_is_released_at_once(
         await until(lambda: "p" in run.agents)
     assert run.agents["p"].parent is None
     assert run.tasks["p"].state == "succeeded"
+
+
+async def test_nothing_is_added_before_the_run_dispatches_or_after_it_ended(
+    make_run: MakeRun,
+) -> None:
+    run = make_run(scripted("a"))
+    early = growth.answer(run, {"id": "b", "prompt": "x"}, adder=None)
+    assert early["refused"]["rule"] == "starting"
+    await run.execute()
+    late = growth.answer(run, {"id": "b", "prompt": "x"}, adder=None)
+    assert late["refused"]["rule"] == "closing"
+    assert set(run.tasks) == {"a"}
