@@ -113,6 +113,8 @@ def plan_(
         slug = "-".join(re.findall(r"[a-z0-9]+", goal.lower()))[:40].strip("-") or "plan"
         output = Path("plans") / f"{slug}.yaml"
         output.parent.mkdir(exist_ok=True)
+    if output.suffix not in (".yaml", ".yml"):
+        fail(UsageError(f"error: {output}: the model writes YAML (hint: -o NAME.yaml)"))
     if not output.parent.is_dir():
         fail(
             UsageError(

@@ -4,10 +4,13 @@ The model is asked through the same path a run's ``claude`` agents use: a model 
 started for the command (`orchestrator.engine.models.ModelTraffic`, which holds the API key)
 and the ``claude`` kind's client with a token of its own, so the key never leaves the
 gateway. It gets the goal and a short look at the workspace (`orchestrator.drafting.survey`)
-and answers with YAML. The draft is written to the output file and loaded by the plan loader
-(`orchestrator.plan.load.load_plan`), exactly as `validate` would; while it does not load,
-the errors go back to the model, at most `MAX_CORRECTIONS` times, then to the user (exit 2,
-the last draft left in the file so its ``file:line`` errors point at something). Nothing runs.
+and answers with YAML. Each draft is written beside the output file (``.NAME.draft.yaml``, so a relative ``workspace:``
+means the same) and loaded by the plan loader (`orchestrator.plan.load.load_plan`), exactly
+as `validate` would, its errors named after the output file; while it does not load, the
+errors go back to the model, at most `MAX_CORRECTIONS` times, then to the user (exit 2). The
+output file is written only then, with the valid plan or the last draft (so the ``file:line``
+of the errors point at something); a model that does not answer leaves it as it was.
+Nothing runs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import importlib
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,33 +92,59 @@ async def draft_plan(
         {"role": "user", "content": f"Goal: {goal}\n\nThe workspace:\n\n{look.text()}"}
     ]
     meter = _Meter()
-    async with open_model(env, model=model, system=system, meter=meter, gateway=gateway) as ask:
-        for attempt in range(MAX_CORRECTIONS + 1):
-            reply = await ask(messages)
-            await asyncio.to_thread(output.write_text, yaml_of(reply), "utf-8")
-            try:
-                plan = await asyncio.to_thread(_load, output, workspace)
-            except PlanErrors as exc:
-                if attempt == MAX_CORRECTIONS:
-                    raise
-                messages += [
-                    {"role": "assistant", "content": reply},
-                    {"role": "user", "content": "The plan does not validate:\n" + str(exc)
-                     + "\nAnswer with the whole corrected plan."},
-                ]  # fmt: skip
-                continue
-            return Drafted(plan, attempt, meter.cost, meter.tokens_in, meter.tokens_out)
+    scratch = output.with_name(f".{output.stem}.draft{output.suffix}")
+    try:
+        async with open_model(env, model=model, system=system, meter=meter, gateway=gateway) as ask:
+            return await _rounds(ask, messages, scratch, output, workspace, meter)
+    finally:
+        await asyncio.to_thread(scratch.unlink, missing_ok=True)
+
+
+async def _rounds(
+    ask: Ask,
+    messages: list[dict[str, Any]],
+    scratch: Path,
+    output: Path,
+    workspace: Path,
+    meter: _Meter,
+) -> Drafted:
+    """Ask, judge, and send the errors back, up to `MAX_CORRECTIONS` times."""
+    for attempt in range(MAX_CORRECTIONS + 1):
+        reply = await ask(messages)
+        await asyncio.to_thread(scratch.write_text, yaml_of(reply), "utf-8")
+        try:
+            plan = await asyncio.to_thread(_load, scratch, output, workspace)
+        except PlanErrors as exc:
+            if attempt == MAX_CORRECTIONS:
+                await asyncio.to_thread(os.replace, scratch, output)
+                raise
+            messages += [
+                {"role": "assistant", "content": reply},
+                {"role": "user", "content": "The plan does not validate:\n" + str(exc)
+                 + "\nAnswer with the whole corrected plan."},
+            ]  # fmt: skip
+            continue
+        await asyncio.to_thread(os.replace, scratch, output)
+        return Drafted(plan, attempt, meter.cost, meter.tokens_in, meter.tokens_out)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _load(output: Path, workspace: Path) -> Plan:
-    plan = load_plan(output)
+def _load(scratch: Path, output: Path, workspace: Path) -> Plan:
+    """The draft in ``scratch`` as a plan, its errors named after ``output``."""
+    try:
+        plan = load_plan(scratch)
+    except PlanErrors as exc:
+        raise PlanErrors([
+            PlanError(Location(str(output), e.where.line, e.where.col), e.rule, e.message, e.hint)
+            for e in exc.errors
+        ]) from None  # fmt: skip
     if plan.workspace != workspace.resolve():
         rel = os.path.relpath(workspace, output.parent.resolve())
         raise PlanErrors([PlanError(Location(str(output), 1, 1), "workspace",
                           f"the plan's workspace is {plan.workspace}, not {workspace.resolve()}",
                           f"write workspace: {rel}")])  # fmt: skip
-    return plan
+    name = output.stem if plan.name == scratch.stem else plan.name
+    return replace(plan, name=name, source=Path(os.path.abspath(output)))
 
 
 def yaml_of(reply: str) -> str:

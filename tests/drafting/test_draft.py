@@ -145,3 +145,14 @@ def test_the_build_command_is_inferred_from_the_project_s_files(
     for name, content in files.items():
         (tmp_path / name).write_text(content)
     assert build_command(tmp_path) == command
+
+
+def test_a_model_that_does_not_answer_leaves_no_file_and_exits_1(fleet: Fleet) -> None:
+    from fakeapi import authentication_error
+
+    with serve_in_thread([authentication_error()]) as api:
+        code, out, err = draft(fleet, api.url)
+    assert code == 1, out + err
+    assert "the model did not answer" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (fleet.cwd / "plans").iterdir()) == []
