@@ -5,12 +5,12 @@ started for the command (`orchestrator.engine.models.ModelTraffic`, which holds 
 and the ``claude`` kind's client with a token of its own, so the key never leaves the
 gateway. It gets the goal and a short look at the workspace (`orchestrator.drafting.survey`)
 and answers with YAML. Each draft is written beside the output file (``.NAME.draft.yaml``,
-so a relative ``workspace:`` means the same) and loaded by the plan loader (`orchestrator.plan.load.load_plan`), exactly
-as `validate` would, its errors named after the output file; while it does not load, the
-errors go back to the model, at most `MAX_CORRECTIONS` times, then to the user (exit 2). The
-output file is written only then, with the valid plan or the last draft (so the ``file:line``
-of the errors point at something); a model that does not answer leaves it as it was.
-Nothing runs.
+so a relative ``workspace:`` means the same) and loaded by the plan loader
+(`orchestrator.plan.load.load_plan`), exactly as `validate` would, its errors named after the
+output file; while it does not load, the errors go back to the model, at most
+`MAX_CORRECTIONS` times, then to the user (exit 2). The output file is written only then,
+with the valid plan or the last draft (so the ``file:line`` of the errors point at
+something); a model that does not answer leaves it as it was. Nothing runs.
 """
 
 from __future__ import annotations
