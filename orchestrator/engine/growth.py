@@ -17,11 +17,11 @@ a process that is not a descendant is a person, and its task runs at the run's b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.state import TaskRecord
-from orchestrator.plan.additions import Refusal, task_of_request, template_for
+from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
 from orchestrator.process.procfs import stat_fields
 
 if TYPE_CHECKING:
@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 
 MAX_ANCESTRY = 64
 """Parents walked from a connecting process before it counts as no agent's."""
+
+
+class Additions:
+    """What the run's additions are checked against, kept by the scheduler as it grows."""
+
+    def __init__(self, tasks: Iterable[TaskRecord], fixer_kind: str | None) -> None:
+        records = list(tasks)
+        self.known = Known.of(t.task for t in records)
+        self.added = max((t.added for t in records), default=0)
+        """Tasks added so far (a resumed run goes on counting)."""
+        self.fixer_kind = fixer_kind or "scripted"
+
+    def took(self, trec: TaskRecord) -> None:
+        self.known.add(trec.task)
+        self.added = max(self.added, trec.added)
 
 
 class NotAnAgent:
@@ -72,12 +87,12 @@ def add(run: Run, request: Mapping[str, object], *, adder: str | None) -> TaskRe
     if adder is not None and (rec is None or rec.state != "running"):
         return Refusal("not-running", f"agent {adder!r} is not running in this run")
     own = run.tasks[rec.task_id].task if rec is not None and rec.task_id in run.tasks else None
-    tasks = {tid: trec.task for tid, trec in run.tasks.items()}
-    template = template_for(request.get("kind"), own, tasks, run.plan.fixer.base)
-    task = task_of_request(request, tasks=tasks, template=template)
+    known = run.additions.known
+    template = template_for(request.get("kind"), own, known, run.plan.fixer.base)
+    task = task_of_request(request, known=known, template=template)
     if isinstance(task, Refusal):
         return task
-    kinds = {t.agent for t in tasks.values()} | {run.plan.fixer.agent or "scripted"}
+    kinds = {*known.firsts, run.additions.fixer_kind}
     if task.agent not in kinds:
         return Refusal("kind-not-in-run", f"this run has no {task.agent} agents", "add a task "
                        f"of a kind the run has: {', '.join(sorted(kinds))}")  # fmt: skip
@@ -94,12 +109,11 @@ def add(run: Run, request: Mapping[str, object], *, adder: str | None) -> TaskRe
                        "nothing is added now", "run it with --keep-open to add tasks after "
                        "its own are done")  # fmt: skip
     depth = rec.depth + 1 if rec is not None else run.settings.base_depth
-    unstarted = sum(1 for t in run.tasks.values() if t.state == "pending" and not t.attempts)
-    denial = run.governor.addition_denial(depth=depth, unstarted=unstarted)
+    denial = run.governor.addition_denial(depth=depth, unstarted=run.unstarted)
     if denial is not None:
         return Refusal(denial.limit, denial.reason, _LIMIT_HINTS.get(denial.limit, ""))
-    added = 1 + sum(1 for t in run.tasks.values() if t.added)
-    new = TaskRecord(task, depth=depth, added=added, added_by=adder)
+    new = TaskRecord(task, depth=depth, added=run.additions.added + 1, added_by=adder)
+    run.additions.took(new)
     run.grow(new)
     return new
 

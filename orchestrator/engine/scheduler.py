@@ -67,8 +67,7 @@ class Run(RunQueries):
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
         self.tasks = {t.id: (grown or {}).get(t.id) or TaskRecord(t) for t in plan.tasks}
-        self._graph = graph_of(plan.tasks)
-        self.frontier = Frontier(self._graph, mode=settings.mode)
+        self.frontier = Frontier(graph_of(plan.tasks), mode=settings.mode)
         self._ready: deque[Spawn] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -78,8 +77,7 @@ class Run(RunQueries):
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
-        self._env = dict(os.environ if settings.env is None else settings.env)
-        """Children's environments are drawn from this snapshot (a dict: cheap to read)."""
+        self._env = dict(os.environ if settings.env is None else settings.env)  # for children
         secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
@@ -93,6 +91,8 @@ class Run(RunQueries):
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
         self._unsettled -= len(done)
         self._succeeded = len(done)
+        self.unstarted = self._unsettled  # tasks with no attempt in this run yet, not settled
+        self.additions = growth.Additions(self.tasks.values(), plan.fixer.agent)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -126,8 +126,7 @@ class Run(RunQueries):
         return [target for target in targets if self._stop(target, "cancelled", why, force=force)]
 
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
-        """Raise the fence (nothing new starts, no model request is sent), then stop every
-        running agent."""
+        """Raise the fence (nothing starts, no model request is sent), stop every agent."""
         self._raise_fence(reason)
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
@@ -155,8 +154,7 @@ class Run(RunQueries):
         self.recorder.fence(reason, **extra)
 
     def cancel_after_turn(self, agent_id: str) -> list[str]:
-        """Let the agent's model request in flight finish, then stop it at its next request
-        (agents that talk to no model stop at once)."""
+        """Stop it at its next model request (agents that use no model: at once)."""
         self._check_known(agent_id)
         rec = self.agents.get(agent_id)
         if rec is not None and rec.state == "running" and self.models.after_turn(agent_id):
@@ -164,8 +162,7 @@ class Run(RunQueries):
         return self.cancel(agent_id)
 
     def charge(self, usd: float) -> None:
-        """A nested run one of our agents started spent ``usd``: it counts against our budget
-        (and, through ``upstream``, our parent's)."""
+        """A nested run spent ``usd``: it counts against our budget (and our parent's)."""
         self.governor.charge(usd)
         if self.governor.budget_spent:
             self._budget_gone()
@@ -191,7 +188,8 @@ class Run(RunQueries):
     def grow(self, trec: TaskRecord) -> None:
         """Take in a task added while the run goes on (`orchestrator.engine.growth` checked it)."""
         tid, deps = trec.task.id, trec.task.depends_on
-        self.tasks[tid], self._unsettled = trec, self._unsettled + 1
+        self.tasks[tid] = trec
+        self._unsettled, self.unstarted = self._unsettled + 1, self.unstarted + 1
         self.plan = self.repairs.plan = replace(self.plan, tasks=(*self.plan.tasks, trec.task))
         self.recorder.task_added(trec)
         if self.frontier.add(tid, deps, lambda dep: self.tasks[dep].state == "succeeded"):
@@ -246,6 +244,7 @@ class Run(RunQueries):
             self.agents[spawn.parent].children.append(rec.id)
         if spawn.role == "task":
             trec = self.tasks[task.id]
+            self.unstarted -= not trec.attempts
             trec.attempts.append(rec.id)
             trec.state = "running"
         rec.state = "running"
@@ -357,6 +356,7 @@ class Run(RunQueries):
         if trec.final:
             return
         self._unsettled -= 1
+        self.unstarted -= not trec.attempts
         self._succeeded += state == "succeeded"
         trec.state = state
         trec.reason = reason

@@ -18,8 +18,8 @@ and a person the ``defaults:`` kind (or, when no task has that, the first task's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from orchestrator.ids import RESERVED_HINTS, TASK_ID, TASK_ID_HINT, reserved
 from orchestrator.plan.model import AGENT_KINDS, PRESETS, Task
@@ -46,13 +46,36 @@ class Refusal:
         return f"{self.message} [{self.rule}]{hint}"
 
 
+@dataclass
+class Known:
+    """The run's tasks as additions are checked against them: ids case-folded and the first
+    task of each kind, kept up to date as the run grows (so each check is O(1) in its size)."""
+
+    folded: dict[str, str] = field(default_factory=dict)
+    firsts: dict[str, Task] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tasks: Iterable[Task]) -> Known:
+        known = cls()
+        for task in tasks:
+            known.add(task)
+        return known
+
+    def add(self, task: Task) -> None:
+        self.folded.setdefault(task.id.lower(), task.id)
+        self.firsts.setdefault(task.agent, task)
+
+    def has(self, task_id: str) -> bool:
+        return self.folded.get(task_id.lower()) == task_id
+
+
 def task_of_request(
     request: Mapping[str, object],
     *,
-    tasks: Mapping[str, Task],
+    known: Known,
     template: Task,
 ) -> Task | Refusal:
-    """The task ``request`` asks for, checked against the run's ``tasks``; or why not.
+    """The task ``request`` asks for, checked against the run's ``known`` tasks; or why not.
 
     ``template`` gives what the request does not name (see the module's decision)."""
     extra = sorted(set(request) - FIELDS)
@@ -66,17 +89,16 @@ def task_of_request(
     why = reserved(tid)
     if why is not None:
         return Refusal("reserved-id", f"task id {tid!r} is reserved", RESERVED_HINTS[why])
-    folded = {t.lower(): t for t in tasks}
-    if tid.lower() in folded:
-        return Refusal("duplicate-id", f"the run already has a task {folded[tid.lower()]!r}",
+    if tid.lower() in known.folded:
+        return Refusal("duplicate-id", f"the run already has a task {known.folded[tid.lower()]!r}",
                        "pick another id (your agent id plus a suffix is unique)")  # fmt: skip
     if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT:
         return Refusal("bad-prompt", f"the prompt is not text of at most {MAX_PROMPT} chars")
     kind = template.agent if kind is None else kind
     if not isinstance(kind, str) or (kind not in AGENT_KINDS and kind not in PRESETS):
-        known = ", ".join(sorted(AGENT_KINDS | PRESETS))
-        return Refusal("unknown-agent", f"agent kind {str(kind)[:40]!r} is unknown", known)
-    checked = _dependencies(tid, deps, tasks)
+        kinds = ", ".join(sorted(AGENT_KINDS | PRESETS))
+        return Refusal("unknown-agent", f"agent kind {str(kind)[:40]!r} is unknown", kinds)
+    checked = _dependencies(tid, deps, known)
     if isinstance(checked, Refusal):
         return checked
     task = replace(template, id=tid, agent=kind, prompt=prompt, depends_on=checked, line=0,
@@ -84,18 +106,17 @@ def task_of_request(
     return _needs(task)
 
 
-def template_for(kind: object, own: Task | None, tasks: Mapping[str, Task], defaults: Task) -> Task:
+def template_for(kind: object, own: Task | None, known: Known, defaults: Task) -> Task:
     """Where an addition's unnamed settings come from (see the module's decision)."""
     if own is not None and (kind is None or kind == own.agent):
         return own
     if kind is None:
-        kinds = {t.agent for t in tasks.values()}
-        first = next(iter(tasks.values()), None)
-        kind = defaults.agent if defaults.agent in kinds or first is None else first.agent
-    return next((t for t in tasks.values() if t.agent == kind), replace(defaults, agent=str(kind)))
+        first = next(iter(known.firsts.values()), None)
+        kind = defaults.agent if defaults.agent in known.firsts or first is None else first.agent
+    return known.firsts.get(str(kind)) or replace(defaults, agent=str(kind))
 
 
-def _dependencies(tid: str, deps: object, tasks: Mapping[str, Task]) -> tuple[str, ...] | Refusal:
+def _dependencies(tid: str, deps: object, known: Known) -> tuple[str, ...] | Refusal:
     if not isinstance(deps, Sequence) or isinstance(deps, str):
         return Refusal("wrong-type", "depends_on is a list of task ids")
     if len(deps) > MAX_DEPENDENCIES:
@@ -107,7 +128,7 @@ def _dependencies(tid: str, deps: object, tasks: Mapping[str, Task]) -> tuple[st
         if dep == tid:
             return Refusal("cycle", f"task {tid!r} cannot depend on itself",
                            "a task added now can depend only on tasks the run has")  # fmt: skip
-        if dep not in tasks:
+        if not known.has(dep):
             return Refusal("unknown-dependency", f"{tid!r} depends on {dep[:80]!r}, which is "
                            "not a task of this run", "add that task first")  # fmt: skip
         if dep not in out:

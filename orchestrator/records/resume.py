@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.plan.additions import Refusal, task_of_request, template_for
+from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
 from orchestrator.records.progress import end_file
@@ -105,6 +105,7 @@ def added_tasks(old: JournalState, plan: Plan) -> tuple[Plan, list[Added], list[
         and isinstance(rec.get("request"), dict)
     )  # fmt: skip
     tasks = {t.id: t for t in plan.tasks}
+    known = Known.of(plan.tasks)
     out: list[Added] = []
     notes: list[str] = []
     for n, tid, rec in journaled:
@@ -112,12 +113,13 @@ def added_tasks(old: JournalState, plan: Plan) -> tuple[Plan, list[Added], list[
         own_id = old.agents.get(adder, {}).get("task") if adder else None
         own = tasks.get(own_id) if isinstance(own_id, str) else None
         request = rec["request"]
-        template = template_for(request.get("kind"), own, tasks, plan.fixer.base)
-        task = task_of_request(request, tasks=tasks, template=template)
+        template = template_for(request.get("kind"), own, known, plan.fixer.base)
+        task = task_of_request(request, known=known, template=template)
         if isinstance(task, Refusal):
             notes.append(f"resume: added task {tid} is left out: {task.line()}")
             continue
         tasks[task.id] = task
+        known.add(task)
         depth = rec.get("depth")
         out.append(Added(task, n, depth if isinstance(depth, int) else None, adder))
     grown = replace(plan, tasks=(*plan.tasks, *(a.task for a in out)))

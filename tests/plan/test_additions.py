@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.plan.additions import Refusal, task_of_request, template_for
+from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
 from orchestrator.plan.model import Say, Task
 
 TASKS = {
@@ -14,6 +14,7 @@ TASKS = {
     "b": Task("b", agent="command", command=("echo", "{prompt}"), depends_on=("a",)),
 }
 DEFAULTS = Task("build", agent="claude")
+KNOWN = Known.of(TASKS.values())
 
 
 @pytest.mark.parametrize(
@@ -37,14 +38,14 @@ DEFAULTS = Task("build", agent="claude")
 def test_an_addition_is_checked_like_a_written_task(
     request_: dict[str, Any], rule: str | None
 ) -> None:
-    template = template_for(request_.get("kind"), None, TASKS, DEFAULTS)
-    got = task_of_request(request_, tasks=TASKS, template=template)
+    template = template_for(request_.get("kind"), None, KNOWN, DEFAULTS)
+    got = task_of_request(request_, known=KNOWN, template=template)
     assert (got.rule if isinstance(got, Refusal) else None) == rule, got
 
 
 def test_an_added_task_takes_what_it_does_not_name_from_its_adder_s_task() -> None:
-    got = task_of_request({"id": "n", "prompt": "go"}, tasks=TASKS,
-                          template=template_for(None, TASKS["b"], TASKS, DEFAULTS))  # fmt: skip
+    got = task_of_request({"id": "n", "prompt": "go"}, known=KNOWN,
+                          template=template_for(None, TASKS["b"], KNOWN, DEFAULTS))  # fmt: skip
     assert isinstance(got, Task)
     assert (got.agent, got.command, got.prompt, got.depends_on) == (
         "command",
@@ -55,5 +56,5 @@ def test_an_added_task_takes_what_it_does_not_name_from_its_adder_s_task() -> No
 
 
 def test_a_person_s_addition_of_a_kind_the_plan_has_takes_that_task_s_settings() -> None:
-    assert template_for("scripted", None, TASKS, DEFAULTS) is TASKS["a"]
-    assert template_for(None, None, TASKS, DEFAULTS) is TASKS["a"]  # no claude task: the first's
+    assert template_for("scripted", None, KNOWN, DEFAULTS) is TASKS["a"]
+    assert template_for(None, None, KNOWN, DEFAULTS) is TASKS["a"]  # no claude task: the first's
