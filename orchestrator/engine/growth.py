@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.state import TaskRecord
 from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
-from orchestrator.process.procfs import stat_fields
+from orchestrator.process.procfs import process_start_time, stat_fields
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
@@ -55,10 +55,11 @@ def adder_of(run: Run, pid: int | None, *, own_pid: int) -> str | NotAnAgent | N
     orchestrator's tree (a person's terminal); `NotAnAgent` for a stray descendant."""
     if pid is None:
         return None
-    leaders = {rec.pid: rec.id for rec in run.agents.values() if rec.state == "running" and rec.pid}
+    leaders = {rec.pid: rec for rec in run.agents.values() if rec.state == "running" and rec.pid}
     for _ in range(MAX_ANCESTRY):
-        if pid in leaders:
-            return leaders[pid]
+        leader = leaders.get(pid)
+        if leader is not None and process_start_time(pid) == leader.pstart:
+            return leader.id  # the process it started, not another that got its pid since
         if pid == own_pid:
             return NotAnAgent()
         fields = stat_fields(pid)
