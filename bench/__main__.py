@@ -31,14 +31,16 @@ from bench import (
     gateway,
     makespan,
     overhead,
+    peers,
     spawn,
     startup,
     table,
+    views,
     web,
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = tuple(f"B{i}" for i in range(1, 13))
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -52,6 +54,8 @@ TITLES = {
     "B10": "durability cost",
     "B11": "model gateway",
     "B12": "web view under load",
+    "B17": "peers side by side",
+    "B18": "views at fleet scale",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -65,6 +69,8 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B5",), api.measure),
     (("B11",), gateway.measure),
     (("B12",), web.measure),
+    (("B17",), peers.measure),
+    (("B18",), views.measure),
 )
 
 

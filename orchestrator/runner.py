@@ -256,13 +256,14 @@ async def _run_locked(
         keep_open=opts.keep_open,
     )
     live = opts.live and sys.stdout.isatty()
+    printer = None if live or opts.json else console.PlainPrinter()
     pool = AgentPool(plan)
     run = Run(
         plan,
         settings,
         agents=agents or pool,
         journal=journal,
-        on_event=None if live or opts.json else console.plain_printer(),
+        on_event=printer,
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
         grown={
@@ -313,6 +314,8 @@ async def _run_locked(
                         for helper in helpers:
                             helper.cancel()
                 finally:
+                    if printer is not None:
+                        printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started

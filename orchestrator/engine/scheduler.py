@@ -17,7 +17,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 
 from orchestrator.agents.base import Agent
 from orchestrator.engine import attempt, growth
@@ -27,6 +26,7 @@ from orchestrator.engine.models import ModelTraffic, wants_model
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
+from orchestrator.engine.requests import RunRequests
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
@@ -39,10 +39,10 @@ from orchestrator.records.journal import Journal
 
 AgentFactory = Callable[[str], Agent]
 BURST = 64
-"""Agents started in one pass of the dispatcher before it yields to the event loop."""
+"""Agents started in one turn of the event loop before the dispatcher yields."""
 
 
-class Run(RunQueries):
+class Run(RunQueries, RunRequests):
     """One execution of a plan. Create, then ``await execute()``; monitors work meanwhile."""
 
     def __init__(
@@ -71,13 +71,14 @@ class Run(RunQueries):
         self._ready: deque[Spawn] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._burst = 0  # agents started in this turn of the loop (`_dispatch`)
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
         self.repairs = Repairs(plan, self.governor, settings)
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
-        self._env = dict(os.environ if settings.env is None else settings.env)  # for children
+        self._env = dict(os.environ if settings.env is None else settings.env)  # cheap to read
         secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
@@ -89,8 +90,7 @@ class Run(RunQueries):
         done = [self.tasks[tid] for tid in done_tasks if tid in self.tasks]
         for trec in done:
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
-        self._unsettled -= len(done)
-        self._succeeded = len(done)
+        self._unsettled, self._succeeded = self._unsettled - len(done), len(done)
         self.unstarted = self._unsettled  # tasks with no attempt in this run yet, not settled
         self.additions = growth.Additions(self.tasks.values(), plan.fixer.agent)
 
@@ -126,12 +126,12 @@ class Run(RunQueries):
         return [target for target in targets if self._stop(target, "cancelled", why, force=force)]
 
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
-        """Raise the fence (nothing starts, no model request is sent), stop every agent."""
+        """Raise the fence (nothing starts, no model request is sent), stop every running agent."""
         self._raise_fence(reason)
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
             if rec.state == "running":
-                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not one by one
+                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not per step
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
@@ -153,30 +153,13 @@ class Run(RunQueries):
         self.models.fence(reason)
         self.recorder.fence(reason, **extra)
 
-    def cancel_after_turn(self, agent_id: str) -> list[str]:
-        """Stop it at its next model request (agents that use no model: at once)."""
-        self._check_known(agent_id)
-        rec = self.agents.get(agent_id)
-        if rec is not None and rec.state == "running" and self.models.after_turn(agent_id):
-            return [agent_id]
-        return self.cancel(agent_id)
-
-    def charge(self, usd: float) -> None:
-        """A nested run spent ``usd``: it counts against our budget (and our parent's)."""
-        self.governor.charge(usd)
-        if self.governor.budget_spent:
-            self._budget_gone()
-
-    def interrupt(self, signum: int) -> None:
-        """A signal arrived: first time stop gracefully, second time kill at once."""
-        force = self._interrupted is not None
-        self._interrupted = signum
-        self.cancel_all(reason=f"interrupted by {signal.Signals(signum).name}", force=force)
-
     # --- dispatch ---------------------------------------------------------------------------
 
     def _pending(self, task_id: str) -> bool:
         return self.tasks[task_id].state == "pending"
+
+    def _succeeded_task(self, task_id: str) -> bool:
+        return self.tasks[task_id].state == "succeeded"
 
     def _queue(self, task_ids: list[str]) -> None:
         for tid in task_ids:
@@ -187,21 +170,19 @@ class Run(RunQueries):
 
     def grow(self, trec: TaskRecord) -> None:
         """Take in a task added while the run goes on (`orchestrator.engine.growth` checked it)."""
-        tid, deps = trec.task.id, trec.task.depends_on
-        self.tasks[tid] = trec
+        self.tasks[tid := trec.task.id] = trec
         self._unsettled, self.unstarted = self._unsettled + 1, self.unstarted + 1
-        self.plan = self.repairs.plan = replace(self.plan, tasks=(*self.plan.tasks, trec.task))
+        self.plan = self.repairs.plan = self.plan.adding(trec.task)
         self.recorder.task_added(trec)
-        if self.frontier.add(tid, deps, lambda dep: self.tasks[dep].state == "succeeded"):
+        if self.frontier.add(tid, trec.task.depends_on, self._succeeded_task):
             self._queue([tid])
             self._dispatch()
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
-        At most ``BURST`` agents start per pass, the rest on the next turn of the loop, so a
-        burst of thousands never stalls `cancel`, `status` or output for long."""
+        At most ``BURST`` start per turn of the loop (however many agents end in it), the rest
+        on the next turns: a burst of thousands never stalls `cancel`, `status` or output."""
         gov = self.governor
-        started = 0
         while self._ready:
             spawn = self._ready[0]
             denial = gov.denial(depth=spawn.depth)
@@ -212,8 +193,8 @@ class Run(RunQueries):
             delay = gov.delay()
             if delay == math.inf:
                 return
-            if delay == 0 and started >= BURST:
-                delay = 0.0001  # yield to the loop, then go on
+            if delay == 0 and self._burst >= BURST:
+                delay = 0.0001  # this turn of the loop had its share: yield, then go on
             if delay > 0:
                 if self._timer is None:
                     loop = asyncio.get_running_loop()
@@ -221,7 +202,9 @@ class Run(RunQueries):
                 return
             self._ready.popleft()
             self._start(spawn)
-            started += 1
+            self._burst += 1
+            if self._burst == 1:  # a new turn of the loop: the count starts again on the next
+                asyncio.get_running_loop().call_soon(setattr, self, "_burst", 0)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -253,6 +236,12 @@ class Run(RunQueries):
         self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
         rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
+        rec.handle.add_done_callback(functools.partial(self._never_ran, rec))
+
+    def _never_ran(self, rec: AgentRecord, _: object) -> None:
+        """Its task was cancelled before its first step (its code never ran): it ends here."""
+        if rec.state == "running":
+            self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
         agent = self._agent_for(spawn.task.agent)
@@ -272,8 +261,10 @@ class Run(RunQueries):
             pass_env=agent.pass_env,
             add_task=functools.partial(growth.answer, self, adder=rec.id),
         )
-        try:
-            state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
+        try:  # it starts once its start is on disk (``written``): recorded before acted on
+            state, reason = await attempt.run_attempt(
+                rec, ctx, agent, stop=self._stop, written=self.recorder.written
+            )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
             await self.models.release(rec.id)  # its token is refused; its usage is in
@@ -294,7 +285,7 @@ class Run(RunQueries):
         if rec.state != "running" or rec.handle is None:
             return False
         if force:
-            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL)
+            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL)  # if still ours
         if rec.stop is None:
             rec.stop = (state, reason)
             grace = 0.0 if force else self.plan.limits.grace
@@ -338,7 +329,7 @@ class Run(RunQueries):
         if rec.done is not None:
             rec.done.set()
         if self._on_event is not None:
-            self._on_event(rec, f"status: {state}")
+            self.recorder.when_written(functools.partial(self._on_event, rec, f"status: {state}"))
         self.repairs.apply(rec, actions, self)
         self._dispatch()
         self._check_finished()
