@@ -52,7 +52,7 @@ limits: {{max_concurrency: 4, max_agents: 20, max_depth: 2, budget_usd: 10}}
 build: {{command: <the command that checks the work>, max_fix_cycles: 2}}
 fixer: {{agent: claude}}
 tasks:
-  - id: models                  # 1-64 letters, digits, '.', '_', '-'; unique; not fix-*, build-*
+  - id: models                  # 1-64 letters, digits, '.', '_', '-'; unique
     prompt: <what this agent must do, self-contained: files, interfaces, how to check>
   - id: api
     depends_on: [models]        # ids of tasks that must succeed first; no cycles

@@ -52,7 +52,7 @@ class Run(RunQueries, RunRequests):
         *,
         agents: AgentFactory,
         journal: Journal | None = None,
-        on_event: Callable[[AgentRecord, str], None] | None = None,
+        on_event: Callable[[AgentRecord, str, AgentEvent | None], None] | None = None,
         done_tasks: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
         upstream: Callable[[float], None] | None = None,
@@ -291,7 +291,7 @@ class Run(RunQueries, RunRequests):
             grace = 0.0 if force else self.plan.limits.grace
             line = self.recorder.stopping(rec, reason, grace)
             if self._on_event is not None:
-                self._on_event(rec, line)
+                self._on_event(rec, line, None)
             rec.handle.cancel()
             return True
         if force and not rec.force:
@@ -308,7 +308,7 @@ class Run(RunQueries, RunRequests):
             case BuildChecked():
                 self.repairs.record_build(rec.id, event)
         if self._on_event is not None:
-            self._on_event(rec, line)
+            self._on_event(rec, line, event)
 
     def _on_process(self, rec: AgentRecord, pid: int) -> None:
         rec.pid = pid
@@ -328,8 +328,8 @@ class Run(RunQueries, RunRequests):
         self.governor.released()
         if rec.done is not None:
             rec.done.set()
-        if self._on_event is not None:
-            self.recorder.when_written(functools.partial(self._on_event, rec, f"status: {state}"))
+        if (tell := self._on_event) is not None:
+            self.recorder.when_written(functools.partial(tell, rec, f"status: {state}", None))
         self.repairs.apply(rec, actions, self)
         self._dispatch()
         self._check_finished()

@@ -22,7 +22,14 @@ from orchestrator.plan.fields import Errors, Fields, closest, mapping_of
 from orchestrator.plan.graph import find_cycle
 from orchestrator.plan.model import Plan
 from orchestrator.plan.nodes import Map, Node, Scalar, kind, show
-from orchestrator.plan.sections import build_of, fixer_of, limits_of, presets_of, prices_of
+from orchestrator.plan.sections import (
+    build_of,
+    fixer_of,
+    limits_of,
+    notify_of,
+    presets_of,
+    prices_of,
+)
 from orchestrator.plan.taskfields import defaults_of
 from orchestrator.plan.tasks import Draft, tasks_of
 from orchestrator.plan.toml_reader import read_toml
@@ -33,8 +40,8 @@ MAX_ERRORS = 200
 """Errors listed in full; a generated plan with one systematic mistake would print thousands."""
 
 TOP_KEYS: tuple[str, ...] = (
-    "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
-    "presets",
+    "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
+    "batches", "prices", "presets", "notify",
 )  # fmt: skip
 
 
@@ -175,6 +182,8 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         name=name if name is not None else source.stem,
         tasks=tuple(d.task for d in drafts),
         workspace=workspace,
+        create_workspace=bool(top.flag("create_workspace")),
+        notify=notify_of(errs, mapping_of(errs, top.get("notify"), "notify")),
         source=Path(os.path.abspath(source)),
         limits=limits,
         build=build,

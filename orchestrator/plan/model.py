@@ -104,11 +104,25 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Build:
-    commands: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    """One command line for ``sh -c`` (``shell``), or a program and its arguments."""
+    shell: bool = True
     timeout: float = 10 * 60.0
     max_fix_cycles: int = 2
     after: tuple[str, ...] = ()
     """Task ids or batch names after which the build also runs (it always runs at the end)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """What tells a person who walked away that the run ended."""
+
+    command: tuple[str, ...] = ()
+    """Run once the run ended, with its outcome in ``ORCHESTRATOR_*`` variables."""
+    shell: bool = False
+    bell: bool = False
+    """Ring the terminal's bell at the end when the run's output is a terminal."""
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +166,9 @@ class Plan:
     name: str
     tasks: tuple[Task, ...]
     workspace: Path = Path(".")
+    create_workspace: bool = False
+    """Create ``workspace`` when it does not exist (else that is an error: a typo, likely)."""
+    notify: Notify = field(default_factory=Notify)
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
     build: Build = field(default_factory=Build)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from clirun import Fleet, poll, task
 
+from orchestrator import ids
 from orchestrator.records.journal import load
 
 # Each agent adds two tasks of its own kind (so they run this same command), forever.
@@ -29,7 +30,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 
 def runaway(tid: str, **kw: Any) -> dict[str, Any]:
-    return {"id": tid, "agent": "command", "shell": True, "command": [RUNAWAY], **kw}
+    return {"id": tid, "agent": "command", "command": RUNAWAY, **kw}
 
 
 def test_a_runaway_adder_is_stopped_at_max_agents_and_the_run_ends_normally(fleet: Fleet) -> None:
@@ -111,8 +112,7 @@ def test_a_person_adds_tasks_to_a_kept_open_run_until_it_is_cancelled(fleet: Fle
 
 def prompted(tid: str, prompt: str) -> dict[str, Any]:
     """A command task that runs its prompt (so a task it adds runs the prompt it is given)."""
-    return {"id": tid, "agent": "command", "shell": True, "command": ["sh -c {prompt}"],
-            "prompt": prompt}  # fmt: skip
+    return {"id": tid, "agent": "command", "command": "sh -c {prompt}", "prompt": prompt}
 
 
 def test_resume_keeps_the_tasks_added_during_the_run_and_runs_the_failed_ones_again(
@@ -128,9 +128,10 @@ def test_resume_keeps_the_tasks_added_during_the_run_and_runs_the_failed_ones_ag
     assert "1 task(s) added during the run kept: child" in again.err
     journal = fleet.journal()
     assert journal.tasks["child"]["state"] == "succeeded"
-    assert journal.agents["child.2"]["parent"] == "root"  # its adder, though root is not re-run
-    assert journal.agents["child.2"]["depth"] == 1
-    assert "root.2" not in journal.agents
+    again_id = ids.agent_id_of("child", 2)
+    assert journal.agents[again_id]["parent"] == "root"  # its adder, though root is not re-run
+    assert journal.agents[again_id]["depth"] == 1
+    assert ids.agent_id_of("root", 2) not in journal.agents
 
 
 def test_nothing_is_added_once_the_final_build_check_has_started(fleet: Fleet) -> None:
@@ -139,6 +140,6 @@ def test_nothing_is_added_once_the_final_build_check_has_started(fleet: Fleet) -
     done = fleet.cli("run", "plan.yaml", "--no-live", timeout=60)
     assert done.code == 0, done.text
     assert "late" not in fleet.journal().tasks
-    said = (fleet.responses / "build-1.md").read_text()
+    said = (fleet.responses / f"{ids.build_id(1)}.md").read_text()
     assert "[closing]" in said
     assert "add refused: " in said

@@ -23,8 +23,8 @@ KNOWN = Known.of(TASKS.values())
         ({"id": "n", "prompt": "p", "kind": "claude"}, None),
         ({"id": "n", "prompt": "p", "kind": "command", "depends_on": ["a", "b"]}, None),
         ({"id": "bad id", "prompt": "p"}, "bad-id"),
-        ({"id": "n.2", "prompt": "p"}, "reserved-id"),
-        ({"id": "fix-x", "prompt": "p"}, "reserved-id"),
+        ({"id": "REPORT", "prompt": "p"}, "reserved-id"),
+        ({"id": "n+2", "prompt": "p"}, "bad-id"),  # '+' joins derived agents' ids
         ({"id": "A", "prompt": "p"}, "duplicate-id"),
         ({"id": "n", "prompt": "p", "depends_on": ["nope"]}, "unknown-dependency"),
         ({"id": "n", "prompt": "p", "depends_on": ["n"]}, "cycle"),
