@@ -29,6 +29,7 @@ from bench import (
     durability,
     flood,
     gateway,
+    isolation,
     makespan,
     overhead,
     peers,
@@ -40,7 +41,7 @@ from bench import (
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B17", "B18")
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B14", "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -54,6 +55,7 @@ TITLES = {
     "B10": "durability cost",
     "B11": "model gateway",
     "B12": "web view under load",
+    "B14": "per-task isolation",
     "B17": "peers side by side",
     "B18": "views at fleet scale",
 }
@@ -69,6 +71,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B5",), api.measure),
     (("B11",), gateway.measure),
     (("B12",), web.measure),
+    (("B14",), isolation.measure),
     (("B17",), peers.measure),
     (("B18",), views.measure),
 )

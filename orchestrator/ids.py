@@ -41,6 +41,15 @@ def agent_id_of(task_id: str, attempt: int) -> str:
     return task_id if attempt <= 1 else f"{task_id}{SEP}{attempt}"
 
 
+def task_of_attempt(agent_id: str) -> str | None:
+    """The task whose attempt ``agent_id`` is (``<task>`` or ``<task>+<n>``); None for fixers
+    and builds."""
+    head, sep, tail = agent_id.partition(SEP)
+    if not sep:
+        return agent_id
+    return head if head and tail.isdigit() else None
+
+
 def fixer_id(subject: str | None, n: int) -> str:
     """The ``n``-th fixer for a task's blockers (``subject`` None: the build's)."""
     return f"{build_id(None) if subject is None else subject}{SEP}fix{n}"

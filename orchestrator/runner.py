@@ -35,6 +35,7 @@ from orchestrator.errors import (
     WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
+from orchestrator.isolation.setup import deliver_run, open_workspaces
 from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
@@ -259,6 +260,7 @@ async def _run_locked(
         keep_open=opts.keep_open,
     )
     live = opts.live and sys.stdout.isatty()
+    places = await open_workspaces(plan, opts.responses, run_id, journal, resumed)
     printer = None if live or opts.json else console.PlainPrinter()
     pool = AgentPool(plan)
     run = Run(
@@ -267,13 +269,14 @@ async def _run_locked(
         agents=agents or pool,
         journal=journal,
         on_event=printer,
-        done_tasks=resumed.done if resumed else (),
+        done_tasks=sorted({*(resumed.done if resumed else ()), *getattr(places, "landed", ())}),
         prior_attempts=resumed.attempts if resumed else {},
         grown={
             a.task.id: TaskRecord(a.task, depth=a.depth, added=a.added, added_by=a.added_by)
             for a in (resumed.grown if resumed else ())
         },
         upstream=parent.charge if parent is not None else None,
+        places=places,
     )
     loop = asyncio.get_running_loop()
     # Handlers from before the journal says "running" until after it says how the run ended:
@@ -316,6 +319,8 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    given = "branch" if run.interrupted else None  # it says how on stderr
+                    await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
                     if printer is not None:
                         printer.flush()

@@ -245,6 +245,12 @@ def run(
         bool,
         typer.Option("--keep-open", help="Wait for added tasks once done, until cancelled."),
     ] = False,
+    isolation: Annotated[
+        str | None, typer.Option(help="auto (default), worktree or none: per-agent checkouts.")
+    ] = None,
+    deliver: Annotated[
+        str | None, typer.Option(help="branch or apply: how the integrated work is delivered.")
+    ] = None,
 ) -> None:
     """Run a plan.
 
@@ -260,12 +266,19 @@ def run(
     from orchestrator.plan.load import load_plan
     from orchestrator.runner import RunOptions, check_environment, run_plan
 
+    if isolation not in (None, "auto", "worktree", "none"):
+        fail(UsageError(f"error: --isolation must be auto, worktree or none, not {isolation!r}"))
+    if deliver not in (None, "branch", "apply"):
+        fail(UsageError(f"error: --deliver must be branch or apply, not {deliver!r}"))
     try:
         plan = load_plan(plan_path, workspace_override=workspace)
         if create_workspace:
             plan = replace(plan, create_workspace=True)
         if max_concurrency is not None:
             plan = replace(plan, limits=replace(plan.limits, max_concurrency=max_concurrency))
+        if isolation is not None or deliver is not None:  # the flags beat the plan's keys
+            given = {"isolation": isolation or plan.isolation, "deliver": deliver or plan.deliver}
+            plan = replace(plan, **given)  # type: ignore[arg-type]
         if dry_run:
             planned = waves(graph_of(plan.tasks))
             if json_out:
@@ -295,6 +308,7 @@ def run(
     raise typer.Exit(code)
 
 
+import orchestrator.cli.checkouts  # noqa: E402 - diff, gc
 import orchestrator.cli.grow  # noqa: E402 - registers plan and add
 import orchestrator.cli.history  # noqa: E402 - registers `runs`
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run

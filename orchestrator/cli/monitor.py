@@ -62,10 +62,13 @@ def status(
         )
     import time
 
+    from orchestrator.cli.checkouts import pool_use
     from orchestrator.view import board, dashboard
 
+    pool = pool_use(journal.run.get("pool"))
     if json_out:
-        typer.echo(json.dumps(board.status_json(snap, now=time.time())))
+        shown = board.status_json(snap, now=time.time())
+        typer.echo(json.dumps({**shown, **({"pool": pool} if pool else {})}))
         return
     from rich.console import Console
 
@@ -74,6 +77,9 @@ def status(
         console.print(dashboard.render(snap, max_rows=10_000))
     else:  # a pipe or a file: plain lines, nothing cut at 80 columns
         sys.stdout.write(dashboard.plain_text(snap))
+    if pool:
+        mb = pool["bytes"] / 1024**2
+        typer.echo(f"checkouts: {pool['checkouts']} in {pool['path']}, {mb:.1f} MB on disk")
 
 
 @app.command()

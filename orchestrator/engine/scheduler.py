@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator.agents.base import Agent
-from orchestrator.engine import attempt, growth
+from orchestrator.engine import attempt, growth, placement
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
 from orchestrator.engine.models import ModelTraffic, wants_model
@@ -30,6 +30,7 @@ from orchestrator.engine.requests import RunRequests
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
+from orchestrator.isolation.checkouts import InPlace, Workspaces
 from orchestrator.plan.graph import graph_of
 from orchestrator.plan.model import Plan
 from orchestrator.process import group, orphans, procfs
@@ -57,12 +58,14 @@ class Run(RunQueries, RunRequests):
         prior_attempts: Mapping[str, int] | None = None,
         upstream: Callable[[float], None] | None = None,
         grown: Mapping[str, TaskRecord] | None = None,  # tasks added before a resume
+        places: Workspaces | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
         self.governor = Governor(plan.limits, on_charge=upstream)
         self.journal = journal
         self._agent_for = agents
+        self.places = places or InPlace(plan.workspace)
         self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
@@ -244,13 +247,16 @@ class Run(RunQueries, RunRequests):
             self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
+        place = await placement.lease(self.places, rec, spawn)
+        if isinstance(place, tuple):  # no checkout (failed), or its work has landed already
+            return self._end(rec, *place)
         agent = self._agent_for(spawn.task.agent)
         emit = functools.partial(self._emit, rec)
         model = self.models.grant(rec, spawn.task, emit) if wants_model(agent, spawn.task) else None
         ctx = attempt.context(
             rec,
             spawn,
-            workspace=self.plan.workspace,
+            workspace=place.path,
             settings=self.settings,
             env=self._env,
             limits=self.plan.limits,
@@ -272,6 +278,7 @@ class Run(RunQueries, RunRequests):
             self.models.release_nowait(rec.id)
             self._end(rec, "cancelled", "the run was torn down")
             raise
+        state, reason = await placement.hand_back(self.places, rec, spawn, place, state, reason)
         self._end(rec, state, reason)
 
     def _stop(self, agent_id: str, state: AgentState, reason: str, *, force: bool = False) -> bool:

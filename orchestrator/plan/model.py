@@ -179,6 +179,12 @@ class Plan:
     form: Literal["tasks", "batches"] = "tasks"
     presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Per-preset argv templates that replace the built-in ones (preset name, argv)."""
+    isolation: Literal["auto", "worktree", "none"] = "auto"
+    """``auto``/``worktree``: each writing agent in a checkout of its own (a shadow repository
+    when the workspace is not a git repository); ``none``: everyone in the workspace."""
+    deliver: Literal["branch", "apply"] | None = None
+    """How the integrated work reaches the user (None: ``branch`` in a git repository,
+    ``apply`` for a folder that is not one)."""
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:

@@ -38,6 +38,8 @@ _USD: Schema = {"type": "number", "minimum": 0, "description": "USD per million 
 
 TYPES: dict[str, Schema] = {
     "name": _TEXT,
+    "isolation": {"enum": ["auto", "worktree", "none"], "description": "per-agent checkouts"},
+    "deliver": {"enum": ["branch", "apply"], "description": "how the integrated work is given"},
     "workspace": {**_TEXT, "description": "relative to the plan file"},
     "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
     "agent": {"enum": sorted(AGENT_KINDS | PRESETS)},
