@@ -24,7 +24,7 @@ from orchestrator.agents.pool import AgentPool
 from orchestrator.cluster import remote_agents
 from orchestrator.control import channel, leftovers, notify, quota
 from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import RunSettings
+from orchestrator.engine.state import RunSettings, TaskRecord
 from orchestrator.errors import (
     EnvironmentProblem,
     RunDirRefused,
@@ -41,6 +41,7 @@ from orchestrator.records import history
 from orchestrator.records.journal import Journal, load
 from orchestrator.records.resume import (
     ResumePlan,
+    added_tasks,
     fingerprint,
     plan_resume,
     reopen,
@@ -64,6 +65,8 @@ class RunOptions:
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
     cluster: str | None = None  # --cluster ADDRESS: the agents run on this Ray cluster
+    keep_open: bool = False
+    """`run --keep-open`: once its tasks are done the run waits for added ones until cancelled."""
 
 
 async def run_plan(
@@ -124,7 +127,13 @@ async def _open_journal(
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
-    resumed = plan_resume(old, plan) if opts.resume else None
+    resumed = None
+    if opts.resume:
+        plan, added, notes = added_tasks(old, plan)
+        resumed = plan_resume(old, plan)
+        ids = {a.task.id for a in added}
+        resumed = replace(resumed, added=tuple(t for t in resumed.added if t not in ids),
+                          grown=tuple(added), grown_notes=tuple(notes))  # fmt: skip
     if resumed is None:
         # the previous run's files move to .runs/<its id>/ (`orchestrator runs` lists them)
         await asyncio.to_thread(history.archive_previous, rundir, old)
@@ -153,6 +162,8 @@ async def _run_locked(
     orphans.set_not_dumpable()
     try:
         journal, run_id, resumed = await _open_journal(plan, opts, rundir)
+        if resumed is not None:  # with the tasks added while the run went on
+            plan = replace(plan, tasks=(*plan.tasks, *(a.task for a in resumed.grown)))
     except OSError as exc:
         raise _unusable(exc, rundir.journal) from None
     for note in resumed.notes() if resumed is not None else ():
@@ -175,6 +186,7 @@ async def _run_locked(
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
         gateway=GatewaySettings(host=remote.cluster.driver_ip() if remote else "127.0.0.1"),
+        keep_open=opts.keep_open,
     )
     live = opts.live and sys.stdout.isatty()
     printer = None if live or opts.json else console.PlainPrinter()
@@ -186,6 +198,10 @@ async def _run_locked(
         on_event=printer,
         done_tasks=sorted({*(resumed.done if resumed else ()), *getattr(places, "landed", ())}),
         prior_attempts=resumed.attempts if resumed else {},
+        grown={
+            a.task.id: TaskRecord(a.task, depth=a.depth, added=a.added, added_by=a.added_by)
+            for a in (resumed.grown if resumed else ())
+        },
         upstream=parent.charge if parent is not None else None,
         places=places,
     )

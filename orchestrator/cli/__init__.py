@@ -13,11 +13,14 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator.errors import OrchestratorError, PlanErrors, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.plan.model import Plan
 
 app = typer.Typer(
     add_completion=True,
@@ -100,6 +103,24 @@ def fail(error: OrchestratorError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+def summary_of(path: Path, plan: Plan) -> str:
+    """`validate`'s summary of a plan: its shape, the agents it may start, a cost estimate."""
+    from orchestrator.gateway.estimate import estimate
+    from orchestrator.plan.graph import critical_path, describe, graph_of
+
+    s = describe(plan)
+    kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
+    chain = " -> ".join(critical_path(graph_of(plan.tasks)))
+    return (
+        f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
+        f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
+        f"(max_agents={plan.limits.max_agents})"
+        + (f"; on the Ray cluster at {plan.address}" if plan.executor == "ray" else "")
+        + f"\n  critical path: {chain}\n  "
+        + estimate(plan).line()
+    )
+
+
 @app.command()
 def validate(
     plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")],
@@ -132,7 +153,6 @@ def validate(
                 typer.echo(json.dumps({"plan": str(path), "ok": False, "errors": [error]}))
             continue
         s = describe(plan)
-        kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
         if json_out:
             summary = {
                 "plan": str(path), "ok": True, "name": plan.name, "tasks": s.tasks,
@@ -142,12 +162,7 @@ def validate(
             }  # fmt: skip
             typer.echo(json.dumps(summary))
             continue
-        typer.echo(
-            f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
-            f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
-            f"(max_agents={plan.limits.max_agents})"
-            + (f"; on the Ray cluster at {plan.address}" if plan.executor == "ray" else "")
-        )
+        typer.echo(summary_of(path, plan))
     if failed:
         raise typer.Exit(2)
 
@@ -232,6 +247,10 @@ def run(
         str | None,
         typer.Option(metavar="ADDRESS", help="Run the agents on this Ray cluster (auto: local)."),
     ] = None,
+    keep_open: Annotated[
+        bool,
+        typer.Option("--keep-open", help="Wait for added tasks once done, until cancelled."),
+    ] = False,
     isolation: Annotated[
         str | None, typer.Option(help="auto (default), worktree or none: per-agent checkouts.")
     ] = None,
@@ -287,6 +306,7 @@ def run(
             live=not no_live,
             json=json_out,
             web=port if web else None,
+            keep_open=keep_open,
             workspace_override=workspace.resolve() if workspace is not None else None,
             cluster=cluster,
         )
@@ -297,6 +317,7 @@ def run(
 
 
 import orchestrator.cli.checkouts  # noqa: E402 - diff, gc
+import orchestrator.cli.grow  # noqa: E402 - registers plan and add
 import orchestrator.cli.history  # noqa: E402 - registers `runs`
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 

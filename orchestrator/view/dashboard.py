@@ -86,11 +86,14 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     for agent in agents:
         state = agent["state"]
         tokens = (agent.get("tokens_in") or 0) + (agent.get("tokens_out") or 0)
+        added_by = agent.get("parent") if agent.get("role", "task") == "task" else None
         table.rows.append(
             (
                 (
                     one_line(
-                        str(agent["id"]) + (f" @{agent['node']}" if agent.get("node") else "")
+                        str(agent["id"])
+                        + (f" @{agent['node']}" if agent.get("node") else "")
+                        + (f" (added by {added_by})" if added_by else "")
                     ),
                     "",
                 ),
@@ -144,7 +147,8 @@ def board_rows(snapshot: Snapshot, *, now: float) -> list[tuple[str, ...]]:
         last = r["last_line"] or (f"on {', '.join(r['waiting_on'])}" if r["waiting_on"] else "")
         running = agent is not None and agent["state"] in ("running", "stopping")
         shown = agent["state"] if running and agent is not None else state
-        row = (r["id"], shown, _named(agent) if agent else "-",
+        task = r["id"] + (f" (added by {r['added_by']})" if r.get("added_by") else "")
+        row = (task, shown, _named(agent) if agent else "-",
                _elapsed(agent, now) if agent else "-", f"${r['cost_usd']:.4f}", last)  # fmt: skip
         out.append((not running, r["started"] or now + 1, row))
     for a in snapshot.agents:
