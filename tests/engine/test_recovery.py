@@ -484,7 +484,7 @@ def test_a_lost_attempt_runs_again_as_a_new_attempt_up_to_the_limit() -> None:
     lost = [ended("a", "lost", n) for n in range(1, LOST_RETRIES + 2)]
     _, steps = play(lost)
     shown = [describe(a) for actions in steps for a in actions]
-    retries = [f"retry a.{n}" for n in range(2, LOST_RETRIES + 2)]
+    retries = [f"retry a+{n}" for n in range(2, LOST_RETRIES + 2)]
     assert shown == [*retries, "end a lost"]
 
 
@@ -500,4 +500,4 @@ def test_a_lost_attempt_with_no_agent_left_or_the_fence_up_ends_lost(capacity: C
 
 def test_a_retried_lost_attempt_that_blocks_still_gets_its_fixer() -> None:
     _, steps = play([ended("a", "lost"), blocked("a", attempt=2)])
-    assert [describe(a) for a in steps[1]] == ["fix fix-a-1 for a"]
+    assert [describe(a) for a in steps[1]] == ["fix a+fix1 for a"]
