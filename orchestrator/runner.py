@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
 import signal
 import sys
 import time
@@ -49,6 +50,7 @@ from orchestrator.records.resume import (
     tail_command,
 )
 from orchestrator.records.rundir import RunDir, RunLock
+from orchestrator.sandbox.decision import SandboxDecision
 from orchestrator.view import console, report, snapshot
 
 
@@ -63,6 +65,8 @@ class RunOptions:
     """Serve the web view on this port (0: any free one) while the run goes on."""
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
+    sandbox: SandboxDecision | None = None
+    """How agents are confined (`orchestrator.sandbox.decision.check`); None: unconfined."""
 
 
 def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
@@ -242,7 +246,11 @@ async def _run_locked(
         base_depth=run_depth(os.environ),
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
+        sandbox=opts.sandbox.confinement if opts.sandbox else None,
     )
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    for warning in sandbox.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     live = opts.live and sys.stdout.isatty()
     pool = AgentPool(plan)
     run = Run(
@@ -277,6 +285,7 @@ async def _run_locked(
                         fingerprints={t.id: fingerprint(t) for t in plan.tasks},
                         depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
                         grace=plan.limits.grace,
+                        sandbox=sandbox.summary, sandbox_warnings=list(sandbox.warnings),
                         **how,
                     )  # fmt: skip
                 except RunDirRefused:
@@ -298,6 +307,8 @@ async def _run_locked(
                             helper.cancel()
                 finally:
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
+                    if settings.sandbox is not None:  # its private temp directories
+                        await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
@@ -329,7 +340,10 @@ def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) 
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors})
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors,
+                              "sandbox": sandbox.summary,
+                              "sandbox_warnings": list(sandbox.warnings)})  # fmt: skip
     try:
         written: Path | None = report.write_all(opts.responses, snap)
     except OSError as exc:

@@ -59,6 +59,7 @@ class BuildAgent:
                 on_start=ctx.on_process,
                 on_activity=ctx.on_activity,
                 grace=ctx.grace,
+                sandbox=ctx.sandbox,
             )
             if code != 0:
                 result = BuildChecked(code, command, "\n".join(tail), failing_tests(every))

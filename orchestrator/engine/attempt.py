@@ -113,6 +113,7 @@ def context(
         context_notes=spawn.notes,
         budget=budget,
         model=model,
+        sandbox=settings.sandbox,
     )
 
 

@@ -22,7 +22,14 @@ from orchestrator.plan.fields import Errors, Fields, closest, mapping_of
 from orchestrator.plan.graph import find_cycle
 from orchestrator.plan.model import Plan
 from orchestrator.plan.nodes import Map, Node, Scalar, kind, show
-from orchestrator.plan.sections import build_of, fixer_of, limits_of, presets_of, prices_of
+from orchestrator.plan.sections import (
+    build_of,
+    fixer_of,
+    limits_of,
+    presets_of,
+    prices_of,
+    sandbox_of,
+)
 from orchestrator.plan.taskfields import defaults_of
 from orchestrator.plan.tasks import Draft, tasks_of
 from orchestrator.plan.toml_reader import read_toml
@@ -34,7 +41,7 @@ MAX_ERRORS = 200
 
 TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
-    "presets",
+    "presets", "sandbox",
 )  # fmt: skip
 
 
@@ -183,6 +190,9 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         prices=prices,
         form="batches" if top.get("batches") is not None and top.get("tasks") is None else "tasks",
         presets=presets,
+        sandbox=sandbox_of(
+            errs, top.get("sandbox"), Path(os.path.dirname(os.path.abspath(source)))
+        ),
     )
 
 
