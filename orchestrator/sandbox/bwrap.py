@@ -34,6 +34,8 @@ JOIN = (
     'trap "" TERM; while [ "$1" != -- ]; do echo 0 >"$1" || exit 125; shift; done; shift; exec "$@"'
 )
 """Join each cgroup named before ``--``, ignore SIGTERM, exec the rest."""
+INSIDE_VAR = "ORCHESTRATOR_SANDBOXED"
+"""Set inside every sandbox: a run started by a confined agent is confined by its sandbox."""
 ENV = "/usr/bin/env"
 SHELL = "/bin/sh"
 FIRST_SIGNAL_CODE = 129
@@ -75,7 +77,7 @@ def sandbox(
     except BaseException:
         Sandboxed([], {}, tmp, cgroup).release()
         raise
-    child_env = dict(env)
+    child_env = {**env, INSIDE_VAR: "1"}
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         child_env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
     return Sandboxed(line, child_env, tmp, cgroup)

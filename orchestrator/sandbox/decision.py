@@ -33,10 +33,14 @@ class SandboxDecision:
     mode: str
     confinement: Confinement | None
     warnings: tuple[str, ...] = ()
+    nested: bool = False
+    """Started by a confined agent: the sandbox of that agent holds this whole run."""
 
     @property
     def summary(self) -> str:
         """One line for `validate`, the journal, `status` and REPORT.md."""
+        if self.nested:
+            return f"{self.mode}: inside the sandbox of the agent that started this run"
         if self.confinement is None:
             return f"{self.mode}: agents run unconfined"
         c = self.confinement
@@ -97,8 +101,14 @@ def default_scratch() -> Path:
 
 
 def check(plan: Plan, *, responses: Path) -> SandboxDecision:
-    """Probe the machine and decide (`decide`); synchronous, for the CLI before its loop."""
-    from orchestrator.sandbox.support import probe
+    """Probe the machine and decide (`decide`); synchronous, for the CLI before its loop.
 
+    A run started by a confined agent (a nested run) is held by that agent's sandbox: its
+    namespaces, mount view and limits bind everything the nested run starts, and a sandbox
+    cannot be made inside it (capabilities are dropped there)."""
+    from orchestrator.sandbox.support import inside_sandbox, probe
+
+    if plan.sandbox_mode != "off" and inside_sandbox(os.environ):
+        return SandboxDecision(plan.sandbox_mode, None, nested=True)
     network: Network = "none" if plan.sandbox.network == "none" else "full"
     return decide(plan, probe(network), responses=responses)

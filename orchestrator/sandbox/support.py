@@ -8,13 +8,16 @@ Synchronous: call `probe` through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.plan.model import Network
+from orchestrator.sandbox.bwrap import INSIDE_VAR
 from orchestrator.sandbox.cgroups import CgroupBase, find_cgroups
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)"
@@ -35,6 +38,19 @@ class Support:
     @property
     def can_sandbox(self) -> bool:
         return self.bwrap is not None and not self.problem
+
+
+def inside_sandbox(env: Mapping[str, str]) -> bool:
+    """Whether we run inside the sandbox of an agent (a nested run): the marker is set and
+    pid 1 of our PID namespace is bubblewrap (a marker alone could be inherited or forged)."""
+    if env.get(INSIDE_VAR) != "1":
+        return False
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            argv0 = f.read(4096).split(b"\0")[0]
+    except OSError:
+        return False
+    return os.path.basename(argv0) == b"bwrap"
 
 
 def probe(network: Network = "full") -> Support:

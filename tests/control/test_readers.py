@@ -54,7 +54,10 @@ def test_status_json_has_exactly_the_keys_of_the_design_while_running_and_after(
     fleet.wait_running("a")
     live = json.loads(fleet.call("status", "--json").out)
     assert set(live) == {"run", "agents"}
-    assert set(live["run"]) == {"plan", "state", "started", "ended", "pid"}
+    assert set(live["run"]) == {
+        "plan", "state", "started", "ended", "pid", "sandbox", "sandbox_warnings",
+    }  # fmt: skip
+    assert live["run"]["sandbox"].startswith("best-effort: ")
     assert live["run"]["state"] == "running"
     assert live["run"]["pid"] == run.pid
     assert live["run"]["ended"] is None
