@@ -66,6 +66,7 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
         acting("b", deps=("a",)),
         task("slow", {"run": "echo slow >> ran.txt; setsid sleep 30 & "
                              "while [ ! -e go ]; do sleep 0.02; done"}),
+        sandbox="off",  # leftovers outlive a SIGKILL only unconfined (tests/sandbox: none)
     )  # fmt: skip
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running("slow")
