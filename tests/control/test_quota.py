@@ -75,7 +75,7 @@ def test_a_nested_run_cannot_raise_the_max_depth_it_inherited(fleet: Fleet) -> N
 def test_nested_runs_share_the_top_run_s_max_agents(fleet: Fleet) -> None:
     inner = [quick(f"i{n}") for n in range(3)]
     write_plan(fleet.cwd / "inner.yaml", inner, limits={"max_agents": 10})
-    plan(fleet, 
+    plan(fleet,
         *(nested(f"n{n}", "inner.yaml", f"r{n}") for n in range(3)),
         limits={"max_agents": 5, "max_concurrency": 3},
     )
@@ -97,7 +97,7 @@ def test_nested_runs_share_the_top_run_s_max_agents(fleet: Fleet) -> None:
 
 def test_a_nested_run_gives_back_what_it_did_not_use(fleet: Fleet) -> None:
     write_plan(fleet.cwd / "inner.yaml", [quick("only")])
-    plan(fleet, 
+    plan(fleet,
         *(nested(f"n{n}", "inner.yaml", f"r{n}") for n in range(3)),
         limits={"max_agents": 6, "max_concurrency": 1, "max_depth": 1},
     )
@@ -130,7 +130,7 @@ def test_stopping_the_top_run_stops_what_its_nested_runs_started(fleet: Fleet) -
 
 
 def test_the_lease_protocol_is_for_agents_of_the_run_only(fleet: Fleet) -> None:
-    plan(fleet, 
+    plan(fleet,
         {"id": "spy", "agent": "command", "shell": True,
          "command": ["echo $ORCHESTRATOR_QUOTA $ORCHESTRATOR_QUOTA_TOKEN; "
                      "while [ ! -e go ]; do sleep 0.02; done"]},
