@@ -31,6 +31,7 @@ from bench import (
     gateway,
     makespan,
     overhead,
+    sandbox,
     spawn,
     startup,
     table,
@@ -38,7 +39,7 @@ from bench import (
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = tuple(f"B{i}" for i in range(1, 13))
+FIGURE_IDS = tuple(f"B{i}" for i in range(1, 14))
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -52,6 +53,7 @@ TITLES = {
     "B10": "durability cost",
     "B11": "model gateway",
     "B12": "web view under load",
+    "B13": "sandbox start cost",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -65,6 +67,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B5",), api.measure),
     (("B11",), gateway.measure),
     (("B12",), web.measure),
+    (("B13",), sandbox.measure),
 )
 
 
