@@ -59,20 +59,20 @@ def main() -> None:
     if "--then" in rest:
         then = rest[rest.index("--then") + 1]
         rest = rest[: rest.index("--then")]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    null = subprocess.DEVNULL
     for kind in rest:
         if kind == "ignore-term":
-            subprocess.Popen(sleeper(nonce), preexec_fn=ignore_term, **quiet)
+            subprocess.Popen(sleeper(nonce), preexec_fn=ignore_term, stdout=null, stderr=null)
         elif kind == "setsid":
             for _ in range(2):
-                subprocess.Popen(sleeper(nonce), start_new_session=True, **quiet)
+                subprocess.Popen(sleeper(nonce), start_new_session=True, stdout=null, stderr=null)
         elif kind == "daemon":
             daemon(nonce)
         elif kind == "hopper":
             hopper(nonce)
         elif kind == "burst":
             for _ in range(200):
-                subprocess.Popen(sleeper(nonce), **quiet)
+                subprocess.Popen(sleeper(nonce), stdout=null, stderr=null)
         elif kind == "hold-stdout":
             subprocess.Popen(sleeper(nonce))
         else:

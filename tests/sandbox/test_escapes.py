@@ -176,3 +176,22 @@ def test_without_the_sandbox_the_corpus_escapes_a_normal_end(fleet: Fleet) -> No
         assert with_nonce(n), "unconfined, the daemon without markers outlives the run"
     finally:
         kill_all(n)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(10))
+@pytest.mark.parametrize("ending", ["normal", "sigkill"])
+def test_soak_nothing_survives(fleet: Fleet, ending: str, attempt: int) -> None:
+    """The adversarial pass's numbers (10 of 10 daemons, 15 of 25 hoppers survived) are
+    tries: here every try must hold."""
+    n = nonce()
+    if ending == "normal":
+        fleet.plan(corpus_task("a", n, then="exit"))
+        assert fleet.cli("run", "plan.yaml", "--no-live", timeout=60).code == 0
+    else:
+        fleet.plan(corpus_task("a", n))
+        run = fleet.start("run", "plan.yaml", "--no-live")
+        up(fleet, n)
+        run.kill()
+        run.wait()
+    assert none_left(n) == []
