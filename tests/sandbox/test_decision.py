@@ -117,24 +117,48 @@ def test_validate_says_how_agents_would_be_confined(tmp_path: Path) -> None:
         fleet.close()
 
 
+def no_bwrap_env(tmp_path: Path) -> dict[str, str]:
+    """Our environment with a PATH that has no bwrap (and what the runs here need)."""
+    import os
+    import sys
+
+    from clirun import quiet_env
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "true", "env", "setpriv"):
+        src = f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else f"/bin/{tool}"
+        (bin_dir / tool).symlink_to(src)
+    return quiet_env(PATH=f"{os.path.dirname(sys.executable)}:{bin_dir}")
+
+
 def test_a_run_that_requires_a_sandbox_it_cannot_have_starts_nothing(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path)
     try:
         fleet.plan({"id": "a", "agent": "command", "command": ["true"]}, sandbox="required")
-        bin_dir = tmp_path / "bin"  # a PATH without bwrap
-        bin_dir.mkdir()
-        import os
-        import sys
-
-        for tool in ("sh", "true", "env", "setpriv"):
-            src = f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else f"/bin/{tool}"
-            (bin_dir / tool).symlink_to(src)
-        from clirun import quiet_env
-
-        env = quiet_env(PATH=f"{os.path.dirname(sys.executable)}:{bin_dir}")
-        done = fleet.cli("run", "plan.yaml", "--no-live", env=env)
+        done = fleet.cli("run", "plan.yaml", "--no-live", env=no_bwrap_env(tmp_path))
         assert done.code == 3, done.text
         assert "sandbox: required" in done.err
         assert not (fleet.responses / ".run").exists(), "nothing started"
+    finally:
+        fleet.close()
+
+
+def test_best_effort_without_a_sandbox_warns_at_start_in_status_and_in_the_report(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet(tmp_path)
+    try:
+        fleet.plan({"id": "a", "agent": "command", "command": ["true"]})
+        env = no_bwrap_env(tmp_path)
+        done = fleet.cli("run", "plan.yaml", "--no-live", env=env)
+        assert done.code == 0, done.text
+        warning = "no sandbox: no bwrap on PATH"
+        assert f"warning: {warning}" in done.err
+        shown = fleet.cli("status", env=env)
+        assert f"status: warning: {warning}" in shown.err
+        report = (fleet.responses / "REPORT.md").read_text()
+        assert "- sandbox: best-effort: agents run unconfined" in report
+        assert f"- warning: {warning}" in report
     finally:
         fleet.close()
