@@ -49,9 +49,15 @@ class Scene:
         return cls(ws, rd, home, outside)
 
 
-def attack_script(scene: Scene, pid: str) -> str:
+HOST_TARGETS = frozenset({"write-tmp", "write-etc", "remount-rw"})
+"""Attacks aimed at the machine itself, outside the test's directory: left out of a run
+that is not confined (the control), where they would succeed."""
+
+
+def attack_script(scene: Scene, pid: str, *, confined: bool = True) -> str:
     """The corpus of attacks, for ``/bin/sh -c``; ``pid`` is a shell word that gives the
-    pid of the process holding the key (a number, or ``$(...)``)."""
+    pid of the process holding the key (a number, or ``$(...)``). Unconfined, the attacks
+    on the machine itself (`HOST_TARGETS`) are left out."""
     q = shlex.quote
     ws, rd, home = scene.workspace, scene.run_dir, scene.home
     writes = {
@@ -79,6 +85,7 @@ def attack_script(scene: Scene, pid: str) -> str:
     lines += [
         f"if ( {cmd} ) 2>/dev/null; then echo HELD {name}; else echo REFUSED {name}; fi"
         for name, cmd in {**writes, **reads}.items()
+        if confined or name not in HOST_TARGETS
     ]
     lines.append("echo inside > inside.txt && echo WROTE-WORKSPACE")
     return "\n".join(lines)

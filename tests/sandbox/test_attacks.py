@@ -74,7 +74,7 @@ async def test_run_command_attacks_are_refused_in_a_sandbox(
     lines: list[str] = []
     result = await run_command(
         Workspace(scene.workspace, responses=scene.run_dir),
-        attack_script(scene, str(holder)),
+        attack_script(scene, str(holder), confined=confined),
         env={"PATH": os.environ["PATH"], "HOME": str(scene.home)},
         timeout=30,
         on_output=lambda stream, line: lines.append(line),
