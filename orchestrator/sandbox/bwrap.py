@@ -20,8 +20,10 @@ bubblewrap, which dies with the orchestrator (the spawn's death signal).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,7 +67,7 @@ def sandbox(
     """Make the private temp directory and the cgroup of one spawn and its command line.
 
     OSError when either cannot be made (the spawn does not happen)."""
-    conf.scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _own_dir(conf.scratch)
     tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=conf.scratch))
     cgroup = None
     try:
@@ -81,6 +83,19 @@ def sandbox(
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         child_env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
     return Sandboxed(line, child_env, tmp, cgroup)
+
+
+def _own_dir(path: Path) -> None:
+    """Make ``path`` (and its parent) as private directories of ours; OSError when either
+    is there already as something else (a link, another user's: a shared temp directory)."""
+    for d in (path.parent, path):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(errno.EPERM, "not a private directory of ours", str(d))
 
 
 def _inside(path: str, trees: Sequence[Path]) -> bool:

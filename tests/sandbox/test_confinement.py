@@ -164,3 +164,15 @@ def test_sandbox_spec_defaults_follow_the_agents() -> None:
     assert preset.sandbox_mode == "required"
     off = Plan("p", api.tasks, sandbox=SandboxSpec(mode="off"))
     assert off.sandbox_mode == "off"
+
+
+async def test_a_scratch_directory_planted_as_a_link_is_refused(
+    tmp_path: Path, workspace: Path
+) -> None:
+    conf = confinement(tmp_path, workspace)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    conf.scratch.symlink_to(elsewhere)  # someone was there first
+    with pytest.raises(PermissionError):
+        await run(conf, workspace, "true")
+    assert list(elsewhere.iterdir()) == []
