@@ -31,15 +31,17 @@ from bench import (
     gateway,
     makespan,
     overhead,
+    peers,
     sandbox,
     spawn,
     startup,
     table,
+    views,
     web,
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = tuple(f"B{i}" for i in range(1, 14))
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 14)), "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -54,6 +56,8 @@ TITLES = {
     "B11": "model gateway",
     "B12": "web view under load",
     "B13": "sandbox start cost",
+    "B17": "peers side by side",
+    "B18": "views at fleet scale",
 }
 Measure = Callable[[Config, set[str]], Any]
 GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
@@ -68,6 +72,8 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B11",), gateway.measure),
     (("B12",), web.measure),
     (("B13",), sandbox.measure),
+    (("B17",), peers.measure),
+    (("B18",), views.measure),
 )
 
 

@@ -31,7 +31,7 @@ from orchestrator.records.rundir import RunDir
 
 GOAL_HONOURS = 0.005
 GOAL_IGNORES_EXTRA = 0.010
-GOAL_ALL_PER_1000 = 0.010
+GOAL_ALL_PER_1000 = 0.050
 HONOURS = ("sleep", "3600")
 IGNORES = ("sh", "-c", "trap '' TERM; exec sleep 3600")
 

@@ -11,7 +11,9 @@ gateway's usage events, as a run's scheduler does.
   more send the same requests directly, at the same time (so both see the same load on the
   machine); each answer starts after 0.5 s and streams 40 events 25 ms apart (a model
   streaming 40 events a second). The figure is the difference of the latency percentiles
-  (request sent to last byte) through the gateway and direct.
+  (request sent to last byte) through the gateway and direct. Next to it, the CPU time the
+  gateway's thread spent per request (from ``/proc``): what the gateway costs the machine,
+  which on a crowded machine becomes the added latency.
 - **500 streaming agents**: 500 clients send 3 streamed requests each, one after another
   (an agent's turns; each answer starts after 1 s, as in B5, and streams 20 events 25 ms
   apart), through the gateway, then directly, alternately: the ratio of the wall times, and
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -63,6 +66,20 @@ class Through:
     url: str
     tokens: Path
     events: list[AgentEvent] = field(default_factory=list)
+    cpu: float = 0.0
+    """CPU seconds the gateway's thread used while serving (see `gateway_cpu`)."""
+
+
+def gateway_cpu() -> float:
+    """CPU seconds used so far by the gateway's thread of this process (0 if none)."""
+    for thread in threading.enumerate():
+        if thread.name == "gateway" and thread.native_id is not None:
+            try:
+                with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+                    return int(f.read().split()[0]) / 1e9
+            except OSError:
+                return 0.0
+    return 0.0
 
 
 @contextlib.asynccontextmanager
@@ -80,9 +97,11 @@ async def gateway_for(upstream: str, tokens: Path, clients: int) -> AsyncIterato
             for n in range(clients)
         ]
         await asyncio.to_thread(tokens.write_text, "\n".join(g.token for g in grants) + "\n")
+        start = gateway_cpu()
         try:
             yield through
         finally:
+            through.cpu = gateway_cpu() - start
             for grant in grants:
                 await gateway.close_grant(grant)
 
@@ -112,6 +131,7 @@ async def side_by_side(
         direct, through = await loadgen(
             [(upstream, direct_keys, clients), (gw.url, gw.tokens, clients)], requests=requests
         )
+    through["cpu_per_request"] = gw.cpu / (clients * requests)
     return direct, through
 
 
@@ -141,6 +161,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     added: dict[int, list[float]] = {50: [], 99: []}
     direct_p: dict[int, list[float]] = {50: [], 99: []}
     first_byte: list[float] = []
+    cpu: list[float] = []
     (cfg.tmp / "lat").mkdir()
     with spawn_fake_api(cfg.tmp / "lat", script, latency=0.5) as api:
         await alone(cfg, api.url, through=True, clients=10, requests=1)  # warm-up: imports
@@ -153,6 +174,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             first_byte.append(
                 percentile(through["first_byte"], 50) - percentile(direct["first_byte"], 50)
             )
+            cpu.append(through["cpu_per_request"])
     for q, goal in ((50, GOAL_P50), (99, GOAL_P99)):
         stat = Stat.of(added[q])
         fig.row(
@@ -163,6 +185,11 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             met=stat.median <= goal,
             note=f"time to first byte p50: +{Stat.of(first_byte).fmt(ms)}" if q == 50 else "",
         )
+    fig.row(
+        "gateway CPU per streamed request (42 events)",
+        measured=Stat.of(cpu).fmt(ms),
+        note="the gateway thread's CPU time over the requests it served",
+    )
     # --- 500 streaming agents -----------------------------------------------------------------
     agents, turns = cfg.pick((500, 3), (100, 2))
     walls: dict[bool, list[float]] = {False: [], True: []}
@@ -201,6 +228,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         "added": {str(q): Stat.of(v).as_json() for q, v in added.items()},
         "direct": {str(q): Stat.of(v).as_json() for q, v in direct_p.items()},
         "added_first_byte_p50": Stat.of(first_byte).as_json(),
+        "gateway_cpu_per_request": Stat.of(cpu).as_json(),
         "walls": {"direct": walls[False], "through": walls[True]},
         "lag_p99": {"direct": lags[False], "through": lags[True]},
     }

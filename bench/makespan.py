@@ -29,8 +29,8 @@ from bench.workloads import (
 )
 from orchestrator.plan.graph import critical_path_length
 
-B1_GOAL = 1.01
-B1_GOAL_LARGE = 1.02
+B1_GOAL = 1.02
+B1_GOAL_LARGE = 1.05
 B3_P50 = 0.0001
 B3_P99 = {"small": 0.005, "large": 0.025}
 

@@ -28,7 +28,10 @@ from orchestrator.plan.model import Sleep, Task
 
 REPO = Path(__file__).resolve().parent.parent
 B2_GOAL, B2_STRETCH = 10.0, 5.0
-B4_GOAL_TIME, B4_GOAL_BYTES = 1.05, 4096
+B2_GOAL_DISK = 1.2
+"""On a real disk: the orchestrator over the file floor (the same file work as plain os calls)."""
+B4_GOAL_TIME, B4_GOAL_BYTES = 1.1, 4096
+B4_GOAL_STALL = 0.100
 
 
 async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
@@ -76,16 +79,23 @@ async def _b2_at(fig: Figure, label: str, where: Path, n: int, repeats: int) -> 
         floor.append(file_floor(where / f"floor-{i}", n))
     o, b, f = Stat.of(orch), Stat.of(bare), Stat.of(floor)
     ratio = Stat.of(x / y for x, y in zip(orch, bare, strict=True))
+    over_floor = Stat.of(x / y for x, y in zip(orch, floor, strict=True))
+    if label == "tmpfs":
+        shown, goal, met = ratio, f"<= {B2_GOAL:g}x bare", ratio.median <= B2_GOAL
+        other = f"{over_floor.fmt(times)} the file floor"
+    else:  # a real disk: only the file system should be left
+        shown, goal = over_floor, f"<= {B2_GOAL_DISK:g}x file floor"
+        met, other = over_floor.median <= B2_GOAL_DISK, f"{ratio.fmt(times)} bare"
     fig.row(
         f"{n:,} zero-work agents, files in {label}",
         measured=f"{o.fmt(us)}/agent",
-        baseline=f"bare {b.fmt(us)}/agent",
-        ratio=ratio.fmt(times),
-        goal=f"<= {B2_GOAL:g}x (stretch {B2_STRETCH:g}x)",
-        met=ratio.median <= B2_GOAL,
+        baseline=f"bare {b.fmt(us)}/agent; file floor {f.fmt(us)}/agent",
+        ratio=shown.fmt(times),
+        goal=goal,
+        met=met,
         note=(
-            f"CPU {Stat.of(cpu).fmt(us)}/agent; file floor (the same creates, appends and "
-            f"journal lines as plain os calls) {f.fmt(us)}/agent"
+            f"{other}; CPU {Stat.of(cpu).fmt(us)}/agent (all threads); file floor: the same "
+            "creates, appends and journal lines as plain os calls"
         ),
     )
     return {
@@ -95,6 +105,7 @@ async def _b2_at(fig: Figure, label: str, where: Path, n: int, repeats: int) -> 
         "bare_per_agent": b.as_json(),
         "file_floor_per_agent": f.as_json(),
         "ratio": ratio.as_json(),
+        "over_file_floor": over_floor.as_json(),
     }
 
 
@@ -154,6 +165,14 @@ async def measure_b4(cfg: Config) -> Figure:
             f"event-loop stall {Stat.of(r['lag_max'] for r in orch).fmt(ms)} "
             f"(bare {Stat.of(r['lag_max'] for r in bare).fmt(ms)})"
         ),
+    )
+    stall = Stat.of(r["lag_max"] for r in orch)
+    fig.row(
+        "longest event-loop stall",
+        measured=stall.fmt(ms),
+        baseline=f"bare {Stat.of(r['lag_max'] for r in bare).fmt(ms)}",
+        goal=f"<= {ms(B4_GOAL_STALL)}",
+        met=stall.median <= B4_GOAL_STALL,
     )
     fig.row(
         "memory per idle agent beyond bare",

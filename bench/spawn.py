@@ -16,7 +16,7 @@ from bench.core import Config, Figure, Stat, times, us
 from bench.workloads import cleanup, run_orchestrator, wide_limits
 from orchestrator.plan.model import Task
 
-GOAL = 1.5
+GOAL = 1.2
 CONCURRENCY = 16
 
 

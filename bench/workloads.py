@@ -15,7 +15,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Literal
 
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import RunSettings
+from orchestrator.engine.state import AgentRecord, RunSettings
 from orchestrator.plan.graph import dependents_of
 from orchestrator.plan.model import Limits, Plan, Sleep, Task
 from orchestrator.records.journal import Journal
@@ -130,11 +130,15 @@ async def run_orchestrator(
     journal_factory: Callable[[Path], Journal] | None = None,
     during: Callable[[Run], None] | None = None,
     around: Callable[[Path], AbstractAsyncContextManager[object]] | None = None,
+    drive: Callable[[Run], Awaitable[None]] | None = None,
+    on_event: Callable[[AgentRecord, str], None] | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
     ``during`` is called once the run object exists and before it executes (to attach probes);
-    ``around(responses)`` is entered before the run starts and left after it ended.
+    ``around(responses)`` is entered before the run starts and left after it ended;
+    ``drive(run)`` runs it instead of ``run.execute()`` (a view around it); ``on_event`` is
+    told every event line as the CLI's plain printer is.
     """
     responses = tmp / f"responses-{uuid.uuid4().hex[:8]}"
     (responses / ".run").mkdir(parents=True)
@@ -147,13 +151,13 @@ async def run_orchestrator(
     if journal:
         jr = journal_factory(jpath) if journal_factory else Journal(jpath, fresh=True)
     pool = AgentPool(plan)
-    run = Run(plan, settings, agents=pool, journal=jr)
+    run = Run(plan, settings, agents=pool, journal=jr, on_event=on_event)
     if during is not None:
         during(run)
     try:
         async with around(responses) if around else contextlib.nullcontext():
             t0 = time.perf_counter()
-            await run.execute()
+            await (drive(run) if drive is not None else run.execute())
             wall = time.perf_counter() - t0
     finally:
         await pool.aclose()

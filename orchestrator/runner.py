@@ -252,13 +252,14 @@ async def _run_locked(
     for warning in sandbox.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     live = opts.live and sys.stdout.isatty()
+    printer = None if live or opts.json else console.PlainPrinter()
     pool = AgentPool(plan)
     run = Run(
         plan,
         settings,
         agents=agents or pool,
         journal=journal,
-        on_event=None if live or opts.json else console.plain_printer(),
+        on_event=printer,
         done_tasks=resumed.done if resumed else (),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
@@ -306,6 +307,8 @@ async def _run_locked(
                         for helper in helpers:
                             helper.cancel()
                 finally:
+                    if printer is not None:
+                        printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if settings.sandbox is not None:  # its private temp directories
                         await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)

@@ -107,8 +107,12 @@ class CommandAgent:
                 seen.last_stdout = line
 
         env = ctx.env
-        if ctx.model is not None:  # its task asked for the key: a gateway token stands in
-            env = {**env, "ANTHROPIC_BASE_URL": ctx.model.url, "ANTHROPIC_API_KEY": ctx.model.token}
+        if ctx.model is not None:  # its task asked for a key: a gateway token stands in
+            model = ctx.model
+            if model.anthropic:
+                env = {**env, "ANTHROPIC_BASE_URL": model.url, "ANTHROPIC_API_KEY": model.token}
+            if model.openai and "OPENAI_API_KEY" in task.pass_env:
+                env = {**env, "OPENAI_BASE_URL": model.openai_url, "OPENAI_API_KEY": model.token}
         try:
             code = await run_streaming(
                 argv,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from orchestrator.agents.base import Agent, AgentContext, Budget
@@ -142,12 +142,19 @@ def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
 
 
 async def run_attempt(
-    rec: AgentRecord, ctx: AgentContext, agent: Agent, *, stop: Stop
+    rec: AgentRecord,
+    ctx: AgentContext,
+    agent: Agent,
+    *,
+    stop: Stop,
+    written: Callable[[], Awaitable[None]],
 ) -> tuple[AgentState, str]:
-    """Run ``agent`` to its end; returns (state, reason).
+    """Run ``agent`` to its end, once ``written()`` (the records of its start are on disk:
+    recorded before acted on) returned; returns (state, reason).
 
     A cancellation that ``stop`` asked for (recorded in ``rec.stop``) is absorbed here and
-    becomes that state; any other cancellation (the run torn down) propagates.
+    becomes that state, whether it came before the agent started or while it ran; any other
+    cancellation (the run torn down) propagates.
     """
     loop = asyncio.get_running_loop()
     task = ctx.task
@@ -155,6 +162,7 @@ async def run_attempt(
     assert me is not None
     watch = _Watch(rec, stop, loop.time() + task.timeout, task.timeout, task.stall_timeout)
     try:
+        await written()
         await agent.run(ctx)
         state, reason = outcome(rec)
     except asyncio.CancelledError:

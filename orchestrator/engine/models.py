@@ -1,9 +1,9 @@
 """The run's side of the model gateway: started with the run, one grant per attempt.
 
 When a plan has agents that talk to a model (``agent.uses_model``) and the orchestrator holds
-a credential (``ANTHROPIC_API_KEY`` or ``ANTHROPIC_AUTH_TOKEN``), the run starts one
-`orchestrator.gateway.service.Gateway` and every such attempt gets the gateway's URL and a
-token of its own instead of the key (`grant`), refused once the attempt has ended
+a credential (``ANTHROPIC_API_KEY`` or ``ANTHROPIC_AUTH_TOKEN``; ``OPENAI_API_KEY``), the run
+starts one `orchestrator.gateway.service.Gateway` and every such attempt gets the gateway's
+URL and a token of its own instead of the key (`grant`), refused once the attempt has ended
 (`release`). Cancelling an agent refuses its token at once, ``cancel --all`` and the budget
 fence refuse every token, ``cancel --after-turn`` the agent's next request.
 
@@ -69,14 +69,15 @@ class ModelTraffic:
             wants_model(agents(t.agent), t) for t in self.plan.tasks
         )
         upstream = Upstream.from_env(env) if needed else None
-        if upstream is None:
+        openai = Upstream.openai_from_env(env) if needed else None
+        if upstream is None and openai is None:
             yield
             return
         settings = self.settings.gateway
         ceiling = settings.ceiling or AGENTS_PER_SLOT * self.plan.limits.max_concurrency
         async with open_gateway(
-            upstream=upstream, ledger=self.ledger, prices=PriceTable(self.plan.prices),
-            hooks=self, settings=settings, ceiling=ceiling,
+            upstream=upstream, openai=openai, ledger=self.ledger,
+            prices=PriceTable(self.plan.prices), hooks=self, settings=settings, ceiling=ceiling,
         ) as gateway:  # fmt: skip
             self.gateway = self.last = gateway
             try:

@@ -1,8 +1,9 @@
 """What monitors may ask of a live run: non-blocking peeks and blocking waits.
 
 The read side of the scheduler: `Run` inherits these and is the only writer of the records
-they read. Waits use events the scheduler sets after a transition is on disk, so whoever is
-told has nothing more to read than the progress file and the journal already hold.
+they read. Waits return only once the records of the transition they report are on disk (the
+recorder's writer thread has carried them out), so whoever is told has nothing more to read
+than the progress file and the journal already hold.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class RunQueries:
         ok = all(t.state == "succeeded" for t in self.tasks.values())
         return 0 if ok and self.repairs.build_state in (None, "passed") else 1
 
-
     def peek(self, agent_id: str) -> Peek:
         rec = self._record(agent_id)
         return Peek(rec.id, rec.state, tuple(rec.lines), rec.reason)
@@ -56,12 +56,14 @@ class RunQueries:
                 if task.settled is None:
                     task.settled = asyncio.Event()
                 await task.settled.wait()
+            await self.recorder.written()  # told only once its records are on disk
             return task.state
         rec = self._record(agent_id)
         if rec.state not in TERMINAL_STATES:
             if rec.done is None:
                 rec.done = asyncio.Event()
             await rec.done.wait()
+        await self.recorder.written()
         return rec.state
 
     async def wait_any(self, agent_ids: Iterable[str]) -> tuple[str, AgentState]:

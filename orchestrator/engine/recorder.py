@@ -1,8 +1,10 @@
 """Where a run's transitions are written, in order: progress files first, then the journal.
 
 The scheduler decides; the recorder writes. For every transition the agent's words reach its
-progress file (buffered, flushed by `run_background`) before the journal records the change,
-and the scheduler tells waiters only after both. Secrets are masked here, once, in every event
+progress file (buffered, flushed by `run_background`) before the journal records the change;
+both are carried out in that order by the run's writer thread, and the scheduler tells
+anyone (`when_written`, `written`) and starts an agent's process only after the thread has
+carried out everything submitted before. Secrets are masked here, once, in every event
 whatever the agent's kind.
 
 A write that fails once the run has started (a full disk, a file-size limit) never raises into
@@ -14,6 +16,7 @@ stops the way a signal would stop it.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 from orchestrator.engine.state import AgentRecord, RunSettings, TaskRecord
@@ -21,6 +24,7 @@ from orchestrator.events import AgentEvent
 from orchestrator.process.secrets import scrub_event
 from orchestrator.records.journal import Journal
 from orchestrator.records.progress import ProgressWriter, brief
+from orchestrator.records.writer import FileWriter
 
 LIVE_INTERVAL = 0.25
 """How often running agents' last line and spend are journaled (for `status` elsewhere)."""
@@ -44,6 +48,12 @@ class Recorder:
             on_failure=self._failed,
         )
         self.journal = journal
+        self.writer = FileWriter()
+        self.progress.submit = self.writer.submit
+        if journal is not None:
+            journal.submit = self.writer.submit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
         self._secrets = secrets
         self._live_dirty: dict[str, AgentRecord] = {}
         self._on_failure = on_failure
@@ -51,15 +61,28 @@ class Recorder:
         """The first write that failed while the run went on: "cannot write PATH: why"."""
 
     def _failed(self, path: str, exc: OSError) -> None:
-        if self.failure is not None:
-            return
-        self.failure = f"cannot write {path}: {exc.strerror or exc}"
+        """Told by the writers, on the writer or syncer thread or on the loop."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = f"cannot write {path}: {exc.strerror or exc}"
         if self._on_failure is not None:
-            asyncio.get_running_loop().call_soon(self._on_failure, self.failure)
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon_threadsafe(self._on_failure, self.failure)
+
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything recorded so far is in its file."""
+        self.writer.when_written(callback)
+
+    async def written(self) -> None:
+        """Return once everything recorded so far is in its file."""
+        await self.writer.written()
 
     async def run_background(self) -> None:
-        """Flush progress files, sync the journal and journal live agents until cancelled."""
+        """Write files on the writer thread, flush progress files, sync the journal and
+        journal live agents until cancelled."""
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.writer.run())
             tg.create_task(self.progress.run_flusher())
             if self.journal is not None:
                 tg.create_task(self.journal.run_syncer())
@@ -69,6 +92,8 @@ class Recorder:
 
     def run_started(self, started: float) -> None:
         """From here on a failed write stops the run instead of raising (see the module)."""
+        self._loop = asyncio.get_running_loop()
+        self.writer.start()  # now, not when the background task first runs
         if self.journal is not None:
             self.journal.on_failure = self._failed
             self.journal.record("run", state="running", started=started)

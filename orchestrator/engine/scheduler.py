@@ -44,7 +44,7 @@ from orchestrator.records.journal import Journal
 
 AgentFactory = Callable[[str], Agent]
 BURST = 64
-"""Agents started in one pass of the dispatcher before it yields to the event loop."""
+"""Agents started in one turn of the event loop before the dispatcher yields."""
 
 
 class Run(RunQueries):
@@ -76,14 +76,14 @@ class Run(RunQueries):
         self._ready: deque[Spawn] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._burst = 0  # agents started in this turn of the loop (`_dispatch`)
         self._finished = asyncio.Event()
         self._interrupted: int | None = None
         self.repairs = Repairs(plan, self.governor, settings)
         self.started_at = time.time()
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
-        self._env = dict(os.environ if settings.env is None else settings.env)
-        """Children's environments are drawn from this snapshot (a dict: cheap to read)."""
+        self._env = dict(os.environ if settings.env is None else settings.env)  # cheap to read
         secrets = secret_values(
             settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
         )
@@ -95,8 +95,7 @@ class Run(RunQueries):
         done = [self.tasks[tid] for tid in done_tasks if tid in self.tasks]
         for trec in done:
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
-        self._unsettled -= len(done)
-        self._succeeded = len(done)
+        self._unsettled, self._succeeded = self._unsettled - len(done), len(done)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -130,13 +129,12 @@ class Run(RunQueries):
         return [target for target in targets if self._stop(target, "cancelled", why, force=force)]
 
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
-        """Raise the fence (nothing new starts, no model request is sent), then stop every
-        running agent."""
+        """Raise the fence (nothing starts, no model request is sent), stop every running agent."""
         self._raise_fence(reason)
         sig = signal.SIGKILL if force else signal.SIGTERM
         for rec in list(self.agents.values()):
             if rec.state == "running":
-                self._signal_group(rec, sig)  # every group signalled now, not one per task step
+                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not per step
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
@@ -194,12 +192,9 @@ class Run(RunQueries):
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
-
-        At most ``BURST`` agents start per pass; the rest continue on the next turn of the
-        loop, so a burst of thousands never stalls `cancel`, `status` or output for long.
-        """
+        At most ``BURST`` start per turn of the loop (however many agents end in it), the rest
+        on the next turns: a burst of thousands never stalls `cancel`, `status` or output."""
         gov = self.governor
-        started = 0
         while self._ready:
             spawn = self._ready[0]
             denial = gov.denial(depth=spawn.depth)
@@ -210,8 +205,8 @@ class Run(RunQueries):
             delay = gov.delay()
             if delay == math.inf:
                 return
-            if delay == 0 and started >= BURST:
-                delay = 0.0001  # yield to the loop, then go on
+            if delay == 0 and self._burst >= BURST:
+                delay = 0.0001  # this turn of the loop had its share: yield, then go on
             if delay > 0:
                 if self._timer is None:
                     loop = asyncio.get_running_loop()
@@ -219,7 +214,9 @@ class Run(RunQueries):
                 return
             self._ready.popleft()
             self._start(spawn)
-            started += 1
+            self._burst += 1
+            if self._burst == 1:  # a new turn of the loop: the count starts again on the next
+                asyncio.get_running_loop().call_soon(setattr, self, "_burst", 0)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -250,6 +247,12 @@ class Run(RunQueries):
         self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
         rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
+        rec.handle.add_done_callback(functools.partial(self._never_ran, rec))
+
+    def _never_ran(self, rec: AgentRecord, _: object) -> None:
+        """Its task was cancelled before its first step (its code never ran): it ends here."""
+        if rec.state == "running":
+            self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
         agent = self._agent_for(spawn.task.agent)
@@ -268,8 +271,10 @@ class Run(RunQueries):
             model=model,
             pass_env=agent.pass_env,
         )
-        try:
-            state, reason = await attempt.run_attempt(rec, ctx, agent, stop=self._stop)
+        try:  # it starts once its start is on disk (``written``): recorded before acted on
+            state, reason = await attempt.run_attempt(
+                rec, ctx, agent, stop=self._stop, written=self.recorder.written
+            )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
             await self.models.release(rec.id)  # its token is refused; its usage is in
@@ -290,7 +295,7 @@ class Run(RunQueries):
         if rec.state != "running" or rec.handle is None:
             return False
         if force:
-            self._signal_group(rec, signal.SIGKILL)
+            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL)  # if still ours
         if rec.stop is None:
             rec.stop = (state, reason)
             grace = 0.0 if force else self.plan.limits.grace
@@ -320,11 +325,6 @@ class Run(RunQueries):
         rec.pstart = procfs.process_start_time(pid)
         self.recorder.process(rec)
 
-    @staticmethod
-    def _signal_group(rec: AgentRecord, sig: int) -> None:
-        """Signal the agent's latest process group, if it is still the process we started."""
-        group.signal_recorded(rec.pid, rec.pstart, sig)
-
     # --- transitions ------------------------------------------------------------------------
 
     def _end(self, rec: AgentRecord, state: AgentState, reason: str) -> None:
@@ -339,7 +339,7 @@ class Run(RunQueries):
         if rec.done is not None:
             rec.done.set()
         if self._on_event is not None:
-            self._on_event(rec, f"status: {state}")
+            self.recorder.when_written(functools.partial(self._on_event, rec, f"status: {state}"))
         self.repairs.apply(rec, actions, self)
         self._dispatch()
         self._check_finished()

@@ -25,10 +25,18 @@ Refusal: TypeAlias = Literal["cancelled", "after_turn"]
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What an agent is given instead of the API key: the gateway's URL and its token."""
+    """What an agent is given instead of the API key: the gateway's URL and its token, and
+    which APIs the gateway passes on (those whose key the orchestrator holds)."""
 
     url: str
     token: str
+    anthropic: bool = True
+    openai: bool = False
+
+    @property
+    def openai_url(self) -> str:
+        """The gateway as an OpenAI base URL (those end with ``/v1``)."""
+        return self.url + "/v1"
 
 
 @dataclass(slots=True, eq=False)

@@ -85,7 +85,8 @@ def message_usage(raw: bytes) -> TokenCount:
 
 
 def error_of(raw: bytes) -> tuple[str, str]:
-    """``(type, message)`` of an API error body (``{"type":"error","error":{...}}``)."""
+    """``(type, message)`` of an API error body (Anthropic's ``{"type":"error","error":{...}}``
+    or OpenAI's ``{"error":{...}}``)."""
     try:
         body = json.loads(raw)
     except ValueError:

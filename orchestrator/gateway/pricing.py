@@ -7,7 +7,8 @@ replaces the input and output rate of a model (cache rates follow from the input
 
 A model the table does not know is priced at the most expensive rates it does know, so that
 a budget stays a ceiling when a new or mistyped model name comes along. Dated snapshot names
-(``claude-haiku-4-5-20251001``) are priced as their alias.
+(``claude-haiku-4-5-20251001``, ``gpt-4o-2024-08-06``) are priced as their alias. OpenAI's
+models (for codex and aider through the gateway) are listed too.
 
 Pure and synchronous: no event loop, no SDK.
 """
@@ -74,6 +75,10 @@ def _std(input: float, output: float) -> ModelPrice:
     return ModelPrice.standard(input, output)
 
 
+def _oai(input: float, output: float, cached: float) -> ModelPrice:
+    return ModelPrice(input, output, input, input, cached)
+
+
 DEFAULT_PRICES: Mapping[str, ModelPrice] = {
     # Opus: $5/$25 since 4.5; 4 and 4.1 kept the old $15/$75.
     "claude-opus-5": _std(5.0, 25.0),
@@ -93,9 +98,25 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
     "claude-haiku-4-5": _std(1.0, 5.0),
     "claude-3-5-haiku": _std(0.8, 4.0),
     "claude-3-haiku": _std(0.25, 1.25),
+    # OpenAI (codex, aider): no charge for writing the cache, cached input at its own rate.
+    "gpt-5": _oai(1.25, 10.0, 0.125),
+    "gpt-5.1": _oai(1.25, 10.0, 0.125),
+    "gpt-5-codex": _oai(1.25, 10.0, 0.125),
+    "gpt-5.1-codex": _oai(1.25, 10.0, 0.125),
+    "gpt-5-mini": _oai(0.25, 2.0, 0.025),
+    "gpt-5.1-codex-mini": _oai(0.25, 2.0, 0.025),
+    "gpt-5-nano": _oai(0.05, 0.4, 0.005),
+    "gpt-4.1": _oai(2.0, 8.0, 0.5),
+    "gpt-4.1-mini": _oai(0.4, 1.6, 0.1),
+    "gpt-4.1-nano": _oai(0.1, 0.4, 0.025),
+    "gpt-4o": _oai(2.5, 10.0, 1.25),
+    "gpt-4o-mini": _oai(0.15, 0.6, 0.075),
+    "o3": _oai(2.0, 8.0, 0.5),
+    "o4-mini": _oai(1.1, 4.4, 0.275),
+    "codex-mini": _oai(1.5, 6.0, 0.375),
 }
 
-_SNAPSHOT = re.compile(r"(?:-\d{8}|-latest|@\d{8})$")
+_SNAPSHOT = re.compile(r"(?:-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|@\d{8})$")
 
 
 class PriceTable:

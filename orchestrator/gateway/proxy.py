@@ -1,7 +1,9 @@
 """One request through the gateway: admit, reserve, forward (retrying storms), meter, settle.
 
 Runs on the gateway's own thread and event loop (`orchestrator.gateway.service` starts it);
-the only module that imports aiohttp. For each ``POST /v1/messages``:
+the only module that imports aiohttp. For each request of a model API (``POST
+/v1/messages`` for Anthropic's; ``POST /v1/chat/completions`` and ``POST /v1/responses``
+for OpenAI's: `orchestrator.gateway.dialects`):
 
 1. **Admit**: the request's token must belong to an attempt still running, not cancelled,
    in a run whose model traffic is not stopped or fenced (`orchestrator.gateway.replies`
@@ -17,7 +19,7 @@ the only module that imports aiohttp. For each ``POST /v1/messages``:
    deadline allows, so a storm slows agents down instead of losing their turns; other
    transient failures a few times; 401, 403 and billing errors stop the run's model traffic
    (the scheduler escalates once). A stream is passed through as its bytes arrive.
-4. **Settle** with the usage the answer reported (`UsageScanner` reads it off the stream);
+4. **Settle** with the usage the answer reported (a scanner reads it off the stream);
    the agent gets a `Usage` event, so its progress file, status and report show its spend.
 """
 
@@ -33,16 +35,16 @@ import aiohttp
 from aiohttp import web
 
 from orchestrator.events import Failed, Text, Usage
+from orchestrator.gateway.dialects import ANTHROPIC, CHAT, RESPONSES, Dialect, Scanner
 from orchestrator.gateway.grants import Grant
 from orchestrator.gateway.limiter import ApiFailure, ApiLimiter, Permit, backoff
 from orchestrator.gateway.metering import (
+    CHARS_PER_TOKEN,
     BadRequest,
     RequestFacts,
-    UsageScanner,
     input_estimate,
-    message_usage,
-    request_facts,
 )
+from orchestrator.gateway.openai_wire import Prepared, error_body, stream_error
 from orchestrator.gateway.pricing import TokenCount
 from orchestrator.gateway.replies import (
     Answer,
@@ -52,7 +54,8 @@ from orchestrator.gateway.replies import (
     refusal,
     upstream_headers,
 )
-from orchestrator.gateway.shared import Shared
+from orchestrator.gateway.shared import Shared, Upstream
+from orchestrator.gateway.silence import open_silence_limit
 
 
 @dataclass(slots=True)
@@ -60,12 +63,19 @@ class _Exchange:
     """One admitted request and what it has used so far."""
 
     grant: Grant
-    raw: bytes
-    facts: RequestFacts
+    dialect: Dialect
+    upstream: Upstream
+    prepared: Prepared
     reserved: float
     metered: bool
-    scanner: UsageScanner
+    scanner: Scanner
     tokens: TokenCount | None = None
+    answered: int | None = None
+    """Bytes of the successful answer passed on so far (None: no success yet)."""
+
+    @property
+    def facts(self) -> RequestFacts:
+        return self.prepared.facts
 
 
 class Proxy:
@@ -75,7 +85,10 @@ class Proxy:
         self.shared = shared
         self.session = session
         s = shared.settings
-        self.limiter = ApiLimiter(ceiling=shared.ceiling, rate=s.requests_per_second)
+        # Forwarding a request costs the gateway little: no pacing per turn of its loop.
+        self.limiter = ApiLimiter(
+            ceiling=shared.ceiling, rate=s.requests_per_second, per_turn=max(shared.ceiling, 16)
+        )
         shared.limiter = self.limiter
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout
@@ -86,49 +99,70 @@ class Proxy:
         app = web.Application(client_max_size=self.shared.settings.max_body)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_route("*", "/api/hello", self.hello)  # Claude Code's connectivity probe
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, counting=False)
+        return await self._serve(request, ANTHROPIC, counting=False)
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, counting=True)
+        return await self._serve(request, ANTHROPIC, counting=True)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, CHAT, counting=False)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, RESPONSES, counting=False)
 
     async def hello(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
-        message = f"Not found: {request.method} {request.path} (the gateway serves /v1/messages)"
+        served = "/v1/messages, /v1/chat/completions and /v1/responses"
+        message = f"Not found: {request.method} {request.path} (the gateway serves {served})"
         body = {"type": "error", "error": {"type": "not_found_error", "message": message}}
         return web.json_response(body, status=404)
 
     # --- admit and reserve ------------------------------------------------------------------
 
-    async def _serve(self, request: web.Request, *, counting: bool) -> web.StreamResponse:
-        grant, answer = self._admit(request)
+    async def _serve(
+        self, request: web.Request, dialect: Dialect, *, counting: bool
+    ) -> web.StreamResponse:
+        upstream = self.shared.openai if dialect.openai else self.shared.upstream
+        grant, answer = self._admit(request, openai=dialect.openai)
         if answer is not None:
             return _local(answer)
         assert grant is not None
+        if upstream is None:
+            which = "OpenAI key (OPENAI_API_KEY)" if dialect.openai else "Anthropic key"
+            why = f"orchestrator gateway: the run holds no {which}; {request.path} is not served"
+            return _local(refusal("bad", why, openai=dialect.openai))
         me = asyncio.current_task()
         assert me is not None
         grant.in_flight.add(me)
         try:
             raw = await request.read()
             try:
-                facts = request_facts(raw, counting=counting)
+                prepared = dialect.prepare(raw, counting, self.shared.settings.default_output)
             except BadRequest as exc:
-                return _local(refusal("bad", f"orchestrator gateway: {exc}"))
+                return _local(refusal("bad", f"orchestrator gateway: {exc}", openai=dialect.openai))
+            facts = prepared.facts
             reserved = 0.0
             if not counting:
                 reserved = self.shared.prices.upper_bound(
-                    facts.model, input_tokens=input_estimate(raw), max_output=facts.max_tokens
+                    facts.model,
+                    input_tokens=input_estimate(prepared.raw),
+                    max_output=facts.max_tokens,
                 )
-                answer = await self._reserve(grant, reserved)
+                answer = await self._reserve(grant, reserved, openai=dialect.openai)
                 if answer is not None:
                     return _local(answer)
-            ex = _Exchange(grant, raw, facts, reserved, not counting, UsageScanner())
+            ex = _Exchange(
+                grant, dialect, upstream, prepared, reserved, not counting, dialect.scanner()
+            )
             try:
                 return await self._forward(request, ex)
             finally:
@@ -136,12 +170,12 @@ class Proxy:
         finally:
             grant.in_flight.discard(me)
 
-    def _admit(self, request: web.Request) -> tuple[Grant | None, Answer | None]:
+    def _admit(self, request: web.Request, *, openai: bool) -> tuple[Grant | None, Answer | None]:
         shared = self.shared
         grant = shared.grant_of(request.headers)
         if grant is None or grant.closed:
             why = "not a token of this run, or its attempt has ended"
-            return None, refusal("token", f"orchestrator gateway: {why}")
+            return None, refusal("token", f"orchestrator gateway: {why}", openai=openai)
         refused = self._refusal(grant)
         if refused is not None:
             kind, why = refused
@@ -150,7 +184,7 @@ class Proxy:
             elif kind == "stopped" and not grant.told_stopped:
                 grant.told_stopped = True
                 shared.post(grant.emit, Failed(why, kind="config"))
-            return None, refusal(kind, f"orchestrator gateway: {why}")
+            return None, refusal(kind, f"orchestrator gateway: {why}", openai=openai)
         return grant, None
 
     def _refusal(self, grant: Grant) -> tuple[RefusalKind, str] | None:
@@ -167,13 +201,14 @@ class Proxy:
             return "cancelled", "the run's budget is spent; no more requests"
         return None
 
-    async def _reserve(self, grant: Grant, amount: float) -> Answer | None:
+    async def _reserve(self, grant: Grant, amount: float, *, openai: bool) -> Answer | None:
         """Hold ``amount``; while others' reservations stand in the way, wait for them."""
         ledger = self.shared.ledger
         while not ledger.reserve(amount, account=grant.account):
             refused = self._refusal(grant)
             if refused is not None:
-                return refusal(*refused)
+                kind, why = refused
+                return refusal(kind, f"orchestrator gateway: {why}", openai=openai)
             left = grant.deadline - time.monotonic()
             if (
                 left <= 0
@@ -182,7 +217,7 @@ class Proxy:
             ):
                 why = self._budget_refusal(grant, amount)
                 self.shared.post(grant.emit, Failed(why, kind="budget"))
-                return refusal("budget", f"orchestrator gateway: {why}")
+                return refusal("budget", f"orchestrator gateway: {why}", openai=openai)
             settled = self._settled
             try:
                 async with asyncio.timeout(min(left, 1.0)):
@@ -206,6 +241,11 @@ class Proxy:
 
     def _settle(self, ex: _Exchange) -> None:
         tokens = ex.tokens if ex.tokens is not None else ex.scanner.tokens
+        if ex.dialect.openai and ex.answered is not None and not (tokens.total_in or tokens.output):
+            # No usage came (a stream cut short, a server that does not report it): charge
+            # an estimate from above rather than nothing.
+            output = min(ex.answered // CHARS_PER_TOKEN + 1, ex.facts.max_tokens)
+            tokens = TokenCount(input=input_estimate(ex.prepared.raw), output=output)
         cost = self.shared.prices.cost(ex.facts.model, tokens) if ex.metered else 0.0
         self.shared.ledger.settle(ex.reserved, cost, account=ex.grant.account)
         self._settled.set()
@@ -217,13 +257,13 @@ class Proxy:
 
     async def _forward(self, request: web.Request, ex: _Exchange) -> web.StreamResponse:
         shared = self.shared
-        url = shared.upstream.url.rstrip("/") + request.path_qs
-        headers = upstream_headers(request.headers.items(), shared.upstream.credential)
+        url = ex.upstream.url.rstrip("/") + ex.dialect.upstream_path(request.path_qs)
+        headers = upstream_headers(request.headers.items(), ex.upstream.credential)
         for attempt in itertools.count():
             async with self.limiter.slot() as permit:
                 try:
                     upstream = await self.session.post(
-                        url, data=ex.raw, headers=headers, timeout=self.timeout
+                        url, data=ex.prepared.raw, headers=headers, timeout=self.timeout
                     )
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     self.limiter.report(permit, "other")
@@ -238,8 +278,10 @@ class Proxy:
                     finally:
                         upstream.release()
                     failure = classify(upstream.status, upstream.headers, data)
-                    answer = Answer(upstream.status, data, tuple(client_headers(
-                        upstream.headers.items())))  # fmt: skip
+                    # The gateway retries what can be retried: a client must not try again.
+                    kept = [h for h in client_headers(upstream.headers.items())
+                            if h[0].lower() != "x-should-retry"]  # fmt: skip
+                    answer = Answer(upstream.status, data, (*kept, ("x-should-retry", "false")))
                     slow = failure.kind in ("rate_limit", "overload")
                     hold = failure.retry_after if slow else None
                     if hold is not None:
@@ -250,9 +292,13 @@ class Proxy:
             delay = self._retry_delay(failure, attempt, ex.grant)
             if delay is None:
                 if answer is None:
-                    body = {"type": "error", "error": {"type": "api_error",
-                            "message": f"orchestrator gateway: {failure.message}"}}  # fmt: skip
-                    return web.json_response(body, status=502)
+                    message = f"orchestrator gateway: {failure.message}"
+                    if ex.dialect.openai:
+                        raw = error_body("server_error", message)
+                    else:
+                        raw = json.dumps({"type": "error", "error": {"type": "api_error",
+                                          "message": message}}).encode()  # fmt: skip
+                    return web.Response(status=502, body=raw, content_type="application/json")
                 return _local(answer)
             wait = f"{delay:.1f} s" if delay >= 1 else f"{delay * 1000:.0f} ms"
             note = f"[gateway: {failure.message}; retrying in {wait} (try {attempt + 2})]\n"
@@ -286,22 +332,36 @@ class Proxy:
         streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
         if not streamed:
             data = await upstream.read()
+            ex.answered = len(data)
             if ex.metered:
-                ex.tokens = message_usage(data)
+                ex.tokens = ex.dialect.usage_of(data)
             return web.Response(status=upstream.status, body=data, headers=headers)
         out = web.StreamResponse(status=upstream.status, headers=headers)
         await out.prepare(request)
-        scanner = ex.scanner
+        scanner, hide = ex.scanner, ex.dialect.stream_filter(ex.prepared)
+        ex.answered = 0
+        # A stream's silence is watched once per answer (`open_silence_limit`), not by
+        # aiohttp's timer re-armed at every read: a tenth of the gateway's CPU.
+        if upstream.connection is not None:
+            upstream.connection.protocol.read_timeout = None  # type: ignore[union-attr]
         try:
-            async for chunk in upstream.content.iter_any():
-                scanner.feed(chunk)
-                await out.write(chunk)
+            async with open_silence_limit(self.shared.settings.read_timeout) as silence:
+                async for chunk in upstream.content.iter_any():
+                    silence.touch()
+                    ex.answered += len(chunk)
+                    scanner.feed(chunk)
+                    if hide is not None:
+                        chunk = hide.feed(chunk)
+                        if not chunk:
+                            continue
+                    await out.write(chunk)
+                if hide is not None and (rest := hide.rest()):
+                    await out.write(rest)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
             # Headers are gone: say it the way the API does, as an error event mid-stream.
             message = f"orchestrator gateway: the upstream stream broke off ({_what(exc)})"
-            event = {"type": "error", "error": {"type": "api_error", "message": message}}
-            await out.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
-        if scanner.error == "overloaded_error":
+            await out.write(_stream_error(ex.dialect, message))
+        if scanner.error == ex.dialect.overloaded:
             self.limiter.report(permit, "slow_down")
         await out.write_eof()
         return out
@@ -309,6 +369,13 @@ class Proxy:
 
 def _local(answer: Answer) -> web.Response:
     return web.Response(status=answer.status, body=answer.body, headers=list(answer.headers))
+
+
+def _stream_error(dialect: Dialect, message: str) -> bytes:
+    if dialect.name == "anthropic":
+        event = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n"
+    return stream_error(dialect.name, message)
 
 
 def _what(exc: BaseException) -> str:

@@ -18,7 +18,10 @@ refusal        status  error type             when
 =============  ======  =====================  ============================================
 
 Each carries ``x-orchestrator-refusal: <refusal>`` so the orchestrator's own claude agent
-tells a refusal from an upstream error. Pure: no aiohttp here.
+tells a refusal from an upstream error, and ``x-should-retry: false``, which both SDKs
+(Anthropic's and OpenAI's) obey. A refusal to an OpenAI-style request has OpenAI's error
+shape (``{"error": {"message", "type", "param", "code"}}``, the refusal as its ``code``) and
+the same status. Pure: no aiohttp here.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Literal, TypeAlias
 
 from orchestrator.gateway.limiter import ApiFailure, parse_retry_after
 from orchestrator.gateway.metering import error_of
+from orchestrator.gateway.openai_wire import error_body
 
 RefusalKind: TypeAlias = Literal["token", "budget", "cancelled", "after_turn", "stopped", "bad"]
 REFUSAL_HEADER = "x-orchestrator-refusal"
@@ -62,11 +66,19 @@ class Answer:
     headers: tuple[tuple[str, str], ...]
 
 
-def refusal(kind: RefusalKind, message: str) -> Answer:
+def refusal(kind: RefusalKind, message: str, *, openai: bool = False) -> Answer:
+    """The gateway's own answer; in OpenAI's error shape for an OpenAI-style request."""
     status, error_type = _STATUS[kind]
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    headers = (("content-type", "application/json"), (REFUSAL_HEADER, kind))
-    return Answer(status, json.dumps(body).encode(), headers)
+    if openai:
+        raw = error_body(error_type, message, kind)
+    else:
+        raw = json.dumps(
+            {"type": "error", "error": {"type": error_type, "message": message}}
+        ).encode()
+    headers = (
+        ("content-type", "application/json"), (REFUSAL_HEADER, kind), ("x-should-retry", "false")
+    )  # fmt: skip
+    return Answer(status, raw, headers)
 
 
 def upstream_headers(
@@ -91,12 +103,17 @@ def client_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> ApiFailure:
     """What an upstream error answer means for retrying it (`ApiFailure.kind`).
 
-    401, 403 and billing failures are ``run_wide``: no request of the run can get past them.
+    401, 403 and billing failures are ``run_wide``: no request of the run can get past them
+    (OpenAI says "no credit" with a 429 whose error is ``insufficient_quota``).
     """
     kind, message = error_of(body)
     line = f"API {status} {kind or 'error'}: {message}" if message else f"API {status}"
     retry_after = parse_retry_after(headers)
-    billing = kind == "billing_error" or status == 402 or "credit balance" in message.lower()
+    billing = (
+        kind in ("billing_error", "insufficient_quota")
+        or status == 402
+        or "credit balance" in message.lower()
+    )
     if status in (401, 403) or billing:
         return ApiFailure("fatal", line, run_wide=True)
     if status == 429:

@@ -18,6 +18,7 @@ from orchestrator.gateway.limiter import ApiLimiter, RetryPolicy
 from orchestrator.gateway.pricing import PriceTable
 
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
+DEFAULT_OPENAI_UPSTREAM = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,9 @@ class GatewaySettings:
     drain: float = 2.0
     """When an attempt ends, how long its requests in flight get to finish being cancelled."""
     max_body: int = 64 * 1024 * 1024
+    default_output: int = 32_768
+    """The output cap the gateway sets on an OpenAI-style request that has none (neither
+    API requires one; without it no worst case could be reserved)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,14 @@ class Upstream:
             return cls(url, ("authorization", f"Bearer {token}"))
         return None
 
+    @classmethod
+    def openai_from_env(cls, env: Mapping[str, str]) -> Upstream | None:
+        """From ``OPENAI_BASE_URL`` (with its ``/v1``) and ``OPENAI_API_KEY``; None without
+        the key."""
+        url = env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_UPSTREAM
+        key = env.get("OPENAI_API_KEY")
+        return cls(url, ("authorization", f"Bearer {key}")) if key else None
+
 
 class Hooks(Protocol):
     """What the gateway asks of the scheduler; each runs on the scheduler's loop."""
@@ -76,7 +88,8 @@ class Shared:
     def __init__(
         self,
         *,
-        upstream: Upstream,
+        upstream: Upstream | None,
+        openai: Upstream | None = None,
         ledger: Ledger,
         prices: PriceTable,
         hooks: Hooks,
@@ -85,6 +98,9 @@ class Shared:
         main: asyncio.AbstractEventLoop,
     ) -> None:
         self.upstream = upstream
+        """Anthropic's API (None: the run holds no Anthropic credential)."""
+        self.openai = openai
+        """An OpenAI-compatible API (None: the run holds no OpenAI key)."""
         self.ledger = ledger
         self.prices = prices
         self.hooks = hooks

@@ -16,7 +16,10 @@ ENV_ALLOWLIST: tuple[str, ...] = (
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
     "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "NO_COLOR",
 )  # fmt: skip
-SECRET_NAMES: frozenset[str] = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"})
+SECRET_NAMES: frozenset[str] = frozenset(
+    {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "CODEX_API_KEY"}
+)
+"""The model APIs' credentials: the orchestrator's model gateway holds them, no child does."""
 
 
 def child_env(

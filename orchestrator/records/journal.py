@@ -1,11 +1,15 @@
 """The durable record of a run: an append-only JSON-lines journal under ``.run/``.
 
 Every state transition is appended (one ``os.write`` of one whole line) *before* it is acted
-on or reported. Nothing is fsynced per event: a syncer task fsyncs at most every
-``interval`` seconds off the loop, so a transition is durable within about that long while
-the hot path costs a few microseconds. A crash can tear only the last line: readers take a
-last line without its newline as absent, and a journal continued by ``--resume`` starts its
-first record on a line of its own, so the journal always loads.
+on or reported: during a run the write is handed to the run's writer thread
+(`orchestrator.records.writer`, in order with the progress files), and whatever acts on it
+or reports it waits for that thread first. Nothing is fsynced per event: a syncer thread
+fsyncs whenever something new was written (group commit: what arrives during one fsync goes
+with the next), at most once per ``interval``, so a transition is durable within about
+``interval`` plus one fsync while the loop pays a few microseconds per record. A crash can
+tear only the last line: readers take a last line without its newline as absent, and a
+journal continued by ``--resume`` starts its first record on a line of its own, so the
+journal always loads.
 
 A full disk must not keep the run from recording how it ended: `RESERVE` bytes past the end
 are kept allocated (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``), and when they can no longer be
@@ -23,6 +27,7 @@ import functools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,10 +42,15 @@ RESERVE = 128 * 1024
 disk (its agents' ends, the final run record); renewed when half of it is used."""
 _FALLOC_FL_KEEP_SIZE = 1
 OnFailure = Callable[[str, OSError], None]
+Write = Callable[[], None]
 
 
 def _raise(path: str, exc: OSError) -> None:
     raise exc
+
+
+def _at_once(write: Write) -> None:
+    write()
 
 
 @functools.cache
@@ -72,9 +82,13 @@ _RAW_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 controls, the Unicode line separators, bidi overrides. Below 0x20 JSON escapes itself."""
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+"""One encoder for every record (``json.dumps`` with options builds a new one per call)."""
+
+
 def json_line(record: dict[str, Any]) -> str:
     """One record as one JSON line that is only data, whatever its strings hold."""
-    text = json.dumps(record, ensure_ascii=False, default=str)
+    text = _ENCODE(record)
     if not text.isprintable():  # the common case skips the regex
         text = _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
     return text + "\n"
@@ -92,7 +106,7 @@ class Journal:
         path: Path,
         *,
         fresh: bool,
-        interval: float = 0.05,
+        interval: float = 0.005,
         on_failure: OnFailure = _raise,
     ) -> None:
         self.path = path
@@ -112,16 +126,26 @@ class Journal:
             raise
         self._reserved: int | None = self._size
         self._dirty = False
+        self._wake = threading.Condition()
+        self._stopping = False
         self.records = 0
+        self.submit: Callable[[Write], None] = _at_once
+        """Where writes go: carried out at once, or the run's writer thread."""
         self._renew_reserve()
 
     def record(self, rec_type: str, /, **fields: Any) -> None:
-        """Append one record now (a few microseconds); durable within ``interval``."""
+        """Append one record (in order with every write before it); durable within about
+        ``interval`` after it is written."""
         if self._fd is None:
             return
         fields["k"] = rec_type
         fields["t"] = round(time.time(), 6)
         data = json_line(fields).encode("utf-8", "replace")
+        self.submit(lambda: self._append(data))
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            return
         if self._torn:
             data = b"\n" + data
         try:
@@ -131,10 +155,12 @@ class Journal:
             return
         self._torn = False
         self._size += len(data)
-        self._dirty = True
         self.records += 1
         if self._reserved is not None and self._reserved - self._size < RESERVE // 2:
             self._renew_reserve()
+        with self._wake:
+            self._dirty = True
+            self._wake.notify()
 
     def _renew_reserve(self) -> None:
         if self._fd is None or self._reserved is None:
@@ -153,27 +179,47 @@ class Journal:
         self.on_failure(str(self.path), exc)
 
     def sync(self) -> None:
-        if self._fd is not None and self._dirty:
-            self._dirty = False
+        with self._wake:
+            dirty, self._dirty = self._dirty, False
+        if self._fd is not None and dirty:
             try:
                 os.fsync(self._fd)
             except OSError as exc:
                 self._failed(exc)
 
     async def run_syncer(self) -> None:
-        """fsync in a worker thread every ``interval`` while there is something new."""
+        """Group commit on a thread of its own until cancelled (see the module)."""
         import asyncio  # here, not at the top: `status` reads journals and must start fast
 
+        self._stopping = False
+        thread = threading.Thread(target=self._sync_forever, name="journal-syncer", daemon=True)
+        thread.start()
         try:
-            while True:
-                await asyncio.sleep(self.interval)
-                if self._dirty and self._fd is not None:
-                    self._dirty = False
-                    try:
-                        await asyncio.to_thread(os.fsync, self._fd)
-                    except OSError as exc:
-                        self._failed(exc)
+            await asyncio.Event().wait()
         finally:
+            with self._wake:
+                self._stopping = True
+                self._wake.notify()
+            try:
+                await asyncio.shield(asyncio.to_thread(thread.join))
+            finally:
+                thread.join()
+                self.sync()
+
+    def _sync_forever(self) -> None:
+        last = -self.interval
+        while True:
+            with self._wake:
+                while not self._dirty and not self._stopping:
+                    self._wake.wait()
+                # this thread's own pace: what is written meanwhile goes with this fsync
+                while (pause := last + self.interval - time.monotonic()) > 0:
+                    if self._stopping:
+                        break
+                    self._wake.wait(pause)
+                if self._stopping:
+                    return  # the last sync is the caller's, after the last writes
+            last = time.monotonic()
             self.sync()
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ not a closing tag) and never as terminal control (escapes and control characters
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.process.lines import one_line
+from orchestrator.view.grid import Grid
 from orchestrator.view.snapshot import Snapshot
 
 STATE_STYLE = {
@@ -51,35 +53,42 @@ def rows_that_fit(console: Console) -> int:
     return max(console.size.height - 9, 3)
 
 
+LIVE_COLUMNS = (
+    ("agent", False, 40),
+    ("state", False, 20),
+    ("elapsed", True, 12),
+    ("tokens", True, 12),
+    ("cost", True, 12),
+    ("last line", False, 1_000),
+)
+"""Name, right-justified, widest: the live table's columns (the last takes the rest)."""
+
+
 def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:
     """The live dashboard: one row per agent (running ones first), counts, fence and budget."""
     now = time.time() if now is None else now
-    table = Table(expand=True, title=plain(f"orchestrator - {snapshot.run.get('plan', '?')}"))
-    for name, kw in (
-        ("agent", {"no_wrap": True}),
-        ("state", {"no_wrap": True}),
-        ("elapsed", {"justify": "right"}),
-        ("tokens", {"justify": "right"}),
-        ("cost", {"justify": "right"}),
-        ("last line", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1}),
-    ):
-        table.add_column(name, **kw)
-    agents = sorted(
+    table = Grid(LIVE_COLUMNS, title=one_line(f"orchestrator - {snapshot.run.get('plan', '?')}"))
+    agents = heapq.nsmallest(
+        max_rows,
         snapshot.agents,
         key=lambda a: (a["state"] not in ("running", "stopping"), a.get("started") or 0),
-    )
-    for agent in agents[:max_rows]:
+    )  # O(agents) plus O(rows) of rendering: a frame costs what the screen shows
+    for agent in agents:
         state = agent["state"]
-        table.add_row(
-            plain(agent["id"]),
-            plain(state, STATE_STYLE.get(state, "")),
-            plain(_elapsed(agent, now)),
-            plain(f"{(agent.get('tokens_in') or 0) + (agent.get('tokens_out') or 0)}"),
-            plain(f"${agent.get('cost_usd') or 0.0:.4f}"),
-            plain(agent.get("last_line") or ""),
+        tokens = (agent.get("tokens_in") or 0) + (agent.get("tokens_out") or 0)
+        table.rows.append(
+            (
+                (one_line(str(agent["id"])), ""),
+                (one_line(str(state)), STATE_STYLE.get(state, "")),
+                (_elapsed(agent, now).strip(), ""),
+                (str(tokens), ""),
+                (f"${agent.get('cost_usd') or 0.0:.4f}", ""),
+                (one_line(str(agent.get("last_line") or "")), ""),
+            )
         )
-    if len(agents) > max_rows:
-        table.caption = plain(f"... and {len(agents) - max_rows} more agents")
+    more = len(snapshot.agents) - len(agents) + snapshot.hidden
+    if more > 0:
+        table.caption = f"... and {more} more agents"
     return Group(table, plain(footer(snapshot)))
 
 
@@ -102,9 +111,21 @@ def footer(snapshot: Snapshot) -> str:
     return line
 
 
-def summary(snapshot: Snapshot) -> Group:
-    """What is printed when a run ends: the table of tasks, then every escalation."""
-    return Group(_task_table(snapshot), *escalation_lines(snapshot))
+def summary(snapshot: Snapshot, *, max_rows: int | None = None) -> Group:
+    """What is printed when a run ends: the table of tasks, then every escalation.
+
+    With ``max_rows`` the table holds at most that many tasks, those that did not succeed
+    first (in plan order), and says how many it left out: REPORT.md has every task."""
+    shown = list(snapshot.tasks)
+    more: list[Text] = []
+    if max_rows is not None and len(shown) > max_rows:
+        odd = [t for t in shown if t["state"] != "succeeded"]
+        keep = {id(t) for t in (odd + [t for t in shown if t["state"] == "succeeded"])[:max_rows]}
+        shown = [t for t in shown if id(t) in keep]
+        ok = sum(1 for t in snapshot.tasks if t["state"] == "succeeded" and id(t) not in keep)
+        left = len(snapshot.tasks) - len(shown)
+        more.append(plain(f"... and {left} more tasks ({ok} succeeded); REPORT.md lists all"))
+    return Group(_task_table(snapshot, shown), *more, *escalation_lines(snapshot))
 
 
 def escalation_lines(snapshot: Snapshot) -> list[Text]:
@@ -121,11 +142,11 @@ def escalation_lines(snapshot: Snapshot) -> list[Text]:
     return out
 
 
-def _task_table(snapshot: Snapshot) -> Table:
+def _task_table(snapshot: Snapshot, shown: list[dict[str, Any]]) -> Table:
     table = Table(title=plain(f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}"))
     for name in ("task", "state", "attempts", "fixers", "reason"):
         table.add_column(name, overflow="fold")
-    for task in snapshot.tasks:
+    for task in shown:
         state = task["state"]
         table.add_row(
             plain(task["id"]),

@@ -6,6 +6,7 @@ another terminal and the display of the running orchestrator show the same thing
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from orchestrator.records.tail import last_said
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
+    from orchestrator.engine.state import AgentRecord
 
 AGENT_KEYS = (
     "id", "task", "kind", "state", "parent", "attempt", "pid", "started", "ended",
@@ -32,10 +34,19 @@ class Snapshot:
     budget_usd: float | None = None
     spent_usd: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    tally: dict[str, int] | None = None
+    """Agents per state when ``agents`` holds only some of them (`live_view`)."""
 
     @property
     def counts(self) -> dict[str, int]:
+        if self.tally is not None:
+            return dict(self.tally)
         return dict(Counter(a["state"] for a in self.agents))
+
+    @property
+    def hidden(self) -> int:
+        """Agents of the run that ``agents`` leaves out (a view showing only its top rows)."""
+        return sum(self.counts.values()) - len(self.agents) if self.tally is not None else 0
 
     def as_status_json(self) -> dict[str, Any]:
         """The `status --json` object (docs/commands.md)."""
@@ -44,27 +55,55 @@ class Snapshot:
         return {"run": run, "agents": [{k: a.get(k) for k in AGENT_KEYS} for a in self.agents]}
 
 
-def from_run(run: Run, *, state: str = "running") -> Snapshot:
-    agents = tuple(
-        {
-            "id": r.id,
-            "task": r.task_id,
-            "kind": r.kind,
-            "role": r.role,
-            "state": "stopping" if r.state == "running" and r.stop is not None else r.state,
-            "parent": r.parent,
-            "attempt": r.attempt,
-            "pid": r.pid,
-            "started": r.started,
-            "ended": r.ended,
-            "tokens_in": r.tokens_in,
-            "tokens_out": r.tokens_out,
-            "cost_usd": round(r.cost_usd, 6),
-            "last_line": r.last_line,
-            "reason": r.reason,
-        }
-        for r in run.agents.values()
+def _agent_row(r: AgentRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "task": r.task_id,
+        "kind": r.kind,
+        "role": r.role,
+        "state": _shown_state(r),
+        "parent": r.parent,
+        "attempt": r.attempt,
+        "pid": r.pid,
+        "started": r.started,
+        "ended": r.ended,
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "cost_usd": round(r.cost_usd, 6),
+        "last_line": r.last_line,
+        "reason": r.reason,
+    }
+
+
+def _shown_state(r: AgentRecord) -> str:
+    return "stopping" if r.state == "running" and r.stop is not None else r.state
+
+
+def _live_first(r: AgentRecord) -> tuple[bool, float]:
+    """The order of the live table: running (and stopping) agents first, oldest first."""
+    return (r.state != "running", r.started or 0.0)
+
+
+def live_view(run: Run, *, rows: int) -> Snapshot:
+    """What the live table shows of a run: its first ``rows`` agents and every agent counted.
+
+    A frame costs O(agents) in plain counting and O(rows) in everything else, so a table
+    over 10,000 agents costs what the screen shows (docs: README, performance)."""
+    tally = Counter(_shown_state(r) for r in run.agents.values())
+    top = heapq.nsmallest(rows, run.agents.values(), key=_live_first)
+    return Snapshot(
+        run={"plan": run.plan.name, "state": "running", "started": run.started_at},
+        agents=tuple(_agent_row(r) for r in top),
+        fence=run.governor.fence,
+        budget_usd=run.plan.limits.budget_usd,
+        spent_usd=run.governor.spent_usd,
+        extra={"grace": run.plan.limits.grace},
+        tally=dict(tally),
     )
+
+
+def from_run(run: Run, *, state: str = "running") -> Snapshot:
+    agents = tuple(_agent_row(r) for r in run.agents.values())
     tasks = tuple(
         {
             "id": t.task.id,

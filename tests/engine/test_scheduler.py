@@ -239,3 +239,19 @@ async def test_a_stall_is_silence_not_a_missing_newline(make_run: MakeRun) -> No
     assert run.agents["bar"].state == "succeeded", run.agents["bar"].reason
     assert run.agents["silent"].state == "timed_out"
     assert run.agents["silent"].reason == "stalled: no output for 0.5s"
+
+
+async def test_an_agent_cancelled_before_its_first_step_still_ends_and_the_run_with_it(
+    make_run: Callable[..., Run], responses: Path
+) -> None:
+    run = make_run(sleeper("a", 30), sleeper("b", 0.01, deps=("a",)))
+    main = asyncio.ensure_future(run.execute())
+    await asyncio.sleep(0)  # execute() started "a": its task exists and has not run a step yet
+    assert run.agents["a"].state == "running"
+    assert run.cancel("a") == ["a"]
+    async with asyncio.timeout(20):
+        await main
+    assert run.agents["a"].state == "cancelled"
+    assert run.tasks["b"].state == "skipped"
+    last = (responses / "a.md").read_text().rstrip().splitlines()[-1]
+    assert last.startswith("status: cancelled")

@@ -36,7 +36,7 @@ def test_cache_rates_follow_the_input_rate() -> None:
     assert price.cache_read == pytest.approx(0.30)
 
 
-@pytest.mark.parametrize("model", ["claude-opus-9", "gpt-4o", "claude-sonnet-4-5-typo", ""])
+@pytest.mark.parametrize("model", ["claude-opus-9", "gpt-9-turbo", "claude-sonnet-4-5-typo", ""])
 def test_an_unknown_model_costs_the_dearest_known_rates(model: str) -> None:
     price = TABLE.price_of(model)
     assert not TABLE.knows(model)
@@ -70,3 +70,9 @@ def test_the_upper_bound_prices_input_as_cache_writes_and_the_whole_output() -> 
     assert bound == pytest.approx(100_000 * 3.75 / 1e6 + 8192 * 15 / 1e6)
     real = TABLE.cost("claude-sonnet-4-6", TokenCount(input=100_000, output=8192))
     assert real <= bound
+
+
+def test_openai_models_are_priced_with_their_cached_input_rate() -> None:
+    assert TABLE.price_of("gpt-4o-2024-08-06") is TABLE.price_of("gpt-4o")
+    tokens = TokenCount(input=1_000_000, output=1_000_000, cache_read=1_000_000)
+    assert TABLE.cost("gpt-5", tokens) == pytest.approx(1.25 + 10.0 + 0.125)

@@ -93,3 +93,73 @@ async def test_while_the_first_interrupt_waits_out_the_grace_the_rows_say_stoppi
         run.interrupt(signal.SIGINT)  # the second one kills at once
     assert run.agents["a"].state == "cancelled"
     assert [a["state"] for a in snapshot.from_run(run).agents] == ["cancelled"]
+
+
+def many(n: int, *, failing: tuple[int, ...] = ()) -> Snapshot:
+    agents = tuple(
+        {"id": f"t{i}", "task": f"t{i}", "state": "running" if i % 2 else "succeeded",
+         "started": float(i), "ended": None, "last_line": f"line {i}"}
+        for i in range(n)
+    )  # fmt: skip
+    tasks = tuple(
+        {"id": f"t{i}", "state": "failed" if i in failing else "succeeded",
+         "attempts": [f"t{i}"], "fixers": [], "reason": "boom" if i in failing else ""}
+        for i in range(n)
+    )  # fmt: skip
+    return Snapshot(run={"plan": "big", "state": "finished"}, agents=agents, tasks=tasks)
+
+
+def test_the_live_table_shows_the_rows_that_fit_and_counts_the_rest() -> None:
+    text = render_text(dashboard.render(many(1000), max_rows=5, now=2000.0))
+    assert "│ t1 " in text
+    assert "│ t9 " in text
+    assert "│ t11 " not in text
+    assert "│ t0 " not in text
+    assert "... and 995 more agents" in text
+    assert "agents: 500 running, 500 succeeded" in text
+
+
+def test_the_summary_of_a_large_run_shows_what_failed_first_and_says_what_it_left_out() -> None:
+    text = render_text(dashboard.summary(many(1000, failing=(500, 998)), max_rows=4))
+    assert "│ t500 " in text
+    assert "│ t998 " in text
+    assert "│ t0 " in text
+    assert "│ t1 " in text
+    assert "│ t2 " not in text
+    assert "... and 996 more tasks (996 succeeded); REPORT.md lists all" in text
+
+
+async def test_a_live_view_holds_the_top_rows_and_counts_every_agent(
+    make_run: Callable[..., Run],
+) -> None:
+    run = make_run(*(scripted(f"s{i}") for i in range(6)), scripted("late", deps=("s0",)))
+    await run.execute()
+    view = snapshot.live_view(run, rows=2)
+    assert len(view.agents) == 2
+    assert view.counts == {"succeeded": 7}
+    assert view.hidden == 5
+    assert "... and 5 more agents" in render_text(dashboard.render(view, max_rows=2))
+
+
+async def test_plain_lines_are_written_together_in_order_and_on_flush() -> None:
+    import io
+
+    from orchestrator.engine.state import AgentRecord
+    from orchestrator.view.console import PlainPrinter
+
+    out = io.StringIO()
+    printer = PlainPrinter(out)
+
+    class Rec:
+        id = "a"
+
+    rec: AgentRecord = Rec()  # type: ignore[assignment]
+    for line in ("started: x", "| command output stays in the file", "finished", "status: ok"):
+        printer(rec, line)
+    assert out.getvalue() == ""  # gathered for the next frame
+    printer.flush()
+    assert out.getvalue().splitlines() == [
+        "               a | started: x",
+        "               a | finished",
+        "               a | status: ok",
+    ]

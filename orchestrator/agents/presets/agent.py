@@ -124,7 +124,7 @@ class PresetAgent:
 
     @property
     def uses_model(self) -> bool:
-        return bool(preset_for(self.kind).gateway_url)
+        return preset_for(self.kind).uses_model
 
     @property
     def pass_env(self) -> tuple[str, ...]:
@@ -136,9 +136,7 @@ class PresetAgent:
         emit = ctx.emit  # the scheduler masks the key in every event
         env = {**dict(preset.env), **ctx.env}
         if ctx.model is not None:
-            env = gateway_env(
-                env, preset, url=ctx.model.url, token=ctx.model.token, timeout=task.timeout
-            )
+            env = gateway_env(env, preset, ctx.model, timeout=task.timeout)
         flags: list[str] = []
         if preset.flags == "claude-code":
             levels_left = self.plan.limits.max_depth - ctx.depth

@@ -28,9 +28,12 @@ subagents are capped from the plan's limits through the variables Claude Code re
 must be at least 1, so with no level left the ``Agent`` tool (once called ``Task``) is taken
 away with ``--disallowedTools`` instead.
 
-Presets that talk to Anthropic's API (``gateway_url``: claude-code, aider) get the run's
-model gateway as their base URL and the attempt's token as ``ANTHROPIC_API_KEY``
-(`gateway_env`), never the key itself.
+Presets that talk to a model get the run's model gateway as their base URL and the attempt's
+token as their key (`gateway_env`), never the key itself, for each API whose key the
+orchestrator holds: Anthropic's (``gateway_url``: claude-code, aider) and OpenAI's
+(``gateway_openai_url``, with ``/v1``: codex through ``OPENAI_BASE_URL``, aider through
+litellm's ``OPENAI_API_BASE``). The token goes in every variable of ``gateway_keys``
+(codex reads ``OPENAI_API_KEY``, or ``CODEX_API_KEY`` in ``exec`` mode).
 
 Pure data and functions; `orchestrator.agents.presets.agent` runs what is built here.
 """
@@ -44,7 +47,9 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from orchestrator.agents.command import command_argv
+from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import Limits, Task
+from orchestrator.process.env import SECRET_NAMES
 
 ParserName: TypeAlias = Literal["stream-json", "lines"]
 FlagStyle: TypeAlias = Literal["claude-code", "none"]
@@ -75,10 +80,18 @@ class Preset:
     env: tuple[tuple[str, str], ...] = ()
     """Set for the child unless the task's ``env`` says otherwise."""
     pass_env: tuple[str, ...] = ()
-    """Variables the program needs from the orchestrator's environment (never the
-    Anthropic key: `orchestrator.process.env.child_env` drops it)."""
+    """Variables the program needs from the orchestrator's environment (never a model
+    API's key: `orchestrator.process.env.child_env` drops them)."""
     gateway_url: tuple[str, ...] = ()
     """The variables that give the program Anthropic's base URL: set to the gateway's."""
+    gateway_openai_url: tuple[str, ...] = ()
+    """The variables that give the program OpenAI's base URL: set to the gateway's."""
+    gateway_keys: tuple[str, ...] = ()
+    """The variables the program reads its key from: set to the attempt's token."""
+
+    @property
+    def uses_model(self) -> bool:
+        return bool(self.gateway_url or self.gateway_openai_url)
 
 
 BUILTIN: Mapping[str, Preset] = {
@@ -104,6 +117,7 @@ BUILTIN: Mapping[str, Preset] = {
         env=(("DISABLE_AUTOUPDATER", "1"),),
         pass_env=("ANTHROPIC_BASE_URL",),  # without a gateway (no key here): its own login
         gateway_url=("ANTHROPIC_BASE_URL",),
+        gateway_keys=("ANTHROPIC_API_KEY",),
     ),
     "codex": Preset(
         name="codex",
@@ -111,15 +125,19 @@ BUILTIN: Mapping[str, Preset] = {
         argv=("codex", "exec", "--json", "--skip-git-repo-check", FLAGS, "--", "{prompt}"),
         parser="lines",
         install_hint="npm install -g @openai/codex",
-        pass_env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME"),
+        pass_env=("OPENAI_BASE_URL", "CODEX_HOME"),  # without a gateway: its own login
+        gateway_openai_url=("OPENAI_BASE_URL",),
+        gateway_keys=("OPENAI_API_KEY", "CODEX_API_KEY"),
     ),
     "aider": Preset(
         name="aider",
         argv=("aider", "--message={prompt}", "--yes-always", "--no-auto-commits", FLAGS),
         parser="lines",
         install_hint="python -m pip install aider-install && aider-install",
-        pass_env=("OPENAI_API_KEY", "OPENAI_API_BASE"),
+        pass_env=("OPENAI_API_BASE",),
         gateway_url=("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"),  # litellm reads either
+        gateway_openai_url=("OPENAI_API_BASE", "OPENAI_BASE_URL"),
+        gateway_keys=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
     ),
 }
 
@@ -141,15 +159,23 @@ def preset_pass_env(name: str) -> tuple[str, ...]:
 
 
 def gateway_env(
-    env: Mapping[str, str], preset: Preset, *, url: str, token: str, timeout: float
+    env: Mapping[str, str], preset: Preset, access: Access, *, timeout: float
 ) -> dict[str, str]:
-    """The child's environment pointed at the model gateway: its URL in every variable the
-    program reads it from, the attempt's token as its key, no other credential. Claude
-    Code's request timeout becomes the attempt's (the gateway may wait out a storm)."""
-    out = {k: v for k, v in env.items() if k not in ("ANTHROPIC_AUTH_TOKEN",)}
-    for name in preset.gateway_url:
+    """The child's environment pointed at the model gateway, for each API the gateway passes
+    on: its URL in every variable the program reads it from, the attempt's token as its key,
+    no other credential. Claude Code's request timeout becomes the attempt's (the gateway
+    may wait out a storm)."""
+    out = {k: v for k, v in env.items() if k not in SECRET_NAMES}
+    urls = [(n, access.url) for n in preset.gateway_url] if access.anthropic else []
+    if access.openai:
+        urls += [(n, access.openai_url) for n in preset.gateway_openai_url]
+    for name, url in urls:
         out[name] = url
-    out["ANTHROPIC_API_KEY"] = token
+    anthropic_keys = ("ANTHROPIC_API_KEY",) if access.anthropic else ()
+    openai_keys = ("OPENAI_API_KEY", "CODEX_API_KEY") if access.openai else ()
+    for name in preset.gateway_keys:
+        if name in anthropic_keys or name in openai_keys:
+            out[name] = access.token
     if preset.flags == "claude-code" and "API_TIMEOUT_MS" not in env:
         out["API_TIMEOUT_MS"] = str(int(timeout * 1000))
     return out

@@ -59,7 +59,7 @@ from orchestrator.events import (
     Usage,
 )
 from orchestrator.plan.model import Limits, Plan, Task
-from orchestrator.process.env import child_env
+from orchestrator.process.env import SECRET_NAMES, child_env
 
 HANG = 10.0
 """Gross bound that only detects hangs."""
@@ -276,12 +276,11 @@ def test_a_template_without_flags_gets_neither_flags_nor_args() -> None:
 
 
 def test_what_each_preset_needs_is_named_for_the_scheduler_and_never_the_key() -> None:
-    assert "OPENAI_API_KEY" in preset_pass_env("codex")
+    assert "CODEX_HOME" in preset_pass_env("codex")
     assert preset_pass_env("command") == ()
     for name in BUILTIN:
-        assert not {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} & set(preset_pass_env(name))
-    assert PresetAgent("claude-code", Plan("t", ())).uses_model
-    assert not PresetAgent("codex", Plan("t", ())).uses_model
+        assert not SECRET_NAMES & set(preset_pass_env(name))
+        assert PresetAgent(name, Plan("t", ())).uses_model
 
 
 @pytest.mark.parametrize(

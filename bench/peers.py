@@ -1,0 +1,233 @@
+"""B17: peers side by side. The same seeded DAG of ``sleep`` commands run by ``make -j``, by a
+bare asyncio subprocess runner and by the orchestrator (its CLI, command agents), each in a
+process of its own, one after the other in the same run.
+
+- *In-run makespan*: from the runner's start of work to the end of its last task: ``make``'s
+  wall time (it parses a Makefile of a few thousand lines in milliseconds), the bare runner's
+  own clock, and for the orchestrator its journal (the run's ``started`` to the last agent's
+  ``ended``), so interpreter start-up and imports are left out of every one.
+- *Ideal*: list scheduling of the same DAG on the same number of slots with zero overhead
+  (ready tasks start in plan order the moment a slot is free), simulated.
+- *Peak RSS*: the largest sum of resident memory over the runner's whole process tree,
+  sampled from /proc every 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.core import Config, Figure, Stat, secs, times
+from bench.workloads import Workload, random_dag
+
+GOAL_VS_MAKE = 1.03
+BARE_RUNNER = r"""
+import asyncio, json, sys, time
+spec = json.load(open(sys.argv[1])); slots = int(sys.argv[2])
+graph = {t: d for t, d in spec["graph"].items()}; dur = spec["durations"]
+children = {t: [] for t in graph}
+for t, deps in graph.items():
+    for d in deps: children[d].append(t)
+waiting = {t: len(d) for t, d in graph.items()}
+async def main():
+    sem = asyncio.Semaphore(slots)
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        async def run(t):
+            async with sem:
+                p = await asyncio.create_subprocess_exec("sleep", f"{dur[t]:.3f}")
+                await p.wait()
+            for c in children[t]:
+                waiting[c] -= 1
+                if waiting[c] == 0: tg.create_task(run(c))
+        for t, n in waiting.items():
+            if n == 0: tg.create_task(run(t))
+    print(time.perf_counter() - t0)
+asyncio.run(main())
+"""
+
+
+def ideal(work: Workload, slots: int) -> float:
+    """List scheduling with zero overhead: ready tasks start in plan order when a slot frees."""
+    order = {tid: i for i, tid in enumerate(work.graph)}
+    children: dict[str, list[str]] = {t: [] for t in work.graph}
+    for tid, deps in work.graph.items():
+        for dep in deps:
+            children[dep].append(tid)
+    waiting = {t: len(d) for t, d in work.graph.items()}
+    ready = [order[t] for t, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    ids = list(work.graph)
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while ready or running:
+        while ready and len(running) < slots:
+            tid = ids[heapq.heappop(ready)]
+            heapq.heappush(running, (now + round(work.durations[tid], 3), tid))
+        now, done = heapq.heappop(running)
+        for child in children[done]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, order[child])
+    return now
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and every descendant (from /proc; 0 for what is gone)."""
+    parent: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+                parent[int(name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = {root}, [root]
+    kids: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        kids.setdefault(ppid, []).append(pid)
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            tree.add(kid)
+            todo.append(kid)
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+async def _run_tree(argv: list[str], cwd: Path) -> tuple[float, int, str]:
+    """Run ``argv``; its wall time, the peak RSS of its process tree, and its stdout."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    peak = 0
+    async with asyncio.TaskGroup() as tg:
+        talk = tg.create_task(proc.communicate())
+        while not talk.done():
+            peak = max(peak, await asyncio.to_thread(_tree_rss, proc.pid))
+            await asyncio.wait({talk}, timeout=0.05)
+    out, err = talk.result()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.decode()[-500:]}")
+    return wall, peak, out.decode()
+
+
+def _makefile(work: Workload) -> str:
+    lines = [".PHONY: all " + " ".join(work.graph), "all: " + " ".join(work.graph)]
+    for tid, deps in work.graph.items():
+        lines.append(f"{tid}: {' '.join(deps)}".rstrip())
+        lines.append(f"\tsleep {work.durations[tid]:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def _plan(work: Workload, slots: int) -> str:
+    limits = {"max_concurrency": slots, "max_agents": len(work) * 2 + 10, "spawn_rate": 1e6}
+    tasks = [
+        {
+            "id": tid,
+            "agent": "command",
+            "command": ["sleep", f"{work.durations[tid]:.3f}"],
+            "depends_on": list(deps),
+        }
+        for tid, deps in work.graph.items()
+    ]
+    return json.dumps({"name": "peers", "workspace": ".", "limits": limits, "tasks": tasks})
+
+
+def _journal_makespan(responses: Path) -> float:
+    started, last = None, 0.0
+    for line in (responses / ".run" / "journal.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("k") == "run" and "started" in rec and started is None:
+            started = float(rec["started"])
+        if rec.get("k") == "agent" and rec.get("ended"):
+            last = max(last, float(rec["ended"]))
+    if started is None:
+        raise RuntimeError("the journal has no run start")
+    return last - started
+
+
+def _write_case(work: Workload, slots: int, where: Path) -> None:
+    where.mkdir(parents=True)
+    (where / "Makefile").write_text(_makefile(work))
+    (where / "spec.json").write_text(json.dumps({"graph": work.graph, "durations": work.durations}))
+    (where / "bare.py").write_text(BARE_RUNNER)
+    (where / "plan.yaml").write_text(_plan(work, slots))  # JSON is YAML
+
+
+async def one_case(cfg: Config, work: Workload, slots: int, where: Path) -> dict[str, Any]:
+    _write_case(work, slots, where)
+    results: dict[str, dict[str, list[float]]] = {
+        k: {"span": [], "rss": []} for k in ("make", "bare", "orchestrator")
+    }
+    make = shutil.which("make")
+    for i in range(cfg.repeats):
+        if make is not None:
+            wall, peak, _ = await _run_tree([make, "-s", f"-j{slots}", "all"], where)
+            results["make"]["span"].append(wall)
+            results["make"]["rss"].append(peak)
+        _, peak, out = await _run_tree([sys.executable, "bare.py", "spec.json", str(slots)], where)
+        results["bare"]["span"].append(float(out.strip()))
+        results["bare"]["rss"].append(peak)
+        responses = where / f"responses-{i}"
+        argv = [sys.executable, "-m", "orchestrator", "run", "plan.yaml", "--no-live"]
+        _, peak, _ = await _run_tree([*argv, "--responses", str(responses)], where)
+        results["orchestrator"]["span"].append(_journal_makespan(responses))
+        results["orchestrator"]["rss"].append(peak)
+        shutil.rmtree(responses, ignore_errors=True)
+    return {"ideal": ideal(work, slots), **results}
+
+
+async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
+    fig = Figure("B17", "peers side by side")
+    cases = cfg.pick(((500, 16), (2000, 64)), ((100, 8),))
+    data = {}
+    for n, slots in cases:
+        work = random_dag(n, seed=cfg.seed, scale=cfg.pick(1.0, 0.5))
+        got = await one_case(cfg, work, slots, cfg.tmp / f"peers-{n}-{slots}")
+        data[f"{n}x{slots}"] = got
+        best = got["ideal"]
+        spans = {
+            k: Stat.of(got[k]["span"]) for k in ("make", "bare", "orchestrator") if got[k]["span"]
+        }
+        rss = {k: Stat.of(got[k]["rss"]) for k in spans}
+        mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731
+        orch = spans["orchestrator"]
+        over = {k: Stat.of(v / best for v in s.values) for k, s in spans.items()}
+        base = [f"ideal {secs(best)}"] + [
+            f"{k} {over[k].fmt(times)}, {rss[k].fmt(mib)}" for k in spans if k != "orchestrator"
+        ]
+        if "make" in spans:
+            vs = Stat.of(o / m for o, m in zip(orch.values, spans["make"].values, strict=True))
+            ratio, met = f"{vs.fmt(times)} make", vs.median <= GOAL_VS_MAKE
+        else:
+            ratio, met = "-", None
+        fig.row(
+            f"{n:,}-task DAG of sleeps, {slots} at a time",
+            measured=f"{orch.fmt(secs)}: {over['orchestrator'].fmt(times)} ideal, "
+            f"{rss['orchestrator'].fmt(mib)}",
+            baseline="; ".join(base),
+            ratio=ratio,
+            goal=f"<= {GOAL_VS_MAKE}x make -j",
+            met=met,
+            note="makespan in the run (start-up left out) over the list-scheduling ideal; "
+            "peak RSS of the whole process tree",
+        )
+    fig.data = data
+    return {"B17": fig}

@@ -1,0 +1,133 @@
+"""The writer thread: a run's file writes carried out off the loop, in order, with a barrier."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import scripted
+
+from orchestrator.engine.scheduler import Run
+from orchestrator.plan.model import Say, Sleep
+from orchestrator.records.writer import FileWriter
+
+
+def hold(gate: threading.Event) -> Callable[[], None]:
+    """A write that holds the writer thread until ``gate`` is set."""
+
+    def wait() -> None:
+        gate.wait(10)
+
+    return wait
+
+
+def test_without_its_thread_a_write_is_carried_out_at_once() -> None:
+    done: list[int] = []
+    w = FileWriter()
+    w.submit(lambda: done.append(1))
+    assert done == [1]
+    told: list[str] = []
+    w.when_written(lambda: told.append("now"))
+    assert told == ["now"]
+
+
+async def test_writes_run_off_the_loop_in_order_and_the_barrier_waits_for_them() -> None:
+    w = FileWriter()
+    gate = threading.Event()
+    order: list[int] = []
+    threads: set[str] = set()
+
+    def write(i: int) -> Callable[[], None]:
+        def run() -> None:
+            threads.add(threading.current_thread().name)
+            order.append(i)
+
+        return run
+
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        w.submit(hold(gate))  # the thread is held: nothing after it is written yet
+        for i in range(100):
+            w.submit(write(i))
+        told: list[str] = []
+        w.when_written(lambda: told.append("told"))
+        barrier = tg.create_task(w.written())
+        await asyncio.sleep(0.05)
+        assert not barrier.done()
+        assert told == []
+        assert order == []
+        gate.set()
+        async with asyncio.timeout(10):
+            await barrier
+        assert order == list(range(100))
+        assert told == ["told"]
+        assert threads == {"orchestrator-writer"}
+        runner.cancel()
+    w.submit(write(100))  # stopped: at once again
+    assert order[-1] == 100
+
+
+async def test_what_is_queued_when_it_stops_is_written_before_it_returns() -> None:
+    w = FileWriter()
+    gate = threading.Event()
+    order: list[int] = []
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(w.run())
+        await asyncio.sleep(0)
+        w.submit(hold(gate))
+        for i in range(10):
+            w.submit(lambda i=i: order.append(i))  # type: ignore[misc]
+        runner.cancel()
+        asyncio.get_running_loop().call_later(0.05, gate.set)
+    assert order == list(range(10))
+    assert w.pending == 0
+
+
+async def test_a_write_that_raises_ends_the_writer_with_its_error() -> None:
+    w = FileWriter()
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a write")
+
+    async def run_broken() -> None:
+        async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+            tg.create_task(w.run())
+            await asyncio.sleep(0)
+            w.submit(broken)
+            await asyncio.sleep(30)
+
+    with pytest.raises(ExceptionGroup) as info:
+        await run_broken()
+    assert info.group_contains(RuntimeError, match="a bug in a write")
+
+
+async def test_no_one_is_told_an_agent_ended_before_its_status_line_is_in_its_file(
+    make_run: Callable[..., Run], responses: Path
+) -> None:
+    gate = threading.Event()
+    run = make_run(scripted("a", Say("one"), Sleep(1.0), Say("two")))
+    async with asyncio.TaskGroup() as tg:
+        main = tg.create_task(run.execute())
+        async with asyncio.timeout(10):
+            while "a" not in run.agents or not any("one" in x for x in run.agents["a"].lines):
+                await asyncio.sleep(0.005)
+        assert run.agents["a"].state == "running"
+        run.recorder.writer.submit(hold(gate))  # hold the writer thread while it sleeps
+        waiter = tg.create_task(run.wait("a"))
+        async with asyncio.timeout(10):
+            while run.agents["a"].state == "running":
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        assert not waiter.done(), "told before the agent's words were written"
+        assert "status:" not in (responses / "a.md").read_text()
+        gate.set()
+        async with asyncio.timeout(10):
+            assert await waiter == "succeeded"
+        text = (responses / "a.md").read_text()
+        assert "one" in text
+        assert text.rstrip().splitlines()[-1].startswith("status: succeeded")
+        await main
