@@ -29,6 +29,7 @@ from bench import (
     durability,
     flood,
     gateway,
+    isolation,
     makespan,
     overhead,
     peers,
@@ -41,7 +42,7 @@ from bench import (
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = (*(f"B{i}" for i in range(1, 14)), "B17", "B18")
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 15)), "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -56,6 +57,7 @@ TITLES = {
     "B11": "model gateway",
     "B12": "web view under load",
     "B13": "sandbox start cost",
+    "B14": "per-task isolation",
     "B17": "peers side by side",
     "B18": "views at fleet scale",
 }
@@ -72,6 +74,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B11",), gateway.measure),
     (("B12",), web.measure),
     (("B13",), sandbox.measure),
+    (("B14",), isolation.measure),
     (("B17",), peers.measure),
     (("B18",), views.measure),
 )

@@ -73,6 +73,14 @@ class PlanError(UsageError):
             text += f" (hint: {self.hint})"
         return text
 
+    def as_json(self) -> dict[str, object]:
+        """The fields of `validate --json` (docs/commands.md)."""
+        return {
+            "file": self.where.path, "line": self.where.line or None,
+            "col": (self.where.col or 1) if self.where.line > 0 else None,
+            "rule": self.rule, "message": self.message, "hint": self.hint or None,
+        }  # fmt: skip
+
 
 class PlanErrors(UsageError):
     """Every problem found in one plan file; ``str`` gives one line per problem."""
@@ -80,6 +88,13 @@ class PlanErrors(UsageError):
     def __init__(self, errors: list[PlanError]) -> None:
         self.errors = list(errors)
         super().__init__("\n".join(e.render() for e in self.errors))
+
+    def as_json(self) -> list[dict[str, object]]:
+        return [e.as_json() for e in self.errors]
+
+
+class WorkspaceMissing(UsageError):
+    """The plan's workspace does not exist and nothing asked to create it."""
 
 
 class UnknownAgentError(UsageError):

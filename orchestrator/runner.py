@@ -22,7 +22,7 @@ from typing import Literal
 
 from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
-from orchestrator.control import channel, leftovers, quota
+from orchestrator.control import channel, leftovers, notify, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.errors import (
@@ -32,14 +32,17 @@ from orchestrator.errors import (
     RunDirRefused,
     RunError,
     StorageFailed,
+    WorkspaceMissing,
     WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
+from orchestrator.isolation.setup import deliver_run, open_workspaces
 from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
-from orchestrator.records.journal import Journal, JournalState, load
-from orchestrator.records.responses import check_responses, run_files
+from orchestrator.records import history
+from orchestrator.records.journal import Journal, load
+from orchestrator.records.responses import check_responses
 from orchestrator.records.resume import (
     ResumePlan,
     fingerprint,
@@ -86,7 +89,15 @@ def check_environment(
     from orchestrator.agents.command import missing_program
 
     ws = plan.workspace
-    create = not ws.exists() and not ws.is_symlink() and ws.parent.is_dir()
+    missing = not ws.exists() and not ws.is_symlink()
+    if missing and not plan.create_workspace:
+        where = f" (the plan {plan.source.name} names it)" if plan.source else ""
+        raise WorkspaceMissing(
+            f"error: workspace {ws} does not exist{where} (hint: check its spelling; "
+            "create it, or let the run create it: create_workspace: true in the plan, "
+            "or run --create-workspace)"
+        )
+    create = missing and ws.parent.is_dir()
     if not create and not ws.is_dir():
         raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
     depth = run_depth(env)
@@ -133,14 +144,6 @@ def check_environment(
             raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
         if not ws.is_dir():  # a file appeared in its place meanwhile
             raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
-
-
-def _forget_previous(rundir: RunDir, old: JournalState) -> None:
-    """A fresh run removes the files the previous run (its journal: ``old``) wrote, only those."""
-    for name in run_files(old):
-        path = rundir.responses / name
-        if "/" not in name and path.is_file() and not path.is_symlink():
-            path.unlink()
 
 
 async def run_plan(
@@ -203,7 +206,8 @@ async def _open_journal(
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
     resumed = plan_resume(old, plan) if opts.resume else None
     if resumed is None:
-        await asyncio.to_thread(_forget_previous, rundir, old)
+        # the previous run's files move to .runs/<its id>/ (`orchestrator runs` lists them)
+        await asyncio.to_thread(history.archive_previous, rundir, old)
     run_id = (old.run.get("run_id") if resumed else None) or new_run_id()
     journal = Journal(rundir.journal, fresh=resumed is None)
     if resumed is not None:
@@ -252,6 +256,7 @@ async def _run_locked(
     for warning in sandbox.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     live = opts.live and sys.stdout.isatty()
+    places = await open_workspaces(plan, opts.responses, run_id, journal, resumed)
     printer = None if live or opts.json else console.PlainPrinter()
     pool = AgentPool(plan)
     run = Run(
@@ -260,9 +265,10 @@ async def _run_locked(
         agents=agents or pool,
         journal=journal,
         on_event=printer,
-        done_tasks=resumed.done if resumed else (),
+        done_tasks=sorted({*(resumed.done if resumed else ()), *getattr(places, "landed", ())}),
         prior_attempts=resumed.attempts if resumed else {},
         upstream=parent.charge if parent is not None else None,
+        places=places,
     )
     loop = asyncio.get_running_loop()
     # Handlers from before the journal says "running" until after it says how the run ended:
@@ -306,6 +312,8 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    given = "branch" if run.interrupted else None  # it says how on stderr
+                    await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
                     if printer is not None:
                         printer.flush()
@@ -315,14 +323,22 @@ async def _run_locked(
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
-            return _finish(run, journal, opts, survivors)
+            code, ended = _finish(run, journal, opts, survivors)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+    # After the handlers: Ctrl-C during the notify command stops it (and the command only).
+    await notify.tell_end(run, code=code, state=ended[0], report=ended[1], run_id=run_id)
+    if ended[2] is not None:
+        raise ended[2]
+    return code
 
 
-def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) -> int:
-    """Record how the run ended, write REPORT.md, print the summary; the exit code.
+def _finish(
+    run: Run, journal: Journal, opts: RunOptions, survivors: list[int]
+) -> tuple[int, tuple[str, Path | None, StorageFailed | None]]:
+    """Record how the run ended, write REPORT.md, print the summary; the exit code and the
+    ending (state, REPORT.md, the error to raise once the run's end was told).
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
     records land in the space it keeps in reserve) and `StorageFailed` is raised last. A run
@@ -353,17 +369,18 @@ def _finish(run: Run, journal: Journal, opts: RunOptions, survivors: list[int]) 
         written, unwritten = None, f"cannot write {exc.filename}: {exc.strerror or exc}"
     console.print_summary(snap, written, as_json=opts.json)
     if stopped_by is not None:
-        raise StorageFailed(
+        problem = StorageFailed(
             f"error: {stopped_by}; the run was stopped and its journal says interrupted "
             "(hint: make room or lift the file-size limit, then: "
             f"orchestrator run {run.plan.source or 'PLAN'} --resume)"
         )
+        return 1, (final_state, written, problem)
     if written is None:
-        raise StorageFailed(
+        return 1, (final_state, None, StorageFailed(
             f"error: {unwritten}; the run ended {final_state} (its journal says so) "
             "but its report is missing (hint: make room; orchestrator status shows the run)"
-        )
-    return code
+        ))  # fmt: skip
+    return code, (final_state, written, None)
 
 
 @contextlib.asynccontextmanager

@@ -46,9 +46,14 @@ def task(tid: str, *steps: dict[str, Any], deps: tuple[str, ...] = (), **kw: Any
 
 
 def write_plan(path: Path, tasks: list[dict[str, Any]], **top: Any) -> Path:
-    """A YAML plan whose workspace is ``ws/`` beside it, with a short grace period."""
+    """A YAML plan whose workspace is ``ws/`` beside it (made by the run), with a short grace
+    period."""
     limits = {"grace": 0.5, "max_concurrency": 16, **top.pop("limits", {})}
-    doc = {"name": path.stem, "workspace": "ws", "limits": limits, **top, "tasks": tasks}
+    # These plans are about processes, signals and records, and count what ran in shared
+    # files (ran.txt): they keep the shared directory. tests/isolation covers the default.
+    top.setdefault("isolation", "none")
+    doc = {"name": path.stem, "workspace": "ws", "create_workspace": True, "limits": limits}
+    doc |= {**top, "tasks": tasks}
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
 

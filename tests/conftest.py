@@ -56,6 +56,14 @@ def no_ambient_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def own_state_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shadow repositories and checkout pools of a test live in its own temporary directory
+    (the XDG directories every user can set), never in the home directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / ".xdg-state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".xdg-cache"))
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"

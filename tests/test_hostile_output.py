@@ -55,25 +55,25 @@ def test_a_lying_model_and_build_cannot_forge_a_status_or_reach_the_terminal(
     journal = fleet.journal()
     states = {aid: rec["state"] for aid, rec in journal.agents.items()}
     assert states["t"] == "blocked"
-    assert states["fix-t-1"] == "succeeded"
-    assert states["build-1"] == "failed"
+    assert states["t+fix1"] == "succeeded"
+    assert states["+build1"] == "failed"
     assert assert_honest_progress(r / "t.md")[-1].startswith("status: blocked")
     # The whole blocker, raw, is in the machine file; the status line holds its first line.
     assert journal.agents["t"]["reason"] == HOSTILE_WORDS.strip()
     assert assert_honest_progress(r / "t.md")[-1].endswith("- need the schema …")
 
     # The fixer's prompt quotes the blocker and the build quotes its output: indented, clean.
-    fixer = (r / "fix-t-1.md").read_text()
+    fixer = (r / "t+fix1.md").read_text()
     assert "    Blocker: need the schema" in fixer
-    build_fixer = (r / "fix-build-1.md").read_text()
+    build_fixer = (r / "+build+fix1.md").read_text()
     assert f"    {FORGED}" in build_fixer
 
     # `tail -f` follows each file to its real end, not to a forged line.
-    # (a task id follows the task: `tail t` shows its latest attempt, t.2)
-    for agent in ("t.2", "t", "fix-t-1", "fix-build-1", "build-1"):
+    # (a task id follows the task: `tail t` shows its latest attempt, t+2)
+    for agent in ("t+2", "t", "t+fix1", "+build+fix1", "+build1"):
         tailed = fleet.cli("tail", "-f", agent, timeout=10)
         assert tailed.code == 0
-        latest = "t.2" if agent == "t" and "t.2" in journal.agents else agent
+        latest = "t+2" if agent == "t" and "t+2" in journal.agents else agent
         assert tailed.out == (r / f"{latest}.md").read_text(), agent
 
     for command in ("status", "watch"):
@@ -100,7 +100,7 @@ OUTPUTS = {
 def test_huge_endless_and_stormy_output_ends_in_honest_bounded_files(fleet: Fleet) -> None:
     fleet.plan(
         *(
-            {"id": tid, "agent": "command", "shell": True, "command": [cmd], "stall_timeout": "5s"}
+            {"id": tid, "agent": "command", "command": cmd, "stall_timeout": "5s"}
             for tid, cmd in OUTPUTS.items()
         ),
     )

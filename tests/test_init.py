@@ -22,5 +22,5 @@ def test_the_starter_plan_runs_offline_and_its_fixer_repairs_the_build(fleet: Fl
     assert done.code == 0, done.text
     report = (fleet.responses / "REPORT.md").read_text()
     assert "- build check: passed" in report
-    assert "fix-build-1" in report
+    assert "+build+fix1" in report
     assert (fleet.cwd / "workspace" / "greet.py").read_text().count("'hello'") == 1

@@ -55,12 +55,15 @@ def missing_program(
     """The program ``task`` would run when it is not installed (or not executable), else None.
 
     ``path`` is the child's PATH (the orchestrator's when None); a relative program path is
-    taken relative to ``workspace``, the child's working directory. Shell tasks, and programs
-    that are themselves placeholders, are not checked here (the shell reports exit 127).
+    taken relative to ``workspace``, the child's working directory. A command line is checked
+    only when it plainly starts with a program (not a keyword, a builtin or an expansion);
+    programs that are themselves placeholders are not checked (the shell reports exit 127).
     """
-    if task.shell or not task.command:
+    if not task.command:
         return None
-    program = task.command[0]
+    program = _shell_program(task.command[0]) if task.shell else task.command[0]
+    if program is None:
+        return None
     if workspace is not None:
         program = program.replace("{workspace}", str(workspace))
     if _PLACEHOLDER.search(program):
@@ -72,7 +75,32 @@ def missing_program(
         found = shutil.which(str(where))
     else:
         found = shutil.which(program, path=path)
-    return None if found else task.command[0]
+    return None if found else program
+
+
+_SHELL_WORDS = frozenset((
+    "!", "{", "}", "[", "[[", ":", ".", "alias", "break", "builtin", "case", "cd", "command",
+    "continue", "declare", "echo", "eval", "exec", "exit", "export", "false", "for",
+    "function", "getopts", "hash", "if", "kill", "let", "local", "printf", "pwd", "read",
+    "readonly", "return", "select", "set", "shift", "source", "test", "time", "trap", "true",
+    "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+))  # fmt: skip
+
+
+def _shell_program(line: str) -> str | None:
+    """The program a command line starts with, when it plainly names one (``make -j4 && ..``
+    names ``make``); None for keywords, builtins, assignments, expansions and placeholders,
+    which only the shell can judge."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:
+        return None
+    if not words:
+        return None
+    first = words[0]
+    if first in _SHELL_WORDS or any(c in first for c in "$=`(){}<>|;&*?[~\\'\""):
+        return None
+    return first
 
 
 @dataclass(slots=True)

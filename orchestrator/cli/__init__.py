@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -22,11 +23,39 @@ if TYPE_CHECKING:
     from orchestrator.plan.model import Plan
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Run a fleet of coding agents from a plan: concurrent, bounded, killable.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run a fleet of coding agents from a plan: concurrent, bounded, killable.\n\n"
+    "Exit codes shared by every command: 0 ok, 2 usage or plan error (nothing started), "
+    "3 environment error; each command's help lists its own.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from orchestrator import __version__
+
+        typer.echo(f"orchestrator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run a fleet of coding agents from a plan: concurrent, bounded, killable."""
+
+
+class Mode(StrEnum):
+    ASYNC = "async"
+    BATCH = "batch"
 
 
 def _responses_dir(value: str | Path) -> Path:
@@ -39,9 +68,30 @@ def _responses_dir(value: str | Path) -> Path:
 
 
 ResponsesOpt = Annotated[
-    Path, typer.Option("--responses", parser=_responses_dir, help="Where progress files live.")
+    Path,
+    typer.Option(
+        "--responses", parser=_responses_dir, metavar="DIR", help="Where progress files live."
+    ),
 ]
 DEFAULT_RESPONSES = Path("agent-responses")
+RunOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run", metavar="ID", help="A past run (orchestrator runs lists them); default: the last."
+    ),
+]
+
+
+def run_dir(responses: Path, run_id: str | None) -> Path:
+    """Where run ``run_id`` of ``responses`` keeps its files (exit 2 when there is none)."""
+    if run_id is None:
+        return responses
+    from orchestrator.records.history import run_responses
+
+    try:
+        return run_responses(responses, run_id)
+    except OrchestratorError as exc:
+        fail(exc)
 
 
 def fail(error: OrchestratorError) -> NoReturn:
@@ -54,8 +104,15 @@ def fail(error: OrchestratorError) -> NoReturn:
 
 
 @app.command()
-def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")]) -> None:
-    """Check plans; print a summary of each, or every error found (exit 2)."""
+def validate(
+    plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")],
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per plan.")] = False,
+) -> None:
+    """Check plans; print a summary of each, or every error found.
+
+    Exit codes: 0 every plan is valid, 2 a plan has errors (each printed as
+    file:line:col: error: what [rule] (hint: ...)).
+    """
     from orchestrator.plan.graph import describe
     from orchestrator.plan.load import load_plan
 
@@ -66,13 +123,28 @@ def validate(plans: Annotated[list[Path], typer.Argument(help="Plan files to che
         except PlanErrors as exc:
             failed = True
             sys.stderr.write(str(exc) + "\n")
+            if json_out:
+                typer.echo(json.dumps({"plan": str(path), "ok": False, "errors": exc.as_json()}))
             continue
         except OrchestratorError as exc:
             failed = True
             sys.stderr.write(f"{path}: {exc}\n")
+            if json_out:
+                error = {"file": str(path), "line": None, "col": None, "rule": None,
+                         "message": str(exc), "hint": None}  # fmt: skip
+                typer.echo(json.dumps({"plan": str(path), "ok": False, "errors": [error]}))
             continue
         s = describe(plan)
         kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
+        if json_out:
+            summary = {
+                "plan": str(path), "ok": True, "name": plan.name, "tasks": s.tasks,
+                "waves": s.waves, "critical_path": s.critical_path, "widest_wave": s.widest_wave,
+                "agents": dict(s.kinds), "most_agents": s.most_agents,
+                "max_agents": plan.limits.max_agents,
+            }  # fmt: skip
+            typer.echo(json.dumps(summary))
+            continue
         typer.echo(
             f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
             f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
@@ -99,6 +171,7 @@ def _sandbox_line(plan: Plan) -> str:
 def init(
     directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="Where to write it.")] = Path(),
     force: Annotated[bool, typer.Option(help="Replace files that exist.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Write a commented starter plan (plan.yaml) and its JSON Schema into DIR.
 
@@ -118,12 +191,15 @@ def init(
     starter = resources.files("orchestrator.plan").joinpath("starter.yaml").read_text("utf-8")
     plan.write_text(starter, encoding="utf-8")
     schema.write_text(json.dumps(plan_schema(), indent=2) + "\n", encoding="utf-8")
+    if json_out:
+        typer.echo(json.dumps({"plan": str(plan), "schema": str(schema)}))
+        return
     typer.echo(f"wrote {plan} and {schema}; next: orchestrator run {plan}")
 
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of plan files (for editors: completion and checks)."""
+    """Print the JSON Schema of plan files (for editors: completion and checks). Exit code: 0."""
     from orchestrator.plan.schema import plan_schema
 
     typer.echo(json.dumps(plan_schema(), indent=2))
@@ -133,11 +209,24 @@ def schema() -> None:
 def run(
     plan_path: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan file.")],
     workspace: Annotated[Path | None, typer.Option(help="Override the plan's workspace.")] = None,
+    create_workspace: Annotated[
+        bool,
+        typer.Option(
+            "--create-workspace", help="Create the workspace if it does not exist (else exit 2)."
+        ),
+    ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
     max_concurrency: Annotated[
         int | None, typer.Option(min=1, help="Override limits.max_concurrency.")
     ] = None,
-    mode: Annotated[str, typer.Option(help="async (default) or batch.")] = "async",
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            case_sensitive=False,
+            help="async: each task starts once its own dependencies succeeded; batch: wave "
+            "by wave.",
+        ),
+    ] = Mode.ASYNC,
     resume: Annotated[bool, typer.Option(help="Continue the last run in --responses.")] = False,
     dry_run: Annotated[
         bool, typer.Option(help="Validate and show the waves; start nothing.")
@@ -154,8 +243,20 @@ def run(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
     ] = 0,
+    isolation: Annotated[
+        str | None, typer.Option(help="auto (default), worktree or none: per-agent checkouts.")
+    ] = None,
+    deliver: Annotated[
+        str | None, typer.Option(help="branch or apply: how the integrated work is delivered.")
+    ] = None,
 ) -> None:
-    """Run a plan."""
+    """Run a plan.
+
+    Exit codes: 0 every task succeeded and the build passed; 1 something failed, escalated,
+    was skipped or cancelled, or a write failed mid-run (--resume continues it); 2 usage or
+    plan error, nothing started; 3 environment error before start; 75 another orchestrator
+    owns --responses; 130/143 interrupted.
+    """
     import asyncio
     from dataclasses import replace
 
@@ -163,14 +264,28 @@ def run(
     from orchestrator.plan.load import load_plan
     from orchestrator.runner import RunOptions, check_environment, run_plan
 
-    if mode not in ("async", "batch"):
-        fail(UsageError(f"error: --mode must be async or batch, not {mode!r}"))
+    if isolation not in (None, "auto", "worktree", "none"):
+        fail(UsageError(f"error: --isolation must be auto, worktree or none, not {isolation!r}"))
+    if deliver not in (None, "branch", "apply"):
+        fail(UsageError(f"error: --deliver must be branch or apply, not {deliver!r}"))
     try:
         plan = load_plan(plan_path, workspace_override=workspace)
+        if create_workspace:
+            plan = replace(plan, create_workspace=True)
         if max_concurrency is not None:
             plan = replace(plan, limits=replace(plan.limits, max_concurrency=max_concurrency))
+        if isolation is not None or deliver is not None:  # the flags beat the plan's keys
+            given = {"isolation": isolation or plan.isolation, "deliver": deliver or plan.deliver}
+            plan = replace(plan, **given)  # type: ignore[arg-type]
         if dry_run:
-            for n, wave in enumerate(waves(graph_of(plan.tasks)), 1):
+            planned = waves(graph_of(plan.tasks))
+            if json_out:
+                out = {"plan": plan.name, "file": str(plan_path), "tasks": len(plan.tasks),
+                       "waves": planned, "workspace": str(plan.workspace),
+                       "started": False}  # fmt: skip
+                typer.echo(json.dumps(out))
+                return
+            for n, wave in enumerate(planned, 1):
                 typer.echo(f"wave {n}: {', '.join(wave)}")
             typer.echo(f"dry run: {len(plan.tasks)} tasks, nothing started")
             return
@@ -181,7 +296,7 @@ def run(
         opts = RunOptions(
             sandbox=confinement,
             responses=responses,
-            mode="batch" if mode == "batch" else "async",
+            mode="batch" if mode is Mode.BATCH else "async",
             resume=resume,
             live=not no_live,
             json=json_out,
@@ -194,6 +309,8 @@ def run(
     raise typer.Exit(code)
 
 
+import orchestrator.cli.checkouts  # noqa: E402 - diff, gc
+import orchestrator.cli.history  # noqa: E402 - registers `runs`
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 
 

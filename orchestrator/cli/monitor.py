@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli import DEFAULT_RESPONSES, ResponsesOpt, app, fail
+from orchestrator.cli import DEFAULT_RESPONSES, ResponsesOpt, RunOpt, app, fail, run_dir
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.process.lines import one_line
 
@@ -22,9 +22,14 @@ if TYPE_CHECKING:
 @app.command()
 def status(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Every agent of the current or last run, from the journal."""
+    """Every agent of the current or last run, from the journal.
+
+    Exit codes: 0, 2 no run recorded in --responses, 3 a tampered .run/.
+    """
+    responses = run_dir(responses, run)
     from orchestrator.records.journal import load
     from orchestrator.records.rundir import RunDir, is_locked
     from orchestrator.view import snapshot
@@ -58,27 +63,43 @@ def status(
         )
     for warning in journal.run.get("sandbox_warnings") or ():
         sys.stderr.write(f"status: warning: {one_line(str(warning))}\n")
+    import time
+
+    from orchestrator.cli.checkouts import pool_use
+    from orchestrator.view import board, dashboard
+
+    pool = pool_use(journal.run.get("pool"))
     if json_out:
-        typer.echo(json.dumps(snap.as_status_json()))
+        shown = board.status_json(snap, now=time.time())
+        typer.echo(json.dumps({**shown, **({"pool": pool} if pool else {})}))
         return
     from rich.console import Console
 
-    from orchestrator.view import dashboard
-
-    Console().print(dashboard.render(snap))
+    console = Console()
+    if console.is_terminal:
+        console.print(dashboard.render(snap, max_rows=10_000))
+    else:  # a pipe or a file: plain lines, nothing cut at 80 columns
+        sys.stdout.write(dashboard.plain_text(snap))
+    if pool:
+        mb = pool["bytes"] / 1024**2
+        typer.echo(f"checkouts: {pool['checkouts']} in {pool['path']}, {mb:.1f} MB on disk")
 
 
 @app.command()
 def serve(
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 0,
     parent: Annotated[int | None, typer.Option(hidden=True)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Serve the web view of the run in --responses on 127.0.0.1 until Ctrl-C.
 
-    It prints a URL with a random token; requests without it are refused. Exit codes: 0 / 130
-    after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
+    It prints a URL with a random token; requests without it are refused.
+
+    Exit codes: 130 after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
     """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.errors import EnvironmentProblem
@@ -94,7 +115,10 @@ def serve(
         fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
 
     def ready(server: WebServer) -> None:
-        typer.echo(f"serving the run in {responses} at {server.url}")
+        if json_out:
+            typer.echo(json.dumps({"url": server.url, "responses": str(responses)}))
+        else:
+            typer.echo(f"serving the run in {responses} at {server.url}")
 
     try:
         asyncio.run(serve_forever(WebServer(responses, port=port), ready=ready))
@@ -105,11 +129,16 @@ def serve(
 
 
 @app.command()
-def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
+def report(
+    responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
     """Write REPORT.md and timeline.svg again from the journal of the current or last run.
 
     Exit codes: 0 written, 2 no run recorded in --responses.
     """
+    responses = run_dir(responses, run)
     from orchestrator.records.journal import load
     from orchestrator.records.rundir import RunDir, is_locked
     from orchestrator.view import report as report_view
@@ -119,24 +148,44 @@ def report(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
     if not rundir.journal.exists():
         fail(UsageError(f"error: no run recorded in {responses} (hint: orchestrator run PLAN)"))
     snap = snapshot.from_journal(load(rundir.journal), alive=is_locked(rundir))
-    typer.echo(f"report: {report_view.write_all(responses, snap)}")
+    written = report_view.write_all(responses, snap)
+    if json_out:
+        from orchestrator.records.responses import TIMELINE
+
+        timeline = written.parent / TIMELINE
+        typer.echo(json.dumps({"report": str(written), "timeline": str(timeline)}))
+        return
+    typer.echo(f"report: {written}")
 
 
 @app.command()
 def peek(
     agent: str,
-    n: Annotated[int, typer.Option("-n", help="How many last lines.")] = 10,
+    n: Annotated[int, typer.Option("-n", min=0, help="How many last lines (0 or more).")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
 ) -> None:
-    """The last lines of an agent's progress file (a task's latest attempt); never blocks."""
+    """The last lines of an agent's progress file (a task's latest attempt); never blocks.
+
+    Exit codes: 0, 2 unknown agent or task, or no run recorded.
+    """
+    responses = run_dir(responses, run)
     from orchestrator.control.readers import pending_line
     from orchestrator.records.tail import last_lines
 
     where, alive = _locate(responses, agent)
     if where.agent is None:
-        typer.echo(pending_line(where, alive=alive))
+        said = pending_line(where, alive=alive)
+        typer.echo(
+            json.dumps({"agent": None, "task": agent, "lines": [said]}) if json_out else said
+        )
         return
-    for line in last_lines(_file_of(responses, agent, where.agent), n):
+    lines = last_lines(_file_of(responses, agent, where.agent), n)
+    if json_out:
+        typer.echo(json.dumps({"agent": where.agent, "task": where.task, "lines": lines}))
+        return
+    for line in lines:
         typer.echo(line)
 
 
@@ -147,8 +196,13 @@ def tail(
         bool, typer.Option("-f", "--follow", help="Keep following until it ends.")
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
 ) -> None:
-    """Print an agent's progress file (a task's latest attempt); -f follows it to the end."""
+    """Print an agent's progress file (a task's latest attempt); -f follows it to the end.
+
+    Exit codes: 0, 2 unknown agent or task, or no run recorded.
+    """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.control.readers import follow_file, follow_name, pending_line
@@ -176,28 +230,41 @@ def tail(
 def wait(
     agents: Annotated[list[str], typer.Argument(metavar="AGENT...")],
     any_: Annotated[bool, typer.Option("--any", help="Return when the first one ends.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     timeout: Annotated[
-        float | None, typer.Option(help="Give up after this many seconds (exit 124).")
+        float | None, typer.Option(min=0, help="Give up after this many seconds (exit 124).")
     ] = None,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    run: RunOpt = None,
 ) -> None:
-    """Block until the named agents have ended; exit 0 when every one succeeded."""
+    """Block until the named agents have ended (a task: its final state).
+
+    Exit codes: 0 every one succeeded, 1 one did not, 2 unknown agent, 124 timed out.
+    """
+    responses = run_dir(responses, run)
     import asyncio
+    import io
 
     from orchestrator.control.readers import wait_for
+
+    out = io.StringIO() if json_out else sys.stdout
 
     async def bounded() -> int:
         try:
             async with asyncio.timeout(timeout):
-                return await wait_for(responses, agents, any_=any_, out=sys.stdout)
+                return await wait_for(responses, agents, any_=any_, out=out)
         except TimeoutError:
-            sys.stdout.write(f"timed out after {timeout:g}s\n")
+            if not json_out:
+                out.write(f"timed out after {timeout:g}s\n")
             return 124
 
     try:
         code = asyncio.run(bounded())
     except OrchestratorError as exc:
         fail(exc)
+    if isinstance(out, io.StringIO):  # "<agent>: <state>" lines; ids hold no ": "
+        ended = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+        typer.echo(json.dumps({"ended": ended, "timed_out": code == 124, "exit_code": code}))
     raise typer.Exit(code)
 
 
@@ -216,8 +283,13 @@ def cancel(
         ),
     ] = False,
     responses: ResponsesOpt = DEFAULT_RESPONSES,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Stop agents of the running orchestrator (or, if it is gone, their recorded processes)."""
+    """Stop agents of the running orchestrator (or, if it is gone, their recorded processes).
+
+    Exit codes: 0 (also when already ended), 1 the orchestrator does not answer, 2 unknown
+    agent or wrong options.
+    """
     from orchestrator.control import channel, leftovers
     from orchestrator.errors import UnknownAgentError
     from orchestrator.records.journal import load
@@ -240,6 +312,10 @@ def cancel(
             sys.stderr.write(f"{answer.get('error', 'error: cancel failed')}\n")
             raise typer.Exit(int(answer.get("code", 1)))
         stopped = answer.get("stopped")
+        if json_out:
+            how = "after_turn" if after_turn else "all" if stopped is None else "cancelled"
+            typer.echo(json.dumps({"orchestrator": True, how: stopped}))
+            return
         if after_turn:
             typer.echo("stopping after their turn: " + (", ".join(stopped or ()) or "nothing"))
             return
@@ -260,12 +336,19 @@ def cancel(
             "on its control socket (hint: try again in a moment)\n"
         )
         raise typer.Exit(1)
+    if json_out:
+        typer.echo(json.dumps({"orchestrator": False, "stopped": stopped}))
+        return
     typer.echo("no orchestrator running; stopped: " + (", ".join(stopped) or "nothing"))
 
 
 @app.command()
-def watch(responses: ResponsesOpt = DEFAULT_RESPONSES) -> None:
-    """A live dashboard of the current run, from the journal (Ctrl-C to leave)."""
+def watch(responses: ResponsesOpt = DEFAULT_RESPONSES, run: RunOpt = None) -> None:
+    """A live dashboard of the current run, from the journal (Ctrl-C to leave).
+
+    Exit codes: 0 the run ended, 130 left with Ctrl-C, 2 no run recorded.
+    """
+    responses = run_dir(responses, run)
     import asyncio
 
     from orchestrator.records.rundir import RunDir

@@ -137,7 +137,7 @@ class Recorder:
 
     def agent_ended(self, rec: AgentRecord, notes: list[str]) -> None:
         """The orchestrator's own ``notes`` (what happens next), the status line, the journal."""
-        for line in notes:
+        for line in (*rec.changes, *notes):
             self.progress.note(rec.id, line)
         self.progress.finish(rec.id, rec.status_line(), rec.status_record())
         if self.journal is not None:

@@ -81,7 +81,7 @@ class FixerEnded:
 
 @dataclass(frozen=True, slots=True)
 class BuildFailed:
-    """Build check ``build-<build_n>`` failed; ``output`` is the tail of what it printed."""
+    """Build check ``+build<build_n>`` failed; ``output`` is the tail of what it printed."""
 
     build_n: int
     exit_code: int
@@ -288,7 +288,7 @@ def _on_blocker(state: RecoveryState, b: Blocker, cap: Capacity) -> Decision:
         hint = "raise limits.max_depth or "
         return _escalate(state, cap, b, who, f"{why}: {b.summary()}", note, hint)
     n = 1 + sum(1 for f in state.fixers.values() if f.blocker.task_id == who)
-    while ids.fixer_id(who, n) in state.fixers:  # a task named "build" must not collide
+    while ids.fixer_id(who, n) in state.fixers:  # a resumed run may have used that number
         n += 1
     fid = ids.fixer_id(who, n)
     tried = state.subjects[who].tried

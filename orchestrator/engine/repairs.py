@@ -234,7 +234,7 @@ class Repairs:
     def final_build(self, *, all_succeeded: bool, fenced: bool) -> Spawn | None:
         """The build check at the end of the run, once: its spawn, or None when there is none
         to run (no build, already run, the run is stopping, or a task did not succeed)."""
-        if not self.plan.build.commands or self._final_started or fenced:
+        if not self.plan.build.command or self._final_started or fenced:
             return None
         self._final_started = True
         if all_succeeded:

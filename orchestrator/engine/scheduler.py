@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator.agents.base import Agent
-from orchestrator.engine import attempt
+from orchestrator.engine import attempt, placement
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
 from orchestrator.engine.models import ModelTraffic, wants_model
@@ -28,13 +28,8 @@ from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
-from orchestrator.events import (
-    AgentEvent,
-    AgentState,
-    BuildChecked,
-    Finished,
-    Usage,
-)
+from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
+from orchestrator.isolation.checkouts import InPlace, Workspaces
 from orchestrator.plan.graph import graph_of
 from orchestrator.plan.model import Plan
 from orchestrator.process import group, orphans, procfs
@@ -57,16 +52,18 @@ class Run(RunQueries):
         *,
         agents: AgentFactory,
         journal: Journal | None = None,
-        on_event: Callable[[AgentRecord, str], None] | None = None,
+        on_event: Callable[[AgentRecord, str, AgentEvent | None], None] | None = None,
         done_tasks: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
         upstream: Callable[[float], None] | None = None,
+        places: Workspaces | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
         self.governor = Governor(plan.limits, on_charge=upstream)
         self.journal = journal
         self._agent_for = agents
+        self.places = places or InPlace(plan.workspace)
         self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
@@ -157,8 +154,7 @@ class Run(RunQueries):
         self.recorder.fence(reason, **extra)
 
     def cancel_after_turn(self, agent_id: str) -> list[str]:
-        """Let the agent's model request in flight finish, then stop it at its next request
-        (agents that talk to no model stop at once)."""
+        """Stop the agent at its next model request (agents without a model: at once)."""
         self._check_known(agent_id)
         rec = self.agents.get(agent_id)
         if rec is not None and rec.state == "running" and self.models.after_turn(agent_id):
@@ -166,8 +162,7 @@ class Run(RunQueries):
         return self.cancel(agent_id)
 
     def charge(self, usd: float) -> None:
-        """A nested run one of our agents started spent ``usd``: it counts against our budget
-        (and, through ``upstream``, our parent's)."""
+        """A nested run one of our agents started spent ``usd``: our budget (and upstream's)."""
         self.governor.charge(usd)
         if self.governor.budget_spent:
             self._budget_gone()
@@ -255,13 +250,16 @@ class Run(RunQueries):
             self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
+        place = await placement.lease(self.places, rec, spawn)
+        if isinstance(place, tuple):  # no checkout (failed), or its work has landed already
+            return self._end(rec, *place)
         agent = self._agent_for(spawn.task.agent)
         emit = functools.partial(self._emit, rec)
         model = self.models.grant(rec, spawn.task, emit) if wants_model(agent, spawn.task) else None
         ctx = attempt.context(
             rec,
             spawn,
-            workspace=self.plan.workspace,
+            workspace=place.path,
             settings=self.settings,
             env=self._env,
             limits=self.plan.limits,
@@ -282,6 +280,7 @@ class Run(RunQueries):
             self.models.release_nowait(rec.id)
             self._end(rec, "cancelled", "the run was torn down")
             raise
+        state, reason = await placement.hand_back(self.places, rec, spawn, place, state, reason)
         self._end(rec, state, reason)
 
     def _stop(self, agent_id: str, state: AgentState, reason: str, *, force: bool = False) -> bool:
@@ -301,7 +300,7 @@ class Run(RunQueries):
             grace = 0.0 if force else self.plan.limits.grace
             line = self.recorder.stopping(rec, reason, grace)
             if self._on_event is not None:
-                self._on_event(rec, line)
+                self._on_event(rec, line, None)
             rec.handle.cancel()
             return True
         if force and not rec.force:
@@ -318,7 +317,7 @@ class Run(RunQueries):
             case BuildChecked():
                 self.repairs.record_build(rec.id, event)
         if self._on_event is not None:
-            self._on_event(rec, line)
+            self._on_event(rec, line, event)
 
     def _on_process(self, rec: AgentRecord, pid: int) -> None:
         rec.pid = pid
@@ -338,8 +337,8 @@ class Run(RunQueries):
         self.governor.released()
         if rec.done is not None:
             rec.done.set()
-        if self._on_event is not None:
-            self.recorder.when_written(functools.partial(self._on_event, rec, f"status: {state}"))
+        if (tell := self._on_event) is not None:
+            self.recorder.when_written(functools.partial(tell, rec, f"status: {state}", None))
         self.repairs.apply(rec, actions, self)
         self._dispatch()
         self._check_finished()

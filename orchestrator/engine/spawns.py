@@ -76,7 +76,7 @@ def fixer_spawn(
     )
     template = base if base is not None else spec.base
     task = Task(
-        id=task_id or "build",
+        id=task_id or ids.build_id(None),
         agent=kind,
         prompt=prompt,
         command=spec.command,
@@ -152,10 +152,10 @@ def retry_spawn(
 
 def build_spawn(build: Build, n: int, *, depth: int) -> Spawn:
     task = Task(
-        id="build",
+        id=ids.build_id(None),
         agent="build",
-        command=build.commands,
-        shell=True,
+        command=build.command,
+        shell=build.shell,
         timeout=build.timeout,
         stall_timeout=build.timeout,
     )

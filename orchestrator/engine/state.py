@@ -98,6 +98,8 @@ class AgentRecord:
     last_event: float = 0.0
     children: list[str] = field(default_factory=list)
     force: bool = False
+    changes: list[str] = field(default_factory=list)
+    """What its checkout's work changed and where it landed (lines for its progress file)."""
 
     @classmethod
     def of(cls, spawn: Spawn) -> AgentRecord:

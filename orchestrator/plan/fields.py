@@ -53,6 +53,13 @@ def closest(word: str, choices: Iterable[str]) -> str:
     return f"did you mean {found[0]!r}?" if found else ""
 
 
+RETIRED = {
+    "shell": "a string command runs in a shell (sh -c), a list runs without one: "
+    "write the command as one string and drop shell:",
+}
+"""Keys plans no longer take, with what to write instead."""
+
+
 class Fields:
     """Typed reads of one mapping's fields; every problem is recorded, absent fields are None."""
 
@@ -69,6 +76,7 @@ class Fields:
             if key not in allowed:
                 meant = (synonyms or {}).get(key)
                 hint = f"did you mean {meant!r}?" if meant in allowed else closest(key, allowed)
+                hint = RETIRED.get(key, hint) if key not in allowed else hint
                 hint = hint or "allowed here: " + ", ".join(allowed)
                 message = f"{owner}: unknown field {show(key)}"
                 errs.add(node.keys[key], "unknown-field", message, hint)

@@ -155,7 +155,7 @@ def describe(plan: Plan) -> PlanSummary:
         kinds[task.agent] = kinds.get(task.agent, 0) + 1
     fix_rounds = max(plan.limits.max_depth, 0)
     per_task = 1 + 2 * fix_rounds  # the first attempt, then a fixer and a retry per round
-    builds = (1 + 2 * plan.build.max_fix_cycles) if plan.build.commands else 0
+    builds = (1 + 2 * plan.build.max_fix_cycles) if plan.build.command else 0
     uncapped = len(plan.tasks) * per_task + builds
     return PlanSummary(
         tasks=len(plan.tasks),

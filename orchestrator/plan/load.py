@@ -26,6 +26,7 @@ from orchestrator.plan.sections import (
     build_of,
     fixer_of,
     limits_of,
+    notify_of,
     presets_of,
     prices_of,
     sandbox_of,
@@ -40,9 +41,11 @@ MAX_ERRORS = 200
 """Errors listed in full; a generated plan with one systematic mistake would print thousands."""
 
 TOP_KEYS: tuple[str, ...] = (
-    "name", "workspace", "defaults", "limits", "build", "fixer", "tasks", "batches", "prices",
-    "presets", "sandbox",
+    "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
+    "batches", "prices", "presets", "notify", "isolation", "deliver", "sandbox",
 )  # fmt: skip
+ISOLATION = ("auto", "worktree", "none")
+DELIVER = ("branch", "apply")
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -178,10 +181,14 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
     names = {d.task.id for d in drafts} | {batch for batch, _ in batches}
     build = build_of(errs, mapping_of(errs, top.get("build"), "build"), names)
     workspace = _workspace(top.text("workspace"), source, override)
+    isolation = _one_of(top, "isolation", ISOLATION) or "auto"
+    deliver = _one_of(top, "deliver", DELIVER)
     return Plan(
         name=name if name is not None else source.stem,
         tasks=tuple(d.task for d in drafts),
         workspace=workspace,
+        create_workspace=bool(top.flag("create_workspace")),
+        notify=notify_of(errs, mapping_of(errs, top.get("notify"), "notify")),
         source=Path(os.path.abspath(source)),
         limits=limits,
         build=build,
@@ -190,10 +197,21 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         prices=prices,
         form="batches" if top.get("batches") is not None and top.get("tasks") is None else "tasks",
         presets=presets,
+        isolation=isolation,  # type: ignore[arg-type]
+        deliver=deliver,  # type: ignore[arg-type]
         sandbox=sandbox_of(
             errs, top.get("sandbox"), Path(os.path.dirname(os.path.abspath(source)))
         ),
     )
+
+
+def _one_of(top: Fields, key: str, choices: tuple[str, ...]) -> str | None:
+    value = top.text(key)
+    if value is not None and value not in choices:
+        message = f"{key} {show(value)} is not one of {', '.join(choices)}"
+        top.errs.add(top.node.items[key], "bad-value", message, f"write {key}: {choices[0]}")
+        return None
+    return value
 
 
 def _workspace(written: str | None, source: Path, override: Path | None) -> Path:

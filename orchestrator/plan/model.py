@@ -130,11 +130,25 @@ class SandboxSpec:
 
 @dataclass(frozen=True, slots=True)
 class Build:
-    commands: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    """One command line for ``sh -c`` (``shell``), or a program and its arguments."""
+    shell: bool = True
     timeout: float = 10 * 60.0
     max_fix_cycles: int = 2
     after: tuple[str, ...] = ()
     """Task ids or batch names after which the build also runs (it always runs at the end)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """What tells a person who walked away that the run ended."""
+
+    command: tuple[str, ...] = ()
+    """Run once the run ended, with its outcome in ``ORCHESTRATOR_*`` variables."""
+    shell: bool = False
+    bell: bool = False
+    """Ring the terminal's bell at the end when the run's output is a terminal."""
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +192,9 @@ class Plan:
     name: str
     tasks: tuple[Task, ...]
     workspace: Path = Path(".")
+    create_workspace: bool = False
+    """Create ``workspace`` when it does not exist (else that is an error: a typo, likely)."""
+    notify: Notify = field(default_factory=Notify)
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
     build: Build = field(default_factory=Build)
@@ -188,6 +205,12 @@ class Plan:
     form: Literal["tasks", "batches"] = "tasks"
     presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Per-preset argv templates that replace the built-in ones (preset name, argv)."""
+    isolation: Literal["auto", "worktree", "none"] = "auto"
+    """``auto``/``worktree``: each writing agent in a checkout of its own (a shadow repository
+    when the workspace is not a git repository); ``none``: everyone in the workspace."""
+    deliver: Literal["branch", "apply"] | None = None
+    """How the integrated work reaches the user (None: ``branch`` in a git repository,
+    ``apply`` for a folder that is not one)."""
     sandbox: SandboxSpec = field(default_factory=SandboxSpec)
 
     @property

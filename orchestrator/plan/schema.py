@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.plan.load import TOP_KEYS
 from orchestrator.plan.model import AGENT_KINDS, NETWORKS, PRESETS, SANDBOX_MODES, STEP_NAMES
-from orchestrator.plan.sections import BUILD_KEYS, FIXER_KEYS, LIMIT_KEYS
+from orchestrator.plan.sections import BUILD_KEYS, FIXER_KEYS, LIMIT_KEYS, NOTIFY_KEYS
 from orchestrator.plan.taskfields import DEFAULT_KEYS
 from orchestrator.plan.tasks import TASK_KEYS
 
@@ -29,7 +29,8 @@ _DURATION: Schema = {
     ],
 }
 _COMMAND: Schema = {
-    "description": "a string runs in a shell; a list is the program and its arguments",
+    "description": "a string is a command line run by sh -c; a list is the program and its "
+    "arguments, run without a shell",
     "anyOf": [_TEXT, {**_TEXTS, "minItems": 1}],
 }
 _STEPS: Schema = {"type": "array", "items": {"$ref": "#/$defs/step"}}
@@ -37,13 +38,14 @@ _USD: Schema = {"type": "number", "minimum": 0, "description": "USD per million 
 
 TYPES: dict[str, Schema] = {
     "name": _TEXT,
+    "isolation": {"enum": ["auto", "worktree", "none"], "description": "per-agent checkouts"},
+    "deliver": {"enum": ["branch", "apply"], "description": "how the integrated work is given"},
     "workspace": {**_TEXT, "description": "relative to the plan file"},
     "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
     "agent": {"enum": sorted(AGENT_KINDS | PRESETS)},
     "prompt": _TEXT,
     "depends_on": _TEXTS,
     "command": _COMMAND,
-    "shell": {"type": "boolean"},
     "script": _STEPS,
     "retry_script": {**_STEPS, "minItems": 1},
     "model": _TEXT,
@@ -64,10 +66,16 @@ TYPES: dict[str, Schema] = {
     "max_fix_cycles": {"type": "integer", "minimum": 0},
     "after": _TEXTS,
     "fix_timeouts": {"type": "boolean"},
+    "bell": {"type": "boolean", "description": "ring the terminal bell when the run ends"},
+    "create_workspace": {
+        "type": "boolean",
+        "description": "create the workspace when it does not exist (default: an error)",
+    },
     "defaults": {"$ref": "#/$defs/defaults"},
     "limits": {"$ref": "#/$defs/limits"},
     "build": {"$ref": "#/$defs/build"},
     "fixer": {"$ref": "#/$defs/fixer"},
+    "notify": {"$ref": "#/$defs/notify"},
     "tasks": {"type": "array", "items": {"$ref": "#/$defs/task"}},
     "batches": {"type": "array", "items": {"$ref": "#/$defs/batch"}},
     "prices": {
@@ -157,6 +165,7 @@ def plan_schema() -> Schema:
             "defaults": _section(DEFAULT_KEYS),
             "limits": _section(LIMIT_KEYS),
             "build": _section(BUILD_KEYS, required=("command",)),
+            "notify": _section(NOTIFY_KEYS),
             "fixer": _section(FIXER_KEYS),
             "step": {
                 "type": "object",

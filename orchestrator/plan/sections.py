@@ -19,6 +19,7 @@ from orchestrator.plan.model import (
     Build,
     FixerSpec,
     Limits,
+    Notify,
     Price,
     SandboxSpec,
 )
@@ -50,8 +51,9 @@ MIN_MEMORY = 16 * 1024 * 1024
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
 _SIZE_HINT = "write bytes (1073741824) or a size like 512m, 4g, 2GiB"
 BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
+NOTIFY_KEYS = ("command", "bell", "timeout")
 FIXER_KEYS: tuple[str, ...] = (
-    "agent", "prompt", "command", "shell", "script", "fix_timeouts", *TASK_DEFAULT_KEYS,
+    "agent", "prompt", "command", "script", "fix_timeouts", *TASK_DEFAULT_KEYS,
 )  # fmt: skip
 _PRESET_NAMES = sorted(PRESETS)
 _TEMPLATE_HINT = 'write command: [program, "{flags}", --, "{prompt}"]'
@@ -179,8 +181,9 @@ def fixer_of(errs: Errors, node: Map | None, defaults: Defaults | None = None) -
         return FixerSpec(base=base)
     f = Fields(errs, node, FIXER_KEYS, "fixer", MEANT)
     agent = agent_of(f, "")
-    shell = bool(f.flag("shell"))
     prompt = f.text("prompt")
+    written = command_of(f)
+    command, shell = written if written is not None else ((), False)
     if agent:
         require(f, agent, prompt, fixer=True)
         check_agent_keys(f, agent)
@@ -188,7 +191,7 @@ def fixer_of(errs: Errors, node: Map | None, defaults: Defaults | None = None) -
         agent=agent or None,
         model=f.text("model"),
         prompt=prompt or "",
-        command=command_of(f, shell) or (),
+        command=command,
         shell=shell,
         script=script_of(f, "script") or (),
         timeout=f.duration("timeout"),
@@ -211,22 +214,11 @@ def build_of(errs: Errors, node: Map | None, names: set[str]) -> Build:
     if node is None:
         return base
     f = Fields(errs, node, BUILD_KEYS, "build")
-    command = f.get("command")
-    commands: list[str] = []
-    if command is None:
+    if f.get("command") is None and "command" not in f:
         hint = "add command: python -m pytest -q"
         errs.add(node, "missing-command", "build needs a command", hint)
-    elif isinstance(command, Map):
-        f.wrong("command", command, "a command line or a list of them")
-    else:
-        for entry in command.items if isinstance(command, Seq) else [command]:
-            text = text_of(errs, entry, "build: command")
-            if text is not None and not text.strip():
-                errs.add(entry, "bad-command", "build: command is empty")
-            elif text is not None:
-                commands.append(text)
-        if isinstance(command, Seq) and not command.items:
-            errs.add(command, "bad-command", "build: command is an empty list")
+    written = command_of(f)
+    command, shell = written if written is not None else ((), False)
     timeout = f.duration("timeout")
     cycles = f.count("max_fix_cycles", least=0)
     after = f.names("after", "task ids or batch names") or []
@@ -235,10 +227,29 @@ def build_of(errs: Errors, node: Map | None, names: set[str]) -> Build:
             message = f"build: after names {show(name)}, which is no task or batch"
             errs.add(at, "unknown-after", message, closest(name, names) if number < 20 else "")
     return Build(
-        commands=tuple(commands),
+        command=command,
+        shell=shell,
         timeout=timeout if timeout is not None else base.timeout,
         max_fix_cycles=cycles if cycles is not None else base.max_fix_cycles,
         after=tuple(dict.fromkeys(name for name, _ in after)),
+    )
+
+
+def notify_of(errs: Errors, node: Map | None) -> Notify:
+    """``notify:``: a command run when the run ends, and the terminal bell (on by default
+    once the section is there)."""
+    if node is None:
+        return Notify()
+    f = Fields(errs, node, NOTIFY_KEYS, "notify")
+    written = command_of(f)
+    command, shell = written if written is not None else ((), False)
+    bell = f.flag("bell")
+    timeout = f.duration("timeout")
+    return Notify(
+        command=command,
+        shell=shell,
+        bell=True if bell is None else bell,
+        timeout=timeout if timeout is not None else Notify().timeout,
     )
 
 

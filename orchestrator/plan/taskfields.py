@@ -39,7 +39,7 @@ AGENT_KEYS: dict[str, tuple[str, ...]] = {
 flags; every preset appends ``args``)."""
 
 _KINDS = sorted(AGENT_KINDS | PRESETS)
-DEFAULT_KEYS: tuple[str, ...] = ("agent", *TASK_DEFAULT_KEYS)
+DEFAULT_KEYS: tuple[str, ...] = ("agent", "command", *TASK_DEFAULT_KEYS)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_HINT = "use letters, digits and '_', not starting with a digit"
 _MODE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -62,11 +62,15 @@ class Defaults:
     allowed_tools: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     budget_usd: float | None = None
+    command: tuple[str, ...] = ()
+    """For tasks that give none (a command agent's template)."""
+    shell: bool = False
 
     def as_task(self, task_id: str) -> Task:
         """A task of these defaults (the build's fixer starts from it)."""
         return Task(
-            task_id, agent=self.agent, model=self.model, timeout=self.timeout,
+            task_id, agent=self.agent, command=self.command, shell=self.shell,
+            model=self.model, timeout=self.timeout,
             stall_timeout=self.stall_timeout, max_turns=self.max_turns, env=self.env,
             pass_env=self.pass_env, permission_mode=self.permission_mode,
             allowed_tools=self.allowed_tools, args=self.args, budget_usd=self.budget_usd,
@@ -83,8 +87,12 @@ def defaults_of(errs: Errors, node: Map | None) -> Defaults:
     turns, env, pass_env = f.count("max_turns", least=1), env_of(f), pass_env_of(f)
     mode, tools, args = permission_mode_of(f), allowed_tools_of(f), args_of(f)
     budget = budget_of(f)
+    written = command_of(f)
+    command, shell = written if written is not None else ((), False)
     return Defaults(
         agent=agent_of(f, base.agent),
+        command=command,
+        shell=shell,
         model=model if model is not None else base.model,
         timeout=timeout if timeout is not None else base.timeout,
         stall_timeout=stall if stall is not None else base.stall_timeout,
@@ -132,10 +140,13 @@ def agent_of(f: Fields, default: str) -> str:
     return name
 
 
-def require(f: Fields, agent: str, prompt: str | None, *, fixer: bool = False) -> None:
-    """A claude or preset agent needs a prompt, a command agent a command, scripted a script."""
+def require(
+    f: Fields, agent: str, prompt: str | None, *, fixer: bool = False, command: bool = False
+) -> None:
+    """A claude or preset agent needs a prompt, a command agent a command (its own, or
+    ``command`` true: one from ``defaults:``), scripted a script."""
     script = f.get("script")
-    if agent == "command" and f.get("command") is None:
+    if agent == "command" and f.get("command") is None and not command:
         rule, needed = "missing-command", "command"
     elif agent == "scripted" and (script is None or (isinstance(script, Seq) and not script.items)):
         rule, needed = "missing-script", "script"
@@ -155,38 +166,49 @@ def require(f: Fields, agent: str, prompt: str | None, *, fixer: bool = False) -
     f.errs.add(f.node, rule, f"{f.owner}: a {agent} agent needs a {needed}", hint)
 
 
-def command_of(f: Fields, shell: bool) -> tuple[str, ...] | None:
-    """argv from a list, or from a string split like a shell would (kept whole with shell: true)."""
+def command_of(f: Fields) -> tuple[tuple[str, ...], bool] | None:
+    """The command and whether it runs in a shell: a string is one command line for
+    ``sh -c``; a list is the program and its arguments, run without a shell."""
     node = f.get("command")
     if node is None:
         return None
     what = f"{f.owner}: command"
     if isinstance(node, Map):
-        f.wrong("command", node, "a list of arguments or a command line")
+        f.wrong("command", node, "a command line (runs in sh) or a list of arguments (no shell)")
         return None
     if isinstance(node, Seq):
         parts = [text_of(f.errs, item, f"{what} entry") for item in node.items]
         argv = tuple(p for p in parts if p is not None)
         if len(argv) != len(parts):
             return None
-        if shell and len(argv) > 1:
-            hint = "with shell: true, write the command as one string"
-            f.errs.add(node, "bad-command", f"{what} is a list but shell is true", hint)
+        if not argv or not argv[0].strip():
+            f.errs.add(node, "bad-command", f"{what} is an empty list")
             return None
-    else:
-        text = text_of(f.errs, node, what)
-        if text is None:
+        if len(argv) == 1 and _looks_like_a_command_line(argv[0]):
+            message = f"{what}: the program {show(argv[0])} is a whole command line"
+            hint = "a list is a program and its arguments, run without a shell: write the "
+            hint += "command line as a string (it runs in sh -c), or split it into the list"
+            f.errs.add(node, "bad-command", message, hint)
             return None
-        try:
-            argv = (text,) if shell else tuple(shlex.split(text))
-        except ValueError as exc:  # "No closing quotation"
-            message = f"{what}: cannot split {show(text)}: {exc}"
-            f.errs.add(node, "bad-command", message, "fix the quoting, or set shell: true")
-            return None
-    if not argv or not argv[0].strip():
+        return argv, False
+    text = text_of(f.errs, node, what)
+    if text is None:
+        return None
+    if not text.strip():
         f.errs.add(node, "bad-command", f"{what} is empty")
         return None
-    return argv
+    try:
+        shlex.split(text, comments=True)  # the shell would refuse it only once it runs
+    except ValueError as exc:  # "No closing quotation"
+        message = f"{what}: cannot read {show(text)} as a command line: {exc}"
+        f.errs.add(node, "bad-command", message, "close the quote, or write a list")
+        return None
+    return (text,), True
+
+
+def _looks_like_a_command_line(program: str) -> bool:
+    """A lone list entry such as ``make all && echo done``: a command line, not a program."""
+    return any(c in program for c in " \t;|&$<>") and not program.startswith(("/", "./", "{"))
 
 
 def env_of(f: Fields) -> tuple[tuple[str, str], ...] | None:

@@ -34,7 +34,7 @@ Batches = tuple[tuple[str, tuple[str, ...]], ...]
 """(batch name, task ids) in order, as `orchestrator.plan.model.Plan.batches` holds them."""
 
 TASK_KEYS: tuple[str, ...] = (
-    "id", "agent", "prompt", "depends_on", "command", "shell", "script", "retry_script",
+    "id", "agent", "prompt", "depends_on", "command", "script", "retry_script",
     *TASK_DEFAULT_KEYS,
 )  # fmt: skip
 
@@ -132,9 +132,9 @@ def _task(
     elif task_id is not None and written is not None:
         _check_id(errs, task_id, written)
     agent = agent_of(f, d.agent)
-    shell = bool(f.flag("shell"))
     prompt = f.text("prompt")
-    command, script = command_of(f, shell), script_of(f, "script")
+    how, script = command_of(f), script_of(f, "script")
+    command, shell = how if how is not None else (d.command, d.shell)
     retry = script_of(f, "retry_script")
     deps = f.names("depends_on", "task ids")
     model, timeout, stall = f.text("model"), f.duration("timeout"), f.duration("stall_timeout")
@@ -142,7 +142,7 @@ def _task(
     mode, tools, args = permission_mode_of(f), allowed_tools_of(f), args_of(f)
     budget = budget_of(f)
     if agent:
-        require(f, agent, prompt)
+        require(f, agent, prompt, command=bool(d.command))
         check_agent_keys(f, agent)
     retry_node = f.get("retry_script")
     if isinstance(retry_node, Seq) and not retry_node.items:
@@ -154,7 +154,7 @@ def _task(
         agent=agent,
         prompt=prompt or "",
         depends_on=tuple(dict.fromkeys(t for t, _ in deps)) if deps is not None else implicit or (),
-        command=command or (),
+        command=command,
         shell=shell,
         script=script or (),
         retry_script=retry,
@@ -180,5 +180,5 @@ def _check_id(errs: Errors, task_id: str, node: Node) -> None:
         return
     derived = reserved(task_id)
     if derived:
-        message = f"task id {show(task_id)} could be mistaken for a derived agent's id"
+        message = f"task id {show(task_id)} would write over the run's {derived} file"
         errs.add(node, "reserved-id", message, RESERVED_HINTS[derived])

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import UsageError
+from orchestrator.ids import collisions
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
 from orchestrator.records.progress import end_file
@@ -54,6 +56,16 @@ class ResumePlan:
 
 
 def plan_resume(old: JournalState, plan: Plan) -> ResumePlan:
+    """What a resumed run keeps, runs again and marks lost. `UsageError` (exit 2, nothing
+    changed) when a task id of the plan names another agent of the journal (a run recorded
+    before task ids and derived ids were kept apart: ``build-1`` was a build check)."""
+    taken = collisions((t.id for t in plan.tasks), old.agents)
+    if taken:
+        raise UsageError(
+            f"error: cannot resume: the journal already has agents named {', '.join(taken)} "
+            "that are not those tasks (a run recorded with the earlier agent names) "
+            "(hint: run without --resume: the earlier run's files are kept under .runs/)"
+        )
     prints: dict[str, str] = old.run.get("fingerprints") or {}
     current = {t.id: t for t in plan.tasks}
     changed = tuple(t for t in current if t in prints and prints[t] != fingerprint(current[t]))

@@ -66,6 +66,12 @@ def summary(snapshot: Snapshot, rows: list[dict[str, Any]], *, now: float) -> di
     }
 
 
+def status_json(snapshot: Snapshot, *, now: float) -> dict[str, Any]:
+    """The `status --json` object: the run, its agents, every task as a row, the totals."""
+    rows = task_rows(snapshot)
+    return {**snapshot.as_status_json(), "board": rows, "totals": summary(snapshot, rows, now=now)}
+
+
 def _state(
     settled: Mapping[str, Mapping[str, Any]],
     agents_of: Mapping[str, list[Mapping[str, Any]]],

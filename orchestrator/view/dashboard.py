@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.process.lines import one_line
+from orchestrator.view import board
 from orchestrator.view.grid import Grid
 from orchestrator.view.snapshot import Snapshot
 
@@ -65,8 +66,12 @@ LIVE_COLUMNS = (
 
 
 def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) -> Group:
-    """The live dashboard: one row per agent (running ones first), counts, fence and budget."""
+    """The dashboard. Of a snapshot that knows the plan's graph (`status`, `watch`): one row
+    per task, started or not, and the totals (`board_render`). Of a live run's frame
+    (`snapshot.live_view`): one row per agent (running ones first), counts, fence, budget."""
     now = time.time() if now is None else now
+    if snapshot.extra.get("graph"):
+        return board_render(snapshot, now=now, max_rows=max_rows)
     table = Grid(LIVE_COLUMNS, title=one_line(f"orchestrator - {snapshot.run.get('plan', '?')}"))
     agents = heapq.nsmallest(
         max_rows,
@@ -92,6 +97,99 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     return Group(table, plain(footer(snapshot)))
 
 
+def board_render(snapshot: Snapshot, *, now: float, max_rows: int = 40) -> Group:
+    """The live dashboard: one row per task of the plan (started or not: ``queued`` when it
+    waits for a slot, ``waiting`` with what it waits on), one per agent outside the tasks
+    (build checks and their fixers), running ones first; then totals, fence and budget."""
+    table = Table(expand=True, title=plain(f"orchestrator - {snapshot.run.get('plan', '?')}"))
+    for name, kw in (
+        ("task", {"no_wrap": True}),
+        ("state", {"no_wrap": True}),
+        ("agent", {"no_wrap": True}),
+        ("elapsed", {"justify": "right"}),
+        ("cost", {"justify": "right"}),
+        ("last line", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1}),
+    ):
+        table.add_column(name, **kw)
+    rows = board_rows(snapshot, now=now)
+    for row in rows[:max_rows]:
+        table.add_row(*(plain(v, STATE_STYLE.get(v, "") if i == 1 else "")
+                        for i, v in enumerate(row)))  # fmt: skip
+    if len(rows) > max_rows:
+        table.caption = plain(f"... and {len(rows) - max_rows} more")
+    return Group(table, plain(totals_line(snapshot, now=now)), plain(footer(snapshot)))
+
+
+def board_rows(snapshot: Snapshot, *, now: float) -> list[tuple[str, ...]]:
+    """The rows of the live table, as text: task, state, agent, elapsed, cost, last line."""
+    tasks = board.task_rows(snapshot)
+    named = {r["id"] for r in tasks}
+    by_id = {str(a["id"]): a for a in snapshot.agents}
+    out: list[tuple[bool, float, tuple[str, ...]]] = []
+    for r in tasks:
+        agent = by_id.get(r["agents"][-1]) if r["agents"] else None
+        state = r["state"]
+        if r["waiting_on"] and state in ("waiting", "pending"):
+            state = "waiting"
+        last = r["last_line"] or (f"on {', '.join(r['waiting_on'])}" if r["waiting_on"] else "")
+        running = agent is not None and agent["state"] in ("running", "stopping")
+        shown = agent["state"] if running and agent is not None else state
+        row = (r["id"], shown, r["agents"][-1] if r["agents"] else "-",
+               _elapsed(agent, now) if agent else "-", f"${r['cost_usd']:.4f}", last)  # fmt: skip
+        out.append((not running, r["started"] or now + 1, row))
+    for a in snapshot.agents:
+        if a.get("task") in named:
+            continue
+        running = a["state"] in ("running", "stopping")
+        row = (str(a.get("task") or "-"), a["state"], str(a["id"]), _elapsed(a, now),
+               f"${a.get('cost_usd') or 0.0:.4f}", str(a.get("last_line") or ""))  # fmt: skip
+        out.append((not running, a.get("started") or now + 1, row))
+    out.sort(key=lambda item: (item[0], item[1]))
+    return [row for _, _, row in out]
+
+
+def totals_line(snapshot: Snapshot, *, now: float) -> str:
+    """Tasks done of all, what the rest are doing, elapsed time, cost against the budget."""
+    rows = board.task_rows(snapshot)
+    totals = board.summary(snapshot, rows, now=now)
+    waiting = {s: sum(1 for r in rows if r["state"] == s) for s in ("queued", "waiting")}
+    line = (
+        f"tasks: {totals['done']} of {totals['tasks']} done ({totals['succeeded']} succeeded), "
+        f"{totals['running']} running, {waiting['queued']} queued, {waiting['waiting']} waiting"
+    )
+    if totals["elapsed"] is not None:
+        line += f" | elapsed {_duration(totals['elapsed'])}"
+    cost = max(totals["cost_usd"], snapshot.spent_usd)
+    line += f" | cost ${cost:.4f}"
+    if snapshot.budget_usd is not None:
+        line += f" of ${snapshot.budget_usd:.2f}"
+    return line
+
+
+def plain_text(snapshot: Snapshot, *, now: float | None = None) -> str:
+    """The live table as plain text for a pipe or a file: no box, no colour, nothing cut."""
+    now = time.time() if now is None else now
+    head = ("task", "state", "agent", "elapsed", "cost", "last line")
+    rows = [head, *board_rows(snapshot, now=now)]
+    cells = [tuple(one_line(c) for c in row) for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head) - 1)]
+    lines = [f"{snapshot.run.get('plan', '?')}: {snapshot.run.get('state', '?')}"]
+    for row in cells:
+        padded = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
+        lines.append(f"{padded}  {row[-1]}")
+    lines += [totals_line(snapshot, now=now), footer(snapshot)]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
 def footer(snapshot: Snapshot) -> str:
     counts = snapshot.counts
     parts = [f"{n} {state}" for state, n in sorted(counts.items())]
@@ -112,7 +210,8 @@ def footer(snapshot: Snapshot) -> str:
 
 
 def summary(snapshot: Snapshot, *, max_rows: int | None = None) -> Group:
-    """What is printed when a run ends: the table of tasks, then every escalation.
+    """What is printed when a run ends: the table of tasks (each escalation follows in one
+    line: `console.outcome_lines`).
 
     With ``max_rows`` the table holds at most that many tasks, those that did not succeed
     first (in plan order), and says how many it left out: REPORT.md has every task."""
@@ -125,21 +224,7 @@ def summary(snapshot: Snapshot, *, max_rows: int | None = None) -> Group:
         ok = sum(1 for t in snapshot.tasks if t["state"] == "succeeded" and id(t) not in keep)
         left = len(snapshot.tasks) - len(shown)
         more.append(plain(f"... and {left} more tasks ({ok} succeeded); REPORT.md lists all"))
-    return Group(_task_table(snapshot, shown), *more, *escalation_lines(snapshot))
-
-
-def escalation_lines(snapshot: Snapshot) -> list[Text]:
-    """Each escalation: why, what blocked it, what was tried, the next step (as in REPORT.md)."""
-    out = []
-    for esc in snapshot.extra.get("escalations", []):
-        tried = "; ".join(map(str, esc.get("tried", []))) or "nothing"
-        # what agents and builds said is data: one clean line each, never markup or control
-        text = Text(one_line(f"escalated: {esc['task']}: {esc['reason']}") + "\n", style="bold red")
-        text.append(one_line(f"  blocked by: {esc['blocker']}") + "\n")
-        text.append(one_line(f"  tried: {tried}") + "\n")
-        text.append(one_line(f"  next step: {esc['next_step']}"))
-        out.append(text)
-    return out
+    return Group(_task_table(snapshot, shown), *more)
 
 
 def _task_table(snapshot: Snapshot, shown: list[dict[str, Any]]) -> Table:

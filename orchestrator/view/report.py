@@ -56,6 +56,7 @@ def render(snapshot: Snapshot) -> str:
     build = snapshot.extra.get("build")
     if build:
         lines.append(f"- build check: {_line(build)}")
+    lines += [f"- {_line(d)}" for d in run.get("delivery_lines") or ()]
     total_in = sum(a.get("tokens_in") or 0 for a in snapshot.agents)
     total_out = sum(a.get("tokens_out") or 0 for a in snapshot.agents)
     cost = sum(a.get("cost_usd") or 0.0 for a in snapshot.agents)
@@ -82,6 +83,12 @@ def render(snapshot: Snapshot) -> str:
             f"| {duration:.1f}s | {_cell(', '.join(task.get('fixers', [])))} | {tokens} "
             f"| ${tcost:.4f} | {_cell(task.get('reason'))} |"
         )
+    changed = [a for a in snapshot.agents if a.get("changes")]
+    if changed:
+        lines += ["", "## Changes", ""]
+        for a in changed:
+            files = ", ".join(a["changes"][:50]) + (" ..." if len(a["changes"]) > 50 else "")
+            lines.append(f"- {_line(a['id'])} ({_line(a.get('task'))}): {_line(files)}")
     builds = [a for a in snapshot.agents if a.get("role") == "build"]
     if builds:
         lines += ["", "## Build checks", ""]

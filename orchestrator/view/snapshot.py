@@ -72,6 +72,7 @@ def _agent_row(r: AgentRecord) -> dict[str, Any]:
         "cost_usd": round(r.cost_usd, 6),
         "last_line": r.last_line,
         "reason": r.reason,
+        "changes": [c.removeprefix("changed: ") for c in r.changes if c.startswith("changed:")],
     }
 
 
@@ -122,6 +123,7 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "ended": run.ended_at,
             "pid": None,
             "run_id": run.settings.run_id,
+            "delivery_lines": list(getattr(run.places, "delivered", ())),
         },
         agents=agents,
         tasks=tasks,
@@ -158,7 +160,7 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
 
     agents = tuple(
         {"id": aid, **{k: a.get(k) for k in AGENT_KEYS if k != "id"}, "reason": a.get("reason", ""),
-         "role": a.get("role", "task")}
+         "role": a.get("role", "task"), "changes": _changes(a.get("changes"))}
         | {"state": state_of(a), "tokens_in": a.get("tokens_in", 0),
            "tokens_out": a.get("tokens_out", 0), "cost_usd": a.get("cost_usd", 0.0),
            "last_line": a.get("last_line", "")}
@@ -180,6 +182,17 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
             "grace": run.get("grace"),
         },
     )
+
+
+def _changes(recorded: Any) -> list[str]:
+    """A journal's ``[[path, added, removed], ...]`` as the lines a progress file shows."""
+    lines = []
+    for item in recorded if isinstance(recorded, list) else ():
+        if isinstance(item, list) and len(item) == 3:
+            path, added, removed = item
+            binary = added is None or removed is None
+            lines.append(f"{path} (binary)" if binary else f"{path} +{added} -{removed}")
+    return lines
 
 
 def graph_of_journal(run: dict[str, Any]) -> dict[str, list[str]]:

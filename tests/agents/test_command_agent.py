@@ -350,5 +350,19 @@ def test_missing_program_takes_relative_paths_from_the_workspace(tmp_path: Path)
     assert missing_program(command_task("./bin/other"), workspace=tmp_path) == "./bin/other"
 
 
-def test_missing_program_leaves_shell_tasks_to_the_shell() -> None:
-    assert missing_program(command_task("no-such-program-7f3a", shell=True)) is None
+@pytest.mark.parametrize(
+    ("line", "missing"),
+    [
+        ("no-such-program-7f3a --flag && echo done", "no-such-program-7f3a"),
+        ("sh -c 'exit 0' | no-such-program-7f3a", None),  # sh exists; the rest is the shell's
+        ("for i in 1 2; do no-such-program-7f3a; done", None),
+        ("X=1 no-such-program-7f3a", None),
+        ("$HOME/no-such-program-7f3a", None),
+        ("{workspace}/no-such-program-7f3a", None),
+        ("echo hi", None),
+    ],
+)
+def test_a_command_line_is_checked_only_when_it_plainly_names_its_program(
+    line: str, missing: str | None
+) -> None:
+    assert missing_program(command_task(line, shell=True)) == missing

@@ -387,18 +387,18 @@ def test_stop_recorded_never_signals_a_recycled_pid() -> None:
 
 
 def test_stop_recorded_with_tree_follows_the_parent_links_of_the_journal() -> None:
-    sleepers = {aid: sleeper_in_own_group() for aid in ("a", "fix-a-1", "other")}
+    sleepers = {aid: sleeper_in_own_group() for aid in ("a", "a+fix1", "other")}
     try:
         state = JournalState()
         state.run = {"run_id": "not-this-run", "state": "running"}
         for aid, proc in sleepers.items():
             state.agents[aid] = {
                 "state": "running", "pgid": proc.pid, "pstart": procfs.process_start_time(proc.pid),
-                "parent": "a" if aid.startswith("fix-") else None,
+                "parent": "a" if "+fix" in aid else None,
             }  # fmt: skip
-        assert leftovers.stop_recorded(state, ["a"], grace=1, tree=True) == ["a", "fix-a-1"]
+        assert leftovers.stop_recorded(state, ["a"], grace=1, tree=True) == ["a", "a+fix1"]
         assert sleepers["a"].wait(timeout=5) == -signal.SIGTERM
-        assert sleepers["fix-a-1"].wait(timeout=5) == -signal.SIGTERM
+        assert sleepers["a+fix1"].wait(timeout=5) == -signal.SIGTERM
         assert sleepers["other"].poll() is None
     finally:
         for proc in sleepers.values():
@@ -438,7 +438,7 @@ async def random_actions(rng: random.Random, sock: Path, ids: list[str], log: li
         payload: dict[str, Any]
         if roll < 0.65:
             agent = rng.choice(ids)
-            agent = agent if rng.random() < 0.8 else f"{agent}.2"
+            agent = agent if rng.random() < 0.8 else f"{agent}+2"
             payload = {"op": "cancel", "agents": [agent], "force": rng.random() < 0.3,
                        "tree": rng.random() < 0.3}  # fmt: skip
         elif roll < 0.8:

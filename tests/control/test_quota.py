@@ -35,7 +35,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 def nested(tid: str, plan: str, out: str, **kw: Any) -> dict[str, Any]:
     """A task whose agent is an orchestrator running ``plan`` into ``out``."""
     command = NESTED.format(plan=f"../{plan}", out=f"../{out}")
-    return {"id": tid, "agent": "command", "shell": True, "command": [command], **kw}
+    return {"id": tid, "agent": "command", "command": command, **kw}
 
 
 def plan(fleet: Fleet, *tasks: dict[str, Any], **top: Any) -> Path:
@@ -131,9 +131,9 @@ def test_stopping_the_top_run_stops_what_its_nested_runs_started(fleet: Fleet) -
 
 def test_the_lease_protocol_is_for_agents_of_the_run_only(fleet: Fleet) -> None:
     plan(fleet,
-        {"id": "spy", "agent": "command", "shell": True,
-         "command": ["echo $ORCHESTRATOR_QUOTA $ORCHESTRATOR_QUOTA_TOKEN; "
-                     "while [ ! -e go ]; do sleep 0.02; done"]},
+        {"id": "spy", "agent": "command",
+         "command": "echo $ORCHESTRATOR_QUOTA $ORCHESTRATOR_QUOTA_TOKEN; "
+                    "while [ ! -e go ]; do sleep 0.02; done"},
         limits={"max_agents": 3, "budget_usd": 1.0},
     )  # fmt: skip
     run = fleet.start("run", "plan.yaml", "--no-live")

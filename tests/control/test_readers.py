@@ -53,7 +53,12 @@ def test_status_json_has_exactly_the_keys_of_the_design_while_running_and_after(
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running("a")
     live = json.loads(fleet.call("status", "--json").out)
-    assert set(live) == {"run", "agents"}
+    assert set(live) == {"run", "agents", "board", "totals"}
+    board = {row["id"]: row for row in live["board"]}
+    assert (board["a"]["state"], board["b"]["state"]) == ("running", "waiting")
+    assert board["b"]["waiting_on"] == ["a"], "a task not started says what it waits on"
+    assert (live["totals"]["tasks"], live["totals"]["done"], live["totals"]["running"]) == (2, 0, 1)
+    assert live["totals"]["elapsed"] >= 0
     assert set(live["run"]) == {
         "plan", "state", "started", "ended", "pid", "sandbox", "sandbox_warnings",
     }  # fmt: skip
@@ -79,6 +84,7 @@ def test_status_json_has_exactly_the_keys_of_the_design_while_running_and_after(
         ("a", "succeeded"),
         ("b", "succeeded"),
     ]
+    assert (after["totals"]["succeeded"], after["totals"]["done"]) == (2, 2)
     for agent in after["agents"]:
         assert list(agent) == list(AGENT_KEYS)
 
@@ -174,8 +180,8 @@ def test_tail_f_of_a_task_follows_it_through_its_retry(fleet: Fleet) -> None:
     assert followed.code == 0
     text = followed.out
     assert "BLOCKED: need the config" in text
-    assert "# a.2\n" in text, "after a's status line, its retry a.2"
-    assert text.index("# a.2") > text.index("status: blocked")
+    assert "# a+2\n" in text, "after a's status line, its retry a+2"
+    assert text.index("# a+2") > text.index("status: blocked")
     assert text.rstrip("\n").split("\n")[-1].startswith("status: succeeded")
     assert fleet.finish(run).code == 0
 

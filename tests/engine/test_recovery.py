@@ -78,38 +78,38 @@ def play(
 
 TABLE: list[tuple[str, list[Event], Capacity, list[str]]] = [
     # agent blockers
-    ("first blocker gets a fixer", [blocked("a")], ROOMY, ["fix fix-a-1 for a"]),
+    ("first blocker gets a fixer", [blocked("a")], ROOMY, ["fix a+fix1 for a"]),
     ("same blocker from another task shares the running fixer",
      [blocked("a"), blocked("b", SCHEMA_AGAIN)], ROOMY, ["wait"]),
     ("a shared fixer's success retries every task it served",
-     [blocked("a"), blocked("b", SCHEMA_AGAIN), fixer("fix-a-1")], ROOMY,
-     ["retry a.2", "retry b.2"]),
+     [blocked("a"), blocked("b", SCHEMA_AGAIN), fixer("a+fix1")], ROOMY,
+     ["retry a+2", "retry b+2"]),
     ("fixer success retries the task as attempt n+1",
-     [blocked("a"), fixer("fix-a-1")], ROOMY, ["retry a.2"]),
+     [blocked("a"), fixer("a+fix1")], ROOMY, ["retry a+2"]),
     ("a retry that succeeds ends the task",
-     [blocked("a"), fixer("fix-a-1"), ended("a", "succeeded", attempt=2)], ROOMY,
+     [blocked("a"), fixer("a+fix1"), ended("a", "succeeded", attempt=2)], ROOMY,
      ["end a succeeded"]),
-    ("fixer fails: escalate", [blocked("a"), fixer("fix-a-1", "failed")], ROOMY, ["escalate a"]),
+    ("fixer fails: escalate", [blocked("a"), fixer("a+fix1", "failed")], ROOMY, ["escalate a"]),
     ("fixer blocks: escalate, no fixer for the fixer",
-     [blocked("a"), fixer("fix-a-1", "blocked")], ROOMY, ["escalate a"]),
-    ("fixer times out: escalate", [blocked("a"), fixer("fix-a-1", "timed_out")], ROOMY,
+     [blocked("a"), fixer("a+fix1", "blocked")], ROOMY, ["escalate a"]),
+    ("fixer times out: escalate", [blocked("a"), fixer("a+fix1", "timed_out")], ROOMY,
      ["escalate a"]),
     ("a failed shared fixer escalates every task it served",
-     [blocked("a"), blocked("b"), fixer("fix-a-1", "failed")], ROOMY,
+     [blocked("a"), blocked("b"), fixer("a+fix1", "failed")], ROOMY,
      ["escalate a", "escalate b"]),
     ("retry blocked with the same signature: escalate",
-     [blocked("a"), fixer("fix-a-1"), blocked("a", SCHEMA_AGAIN, attempt=2)], ROOMY,
+     [blocked("a"), fixer("a+fix1"), blocked("a", SCHEMA_AGAIN, attempt=2)], ROOMY,
      ["escalate a"]),
     ("retry blocked with a different signature: a new fixer",
-     [blocked("a"), fixer("fix-a-1"), blocked("a", CONFIG, attempt=2)], ROOMY,
-     ["fix fix-a-2 for a"]),
+     [blocked("a"), fixer("a+fix1"), blocked("a", CONFIG, attempt=2)], ROOMY,
+     ["fix a+fix2 for a"]),
     ("a blocker already fixed for another task retries without a second fixer",
-     [blocked("a"), fixer("fix-a-1"), blocked("b", SCHEMA_AGAIN)], ROOMY, ["retry b.2"]),
+     [blocked("a"), fixer("a+fix1"), blocked("b", SCHEMA_AGAIN)], ROOMY, ["retry b+2"]),
     ("a blocker whose fixer failed escalates later reporters too",
-     [blocked("a"), fixer("fix-a-1", "failed"), blocked("b")], ROOMY, ["escalate b"]),
+     [blocked("a"), fixer("a+fix1", "failed"), blocked("b")], ROOMY, ["escalate b"]),
     ("a task's own fixers count from 1 even after sharing another's",
-     [blocked("a"), blocked("b"), fixer("fix-a-1"), blocked("b", CONFIG, attempt=2)], ROOMY,
-     ["fix fix-b-1 for b"]),
+     [blocked("a"), blocked("b"), fixer("a+fix1"), blocked("b", CONFIG, attempt=2)], ROOMY,
+     ["fix b+fix1 for b"]),
     # limits
     ("no agents left: escalate", [blocked("a")], Capacity(agents_left=0), ["escalate a"]),
     ("governor refuses (budget spent): escalate", [blocked("a")],
@@ -117,27 +117,27 @@ TABLE: list[tuple[str, list[Event], Capacity, list[str]]] = [
     ("fixer past max_depth: escalate", [blocked("a", depth=2)], Capacity(10, max_depth=2),
      ["escalate a"]),
     ("fixer at max_depth: allowed", [blocked("a", depth=1)], Capacity(10, max_depth=2),
-     ["fix fix-a-1 for a"]),
+     ["fix a+fix1 for a"]),
     ("one agent left is enough for the retry",
-     [blocked("a"), fixer("fix-a-1")], Capacity(agents_left=1), ["retry a.2"]),
+     [blocked("a"), fixer("a+fix1")], Capacity(agents_left=1), ["retry a+2"]),
     ("retries beyond agents_left escalate",
-     [blocked("a"), blocked("b"), fixer("fix-a-1")], Capacity(agents_left=1),
-     ["retry a.2", "escalate b"]),
+     [blocked("a"), blocked("b"), fixer("a+fix1")], Capacity(agents_left=1),
+     ["retry a+2", "escalate b"]),
     # builds
-    ("failed build gets a fixer", [build(1, "t::a")], ROOMY, ["fix fix-build-1 for build"]),
-    ("build fixer success re-runs the build", [build(1, "t::a"), fixer("fix-build-1")], ROOMY,
+    ("failed build gets a fixer", [build(1, "t::a")], ROOMY, ["fix +build+fix1 for build"]),
+    ("build fixer success re-runs the build", [build(1, "t::a"), fixer("+build+fix1")], ROOMY,
      ["rebuild 1"]),
     ("build fails the same way after its fix: escalate",
-     [build(1, "t::a"), fixer("fix-build-1"), build(2, "t::a")], ROOMY, ["escalate build"]),
+     [build(1, "t::a"), fixer("+build+fix1"), build(2, "t::a")], ROOMY, ["escalate build"]),
     ("build fails differently after a fix: a second cycle",
-     [build(1, "t::a"), fixer("fix-build-1"), build(2, "t::b")], ROOMY,
-     ["fix fix-build-2 for build"]),
+     [build(1, "t::a"), fixer("+build+fix1"), build(2, "t::b")], ROOMY,
+     ["fix +build+fix2 for build"]),
     ("build still failing after max_fix_cycles: escalate",
-     [build(1, "t::a"), fixer("fix-build-1"), build(2, "t::b"), fixer("fix-build-2"),
+     [build(1, "t::a"), fixer("+build+fix1"), build(2, "t::b"), fixer("+build+fix2"),
       build(3, "t::c")], ROOMY, ["escalate build"]),
     ("max_fix_cycles=0 escalates the first failure", [build(1, "t::a")],
      Capacity(10, max_fix_cycles=0), ["escalate build"]),
-    ("build fixer fails: escalate", [build(1), fixer("fix-build-1", "failed")], ROOMY,
+    ("build fixer fails: escalate", [build(1), fixer("+build+fix1", "failed")], ROOMY,
      ["escalate build"]),
     ("build command not found (127) is never fixed", [build(1, exit_code=127)], ROOMY,
      ["end build failed"]),
@@ -153,25 +153,25 @@ TABLE: list[tuple[str, list[Event], Capacity, list[str]]] = [
     ("timeout without fix_timeouts: not fixed", [ended("a", "timed_out")], ROOMY,
      ["end a timed_out"]),
     ("timeout with fix_timeouts: a fixer", [ended("a", "timed_out")],
-     Capacity(10, fix_timeouts=True), ["fix fix-a-1 for a"]),
+     Capacity(10, fix_timeouts=True), ["fix a+fix1 for a"]),
     ("stalls of different tasks are not shared",
      [AttemptEnded("a", 1, "timed_out", "no output for 300s", stalled=True),
       AttemptEnded("b", 1, "timed_out", "no output for 300s", stalled=True)],
-     Capacity(10, fix_timeouts=True), ["fix fix-b-1 for b"]),
+     Capacity(10, fix_timeouts=True), ["fix b+fix1 for b"]),
     ("cancelled fixer is not a fix: the task ends cancelled",
-     [blocked("a"), fixer("fix-a-1", "cancelled")], ROOMY, ["end a cancelled"]),
+     [blocked("a"), fixer("a+fix1", "cancelled")], ROOMY, ["end a cancelled"]),
     ("a blocker whose fixer was cancelled gets no second fixer",
-     [blocked("a"), fixer("fix-a-1", "cancelled"), blocked("b")], ROOMY, ["escalate b"]),
+     [blocked("a"), fixer("a+fix1", "cancelled"), blocked("b")], ROOMY, ["escalate b"]),
     # stale and unknown input
-    ("unknown fixer id: wait", [fixer("fix-nobody-1")], ROOMY, ["wait"]),
-    ("a fixer that ends twice: wait", [blocked("a"), fixer("fix-a-1"), fixer("fix-a-1")], ROOMY,
+    ("unknown fixer id: wait", [fixer("nobody+fix1")], ROOMY, ["wait"]),
+    ("a fixer that ends twice: wait", [blocked("a"), fixer("a+fix1"), fixer("a+fix1")], ROOMY,
      ["wait"]),
     ("duplicate report while waiting on a fixer: wait", [blocked("a"), blocked("a")], ROOMY,
      ["wait"]),
     ("report from an attempt that is not the current one: wait",
-     [blocked("a"), fixer("fix-a-1"), blocked("a", CONFIG, attempt=3)], ROOMY, ["wait"]),
+     [blocked("a"), fixer("a+fix1"), blocked("a", CONFIG, attempt=3)], ROOMY, ["wait"]),
     ("report for a task that already ended: wait",
-     [blocked("a"), fixer("fix-a-1", "failed"), blocked("a", CONFIG, attempt=2)], ROOMY,
+     [blocked("a"), fixer("a+fix1", "failed"), blocked("a", CONFIG, attempt=2)], ROOMY,
      ["wait"]),
 ]  # fmt: skip
 
@@ -185,43 +185,43 @@ def test_decision_table(events: list[Event], capacity: Capacity, expected: list[
 
 def test_no_agent_for_a_retry_escalates_after_a_successful_fix() -> None:
     state, _ = play([blocked("a")])
-    _, actions = decide(state, fixer("fix-a-1"), Capacity(agents_left=0, max_agents=7))
+    _, actions = decide(state, fixer("a+fix1"), Capacity(agents_left=0, max_agents=7))
     (esc,) = actions
     assert isinstance(esc, Escalate)
-    assert "fix-a-1 succeeded" in esc.reason
+    assert "a+fix1 succeeded" in esc.reason
     assert "max_agents=7" in esc.reason
 
 
 def test_escalation_says_what_was_tried_and_what_to_do() -> None:
-    _, steps = play([blocked("a"), fixer("fix-a-1"), blocked("a", SCHEMA_AGAIN, attempt=2)])
+    _, steps = play([blocked("a"), fixer("a+fix1"), blocked("a", SCHEMA_AGAIN, attempt=2)])
     (esc,) = steps[-1]
     assert isinstance(esc, Escalate)
-    assert esc.reason.startswith("still blocked after fix-a-1 succeeded")
+    assert esc.reason.startswith("still blocked after a+fix1 succeeded")
     assert esc.tried == (
         f"a blocked: {SCHEMA}",
-        "fix-a-1 succeeded: did a thing",
-        "a.2 blocked: " + " ".join(SCHEMA_AGAIN.split()),
+        "a+fix1 succeeded: did a thing",
+        "a+2 blocked: " + " ".join(SCHEMA_AGAIN.split()),
     )
-    assert "orchestrator tail fix-a-1" in esc.next_step
+    assert "orchestrator tail a+fix1" in esc.next_step
     assert "--resume" in esc.next_step
 
 
 def test_a_build_escalation_says_what_the_fixer_that_succeeded_did() -> None:
-    _, steps = play([build(1, "t::a"), fixer("fix-build-1"), build(2, "t::a")])
+    _, steps = play([build(1, "t::a"), fixer("+build+fix1"), build(2, "t::a")])
     (esc,) = steps[-1]
     assert isinstance(esc, Escalate)
-    assert esc.reason.startswith("still blocked after fix-build-1 succeeded")
+    assert esc.reason.startswith("still blocked after +build+fix1 succeeded")
     assert esc.tried == (
-        "build-1 failed: failing t::a",
-        "fix-build-1 succeeded: did a thing",
-        "build-2 failed: failing t::a",
+        "+build1 failed: failing t::a",
+        "+build+fix1 succeeded: did a thing",
+        "+build2 failed: failing t::a",
     )
     assert esc.blocker == "failing t::a"
 
 
 def test_the_escalation_names_the_blocker_that_stopped_it_not_an_earlier_one() -> None:
     capacity = Capacity(10, max_fix_cycles=1)
-    _, steps = play([build(1, "t::a"), fixer("fix-build-1"), build(2, "t::b")], capacity)
+    _, steps = play([build(1, "t::a"), fixer("+build+fix1"), build(2, "t::b")], capacity)
     (esc,) = steps[-1]
     assert isinstance(esc, Escalate)
     assert esc.blocker == "failing t::b"
@@ -252,18 +252,18 @@ def test_no_fixer_in_the_plan_escalates_at_once_with_commands_that_work() -> Non
 
 def test_next_steps_name_the_fixer_with_the_run_s_own_tail_command() -> None:
     capacity = Capacity(10, tail="orchestrator tail --responses r")
-    _, steps = play([blocked("a"), fixer("fix-a-1", "failed")], capacity)
+    _, steps = play([blocked("a"), fixer("a+fix1", "failed")], capacity)
     (esc,) = steps[-1]
     assert isinstance(esc, Escalate)
-    assert "(orchestrator tail --responses r fix-a-1)" in esc.next_step
+    assert "(orchestrator tail --responses r a+fix1)" in esc.next_step
 
 
 def test_failed_fixer_escalation_names_the_fixer_and_the_blocker() -> None:
-    _, steps = play([blocked("a"), fixer("fix-a-1", "timed_out")])
+    _, steps = play([blocked("a"), fixer("a+fix1", "timed_out")])
     (esc,) = steps[-1]
     assert isinstance(esc, Escalate)
-    assert esc.reason == f"fix-a-1 timed_out without removing the blocker: {SCHEMA}"
-    assert esc.tried[-1] == "fix-a-1 timed_out: did a thing"
+    assert esc.reason == f"a+fix1 timed_out without removing the blocker: {SCHEMA}"
+    assert esc.tried[-1] == "a+fix1 timed_out: did a thing"
 
 
 @pytest.mark.parametrize(
@@ -287,19 +287,19 @@ def test_limit_escalations_are_actionable(
 
 
 def test_second_fixer_carries_what_was_already_tried() -> None:
-    _, steps = play([blocked("a"), fixer("fix-a-1"), blocked("a", CONFIG, attempt=2)])
+    _, steps = play([blocked("a"), fixer("a+fix1"), blocked("a", CONFIG, attempt=2)])
     (spawn,) = steps[-1]
     assert isinstance(spawn, SpawnFixer)
-    assert spawn.tried == (f"a blocked: {SCHEMA}", "fix-a-1 succeeded: did a thing")
-    assert spawn.blocker.agent_id == "a.2"
+    assert spawn.tried == (f"a blocked: {SCHEMA}", "a+fix1 succeeded: did a thing")
+    assert spawn.blocker.agent_id == "a+2"
     assert spawn.depth == 1
 
 
-def test_build_fixer_is_numbered_apart_from_a_task_named_build() -> None:
+def test_a_task_named_build_and_the_build_check_have_fixers_of_their_own() -> None:
     _, steps = play([blocked("build"), build(1, "t::a")])
     assert [describe(a) for s in steps for a in s] == [
-        "fix fix-build-1 for build",
-        "fix fix-build-2 for build",
+        "fix build+fix1 for build",  # the task's
+        "fix +build+fix1 for build",  # the build check's: its ids start with the separator
     ]
 
 
@@ -380,16 +380,16 @@ def test_sources_never_share_a_signature() -> None:
 
 # --- the fixer's prompt ---------------------------------------------------------------------
 
-BLOCKER = Blocker("api", "api.2", "agent", "Need the schema", depth=0)
+BLOCKER = Blocker("api", "api+2", "agent", "Need the schema", depth=0)
 
 
 def make_prompt(template: str, **over: object) -> str:
     args: dict[str, object] = {
         "blocker": BLOCKER,
-        "progress_path": "agent-responses/api.2.md",
+        "progress_path": "agent-responses/api+2.md",
         "last_lines": ["reading models", "blocked: Need the schema"],
         "build_output": "",
-        "tried": ["fix-api-1 failed: no luck"],
+        "tried": ["api+fix1 failed: no luck"],
     }
     args.update(over)
     return fixer_prompt(template, **args)  # type: ignore[arg-type]
@@ -398,12 +398,12 @@ def make_prompt(template: str, **over: object) -> str:
 def test_default_prompt_carries_everything_the_fixer_needs() -> None:
     text = make_prompt("", build_output="E  assert 1 == 2")
     for part in (
-        "Agent api.2 (task api)",
+        "Agent api+2 (task api)",
         "Blocker: Need the schema",
-        "agent-responses/api.2.md",
+        "agent-responses/api+2.md",
         "reading models\nblocked: Need the schema",
         "E  assert 1 == 2",
-        "- fix-api-1 failed: no luck",
+        "- api+fix1 failed: no luck",
     ):
         assert part in text
     assert "{" not in text

@@ -60,14 +60,14 @@ async def test_a_fixed_blocker_retries_the_task_as_a_new_attempt(
     await run.execute()
     api = run.tasks["api"]
     assert api.state == "succeeded"
-    assert api.attempts == ["api", "api.2"]
-    assert api.fixers == ["fix-api-1"]
+    assert api.attempts == ["api", "api+2"]
+    assert api.fixers == ["api+fix1"]
     assert run.tasks["docs"].state == "succeeded"
     assert run.exit_code() == 0
-    assert "fix-api-1.md" in (responses / "api.md").read_text()
-    assert "- parent: api.md" in (responses / "fix-api-1.md").read_text()
-    assert "previous attempt: api.md" in (responses / "api.2.md").read_text()
-    assert "need the schema" in (responses / "fix-api-1.md").read_text()  # the prompt says why
+    assert "api+fix1.md" in (responses / "api.md").read_text()
+    assert "- parent: api.md" in (responses / "api+fix1.md").read_text()
+    assert "previous attempt: api.md" in (responses / "api+2.md").read_text()
+    assert "need the schema" in (responses / "api+fix1.md").read_text()  # the prompt says why
 
 
 async def test_a_failed_fix_escalates_with_what_was_tried(make_run: MakeRun) -> None:
@@ -82,7 +82,7 @@ async def test_a_failed_fix_escalates_with_what_was_tried(make_run: MakeRun) -> 
     [esc] = run.repairs.escalations
     assert esc["task"] == "api"
     assert "need credentials" in str(esc["blocker"])
-    assert any("fix-api-1" in line for line in esc["tried"])  # type: ignore[attr-defined]
+    assert any("api+fix1" in line for line in esc["tried"])  # type: ignore[attr-defined]
     assert "--resume" in str(esc["next_step"])
     assert run.exit_code() == 1
 
@@ -95,10 +95,10 @@ async def test_the_same_blocker_from_two_tasks_gets_one_shared_fixer(make_run: M
     )
     await run.execute()
     fixers = [a for a in run.agents.values() if a.role == "fixer"]
-    assert [f.id for f in fixers] == ["fix-a-1"]
+    assert [f.id for f in fixers] == ["a+fix1"]
     assert run.tasks["a"].state == "succeeded"
     assert run.tasks["b"].state == "succeeded"
-    assert run.tasks["b"].attempts == ["b", "b.2"]
+    assert run.tasks["b"].attempts == ["b", "b+2"]
 
 
 async def test_a_retry_still_blocked_the_same_way_escalates(make_run: MakeRun) -> None:
@@ -106,7 +106,7 @@ async def test_a_retry_still_blocked_the_same_way_escalates(make_run: MakeRun) -
     run = with_fixer(make_run(task), Say("tried something"))
     await run.execute()
     assert run.tasks["a"].state == "escalated"
-    assert run.tasks["a"].attempts == ["a", "a.2"]
+    assert run.tasks["a"].attempts == ["a", "a+2"]
     assert "still blocked" in run.tasks["a"].reason
 
 
@@ -121,13 +121,13 @@ async def test_build_fix_cycles_stop_at_max_fix_cycles(make_run: MakeRun) -> Non
     run = with_fixer(
         make_run(scripted("t")),
         Say("a fix that does not help"),
-        build=Build(commands=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
+        build=Build(command=(BUILD_FAILS_DIFFERENTLY,), timeout=30, max_fix_cycles=2),
     )
     await run.execute()
-    assert run.repairs.builds == ["build-1", "build-2", "build-3"]
+    assert run.repairs.builds == ["+build1", "+build2", "+build3"]
     assert [a.id for a in run.agents.values() if a.role == "fixer"] == [
-        "fix-build-1",
-        "fix-build-2",
+        "+build+fix1",
+        "+build+fix2",
     ]
     assert run.repairs.build_state == "escalated"
     assert "max_fix_cycles=2" in str(run.repairs.escalations[0]["reason"])
@@ -139,14 +139,14 @@ async def test_configuration_errors_never_get_a_fixer(make_run: MakeRun) -> None
     run = with_fixer(
         make_run(missing, scripted("ok")),
         Say("should never run"),
-        build=Build(commands=("exit 127",), timeout=10),
+        build=Build(command=("exit 127",), timeout=10),
     )
     await run.execute()
     assert run.tasks["cmd"].state == "failed"
     assert not [a for a in run.agents.values() if a.role == "fixer"]
     assert run.repairs.build_state == "skipped"  # a task failed, so the build does not run
     run2 = with_fixer(
-        make_run(scripted("ok2")), Say("never"), build=Build(commands=("exit 127",), timeout=10)
+        make_run(scripted("ok2")), Say("never"), build=Build(command=("exit 127",), timeout=10)
     )
     await run2.execute()
     assert run2.repairs.build_state == "failed"
@@ -157,10 +157,10 @@ async def test_a_cancelled_fixer_is_not_counted_as_a_fix(make_run: MakeRun) -> N
     run = with_fixer(make_run(blocked_task("a", "need a hand")), Say("thinking"), Sleep(30))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(run.execute())
-        while "fix-a-1" not in run.agents:
+        while "a+fix1" not in run.agents:
             await asyncio.sleep(0.01)
-        run.cancel("fix-a-1")
-    assert run.agents["fix-a-1"].state == "cancelled"
+        run.cancel("a+fix1")
+    assert run.agents["a+fix1"].state == "cancelled"
     assert run.tasks["a"].state == "cancelled"
     assert run.tasks["a"].attempts == ["a"]  # no retry as if it had been fixed
 
@@ -186,16 +186,16 @@ async def test_demo_fixes_a_real_pytest_build(tmp_path: Path) -> None:
     responses = tmp_path / "agent-responses"
     code = await run_plan(plan, RunOptions(responses=responses, json=True))
     assert code == 0
-    assert "test_mul" in (responses / "build-1.md").read_text()
+    assert "test_mul" in (responses / "+build1.md").read_text()
     assert (
-        (responses / "build-2.md")
+        (responses / "+build2.md")
         .read_text()
         .rstrip()
         .splitlines()[-1]
         .startswith("status: succeeded")
     )
     report = (responses / "REPORT.md").read_text()
-    assert "fix-build-1" in report
+    assert "+build+fix1" in report
     assert "build check: passed" in report
 
 
@@ -225,7 +225,7 @@ async def test_interrupting_during_a_fixer_leaves_a_report_that_says_so(
     main = asyncio.create_task(
         run_plan(load_plan(plan_file), RunOptions(responses=responses, json=True))
     )
-    fixer_file = responses / "fix-a-1.md"
+    fixer_file = responses / "a+fix1.md"
     for _ in range(500):
         if fixer_file.exists() and "fixing" in fixer_file.read_text():
             break
@@ -282,10 +282,10 @@ def test_an_escalated_build_after_a_fix_says_what_the_fixer_did(tmp_path: Path) 
         done = fleet.cli("run", "plan.yaml", "--no-live")
         assert done.code == 1
         report = (fleet.responses / "REPORT.md").read_text()
-        assert "fix-build-1 succeeded: Touched fixed" in report
+        assert "+build+fix1 succeeded: Touched fixed" in report
         step = next(line for line in report.splitlines() if line.startswith("- next step:"))
-        assert "(orchestrator tail fix-build-1)" in step
-        assert fleet.cli("tail", "fix-build-1").code == 0, "the command in the next step works"
+        assert "(orchestrator tail +build+fix1)" in step
+        assert fleet.cli("tail", "+build+fix1").code == 0, "the command in the next step works"
     finally:
         fleet.close()
 
@@ -296,12 +296,12 @@ async def test_a_build_check_also_runs_after_a_named_task(make_run: MakeRun) -> 
         scripted("second", Sleep(0.3), deps=("first",)),
     )
     plan = dataclasses.replace(
-        base.plan, build=Build(commands=("test -f a.txt",), timeout=10, after=("first",))
+        base.plan, build=Build(command=("test -f a.txt",), timeout=10, after=("first",))
     )
     run = Run(plan, base.settings, agents=base._agent_for)
     await run.execute()
-    assert run.repairs.builds == ["build-1", "build-2"]
-    build1, second = run.agents["build-1"], run.agents["second"]
+    assert run.repairs.builds == ["+build1", "+build2"]
+    build1, second = run.agents["+build1"], run.agents["second"]
     assert build1.started is not None
     assert second.ended is not None
     assert build1.started < second.ended  # the mid-run check did not wait for the end
@@ -330,7 +330,7 @@ def test_a_fixer_gets_the_fixer_keys_else_the_blocked_tasks_and_the_builds_the_d
     plan = Plan("t", (task,), fixer=spec)
 
     def spawn_for(task_id: str | None) -> Task:
-        blocker = Blocker(task_id, task_id or "build-1", "agent", "stuck", 0)
+        blocker = Blocker(task_id, task_id or "+build1", "agent", "stuck", 0)
         action = recovery.SpawnFixer("fix-1", blocker, (), ())
         rec = AgentRecord("x", "x", "claude-code", "task", 1, 0, None)
         made = fixer_spawn(plan, action, rec, "")

@@ -180,11 +180,18 @@ def test_out_of_range_values_are_refused(tmp_path: Path, field: str, value: str,
     assert [e.rule for e in errors_of(path)] == [rule]
 
 
-@pytest.mark.parametrize("task_id", ["Report", "FIX-api", "Build-2", "v1.10", "a.0"])
-def test_ids_that_could_collide_with_derived_names_are_reserved(
-    tmp_path: Path, task_id: str
-) -> None:
+@pytest.mark.parametrize(
+    "task_id",
+    ["build-docs", "build-api", "fix-tests", "Report", "report", "lint.2", "FIX-api-1",
+     "Build-2", "v1.10", "a.0", "build"],
+)  # fmt: skip
+def test_every_id_of_the_grammar_is_a_task_id(tmp_path: Path, task_id: str) -> None:
     path = write(tmp_path, f"tasks:\n  - {{id: '{task_id}', prompt: hi}}\n")
+    assert [t.id for t in load_plan(path).tasks] == [task_id]
+
+
+def test_only_an_id_that_would_write_over_the_report_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "tasks:\n  - {id: REPORT, prompt: hi}\n")
     assert [e.rule for e in errors_of(path)] == ["reserved-id"]
 
 
@@ -317,7 +324,7 @@ def test_example_plans_load_cleanly(name: str) -> None:
     plan = load_plan(PLANS / name)
     assert plan.tasks
     assert all(task.agent == "scripted" for task in plan.tasks)
-    assert plan.build.commands
+    assert plan.build.command
 
 
 def test_the_examples_describe_one_graph_in_three_forms() -> None:
@@ -399,7 +406,7 @@ limits:
   spawn_rate: 10
   grace: 500ms
 build:
-  command: [make lint, make test]
+  command: make lint && make test
   timeout: 5m
   max_fix_cycles: 0
   after: [lint]
@@ -420,7 +427,7 @@ tasks:
     timeout: 45
   - id: shell-task
     command: "make all && echo done"
-    shell: true
+    stall_timeout: 90s
     pass_env: []
   - id: script
     agent: scripted
@@ -459,7 +466,7 @@ spawn_rate = 10
 grace = 0.5
 
 [build]
-command = ["make lint", "make test"]
+command = "make lint && make test"
 timeout = "5m"
 max_fix_cycles = 0
 after = ["lint"]
@@ -491,7 +498,7 @@ MASK = "0755"
 [[tasks]]
 id = "shell-task"
 command = "make all && echo done"
-shell = true
+stall_timeout = 90
 pass_env = []
 
 [[tasks]]
@@ -518,7 +525,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path, RICH_YAML))
     lint, test, shell, script, ask = plan.tasks
     assert plan.name == "rich"
-    assert lint.command == ("ruff", "check", "--fix", "src dir")
+    assert (lint.command, lint.shell) == (('ruff check --fix "src dir"',), True)
     assert (lint.agent, lint.model, lint.timeout, lint.stall_timeout) == (
         "command",
         "claude-opus-4",
@@ -526,7 +533,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
         90.0,
     )
     assert (lint.max_turns, lint.env, lint.pass_env) == (12, (("MODE", "fast"),), ("GITHUB_TOKEN",))
-    assert test.command == ("pytest", "-q", "{prompt}")
+    assert (test.command, test.shell) == (("pytest", "-q", "{prompt}"), False)
     assert test.depends_on == ("lint",)
     assert test.env == (("DEBUG", "1"), ("MASK", "0755"))  # as written, not as YAML 1.1 reads it
     assert test.timeout == 45.0
@@ -546,7 +553,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
     limits = plan.limits
     assert (limits.max_concurrency, limits.max_agents, limits.max_depth) == (8, 100, 0)
     assert (limits.budget_usd, limits.spawn_rate, limits.grace) == (2.5, 10.0, 0.5)
-    assert plan.build.commands == ("make lint", "make test")
+    assert (plan.build.command, plan.build.shell) == (("make lint && make test",), True)
     assert (plan.build.timeout, plan.build.max_fix_cycles, plan.build.after) == (
         300.0,
         0,

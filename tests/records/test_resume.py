@@ -19,6 +19,7 @@ import pytest
 from clirun import Fleet, ends_with_status, poll, sleepers, task
 from conftest import processes_with_marker, scripted
 
+from orchestrator.errors import UsageError
 from orchestrator.events import TERMINAL_STATES
 from orchestrator.plan.model import Fail, Plan, Say
 from orchestrator.records.journal import JournalState
@@ -77,7 +78,7 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
     run.wait()
     leftovers = poll(lambda: processes_with_marker(run_id), what="slow's leftovers")
     resumed = fleet.start("run", "plan.yaml", "--no-live", "--resume")
-    fleet.wait_running("slow.2")
+    fleet.wait_running("slow+2")
     alive = set(processes_with_marker(run_id))
     assert not alive & set(leftovers), "the old run's leftovers are stopped before it goes on"
     (fleet.workspace / "go").touch()
@@ -89,11 +90,11 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
     state = fleet.journal()
     assert state.run["run_id"] == run_id, "a resumed run keeps its id"
     assert state.agents["slow"]["state"] == "lost"
-    assert state.agents["slow.2"]["state"] == "succeeded"
+    assert state.agents["slow+2"]["state"] == "succeeded"
     assert state.tasks["slow"]["state"] == "succeeded"
     lost = (fleet.responses / "slow.md").read_text()
     assert lost.rstrip("\n").split("\n")[-1].startswith("status: lost")
-    assert "- attempt: 2" in (fleet.responses / "slow.2.md").read_text()
+    assert "- attempt: 2" in (fleet.responses / "slow+2.md").read_text()
     for path in progress_files(fleet):
         assert ends_with_status(path), path.name
     assert not processes_with_marker(run_id)
@@ -117,7 +118,7 @@ def test_resume_after_sigint_starts_new_attempts_of_the_interrupted(fleet: Fleet
     assert ran(fleet) == {"a": 1, "gate": 2, "after": 1}
     state = fleet.journal()
     assert state.agents["gate"]["state"] == "cancelled"
-    assert state.agents["gate.2"]["state"] == "succeeded"
+    assert state.agents["gate+2"]["state"] == "succeeded"
     assert state.run["state"] == "finished"
 
 
@@ -130,16 +131,16 @@ def test_after_a_resume_a_task_id_follows_the_new_attempt_and_times_agree(fleet:
     assert fleet.finish(run).code == 130
     assert fleet.journal().tasks["alpha"]["state"] == "cancelled"
     resumed = fleet.start("run", "plan.yaml", "--no-live", "--resume")
-    fleet.wait_running("alpha.2")
+    fleet.wait_running("alpha+2")
     waiter = fleet.start("wait", "alpha", pipe=True)
     live = json.loads(fleet.call("status", "--json").out)["run"]
     assert (live["state"], live["ended"]) == ("running", None), live
-    poll(lambda: "alpha is up" in (fleet.responses / "alpha.2.md").read_text(), what="alpha.2")
+    poll(lambda: "alpha is up" in (fleet.responses / "alpha+2.md").read_text(), what="alpha+2")
     peeked = fleet.call("peek", "alpha", "-n", "1")
     assert peeked.out.rstrip("\n").endswith("| alpha is up"), peeked.out
-    assert "latest attempt is alpha.2" in peeked.err
-    assert fleet.call("tail", "alpha").out.startswith("# alpha.2\n")
-    assert waiter.poll() is None, "wait follows alpha.2, not the earlier attempt's end"
+    assert "latest attempt is alpha+2" in peeked.err
+    assert fleet.call("tail", "alpha").out.startswith("# alpha+2\n")
+    assert waiter.poll() is None, "wait follows alpha+2, not the earlier attempt's end"
     (fleet.workspace / "go").touch()
     assert fleet.finish(waiter, timeout=10).out == "alpha: succeeded\n"
     assert fleet.finish(resumed).code == 0
@@ -173,7 +174,7 @@ def test_a_task_whose_dependencies_all_succeeded_before_starts_once_on_resume(
     assert again.code == 0, again.text
     assert "Traceback" not in again.text
     assert ran(fleet) == {"a": 1, "b": 1, "c": 2}
-    assert sorted(fleet.journal().agents) == ["a", "b", "c", "c.2"]
+    assert sorted(fleet.journal().agents) == ["a", "b", "c", "c+2"]
 
 
 def test_a_fresh_run_after_a_crash_still_stops_the_leftovers_first(fleet: Fleet) -> None:
@@ -187,7 +188,10 @@ def test_a_fresh_run_after_a_crash_still_stops_the_leftovers_first(fleet: Fleet)
     fleet.plan(acting("b"))
     assert fleet.cli("run", "plan.yaml", "--no-live").code == 0
     assert not processes_with_marker(old_id)
-    assert not (fleet.responses / "a.md").exists(), "a fresh run forgets the old run's files"
+    assert not (fleet.responses / "a.md").exists(), "a fresh run starts with its own files"
+    kept = fleet.responses / ".runs" / old_id
+    assert (kept / "a.md").is_file(), "the old run's files are kept under its run id"
+    assert (kept / ".run" / "journal.jsonl").is_file()
 
 
 def test_a_changed_plan_is_compared_with_the_journal(fleet: Fleet) -> None:
@@ -294,14 +298,36 @@ def test_plan_resume_numbers_new_attempts_after_the_old_ones() -> None:
     plan = plan_of(scripted("a"), scripted("b"))
     agents = {
         "a": {"task": "a", "attempt": 1, "state": "blocked", "role": "task"},
-        "a.2": {"task": "a", "attempt": 2, "state": "cancelled", "role": "task"},
-        "fix-a-1": {"task": "a", "attempt": 1, "state": "succeeded", "role": "fixer"},
+        "a+2": {"task": "a", "attempt": 2, "state": "cancelled", "role": "task"},
+        "a+fix1": {"task": "a", "attempt": 1, "state": "succeeded", "role": "fixer"},
         "b": {"task": "b", "attempt": 1, "state": "running", "role": "task"},
     }
     decided = plan_resume(journal_of(plan, {}, agents), plan)
     assert decided.attempts == {"a": 2, "b": 1}
     assert decided.lost == ("b",)
     assert decided.done == ()
+
+
+def test_a_journal_with_the_earlier_agent_names_resumes() -> None:
+    plan = plan_of(scripted("a"), scripted("b"))
+    agents = {  # recorded before derived ids took the '+' separator
+        "a": {"task": "a", "attempt": 1, "state": "blocked", "role": "task"},
+        "a.2": {"task": "a", "attempt": 2, "state": "failed", "role": "task"},
+        "fix-a-1": {"task": "a", "attempt": 1, "state": "succeeded", "role": "fixer"},
+        "build-1": {"task": "build", "attempt": 1, "state": "failed", "role": "build"},
+    }
+    decided = plan_resume(journal_of(plan, {}, agents), plan)
+    assert decided.attempts == {"a": 2}  # its next attempt is a+3: no name is used twice
+
+
+def test_a_task_named_like_an_earlier_runs_derived_agent_refuses_to_resume() -> None:
+    plan = plan_of(scripted("a"), scripted("build-1"))
+    agents = {
+        "a": {"task": "a", "attempt": 1, "state": "succeeded", "role": "task"},
+        "build-1": {"task": "build", "attempt": 1, "state": "failed", "role": "build"},
+    }
+    with pytest.raises(UsageError, match=r"cannot resume.*build-1.*without --resume"):
+        plan_resume(journal_of(plan, {}, agents), plan)
 
 
 def test_plan_resume_reports_removed_and_added_tasks() -> None:
@@ -367,7 +393,7 @@ def test_a_torn_journal_tail_reads_as_absent_and_resume_starts_on_a_new_line(
     assert state.torn == 1
     assert state.run["state"] == "finished"
     assert {a: r["state"] for a, r in state.agents.items()} == {
-        "a": "lost", "a.2": "succeeded", "b": "succeeded",
+        "a": "lost", "a+2": "succeeded", "b": "succeeded",
     }  # fmt: skip
     lines = journal.read_bytes().split(b"\n")
     assert sum(1 for line in lines if line and not line.startswith(b"{")) == 0
@@ -410,7 +436,7 @@ def status_and_resume_race(fleet: Fleet) -> None:
     assert not processes_with_marker(run_id)
     state = fleet.journal()
     assert state.run["state"] == "finished"
-    assert state.agents["a.2"]["state"] == "succeeded"
+    assert state.agents["a+2"]["state"] == "succeeded"
 
 
 def test_status_and_resume_racing_over_a_dead_run_both_succeed(fleet: Fleet) -> None:

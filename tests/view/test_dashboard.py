@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 
 from conftest import scripted
 from rich.console import Console
@@ -54,7 +55,26 @@ def test_live_table_shows_every_agent_running_first() -> None:
     assert "1.5s" in lines[models_row]
     assert "agents: 1 running, 1 succeeded" in text
     assert "budget $0.0100 of $2.00" in text
+    graph = {"models": [], "api": ["models"]}
+    board = render_text(dashboard.render(replace(snap(), extra={"graph": graph}), now=103.0))
+    assert "tasks: 1 of 2 done (1 succeeded), 1 running, 0 queued, 0 waiting" in board
+    assert "elapsed 3.0s | cost $0.0100 of $2.00" in board
     assert "fence up: cancel --all" in text
+
+
+def test_live_table_shows_tasks_not_started_with_what_they_wait_on() -> None:
+    base = snap()
+    tasks = (*base.tasks, {"id": "docs", "state": "pending"}, {"id": "ui", "state": "pending"})
+    graph = {"models": [], "api": ["models"], "docs": ["models"], "ui": ["api"]}
+    shown = Snapshot(run=base.run, agents=base.agents, tasks=tasks[:2], extra={"graph": graph})
+    text = render_text(dashboard.render(shown, now=103.0))
+    lines = text.splitlines()
+    docs = next(line for line in lines if "│ docs" in line)
+    ui = next(line for line in lines if "│ ui" in line)
+    assert "queued" in docs  # its dependencies succeeded: it waits for a slot
+    assert "waiting" in ui
+    assert "on api" in ui
+    assert "tasks: 1 of 4 done (1 succeeded), 1 running, 1 queued, 1 waiting" in text
 
 
 def test_summary_lists_tasks_with_state_and_reason() -> None:
@@ -86,7 +106,7 @@ async def test_while_the_first_interrupt_waits_out_the_grace_the_rows_say_stoppi
         snap = snapshot.from_run(run)
         assert [a["state"] for a in snap.agents] == ["stopping"]
         text = render_text(dashboard.render(snap))
-        assert "│ a     │ stopping │" in text
+        assert "│ a    │ stopping │ a     │" in text
         assert "stopping 1 agent(s), up to 60s grace; Ctrl-C again kills at once" in text
         assert "Ctrl-C again kills at once" in text
         assert not main.done(), "the first interrupt waits out the grace"

@@ -46,25 +46,25 @@ def test_the_critical_path_runs_back_from_the_last_end_through_gates() -> None:
         agent("b", 100.0, 101.0),
         agent("c", 102.0, 104.0),
         agent("d", 101.0, 103.5),
-        agent("build-1", 104.0, 105.0, task="build", role="build"),
+        agent("+build1", 104.0, 105.0, task="build", role="build"),
     ]
     graph = {"a": [], "b": [], "c": ["a"], "d": ["b"]}
     tl = build(RUN, agents, graph)
-    assert tl.critical == ("a", "c", "build-1")
-    assert {b.agent for b in tl.bars if b.critical} == {"a", "c", "build-1"}
+    assert tl.critical == ("a", "c", "+build1")
+    assert {b.agent for b in tl.bars if b.critical} == {"a", "c", "+build1"}
     assert tl.end == 105.0
 
 
 def test_a_blocked_task_its_fixer_and_its_retry_chain_together() -> None:
     agents = [
         agent("api", 100.0, 101.0, state="blocked"),
-        agent("fix-api-1", 101.5, 103.0, task="api", role="fixer", parent="api"),
-        agent("api.2", 103.0, 104.0, task="api", attempt=2),
+        agent("api+fix1", 101.5, 103.0, task="api", role="fixer", parent="api"),
+        agent("api+2", 103.0, 104.0, task="api", attempt=2),
     ]
     tl = build(RUN, agents, {"api": []})
     gates = {b.agent: b.gate for b in tl.bars}
-    assert gates == {"api": None, "fix-api-1": "api", "api.2": "fix-api-1"}
-    assert tl.critical == ("api", "fix-api-1", "api.2")
+    assert gates == {"api": None, "api+fix1": "api", "api+2": "api+fix1"}
+    assert tl.critical == ("api", "api+fix1", "api+2")
 
 
 def test_running_agents_end_at_now_and_an_empty_run_draws() -> None:
@@ -101,7 +101,7 @@ def test_a_run_writes_its_timeline_and_report_regenerates_both(fleet: Fleet) -> 
     first = report_md.read_text()
     assert "[timeline.svg](timeline.svg)" in first
     labels = [el.text for el in ET.parse(timeline).iter("{http://www.w3.org/2000/svg}text")]
-    assert {"a", "b", "fix-b-1 (fixer)"} <= set(labels)
+    assert {"a", "b", "b+fix1 (fixer)"} <= set(labels)
     report_md.unlink()
     timeline.unlink()
     again = fleet.cli("report")

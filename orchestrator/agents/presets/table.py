@@ -109,8 +109,9 @@ BUILTIN: Mapping[str, Preset] = {
         ),
         parser="stream-json",
         install_hint=(
-            "pip install 'orchestrator[claude-code]' (its claude-agent-sdk bundles the Claude Code "
-            "CLI), or npm install -g @anthropic-ai/claude-code"
+            "pip install claude-agent-sdk into the orchestrator's environment (it bundles the "
+            "Claude Code CLI; in a checkout of orchestrator: pip install '.[claude-code]'), "
+            "or npm install -g @anthropic-ai/claude-code"
         ),
         flags="claude-code",
         # A fleet of children must not update the binary they all run from.

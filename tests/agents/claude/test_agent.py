@@ -274,8 +274,8 @@ async def test_a_blocker_ends_the_attempt_blocked_and_a_fixer_is_spawned(
 
     assert run.agents["t"].state == "blocked"
     assert run.agents["t"].reason == "Need the schema for the users table"
-    assert run.tasks["t"].fixers == ["fix-t-1"]
-    assert run.tasks["t"].attempts == ["t", "t.2"]
+    assert run.tasks["t"].fixers == ["t+fix1"]
+    assert run.tasks["t"].attempts == ["t", "t+2"]
     assert run.tasks["t"].state == "succeeded"
     assert "BLOCKED: Need the schema for the users table" in progress(responses, "t")
     retry_system = api.requests[1].body["system"][1]["text"]
@@ -643,7 +643,9 @@ async def test_an_attempt_stopped_mid_request_releases_its_slot_and_reservation(
 ) -> None:
     api.script([text("never finished").with_stall(after_events=2)])
     settings = ClaudeSettings(read_timeout=30.0, request_deadline=60.0, retry=FAST.retry)
-    run, agent = claude_run(claude("t", timeout=0.5), settings=settings, budget_usd=5.0)
+    # The stream stalls for good, so the attempt always ends by its timeout; 4 s (not less) lets
+    # the request reach the server and announce its input even on a heavily loaded machine.
+    run, agent = claude_run(claude("t", timeout=4.0), settings=settings, budget_usd=5.0)
     # The first import of the SDK may take longer than the timeout.
     await asyncio.to_thread(importlib.import_module, "anthropic")
     await execute(run)

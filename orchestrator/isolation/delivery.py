@@ -1,0 +1,84 @@
+"""Delivery: the integrated result as a branch, or applied to the user's checkout when safe.
+
+``branch`` sets ``orchestrator/<run>`` to the integration tip and says how to take it.
+``apply`` writes the run's changes into the user's files only when none of the files it
+changes were changed by the user since the run began (then the diff applies cleanly, the
+user's own uncommitted edits stay as they are, nothing is staged); a clean checkout still at
+the run's base is fast-forwarded instead. Otherwise nothing is touched and the branch is the
+delivery. The user's index is never written except by that fast-forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.isolation.gitx import GitFailed
+from orchestrator.isolation.landing import refs
+from orchestrator.isolation.repo import Repo, working_tree
+
+
+@dataclass(frozen=True)
+class Delivery:
+    branch: str
+    tip: str
+    applied: bool
+    lines: tuple[str, ...]
+
+
+async def deliver(
+    repo: Repo, run_id: str, *, how: str, base: str, clean_base: bool, exclude: list[str]
+) -> Delivery:
+    git = repo.git
+    tip = await git.rev(refs(run_id)["integration"])
+    assert tip is not None
+    branch = f"orchestrator/{run_id}"
+    if tip == base:
+        return Delivery(branch, tip, False, ("delivery: nothing changed",))
+    await git.run("update-ref", f"refs/heads/{branch}", tip)
+    where = "" if repo.shadow else f" in {repo.top}"
+    if repo.shadow:
+        take = (
+            f"git --git-dir={git.git_dir} --work-tree={repo.top} diff {base} {branch} "
+            f"| git -C {repo.top} apply"
+        )
+    elif clean_base:
+        take = f"git merge --ff-only {branch}"
+    else:
+        take = f"git diff {base} {branch} | git apply  (your uncommitted changes were its base)"
+    hint = (f"delivery: branch {branch}{where}; take it with: {take}",)
+    if how != "apply":
+        return Delivery(branch, tip, False, hint)
+    applied, why = await _apply(repo, base, tip, branch, clean_base, exclude)
+    if applied:
+        return Delivery(branch, tip, True, (f"delivery: applied to {repo.top} ({why})",))
+    return Delivery(branch, tip, False, (f"delivery: not applied: {why}", *hint))
+
+
+async def _apply(
+    repo: Repo, base: str, tip: str, branch: str, clean_base: bool, exclude: list[str]
+) -> tuple[bool, str]:
+    git = repo.git
+    now = await working_tree(repo, exclude=exclude)
+    base_tree = await git.out("rev-parse", f"{base}^{{tree}}")
+    theirs = set(await _names(repo, base_tree, now))
+    ours = set(await _names(repo, base, tip))
+    overlap = sorted(theirs & ours)
+    if overlap:
+        return False, f"you changed {', '.join(overlap[:5])} since the run began"
+    if not repo.shadow and clean_base and not theirs and await git.rev("HEAD") == base:
+        try:
+            await git.run("merge", "-q", "--ff-only", branch, at=repo.top)
+        except GitFailed as exc:
+            return False, str(exc)
+        return True, "fast-forward"
+    patch = (await git.run("diff", "--binary", "--full-index", base, tip)).stdout
+    check = await git.run("apply", "--check", stdin=patch, check=False, at=repo.top)
+    if check.returncode != 0:
+        return False, f"the changes do not apply: {check.err[:300]}"
+    await git.run("apply", stdin=patch, at=repo.top)
+    return True, "as uncommitted changes"
+
+
+async def _names(repo: Repo, old: str, new: str) -> list[str]:
+    out = await repo.git.run("diff", "--name-only", "-z", "--no-renames", old, new)
+    return [n.decode("utf-8", "replace") for n in out.stdout.split(b"\0") if n]
