@@ -24,27 +24,22 @@ from orchestrator.agents.base import Agent
 from orchestrator.agents.pool import AgentPool
 from orchestrator.control import channel, leftovers, notify, quota
 from orchestrator.engine.scheduler import Run
-from orchestrator.engine.state import RunSettings
+from orchestrator.engine.state import RunSettings, TaskRecord
 from orchestrator.errors import (
-    AgentProgramNotFound,
-    EnvironmentProblem,
-    MissingApiKeyError,
     RunDirRefused,
     RunError,
     StorageFailed,
-    WorkspaceMissing,
-    WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
 from orchestrator.isolation.setup import deliver_run, open_workspaces
-from orchestrator.plan.model import PRESETS, Plan, Task
+from orchestrator.plan.model import Plan
+from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
-from orchestrator.process.env import child_env
 from orchestrator.records import history
 from orchestrator.records.journal import Journal, load
-from orchestrator.records.responses import check_responses
 from orchestrator.records.resume import (
     ResumePlan,
+    added_tasks,
     fingerprint,
     plan_resume,
     reopen,
@@ -70,80 +65,8 @@ class RunOptions:
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
     sandbox: SandboxDecision | None = None
     """How agents are confined (`orchestrator.sandbox.decision.check`); None: unconfined."""
-
-
-def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
-    try:
-        return max(int(env.get("ORCHESTRATOR_DEPTH", "0")), 0)
-    except ValueError:
-        return 0
-
-
-def check_environment(
-    plan: Plan, env: dict[str, str] | os._Environ[str], *, responses: Path | None = None
-) -> None:
-    """Refuse, before anything starts, a run this machine cannot do (exit 3).
-
-    With ``responses``, also a responses directory the run must not write into
-    (`check_responses`)."""
-    from orchestrator.agents.command import missing_program
-
-    ws = plan.workspace
-    missing = not ws.exists() and not ws.is_symlink()
-    if missing and not plan.create_workspace:
-        where = f" (the plan {plan.source.name} names it)" if plan.source else ""
-        raise WorkspaceMissing(
-            f"error: workspace {ws} does not exist{where} (hint: check its spelling; "
-            "create it, or let the run create it: create_workspace: true in the plan, "
-            "or run --create-workspace)"
-        )
-    create = missing and ws.parent.is_dir()
-    if not create and not ws.is_dir():
-        raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
-    depth = run_depth(env)
-    ceiling = plan.limits.max_depth
-    if "ORCHESTRATOR_MAX_DEPTH" in env:
-        try:
-            ceiling = min(ceiling, int(env["ORCHESTRATOR_MAX_DEPTH"]))
-        except ValueError:
-            pass
-    if depth > ceiling:
-        raise EnvironmentProblem(
-            f"error: nested orchestrator at depth {depth} is past max_depth={ceiling}; not starting"
-        )
-    kinds = {t.agent for t in plan.tasks} | ({plan.fixer.agent} if plan.fixer.agent else set())
-    if "claude" in kinds and not env.get("ANTHROPIC_API_KEY"):
-        raise MissingApiKeyError(
-            "error: the plan has claude agents but ANTHROPIC_API_KEY is not set "
-            "(hint: export it, or use agent: scripted for an offline run)"
-        )
-    child_path = child_env(agent_id="check", run_id="check", depth=0, source=env)["PATH"]
-    for task in plan.tasks:
-        if task.agent == "command":
-            program = missing_program(task, path=child_path, workspace=plan.workspace)
-            if program is not None:
-                raise AgentProgramNotFound(program, task.id)
-    fixer = plan.fixer
-    checks = [t for t in plan.tasks if t.agent in PRESETS]
-    if fixer.agent in PRESETS:
-        checks.append(Task("fixer", agent=fixer.agent))
-    for task in checks:
-        from orchestrator.agents.presets.program import missing_preset_program
-
-        problem = missing_preset_program(
-            task, presets=plan.presets, path=child_path, workspace=plan.workspace
-        )
-        if problem is not None:
-            raise AgentProgramNotFound(problem[0], task.id, problem[1])
-    if responses is not None:
-        check_responses(responses, ws)
-    if create:  # last, so a refused run leaves nothing behind
-        try:
-            ws.mkdir(exist_ok=True)  # a new workspace; its parent must exist (typos stay errors)
-        except OSError as exc:
-            raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
-        if not ws.is_dir():  # a file appeared in its place meanwhile
-            raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
+    keep_open: bool = False
+    """`run --keep-open`: once its tasks are done the run waits for added ones until cancelled."""
 
 
 async def run_plan(
@@ -204,7 +127,13 @@ async def _open_journal(
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
-    resumed = plan_resume(old, plan) if opts.resume else None
+    resumed = None
+    if opts.resume:
+        plan, added, notes = added_tasks(old, plan)
+        resumed = plan_resume(old, plan)
+        ids = {a.task.id for a in added}
+        resumed = replace(resumed, added=tuple(t for t in resumed.added if t not in ids),
+                          grown=tuple(added), grown_notes=tuple(notes))  # fmt: skip
     if resumed is None:
         # the previous run's files move to .runs/<its id>/ (`orchestrator runs` lists them)
         await asyncio.to_thread(history.archive_previous, rundir, old)
@@ -233,6 +162,8 @@ async def _run_locked(
     orphans.set_not_dumpable()
     try:
         journal, run_id, resumed = await _open_journal(plan, opts, rundir)
+        if resumed is not None:  # with the tasks added while the run went on
+            plan = replace(plan, tasks=(*plan.tasks, *(a.task for a in resumed.grown)))
     except OSError as exc:
         raise _unusable(exc, rundir.journal) from None
     for note in resumed.notes() if resumed is not None else ():
@@ -251,6 +182,7 @@ async def _run_locked(
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
         sandbox=opts.sandbox.confinement if opts.sandbox else None,
+        keep_open=opts.keep_open,
     )
     sandbox = opts.sandbox or SandboxDecision("off", None)
     for warning in sandbox.warnings:
@@ -267,6 +199,10 @@ async def _run_locked(
         on_event=printer,
         done_tasks=sorted({*(resumed.done if resumed else ()), *getattr(places, "landed", ())}),
         prior_attempts=resumed.attempts if resumed else {},
+        grown={
+            a.task.id: TaskRecord(a.task, depth=a.depth, added=a.added, added_by=a.added_by)
+            for a in (resumed.grown if resumed else ())
+        },
         upstream=parent.charge if parent is not None else None,
         places=places,
     )

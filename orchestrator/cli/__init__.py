@@ -103,6 +103,22 @@ def fail(error: OrchestratorError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+def summary_of(path: Path, plan: Plan) -> str:
+    """`validate`'s summary of a plan: its shape, the agents it may start, a cost estimate."""
+    from orchestrator.gateway.estimate import estimate
+    from orchestrator.plan.graph import critical_path, describe, graph_of
+
+    s = describe(plan)
+    kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
+    chain = " -> ".join(critical_path(graph_of(plan.tasks)))
+    return (
+        f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
+        f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
+        f"(max_agents={plan.limits.max_agents})\n  critical path: {chain}\n  "
+        + estimate(plan).line()
+    )
+
+
 @app.command()
 def validate(
     plans: Annotated[list[Path], typer.Argument(help="Plan files to check.")],
@@ -135,7 +151,6 @@ def validate(
                 typer.echo(json.dumps({"plan": str(path), "ok": False, "errors": [error]}))
             continue
         s = describe(plan)
-        kinds = ", ".join(f"{n} {k}" for k, n in s.kinds)
         if json_out:
             summary = {
                 "plan": str(path), "ok": True, "name": plan.name, "tasks": s.tasks,
@@ -145,11 +160,7 @@ def validate(
             }  # fmt: skip
             typer.echo(json.dumps(summary))
             continue
-        typer.echo(
-            f"{path}: ok - {s.tasks} tasks in {s.waves} waves; critical path {s.critical_path} "
-            f"tasks; widest wave {s.widest_wave}; agents: {kinds}; at most {s.most_agents} agents "
-            f"(max_agents={plan.limits.max_agents})"
-        )
+        typer.echo(summary_of(path, plan))
         typer.echo(f"{path}: sandbox {_sandbox_line(plan)}")
     if failed:
         raise typer.Exit(2)
@@ -243,6 +254,10 @@ def run(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="The web view's port (0: any free one).")
     ] = 0,
+    keep_open: Annotated[
+        bool,
+        typer.Option("--keep-open", help="Wait for added tasks once done, until cancelled."),
+    ] = False,
     isolation: Annotated[
         str | None, typer.Option(help="auto (default), worktree or none: per-agent checkouts.")
     ] = None,
@@ -262,7 +277,8 @@ def run(
 
     from orchestrator.plan.graph import graph_of, waves
     from orchestrator.plan.load import load_plan
-    from orchestrator.runner import RunOptions, check_environment, run_plan
+    from orchestrator.preflight import check_environment
+    from orchestrator.runner import RunOptions, run_plan
 
     if isolation not in (None, "auto", "worktree", "none"):
         fail(UsageError(f"error: --isolation must be auto, worktree or none, not {isolation!r}"))
@@ -301,6 +317,7 @@ def run(
             live=not no_live,
             json=json_out,
             web=port if web else None,
+            keep_open=keep_open,
             workspace_override=workspace.resolve() if workspace is not None else None,
         )
         code = asyncio.run(run_plan(plan, opts))
@@ -310,6 +327,7 @@ def run(
 
 
 import orchestrator.cli.checkouts  # noqa: E402 - diff, gc
+import orchestrator.cli.grow  # noqa: E402 - registers plan and add
 import orchestrator.cli.history  # noqa: E402 - registers `runs`
 import orchestrator.cli.monitor  # noqa: E402, F401 - registers the commands that read a run
 

@@ -1,6 +1,8 @@
 """The control channel: a Unix socket under ``.run/`` through which `cancel` reaches a live run.
 
-One JSON request per connection, one JSON answer. A request is at most `MAX_REQUEST` bytes
+One JSON request per connection, one JSON answer. ``add`` (a task added to the running plan,
+`orchestrator.engine.growth`) is answered for the process that connected: its peer
+credentials say which agent, if any, asks. A request is at most `MAX_REQUEST` bytes
 and of one fixed shape (an object of strings, booleans and a list of ids, so its depth is
 bounded too); anything else is answered with an error, never a traceback. The socket is used
 only when it is a socket of this user, never through a link. The server lives in the orchestrator's
@@ -19,11 +21,13 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.engine import growth
 from orchestrator.errors import RunError, UnknownAgentError
 from orchestrator.records.rundir import RunDir, check_entry, is_locked
 
@@ -37,15 +41,24 @@ _OPS = {
     "ping": (),
     "cancel_all": ("force", "tree"),
     "cancel": ("agents", "tree", "force", "after_turn"),
+    "add": ("id", "prompt", "kind", "depends_on"),
 }
 
 
-def handle(run: Run, request: dict[str, Any]) -> dict[str, Any]:
-    """Answer one request against the live run (sync: the scheduler's API is sync here)."""
+def handle(run: Run, request: dict[str, Any], *, peer: int | None = None) -> dict[str, Any]:
+    """Answer one request against the live run (sync: the scheduler's API is sync here);
+    ``peer`` is the pid of the process that sent it."""
     op = request.get("op")
     force = bool(request.get("force"))
     if op == "ping":
         return {"ok": True, "pid": os.getpid()}
+    if op == "add":
+        adder = growth.adder_of(run, peer, own_pid=os.getpid())
+        if isinstance(adder, growth.NotAnAgent):
+            why = "this process belongs to no running agent of the run (it left its agent)"
+            return {"ok": False, "refused": {"rule": "not-an-agent", "message": why, "hint": ""}}
+        fields = {k: v for k, v in request.items() if k != "op"}
+        return growth.answer(run, fields, adder=adder)
     if op == "cancel_all":
         run.cancel_all(reason="cancel --all", force=force)
         return {"ok": True}
@@ -87,6 +100,12 @@ def problem(request: object) -> str | None:
         and all(isinstance(a, str) and len(a) <= 256 for a in agents)
     ):
         return "cancel needs a list of agent ids"
+    if op == "add" and not (
+        all(isinstance(request.get(k, ""), str) for k in ("id", "prompt", "kind"))
+        and isinstance(request.get("depends_on", []), list)
+        and all(isinstance(d, str) for d in request.get("depends_on", []))
+    ):
+        return "add needs id, prompt and kind as text and depends_on as a list of ids"
     return None
 
 
@@ -94,7 +113,17 @@ Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
 """More ops for the socket: an answer, or None for a request it does not handle."""
 
 
-def _answer(run: Run, line: bytes, more: Handler | None = None) -> bytes:
+def _peer_pid(conn: socket.socket) -> int | None:
+    """The pid of the process at the other end of ``conn`` (Linux ``SO_PEERCRED``)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = struct.unpack("3i", creds)[0]
+    return pid if pid > 0 else None
+
+
+def _answer(run: Run, line: bytes, more: Handler | None = None, peer: int | None = None) -> bytes:
     why: str | None
     request: Any = None
     if len(line) >= MAX_REQUEST:
@@ -113,7 +142,7 @@ def _answer(run: Run, line: bytes, more: Handler | None = None) -> bytes:
         if extra is not None:
             return json.dumps(extra).encode() + b"\n"
     if why is None:
-        answer = handle(run, request)
+        answer = handle(run, request, peer=peer)
     else:
         answer = {"ok": False, "code": 2, "error": f"error: bad control request: {why}"}
     return json.dumps(answer).encode() + b"\n"
@@ -175,7 +204,8 @@ class _Server:
             return
         if line:
             try:
-                conn.send(_answer(self.run, line, self.more))  # small: fits the buffer
+                answer = _answer(self.run, line, self.more, _peer_pid(conn))
+                conn.send(answer)  # small: fits the buffer
             except OSError:
                 pass  # the client went away; nothing to answer
         self.drop(conn)

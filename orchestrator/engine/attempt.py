@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from orchestrator.agents.base import Agent, AgentContext, Budget
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
@@ -76,6 +77,7 @@ def context(
     budget: Budget,
     model: Access | None = None,
     pass_env: tuple[str, ...] = (),
+    add_task: Callable[[Mapping[str, object]], dict[str, Any]] | None = None,
 ) -> AgentContext:
     """What the agent of this attempt gets: its task, prompt, script, environment, callbacks.
 
@@ -114,6 +116,7 @@ def context(
         budget=budget,
         model=model,
         sandbox=settings.sandbox,
+        add_task=add_task,
     )
 
 

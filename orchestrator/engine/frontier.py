@@ -3,7 +3,8 @@
 ``async`` mode releases a task the moment its last dependency succeeds (a counter per
 task, O(edges) over the whole run). ``batch`` mode opens one topological wave at a time and
 the next only when every task of the open wave has settled (the old way, kept to compare).
-Plain data and functions; the scheduler asks and queues what comes back.
+Plain data and functions; the scheduler asks and queues what comes back. A task added while
+the run goes on (`add`) is released the moment its dependencies succeeded, in either mode.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class Frontier:
         self._waves = waves(graph) if mode == "batch" else []
         self._wave = 0
         self._open: set[str] = set()
+        self._added: set[str] = set()
+
+    def add(self, task_id: str, deps: Sequence[str], succeeded: Callable[[str], bool]) -> bool:
+        """Take in a task added at run time (its dependencies exist); True: it may start now."""
+        self._added.add(task_id)
+        self._waiting[task_id] = sum(not succeeded(d) for d in deps)
+        for dep in deps:
+            self._children.setdefault(dep, []).append(task_id)
+        return self._waiting[task_id] == 0
 
     def dependents(self, task_id: str) -> Sequence[str]:
         return self._children.get(task_id, ())
@@ -39,7 +49,8 @@ class Frontier:
         ready = []
         for child in self._children.get(task_id, ()):
             self._waiting[child] -= 1
-            if self._waiting[child] == 0 and self.mode == "async" and pending(child):
+            released = self.mode == "async" or child in self._added
+            if self._waiting[child] == 0 and released and pending(child):
                 ready.append(child)
         return ready
 

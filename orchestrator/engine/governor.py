@@ -53,6 +53,9 @@ class Governor:
         self._burst = float(max(limits.max_concurrency, limits.spawn_rate, 1.0))
         self._tokens = self._burst
         self._refilled = clock()
+        self._adds = self._burst
+        """The bucket of task additions (refilled at ``spawn_rate`` too, see `addition_denial`)."""
+        self._adds_refilled = self._refilled
 
     # --- permanent refusals ---------------------------------------------------------------
 
@@ -67,6 +70,30 @@ class Governor:
             return Denial("max_depth", f"depth {depth} is past max_depth={lim.max_depth}")
         if lim.budget_usd is not None and self.spent_usd >= lim.budget_usd:
             return Denial("budget_usd", f"the budget of ${lim.budget_usd:.2f} is spent")
+        return None
+
+    def addition_denial(self, *, depth: int, unstarted: int) -> Denial | None:
+        """Whether a task may be added now, at ``depth``, while ``unstarted`` tasks wait to start.
+
+        Every limit of a spawn, with the tasks not yet started counted as started (an
+        addition that could never start is refused now, not skipped later), and additions
+        at most ``spawn_rate`` per second (a burst of one second's worth)."""
+        denial = self.denial(depth=depth)
+        if denial is not None:
+            return denial
+        lim = self.limits
+        if self.started + unstarted >= lim.max_agents:
+            return Denial("max_agents", f"the run has started or holds max_agents="
+                          f"{lim.max_agents} agents ({self.started} started, {unstarted} "
+                          "waiting)")  # fmt: skip
+        now = self.clock()
+        self._adds = min(self._burst, self._adds + (now - self._adds_refilled) * lim.spawn_rate)
+        self._adds_refilled = now
+        if self._adds < 1.0:
+            wait = (1.0 - self._adds) / lim.spawn_rate
+            return Denial("spawn_rate", f"tasks are added faster than spawn_rate="
+                          f"{lim.spawn_rate:g}/s; try again in {wait:.2f}s")  # fmt: skip
+        self._adds -= 1.0
         return None
 
     @property

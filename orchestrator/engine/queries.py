@@ -29,11 +29,24 @@ class RunQueries:
     recorder: Recorder
     repairs: Repairs
     _interrupted: int | None
+    _finished: asyncio.Event
+    _tg: asyncio.TaskGroup | None
 
     @property
     def interrupted(self) -> int | None:
         """The signal that stopped the run, if one did."""
         return self._interrupted
+
+    @property
+    def closing(self) -> bool:
+        """The run's own work is over: its final build check started, or it has ended; a
+        task added now could run after its last check (`orchestrator.engine.growth`)."""
+        return self._finished.is_set() or self.repairs.final_started
+
+    @property
+    def dispatching(self) -> bool:
+        """The run has started dispatching (its agents' task group is open)."""
+        return self._tg is not None
 
     def exit_code(self) -> int:
         """0 when every task succeeded and the build (if any) passed; see docs/commands.md."""
@@ -97,11 +110,14 @@ class RunQueries:
             raise UnknownAgentError(agent_id)
 
     def _subtree(self, agent_id: str) -> list[str]:
-        """The agent and every agent it spawned, parents first."""
+        """The agent and every agent it spawned, parents first; then the tasks they added
+        that have not started yet (their ids, so they are settled instead of started)."""
         out, todo = [agent_id], [agent_id]
         while todo:
             rec = self.agents.get(todo.pop())
             for child in rec.children if rec else ():
                 out.append(child)
                 todo.append(child)
-        return out
+        mine = set(out)
+        waiting = [t.task.id for t in self.tasks.values() if t.added_by in mine and not t.attempts]
+        return out + waiting

@@ -155,6 +155,24 @@ class Recorder:
         if self.journal is not None:
             self.journal.record("task", id=tid, state=trec.state, reason=trec.reason)
 
+    def task_added(self, trec: TaskRecord) -> None:
+        """A task added at run time: journaled with what was asked, so `--resume` rebuilds it
+        the same way (`orchestrator.records.resume.added_tasks`), and a note in its adder's
+        progress file."""
+        task = trec.task
+        if self.journal is not None:
+            asked = {"id": task.id, "prompt": task.prompt, "kind": task.agent,
+                     "depends_on": list(task.depends_on)}  # fmt: skip
+            self.journal.record("task", id=task.id, state="pending", added=trec.added,
+                                added_by=trec.added_by, depth=trec.depth, request=asked,
+                                depends_on=list(task.depends_on))  # fmt: skip
+        if trec.added_by is not None:
+            self.progress.note(trec.added_by, f"added task: {task.id} ({task.id}.md)")
+
+    def add_refused(self, agent_id: str, line: str) -> None:
+        """An addition this agent asked for was refused: said in its progress file."""
+        self.progress.note(agent_id, f"add refused: {line}")
+
     async def _journal_live(self) -> None:
         assert self.journal is not None
         while True:

@@ -206,7 +206,7 @@ class Repairs:
             attempt,
             previous=trec.attempts[-1] if trec.attempts else task_id,
             fixers=tuple(trec.fixers),
-            depth=self._base_depth,
+            depth=self._base_depth if trec.depth is None else trec.depth,
             notes=spawns.dependency_notes(trec.task, host.tasks, host.agents),
         )
 
@@ -230,6 +230,11 @@ class Repairs:
                 self._after.remove(after)
                 start(self._next_build())
                 return
+
+    @property
+    def final_started(self) -> bool:
+        """The build check at the end of the run has been started (it runs once)."""
+        return self._final_started
 
     def final_build(self, *, all_succeeded: bool, fenced: bool) -> Spawn | None:
         """The build check at the end of the run, once: its spawn, or None when there is none

@@ -19,13 +19,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator.agents.base import Agent
-from orchestrator.engine import attempt, placement
+from orchestrator.engine import attempt, growth, placement
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
 from orchestrator.engine.models import ModelTraffic, wants_model
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.repairs import Repairs
+from orchestrator.engine.requests import RunRequests
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
@@ -42,7 +43,7 @@ BURST = 64
 """Agents started in one turn of the event loop before the dispatcher yields."""
 
 
-class Run(RunQueries):
+class Run(RunQueries, RunRequests):
     """One execution of a plan. Create, then ``await execute()``; monitors work meanwhile."""
 
     def __init__(
@@ -56,6 +57,7 @@ class Run(RunQueries):
         done_tasks: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
         upstream: Callable[[float], None] | None = None,
+        grown: Mapping[str, TaskRecord] | None = None,  # tasks added before a resume
         places: Workspaces | None = None,
     ) -> None:
         self.plan = plan
@@ -67,9 +69,8 @@ class Run(RunQueries):
         self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
-        self.tasks: dict[str, TaskRecord] = {t.id: TaskRecord(t) for t in plan.tasks}
-        self._graph = graph_of(plan.tasks)
-        self.frontier = Frontier(self._graph, mode=settings.mode)
+        self.tasks = {t.id: (grown or {}).get(t.id) or TaskRecord(t) for t in plan.tasks}
+        self.frontier = Frontier(graph_of(plan.tasks), mode=settings.mode)
         self._ready: deque[Spawn] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -93,6 +94,8 @@ class Run(RunQueries):
         for trec in done:
             trec.state, trec.final, trec.reason = "succeeded", True, "succeeded in an earlier run"
         self._unsettled, self._succeeded = self._unsettled - len(done), len(done)
+        self.unstarted = self._unsettled  # tasks with no attempt in this run yet, not settled
+        self.additions = growth.Additions(self.tasks.values(), plan.fixer.agent)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -153,37 +156,30 @@ class Run(RunQueries):
         self.models.fence(reason)
         self.recorder.fence(reason, **extra)
 
-    def cancel_after_turn(self, agent_id: str) -> list[str]:
-        """Stop the agent at its next model request (agents without a model: at once)."""
-        self._check_known(agent_id)
-        rec = self.agents.get(agent_id)
-        if rec is not None and rec.state == "running" and self.models.after_turn(agent_id):
-            return [agent_id]
-        return self.cancel(agent_id)
-
-    def charge(self, usd: float) -> None:
-        """A nested run one of our agents started spent ``usd``: our budget (and upstream's)."""
-        self.governor.charge(usd)
-        if self.governor.budget_spent:
-            self._budget_gone()
-
-    def interrupt(self, signum: int) -> None:
-        """A signal arrived: first time stop gracefully, second time kill at once."""
-        force = self._interrupted is not None
-        self._interrupted = signum
-        self.cancel_all(reason=f"interrupted by {signal.Signals(signum).name}", force=force)
-
     # --- dispatch ---------------------------------------------------------------------------
 
     def _pending(self, task_id: str) -> bool:
         return self.tasks[task_id].state == "pending"
 
+    def _succeeded_task(self, task_id: str) -> bool:
+        return self.tasks[task_id].state == "succeeded"
+
     def _queue(self, task_ids: list[str]) -> None:
         for tid in task_ids:
-            task = self.tasks[tid].task
+            trec = self.tasks[tid]
             attempt = self._prior.get(tid, 0) + 1
-            notes = dependency_notes(task, self.tasks, self.agents)
-            self._ready.append(first_spawn(task, attempt, self.settings.base_depth, notes))
+            notes = dependency_notes(trec.task, self.tasks, self.agents)
+            self._ready.append(first_spawn(trec, attempt, self.settings.base_depth, notes))
+
+    def grow(self, trec: TaskRecord) -> None:
+        """Take in a task added while the run goes on (`orchestrator.engine.growth` checked it)."""
+        self.tasks[tid := trec.task.id] = trec
+        self._unsettled, self.unstarted = self._unsettled + 1, self.unstarted + 1
+        self.plan = self.repairs.plan = self.plan.adding(trec.task)
+        self.recorder.task_added(trec)
+        if self.frontier.add(tid, trec.task.depends_on, self._succeeded_task):
+            self._queue([tid])
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Start what may start now; sync, so a finished dependency starts its dependent at once.
@@ -234,6 +230,7 @@ class Run(RunQueries):
             self.agents[spawn.parent].children.append(rec.id)
         if spawn.role == "task":
             trec = self.tasks[task.id]
+            self.unstarted -= not trec.attempts
             trec.attempts.append(rec.id)
             trec.state = "running"
         rec.state = "running"
@@ -268,6 +265,7 @@ class Run(RunQueries):
             budget=self.governor,
             model=model,
             pass_env=agent.pass_env,
+            add_task=functools.partial(growth.answer, self, adder=rec.id),
         )
         try:  # it starts once its start is on disk (``written``): recorded before acted on
             state, reason = await attempt.run_attempt(
@@ -356,6 +354,7 @@ class Run(RunQueries):
         if trec.final:
             return
         self._unsettled -= 1
+        self.unstarted -= not trec.attempts
         self._succeeded += state == "succeeded"
         trec.state = state
         trec.reason = reason
@@ -387,8 +386,8 @@ class Run(RunQueries):
                     self.settle_task(trec.task.id, "cancelled", f"not started: {fence}")
                 elif trec.state != "pending":  # nothing runs for it and nothing will
                     self.settle_task(trec.task.id, trec.state, trec.reason or "no way forward")
-        if self._unsettled:
-            return  # skips cascade from the settles above; pending tasks wait for them
+        if self._unsettled or (self.settings.keep_open and fence is None):
+            return  # skips cascade from the settles above; --keep-open waits for additions
         build = self.repairs.final_build(
             all_succeeded=self._succeeded == len(self.tasks), fenced=fence is not None
         )

@@ -106,8 +106,10 @@ def fixer_spawn(
     )
 
 
-def first_spawn(task: Task, attempt: int, depth: int, notes: tuple[str, ...]) -> Spawn:
-    """The first attempt of ``task`` in this run (``attempt`` > 1 after a resume)."""
+def first_spawn(trec: TaskRecord, attempt: int, depth: int, notes: tuple[str, ...]) -> Spawn:
+    """The first attempt of a task in this run (``attempt`` > 1 after a resume), at the run's
+    base ``depth`` (a task added at run time: at its own, its adder as parent)."""
+    task = trec.task
     return Spawn(
         agent_id=ids.agent_id_of(task.id, attempt),
         task=task,
@@ -115,7 +117,8 @@ def first_spawn(task: Task, attempt: int, depth: int, notes: tuple[str, ...]) ->
         role="task",
         prompt=task.prompt,
         script=task.script,
-        depth=depth,
+        depth=depth if trec.depth is None else trec.depth,
+        parent=trec.added_by,
         notes=notes,
     )
 

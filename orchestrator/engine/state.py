@@ -41,6 +41,8 @@ class RunSettings:
     """Where child environments are drawn from (default: os.environ); also where the model
     gateway finds the API key and the upstream URL."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    keep_open: bool = False
+    """`run --keep-open`: the run waits for added tasks once its own are done, until cancelled."""
     resume_hint: str = "orchestrator run PLAN --resume"
     """The command that continues this run, as a person types it (for next steps)."""
     exports: Mapping[str, str] = field(default_factory=dict)
@@ -188,3 +190,9 @@ class TaskRecord:
     reason: str = ""
     final: bool = False
     settled: asyncio.Event | None = None
+    depth: int | None = None
+    """Its agents' depth; None: the run's base depth (a task added at run time: its adder's + 1)."""
+    added: int = 0
+    """0 for a task of the plan; the n-th task added while the run went on."""
+    added_by: str | None = None
+    """The agent that added it (None for a plan task, or a task a person added)."""

@@ -6,7 +6,7 @@ Loading and validating plan files lives in `orchestrator.plan.load`; the graph f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -229,3 +229,7 @@ class Plan:
 
     def by_id(self) -> dict[str, Task]:
         return {t.id: t for t in self.tasks}
+
+    def adding(self, task: Task) -> Plan:
+        """This plan with ``task`` added at its end (a task added while the run goes on)."""
+        return replace(self, tasks=(*self.tasks, task))

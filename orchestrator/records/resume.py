@@ -11,12 +11,13 @@ import hashlib
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
 from orchestrator.ids import collisions
+from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
 from orchestrator.records.progress import end_file
@@ -39,9 +40,15 @@ class ResumePlan:
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
+    grown: tuple[Added, ...] = ()
+    """Tasks added while the run went on (`added_tasks`), taken in again."""
+    grown_notes: tuple[str, ...] = ()
 
     def notes(self) -> list[str]:
-        out = []
+        out = list(self.grown_notes)
+        if self.grown:
+            ids = ", ".join(a.task.id for a in self.grown)
+            out.append(f"resume: {len(self.grown)} task(s) added during the run kept: {ids}")
         if self.done:
             out.append(f"resume: {len(self.done)} succeeded task(s) kept: {', '.join(self.done)}")
         if self.lost:
@@ -88,6 +95,47 @@ def plan_resume(old: JournalState, plan: Plan) -> ResumePlan:
         removed=tuple(t for t in prints if t not in current),
         added=tuple(t for t in current if prints and t not in prints),
     )
+
+
+@dataclass(frozen=True)
+class Added:
+    """A task added while the journaled run went on, as `--resume` takes it in again."""
+
+    task: Task
+    added: int
+    depth: int | None
+    added_by: str | None
+
+
+def added_tasks(old: JournalState, plan: Plan) -> tuple[Plan, list[Added], list[str]]:
+    """The plan with the tasks added during the journaled run, rebuilt in the order they were
+    added from what was asked (so each gets the same template: its adder's task or the
+    defaults), checked again; and a note for each that no longer fits the plan."""
+    journaled = sorted(
+        (rec["added"], tid, rec) for tid, rec in old.tasks.items()
+        if isinstance(rec.get("added"), int) and rec["added"] > 0
+        and isinstance(rec.get("request"), dict)
+    )  # fmt: skip
+    tasks = {t.id: t for t in plan.tasks}
+    known = Known.of(plan.tasks)
+    out: list[Added] = []
+    notes: list[str] = []
+    for n, tid, rec in journaled:
+        adder = rec.get("added_by") if isinstance(rec.get("added_by"), str) else None
+        own_id = old.agents.get(adder, {}).get("task") if adder else None
+        own = tasks.get(own_id) if isinstance(own_id, str) else None
+        request = rec["request"]
+        template = template_for(request.get("kind"), own, known, plan.fixer.base)
+        task = task_of_request(request, known=known, template=template)
+        if isinstance(task, Refusal):
+            notes.append(f"resume: added task {tid} is left out: {task.line()}")
+            continue
+        tasks[task.id] = task
+        known.add(task)
+        depth = rec.get("depth")
+        out.append(Added(task, n, depth if isinstance(depth, int) else None, adder))
+    grown = replace(plan, tasks=(*plan.tasks, *(a.task for a in out)))
+    return grown, out, notes
 
 
 def settle_lost(responses: Path, journal: Journal, lost: tuple[str, ...]) -> None:

@@ -8,6 +8,7 @@ run in ``asyncio.to_thread``, one hop per call.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -95,6 +96,24 @@ TOOL_SPECS: list[dict[str, Any]] = [
         ["command"],
     ),
     _spec(
+        "add_task",
+        "Add a task to this run for another agent (the orchestrator starts it when its "
+        "dependencies have succeeded): for follow-up work you discovered, or to split a task "
+        "that turned out too big. It is checked like a plan and against the run's limits "
+        "(agents, depth, budget, rate); a refusal says which rule, and you carry on.",
+        {
+            "id": {"type": "string", "description": "A new task id (letters, digits, . _ -)."},
+            "prompt": {"type": "string", "description": "What the new task's agent is to do."},
+            "kind": {"type": "string", "description": "Agent kind (default: yours)."},
+            "depends_on": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Ids of existing tasks it waits for.",
+            },
+        },
+        ["id", "prompt"],
+    ),
+    _spec(
         "report_blocker",
         "Stop working because something outside your control prevents the task (missing "
         "information, a broken dependency, a contradiction). Say exactly what is needed.",
@@ -113,7 +132,10 @@ _TYPES: dict[str, Callable[[object], bool]] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "array": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
+AddTask = Callable[[Mapping[str, object]], dict[str, Any]]
+"""The run's answer to an addition (`orchestrator.engine.growth.answer`, for this agent)."""
 
 
 def check_args(name: str, args: object) -> dict[str, Any]:
@@ -151,6 +173,7 @@ async def dispatch(
     on_start: Callable[[int], None] | None = None,
     on_activity: Callable[[], None] | None = None,
     sandbox: Confinement | None = None,
+    add_task: AddTask | None = None,
 ) -> ToolOutcome:
     """Run the tool the model asked for; its mistakes come back as ``is_error`` results.
 
@@ -188,6 +211,11 @@ async def dispatch(
                     on_activity=on_activity,
                     sandbox=sandbox,
                 )
+            case "add_task":
+                if add_task is None:
+                    raise ToolError("add_task: this agent cannot add tasks to its run")
+                answer = add_task(a)
+                return ToolOutcome(json.dumps(answer), is_error=not answer.get("ok"))
             case "report_blocker":
                 return _ending(a["reason"], "blocked", "reason")
             case "finish":

@@ -43,6 +43,8 @@ def task_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
                 "cost_usd": round(sum(a.get("cost_usd") or 0.0 for a in mine), 6),
                 "last_line": str(mine[-1].get("last_line") or "") if mine else "",
                 "reason": str(record.get("reason") or ""),
+                "added_by": record.get("added_by") if record.get("added") else None,
+                "added": bool(record.get("added")),
             }
         )
     return rows

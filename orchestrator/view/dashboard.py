@@ -81,9 +81,10 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     for agent in agents:
         state = agent["state"]
         tokens = (agent.get("tokens_in") or 0) + (agent.get("tokens_out") or 0)
+        added_by = agent.get("parent") if agent.get("role", "task") == "task" else None
         table.rows.append(
             (
-                (one_line(str(agent["id"])), ""),
+                (one_line(str(agent["id"]) + (f" (added by {added_by})" if added_by else "")), ""),
                 (one_line(str(state)), STATE_STYLE.get(state, "")),
                 (_elapsed(agent, now).strip(), ""),
                 (str(tokens), ""),
@@ -134,7 +135,8 @@ def board_rows(snapshot: Snapshot, *, now: float) -> list[tuple[str, ...]]:
         last = r["last_line"] or (f"on {', '.join(r['waiting_on'])}" if r["waiting_on"] else "")
         running = agent is not None and agent["state"] in ("running", "stopping")
         shown = agent["state"] if running and agent is not None else state
-        row = (r["id"], shown, r["agents"][-1] if r["agents"] else "-",
+        task = r["id"] + (f" (added by {r['added_by']})" if r.get("added_by") else "")
+        row = (task, shown, r["agents"][-1] if r["agents"] else "-",
                _elapsed(agent, now) if agent else "-", f"${r['cost_usd']:.4f}", last)  # fmt: skip
         out.append((not running, r["started"] or now + 1, row))
     for a in snapshot.agents:

@@ -112,6 +112,8 @@ def from_run(run: Run, *, state: str = "running") -> Snapshot:
             "attempts": list(t.attempts),
             "fixers": list(t.fixers),
             "reason": t.reason,
+            "added": t.added,
+            "added_by": t.added_by,
         }
         for t in run.tasks.values()
     )
@@ -178,7 +180,7 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
         extra={
             "escalations": list(run.get("escalations") or []),
             "build": run.get("build"),
-            "graph": graph_of_journal(run),
+            "graph": graph_of_journal(run, journal.tasks),
             "grace": run.get("grace"),
         },
     )
@@ -195,11 +197,18 @@ def _changes(recorded: Any) -> list[str]:
     return lines
 
 
-def graph_of_journal(run: dict[str, Any]) -> dict[str, list[str]]:
-    """Every task of the plan (in plan order) -> its dependencies, from the run's records."""
+def graph_of_journal(
+    run: dict[str, Any], tasks: dict[str, dict[str, Any]] | None = None
+) -> dict[str, list[str]]:
+    """Every task of the plan (in plan order) -> its dependencies, from the run's records;
+    then the tasks added while it went on (from their own records), in the order added."""
     deps = run.get("depends_on") or {}
-    tasks = run.get("fingerprints") or deps
-    return {str(t): list(deps.get(t, [])) for t in tasks}
+    graph = {str(t): list(deps.get(t, [])) for t in run.get("fingerprints") or deps}
+    added = sorted((int(r["added"]), tid, r.get("depends_on") or [])
+                   for tid, r in (tasks or {}).items() if isinstance(r.get("added"), int)
+                   and r["added"] > 0 and tid not in graph)  # fmt: skip
+    graph.update((tid, list(d)) for _, tid, d in added)
+    return graph
 
 
 def _agents_of(journal: JournalState, task_id: str) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ or wait on it would have shortened the run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -54,6 +54,8 @@ class Bar:
     gate: str | None
     """The agent whose end made it ready (None: the run's start)."""
     critical: bool = False
+    added_by: str | None = None
+    """For an attempt of a task added while the run went on: the agent that added it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +99,13 @@ def build(
         ready = end_of[gate] if gate is not None else t0
         ready = min(max(ready, t0), start)
         task, role, state = str(a.get("task")), str(a.get("role") or "task"), str(a.get("state"))
-        bars.append(Bar(aid, task, role, state, start, max(end_of[aid], start), ready, gate))
+        parent = a.get("parent") if role == "task" else None
+        by = str(parent) if parent else None
+        bars.append(Bar(aid, task, role, state, start, max(end_of[aid], start), ready, gate,
+                        added_by=by))  # fmt: skip
     critical = _critical_path(bars)
     marked = tuple(
-        Bar(b.agent, b.task, b.role, b.state, b.start, b.end, b.ready, b.gate, True)
-        if b.agent in critical else b
+        replace(b, critical=True) if b.agent in critical else b
         for b in bars
     )  # fmt: skip
     waits = {
@@ -143,7 +147,8 @@ def _gate(
         ]  # fmt: skip
         return latest(fixers) or latest(before)
     deps = [str(lst[-1]["id"]) for d in graph.get(task, ()) if (lst := by_task.get(d))]
-    return latest(deps)
+    adder = a.get("parent")  # a task added at run time: it was ready no earlier than its adder
+    return latest(deps) or (str(adder) if isinstance(adder, str) and adder in end_of else None)
 
 
 def _critical_path(bars: Sequence[Bar]) -> list[str]:
@@ -193,6 +198,8 @@ def svg(timeline: Timeline, *, title: str) -> str:
         y = TOP + row * ROW
         colour = COLOURS.get(bar.state, "#999999")
         label = bar.agent if bar.role == "task" else f"{bar.agent} ({bar.role})"
+        if bar.added_by:
+            label = f"{bar.agent} (by {bar.added_by})"
         out.append(f'<text x="8" y="{y + 11}">{escape(label[:36])}</text>')
         if bar.start > bar.ready:
             waited = bar.start - bar.ready

@@ -85,3 +85,45 @@ def test_no_budget_means_no_money_limit() -> None:
     gov = Governor(Limits(budget_usd=None))
     assert gov.reserve(1e9)
     assert gov.budget_left == math.inf
+
+
+# --- tasks added at run time ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "started", "unstarted", "depth", "spent", "fence", "rule"),
+    [
+        ({}, 0, 0, 0, 0.0, None, None),
+        ({"max_agents": 3}, 1, 2, 0, 0.0, None, "max_agents"),  # waiting tasks count
+        ({"max_agents": 3}, 3, 0, 0, 0.0, None, "max_agents"),
+        ({"max_agents": 3}, 1, 1, 0, 0.0, None, None),
+        ({"max_depth": 2}, 0, 0, 3, 0.0, None, "max_depth"),
+        ({"max_depth": 2}, 0, 0, 2, 0.0, None, None),
+        ({"budget_usd": 1.0}, 0, 0, 0, 1.0, None, "budget_usd"),
+        ({}, 0, 0, 0, 0.0, "cancel --all", "fence"),
+    ],
+)
+def test_an_addition_meets_every_limit_of_a_spawn(
+    limits: dict[str, float], started: int, unstarted: int, depth: int, spent: float,
+    fence: str | None, rule: str | None,
+) -> None:  # fmt: skip
+    gov = Governor(Limits(**limits), clock=Clock())  # type: ignore[arg-type]
+    for _ in range(started):
+        gov.spawned()
+    if spent:
+        gov.charge(spent)
+    if fence:
+        gov.raise_fence(fence)
+    denial = gov.addition_denial(depth=depth, unstarted=unstarted)
+    assert (denial.limit if denial else None) == rule
+
+
+def test_additions_are_refused_past_the_spawn_rate_until_the_bucket_refills() -> None:
+    clock = Clock()
+    gov = Governor(Limits(max_concurrency=1, spawn_rate=2.0, max_agents=100), clock=clock)
+    assert [gov.addition_denial(depth=0, unstarted=0) for _ in range(2)] == [None, None]
+    denial = gov.addition_denial(depth=0, unstarted=0)
+    assert denial is not None
+    assert denial.limit == "spawn_rate"
+    clock.now += 0.5
+    assert gov.addition_denial(depth=0, unstarted=0) is None

@@ -354,7 +354,7 @@ def test_search_reports_a_bad_regex_and_caps_matches(site: Site) -> None:
 # --- dispatch and the specs -----------------------------------------------------------------
 
 
-def test_tool_specs_describe_the_eight_tools() -> None:
+def test_tool_specs_describe_the_nine_tools() -> None:
     names = [spec["name"] for spec in TOOL_SPECS]
     assert names == [
         "read_file",
@@ -363,6 +363,7 @@ def test_tool_specs_describe_the_eight_tools() -> None:
         "list_files",
         "search",
         "run_command",
+        "add_task",
         "report_blocker",
         "finish",
     ]
@@ -516,3 +517,29 @@ async def test_long_output_keeps_its_head_and_tail(site: Site) -> None:
     assert lines[0] == "1"
     assert lines[-2:] == ["100000", "[exit code 0]"]
     assert any(line.startswith("[... ") and "bytes of output truncated" in line for line in lines)
+
+
+async def test_add_task_hands_its_arguments_to_the_run_and_a_refusal_is_an_error_result(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.tools.calls import dispatch
+
+    asked: list[object] = []
+
+    def add_task(request: object) -> dict[str, object]:
+        asked.append(request)
+        return {"ok": False, "refused": {"rule": "max_agents", "message": "no", "hint": ""}}
+
+    ws = Workspace(tmp_path)
+    args = {"id": "n", "prompt": "p", "depends_on": ["a"]}
+    outcome = await dispatch(ws, "add_task", args, env={}, timeout=5, add_task=add_task)
+    assert asked == [args]
+    assert outcome.is_error
+    assert json.loads(outcome.text)["refused"]["rule"] == "max_agents"
+    alone = await dispatch(ws, "add_task", args, env={}, timeout=5)
+    assert alone.is_error
+    assert "cannot add tasks" in alone.text
+    bad = await dispatch(ws, "add_task", {"id": "n", "prompt": "p", "depends_on": [1]}, env={},
+                         timeout=5, add_task=add_task)  # fmt: skip
+    assert bad.is_error
+    assert len(asked) == 1

@@ -130,6 +130,7 @@ class Conversation:
             on_start=ctx.on_process,
             on_activity=ctx.on_activity,
             sandbox=ctx.sandbox,
+            add_task=ctx.add_task,
         )
         text = self.scrub(outcome.text)
         if outcome.end == "finished":

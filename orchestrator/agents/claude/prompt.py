@@ -123,6 +123,8 @@ def summarize_input(name: str, args: object) -> str:
             return _short(f"/{s('regex')}/ in {s('glob') or '**/*'}")
         case "run_command":
             return _short(s("command"))
+        case "add_task":
+            return _short(f"{s('id')}: {s('prompt')}")
         case "report_blocker":
             return _short(s("reason"))
         case "finish":

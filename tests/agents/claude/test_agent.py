@@ -837,3 +837,45 @@ def test_the_example_plan_validates_with_claude_agents_and_prices() -> None:
     assert plan.limits.budget_usd == 2
     assert dict(plan.prices)["claude-sonnet-4-6"] == Price(3, 15)
     assert plan.task("readme").model == "claude-haiku-4-5"
+
+
+# --- tasks added at run time ------------------------------------------------------------------
+
+
+async def test_a_claude_agent_adds_a_task_with_its_tool_and_reads_the_refusal_past_max_agents(
+    api: FakeMessagesAPI, make_run: Callable[..., Run], responses: Path
+) -> None:
+    def answer(body: JSON, _: int) -> Reply:
+        if "Follow up." in json.dumps(body["system"]):
+            return tool_use("finish", {"summary": "followed up"})
+        turn = len(body["messages"])
+        if turn == 1:
+            return tool_use("add_task", {"id": "follow", "prompt": "Follow up.",
+                                         "depends_on": ["lead"]})  # fmt: skip
+        if turn == 3:
+            return tool_use("add_task", {"id": "more", "prompt": "And more."})
+        return tool_use("finish", {"summary": "done"})
+
+    api.script(answer)
+    run = await execute(make_run(claude("lead", "Lead the work."), max_agents=2))
+
+    assert run.tasks["lead"].state == "succeeded"
+    assert run.tasks["follow"].state == "succeeded"  # started once lead had succeeded
+    follow = run.agents["follow"]
+    assert (follow.parent, follow.depth) == ("lead", 1)
+    assert "more" not in run.tasks
+    added, refused = (
+        tool_results(r.body)[0]
+        for r in api.requests
+        if len(r.body["messages"]) in (3, 5) and "Lead the work." in json.dumps(r.body["system"])
+    )
+    assert json.loads(added["content"]) == {"ok": True, "added": "follow", "depth": 1,
+                                            "parent": "lead"}  # fmt: skip
+    assert refused["is_error"] is True
+    assert json.loads(refused["content"])["refused"]["rule"] == "max_agents"
+    md = progress(responses, "lead")
+    assert "added task: follow (follow.md)" in md
+    assert "add refused: " in md
+    assert "[max_agents]" in md
+    assert "- parent: lead.md" in progress(responses, "follow")
+    assert len(api.requests) == 4  # lead: 3 turns; follow: 1
