@@ -34,6 +34,7 @@ from bench import (
     overhead,
     peers,
     remote,
+    sandbox,
     spawn,
     startup,
     table,
@@ -42,7 +43,7 @@ from bench import (
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B14", "B16", "B17", "B18")
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 15)), "B16", "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -56,6 +57,7 @@ TITLES = {
     "B10": "durability cost",
     "B11": "model gateway",
     "B12": "web view under load",
+    "B13": "sandbox start cost",
     "B14": "per-task isolation",
     "B16": "Ray executor: local vs two-node local cluster",
     "B17": "peers side by side",
@@ -73,6 +75,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B5",), api.measure),
     (("B11",), gateway.measure),
     (("B12",), web.measure),
+    (("B13",), sandbox.measure),
     (("B14",), isolation.measure),
     (("B16",), remote.measure),
     (("B17",), peers.measure),

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
 import signal
 import sys
 import time
@@ -50,6 +51,7 @@ from orchestrator.records.resume import (
     tail_command,
 )
 from orchestrator.records.rundir import RunDir, RunLock
+from orchestrator.sandbox.decision import SandboxDecision
 from orchestrator.view import console, report, snapshot
 
 
@@ -65,6 +67,8 @@ class RunOptions:
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
     cluster: str | None = None  # --cluster ADDRESS: the agents run on this Ray cluster
+    sandbox: SandboxDecision | None = None
+    """How agents are confined (`orchestrator.sandbox.decision.check`); None: unconfined."""
     keep_open: bool = False
     """`run --keep-open`: once its tasks are done the run waits for added ones until cancelled."""
 
@@ -186,8 +190,15 @@ async def _run_locked(
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
         gateway=GatewaySettings(host=remote.cluster.driver_ip() if remote else "127.0.0.1"),
+        sandbox=opts.sandbox.confinement if opts.sandbox else None,
         keep_open=opts.keep_open,
     )
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    if remote is not None and sandbox.mode != "off":  # not yet on the nodes: said, recorded
+        unconfined = "agents on the Ray cluster's nodes run without the sandbox (only the build"
+        sandbox = replace(sandbox, warnings=(*sandbox.warnings, f"{unconfined} check is confined)"))
+    for warning in sandbox.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     live = opts.live and sys.stdout.isatty()
     printer = None if live or opts.json else console.PlainPrinter()
     run = Run(
@@ -229,6 +240,7 @@ async def _run_locked(
                         fingerprints={t.id: fingerprint(t) for t in plan.tasks},
                         depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
                         grace=plan.limits.grace,
+                        sandbox=sandbox.summary, sandbox_warnings=list(sandbox.warnings),
                         **how,
                     )  # fmt: skip
                 except EnvironmentProblem:  # a refused .run/ file, an unusable cluster
@@ -248,12 +260,17 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    if printer is not None:  # the agents' last lines before the delivery's
+                        await run.recorder.written()
+                        printer.flush()
                     given = "branch" if run.interrupted else None  # it says how on stderr
                     await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
                     if printer is not None:
                         printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
+                    if settings.sandbox is not None:  # its private temp directories
+                        await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
@@ -293,7 +310,10 @@ def _finish(
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors})
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors,
+                              "sandbox": sandbox.summary,
+                              "sandbox_warnings": list(sandbox.warnings)})  # fmt: skip
     try:
         written: Path | None = report.write_all(opts.responses, snap)
     except OSError as exc:

@@ -30,6 +30,7 @@ from orchestrator.plan.sections import (
     notify_of,
     presets_of,
     prices_of,
+    sandbox_of,
 )
 from orchestrator.plan.taskfields import defaults_of
 from orchestrator.plan.tasks import Draft, tasks_of
@@ -43,6 +44,7 @@ MAX_ERRORS = 200
 TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
     "batches", "prices", "presets", "notify", "executor", "address", "isolation", "deliver",
+    "sandbox",
 )  # fmt: skip
 ISOLATION = ("auto", "worktree", "none")
 DELIVER = ("branch", "apply")
@@ -202,6 +204,9 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         address=address,
         isolation=isolation,  # type: ignore[arg-type]
         deliver=deliver,  # type: ignore[arg-type]
+        sandbox=sandbox_of(
+            errs, top.get("sandbox"), Path(os.path.dirname(os.path.abspath(source)))
+        ),
     )
 
 
