@@ -324,6 +324,8 @@ def test_a_node_that_holds_the_api_key_is_refused_before_anything_starts(
         ray_cluster.kill("keyed")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "holds ANTHROPIC_API_KEY in its environment" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+    lines = done.stderr.strip().splitlines()
+    assert "run without the sandbox" in lines[0], "a sandboxed cluster run says the nodes' are not"
+    assert len([ln for ln in lines if not ln.startswith("warning: ")]) == 1  # no traceback
     assert CANARY not in done.stderr + done.stdout
     assert not (tmp_path / "ws" / "a.txt").exists()
