@@ -35,7 +35,7 @@ from orchestrator.errors import (
     WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
-from orchestrator.isolation.setup import deliver_run, open_workspaces
+from orchestrator.isolation.setup import deliver_run, open_workspaces, refuse_oversized
 from orchestrator.plan.model import PRESETS, Plan, Task
 from orchestrator.process import orphans
 from orchestrator.process.env import child_env
@@ -157,6 +157,7 @@ async def run_plan(
     tampered ``.run/``) is `RunDirRefused` (exit 3), nothing started; once it runs, a failed
     write stops it like a signal would, and `StorageFailed` (exit 1) says so at the end.
     """
+    await refuse_oversized(plan)  # before the lock and the journal: nothing written
     rundir = RunDir(opts.responses)
     lock = RunLock(rundir)
     try:
