@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator import ids
-from orchestrator.isolation.kept import Kept, adopt, forget, markers_left, recall, remember
-from orchestrator.isolation.landing import Conflict, LandingQueue, Landed, refs
+from orchestrator.isolation.kept import (
+    Kept,
+    adopt,
+    fingerprint,
+    forget,
+    markers_left,
+    recall,
+    remember,
+)
+from orchestrator.isolation.landing import Conflict, Landed, LandingQueue, refs
 from orchestrator.isolation.pool import SlotPool
 from orchestrator.isolation.repo import Repo, snapshot_base
 from orchestrator.isolation.seal import Sealed, SealFailed, changes, seal, seal_wip, tree_now
@@ -208,6 +216,8 @@ class Checkouts:
             if place.conflict is None:
                 await seal_wip(git, slot, note=state)
                 await self.pool.release(slot)
+            elif place.task_id in self._kept:  # as its fixer left it: not a person's work
+                await self._keep(self._kept[place.task_id])
             # a conflicted checkout stays exactly as it is (locked, kept) for a person
             return HandBack(state, reason)
         try:
@@ -280,6 +290,7 @@ class Checkouts:
         """Locked as kept (no lease takes it; it does not count against the run's slots),
         and remembered in git so that ``--resume`` finds it."""
         await self.pool.release(kept.slot, keep=f"run={self.run_id} task={kept.task_id}")
+        kept = replace(kept, left=await fingerprint(self.repo.git, kept.slot, kept.paths))
         await remember(self.repo.git, self.refs["ns"], kept)
         self._kept[kept.task_id] = kept
 
@@ -293,6 +304,11 @@ class Checkouts:
             return Place(Path(), agent_id, task_id, held=(
                 f"conflict markers are still in {', '.join(left)} in the kept checkout "
                 f"{kept.path}: nothing was landed and no agent was started. {kept.by_hand()}"
+            ))  # fmt: skip
+        if await fingerprint(git, kept.slot, kept.paths) == kept.left:
+            return Place(Path(), agent_id, task_id, held=(
+                f"nothing was changed in the kept checkout {kept.path} since the run left it "
+                f"there: nothing was landed and no agent was started. {kept.by_hand()}"
             ))  # fmt: skip
         tip = await adopt(git, kept.slot, message=f"{task_id}: the conflict resolved by hand")
         current = await self.queue.tip()

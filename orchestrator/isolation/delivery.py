@@ -40,7 +40,8 @@ async def deliver(
     delivered = f"{refs(run_id)['ns']}/delivered"
     applied_before = await git.rev(delivered)
     if tip == applied_before:
-        return Delivery(branch, tip, True, (f"delivery: applied to {repo.top} already",))
+        line = f"delivery: nothing new since it was applied to {repo.top}"
+        return Delivery(branch, tip, True, (line,))
     base = applied_before or base  # the user's files hold what was applied before
     await git.run("update-ref", f"refs/heads/{branch}", tip)
     where = "" if repo.shadow else f" in {repo.top}"

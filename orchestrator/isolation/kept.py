@@ -10,6 +10,8 @@ it is) is the task's work, landed without running an agent.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +34,9 @@ class Kept:
     """The conflicted paths."""
     title: str
     """The task's landing title (the first line of its prompt)."""
+    left: str = ""
+    """`fingerprint` of the checkout when the run left it: unchanged since, nobody resolved
+    anything (a failed fixer's edits are not a person's resolution)."""
 
     def by_hand(self) -> str:
         """How a person finishes it (REPORT.md, the blocker, the escalation)."""
@@ -65,7 +70,7 @@ async def recall(git: Git, ns: str) -> dict[str, Kept]:
         raw = json.loads(await git.out("cat-file", "blob", sha))
         kept = Kept(
             raw["task_id"], raw["agent_id"], Path(raw["slot"]), Path(raw["path"]),
-            tuple(raw["paths"]), raw["title"],
+            tuple(raw["paths"]), raw["title"], raw.get("left", ""),
         )  # fmt: skip
         if kept.slot.is_dir():
             found[kept.task_id] = kept
@@ -81,6 +86,22 @@ async def markers_left(git: Git, checkout: Path, paths: tuple[str, ...]) -> list
         at=checkout, check=False,
     )  # fmt: skip
     return found.out.split()
+
+
+async def fingerprint(git: Git, checkout: Path, paths: tuple[str, ...]) -> str:
+    """HEAD and the conflicted files' contents (read without touching the index)."""
+    head = await git.run("rev-parse", "-q", "--verify", "HEAD", at=checkout, check=False)
+
+    def contents() -> str:
+        digest = hashlib.sha256(head.out.strip().encode())
+        for path in paths:
+            try:
+                digest.update(path.encode() + b"\0" + (checkout / path).read_bytes() + b"\0")
+            except OSError:
+                digest.update(path.encode() + b"\0(missing)\0")
+        return digest.hexdigest()
+
+    return await asyncio.to_thread(contents)
 
 
 async def adopt(git: Git, checkout: Path, *, message: str) -> str:

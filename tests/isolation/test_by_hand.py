@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clirun import Fleet, task
+from isohelp import git
 
 PERSON = ("-c", "user.name=Person", "-c", "user.email=person@example.com")
 
@@ -53,8 +53,8 @@ def test_a_conflict_resolved_by_hand_lands_on_resume_without_running_an_agent(
 ) -> None:
     kept = escalated(fleet)
     (kept / "app.py").write_text("A\nB\n")
-    subprocess.run(["git", "add", "-A"], cwd=kept, check=True)
-    subprocess.run(["git", *PERSON, "commit", "-qm", "keep both"], cwd=kept, check=True)
+    git(kept, "add", "-A")
+    git(kept, *PERSON, "commit", "-qm", "keep both")
     agents_before = set(fleet.journal().agents)
 
     done = fleet.cli("run", "plan.yaml", "--resume", "--no-live", timeout=60)
@@ -66,7 +66,8 @@ def test_a_conflict_resolved_by_hand_lands_on_resume_without_running_an_agent(
     assert (fleet.cwd / "ran.txt").read_text().split() == ["a", "b", "c"], "nothing re-ran"
     new = set(journal.agents) - agents_before
     b_again = [journal.agents[a] for a in new if journal.agents[a].get("task") == "b"]
-    assert len(b_again) == 1 and "landed by a person" in b_again[0]["reason"]
+    assert len(b_again) == 1
+    assert "landed by a person" in b_again[0]["reason"]
     assert not b_again[0].get("pid"), "no process was started for it"
     assert (fleet.workspace / "app.py").read_text() == "A\nB\n", "the resolution, delivered"
     assert (fleet.workspace / "c.txt").read_text() == "A\nB\n", "c started from it"

@@ -116,14 +116,17 @@ def test_the_size_refusal_is_one_line_exit_3_and_writes_no_journal(tmp_path: Pat
         "from orchestrator.cli import main; sys.argv = ['orchestrator', *sys.argv[1:]]; main()"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", code, "run", str(plan), "--responses", str(responses),
          "--no-live"],
-        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 3, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "holds 6 files" in lines[0] and "nothing was started" in lines[0]
-    assert "Traceback" not in done.stderr
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "holds 6 files" in lines[0]
+    assert "nothing was started" in lines[0]
+    assert "Traceback" not in err
     assert not (responses / ".run").exists(), "no journal, no lock: nothing written"
     assert not (ws / "a.txt").exists()
