@@ -36,6 +36,7 @@ async def lease(
     except (RunError, OSError) as exc:
         return "failed", f"no checkout for the agent: {str(exc).removeprefix('error: ')}"
     if place.done is not None:
+        rec.changes = place.changes
         return "succeeded", place.done
     if place.held is not None:
         return "escalated", place.held

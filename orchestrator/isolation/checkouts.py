@@ -51,6 +51,8 @@ class Place:
     held: str | None = None
     """Set when the agent must not run and its task stays escalated (this reason): its
     kept checkout still holds conflict markers a person has not resolved."""
+    changes: list[str] = field(default_factory=list)
+    """With ``done``: what landed (lines for the progress file), when it landed just now."""
 
 
 @dataclass
@@ -326,20 +328,27 @@ class Checkouts:
                 f"work in {', '.join(result.paths)}; the new conflict markers are there. "
                 f"{self._kept[task_id].by_hand()}"
             ))  # fmt: skip
-        return Place(Path(), agent_id, task_id, done=await self._landed_by_person(kept, result))
+        lines = await self._landed_by_person(agent_id, kept, result)
+        return Place(Path(), agent_id, task_id, done=lines[-1], changes=lines[:-1])
 
-    async def _landed_by_person(self, kept: Kept, result: Landed) -> str:
+    async def _landed_by_person(self, agent_id: str, kept: Kept, result: Landed) -> list[str]:
+        """Its change lines, then the reason it ends with."""
         git = self.repo.git
+        landed = await changes(git, f"{result.commit}^", result.commit)
+        self.record("agent", id=agent_id, checkout=str(kept.slot), tip=result.commit,
+                    changes=[[c.path, c.added, c.removed] for c in landed])  # fmt: skip
         del self._kept[kept.task_id]
         await forget(git, self.refs["ns"], kept.task_id)
         self.landed[kept.task_id] = result.commit
         self.record("task", id=kept.task_id, landed=result.commit, landed_order=result.order,
                     landed_by="person", resolved=list(result.resolved) or None)  # fmt: skip
         await self.pool.release(kept.slot)  # no longer kept: the pool may reuse it
-        return (
+        return [
+            *(f"changed: {c.line()}" for c in landed),
+            f"landed: {result.commit[:12]} (#{result.order} on the integration ref)",
             f"landed by a person: the resolution committed in {kept.path} landed as "
-            f"{result.commit[:12]} (#{result.order} on the integration ref); no agent ran"
-        )
+            f"{result.commit[:12]} (#{result.order} on the integration ref); no agent ran",
+        ]
 
     async def _seal_resolution(self, place: Place) -> Sealed:
         assert place.slot is not None

@@ -73,6 +73,8 @@ def test_a_conflict_resolved_by_hand_lands_on_resume_without_running_an_agent(
     assert (fleet.workspace / "c.txt").read_text() == "A\nB\n", "c started from it"
     report = (fleet.responses / "REPORT.md").read_text()
     assert "landed by a person" in report
+    changes = report.split("## Changes", 1)[1].split("##", 1)[0]
+    assert f"{b_again[0]['id']} (b): app.py" in changes, "what the person's resolution changed"
     status = json.loads(fleet.cli("status", "--json").out)
     board = {t["id"]: t for t in status["board"]}
     assert "landed by a person" in board["b"]["reason"]
