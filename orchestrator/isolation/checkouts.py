@@ -163,6 +163,15 @@ class Checkouts:
             base=base, integration_ref=self.refs["integration"], pool=str(self.repo.pool_root),
         )  # fmt: skip
 
+    async def run_again(self, task_id: str) -> None:
+        """The task changed in the plan since (on resume): it runs again even though its work
+        landed, and a conflicted checkout kept for it is no longer waited on (unlocked)."""
+        self.landed.pop(task_id, None)
+        kept = self._kept.pop(task_id, None)
+        if kept is not None:
+            await forget(self.repo.git, self.refs["ns"], task_id)
+            await self.pool.release(kept.slot)
+
     async def _find_carried(self) -> None:
         """Interrupted attempts whose sealed work a resumed task continues from."""
         git = self.repo.git

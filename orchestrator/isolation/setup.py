@@ -72,7 +72,7 @@ async def _open(
     )
     await checkouts.start(resume=rerun is not None)
     for task_id in rerun or ():
-        checkouts.landed.pop(task_id, None)
+        await checkouts.run_again(task_id)
     return checkouts
 
 

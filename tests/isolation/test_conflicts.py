@@ -102,3 +102,24 @@ async def test_a_failed_fixers_edits_are_not_landed_on_resume_as_a_persons(
     assert code == 0, journal.tasks
     assert journal.tasks["b"]["landed_by"] == "person"
     assert (ws / "app.py").read_text() == "A\nB\n"
+
+
+async def test_a_task_changed_in_the_plan_runs_again_instead_of_waiting_for_a_person(
+    tmp_path: Path,
+) -> None:
+    ws, plan = writers(tmp_path)
+    code, journal = await run(plan, tmp_path / "responses")
+    assert journal.tasks["b"]["state"] == "escalated"
+    kept = Path(journal.agents["b"]["checkout"])
+    plan = plan_file(tmp_path, ws, [
+        task("a", write("app.py", "A\n"), prompt="Make app.py print A"),
+        task("b", {"fail": "changed my mind"}, prompt="Make app.py print B"),
+    ])  # fmt: skip
+    code, journal = await run(plan, tmp_path / "responses", resume=True)
+    assert code == 1
+    assert journal.tasks["b"]["state"] == "failed", "its agent ran again: the plan changed it"
+    assert journal.agents["b+2"]["branch"], "in a checkout"
+    assert "landed_by" not in journal.tasks["b"]
+    listing = git(kept, "worktree", "list", "--porcelain").split("\n\n")
+    old = next(block for block in listing if block.startswith(f"worktree {kept}\n"))
+    assert "kept: " not in old, "the old kept checkout is no longer held for a person"
