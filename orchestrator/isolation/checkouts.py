@@ -253,6 +253,7 @@ class Checkouts:
             return await self._conflicted(place, result, lines, prompt)
         if place.conflict is not None:
             self._conflicts.pop(place.task_id, None)
+            self._kept.pop(place.task_id, None)
             await forget(git, self.refs["ns"], place.task_id)
         self.landed[landing] = result.commit
         self.record("task" if landing == place.task_id else "agent", id=landing,
