@@ -32,6 +32,7 @@ def escalated(fleet: Fleet) -> Path:
              {"write": {"path": "app.py", "content": "B\n"}}, prompt="Make app.py print B"),
         task("c", {"run": f"echo c >> {ran}; cp app.py c.txt"}, deps=("b",)),
         isolation="auto",
+        sandbox="off",  # the agents count their runs in a file outside their checkouts
     )  # fmt: skip
     done = fleet.cli("run", "plan.yaml", "--no-live", timeout=60)
     assert done.code == 1, done.text
