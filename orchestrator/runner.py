@@ -249,6 +249,9 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    if printer is not None:  # the agents' last lines before the delivery's
+                        await run.recorder.written()
+                        printer.flush()
                     given = "branch" if run.interrupted else None  # it says how on stderr
                     await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
