@@ -34,7 +34,7 @@ from orchestrator.errors import (
 )
 from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.ids import new_run_id
-from orchestrator.isolation.setup import deliver_run, open_workspaces
+from orchestrator.isolation.setup import deliver_run, open_workspaces, refuse_oversized
 from orchestrator.plan.model import Plan
 from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
@@ -85,6 +85,7 @@ async def run_plan(
     tampered ``.run/``) is `RunDirRefused` (exit 3), nothing started; once it runs, a failed
     write stops it like a signal would, and `StorageFailed` (exit 1) says so at the end.
     """
+    await refuse_oversized(plan)  # before the lock and the journal: nothing written
     rundir = RunDir(opts.responses)
     lock = RunLock(rundir)
     try:

@@ -20,21 +20,26 @@ async def lease(
     places: Workspaces, rec: AgentRecord, spawn: Spawn
 ) -> Place | tuple[AgentState, str]:
     """A place for this attempt; else how the attempt ends without running: ``failed`` (no
-    checkout could be made) or ``succeeded`` (its task's work landed before a crash)."""
+    checkout could be made), ``succeeded`` (its task's work landed before a crash, or a
+    person's resolution of its conflict just landed) or ``escalated`` (that resolution is
+    not finished: conflict markers remain)."""
     place: Place | None = None
     try:
         place = await places.lease(rec.id, spawn.role, spawn.task.id)
-        if place.done is None:
+        if place.done is None and place.held is None:
             await asyncio.to_thread(place.path.mkdir, parents=True, exist_ok=True)
     except asyncio.CancelledError:
         stopped = _stopped(rec)
-        if place is not None and place.done is None:  # give back what it was given
-            await hand_back(places, rec, spawn, place, *stopped)
+        if place is not None and place.done is None and place.held is None:
+            await hand_back(places, rec, spawn, place, *stopped)  # give back what it was given
         return stopped
     except (RunError, OSError) as exc:
         return "failed", f"no checkout for the agent: {str(exc).removeprefix('error: ')}"
     if place.done is not None:
+        rec.changes = place.changes
         return "succeeded", place.done
+    if place.held is not None:
+        return "escalated", place.held
     return place
 
 

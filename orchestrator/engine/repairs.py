@@ -101,6 +101,12 @@ class Repairs:
         `spawns.links` renders them for the agent's progress file; `apply` carries them out."""
         event: recovery.Event
         subject: str | None = None
+        if rec.role == "task" and rec.state == "escalated" and rec.terminal is None:
+            # no agent ran: its place says a person must act first (`placement.lease`)
+            step = f"remove the blocker of task {rec.task_id} by hand, then continue: "
+            blocker = " ".join(rec.reason.split())[:300]
+            return (recovery.Escalate(rec.task_id, rec.reason, (), step + self._commands[0],
+                                      blocker),)  # fmt: skip
         if rec.role == "task":
             subject = rec.task_id
             kind = rec.terminal.kind if isinstance(rec.terminal, Failed | Blocked) else ""

@@ -10,12 +10,21 @@ commit on its branch. `InPlace` (``isolation: none``) runs everyone in the works
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from orchestrator import ids
-from orchestrator.isolation.landing import Conflict, LandingQueue, refs
+from orchestrator.isolation.kept import (
+    Kept,
+    adopt,
+    fingerprint,
+    forget,
+    markers_left,
+    recall,
+    remember,
+)
+from orchestrator.isolation.landing import Conflict, Landed, LandingQueue, refs
 from orchestrator.isolation.pool import SlotPool
 from orchestrator.isolation.repo import Repo, snapshot_base
 from orchestrator.isolation.seal import Sealed, SealFailed, changes, seal, seal_wip, tree_now
@@ -39,6 +48,11 @@ class Place:
     """Set when the agent need not run: its task's work has landed already (this reason)."""
     conflict: Conflict | None = None
     """For a conflict fixer: what it resolves."""
+    held: str | None = None
+    """Set when the agent must not run and its task stays escalated (this reason): its
+    kept checkout still holds conflict markers a person has not resolved."""
+    changes: list[str] = field(default_factory=list)
+    """With ``done``: what landed (lines for the progress file), when it landed just now."""
 
 
 @dataclass
@@ -117,6 +131,8 @@ class Checkouts:
         """What the delivery said (`setup.deliver_run`), for the report."""
         self._conflicts: dict[str, Place] = {}
         self._carry: dict[str, tuple[str, str]] = {}
+        self._kept: dict[str, Kept] = {}
+        """Escalated conflicts whose checkout is kept for a person (found again on resume)."""
 
     async def start(self, *, resume: bool) -> None:
         """Fix the run's base (a snapshot of the user's checkout) and its integration ref;
@@ -139,11 +155,22 @@ class Checkouts:
         if resume:
             await self.pool.reclaim()
             await self._find_carried()
+            kept = await recall(git, self.refs["ns"])
+            self._kept = {t: k for t, k in kept.items() if t not in self.landed}
         self.record(
             "run", isolation="worktree", repo=str(self.repo.top), shadow=self.repo.shadow,
             git_dir=str(self.repo.git.git_dir),
             base=base, integration_ref=self.refs["integration"], pool=str(self.repo.pool_root),
         )  # fmt: skip
+
+    async def run_again(self, task_id: str) -> None:
+        """The task changed in the plan since (on resume): it runs again even though its work
+        landed, and a conflicted checkout kept for it is no longer waited on (unlocked)."""
+        self.landed.pop(task_id, None)
+        kept = self._kept.pop(task_id, None)
+        if kept is not None:
+            await forget(self.repo.git, self.refs["ns"], task_id)
+            await self.pool.release(kept.slot)
 
     async def _find_carried(self) -> None:
         """Interrupted attempts whose sealed work a resumed task continues from."""
@@ -164,6 +191,8 @@ class Checkouts:
         if role == "task" and task_id in self.landed:
             return Place(Path(), agent_id, task_id, role,
                          done=f"its work landed already ({self.landed[task_id][:12]})")  # fmt: skip
+        if role == "task" and task_id in self._kept:
+            return await self._by_person(agent_id, self._kept[task_id])
         if role == "fixer" and task_id in self._conflicts:
             place = self._conflicts[task_id]
             self.record("agent", id=agent_id, checkout=str(place.slot), branch=place.branch,
@@ -198,6 +227,8 @@ class Checkouts:
             if place.conflict is None:
                 await seal_wip(git, slot, note=state)
                 await self.pool.release(slot)
+            elif place.task_id in self._kept:  # as its fixer left it: not a person's work
+                await self._keep(self._kept[place.task_id])
             # a conflicted checkout stays exactly as it is (locked, kept) for a person
             return HandBack(state, reason)
         try:
@@ -222,6 +253,8 @@ class Checkouts:
             return await self._conflicted(place, result, lines, prompt)
         if place.conflict is not None:
             self._conflicts.pop(place.task_id, None)
+            self._kept.pop(place.task_id, None)
+            await forget(git, self.refs["ns"], place.task_id)
         self.landed[landing] = result.commit
         self.record("task" if landing == place.task_id else "agent", id=landing,
                     landed=result.commit, landed_order=result.order,
@@ -237,45 +270,104 @@ class Checkouts:
         """Keep the checkout, conflict markers in place; a blocker for one fixer."""
         assert place.slot is not None
         git = self.repo.git
-        paths = ", ".join(conflict.paths)
-        lines.append(f"conflict: {paths} with the integrated work")
+        lines.append(f"conflict: {', '.join(conflict.paths)} with the integrated work")
+        kept = Kept(place.task_id, place.agent_id, place.slot, place.path, conflict.paths,
+                    title_of(prompt, place.task_id))  # fmt: skip
         if place.conflict is not None:  # its fixer's resolution conflicts again: a person
             await seal_wip(git, place.slot, note="conflict fixer")
-            await self.pool.release(place.slot, keep=f"run={self.run_id} task={place.task_id}")
-            return HandBack("failed", self._by_hand(place, paths), lines)
-        ident = await git.identity()
-        await git.run("-c", "merge.conflictStyle=zdiff3", "merge", "--no-ff", "--no-commit",
-                      conflict.integration, at=place.slot, env=ident, check=False)  # fmt: skip
+            await self._keep(kept)
+            return HandBack("failed", kept.by_hand(), lines)
+        await self._write_markers(place.slot, conflict.integration)
         self._conflicts[place.task_id] = Place(
             place.path, place.agent_id, place.task_id, place.role, place.slot, place.branch,
             conflict.integration, conflict=conflict,
         )  # fmt: skip
-        # locked as kept: no lease takes it, and it does not count against the run's slots
-        await self.pool.release(place.slot, keep=f"run={self.run_id} task={place.task_id}")
+        await self._keep(kept)
         others = "; ".join(conflict.others) or "earlier tasks"
-        intent = title_of(prompt, place.task_id)
+        # the way to finish by hand comes first: escalations quote a blocker's first 300 chars
         return HandBack("blocked", (
-            f"merge conflict landing {place.task_id}: {paths} were also changed by work that "
-            f"landed first ({others}). This task meant: {intent}. The conflict markers are in "
-            f"the checkout {place.path}: keep both intents, revert neither, remove every marker. "
-            + self._by_hand(place, paths)
+            f"merge conflict landing {place.task_id}: {', '.join(conflict.paths)}. "
+            f"{kept.by_hand()}. Those paths were also changed by work that landed first "
+            f"({others}). This task meant: {kept.title}. The conflict markers are in the "
+            f"checkout {place.path}: keep both intents, revert neither, remove every marker."
         ), lines)  # fmt: skip
 
-    def _by_hand(self, place: Place, paths: str) -> str:
-        return (
-            f"By hand: cd {place.path}; resolve {paths}; git add -A; git commit; then "
-            "orchestrator run PLAN --resume"
-        )
+    async def _write_markers(self, slot: Path, integration: str) -> None:
+        ident = await self.repo.git.identity()
+        await self.repo.git.run("-c", "merge.conflictStyle=zdiff3", "merge", "--no-ff",
+                                "--no-commit", integration, at=slot, env=ident,
+                                check=False)  # fmt: skip
+
+    async def _keep(self, kept: Kept) -> None:
+        """Locked as kept (no lease takes it; it does not count against the run's slots),
+        and remembered in git so that ``--resume`` finds it."""
+        await self.pool.release(kept.slot, keep=f"run={self.run_id} task={kept.task_id}")
+        kept = replace(kept, left=await fingerprint(self.repo.git, kept.slot, kept.paths))
+        await remember(self.repo.git, self.refs["ns"], kept)
+        self._kept[kept.task_id] = kept
+
+    async def _by_person(self, agent_id: str, kept: Kept) -> Place:
+        """On resume: land what a person committed in the kept checkout, without an agent;
+        or, while conflict markers remain there, keep the task escalated."""
+        git = self.repo.git
+        task_id = kept.task_id
+        left = await markers_left(git, kept.slot, kept.paths)
+        if left:
+            return Place(Path(), agent_id, task_id, held=(
+                f"conflict markers are still in {', '.join(left)} in the kept checkout "
+                f"{kept.path}: nothing was landed and no agent was started. {kept.by_hand()}"
+            ))  # fmt: skip
+        if await fingerprint(git, kept.slot, kept.paths) == kept.left:
+            return Place(Path(), agent_id, task_id, held=(
+                f"nothing was changed in the kept checkout {kept.path} since the run left it "
+                f"there: nothing was landed and no agent was started. {kept.by_hand()}"
+            ))  # fmt: skip
+        tip = await adopt(git, kept.slot, message=f"{task_id}: the conflict resolved by hand")
+        current = await self.queue.tip()
+        base = await git.out("merge-base", tip, current)
+        result = await self.queue.land(
+            task_id, agent=kept.agent_id, kind="by a person", title=kept.title,
+            summary=f"The merge conflict in {', '.join(kept.paths)} was resolved by hand "
+            f"in {kept.path}.", tip=tip, base=base,
+        )  # fmt: skip
+        if isinstance(result, Conflict):  # the integration moved on, or the merge was undone
+            await self._write_markers(kept.slot, result.integration)
+            await self._keep(replace(kept, paths=result.paths))
+            return Place(Path(), agent_id, task_id, held=(
+                f"the resolution committed by hand in {kept.path} conflicts with the integrated "
+                f"work in {', '.join(result.paths)}; the new conflict markers are there. "
+                f"{self._kept[task_id].by_hand()}"
+            ))  # fmt: skip
+        lines = await self._landed_by_person(agent_id, kept, result)
+        return Place(Path(), agent_id, task_id, done=lines[-1], changes=lines[:-1])
+
+    async def _landed_by_person(self, agent_id: str, kept: Kept, result: Landed) -> list[str]:
+        """Its change lines, then the reason it ends with."""
+        git = self.repo.git
+        landed = await changes(git, f"{result.commit}^", result.commit)
+        self.record("agent", id=agent_id, checkout=str(kept.slot), tip=result.commit,
+                    changes=[[c.path, c.added, c.removed] for c in landed])  # fmt: skip
+        del self._kept[kept.task_id]
+        await forget(git, self.refs["ns"], kept.task_id)
+        self.landed[kept.task_id] = result.commit
+        self.record("task", id=kept.task_id, landed=result.commit, landed_order=result.order,
+                    landed_by="person", resolved=list(result.resolved) or None)  # fmt: skip
+        await self.pool.release(kept.slot)  # no longer kept: the pool may reuse it
+        return [
+            *(f"changed: {c.line()}" for c in landed),
+            f"landed: {result.commit[:12]} (#{result.order} on the integration ref)",
+            f"landed by a person: the resolution committed in {kept.path} landed as "
+            f"{result.commit[:12]} (#{result.order} on the integration ref); no agent ran",
+        ]
 
     async def _seal_resolution(self, place: Place) -> Sealed:
         assert place.slot is not None
         assert place.conflict is not None
         git = self.repo.git
         slot = place.slot
-        markers = await git.run("grep", "-l", "-e", "^<<<<<<< ", "-e", "^>>>>>>> ", "--",
-                                *place.conflict.paths, at=slot, check=False)  # fmt: skip
-        if markers.out.strip():
-            raise SealFailed(f"error: conflict markers left in {markers.out.split()[0]}")
+        left = await markers_left(git, slot, place.conflict.paths)
+        if left:
+            raise SealFailed(f"error: conflict markers left in {left[0]}")
         await git.run("merge", "--quit", at=slot, check=False)
         message = f"{place.task_id}: resolve the conflict with the integrated work"
         integration = place.conflict.integration

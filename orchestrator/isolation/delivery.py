@@ -6,6 +6,9 @@ changes were changed by the user since the run began (then the diff applies clea
 user's own uncommitted edits stay as they are, nothing is staged); a clean checkout still at
 the run's base is fast-forwarded instead. Otherwise nothing is touched and the branch is the
 delivery. The user's index is never written except by that fast-forward.
+
+What was applied is remembered (``refs/orchestrator/<run>/delivered``): a resumed run that
+lands more applies only what is new since then, on top of what it applied before.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ async def deliver(
     branch = f"orchestrator/{run_id}"
     if tip == base:
         return Delivery(branch, tip, False, ("delivery: nothing changed",))
+    delivered = f"{refs(run_id)['ns']}/delivered"
+    applied_before = await git.rev(delivered)
+    if tip == applied_before:
+        line = f"delivery: nothing new since it was applied to {repo.top}"
+        return Delivery(branch, tip, True, (line,))
+    base = applied_before or base  # the user's files hold what was applied before
     await git.run("update-ref", f"refs/heads/{branch}", tip)
     where = "" if repo.shadow else f" in {repo.top}"
     if repo.shadow:
@@ -50,6 +59,7 @@ async def deliver(
         return Delivery(branch, tip, False, hint)
     applied, why = await _apply(repo, base, tip, branch, clean_base, exclude)
     if applied:
+        await git.run("update-ref", delivered, tip)
         return Delivery(branch, tip, True, (f"delivery: applied to {repo.top} ({why})",))
     return Delivery(branch, tip, False, (f"delivery: not applied: {why}", *hint))
 

@@ -5,8 +5,9 @@ treated as a plain folder: the repository would not see the agents' work.
 
 A folder that is not in a git repository gets a *shadow* repository in the state directory,
 keyed by the folder's absolute path (``--git-dir`` there, ``--work-tree`` the folder), so the
-folder never gets a ``.git``. Its excludes start from `DEFAULT_EXCLUDES`; a size guard refuses
-to snapshot a folder too big to copy per agent.
+folder never gets a ``.git``. Its excludes start from `DEFAULT_EXCLUDES`; a size guard
+(`check_folder_size`, run before a run has any side effect) refuses a folder too big to copy
+per agent.
 
 The run's base is the user's checkout as it is when the run starts: ``HEAD`` when it is
 clean, else a snapshot commit made through a temporary index, so the user's index, HEAD and
@@ -79,9 +80,9 @@ class Repo:
         return checkout / self.prefix if self.prefix else checkout
 
 
-async def open_repo(workspace: Path, *, env: dict[str, str] | None = None) -> Repo:
-    """The repository of ``workspace``: its git repository, else its shadow (created)."""
-    genv = base_env(env)
+async def _in_repository(workspace: Path, genv: dict[str, str]) -> tuple[Path, ...] | None:
+    """(top, common git dir, workspace) resolved when ``workspace`` is in a git repository
+    that does not ignore it; None for a plain folder. Reads only."""
     probe = Git(workspace, genv)
     found = await probe.run(
         "rev-parse", "--show-toplevel", "--git-common-dir", "--is-bare-repository",
@@ -90,9 +91,16 @@ async def open_repo(workspace: Path, *, env: dict[str, str] | None = None) -> Re
     lines = found.out.splitlines()
     ignored = await probe.run("check-ignore", "-q", ".", at=workspace, check=False)
     if found.returncode == 0 and len(lines) == 3 and lines[2] == "false" and ignored.returncode:
-        top, common, here = await asyncio.to_thread(
-            _resolve, Path(lines[0]), workspace / lines[1], workspace
-        )
+        return await asyncio.to_thread(_resolve, Path(lines[0]), workspace / lines[1], workspace)
+    return None
+
+
+async def open_repo(workspace: Path, *, env: dict[str, str] | None = None) -> Repo:
+    """The repository of ``workspace``: its git repository, else its shadow (created)."""
+    genv = base_env(env)
+    found = await _in_repository(workspace, genv)
+    if found is not None:
+        top, common, here = found
         state = state_home(env) / "repos" / slug_of(top)
         await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
         prefix = str(here.relative_to(top))
@@ -105,13 +113,43 @@ async def open_repo(workspace: Path, *, env: dict[str, str] | None = None) -> Re
     shadow = state / "shadow.git"
     if not (shadow / "HEAD").exists():
         await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
-        await Git(shadow, genv).run("init", "-q", "--bare", str(shadow), at=state)
-        exclude = "\n".join(("# orchestrator: the shadow repository's defaults", *DEFAULT_EXCLUDES))
-        await asyncio.to_thread((shadow / "info").mkdir, exist_ok=True)
-        await asyncio.to_thread((shadow / "info" / "exclude").write_text, exclude + "\n")
+        await _init_shadow(Git(shadow, genv), at=state)
     return Repo(
         Git(shadow, genv), folder, "", True, state, cache_home(env) / "wt" / slug_of(folder)
     )
+
+
+async def _init_shadow(git: Git, *, at: Path) -> None:
+    await git.run("init", "-q", "--bare", str(git.git_dir), at=at)
+    exclude = "\n".join(("# orchestrator: the shadow repository's defaults", *DEFAULT_EXCLUDES))
+    await asyncio.to_thread((git.git_dir / "info").mkdir, exist_ok=True)
+    await asyncio.to_thread((git.git_dir / "info" / "exclude").write_text, exclude + "\n")
+
+
+async def check_folder_size(workspace: Path, *, env: dict[str, str] | None = None) -> None:
+    """Refuse (`EnvironmentProblem`, exit 3) a plain folder too big to shadow, before anything
+    is written: the files its shadow repository does not hold yet are counted with a copy of
+    its index, or with a throwaway repository when it has none yet (removed at once)."""
+    genv = base_env(env)
+    if not await asyncio.to_thread(workspace.is_dir):
+        return  # a workspace the run will create is empty
+    if await _in_repository(workspace, genv) is not None:
+        return
+    (folder,) = await asyncio.to_thread(_resolve, workspace)
+    state = state_home(env) / "shadows" / slug_of(folder)
+    scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="orchestrator-size-"))
+    try:
+        git = Git(state / "shadow.git", genv)
+        if (git.git_dir / "HEAD").exists():
+            if (state / "index").exists():
+                await asyncio.to_thread(shutil.copyfile, state / "index", scratch / "index")
+        else:
+            git = Git(scratch / "probe.git", genv)
+            await _init_shadow(git, at=scratch)
+        repo = Repo(git, folder, "", True, state, cache_home(env) / "wt" / slug_of(folder))
+        await _size_guard(repo, {"GIT_INDEX_FILE": str(scratch / "index")})
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
 
 
 def _resolve(*paths: Path) -> tuple[Path, ...]:
@@ -160,8 +198,6 @@ async def working_tree(repo: Repo, *, exclude: list[str]) -> str:
                 os.unlink(tmp)
         env = {"GIT_INDEX_FILE": tmp}
         where = repo.user_git()
-        if repo.shadow:
-            await _size_guard(repo, env)
         specs = ["--", ".", *(f":(exclude){p}" for p in exclude)]
         await git.run("add", "-A", *specs, env=env, **where)  # type: ignore[arg-type]
         tree = await git.out("write-tree", env=env, **where)  # type: ignore[arg-type]
@@ -200,6 +236,6 @@ def _too_big(repo: Repo, what: str) -> EnvironmentProblem:
     return EnvironmentProblem(
         f"error: workspace {repo.top} is not a git repository and holds {what} to copy for "
         f"each agent (limit {MAX_SHADOW_FILES} files, {MAX_SHADOW_BYTES // 1024**3} GB); nothing "
-        "was started (hint: make it a git repository with a .gitignore, add excludes to "
-        f"{repo.git.git_dir / 'info' / 'exclude'}, or run with --isolation none)"
+        "was started (hint: make it a git repository, or list what agents need not see in a "
+        ".gitignore in it, or run with --isolation none)"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from orchestrator.errors import RunError
 from orchestrator.isolation.checkouts import Checkouts, InPlace, Workspaces
 from orchestrator.isolation.delivery import deliver
-from orchestrator.isolation.repo import open_repo
+from orchestrator.isolation.repo import check_folder_size, open_repo
 from orchestrator.plan.model import Plan
 from orchestrator.records.journal import Journal
 from orchestrator.records.resume import ResumePlan
@@ -27,6 +27,13 @@ from orchestrator.records.resume import ResumePlan
 def _warn(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+async def refuse_oversized(plan: Plan) -> None:
+    """Before the run has any side effect: refuse (exit 3) a plain folder too big to give
+    every agent a checkout of (`check_folder_size`)."""
+    if plan.isolation != "none" and shutil.which("git") is not None:
+        await check_folder_size(plan.workspace)
 
 
 async def open_workspaces(
@@ -65,7 +72,7 @@ async def _open(
     )
     await checkouts.start(resume=rerun is not None)
     for task_id in rerun or ():
-        checkouts.landed.pop(task_id, None)
+        await checkouts.run_again(task_id)
     return checkouts
 
 

@@ -118,3 +118,39 @@ async def test_a_folder_too_big_to_shadow_is_refused_before_anything_starts(
     with pytest.raises(EnvironmentProblem, match="6 files"):
         await run(plan, tmp_path / "responses")
     assert not (ws / "a.txt").exists()
+    assert not (tmp_path / "responses" / ".run" / "journal.jsonl").exists(), "no journal"
+    assert not (tmp_path / ".xdg-state" / "orchestrator" / "shadows").exists(), "no shadow"
+    assert not list(ws.glob(".git*"))
+
+
+def test_the_size_refusal_is_one_line_exit_3_and_writes_no_journal(tmp_path: Path) -> None:
+    """Through the real command: a folder past the limit (lowered for the test) is refused."""
+    import os
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for n in range(6):
+        (ws / f"f{n}.txt").write_text("x\n")
+    plan = plan_file(tmp_path, ws, [task("a", write("a.txt", "a\n"))])
+    responses = tmp_path / "responses"
+    code = (
+        "import sys; from orchestrator.isolation import repo; repo.MAX_SHADOW_FILES = 5; "
+        "from orchestrator.cli import main; sys.argv = ['orchestrator', *sys.argv[1:]]; main()"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "run", str(plan), "--responses", str(responses),
+         "--no-live"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "holds 6 files" in lines[0]
+    assert "nothing was started" in lines[0]
+    assert "Traceback" not in err
+    assert not (responses / ".run").exists(), "no journal, no lock: nothing written"
+    assert not (ws / "a.txt").exists()
