@@ -33,6 +33,7 @@ from bench import (
     makespan,
     overhead,
     peers,
+    sandbox,
     spawn,
     startup,
     table,
@@ -41,7 +42,7 @@ from bench import (
 )
 from bench.core import Config, Figure, machine
 
-FIGURE_IDS = (*(f"B{i}" for i in range(1, 13)), "B14", "B17", "B18")
+FIGURE_IDS = (*(f"B{i}" for i in range(1, 15)), "B17", "B18")
 TITLES = {
     "B1": "makespan over critical path",
     "B2": "orchestration cost per agent",
@@ -55,6 +56,7 @@ TITLES = {
     "B10": "durability cost",
     "B11": "model gateway",
     "B12": "web view under load",
+    "B13": "sandbox start cost",
     "B14": "per-task isolation",
     "B17": "peers side by side",
     "B18": "views at fleet scale",
@@ -71,6 +73,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Measure], ...] = (
     (("B5",), api.measure),
     (("B11",), gateway.measure),
     (("B12",), web.measure),
+    (("B13",), sandbox.measure),
     (("B14",), isolation.measure),
     (("B17",), peers.measure),
     (("B18",), views.measure),

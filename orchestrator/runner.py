@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
 import signal
 import sys
 import time
@@ -25,23 +26,17 @@ from orchestrator.control import channel, leftovers, notify, quota
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings, TaskRecord
 from orchestrator.errors import (
-    AgentProgramNotFound,
-    EnvironmentProblem,
-    MissingApiKeyError,
     RunDirRefused,
     RunError,
     StorageFailed,
-    WorkspaceMissing,
-    WorkspaceRefused,
 )
 from orchestrator.ids import new_run_id
 from orchestrator.isolation.setup import deliver_run, open_workspaces
-from orchestrator.plan.model import PRESETS, Plan, Task
+from orchestrator.plan.model import Plan
+from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
-from orchestrator.process.env import child_env
 from orchestrator.records import history
 from orchestrator.records.journal import Journal, load
-from orchestrator.records.responses import check_responses
 from orchestrator.records.resume import (
     ResumePlan,
     added_tasks,
@@ -53,6 +48,7 @@ from orchestrator.records.resume import (
     tail_command,
 )
 from orchestrator.records.rundir import RunDir, RunLock
+from orchestrator.sandbox.decision import SandboxDecision
 from orchestrator.view import console, report, snapshot
 
 
@@ -67,82 +63,10 @@ class RunOptions:
     """Serve the web view on this port (0: any free one) while the run goes on."""
     workspace_override: Path | None = None
     """The command line's ``--workspace``, recorded so the resume hint can repeat it."""
+    sandbox: SandboxDecision | None = None
+    """How agents are confined (`orchestrator.sandbox.decision.check`); None: unconfined."""
     keep_open: bool = False
     """`run --keep-open`: once its tasks are done the run waits for added ones until cancelled."""
-
-
-def run_depth(env: dict[str, str] | os._Environ[str]) -> int:
-    try:
-        return max(int(env.get("ORCHESTRATOR_DEPTH", "0")), 0)
-    except ValueError:
-        return 0
-
-
-def check_environment(
-    plan: Plan, env: dict[str, str] | os._Environ[str], *, responses: Path | None = None
-) -> None:
-    """Refuse, before anything starts, a run this machine cannot do (exit 3).
-
-    With ``responses``, also a responses directory the run must not write into
-    (`check_responses`)."""
-    from orchestrator.agents.command import missing_program
-
-    ws = plan.workspace
-    missing = not ws.exists() and not ws.is_symlink()
-    if missing and not plan.create_workspace:
-        where = f" (the plan {plan.source.name} names it)" if plan.source else ""
-        raise WorkspaceMissing(
-            f"error: workspace {ws} does not exist{where} (hint: check its spelling; "
-            "create it, or let the run create it: create_workspace: true in the plan, "
-            "or run --create-workspace)"
-        )
-    create = missing and ws.parent.is_dir()
-    if not create and not ws.is_dir():
-        raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
-    depth = run_depth(env)
-    ceiling = plan.limits.max_depth
-    if "ORCHESTRATOR_MAX_DEPTH" in env:
-        try:
-            ceiling = min(ceiling, int(env["ORCHESTRATOR_MAX_DEPTH"]))
-        except ValueError:
-            pass
-    if depth > ceiling:
-        raise EnvironmentProblem(
-            f"error: nested orchestrator at depth {depth} is past max_depth={ceiling}; not starting"
-        )
-    kinds = {t.agent for t in plan.tasks} | ({plan.fixer.agent} if plan.fixer.agent else set())
-    if "claude" in kinds and not env.get("ANTHROPIC_API_KEY"):
-        raise MissingApiKeyError(
-            "error: the plan has claude agents but ANTHROPIC_API_KEY is not set "
-            "(hint: export it, or use agent: scripted for an offline run)"
-        )
-    child_path = child_env(agent_id="check", run_id="check", depth=0, source=env)["PATH"]
-    for task in plan.tasks:
-        if task.agent == "command":
-            program = missing_program(task, path=child_path, workspace=plan.workspace)
-            if program is not None:
-                raise AgentProgramNotFound(program, task.id)
-    fixer = plan.fixer
-    checks = [t for t in plan.tasks if t.agent in PRESETS]
-    if fixer.agent in PRESETS:
-        checks.append(Task("fixer", agent=fixer.agent))
-    for task in checks:
-        from orchestrator.agents.presets.program import missing_preset_program
-
-        problem = missing_preset_program(
-            task, presets=plan.presets, path=child_path, workspace=plan.workspace
-        )
-        if problem is not None:
-            raise AgentProgramNotFound(problem[0], task.id, problem[1])
-    if responses is not None:
-        check_responses(responses, ws)
-    if create:  # last, so a refused run leaves nothing behind
-        try:
-            ws.mkdir(exist_ok=True)  # a new workspace; its parent must exist (typos stay errors)
-        except OSError as exc:
-            raise WorkspaceRefused(f"error: cannot create workspace {ws}: {exc.strerror}") from exc
-        if not ws.is_dir():  # a file appeared in its place meanwhile
-            raise WorkspaceRefused(f"error: workspace {ws} is not a directory")
 
 
 async def run_plan(
@@ -257,8 +181,12 @@ async def _run_locked(
         base_depth=run_depth(os.environ),
         resume_hint=resume_command(how, opts.responses),
         tail_hint=tail_command(opts.responses),
+        sandbox=opts.sandbox.confinement if opts.sandbox else None,
         keep_open=opts.keep_open,
     )
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    for warning in sandbox.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     live = opts.live and sys.stdout.isatty()
     places = await open_workspaces(plan, opts.responses, run_id, journal, resumed)
     printer = None if live or opts.json else console.PlainPrinter()
@@ -300,6 +228,7 @@ async def _run_locked(
                         fingerprints={t.id: fingerprint(t) for t in plan.tasks},
                         depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
                         grace=plan.limits.grace,
+                        sandbox=sandbox.summary, sandbox_warnings=list(sandbox.warnings),
                         **how,
                     )  # fmt: skip
                 except RunDirRefused:
@@ -319,12 +248,17 @@ async def _run_locked(
                             await run.execute()
                         for helper in helpers:
                             helper.cancel()
+                    if printer is not None:  # the agents' last lines before the delivery's
+                        await run.recorder.written()
+                        printer.flush()
                     given = "branch" if run.interrupted else None  # it says how on stderr
                     await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
                     if printer is not None:
                         printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
+                    if settings.sandbox is not None:  # its private temp directories
+                        await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
@@ -364,7 +298,10 @@ def _finish(
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors})
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors,
+                              "sandbox": sandbox.summary,
+                              "sandbox_warnings": list(sandbox.warnings)})  # fmt: skip
     try:
         written: Path | None = report.write_all(opts.responses, snap)
     except OSError as exc:

@@ -19,6 +19,7 @@ from orchestrator.engine.state import RunSettings
 from orchestrator.gateway.limiter import RetryPolicy
 from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.plan.model import Limits, Plan, Say, Sleep, Step, Task
+from orchestrator.sandbox.confinement import Confinement
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_GATEWAY = GatewaySettings(
@@ -83,7 +84,11 @@ async def make_run(workspace: Path, responses: Path) -> AsyncIterator[Callable[.
     pools: list[AgentPool] = []
 
     def build(
-        *tasks: Task, mode: str = "async", gateway: GatewaySettings = FAST_GATEWAY, **limits: Any
+        *tasks: Task,
+        mode: str = "async",
+        gateway: GatewaySettings = FAST_GATEWAY,
+        sandbox: Confinement | None = None,
+        **limits: Any,
     ) -> Run:
         limits.setdefault("max_concurrency", 16)
         limits.setdefault("max_agents", 100)
@@ -92,7 +97,7 @@ async def make_run(workspace: Path, responses: Path) -> AsyncIterator[Callable[.
         plan = Plan("test", tuple(tasks), workspace=workspace, limits=Limits(**limits))
         settings = RunSettings(
             responses=responses, run_id=f"test-{uuid.uuid4().hex[:12]}", mode=mode,  # type: ignore[arg-type]
-            progress_interval=0.01, gateway=gateway,
+            progress_interval=0.01, gateway=gateway, sandbox=sandbox,
         )  # fmt: skip
         pools.append(AgentPool(plan))
         return Run(plan, settings, agents=pools[-1])

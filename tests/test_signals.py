@@ -115,6 +115,7 @@ def test_descendants_that_double_fork_are_adopted_and_stopped_with_the_run(
     fleet.plan(
         task("spawner", {"run": "setsid sleep 30 & (sleep 31 &); echo spawned"}),
         forever("gate", "while [ ! -e go ]; do sleep 0.02; done"),
+        sandbox="off",  # in a sandbox they die with it (tests/sandbox): no one to adopt
     )
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_state("spawner", "succeeded")
@@ -141,7 +142,8 @@ def agent_env(pid: int) -> str:
 
 
 def test_after_sigkill_the_children_die_and_status_stops_the_leftovers(fleet: Fleet) -> None:
-    fleet.plan(forever("a"), forever("b", ESCAPES))
+    # Unconfined: in a sandbox nothing is left to stop (tests/sandbox/test_escapes.py).
+    fleet.plan(forever("a"), forever("b", ESCAPES), sandbox="off")
     run = fleet.start("run", "plan.yaml", "--no-live")
     state = fleet.wait_running("a", "b")
     run_id = fleet.run_id()

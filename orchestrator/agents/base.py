@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from orchestrator.events import AgentEvent
 from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import Step, Task
+from orchestrator.sandbox.confinement import Confinement
 
 
 class Budget(Protocol):
@@ -77,6 +78,9 @@ class AgentContext:
     model: Access | None = None
     """The model gateway's URL and this attempt's token, for agents that use a model (None:
     the run has no gateway). The agent's program gets these, never the API key."""
+    sandbox: Confinement | None = None
+    """How this attempt's processes are confined: pass it to `run_streaming` (None: they
+    are not)."""
 
 
 class Agent(Protocol):

@@ -68,6 +68,7 @@ class BuildAgent:
                 on_start=on_start,
                 on_activity=ctx.on_activity,
                 grace=ctx.grace,
+                sandbox=ctx.sandbox,
             )
         except OSError as exc:
             if started:

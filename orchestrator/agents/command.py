@@ -153,6 +153,7 @@ class CommandAgent:
                 shell=task.shell,
                 max_line=self.max_line,
                 drain=self.drain,
+                sandbox=ctx.sandbox,
             )
         except OSError as exc:
             if seen.started:  # not a spawn error: ours (e.g. emit), let it through

@@ -55,6 +55,7 @@ class ScriptedAgent:
                         on_start=ctx.on_process,
                         on_activity=ctx.on_activity,
                         grace=ctx.grace,
+                        sandbox=ctx.sandbox,
                     )
                     if code != 0:
                         ctx.emit(Failed(f"command failed with exit code {code}: {command}"))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from orchestrator.errors import OrchestratorError, PlanErrors, UsageError
+from orchestrator.errors import EnvironmentProblem, OrchestratorError, PlanErrors, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.plan.model import Plan
@@ -164,8 +164,21 @@ def validate(
             typer.echo(json.dumps(summary))
             continue
         typer.echo(summary_of(path, plan))
+        typer.echo(f"{path}: sandbox {_sandbox_line(plan)}")
     if failed:
         raise typer.Exit(2)
+
+
+def _sandbox_line(plan: Plan) -> str:
+    """What `run` would do about confinement on this machine (probed, nothing started)."""
+    from orchestrator.sandbox.decision import check
+
+    try:
+        decision = check(plan, responses=DEFAULT_RESPONSES)
+    except EnvironmentProblem as exc:
+        return f"{plan.sandbox_mode}: run would refuse: {str(exc).removeprefix('error: ')}"
+    notes = "".join(f"; warning: {w}" for w in decision.warnings)
+    return decision.summary + notes
 
 
 @app.command()
@@ -267,7 +280,8 @@ def run(
 
     from orchestrator.plan.graph import graph_of, waves
     from orchestrator.plan.load import load_plan
-    from orchestrator.runner import RunOptions, check_environment, run_plan
+    from orchestrator.preflight import check_environment
+    from orchestrator.runner import RunOptions, run_plan
 
     if isolation not in (None, "auto", "worktree", "none"):
         fail(UsageError(f"error: --isolation must be auto, worktree or none, not {isolation!r}"))
@@ -295,7 +309,11 @@ def run(
             typer.echo(f"dry run: {len(plan.tasks)} tasks, nothing started")
             return
         check_environment(plan, os.environ, responses=responses)
+        from orchestrator.sandbox.decision import check
+
+        confinement = check(plan, responses=responses)
         opts = RunOptions(
+            sandbox=confinement,
             responses=responses,
             mode="batch" if mode is Mode.BATCH else "async",
             resume=resume,

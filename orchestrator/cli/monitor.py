@@ -13,6 +13,7 @@ import typer
 
 from orchestrator.cli import DEFAULT_RESPONSES, ResponsesOpt, RunOpt, app, fail, run_dir
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.process.lines import one_line
 
 if TYPE_CHECKING:
     from orchestrator.control.readers import Located
@@ -60,6 +61,8 @@ def status(
             f"status: the run was interrupted{gone} (hint: continue it with "
             f"{resume_command(journal.run, responses)})\n"
         )
+    for warning in journal.run.get("sandbox_warnings") or ():
+        sys.stderr.write(f"status: warning: {one_line(str(warning))}\n")
     import time
 
     from orchestrator.cli.checkouts import pool_use

@@ -115,6 +115,7 @@ def context(
         context_notes=spawn.notes,
         budget=budget,
         model=model,
+        sandbox=settings.sandbox,
         add_task=add_task,
     )
 

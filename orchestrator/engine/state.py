@@ -24,6 +24,7 @@ from orchestrator.events import (
 from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.plan.model import Step, Task
 from orchestrator.records.progress import brief
+from orchestrator.sandbox.confinement import Confinement
 
 Role = Literal["task", "fixer", "build"]
 
@@ -48,6 +49,9 @@ class RunSettings:
     """Variables every child gets from the run (its quota socket and token, for nested runs)."""
     tail_hint: str = "orchestrator tail"
     """The command that prints a progress file of this run (with ``--responses`` if needed)."""
+    sandbox: Confinement | None = None
+    """How every agent process of the run is confined; None: not at all (``sandbox: off``,
+    or ``best-effort`` on a machine that cannot make one)."""
 
 
 @dataclass(frozen=True)

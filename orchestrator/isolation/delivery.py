@@ -72,10 +72,15 @@ async def _apply(
             return False, str(exc)
         return True, "fast-forward"
     patch = (await git.run("diff", "--binary", "--full-index", base, tip)).stdout
-    check = await git.run("apply", "--check", stdin=patch, check=False, at=repo.top)
+    # A shadow's folder may sit inside a repository that ignores it (demo-workspace/): run
+    # from there, `git apply` would take paths as relative to that repository's top and skip
+    # every one outside the current directory, silently. The shadow's own git dir and work
+    # tree make the folder the top.
+    at, tree = (None, repo.top) if repo.shadow else (repo.top, None)
+    check = await git.run("apply", "--check", stdin=patch, check=False, at=at, work_tree=tree)
     if check.returncode != 0:
         return False, f"the changes do not apply: {check.err[:300]}"
-    await git.run("apply", stdin=patch, at=repo.top)
+    await git.run("apply", stdin=patch, at=at, work_tree=tree)
     return True, "as uncommitted changes"
 
 

@@ -29,6 +29,7 @@ from orchestrator.plan.sections import (
     notify_of,
     presets_of,
     prices_of,
+    sandbox_of,
 )
 from orchestrator.plan.taskfields import defaults_of
 from orchestrator.plan.tasks import Draft, tasks_of
@@ -41,7 +42,7 @@ MAX_ERRORS = 200
 
 TOP_KEYS: tuple[str, ...] = (
     "name", "workspace", "create_workspace", "defaults", "limits", "build", "fixer", "tasks",
-    "batches", "prices", "presets", "notify", "isolation", "deliver",
+    "batches", "prices", "presets", "notify", "isolation", "deliver", "sandbox",
 )  # fmt: skip
 ISOLATION = ("auto", "worktree", "none")
 DELIVER = ("branch", "apply")
@@ -198,6 +199,9 @@ def _plan(errs: Errors, root: Node, source: Path, override: Path | None) -> Plan
         presets=presets,
         isolation=isolation,  # type: ignore[arg-type]
         deliver=deliver,  # type: ignore[arg-type]
+        sandbox=sandbox_of(
+            errs, top.get("sandbox"), Path(os.path.dirname(os.path.abspath(source)))
+        ),
     )
 
 

@@ -100,6 +100,32 @@ class Limits:
     or max_concurrency if that is more)."""
     grace: float = 5.0
     """Seconds between SIGTERM and SIGKILL when an agent's process group is stopped."""
+    memory: int = 4 * 1024**3
+    """Bytes of memory each agent's sandbox may use (its processes together; cgroups)."""
+    pids: int = 1024
+    """Processes (and threads) each agent's sandbox may hold at once (cgroups)."""
+
+
+SandboxMode: TypeAlias = Literal["required", "best-effort", "off"]
+Network: TypeAlias = Literal["none", "gateway", "full"]
+SANDBOX_MODES: tuple[str, ...] = ("required", "best-effort", "off")
+NETWORKS: tuple[str, ...] = ("none", "gateway", "full")
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """How the plan wants its agents confined (`orchestrator.sandbox` does it).
+
+    ``mode`` None means the default: ``required`` when the plan has agents that use a model
+    (the run holds an API key worth protecting), else ``best-effort``.
+    """
+
+    mode: SandboxMode | None = None
+    network: Network = "full"
+    writable: tuple[Path, ...] = ()
+    """Paths besides the workspace an agent may write (absolute, ``~`` expanded)."""
+    readable: tuple[Path, ...] = ()
+    """Home secrets the plan lets agents read (``~/.ssh`` ...; hidden otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +211,15 @@ class Plan:
     deliver: Literal["branch", "apply"] | None = None
     """How the integrated work reaches the user (None: ``branch`` in a git repository,
     ``apply`` for a folder that is not one)."""
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+
+    @property
+    def sandbox_mode(self) -> SandboxMode:
+        """The sandbox mode in force: the plan's, else ``required`` when an agent uses a model."""
+        if self.sandbox.mode is not None:
+            return self.sandbox.mode
+        kinds = {t.agent for t in self.tasks} | {self.fixer.agent or ""}
+        return "required" if kinds & (PRESETS | {"claude"}) else "best-effort"
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.plan.load import TOP_KEYS
-from orchestrator.plan.model import AGENT_KINDS, PRESETS, STEP_NAMES
+from orchestrator.plan.model import AGENT_KINDS, NETWORKS, PRESETS, SANDBOX_MODES, STEP_NAMES
 from orchestrator.plan.sections import BUILD_KEYS, FIXER_KEYS, LIMIT_KEYS, NOTIFY_KEYS
 from orchestrator.plan.taskfields import DEFAULT_KEYS
 from orchestrator.plan.tasks import TASK_KEYS
@@ -87,6 +87,26 @@ TYPES: dict[str, Schema] = {
             "required": ["input", "output"],
             "additionalProperties": False,
         },
+    },
+    "memory": {
+        "description": "bytes, or a size like 512m, 4g",
+        "anyOf": [{"type": "integer", "minimum": 16777216}, {"type": "string"}],
+    },
+    "pids": {"type": "integer", "minimum": 8},
+    "sandbox": {
+        "anyOf": [
+            {"enum": list(SANDBOX_MODES)},
+            {
+                "type": "object",
+                "properties": {
+                    "mode": {"enum": list(SANDBOX_MODES)},
+                    "network": {"enum": list(NETWORKS)},
+                    "writable": _TEXTS,
+                    "readable": _TEXTS,
+                },
+                "additionalProperties": False,
+            },
+        ]
     },
     "presets": {
         "type": "object",

@@ -7,9 +7,23 @@ keeps its default, so the rest of the plan is still checked.
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 from orchestrator.plan.fields import Errors, Fields, closest, mapping_of, text_of
-from orchestrator.plan.model import PRESETS, Build, FixerSpec, Limits, Notify, Price
-from orchestrator.plan.nodes import Map, Seq, kind, show
+from orchestrator.plan.model import (
+    NETWORKS,
+    PRESETS,
+    SANDBOX_MODES,
+    Build,
+    FixerSpec,
+    Limits,
+    Notify,
+    Price,
+    SandboxSpec,
+)
+from orchestrator.plan.nodes import Map, Node, Scalar, Seq, kind, show
 from orchestrator.plan.steps import script_of
 from orchestrator.plan.taskfields import (
     MEANT,
@@ -28,8 +42,14 @@ from orchestrator.plan.taskfields import (
 )
 
 LIMIT_KEYS: tuple[str, ...] = (
-    "max_concurrency", "max_agents", "max_depth", "budget_usd", "spawn_rate", "grace",
+    "max_concurrency", "max_agents", "max_depth", "budget_usd", "spawn_rate", "grace", "memory",
+    "pids",
 )  # fmt: skip
+SANDBOX_KEYS: tuple[str, ...] = ("mode", "network", "writable", "readable")
+MIN_MEMORY = 16 * 1024 * 1024
+"""Less memory than this cannot start even a shell in a sandbox: a typo (``memory: 512``)."""
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+_SIZE_HINT = "write bytes (1073741824) or a size like 512m, 4g, 2GiB"
 BUILD_KEYS = ("command", "timeout", "max_fix_cycles", "after")
 NOTIFY_KEYS = ("command", "bell", "timeout")
 FIXER_KEYS: tuple[str, ...] = (
@@ -51,6 +71,8 @@ def limits_of(errs: Errors, node: Map | None) -> Limits:
     budget = f.number("budget_usd", least=0, above=True, rule=rule)
     rate = f.number("spawn_rate", least=0, above=True, rule=rule)
     grace = f.duration("grace", zero_ok=True, rule=rule)
+    memory = _size(f, "memory", rule)
+    pids = f.count("pids", least=8, rule=rule)
     return Limits(
         max_concurrency=concurrency if concurrency is not None else base.max_concurrency,
         max_agents=agents if agents is not None else base.max_agents,
@@ -58,7 +80,77 @@ def limits_of(errs: Errors, node: Map | None) -> Limits:
         budget_usd=budget if budget is not None else base.budget_usd,
         spawn_rate=rate if rate is not None else base.spawn_rate,
         grace=grace if grace is not None else base.grace,
+        memory=memory if memory is not None else base.memory,
+        pids=pids if pids is not None else base.pids,
     )
+
+
+def _size(f: Fields, key: str, rule: str) -> int | None:
+    """Bytes from a whole number or a size text (``512m``, ``4g``, ``2GiB``)."""
+    node = f.get(key)
+    if node is None:
+        return None
+    value = node.value if isinstance(node, Scalar) else None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        f.wrong(key, node, "a size (bytes, or text like 512m, 4g)", _SIZE_HINT)
+        return None
+    if isinstance(value, int):
+        size: float | None = value
+    else:
+        m = _SIZE.fullmatch(value)
+        size = float(m[1]) * 1024 ** "bkmgt".index((m[2] or "b").lower()) if m else None
+    if size is None:
+        f.errs.add(node, rule, f"{f.owner}: {key}: {show(value)} is not a size", _SIZE_HINT)
+        return None
+    if not MIN_MEMORY <= size <= 2**50:
+        message = f"{f.owner}: {key} must be between 16m and 1p, not {show(value)}"
+        f.errs.add(node, rule, message, _SIZE_HINT)
+        return None
+    return int(size)
+
+
+def sandbox_of(errs: Errors, node: Node | None, base: Path) -> SandboxSpec:
+    """``sandbox: required | best-effort | off``, or a mapping with ``mode``, ``network``,
+    ``writable`` and ``readable`` (paths relative to the plan file, ``~`` expanded)."""
+    if node is None or node.broken:
+        return SandboxSpec()
+    if isinstance(node, Scalar):
+        return SandboxSpec(mode=_choice(errs, node, "sandbox", SANDBOX_MODES))  # type: ignore[arg-type]
+    table = mapping_of(errs, node, "sandbox")
+    if table is None:
+        return SandboxSpec()
+    f = Fields(errs, table, SANDBOX_KEYS, "sandbox")
+    mode = f.get("mode")
+    network = f.get("network")
+    return SandboxSpec(
+        mode=_choice(errs, mode, "sandbox: mode", SANDBOX_MODES) if mode else None,  # type: ignore[arg-type]
+        network=_choice(errs, network, "sandbox: network", NETWORKS) or "full"  # type: ignore[arg-type]
+        if network
+        else "full",
+        writable=_paths(f, "writable", base),
+        readable=_paths(f, "readable", base),
+    )
+
+
+def _choice(errs: Errors, node: Node, what: str, choices: tuple[str, ...]) -> str | None:
+    text = text_of(errs, node, what)
+    if text is None:
+        return None
+    if text not in choices:
+        hint = closest(text, choices) or "one of: " + ", ".join(choices)
+        errs.add(
+            node, "bad-value", f"{what} must be one of {', '.join(choices)}, not {show(text)}", hint
+        )
+        return None
+    return text
+
+
+def _paths(f: Fields, key: str, base: Path) -> tuple[Path, ...]:
+    out = []
+    for text, _ in f.names(key, "paths") or []:
+        path = os.path.join(base, os.path.expanduser(text))
+        out.append(Path(os.path.normpath(path)))
+    return tuple(out)
 
 
 def prices_of(errs: Errors, node: Map | None) -> tuple[tuple[str, Price], ...]:

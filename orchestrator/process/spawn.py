@@ -34,6 +34,9 @@ from orchestrator.process.group import stop_group
 from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
 from orchestrator.process.orphans import SPAWNED, libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
+from orchestrator.sandbox.bwrap import Sandboxed, exit_code
+from orchestrator.sandbox.bwrap import sandbox as confine
+from orchestrator.sandbox.confinement import Confinement
 
 DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
 """How a child learns that the orchestrator died (see `run_streaming`)."""
@@ -63,6 +66,7 @@ async def run_streaming(
     max_line: int = DEFAULT_MAX_LINE,
     drain: float = 0.2,
     pdeathsig: DeathSignal = "auto",
+    sandbox: Confinement | None = None,
 ) -> int:
     """Run ``argv`` in a new process group, call ``on_line`` per output line, return the exit code.
 
@@ -83,17 +87,32 @@ async def run_streaming(
     2.33+), else prctl; ``"off"`` neither. Under setpriv a script without a ``#!`` line runs
     with /bin/sh instead of failing with ENOEXEC.
 
+    With ``sandbox`` the command runs confined (`orchestrator.sandbox.bwrap`): its own PID
+    namespace, ``/proc`` and mount view, ``cwd`` writable, a private ``TMPDIR``, its cgroup
+    limits; ``on_start`` gets the pid of the sandbox's outermost process (the group id).
+
     Spawn errors (``FileNotFoundError``, ``PermissionError``, other ``OSError``) propagate
     before ``on_start`` is called. An exception raised by ``on_line`` kills the group at once
     and is re-raised here once the child is gone. On cancellation the group is stopped (see
     `stop_group`) and ``CancelledError`` propagates.
     """
-    args, preexec = _launch(_command_line(argv, shell=shell), env=env, cwd=cwd, how=pdeathsig)
+    args = _command_line(argv, shell=shell)
     loop = asyncio.get_running_loop()
     await spawn_turn(loop)
     # From here to the `try` nothing awaits: once the child exists, every way out (a
     # cancellation included) goes through `stop_group`, so no spawn is ever half-made.
-    child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec)
+    confined: Sandboxed | None = None
+    if sandbox is not None:
+        _check_program(args[0], env=env, cwd=cwd)  # reported as an unconfined spawn would
+        confined = confine(sandbox, args, cwd=cwd, env=env)
+        args, env = confined.argv, confined.env
+    try:
+        args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
+        child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec)
+    except BaseException:
+        if confined is not None:
+            confined.release()
+        raise
     pipes = Pipes(loop, on_line, max_line, child.fds, pgid=child.pid, on_activity=on_activity)
     try:
         try:
@@ -107,11 +126,14 @@ async def run_streaming(
     finally:
         pipes.detach()
         child.close()
+        if confined is not None:
+            # Off the loop (the temp directory may be large), and finished even when cancelled.
+            await asyncio.shield(asyncio.to_thread(confined.release))
     if pipes.error is not None:
         raise pipes.error
     code = child.returncode
     assert code is not None, "the child was waited for"
-    return code
+    return code if confined is None else exit_code(code)
 
 
 async def _drain(pipes: Pipes, quiet: float) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from orchestrator.process.lines import Stream
+from orchestrator.sandbox.confinement import Confinement
 from orchestrator.tools.files import (
     READ_DEFAULT_LINES,
     edit_file,
@@ -171,6 +172,7 @@ async def dispatch(
     on_output: Callable[[Stream, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_activity: Callable[[], None] | None = None,
+    sandbox: Confinement | None = None,
     add_task: AddTask | None = None,
 ) -> ToolOutcome:
     """Run the tool the model asked for; its mistakes come back as ``is_error`` results.
@@ -207,6 +209,7 @@ async def dispatch(
                     on_output=on_output,
                     on_start=on_start,
                     on_activity=on_activity,
+                    sandbox=sandbox,
                 )
             case "add_task":
                 if add_task is None:

@@ -1,10 +1,12 @@
 """The shell tool of API agents: one command in the workspace, bounded in time and output.
 
 Commands run through `orchestrator.process.spawn.run_streaming`, in their own process group,
-stopped on timeout. Not a sandbox: ``run_command`` runs with the agent's user rights. What it
-guarantees is the environment (no API key) and the lifetime of its process group (none of it
-outlives the call; a descendant that left the group with ``setsid`` is for the run's
-``sweep_run``).
+stopped on timeout, and (given a ``sandbox``) confined like every agent process: their own PID
+namespace (nothing they start outlives the call, whatever it does to its session), a
+read-only view of the machine but for the workspace and a private temp directory, no view
+of other processes (the orchestrator's environment and memory among them). Without one
+they run with the agent's user rights; the environment (no API key) is guaranteed either
+way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping
 from orchestrator.process.env import SECRET_NAMES
 from orchestrator.process.lines import Stream
 from orchestrator.process.spawn import run_streaming
+from orchestrator.sandbox.confinement import Confinement
 from orchestrator.tools.workspace import ToolError, ToolOutcome, Workspace, encodable
 
 OUTPUT_MAX_BYTES = 30_000
@@ -75,6 +78,7 @@ async def run_command(
     on_activity: Callable[[], None] | None = None,
     grace: float = COMMAND_GRACE,
     max_output: int = OUTPUT_MAX_BYTES,
+    sandbox: Confinement | None = None,
 ) -> ToolOutcome:
     """Run ``command`` with bash in the workspace, in its own process group, for ``timeout`` s.
 
@@ -111,6 +115,7 @@ async def run_command(
                 on_activity=on_activity,
                 grace=grace,
                 shell=shell,
+                sandbox=sandbox,
             )
     except TimeoutError:
         text = output.text()

@@ -48,6 +48,10 @@ def render(snapshot: Snapshot) -> str:
     if run.get("survivors"):
         pids = ", ".join(map(str, run["survivors"]))
         lines.append(f"- could not stop, even with SIGKILL: pids {pids}")
+    if run.get("sandbox"):
+        lines.append(f"- sandbox: {_line(run['sandbox'])}")
+    for warning in run.get("sandbox_warnings") or ():
+        lines.append(f"- warning: {_line(warning)}")
     lines.append(f"- timeline: [{TIMELINE}]({TIMELINE}) (who ran when, who waited on whom)")
     build = snapshot.extra.get("build")
     if build:

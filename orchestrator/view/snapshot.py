@@ -53,7 +53,8 @@ class Snapshot:
 
     def as_status_json(self) -> dict[str, Any]:
         """The `status --json` object (docs/commands.md)."""
-        run = {k: self.run.get(k) for k in ("plan", "state", "started", "ended", "pid")}
+        keys = ("plan", "state", "started", "ended", "pid", "sandbox", "sandbox_warnings")
+        run = {k: self.run.get(k) for k in keys}
         return {"run": run, "agents": [{k: a.get(k) for k in AGENT_KEYS} for a in self.agents]}
 
 

@@ -315,7 +315,8 @@ def test_bad_control_requests_get_an_error_answer_and_the_run_goes_on(fleet: Fle
 
 
 def test_with_the_orchestrator_gone_cancel_stops_the_recorded_agent_itself(fleet: Fleet) -> None:
-    fleet.plan(forever("a"), forever("b"))
+    # Unconfined: sandboxed agents die with their orchestrator (tests/sandbox), these do not.
+    fleet.plan(forever("a"), forever("b"), sandbox="off")
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running("a", "b")
     run_id = fleet.run_id()

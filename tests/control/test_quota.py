@@ -21,6 +21,8 @@ from orchestrator.errors import EnvironmentProblem
 from orchestrator.records.journal import JournalState, load
 
 NESTED = "python -m orchestrator run {plan} --no-live --responses {out}"
+OPEN = {"writable": ["."]}
+"""Nested runs write their responses beside the plans, outside the workspace: the plan says so."""
 
 
 @pytest.fixture
@@ -34,6 +36,10 @@ def nested(tid: str, plan: str, out: str, **kw: Any) -> dict[str, Any]:
     """A task whose agent is an orchestrator running ``plan`` into ``out``."""
     command = NESTED.format(plan=f"../{plan}", out=f"../{out}")
     return {"id": tid, "agent": "command", "command": command, **kw}
+
+
+def plan(fleet: Fleet, *tasks: dict[str, Any], **top: Any) -> Path:
+    return fleet.plan(*tasks, sandbox=OPEN, **top)
 
 
 def quick(tid: str) -> dict[str, Any]:
@@ -53,9 +59,10 @@ def test_a_nested_run_cannot_raise_the_max_depth_it_inherited(fleet: Fleet) -> N
     write_plan(
         fleet.cwd / "mid.yaml",
         [nested("go-deeper", "leaf.yaml", "r-leaf")],
+        sandbox=OPEN,
         limits={"max_depth": 6},
     )
-    fleet.plan(nested("mid", "mid.yaml", "r-mid"), limits={"max_depth": 1})
+    plan(fleet, nested("mid", "mid.yaml", "r-mid"), limits={"max_depth": 1})
     done = fleet.cli("run", "plan.yaml", "--no-live")
     assert done.code == 1, done.text
     mid = journal_of(fleet, "r-mid")
@@ -68,7 +75,7 @@ def test_a_nested_run_cannot_raise_the_max_depth_it_inherited(fleet: Fleet) -> N
 def test_nested_runs_share_the_top_run_s_max_agents(fleet: Fleet) -> None:
     inner = [quick(f"i{n}") for n in range(3)]
     write_plan(fleet.cwd / "inner.yaml", inner, limits={"max_agents": 10})
-    fleet.plan(
+    plan(fleet,
         *(nested(f"n{n}", "inner.yaml", f"r{n}") for n in range(3)),
         limits={"max_agents": 5, "max_concurrency": 3},
     )
@@ -90,7 +97,7 @@ def test_nested_runs_share_the_top_run_s_max_agents(fleet: Fleet) -> None:
 
 def test_a_nested_run_gives_back_what_it_did_not_use(fleet: Fleet) -> None:
     write_plan(fleet.cwd / "inner.yaml", [quick("only")])
-    fleet.plan(
+    plan(fleet,
         *(nested(f"n{n}", "inner.yaml", f"r{n}") for n in range(3)),
         limits={"max_agents": 6, "max_concurrency": 1, "max_depth": 1},
     )
@@ -111,7 +118,7 @@ def test_stopping_the_top_run_stops_what_its_nested_runs_started(fleet: Fleet) -
         [{"id": "deep", "agent": "scripted", "script": [{"run": escaper}]}],
         limits={"grace": 30},
     )
-    fleet.plan(nested("inner", "inner.yaml", "r-inner"), limits={"grace": 0.2})
+    plan(fleet, nested("inner", "inner.yaml", "r-inner"), limits={"grace": 0.2})
     run = fleet.start("run", "plan.yaml", "--no-live")
     deep = fleet.cwd / "r-inner" / "deep.md"
     poll(lambda: deep.exists() and "| up" in deep.read_text(), what="the nested agent")
@@ -123,7 +130,7 @@ def test_stopping_the_top_run_stops_what_its_nested_runs_started(fleet: Fleet) -
 
 
 def test_the_lease_protocol_is_for_agents_of_the_run_only(fleet: Fleet) -> None:
-    fleet.plan(
+    plan(fleet,
         {"id": "spy", "agent": "command",
          "command": "echo $ORCHESTRATOR_QUOTA $ORCHESTRATOR_QUOTA_TOKEN; "
                     "while [ ! -e go ]; do sleep 0.02; done"},
@@ -174,7 +181,7 @@ def test_a_nested_run_spends_from_the_top_run_s_budget(fleet: Fleet) -> None:
         )
         # pass_env names the key: the nested orchestrator gets a gateway token in its place
         top_task = nested("inner", "inner.yaml", "r-inner", pass_env=["ANTHROPIC_API_KEY"])
-        fleet.plan(top_task, limits={"budget_usd": 0.25})
+        plan(fleet, top_task, limits={"budget_usd": 0.25})
         env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": api.url}
         done = fleet.cli("run", "plan.yaml", "--no-live", env=_with(env))
     inner_state = journal_of(fleet, "r-inner")

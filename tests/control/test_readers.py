@@ -59,7 +59,10 @@ def test_status_json_has_exactly_the_keys_of_the_design_while_running_and_after(
     assert board["b"]["waiting_on"] == ["a"], "a task not started says what it waits on"
     assert (live["totals"]["tasks"], live["totals"]["done"], live["totals"]["running"]) == (2, 0, 1)
     assert live["totals"]["elapsed"] >= 0
-    assert set(live["run"]) == {"plan", "state", "started", "ended", "pid"}
+    assert set(live["run"]) == {
+        "plan", "state", "started", "ended", "pid", "sandbox", "sandbox_warnings",
+    }  # fmt: skip
+    assert live["run"]["sandbox"].startswith("best-effort: ")
     assert live["run"]["state"] == "running"
     assert live["run"]["pid"] == run.pid
     assert live["run"]["ended"] is None

@@ -22,7 +22,8 @@ from orchestrator.engine.scheduler import Run
 from orchestrator.plan.load import load_plan
 from orchestrator.plan.model import Block, Build, Fail, FixerSpec, Say, Sleep, Task, Write
 from orchestrator.plan.model import Run as RunStep
-from orchestrator.runner import RunOptions, check_environment, run_plan
+from orchestrator.preflight import check_environment
+from orchestrator.runner import RunOptions, run_plan
 
 MakeRun = Callable[..., Run]
 ROOT = Path(__file__).resolve().parents[2]

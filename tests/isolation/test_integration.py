@@ -77,6 +77,30 @@ async def test_a_git_workspace_gets_a_branch_with_one_commit_per_task_and_is_lef
     assert (repo / "b.py").read_text() == "B = 2\n"
 
 
+async def test_a_folder_its_enclosing_repository_ignores_gets_the_work_applied(
+    tmp_path: Path,
+) -> None:
+    # The README's demo: demo-workspace/ sits in the project's checkout, which ignores it.
+    repo = make_repo(tmp_path / "repo", {".gitignore": "demo-workspace/\n", "app.py": "x\n"})
+    ws = repo / "demo-workspace"
+    ws.mkdir()
+    (ws / "old.txt").write_text("old\n")
+    before = git(repo, "status", "--porcelain=v2", "--branch")
+    plan = plan_file(tmp_path, ws, [
+        task("a", write("pkg/a.py", "A = 1\n")),
+        shell("b", "cat pkg/a.py > b.txt", deps=("a",)),
+    ])  # fmt: skip
+    code, _ = await run(plan, tmp_path / "responses")
+    assert code == 0
+    assert (ws / "pkg" / "a.py").read_text() == "A = 1\n", "delivered into the folder itself"
+    assert (ws / "b.txt").read_text() == "A = 1\n"
+    assert (ws / "old.txt").read_text() == "old\n"
+    assert not (ws / ".git").exists()
+    assert not (repo / "pkg").exists()
+    assert not (repo / "b.txt").exists()
+    assert git(repo, "status", "--porcelain=v2", "--branch") == before
+
+
 async def test_a_folder_too_big_to_shadow_is_refused_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -67,6 +67,7 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
         acting("b", deps=("a",)),
         task("slow", {"run": "echo slow >> ran.txt; setsid sleep 30 & "
                              "while [ ! -e go ]; do sleep 0.02; done"}),
+        sandbox="off",  # leftovers outlive a SIGKILL only unconfined (tests/sandbox: none)
     )  # fmt: skip
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running("slow")
@@ -359,10 +360,12 @@ def test_a_fingerprint_ignores_where_the_task_sits_but_not_what_it_does() -> Non
 # --- a torn journal, and cleaners racing a resume ---------------------------------------------
 
 
-def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any], processes: int = 0) -> str:
+def killed_mid_run(
+    fleet: Fleet, *tasks: dict[str, Any], processes: int = 0, **top: Any
+) -> str:
     """Start a run of ``tasks`` (the first one gated by ``ws/go``), SIGKILL it once at least
     ``processes`` processes of the run are up; its run id."""
-    fleet.plan(*tasks)
+    fleet.plan(*tasks, **top)
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running(str(tasks[0]["id"]))
     run_id = fleet.run_id()
@@ -418,7 +421,10 @@ def test_a_resume_waits_for_a_cleaner_holding_the_lock_instead_of_exiting_75(
 
 def status_and_resume_race(fleet: Fleet) -> None:
     # killed only once the escapee is up: killed before it forked, there would be none
-    run_id = killed_mid_run(fleet, task("a", {"run": STUBBORN_ESCAPEE}), processes=3)
+    # Unconfined: only there do escapees outlive the orchestrator (a sandbox dies with it).
+    run_id = killed_mid_run(
+        fleet, task("a", {"run": STUBBORN_ESCAPEE}), processes=3, sandbox="off"
+    )
     poll(lambda: len(processes_with_marker(run_id)) >= 1, what="the escapee")
     (fleet.workspace / "go").touch()
     status = fleet.start("status", pipe=True)

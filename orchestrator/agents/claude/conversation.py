@@ -129,6 +129,7 @@ class Conversation:
             on_output=lambda stream, line: self.emit(Output(line, stream)),
             on_start=ctx.on_process,
             on_activity=ctx.on_activity,
+            sandbox=ctx.sandbox,
             add_task=ctx.add_task,
         )
         text = self.scrub(outcome.text)

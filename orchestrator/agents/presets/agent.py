@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from orchestrator.agents.base import AgentContext
@@ -55,7 +57,7 @@ from orchestrator.events import (
     Started,
     Usage,
 )
-from orchestrator.plan.model import Plan
+from orchestrator.plan.model import Plan, Task
 from orchestrator.process.lines import DEFAULT_MAX_LINE as MAX_LINE
 from orchestrator.process.lines import Stream
 from orchestrator.process.orphans import sweep_run
@@ -173,6 +175,9 @@ class PresetAgent:
                     budget.settle(0.0, event.cost_usd)  # no gateway metered it
                 emit(event)
 
+        sandbox = ctx.sandbox
+        if sandbox is not None:
+            sandbox = sandbox.widened(*preset_writable(preset, task, env))
         try:
             code = await run_streaming(
                 argv,
@@ -184,6 +189,7 @@ class PresetAgent:
                 grace=ctx.grace,
                 max_line=max_line,
                 drain=self.drain,
+                sandbox=sandbox,
             )
         except OSError as exc:
             kind: FailureKind = "error" if exc.errno in _TRANSIENT_SPAWN_ERRORS else "config"
@@ -196,6 +202,22 @@ class PresetAgent:
                 await asyncio.to_thread(sweep_run, run_id, agent_id=agent_id)
         for event in parser.finish(code):
             emit(event)
+
+
+def preset_writable(preset: Preset, task: Task, env: Mapping[str, str]) -> list[Path]:
+    """What a preset's program must write besides its workspace, inside the sandbox: the
+    directories the task's ``env`` points HOME and the temp variables to (the plan said so),
+    and Claude Code's own state under the home it uses (``~/.claude``, ``~/.claude.json``)."""
+    out = [
+        Path(value)
+        for name, value in task.env
+        if name in ("HOME", "TMPDIR", "CLAUDE_CODE_TMPDIR", "CLAUDE_CONFIG_DIR")
+        and os.path.isabs(value)
+    ]
+    home = env.get("HOME", "")
+    if preset.flags == "claude-code" and os.path.isabs(home):
+        out += [Path(home, ".claude"), Path(home, ".claude.json")]
+    return out
 
 
 _TRANSIENT_SPAWN_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
