@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's, driven by Playwright): it shows every
 task, a state change arrives by itself, the cancel button stops an agent, and without the
-token the server refuses the page; an earlier run opens read-only from the list of runs. A screenshot is kept in ``test-artifacts/``."""
+token the server refuses the page; an earlier run opens read-only from the list of runs.
+Screenshots are kept in ``test-artifacts/``."""
 
 from __future__ import annotations
 
