@@ -21,6 +21,13 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("no chromium here (.ci/run installs it)", allow_module_level=True)
+# No sandbox (we run as root); nothing Chromium would fetch on its own (this machine's closed
+# network refuses it, many connections at a time, which stalls the tab on a loaded machine).
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-extensions", "--disable-default-apps",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -47,7 +54,7 @@ def test_the_page_shows_the_run_and_its_cancel_button_stops_an_agent(fleet: Flee
         what="the web URL on stderr",
     )
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             refused = page.goto(url.split("?")[0])
@@ -87,7 +94,7 @@ def test_the_page_lists_past_runs_and_opens_one_read_only(fleet: Fleet) -> None:
         what="the URL of serve",
     )
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
