@@ -84,9 +84,26 @@ def test_validate_and_dry_run_print_json(fleet: Fleet) -> None:
     assert done.code == 2
     good, bad = (json.loads(line) for line in done.out.splitlines())
     assert (good["ok"], good["tasks"], good["waves"]) == (True, 2, 2)
+    assert (good["critical_path"], good["critical_path_tasks"]) == (2, ["a", "b"])
+    assert good["estimate"]["model_agents"] == 0
+    assert good["estimate"]["expected_usd"] == 0
     assert bad["ok"] is False
     (error,) = bad["errors"]
     assert (error["line"], error["rule"]) == (3, "unknown-agent")
+    text = fleet.cli("validate", "plan.yaml")
+    assert "critical path: a -> b" in text.out
+    fleet.plan(task("a"), task("m", agent="claude", prompt="hi", script=None, deps=("a",)),
+               limits={"budget_usd": 4})  # fmt: skip
+    priced = json.loads(fleet.cli("validate", "plan.yaml", "--json").out)
+    said = fleet.cli("validate", "plan.yaml").out
+    cost = priced["estimate"]
+    assert (cost["model_agents"], cost["budget_usd"]) == (1, 4)
+    assert cost["expected_usd"] > 0
+    assert cost["most_usd"] >= cost["expected_usd"]
+    assert f"~${cost['expected_usd']:.2f} for 1 model agent(s)" in said
+    assert f"up to ~${cost['most_usd']:.2f}" in said
+    assert priced["critical_path_tasks"] == ["a", "m"]
+    fleet.plan(task("a"), task("b", deps=("a",)))
     dry = fleet.cli("run", "plan.yaml", "--dry-run", "--json")
     assert dry.code == 0, dry.text
     assert json.loads(dry.out) == {

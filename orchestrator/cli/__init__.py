@@ -131,7 +131,8 @@ def validate(
     Exit codes: 0 every plan is valid, 2 a plan has errors (each printed as
     file:line:col: error: what [rule] (hint: ...)).
     """
-    from orchestrator.plan.graph import describe
+    from orchestrator.gateway.estimate import estimate
+    from orchestrator.plan.graph import critical_path, describe, graph_of
     from orchestrator.plan.load import load_plan
 
     failed = False
@@ -159,6 +160,8 @@ def validate(
                 "waves": s.waves, "critical_path": s.critical_path, "widest_wave": s.widest_wave,
                 "agents": dict(s.kinds), "most_agents": s.most_agents,
                 "max_agents": plan.limits.max_agents,
+                "critical_path_tasks": critical_path(graph_of(plan.tasks)),
+                "estimate": estimate(plan).as_json(),
             }  # fmt: skip
             typer.echo(json.dumps(summary))
             continue

@@ -99,7 +99,7 @@ def serve(
 
     Exit codes: 130 after Ctrl-C, 2 no run recorded, 3 the port cannot be used.
     """
-    responses = run_dir(responses, run)
+    history, responses = responses, run_dir(responses, run)
     import asyncio
 
     from orchestrator.errors import EnvironmentProblem
@@ -121,7 +121,7 @@ def serve(
             typer.echo(f"serving the run in {responses} at {server.url}")
 
     try:
-        asyncio.run(serve_forever(WebServer(responses, port=port), ready=ready))
+        asyncio.run(serve_forever(WebServer(responses, history=history, port=port), ready=ready))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except OSError as exc:

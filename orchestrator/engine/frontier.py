@@ -35,6 +35,10 @@ class Frontier:
             self._children.setdefault(dep, []).append(task_id)
         return self._waiting[task_id] == 0
 
+    def unmet(self, task_id: str) -> int:
+        """How many of the task's dependencies have not succeeded yet (0: it may start)."""
+        return self._waiting.get(task_id, 0)
+
     def dependents(self, task_id: str) -> Sequence[str]:
         return self._children.get(task_id, ())
 

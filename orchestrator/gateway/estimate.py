@@ -37,6 +37,15 @@ class Estimate:
     """Every agent the run may start, at the dearest model of the plan."""
     budget_usd: float | None
 
+    def as_json(self) -> dict[str, object]:
+        """The ``estimate`` object of `validate --json` (docs/commands.md)."""
+        return {
+            "model_agents": self.model_agents, "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out, "expected_usd": round(self.expected_usd, 6),
+            "most_usd": round(self.most_usd, 6), "budget_usd": self.budget_usd,
+            "per_attempt": {"tokens_in": EXPECTED_IN, "tokens_out": EXPECTED_OUT},
+        }  # fmt: skip
+
     def line(self) -> str:
         if not self.model_agents:
             return "cost: no agent talks to a model ($0 in model requests)"

@@ -84,9 +84,10 @@ async def run_live(run: Run, *, console: Console | None = None) -> None:
     from rich.live import Live
 
     from orchestrator.view import dashboard
+    from orchestrator.view.live import live_view
 
     def frame(rows: int) -> RenderableType:
-        return dashboard.render(snapshot.live_view(run, rows=rows), max_rows=rows)
+        return dashboard.render(live_view(run, rows=rows), max_rows=rows)
 
     # Drawn only here, FRAME apart: Rich's own refresh thread would draw the same frame again.
     with Live(frame(40), console=console, auto_refresh=False, transient=False) as live:

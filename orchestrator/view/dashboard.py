@@ -75,6 +75,8 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     per task, started or not, and the totals (`board_render`). Of a live run's frame
     (`snapshot.live_view`): one row per agent (running ones first), counts, fence, budget."""
     now = time.time() if now is None else now
+    if snapshot.live_rows is not None:
+        return live_render(snapshot, now=now, max_rows=max_rows)
     if snapshot.extra.get("graph"):
         return board_render(snapshot, now=now, max_rows=max_rows)
     table = Grid(LIVE_COLUMNS, title=one_line(f"orchestrator - {snapshot.run.get('plan', '?')}"))
@@ -108,6 +110,44 @@ def render(snapshot: Snapshot, *, now: float | None = None, max_rows: int = 40) 
     if more > 0:
         table.caption = f"... and {more} more agents"
     return Group(table, plain(footer(snapshot)))
+
+
+BOARD_COLUMNS = (
+    ("task", False, 40),
+    ("state", False, 20),
+    ("agent", False, 40),
+    ("elapsed", True, 12),
+    ("cost", True, 12),
+    ("last line", False, 1_000),
+)
+
+
+def live_render(snapshot: Snapshot, *, now: float, max_rows: int = 40) -> Group:
+    """A live frame (`live.live_view`): its rows, drawn by hand (`Grid`), then the totals
+    of every task, counts of agents, fence and budget."""
+    table = Grid(BOARD_COLUMNS, title=one_line(f"orchestrator - {snapshot.run.get('plan', '?')}"))
+    rows = (snapshot.live_rows or ())[:max_rows]
+    for r in rows:
+        state = str(r["state"])
+        task = str(r["task"]) + (f" (added by {r['added_by']})" if r.get("added_by") else "")
+        started, ended = r.get("started"), r.get("ended")
+        end = ended or (now if state in ("running", "stopping") else None)
+        elapsed = f"{max(end - started, 0.0):.1f}s" if started and end is not None else "-"
+        table.rows.append(
+            (
+                (one_line(task), ""),
+                (one_line(state), STATE_STYLE.get(state, "")),
+                (one_line(str(r["agent"])), ""),
+                (elapsed, ""),
+                (f"${r.get('cost_usd') or 0.0:.4f}", ""),
+                (one_line(str(r.get("last_line") or "")), ""),
+            )
+        )
+    totals = snapshot.totals or {}
+    listed = sum(totals.get(k, 0) for k in ("running", "queued", "waiting", "done"))
+    if listed > len(rows):
+        table.caption = f"... and {listed - len(rows)} more rows (the totals count every task)"
+    return Group(table, plain(format_totals(totals, snapshot.spent_usd)), plain(footer(snapshot)))
 
 
 def board_render(snapshot: Snapshot, *, now: float, max_rows: int = 40) -> Group:
@@ -166,17 +206,22 @@ def totals_line(snapshot: Snapshot, *, now: float) -> str:
     """Tasks done of all, what the rest are doing, elapsed time, cost against the budget."""
     rows = board.task_rows(snapshot)
     totals = board.summary(snapshot, rows, now=now)
-    waiting = {s: sum(1 for r in rows if r["state"] == s) for s in ("queued", "waiting")}
+    totals |= {s: sum(1 for r in rows if r["state"] == s) for s in ("queued", "waiting")}
+    return format_totals(totals | {"budget_usd": snapshot.budget_usd}, snapshot.spent_usd)
+
+
+def format_totals(totals: dict[str, Any], spent_usd: float = 0.0) -> str:
+    """``tasks: D of M done (S succeeded), R running, Q queued, W waiting | elapsed | cost``."""
     line = (
-        f"tasks: {totals['done']} of {totals['tasks']} done ({totals['succeeded']} succeeded), "
-        f"{totals['running']} running, {waiting['queued']} queued, {waiting['waiting']} waiting"
+        f"tasks: {totals.get('done', 0)} of {totals.get('tasks', 0)} done "
+        f"({totals.get('succeeded', 0)} succeeded), {totals.get('running', 0)} running, "
+        f"{totals.get('queued', 0)} queued, {totals.get('waiting', 0)} waiting"
     )
-    if totals["elapsed"] is not None:
+    if totals.get("elapsed") is not None:
         line += f" | elapsed {_duration(totals['elapsed'])}"
-    cost = max(totals["cost_usd"], snapshot.spent_usd)
-    line += f" | cost ${cost:.4f}"
-    if snapshot.budget_usd is not None:
-        line += f" of ${snapshot.budget_usd:.2f}"
+    line += f" | cost ${max(totals.get('cost_usd') or 0.0, spent_usd):.4f}"
+    if totals.get("budget_usd") is not None:
+        line += f" of ${totals['budget_usd']:.2f}"
     return line
 
 

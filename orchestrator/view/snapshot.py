@@ -6,7 +6,6 @@ another terminal and the display of the running orchestrator show the same thing
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,7 +34,11 @@ class Snapshot:
     spent_usd: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     tally: dict[str, int] | None = None
-    """Agents per state when ``agents`` holds only some of them (`live_view`)."""
+    """Agents per state when ``agents`` holds only some of them (`live.live_view`)."""
+    live_rows: tuple[dict[str, Any], ...] | None = None
+    """The rows of a live frame (`live.live_view`): tasks and running agents, screen-sized."""
+    totals: dict[str, Any] | None = None
+    """Every task counted, for a live frame's totals line."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -79,29 +82,6 @@ def _agent_row(r: AgentRecord) -> dict[str, Any]:
 
 def _shown_state(r: AgentRecord) -> str:
     return "stopping" if r.state == "running" and r.stop is not None else r.state
-
-
-def _live_first(r: AgentRecord) -> tuple[bool, float]:
-    """The order of the live table: running (and stopping) agents first, oldest first."""
-    return (r.state != "running", r.started or 0.0)
-
-
-def live_view(run: Run, *, rows: int) -> Snapshot:
-    """What the live table shows of a run: its first ``rows`` agents and every agent counted.
-
-    A frame costs O(agents) in plain counting and O(rows) in everything else, so a table
-    over 10,000 agents costs what the screen shows (docs: README, performance)."""
-    tally = Counter(_shown_state(r) for r in run.agents.values())
-    top = heapq.nsmallest(rows, run.agents.values(), key=_live_first)
-    return Snapshot(
-        run={"plan": run.plan.name, "state": "running", "started": run.started_at},
-        agents=tuple(_agent_row(r) for r in top),
-        fence=run.governor.fence,
-        budget_usd=run.plan.limits.budget_usd,
-        spent_usd=run.governor.spent_usd,
-        extra={"grace": run.plan.limits.grace},
-        tally=dict(tally),
-    )
 
 
 def from_run(run: Run, *, state: str = "running") -> Snapshot:

@@ -53,6 +53,12 @@ class Feed:
         self._build_cost = self._svg_cost = 0.0
         self._svg_stale = True
 
+    @property
+    def run_id(self) -> str | None:
+        """The id of the run this feed follows, once its journal said it."""
+        rid = self._reader.state.run.get("run_id")
+        return rid if isinstance(rid, str) else None
+
     async def run(self) -> None:
         stale = True
         while True:
@@ -95,6 +101,13 @@ class Feed:
                 await self._changed.wait()
         except TimeoutError:
             pass
+
+    def picture(self) -> str:
+        """The state and the timeline at once, ``{"state": ..., "timeline": ...}``: the page's
+        view of a past run, read once (blocking: run it in a worker thread)."""
+        self._reader.poll()
+        text, snap = self._build()
+        return f'{{"state": {text}, "timeline": {self._draw(snap)}}}'
 
     def _build(self) -> tuple[str, Snapshot]:
         """The state message (JSON text), built in a worker thread."""

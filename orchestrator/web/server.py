@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.control import channel
 from orchestrator.errors import RunError
 from orchestrator.process.group import stop_group
+from orchestrator.records.history import RunEntry, list_runs
 from orchestrator.web.feed import Feed, read_progress
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ SEND_TIMEOUT = 10.0
 @dataclass
 class WebServer:
     responses: Path
+    """The run the page follows live (the current run, or the one `serve --run` named)."""
+    history: Path | None = None
+    """The responses directory whose runs the page lists (None: ``responses``)."""
     token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     port: int = 0
     feed: Feed = field(init=False)
@@ -79,6 +83,9 @@ class WebServer:
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/ws", self._socket)
         app.router.add_post("/api/cancel", self._cancel)
+        app.router.add_get("/api/runs", self._runs)
+        app.router.add_get("/api/runs/{run_id}", self._past_run)
+        app.router.add_get("/api/runs/{run_id}/progress", self._past_progress)
         return app
 
     # --- guards ------------------------------------------------------------------------------
@@ -186,6 +193,60 @@ class WebServer:
             self._sent.pop(id(ws), None)
             self._delivered.set()
 
+    # --- run history (read-only) ----------------------------------------------------------------
+
+    def _entries(self) -> list[RunEntry]:
+        return list_runs(self.history or self.responses)
+
+    async def _runs(self, request: web.Request) -> web.Response:
+        """Every run of the responses directory, newest first; ``followed`` marks the one this
+        page follows live (a past run is opened with ``/?run=ID``, read-only)."""
+        from aiohttp import web
+
+        entries = await asyncio.to_thread(self._entries)
+        here = self.responses.resolve()
+        runs = [
+            {k: v for k, v in e.as_json().items() if k != "responses"}
+            | {"followed": e.where.resolve() == here}
+            for e in reversed(entries)
+        ]
+        return web.json_response({"runs": runs})
+
+    async def _where(self, request: web.Request) -> Path:
+        from aiohttp import web
+
+        wanted = request.match_info["run_id"]
+        for entry in await asyncio.to_thread(self._entries):
+            if entry.run_id == wanted:
+                return entry.where
+        raise web.HTTPNotFound(text=f"no run {wanted!r}\n")
+
+    async def _past_run(self, request: web.Request) -> web.Response:
+        """One run's state and timeline, read once from its journal (no feed, no controls)."""
+        from aiohttp import web
+
+        where = await self._where(request)
+        text = await asyncio.to_thread(Feed(where).picture)
+        return web.Response(text=text, content_type="application/json")
+
+    async def _past_progress(self, request: web.Request) -> web.Response:
+        """Up to a chunk of one agent's progress file of that run, from ``offset``."""
+        from aiohttp import web
+
+        where = await self._where(request)
+        agent = request.query.get("agent", "")
+        try:
+            offset = int(request.query.get("offset", "0"))
+        except ValueError:
+            offset = -1
+        if offset < 0:
+            return web.json_response({"ok": False, "error": "offset: a number >= 0"}, status=400)
+        got = await asyncio.to_thread(read_progress, where, agent, offset)
+        if got is None:
+            return web.json_response({"ok": False, "error": f"no agent {agent!r}"}, status=404)
+        return web.json_response({"ok": True, "agent": agent, "offset": offset,
+                                  "next": got[0], "text": got[1]})  # fmt: skip
+
     async def _cancel(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
@@ -195,6 +256,8 @@ class WebServer:
             ask = None
         if not isinstance(ask, dict):
             return web.json_response({"ok": False, "error": "a JSON object"}, status=400)
+        if ask.get("run") is not None and ask.get("run") != self.feed.run_id:
+            return web.json_response({"ok": False, "error": "a past run is read-only"}, status=409)
         agents = ask.get("agents")
         if ask.get("all") is True:
             payload: dict[str, Any] = {"op": "cancel_all"}

@@ -7,12 +7,12 @@ import signal
 from collections.abc import Callable
 from dataclasses import replace
 
-from conftest import scripted
+from conftest import scripted, sleeper
 from rich.console import Console
 
 from orchestrator.engine.scheduler import Run
 from orchestrator.plan.model import Run as RunStep
-from orchestrator.view import dashboard, report, snapshot
+from orchestrator.view import dashboard, live, report, snapshot
 from orchestrator.view.snapshot import Snapshot
 
 
@@ -149,16 +149,54 @@ def test_the_summary_of_a_large_run_shows_what_failed_first_and_says_what_it_lef
     assert "... and 996 more tasks (996 succeeded); REPORT.md lists all" in text
 
 
-async def test_a_live_view_holds_the_top_rows_and_counts_every_agent(
+async def test_a_live_view_holds_the_top_rows_and_counts_every_task(
     make_run: Callable[..., Run],
 ) -> None:
     run = make_run(*(scripted(f"s{i}") for i in range(6)), scripted("late", deps=("s0",)))
     await run.execute()
-    view = snapshot.live_view(run, rows=2)
-    assert len(view.agents) == 2
+    view = live.live_view(run, rows=2)
+    assert view.live_rows is not None
+    assert len(view.live_rows) == 2
     assert view.counts == {"succeeded": 7}
-    assert view.hidden == 5
-    assert "... and 5 more agents" in render_text(dashboard.render(view, max_rows=2))
+    assert view.totals is not None
+    assert (view.totals["tasks"], view.totals["done"], view.totals["succeeded"]) == (7, 7, 7)
+    text = render_text(dashboard.render(view, max_rows=2))
+    assert "... and 5 more rows (the totals count every task)" in text
+    assert "tasks: 7 of 7 done (7 succeeded), 0 running, 0 queued, 0 waiting" in text
+
+
+async def test_the_live_table_shows_running_then_waiting_and_queued_tasks_with_totals(
+    make_run: Callable[..., Run],
+) -> None:
+    run = make_run(
+        sleeper("slow", 60), sleeper("next", 60), sleeper("after", 1, deps=("slow",)),
+        max_concurrency=1, budget_usd=3.0,
+    )  # fmt: skip
+    async with asyncio.TaskGroup() as tg:
+        main = tg.create_task(run.execute())
+        async with asyncio.timeout(30):
+            while run.tasks["slow"].state != "running":
+                await asyncio.sleep(0.01)
+        view = live.live_view(run, rows=10)
+        assert view.live_rows is not None
+        assert [(r["task"], r["state"]) for r in view.live_rows] == [
+            ("slow", "running"),
+            ("next", "queued"),
+            ("after", "waiting"),
+        ]
+        assert view.live_rows[2]["waiting_on"] == ["slow"]
+        text = render_text(dashboard.render(view, max_rows=10))
+        assert "tasks: 0 of 3 done (0 succeeded), 1 running, 1 queued, 1 waiting" in text
+        assert "of $3.00" in text
+        assert "elapsed " in text
+        assert "on slow" in text
+        run.cancel_all(reason="test over")
+        await main
+    ended = live.live_view(run, rows=10)
+    assert ended.live_rows is not None
+    assert {r["task"] for r in ended.live_rows} == {"slow", "next", "after"}
+    assert ended.totals is not None
+    assert ended.totals["done"] == 3
 
 
 async def test_plain_lines_are_written_together_in_order_and_on_flush() -> None:

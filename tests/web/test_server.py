@@ -179,3 +179,54 @@ def test_run_web_on_a_busy_port_runs_without_its_page(fleet: Fleet) -> None:
     assert done.code == 0, done.text
     assert "the page cannot be served" in done.err
     assert "Traceback" not in done.text
+
+
+async def test_past_runs_are_listed_and_open_read_only_with_the_token(fleet: Fleet) -> None:
+    fleet.plan(task("old", {"say": "words of the first run"}), name="first")
+    assert fleet.cli("run", "first.yaml", "--no-live").code == 0
+    fleet.plan(task("new", {"say": "words of the second run"}), name="second")
+    assert fleet.cli("run", "second.yaml", "--no-live").code == 0
+    async with open_server(WebServer(fleet.responses)) as server, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        async with http.get(f"{base}/api/runs") as r:
+            assert r.status == 403
+        async with http.get(f"{base}/api/runs?token={server.token}") as r:
+            runs = (await r.json())["runs"]
+        assert [(x["plan"], x["current"], x["followed"]) for x in runs] == [
+            ("second", True, True),
+            ("first", False, False),
+        ]
+        old = runs[1]
+        assert (old["state"], old["exit_code"]) == ("finished", 0)
+        assert old["duration"] > 0
+        assert {"id", "started", "ended", "exit_code", "cost_usd"} <= set(old)
+        assert "responses" not in old  # no paths of this machine on the page
+        past = f"{base}/api/runs/{old['id']}"
+        async with http.get(past) as r:
+            assert r.status == 403
+        async with http.get(f"{past}?token={server.token}") as r:
+            got = await r.json()
+        assert [t["id"] for t in got["state"]["tasks"]] == ["old"]
+        assert got["state"]["tasks"][0]["state"] == "succeeded"
+        assert got["timeline"]["svg"].startswith("<svg")
+        async with http.get(f"{past}/progress?token={server.token}&agent=old&offset=0") as r:
+            text = await r.json()
+        assert "words of the first run" in text["text"]
+        assert text["next"] > 0
+        async with http.get(f"{past}/progress?token={server.token}&agent=old&offset=-1") as r:
+            assert r.status == 400
+        async with http.get(f"{past}/progress?token={server.token}&agent=../x&offset=0") as r:
+            assert r.status == 404
+        async with http.get(f"{base}/api/runs/nope?token={server.token}") as r:
+            assert r.status == 404
+        cancel = f"{base}/api/cancel?token={server.token}"
+        body = {"all": True, "run": old["id"]}
+        async with http.post(cancel, json=body, headers={TOKEN_HEADER: server.token}) as r:
+            assert r.status == 409
+            assert (await r.json())["error"] == "a past run is read-only"
+    archived = fleet.responses / ".runs" / old["id"]
+    async with open_server(WebServer(archived, history=fleet.responses)) as server:
+        listing = f"http://127.0.0.1:{server.port}/api/runs?token={server.token}"
+        async with aiohttp.ClientSession() as http, http.get(listing) as r:
+            runs = (await r.json())["runs"]
+    assert [(x["plan"], x["followed"]) for x in runs] == [("second", False), ("first", True)]
