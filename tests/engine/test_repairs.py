@@ -96,9 +96,12 @@ async def test_the_same_blocker_from_two_tasks_gets_one_shared_fixer(make_run: M
     )
     await run.execute()
     fixers = [a for a in run.agents.values() if a.role == "fixer"]
-    assert [f.id for f in fixers] == ["a+fix1"]
+    # Whichever task reports the blocker first gets the fixer (a loaded machine may reorder
+    # them); the other waits for that fixer, not for one of its own.
+    assert [f.id for f in fixers] in (["a+fix1"], ["b+fix1"])
     assert run.tasks["a"].state == "succeeded"
     assert run.tasks["b"].state == "succeeded"
+    assert run.tasks["a"].attempts == ["a", "a+2"]
     assert run.tasks["b"].attempts == ["b", "b+2"]
 
 
