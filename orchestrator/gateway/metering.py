@@ -35,11 +35,9 @@ class RequestFacts:
     stream: bool
 
 
-def request_facts(raw: bytes, *, counting: bool = False) -> RequestFacts:
-    """Model, ``max_tokens`` and ``stream`` of a request body; `BadRequest` when unusable.
-
-    ``counting``: a ``count_tokens`` request, which has no ``max_tokens``.
-    """
+def request_body(raw: bytes, *, missing_model: str) -> tuple[dict[str, Any], str]:
+    """A request body as a JSON object and its model name, for every API the gateway speaks;
+    `BadRequest` (saying ``missing_model`` when it names no model) when unusable."""
     try:
         body = json.loads(raw)
     except ValueError as exc:
@@ -48,7 +46,16 @@ def request_facts(raw: bytes, *, counting: bool = False) -> RequestFacts:
         raise BadRequest("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise BadRequest("model: Field required")
+        raise BadRequest(missing_model)
+    return body, model
+
+
+def request_facts(raw: bytes, *, counting: bool = False) -> RequestFacts:
+    """Model, ``max_tokens`` and ``stream`` of a request body; `BadRequest` when unusable.
+
+    ``counting``: a ``count_tokens`` request, which has no ``max_tokens``.
+    """
+    body, model = request_body(raw, missing_model="model: Field required")
     max_tokens = body.get("max_tokens", 0 if counting else None)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         raise BadRequest("max_tokens: Field required (a whole number)")

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from orchestrator.gateway.metering import BadRequest, RequestFacts
+from orchestrator.gateway.metering import BadRequest, RequestFacts, request_body
 from orchestrator.gateway.pricing import TokenCount
 
 OpenAIApi: TypeAlias = Literal["chat", "responses"]
@@ -54,15 +54,7 @@ class Prepared:
 def prepare(api: OpenAIApi, raw: bytes, *, default_output: int) -> Prepared:
     """The request's facts and the body to forward (an output cap and, for a streamed Chat
     Completions request, ``include_usage`` added when missing); `BadRequest` when unusable."""
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"the request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model: a model name is required")
+    body, model = request_body(raw, missing_model="model: a model name is required")
     names = (
         ("max_output_tokens",) if api == "responses" else ("max_completion_tokens", "max_tokens")
     )
