@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 from orchestrator.agents.pool import AgentPool
-from orchestrator.cluster.executor import ClusterAgents
-from orchestrator.cluster.nodes import Cluster
+from orchestrator.cluster import remote_agents
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import AgentRecord, RunSettings
+from orchestrator.events import AgentEvent
 from orchestrator.plan.graph import dependents_of
 from orchestrator.plan.model import Limits, Plan, Sleep, Task
 from orchestrator.records.journal import Journal
@@ -134,7 +134,7 @@ async def run_orchestrator(
     around: Callable[[Path], AbstractAsyncContextManager[object]] | None = None,
     cluster: str | None = None,
     drive: Callable[[Run], Awaitable[None]] | None = None,
-    on_event: Callable[[AgentRecord, str], None] | None = None,
+    on_event: Callable[[AgentRecord, str, AgentEvent | None], None] | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
@@ -155,8 +155,9 @@ async def run_orchestrator(
     if journal:
         jr = journal_factory(jpath) if journal_factory else Journal(jpath, fresh=True)
     pool = AgentPool(plan)
-    remote = Cluster.for_run(plan, cluster, settings.run_id, responses)
-    agents = ClusterAgents(plan, pool, remote) if remote else pool
+    spread = remote_agents(plan, pool, cluster, settings.run_id, responses)
+    remote = spread.cluster if spread is not None else None
+    agents = spread if spread is not None else pool
     run = Run(plan, settings, agents=agents, journal=jr, on_event=on_event)
     if during is not None:
         during(run)
