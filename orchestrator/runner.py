@@ -52,6 +52,7 @@ from orchestrator.records.resume import (
 )
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.sandbox.decision import SandboxDecision
+from orchestrator.sandbox.scratch import prune_dead
 from orchestrator.view import console, report, snapshot
 
 
@@ -194,6 +195,8 @@ async def _run_locked(
         sandbox=opts.sandbox.confinement if opts.sandbox else None,
         keep_open=opts.keep_open,
     )
+    if settings.sandbox is not None:  # what killed runs left: their owners are gone
+        await asyncio.to_thread(prune_dead, settings.sandbox.scratch)
     sandbox = opts.sandbox or SandboxDecision("off", None)
     if remote is not None and sandbox.mode != "off":  # not yet on the nodes: said, recorded
         unconfined = "agents on the Ray cluster's nodes run without the sandbox (only the build"

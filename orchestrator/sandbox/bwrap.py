@@ -20,10 +20,8 @@ bubblewrap, which dies with the orchestrator (the spawn's death signal).
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from pathlib import Path
 
 from orchestrator.sandbox.cgroups import AgentCgroup, open_agent
 from orchestrator.sandbox.confinement import Confinement
+from orchestrator.sandbox.scratch import own_dir
 
 JOIN = (
     'trap "" TERM; while [ "$1" != -- ]; do echo 0 >"$1" || exit 125; shift; done; shift; exec "$@"'
@@ -67,7 +66,7 @@ def sandbox(
     """Make the private temp directory and the cgroup of one spawn and its command line.
 
     OSError when either cannot be made (the spawn does not happen)."""
-    _own_dir(conf.scratch)
+    own_dir(conf.scratch)
     tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=conf.scratch))
     cgroup = None
     try:
@@ -83,19 +82,6 @@ def sandbox(
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         child_env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
     return Sandboxed(line, child_env, tmp, cgroup)
-
-
-def _own_dir(path: Path) -> None:
-    """Make ``path`` (and its parent) as private directories of ours; OSError when either
-    is there already as something else (a link, another user's: a shared temp directory)."""
-    for d in (path.parent, path):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-        st = os.lstat(d)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise PermissionError(errno.EPERM, "not a private directory of ours", str(d))
 
 
 def _inside(path: str, trees: Sequence[Path]) -> bool:

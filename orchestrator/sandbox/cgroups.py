@@ -27,6 +27,8 @@ class CgroupBase:
     version: int
     memory: Path | None
     pids: Path | None
+    swap: bool = True
+    """Whether swap is limited with memory (v1 needs the kernel's swap accounting: ``memsw``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,14 @@ def find_cgroups(root: Path = ROOT) -> tuple[CgroupBase | None, str]:
     note = f"cgroup v1 {' and '.join(missing)} controller not writable: not enforced"
     if memory is None and pids is None:
         return None, note
-    return CgroupBase(1, memory, pids), note if missing else ""
+    swap = memory is None or (memory / "memory.memsw.limit_in_bytes").exists()
+    notes = [note] if missing else []
+    if not swap:
+        notes.append(
+            "cgroup v1 without swap accounting (no memory.memsw; kernel option swapaccount=1): "
+            "swap is not limited, an agent may swap past limits.memory"
+        )
+    return CgroupBase(1, memory, pids, swap), "; ".join(notes)
 
 
 def _unified(root: Path, own: str) -> tuple[CgroupBase | None, str]:
@@ -133,9 +142,13 @@ def open_agent(base: CgroupBase, *, memory: int | None, pids: int | None) -> Age
             d = base.memory / name
             d.mkdir()
             dirs.append(d)
-            _write(d, "memory.max" if base.version == 2 else "memory.limit_in_bytes", memory)
             if base.version == 2:
+                _write(d, "memory.max", memory)
                 _write(d, "memory.swap.max", 0, optional=True)
+            else:
+                _write(d, "memory.limit_in_bytes", memory)
+                if base.swap:  # memory + swap: the same figure, so no swap past the limit
+                    _write(d, "memory.memsw.limit_in_bytes", memory)
         if pids is not None and base.pids is not None:
             d = base.pids / name
             if d not in dirs:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.plan.model import Network, Plan
 from orchestrator.sandbox.confinement import Confinement, plan_confinement
+from orchestrator.sandbox.scratch import default_scratch
 from orchestrator.sandbox.support import Support
 
 NETWORK_NOTE = (
@@ -93,11 +93,6 @@ def decide(
         warnings.append(NETWORK_NOTE)
         conf = dataclasses.replace(conf, network="full")
     return SandboxDecision(mode, conf, tuple(warnings))
-
-
-def default_scratch() -> Path:
-    """Where private temp directories are made: one directory per orchestrator process."""
-    return Path(tempfile.gettempdir(), f"orchestrator-sandbox-{os.getuid()}", str(os.getpid()))
 
 
 def check(plan: Plan, *, responses: Path) -> SandboxDecision:

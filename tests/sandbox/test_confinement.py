@@ -176,3 +176,25 @@ async def test_a_scratch_directory_planted_as_a_link_is_refused(
     with pytest.raises(PermissionError):
         await run(conf, workspace, "true")
     assert list(elsewhere.iterdir()) == []
+
+
+@needs_cgroups
+async def test_swap_is_limited_with_memory_where_the_controller_allows(
+    tmp_path: Path, workspace: Path
+) -> None:
+    conf = confinement(tmp_path, workspace, memory=64 * 2**20)
+    base = conf.cgroups
+    assert base is not None and base.memory is not None
+    if base.version == 1 and not base.swap:
+        assert "swap is not limited" in SUPPORT.limits_note, "said, not silently skipped"
+        pytest.skip("cgroup v1 without swap accounting here")
+    if base.version == 1:
+        where = "/sys/fs/cgroup/memory$(grep :memory: /proc/self/cgroup | cut -d: -f3)"
+        name = "memory.memsw.limit_in_bytes"
+    else:
+        where = "/sys/fs/cgroup$(grep ^0:: /proc/self/cgroup | cut -d: -f3)"
+        name = "memory.swap.max"
+    # The agent reads its own cgroup: the limits it runs under, not the plan's wish.
+    code, lines = await run(conf, workspace, f'cat "{where}/{name}"')
+    assert code == 0, lines
+    assert lines == [str(64 * 2**20) if base.version == 1 else "0"], lines
