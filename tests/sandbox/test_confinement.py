@@ -184,7 +184,8 @@ async def test_swap_is_limited_with_memory_where_the_controller_allows(
 ) -> None:
     conf = confinement(tmp_path, workspace, memory=64 * 2**20)
     base = conf.cgroups
-    assert base is not None and base.memory is not None
+    assert base is not None
+    assert base.memory is not None
     if base.version == 1 and not base.swap:
         assert "swap is not limited" in SUPPORT.limits_note, "said, not silently skipped"
         pytest.skip("cgroup v1 without swap accounting here")

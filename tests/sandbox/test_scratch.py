@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def dead_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: TID251
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
 
@@ -32,7 +32,7 @@ def test_prunes_dead_owners_and_keeps_live_ones(tmp_path: Path) -> None:
     dead = parent / str(dead_pid())
     (dead / "tmp-1" / "deep").mkdir(parents=True)
     (dead / "tmp-1" / "deep" / "f").write_text("left by a SIGKILLed run")
-    with subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE) as live:  # noqa: TID251
+    with subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE) as live:
         try:
             alive = parent / str(live.pid)
             alive.mkdir()
