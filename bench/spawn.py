@@ -2,19 +2,28 @@
 
 The orchestrator runs 1,000 command agents ``true`` (each in its own process group, with
 the parent-death signal, progress files and journal); the baseline is bare
-``asyncio.create_subprocess_exec("true")`` with its output piped and read to the end. Both
-keep the same number of children alive at once.
+``asyncio.create_subprocess_exec`` of the same command line with its output piped and read
+to the end. Both keep the same number of children alive at once. Where the machine can make
+a sandbox, both run it: the orchestrator's agents confined (bubblewrap, a private temp
+directory each; no cgroup, whose set-up is the kernel's cost and is B13's), the baseline
+the very command line the sandbox spawns, so the ratio measures the orchestrator, not
+bubblewrap. Elsewhere both run ``true`` bare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 
 from bench.core import Config, Figure, Stat, times, us
 from bench.workloads import cleanup, run_orchestrator, wide_limits
-from orchestrator.plan.model import Task
+from orchestrator.plan.model import Plan, Task
+from orchestrator.sandbox.bwrap import sandbox
+from orchestrator.sandbox.confinement import Confinement
+from orchestrator.sandbox.decision import decide
+from orchestrator.sandbox.support import probe
 
 GOAL = 1.2
 CONCURRENCY = 16
@@ -26,45 +35,63 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     program = shutil.which("true") or "/bin/true"
     tasks = tuple(Task(f"p{i}", agent="command", command=(program,)) for i in range(n))
     limits = wide_limits(n, max_concurrency=CONCURRENCY)
-    setpriv = shutil.which("setpriv")
+    conf = await asyncio.to_thread(_confinement, cfg, tasks)
+    workspace = cfg.tmp / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    argv = [program]
+    made = None
+    if conf is not None:  # the baseline spawns exactly what a confined agent's spawn does
+        made = sandbox(conf, [program], cwd=workspace, env=dict(os.environ))
+        argv = made.argv
     orch: list[float] = []
     bare: list[float] = []
-    bare_setpriv: list[float] = []
-    for _ in range(cfg.repeats):
-        out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=limits)
-        orch.append(out.wall / n)
-        cleanup(out.responses)
-        bare.append(await spawn_bare([program], n) / n)
-        if setpriv:
-            argv = [setpriv, "--pdeathsig", "KILL", program]
-            bare_setpriv.append(await spawn_bare(argv, n) / n)
+    try:
+        for _ in range(cfg.repeats):
+            out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=limits, sandbox=conf)
+            orch.append(out.wall / n)
+            cleanup(out.responses)
+            bare.append(await spawn_bare(argv, n) / n)
+    finally:
+        if made is not None:
+            made.release()
+        if conf is not None:
+            shutil.rmtree(conf.scratch, ignore_errors=True)
     o, b = Stat.of(orch), Stat.of(bare)
     ratio = Stat.of(x / y for x, y in zip(orch, bare, strict=True))
-    if bare_setpriv:
-        death = (
-            f"parent-death signal through setpriv: bare + setpriv "
-            f"{Stat.of(bare_setpriv).fmt(us)}/spawn"
-        )
-    else:
-        death = "parent-death signal through prctl in a preexec_fn (forces fork)"
+    what = "sandboxed (bwrap, no cgroup) on both sides" if conf else "no sandbox here: bare"
     fig.row(
         f"{n:,} `true` agents, {CONCURRENCY} at a time",
         measured=f"{o.fmt(us)}/agent",
-        baseline=f"bare {b.fmt(us)}/spawn",
+        baseline=f"bare {b.fmt(us)}/spawn of the same command line",
         ratio=ratio.fmt(times),
         goal=f"<= {GOAL:g}x",
         met=ratio.median <= GOAL,
-        note=death,
+        note=what,
     )
     fig.data = {
         "agents": n,
         "concurrency": CONCURRENCY,
+        "sandboxed": conf is not None,
         "orchestrator_per_agent": o.as_json(),
         "bare_per_spawn": b.as_json(),
-        "bare_setpriv_per_spawn": Stat.of(bare_setpriv).as_json() if bare_setpriv else None,
         "ratio": ratio.as_json(),
     }
     return {"B7": fig}
+
+
+def _confinement(cfg: Config, tasks: tuple[Task, ...]) -> Confinement | None:
+    """The run's sandbox as the CLI would make it, less the cgroup (B13 measures that)."""
+    support = probe()
+    if not support.can_sandbox:
+        return None
+    plan = Plan("b7", tasks, workspace=cfg.tmp / "workspace")
+    decision = decide(plan, support, responses=cfg.tmp / "b7-responses",
+                      scratch=cfg.tmp / "b7-scratch")  # fmt: skip
+    conf = decision.confinement
+    if conf is None:
+        return None
+    return Confinement(bwrap=conf.bwrap, scratch=conf.scratch, protected=conf.protected,
+                       hidden=conf.hidden)  # fmt: skip
 
 
 async def spawn_bare(argv: list[str], n: int) -> float:
@@ -80,6 +107,8 @@ async def spawn_bare(argv: list[str], n: int) -> float:
                 stderr=asyncio.subprocess.PIPE,
             )
             await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"{argv[0]} exited {proc.returncode}")
 
     t0 = time.perf_counter()
     async with asyncio.TaskGroup() as tg:

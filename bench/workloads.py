@@ -29,6 +29,7 @@ from orchestrator.events import AgentEvent
 from orchestrator.plan.graph import dependents_of
 from orchestrator.plan.model import Limits, Plan, Sleep, Task
 from orchestrator.records.journal import Journal
+from orchestrator.sandbox.confinement import Confinement
 
 Graph = dict[str, tuple[str, ...]]
 STRAGGLERS = 0.07
@@ -135,6 +136,7 @@ async def run_orchestrator(
     cluster: str | None = None,
     drive: Callable[[Run], Awaitable[None]] | None = None,
     on_event: Callable[[AgentRecord, str, AgentEvent | None], None] | None = None,
+    sandbox: Confinement | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
@@ -142,14 +144,17 @@ async def run_orchestrator(
     ``around(responses)`` is entered before the run starts and left after it ended;
     ``drive(run)`` runs it instead of ``run.execute()`` (a view around it); ``on_event`` is
     told every event line as the CLI's plain printer is; with ``cluster`` (a Ray address) the
-    agents run on that cluster's nodes (``run --cluster``).
+    agents run on that cluster's nodes (``run --cluster``); with ``sandbox`` every agent
+    process is confined by it (the CLI's default is in `orchestrator.sandbox.decision`).
     """
     responses = tmp / f"responses-{uuid.uuid4().hex[:8]}"
     (responses / ".run").mkdir(parents=True)
     workspace = tmp / "workspace"
     workspace.mkdir(exist_ok=True)
     plan = Plan("bench", tuple(tasks), workspace=workspace, limits=limits)
-    settings = RunSettings(responses=responses, run_id=f"bench-{uuid.uuid4().hex[:12]}", mode=mode)
+    settings = RunSettings(
+        responses=responses, run_id=f"bench-{uuid.uuid4().hex[:12]}", mode=mode, sandbox=sandbox
+    )
     jpath = responses / ".run" / "journal.jsonl"
     jr: Journal | None = None
     if journal:

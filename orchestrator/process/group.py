@@ -9,7 +9,7 @@ import signal
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from orchestrator.process.procfs import group_has_live_member, process_start_time
+from orchestrator.process.procfs import group_has_live_member, process_start_time, stat_fields
 
 _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
@@ -33,7 +33,7 @@ class ProcessLike(Protocol):
     async def wait(self) -> int: ...
 
 
-async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
+async def stop_group(proc: ProcessLike, *, grace: float, last: int | None = None) -> int | None:
     """Stop ``proc``'s whole process group: SIGTERM, up to ``grace`` s, SIGKILL, reap.
 
     Idempotent, and fine when the process has already exited (then only leftovers of the group
@@ -41,6 +41,10 @@ async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
     follows SIGKILL (the reap, the group's last members dying) is bounded and is finished
     even when cancelled, and then ``CancelledError`` goes on. Returns the exit code, or None
     when the process did not die even after SIGKILL (stuck in the kernel).
+
+    ``last`` names a member whose exit means the group is empty (a sandbox's init: its PID
+    namespace ends with it): its exit is awaited through a pidfd and reaped here if it is
+    ours, so that the group is known to be gone without polling scans of ``/proc``.
     """
     pgid = proc.pid
     cancelled: asyncio.CancelledError | None = None
@@ -56,7 +60,7 @@ async def stop_group(proc: ProcessLike, *, grace: float) -> int | None:
         cancelled = exc  # a second cancel means "now": SIGKILL, finish the reap, re-raise
     kill_group(pgid, signal.SIGKILL)
     interrupted = await _finish(_reaped(proc), _REAP_TIMEOUT)
-    interrupted |= await _finish(_wait_group_gone(pgid), _GONE_TIMEOUT)
+    interrupted |= await _finish(_wait_group_gone(pgid, last), _GONE_TIMEOUT)
     if cancelled is not None:
         raise cancelled
     if interrupted:
@@ -94,14 +98,16 @@ async def _finish(aw: Coroutine[Any, Any, None], limit: float) -> bool:
     return cancelled
 
 
-async def _wait_group_gone(pgid: int) -> None:
+async def _wait_group_gone(pgid: int, last: int | None = None) -> None:
     """Wait until no member of the group is left, SIGKILL having been sent (bounded by the
     caller).
 
     A killed grandchild takes a moment to die; returning before it has would let a caller
     report "stopped" while a process of the group is still there.
     """
-    delay = 0.001
+    if last is not None and await _wait_exited(last, pgid):
+        return  # the namespace's init: nothing of the group is left outside it
+    delay = 0.0005
     while True:
         try:
             os.killpg(pgid, 0)
@@ -111,6 +117,48 @@ async def _wait_group_gone(pgid: int) -> None:
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+async def _wait_exited(pid: int, pgid: int) -> bool:
+    """Wait for ``pid``, which was a member of group ``pgid``, to exit; reap it if it is ours
+    (an orphan we adopted as the child subreaper). True once it has exited: gone already,
+    or its pid now names a process of another group (recycled, never waited for). False
+    where there are no pidfds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        return False
+    try:
+        fields = stat_fields(pid)  # after the pidfd: the process it names
+        if len(fields) < 3 or int(fields[2]) != pgid:
+            return True
+        if fields[0] != b"Z":
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(fd, readable)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(fd)
+        _reap_nowait(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _reap_nowait(pidfd: int) -> None:
+    """Reap the exited process of ``pidfd`` if it is our child (WNOHANG: never blocks)."""
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except OSError:
+        pass  # not our child (or reaped meanwhile by the orphan reaper)
 
 
 def kill_group(pgid: int, sig: int) -> bool:

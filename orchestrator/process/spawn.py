@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from orchestrator.process.group import stop_group
+from orchestrator.process.group import kill_group, stop_group
 from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
 from orchestrator.process.orphans import SPAWNED, libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
@@ -90,11 +90,14 @@ async def run_streaming(
     With ``sandbox`` the command runs confined (`orchestrator.sandbox.bwrap`): its own PID
     namespace, ``/proc`` and mount view, ``cwd`` writable, a private ``TMPDIR``, its cgroup
     limits; ``on_start`` gets the pid of the sandbox's outermost process (the group id).
+    There ``"auto"`` takes bubblewrap's own ``--die-with-parent`` (no extra exec).
 
     Spawn errors (``FileNotFoundError``, ``PermissionError``, other ``OSError``) propagate
-    before ``on_start`` is called. An exception raised by ``on_line`` kills the group at once
-    and is re-raised here once the child is gone. On cancellation the group is stopped (see
-    `stop_group`) and ``CancelledError`` propagates.
+    before ``on_start`` is called; a sandbox's cgroup that cannot be joined raises its
+    ``OSError`` after it, once the spawn (which never ran the command) is gone. An exception
+    raised by ``on_line`` kills the group at once and is re-raised here once the child is
+    gone. On cancellation the group is stopped (see `stop_group`) and ``CancelledError``
+    propagates.
     """
     args = _command_line(argv, shell=shell)
     loop = asyncio.get_running_loop()
@@ -106,27 +109,42 @@ async def run_streaming(
         _check_program(args[0], env=env, cwd=cwd)  # reported as an unconfined spawn would
         confined = confine(sandbox, args, cwd=cwd, env=env)
         args, env = confined.argv, confined.env
+    if confined is not None and pdeathsig == "auto":
+        pdeathsig = "off"  # bubblewrap's --die-with-parent: no exec of setpriv
     try:
         args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
-        child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec)
+        fds = confined.pass_fds if confined is not None else ()
+        child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
     except BaseException:
         if confined is not None:
             confined.release()
         raise
+    if confined is not None:
+        confined.spawned()
     pipes = Pipes(loop, on_line, max_line, child.fds, pgid=child.pid, on_activity=on_activity)
+    joined: asyncio.Future[None] | None = None
     try:
         try:
             on_start(child.pid)
+            if confined is not None and confined.joins:
+                # While bubblewrap builds the mounts; its command waits for the join.
+                joined = loop.run_in_executor(None, confined.join)
+                await asyncio.shield(joined)
             await child.wait()
             await _drain(pipes, drain)
         finally:
+            if joined is not None and not (joined.done() and joined.exception() is None):
+                # Nothing of the agent ran yet (or it cannot be limited): no grace to give.
+                kill_group(child.pid, signal.SIGKILL)
             # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
-            await stop_group(child, grace=grace)
+            await stop_group(child, grace=grace, last=_init_of(confined, child))
             pipes.close()
     finally:
         pipes.detach()
         child.close()
         if confined is not None:
+            if joined is not None:  # the join ends once bubblewrap is gone: waited for
+                await asyncio.shield(asyncio.wait([joined]))
             # Off the loop (the temp directory may be large), and finished even when cancelled.
             await asyncio.shield(asyncio.to_thread(confined.release))
     if pipes.error is not None:
@@ -134,6 +152,13 @@ async def run_streaming(
     code = child.returncode
     assert code is not None, "the child was waited for"
     return code if confined is None else exit_code(code)
+
+
+def _init_of(confined: Sandboxed | None, child: _Child) -> int | None:
+    """A sandbox's init once bubblewrap has exited (its info is complete then), else None."""
+    if confined is None or child.returncode is None:
+        return None
+    return confined.init_pid()
 
 
 async def _drain(pipes: Pipes, quiet: float) -> None:
@@ -270,6 +295,7 @@ class _Child:
         cwd: Path,
         env: Mapping[str, str],
         preexec: Callable[[], None] | None,
+        pass_fds: tuple[int, ...] = (),
     ) -> _Child:
         """Fork and exec (synchronously, as ``loop.subprocess_exec`` would) and watch the exit."""
         out_r, out_w = os.pipe()  # not inheritable (PEP 446)
@@ -284,6 +310,7 @@ class _Child:
                 env=dict(env),
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=pass_fds,
             )
         except BaseException:
             for fd in (out_r, err_r):

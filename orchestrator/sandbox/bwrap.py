@@ -2,24 +2,34 @@
 
 The command line, outside in::
 
-    /bin/sh -c JOIN sh <cgroup.procs files> -- bwrap <namespaces, mounts> -- env
+    env --ignore-signal=TERM bwrap <namespaces, mounts> --info-fd I [--block-fd B] -- env
         --default-signal=TERM <argv>
 
-``sh`` joins the agent's cgroups (so every process it will ever fork is counted) and sets
-SIGTERM to ignored before it execs bubblewrap, so that a SIGTERM to the spawn's process
-group reaches the agent's processes but not bubblewrap: the agent gets its grace period and
-bubblewrap reports its exit code. ``env --default-signal=TERM`` gives the agent the default
-disposition back. bubblewrap makes a PID namespace (its init is pid 1: when it ends, the
-kernel kills every process left in the namespace, whatever its session, group or
-environment), a fresh ``/proc`` showing only the sandbox, ``/dev``, and a read-only view of
-``/`` in which only the working directory, a private temp directory and the plan's
+The outer ``env`` sets SIGTERM to ignored before it execs bubblewrap, so that a SIGTERM to
+the spawn's process group reaches the agent's processes but not bubblewrap: the agent gets
+its grace period and bubblewrap reports its exit code. ``env --default-signal=TERM`` gives
+the agent the default disposition back. bubblewrap makes a PID namespace (its init is pid 1:
+when it ends, the kernel kills every process left in the namespace, whatever its session,
+group or environment), a fresh ``/proc`` showing only the sandbox, ``/dev``, and a read-only
+view of ``/`` in which only the working directory, a private temp directory and the plan's
 ``writable`` paths are writable; the run directory, git hooks and git config are read-only
-even inside them; home secrets are empty. ``--die-with-parent`` ties the namespace to
-bubblewrap, which dies with the orchestrator (the spawn's death signal).
+even inside them; home secrets are empty. ``--die-with-parent`` ties bubblewrap to the
+thread that spawned it (the parent-death signal, which ``setpriv`` gave before) and the
+namespace to bubblewrap.
+
+With a cgroup the spawn joins it without an exec of its own: bubblewrap tells the sandbox's
+first process (``--info-fd``) while it builds the mounts, `Sandboxed.join` writes that pid
+into the cgroups and only then releases it (``--block-fd``): nothing inside runs before it
+is counted, and every process it forks is. The block descriptor is opened read-write, so
+bubblewrap never reads an end of file from it: if the orchestrator dies before the release,
+the sandbox waits (and dies with bubblewrap) instead of running unlimited. The same info
+gives the sandbox's init, whose exit the spawn waits for: a PID namespace is empty once its
+init has exited, so no scan of ``/proc`` is needed to know the sandbox is gone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -31,14 +41,10 @@ from orchestrator.sandbox.cgroups import AgentCgroup, open_agent
 from orchestrator.sandbox.confinement import Confinement
 from orchestrator.sandbox.scratch import own_dir
 
-JOIN = (
-    'trap "" TERM; while [ "$1" != -- ]; do echo 0 >"$1" || exit 125; shift; done; shift; exec "$@"'
-)
-"""Join each cgroup named before ``--``, ignore SIGTERM, exec the rest."""
 INSIDE_VAR = "ORCHESTRATOR_SANDBOXED"
 """Set inside every sandbox: a run started by a confined agent is confined by its sandbox."""
 ENV = "/usr/bin/env"
-SHELL = "/bin/sh"
+_INFO_CAP = 4096
 FIRST_SIGNAL_CODE = 129
 LAST_SIGNAL_CODE = 128 + 64
 """bubblewrap reports a command killed by signal N as exit code 128 + N."""
@@ -52,12 +58,81 @@ class Sandboxed:
     env: dict[str, str]
     tmp: Path
     cgroup: AgentCgroup | None
+    pass_fds: tuple[int, ...] = ()
+    """The child's ends of the info and block pipes: passed to the spawn, then closed here."""
+    _info: int = -1
+    _block: int = -1
+    _init: int | None = None
+
+    @property
+    def joins(self) -> bool:
+        """Whether `join` must run (and succeed) before the sandbox starts its command."""
+        return self._block >= 0
+
+    def spawned(self) -> None:
+        """Close our copies of the child's ends (the spawn has them, or failed)."""
+        for fd in self.pass_fds:
+            os.close(fd)
+        self.pass_fds = ()
+
+    def join(self) -> None:
+        """Put the sandbox's first process into the agent's cgroup, then let it start the
+        command. Synchronous: the cgroup write waits for the kernel (~1 ms): run it in a
+        thread. OSError when it cannot be joined (the caller kills the spawn); when
+        bubblewrap died before it said anything, there is nothing to join."""
+        block = self._block
+        self._block = -1
+        try:
+            pid = self._read_init(blocking=True)
+            if pid is None:
+                return
+            assert self.cgroup is not None
+            for procs in self.cgroup.procs:
+                procs.write_text(str(pid))
+            os.write(block, b"x")
+        finally:
+            os.close(block)
+
+    def init_pid(self) -> int | None:
+        """The pid (outside) of the sandbox's init, once bubblewrap has exited: when it is
+        gone, every process of the sandbox is (a PID namespace ends with its init)."""
+        if self._info >= 0:
+            return self._read_init(blocking=False)
+        return self._init
+
+    def _read_init(self, *, blocking: bool) -> int | None:
+        info = self._info
+        self._info = -1
+        try:
+            os.set_blocking(info, blocking)
+            said = b""
+            while chunk := os.read(info, _INFO_CAP):  # EOF: bubblewrap closed it
+                said += chunk
+        except BlockingIOError:
+            said = b""  # bubblewrap is still there: nothing to rely on
+        finally:
+            os.close(info)
+        self._init = _child_pid(said)
+        return self._init
 
     def release(self) -> None:
         """Remove the cgroup and the private temp directory (synchronous: may be large)."""
+        self.spawned()
+        for fd in (self._info, self._block):  # a spawn that failed: never read
+            if fd >= 0:
+                os.close(fd)
+        self._info = self._block = -1
         if self.cgroup is not None:
             self.cgroup.remove()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _child_pid(said: bytes) -> int | None:
+    try:
+        pid = json.loads(said)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 1 else None
 
 
 def sandbox(
@@ -68,20 +143,34 @@ def sandbox(
     OSError when either cannot be made (the spawn does not happen)."""
     own_dir(conf.scratch)
     tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=conf.scratch))
-    cgroup = None
+    made = Sandboxed([], {}, tmp, None)
     try:
         if conf.cgroups is not None and (conf.memory is not None or conf.pids is not None):
-            cgroup = open_agent(conf.cgroups, memory=conf.memory, pids=conf.pids)
-        procs = [str(p) for p in cgroup.procs] if cgroup is not None else []
-        inner = [conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp), "--", ENV]
-        line = [SHELL, "-c", JOIN, "sh", *procs, "--", *inner, "--default-signal=TERM", *argv]
+            made.cgroup = open_agent(conf.cgroups, memory=conf.memory, pids=conf.pids)
+        info, info_child = os.pipe()
+        made._info = info
+        made.pass_fds += (info_child,)
+        sync = ["--info-fd", str(info_child)]
+        if made.cgroup is not None:
+            block_r, made._block = os.pipe()
+            try:
+                # Read-write: bubblewrap holds a writer too, so it never sees an EOF.
+                block_child = os.open(f"/proc/self/fd/{block_r}", os.O_RDWR | os.O_CLOEXEC)
+            finally:
+                os.close(block_r)
+            made.pass_fds += (block_child,)
+            sync += ["--block-fd", str(block_child)]
+        made.argv = [
+            ENV, "--ignore-signal=TERM", conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp),
+            *sync, "--", ENV, "--default-signal=TERM", *argv,
+        ]  # fmt: skip
     except BaseException:
-        Sandboxed([], {}, tmp, cgroup).release()
+        made.release()
         raise
-    child_env = {**env, INSIDE_VAR: "1"}
+    made.env = {**env, INSIDE_VAR: "1"}
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
-        child_env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
-    return Sandboxed(line, child_env, tmp, cgroup)
+        made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
+    return made
 
 
 def _inside(path: str, trees: Sequence[Path]) -> bool:

@@ -199,3 +199,27 @@ async def test_swap_is_limited_with_memory_where_the_controller_allows(
     code, lines = await run(conf, workspace, f'cat "{where}/{name}"')
     assert code == 0, lines
     assert lines == [str(64 * 2**20) if base.version == 1 else "0"], lines
+
+
+@needs_cgroups
+async def test_nothing_of_the_agent_runs_outside_its_cgroup(
+    tmp_path: Path, workspace: Path
+) -> None:
+    """The cgroup is joined while bubblewrap builds the mounts (no exec of its own): the
+    sandbox's init and a fork at the command's very first step are in it, never ours."""
+    conf = confinement(tmp_path, workspace, memory=256 * 2**20, pids=64)
+    early = "cat /proc/self/cgroup & cat /proc/1/cgroup /proc/self/cgroup; wait"
+    code, lines = await run(conf, workspace, early)
+    assert code == 0, lines
+    ours = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in own_cgroup()}
+    controllers = {"memory", "pids"} if conf.cgroups and conf.cgroups.version == 1 else {""}
+    seen = [line.split(":", 2) for line in lines if line.split(":", 2)[1] in controllers]
+    assert len(seen) == 3 * len(controllers), lines  # the fork, the init, the command
+    for _, controller, path in seen:
+        assert path != ours[controller], f"{controller} outside the agent's cgroup: {lines}"
+        assert path.rsplit("/", 1)[1].startswith(f"orchestrator-{os.getpid()}-"), lines
+
+
+def own_cgroup() -> list[str]:
+    with open("/proc/self/cgroup") as f:
+        return f.read().splitlines()
