@@ -22,6 +22,7 @@ from orchestrator.plan.model import Limits
 from orchestrator.process.env import child_env
 from orchestrator.process.lines import one_line
 from orchestrator.records.progress import clean
+from orchestrator.sandbox.confinement import Confinement
 
 Stop = Callable[[str, AgentState, str], bool]
 
@@ -115,9 +116,17 @@ def context(
         context_notes=spawn.notes,
         budget=budget,
         model=model,
-        sandbox=settings.sandbox,
+        sandbox=_confinement(settings, model),
         add_task=add_task,
     )
+
+
+def _confinement(settings: RunSettings, model: Access | None) -> Confinement | None:
+    """The run's sandbox for one attempt: with ``network: gateway``, reaching the gateway
+    (its port on the sandbox's own loopback) when the attempt was given a token."""
+    if settings.sandbox is None:
+        return None
+    return settings.sandbox.through_gateway(model.url if model is not None else None)
 
 
 def _activity(rec: AgentRecord) -> Callable[[], None]:

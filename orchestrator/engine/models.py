@@ -13,7 +13,9 @@ its own login, and its cost is what it reports.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
@@ -27,6 +29,7 @@ from orchestrator.gateway.service import Gateway, open_gateway
 from orchestrator.gateway.shared import Upstream
 from orchestrator.plan.model import Plan, Task
 from orchestrator.process.env import SECRET_NAMES
+from orchestrator.sandbox.scratch import own_dir
 
 AGENTS_PER_SLOT = 4
 """Upstream requests in flight per concurrent agent at most (Claude Code overlaps a few)."""
@@ -74,6 +77,11 @@ class ModelTraffic:
             yield
             return
         settings = self.settings.gateway
+        sandbox = self.settings.sandbox
+        if sandbox is not None and sandbox.network == "gateway" and settings.unix is None:
+            # Sandboxes without network reach it on a socket in the run's scratch directory.
+            await asyncio.to_thread(own_dir, sandbox.scratch)
+            settings = dataclasses.replace(settings, unix=str(sandbox.gateway_socket))
         ceiling = settings.ceiling or AGENTS_PER_SLOT * self.plan.limits.max_concurrency
         async with open_gateway(
             upstream=upstream, openai=openai, ledger=self.ledger,

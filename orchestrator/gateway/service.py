@@ -2,7 +2,8 @@
 scheduler uses to give out tokens, take them back and stop traffic.
 
 `open_gateway` starts a thread that runs an event loop with an aiohttp server on
-``127.0.0.1`` (an ephemeral port) and a client session to the upstream API; it returns once
+``127.0.0.1`` (an ephemeral port; also on a Unix socket when the settings name one, for
+sandboxes without network) and a client session to the upstream API; it returns once
 the server listens and stops it (and joins the thread) when the block ends. The server's
 work (parsing, relaying streams, retries) thus never runs on the scheduler's loop; the two
 share only `orchestrator.gateway.shared.Shared`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 
@@ -173,6 +175,10 @@ async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> No
             site = web.TCPSite(runner, host, 0, backlog=2048)
             await site.start()
             port = runner.addresses[0][1]
+            if shared.settings.unix is not None:  # for sandboxes without network
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(shared.settings.unix)  # a killed run's, at our pid's path
+                await web.UnixSite(runner, shared.settings.unix, backlog=2048).start()
             ready.set_result((f"http://{host}:{port}", asyncio.get_running_loop(), stop))
             await stop.wait()
         finally:

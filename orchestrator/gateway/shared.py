@@ -42,6 +42,9 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     """Where it listens, and the address agents are given: loopback, unless the run's agents
     run on cluster nodes (then this machine's address on the cluster's network)."""
+    unix: str | None = None
+    """Where it also listens on a Unix socket (sandboxes with ``network: gateway`` reach it
+    there: they have no network of their own); None: not at all."""
     default_output: int = 32_768
     """The output cap the gateway sets on an OpenAI-style request that has none (neither
     API requires one; without it no worst case could be reserved)."""

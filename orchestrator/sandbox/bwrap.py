@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from orchestrator.sandbox.scratch import own_dir
 INSIDE_VAR = "ORCHESTRATOR_SANDBOXED"
 """Set inside every sandbox: a run started by a confined agent is confined by its sandbox."""
 ENV = "/usr/bin/env"
+FORWARD = str(Path(__file__).with_name("forward.py"))
 _INFO_CAP = 4096
 FIRST_SIGNAL_CODE = 129
 LAST_SIGNAL_CODE = 128 + 64
@@ -162,7 +164,7 @@ def sandbox(
             sync += ["--block-fd", str(block_child)]
         made.argv = [
             ENV, "--ignore-signal=TERM", conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp),
-            *sync, "--", ENV, "--default-signal=TERM", *argv,
+            *sync, "--", *_inner(conf), *argv,
         ]  # fmt: skip
     except BaseException:
         made.release()
@@ -171,6 +173,15 @@ def sandbox(
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
     return made
+
+
+def _inner(conf: Confinement) -> list[str]:
+    """What runs the command inside: ``env`` giving SIGTERM back its default, or the
+    gateway's relay (which does the same) for ``network: gateway``."""
+    if conf.network == "gateway" and conf.gateway_port is not None:
+        return [sys.executable, "-I", "-S", FORWARD, str(conf.gateway_socket),
+                str(conf.gateway_port), "--"]  # fmt: skip
+    return [ENV, "--default-signal=TERM"]
 
 
 def _inside(path: str, trees: Sequence[Path]) -> bool:
@@ -183,7 +194,7 @@ def _inside(path: str, trees: Sequence[Path]) -> bool:
 def bwrap_args(conf: Confinement, *, cwd: Path, tmp: Path) -> list[str]:
     """bubblewrap's options for a spawn working in ``cwd`` (see the module docstring)."""
     args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL"]
-    if conf.network == "none":
+    if conf.network in ("none", "gateway"):  # gateway: only loopback, relayed (`forward`)
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     writable = [cwd, tmp, *conf.writable]

@@ -13,6 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.plan.model import Network, Plan
 from orchestrator.sandbox.cgroups import CgroupBase
@@ -45,10 +46,29 @@ class Confinement:
     """Read-only even where they lie inside a writable path (the run directory)."""
     hidden: tuple[Path, ...] = ()
     """Home secrets: empty and read-only inside."""
+    gateway_port: int | None = None
+    """With ``network: gateway``, the port of the run's gateway that an attempt was given:
+    inside, ``127.0.0.1:<port>`` is relayed to `gateway_socket` (`orchestrator.sandbox.forward`).
+    None: no gateway for it, no network at all."""
+
+    @property
+    def gateway_socket(self) -> Path:
+        """Where the run's gateway also listens (a Unix socket) for sandboxes without network."""
+        return self.scratch / "gateway.sock"
 
     def widened(self, *writable: Path) -> Confinement:
         """The same confinement with more writable paths (a preset's own config directory)."""
         return dataclasses.replace(self, writable=self.writable + tuple(writable))
+
+    def through_gateway(self, url: str | None) -> Confinement:
+        """For an attempt given the gateway at ``url``: with ``network: gateway`` its
+        sandbox reaches that URL's port on its own loopback; otherwise unchanged."""
+        if self.network != "gateway" or not url:
+            return self
+        port = urlsplit(url).port
+        if port is None:
+            return self
+        return dataclasses.replace(self, gateway_port=port)
 
 
 def home_secrets(home: Path, readable: tuple[Path, ...]) -> tuple[Path, ...]:

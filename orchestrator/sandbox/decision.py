@@ -3,13 +3,14 @@
 ``sandbox: required`` (the default for plans with agents that use a model) refuses a run the
 machine cannot confine (exit 3, nothing started); ``best-effort`` runs it unconfined with a
 warning that `status` and REPORT.md repeat; ``off`` runs it unconfined on purpose. Limits that
-cannot be enforced (no usable cgroup) and ``network: gateway`` (served as ``full``: see
-`NETWORK_NOTE`) are warnings in every mode.
+cannot be enforced (no usable cgroup) are warnings in every mode. ``network: none`` and
+``gateway`` give each sandbox a network namespace of its own (only loopback); with
+``gateway`` an attempt that holds a gateway token reaches the run's gateway on its own
+127.0.0.1 through a relay (`orchestrator.sandbox.forward`), and nothing else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,6 @@ from orchestrator.plan.model import Network, Plan
 from orchestrator.sandbox.confinement import Confinement, plan_confinement
 from orchestrator.sandbox.scratch import default_scratch
 from orchestrator.sandbox.support import Support
-
-NETWORK_NOTE = (
-    "network: gateway is served as full: a namespace without network cannot reach the "
-    "gateway on the host's 127.0.0.1; use none to cut agents off the network entirely"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +85,6 @@ def decide(
         cgroups=support.cgroups,
         home=home or Path(os.path.expanduser("~")),
     )
-    if conf.network == "gateway":
-        warnings.append(NETWORK_NOTE)
-        conf = dataclasses.replace(conf, network="full")
     return SandboxDecision(mode, conf, tuple(warnings))
 
 
@@ -105,5 +98,5 @@ def check(plan: Plan, *, responses: Path) -> SandboxDecision:
 
     if plan.sandbox_mode != "off" and inside_sandbox(os.environ):
         return SandboxDecision(plan.sandbox_mode, None, nested=True)
-    network: Network = "none" if plan.sandbox.network == "none" else "full"
+    network: Network = "full" if plan.sandbox.network == "full" else "none"
     return decide(plan, probe(network), responses=responses)

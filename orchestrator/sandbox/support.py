@@ -55,13 +55,13 @@ def inside_sandbox(env: Mapping[str, str]) -> bool:
 
 def probe(network: Network = "full") -> Support:
     """Try a sandbox like the ones agents get (with ``--unshare-net`` when the plan wants
-    no network), and look for cgroups."""
+    no network or only the gateway), and look for cgroups."""
     cgroups, note = find_cgroups()
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return Support(None, f"no bwrap on PATH (hint: {INSTALL_HINT})", cgroups, note)
     args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
-    if network == "none":
+    if network != "full":
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
     try:

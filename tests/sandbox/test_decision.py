@@ -10,7 +10,7 @@ from clirun import Fleet
 from orchestrator.errors import EnvironmentProblem, PlanErrors
 from orchestrator.plan.load import load_plan
 from orchestrator.plan.model import Plan, Task
-from orchestrator.sandbox.decision import NETWORK_NOTE, decide
+from orchestrator.sandbox.decision import decide
 from orchestrator.sandbox.support import Support, probe
 
 NO_BWRAP = Support(None, "no bwrap on PATH (hint: install bubblewrap)", None, "")
@@ -91,7 +91,7 @@ def test_off_runs_unconfined_quietly(tmp_path: Path) -> None:
     assert (decision.confinement, decision.warnings) == (None, ())
 
 
-def test_network_gateway_falls_back_to_full_with_a_warning(tmp_path: Path) -> None:
+def test_network_gateway_is_its_own_namespace_without_a_warning(tmp_path: Path) -> None:
     support = probe()
     if not support.can_sandbox:
         pytest.skip("cannot make a sandbox here")
@@ -100,8 +100,9 @@ def test_network_gateway_falls_back_to_full_with_a_warning(tmp_path: Path) -> No
     plan = Plan("p", api_plan().tasks, sandbox=SandboxSpec(network="gateway"))
     decision = decide(plan, support, responses=tmp_path)
     assert decision.confinement is not None
-    assert decision.confinement.network == "full"
-    assert NETWORK_NOTE in decision.warnings
+    assert decision.confinement.network == "gateway"
+    assert not [w for w in decision.warnings if "network" in w]
+    assert "network gateway" in decision.summary
 
 
 def test_validate_says_how_agents_would_be_confined(tmp_path: Path) -> None:
