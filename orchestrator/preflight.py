@@ -64,6 +64,14 @@ def check_environment(
             "error: the plan has claude agents but ANTHROPIC_API_KEY is not set "
             "(hint: export it, or use agent: scripted for an offline run)"
         )
+    for task in plan.tasks:
+        unset = [name for name in task.secrets if not env.get(name)]
+        if unset:
+            raise EnvironmentProblem(
+                f"error: task {task.id} declares secrets: {', '.join(unset)} and the "
+                f"environment does not set {'it' if len(unset) == 1 else 'them'} (hint: export "
+                "them before the run; nothing was started)"
+            )
     child_path = child_env(agent_id="check", run_id="check", depth=0, source=env)["PATH"]
     for task in plan.tasks:
         if task.agent == "command":

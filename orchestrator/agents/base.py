@@ -81,6 +81,9 @@ class AgentContext:
     sandbox: Confinement | None = None
     """How this attempt's processes are confined: pass it to `run_streaming` (None: they
     are not)."""
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """The task's declared ``secrets`` (name -> value): pass them to `run_streaming`, which
+    hands them to the program once, through a pipe; never put them in ``env``."""
 
 
 FORCE_STOP = "orchestrator: stop now"

@@ -154,6 +154,7 @@ class CommandAgent:
                 max_line=self.max_line,
                 drain=self.drain,
                 sandbox=ctx.sandbox,
+                secrets=ctx.secrets,
             )
         except OSError as exc:
             if seen.started:  # not a spawn error: ours (e.g. emit), let it through

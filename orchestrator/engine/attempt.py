@@ -89,6 +89,7 @@ def context(
     key: agents that use a model get ``model``, the gateway's URL and their own token.
     """
     task = spawn.task
+    secrets = {name: env[name] for name in task.secrets if name in env}  # the orchestrator's
     env = child_env(
         agent_id=rec.id,
         run_id=settings.run_id,
@@ -117,6 +118,7 @@ def context(
         budget=budget,
         model=model,
         sandbox=_confinement(settings, model),
+        secrets=secrets,
         add_task=add_task,
     )
 

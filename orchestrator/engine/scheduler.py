@@ -83,7 +83,9 @@ class Run(RunQueries, RunRequests):
         self._unsettled = len(self.tasks)
         self._env = dict(os.environ if settings.env is None else settings.env)  # cheap to read
         secrets = secret_values(
-            settings.env, *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
+            settings.env,
+            *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES),
+            *(self._env.get(name) for t in plan.tasks for name in t.secrets),  # declared ones
         )
         self.recorder = Recorder(
             settings, journal, secrets=secrets, on_failure=lambda why: self.cancel_all(reason=why)

@@ -85,6 +85,11 @@ class Task:
     budget_usd: float | None = None
     """USD this task's attempts may spend on model requests together (the run's budget
     binds as well)."""
+    secrets: tuple[str, ...] = ()
+    """Names of the orchestrator's environment variables whose values the task's program
+    gets once, through a pipe (``ORCHESTRATOR_SECRETS_FD``), never in its environment,
+    arguments or files: for programs that need a real credential the gateway cannot stand
+    in for. See docs/plan.md ("Secrets")."""
 
 
 @dataclass(frozen=True, slots=True)

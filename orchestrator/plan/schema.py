@@ -57,6 +57,7 @@ TYPES: dict[str, Schema] = {
     "max_turns": {"type": "integer", "minimum": 1},
     "env": {"type": "object", "additionalProperties": _TEXT},
     "pass_env": _TEXTS,
+    "secrets": _TEXTS,
     "permission_mode": _TEXT,
     "allowed_tools": _TEXTS,
     "args": _TEXTS,

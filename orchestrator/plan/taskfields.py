@@ -45,6 +45,23 @@ _ENV_HINT = "use letters, digits and '_', not starting with a digit"
 _MODE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _MODE_HINT = "Claude Code's modes: default, acceptEdits, plan, auto, dontAsk, bypassPermissions"
 _BASE = Task(id="-")
+CREDENTIAL_NAMES: frozenset[str] = frozenset({
+    "GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITLAB_TOKEN", "GL_TOKEN",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AZURE_CLIENT_SECRET", "GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
+    "GEMINI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY",
+    "OPENROUTER_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "NPM_TOKEN",
+    "NODE_AUTH_TOKEN", "PYPI_TOKEN", "TWINE_PASSWORD", "DOCKER_PASSWORD",
+    "CLOUDFLARE_API_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "HEROKU_API_KEY",
+    "SLACK_BOT_TOKEN", "STRIPE_SECRET_KEY", "VAULT_TOKEN", "DATABASE_URL",
+})  # fmt: skip
+"""Well-known credentials a plan may not pass in an agent's environment (``pass_env``):
+declared under ``secrets:`` a program gets them once, through a pipe. The model APIs' keys
+are not here: ``pass_env: [ANTHROPIC_API_KEY]`` asks for a gateway token in their place."""
+_SECRET_HINT = (
+    "declare it under secrets: [NAME] to hand it to the task's program once, through a pipe "
+    "(ORCHESTRATOR_SECRETS_FD) that the tools it runs find empty; see docs/plan.md, Secrets"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +253,28 @@ def pass_env_of(f: Fields) -> tuple[str, ...] | None:
     for name, node in names:
         if not _ENV_NAME.fullmatch(name):
             message = f"{f.owner}: pass_env name {show(name)} is not allowed"
+            f.errs.add(node, "bad-env", message, _ENV_HINT)
+        elif name in CREDENTIAL_NAMES:
+            message = (
+                f"{f.owner}: pass_env {name} would put a credential in the agent's environment, "
+                "where every tool it runs can read it"
+            )
+            f.errs.add(node, "secret-in-env", message, _SECRET_HINT)
+    return tuple(dict.fromkeys(name for name, _ in names))
+
+
+def secrets_of(f: Fields, agent: str) -> tuple[str, ...]:
+    """Variables handed to a command or preset's program once, through a pipe."""
+    names = f.names("secrets", "environment variable names")
+    if names is None:
+        return ()
+    if agent not in PRESETS and agent != "command":
+        message = f"{f.owner}: secrets are for programs (command agents and presets), not {agent}"
+        hint = "a claude or scripted agent's model requests go through the gateway"
+        f.errs.add(f.node.items["secrets"], "bad-key", message, hint)
+    for name, node in names:
+        if not _ENV_NAME.fullmatch(name):
+            message = f"{f.owner}: secrets name {show(name)} is not allowed"
             f.errs.add(node, "bad-env", message, _ENV_HINT)
     return tuple(dict.fromkeys(name for name, _ in names))
 

@@ -28,13 +28,14 @@ from orchestrator.plan.taskfields import (
     pass_env_of,
     permission_mode_of,
     require,
+    secrets_of,
 )
 
 Batches = tuple[tuple[str, tuple[str, ...]], ...]
 """(batch name, task ids) in order, as `orchestrator.plan.model.Plan.batches` holds them."""
 
 TASK_KEYS: tuple[str, ...] = (
-    "id", "agent", "prompt", "depends_on", "command", "script", "retry_script",
+    "id", "agent", "prompt", "depends_on", "command", "script", "retry_script", "secrets",
     *TASK_DEFAULT_KEYS,
 )  # fmt: skip
 
@@ -141,6 +142,7 @@ def _task(
     turns, env, pass_env = f.count("max_turns", least=1), env_of(f), pass_env_of(f)
     mode, tools, args = permission_mode_of(f), allowed_tools_of(f), args_of(f)
     budget = budget_of(f)
+    secrets = secrets_of(f, agent)
     if agent:
         require(f, agent, prompt, command=bool(d.command))
         check_agent_keys(f, agent)
@@ -170,6 +172,7 @@ def _task(
         allowed_tools=tools if tools is not None else d.allowed_tools,
         args=args if args is not None else d.args,
         budget_usd=budget if budget is not None else d.budget_usd,
+        secrets=secrets,
     )
     return Draft(task, node, deps)
 

@@ -34,6 +34,7 @@ from orchestrator.process.group import kill_group, stop_group
 from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
 from orchestrator.process.orphans import SPAWNED, libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
+from orchestrator.process.secretpipe import SECRETS_FD_VAR, open_secrets
 from orchestrator.sandbox.bwrap import Sandboxed, exit_code
 from orchestrator.sandbox.bwrap import sandbox as confine
 from orchestrator.sandbox.confinement import Confinement
@@ -67,6 +68,7 @@ async def run_streaming(
     drain: float = 0.2,
     pdeathsig: DeathSignal = "auto",
     sandbox: Confinement | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> int:
     """Run ``argv`` in a new process group, call ``on_line`` per output line, return the exit code.
 
@@ -92,6 +94,11 @@ async def run_streaming(
     limits; ``on_start`` gets the pid of the sandbox's outermost process (the group id).
     There ``"auto"`` takes bubblewrap's own ``--die-with-parent`` (no extra exec).
 
+    With ``secrets`` (name -> value) the program finds them on a pipe whose descriptor
+    ``ORCHESTRATOR_SECRETS_FD`` names (`orchestrator.process.secretpipe`): read once, it is
+    empty for whatever it starts afterwards; they are never in its environment, arguments
+    or files.
+
     Spawn errors (``FileNotFoundError``, ``PermissionError``, other ``OSError``) propagate
     before ``on_start`` is called; a sandbox's cgroup that cannot be joined raises its
     ``OSError`` after it, once the spawn (which never ran the command) is gone. An exception
@@ -105,20 +112,27 @@ async def run_streaming(
     # From here to the `try` nothing awaits: once the child exists, every way out (a
     # cancellation included) goes through `stop_group`, so no spawn is ever half-made.
     confined: Sandboxed | None = None
-    if sandbox is not None:
-        _check_program(args[0], env=env, cwd=cwd)  # reported as an unconfined spawn would
-        confined = confine(sandbox, args, cwd=cwd, env=env)
-        args, env = confined.argv, confined.env
-    if confined is not None and pdeathsig == "auto":
-        pdeathsig = "off"  # bubblewrap's --die-with-parent: no exec of setpriv
+    handed = open_secrets(secrets) if secrets else None
     try:
+        if sandbox is not None:
+            _check_program(args[0], env=env, cwd=cwd)  # reported as an unconfined spawn would
+            confined = confine(sandbox, args, cwd=cwd, env=env)
+            args, env = confined.argv, confined.env
+        if handed is not None:
+            env = {**env, SECRETS_FD_VAR: str(handed)}
+        if confined is not None and pdeathsig == "auto":
+            pdeathsig = "off"  # bubblewrap's --die-with-parent: no exec of setpriv
         args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
         fds = confined.pass_fds if confined is not None else ()
+        fds += (handed,) if handed is not None else ()
         child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
     except BaseException:
         if confined is not None:
             confined.release()
         raise
+    finally:
+        if handed is not None:
+            os.close(handed)  # the child's now: once it has read it, nobody can
     if confined is not None:
         confined.spawned()
     pipes = Pipes(loop, on_line, max_line, child.fds, pgid=child.pid, on_activity=on_activity)

@@ -397,7 +397,7 @@ defaults:
   stall_timeout: 90s
   max_turns: 12
   env: {MODE: "fast"}
-  pass_env: [GITHUB_TOKEN]
+  pass_env: [GOPROXY]
 limits:
   max_concurrency: 8
   max_agents: 100
@@ -455,7 +455,7 @@ timeout = "1h30m"
 stall_timeout = 90
 max_turns = 12
 env = { MODE = "fast" }
-pass_env = ["GITHUB_TOKEN"]
+pass_env = ["GOPROXY"]
 
 [limits]
 max_concurrency = 8
@@ -532,7 +532,7 @@ def test_every_field_parses(tmp_path: Path) -> None:
         5400.0,
         90.0,
     )
-    assert (lint.max_turns, lint.env, lint.pass_env) == (12, (("MODE", "fast"),), ("GITHUB_TOKEN",))
+    assert (lint.max_turns, lint.env, lint.pass_env) == (12, (("MODE", "fast"),), ("GOPROXY",))
     assert (test.command, test.shell) == (("pytest", "-q", "{prompt}"), False)
     assert test.depends_on == ("lint",)
     assert test.env == (("DEBUG", "1"), ("MASK", "0755"))  # as written, not as YAML 1.1 reads it

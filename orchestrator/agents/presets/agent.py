@@ -190,6 +190,7 @@ class PresetAgent:
                 max_line=max_line,
                 drain=self.drain,
                 sandbox=sandbox,
+                secrets=ctx.secrets,
             )
         except OSError as exc:
             kind: FailureKind = "error" if exc.errno in _TRANSIENT_SPAWN_ERRORS else "config"
