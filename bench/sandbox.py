@@ -3,7 +3,10 @@
 cgroup with the memory and pids limits, all made and removed) against the same spawn bare.
 
 Spawns alternate one confined, one bare, so both see the same machine load; the figure is
-the difference of the medians (p50), and its p90.
+the difference of the medians (p50), and its p90. Two more spawns in each round show where
+the cost lies: the same confinement without the cgroup, and the sandbox's command line
+(``env``, ``bwrap``, ``env``, ``true``; no cgroup) spawned bare, without the orchestrator:
+what bubblewrap itself costs on this machine.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from bench.core import Config, Figure, percentile, us
 from orchestrator.plan.model import Plan, Task
 from orchestrator.process.spawn import run_streaming
+from orchestrator.sandbox.bwrap import sandbox
 from orchestrator.sandbox.confinement import Confinement
 from orchestrator.sandbox.decision import decide
 from orchestrator.sandbox.support import probe
@@ -45,12 +49,20 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     bare: list[float] = []
     confined: list[float] = []
     plain: list[float] = []
-    for _ in range(n):
-        bare.append(await spawn_once(program, workspace, None))
-        confined.append(await spawn_once(program, workspace, conf))
-        plain.append(await spawn_once(program, workspace, no_cgroup))
-    shutil.rmtree(conf.scratch, ignore_errors=True)
-    b50, c50, p50 = (percentile(x, 50) for x in (bare, confined, plain))
+    raw: list[float] = []
+    line = sandbox(no_cgroup, [program], cwd=workspace, env=dict(os.environ))
+    argv, sink = bare_line(line.argv)
+    try:
+        for _ in range(n):
+            bare.append(await spawn_once(program, workspace, None))
+            confined.append(await spawn_once(program, workspace, conf))
+            plain.append(await spawn_once(program, workspace, no_cgroup))
+            raw.append(await spawn_raw(argv, sink))
+    finally:
+        os.close(sink)
+        line.release()
+        shutil.rmtree(conf.scratch, ignore_errors=True)
+    b50, c50, p50, r50 = (percentile(x, 50) for x in (bare, confined, plain, raw))
     extra = c50 - b50
     limits = "memory and pids cgroup" if conf.cgroups is not None else "no cgroup here"
     fig.row(
@@ -60,18 +72,41 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         ratio=f"+{us(extra)} at p50",
         goal=f"<= +{us(GOAL)}",
         met=extra <= GOAL,
-        note=f"without the cgroup: p50 {us(p50)} (+{us(p50 - b50)})",
+        note=f"without the cgroup: p50 {us(p50)} (+{us(p50 - b50)}); the sandbox's command "
+        f"line alone, no orchestrator, no cgroup: p50 {us(r50)} (+{us(r50 - b50)})",
     )
     fig.data = {
         "spawns": n,
         "bare_p50": b50,
         "confined_p50": c50,
         "confined_without_cgroup_p50": p50,
+        "command_line_alone_p50": r50,
         "extra_p50": extra,
         "bare_p90": percentile(bare, 90),
         "confined_p90": percentile(confined, 90),
     }
     return {"B13": fig}
+
+
+def bare_line(argv: list[str]) -> tuple[list[str], int]:
+    """A sandbox's command line for spawning without the orchestrator: bubblewrap's info
+    goes to ``/dev/null`` (the returned descriptor, to pass to the spawn and close after)."""
+    sink = os.open(os.devnull, os.O_WRONLY)
+    at = argv.index("--info-fd")
+    return [*argv[: at + 1], str(sink), *argv[at + 2 :]], sink
+
+
+async def spawn_raw(argv: list[str], sink: int) -> float:
+    """The sandbox's command line, spawned and reaped bare."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(sink,)
+    )
+    code = await proc.wait()
+    took = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"{argv[0]} exited {code}")
+    return took
 
 
 async def spawn_once(program: str, cwd: Path, conf: Confinement | None) -> float:

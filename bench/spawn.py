@@ -18,6 +18,7 @@ import shutil
 import time
 
 from bench.core import Config, Figure, Stat, times, us
+from bench.sandbox import bare_line
 from bench.workloads import cleanup, run_orchestrator, wide_limits
 from orchestrator.plan.model import Plan, Task
 from orchestrator.sandbox.bwrap import sandbox
@@ -39,10 +40,12 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     workspace = cfg.tmp / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
     argv = [program]
+    fds: tuple[int, ...] = ()
     made = None
     if conf is not None:  # the baseline spawns exactly what a confined agent's spawn does
         made = sandbox(conf, [program], cwd=workspace, env=dict(os.environ))
-        argv = made.argv
+        argv, sink = bare_line(made.argv)
+        fds = (sink,)
     orch: list[float] = []
     bare: list[float] = []
     try:
@@ -50,8 +53,10 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=limits, sandbox=conf)
             orch.append(out.wall / n)
             cleanup(out.responses)
-            bare.append(await spawn_bare(argv, n) / n)
+            bare.append(await spawn_bare(argv, n, fds) / n)
     finally:
+        for fd in fds:
+            os.close(fd)
         if made is not None:
             made.release()
         if conf is not None:
@@ -94,7 +99,7 @@ def _confinement(cfg: Config, tasks: tuple[Task, ...]) -> Confinement | None:
                        hidden=conf.hidden)  # fmt: skip
 
 
-async def spawn_bare(argv: list[str], n: int) -> float:
+async def spawn_bare(argv: list[str], n: int, fds: tuple[int, ...] = ()) -> float:
     """Seconds to run ``argv`` ``n`` times, CONCURRENCY at once, output piped and read."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -105,6 +110,7 @@ async def spawn_bare(argv: list[str], n: int) -> float:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                pass_fds=fds,
             )
             await proc.communicate()
             if proc.returncode != 0:
