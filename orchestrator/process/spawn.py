@@ -159,8 +159,9 @@ async def run_streaming(
         if confined is not None:
             if joined is not None:  # the join ends once bubblewrap is gone: waited for
                 await asyncio.shield(asyncio.wait([joined]))
-            # Off the loop (the temp directory may be large), and finished even when cancelled.
-            await asyncio.shield(asyncio.to_thread(confined.release))
+            if not confined.release_nowait():  # the agent left files in its temp directory:
+                # off the loop (it may be large), and finished even when cancelled.
+                await asyncio.shield(asyncio.to_thread(confined.release))
     if pipes.error is not None:
         raise pipes.error
     code = child.returncode

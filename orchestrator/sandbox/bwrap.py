@@ -117,6 +117,18 @@ class Sandboxed:
         self._init = _child_pid(said)
         return self._init
 
+    def release_nowait(self) -> bool:
+        """`release` when it is cheap (the temp directory is empty: a few system calls, fine
+        on the event loop); False when it is not, and `release` must run in a thread."""
+        try:
+            os.rmdir(self.tmp)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        self.release()
+        return True
+
     def release(self) -> None:
         """Remove the cgroup and the private temp directory (synchronous: may be large)."""
         self.spawned()
