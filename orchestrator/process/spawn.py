@@ -151,7 +151,9 @@ async def run_streaming(
                 # Nothing of the agent ran yet (or it cannot be limited): no grace to give.
                 kill_group(child.pid, signal.SIGKILL)
             # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
-            await stop_group(child, grace=grace, last=_init_of(confined, child))
+            settled = joined is None or joined.done()  # else the join still reads the info
+            last = _init_of(confined, child) if settled else None
+            await stop_group(child, grace=grace, last=last)
             pipes.close()
     finally:
         pipes.detach()
