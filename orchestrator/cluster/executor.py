@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
+from orchestrator.cluster import asks
 from orchestrator.cluster.nodes import Cluster, Host
 from orchestrator.cluster.wire import AttemptSpec, Batch, Change
 from orchestrator.cluster.workspace import WorkspaceError
@@ -58,7 +60,6 @@ class RemoteAgent:
             plan=self.plan, base=base, prefix=prefix,
         )  # fmt: skip
         ends: list[Finished | Failed | Blocked] = []
-        host.running += 1
         try:
             change = await self._attempt(host, spec, bundle, ctx, ends)
         except Exception as exc:
@@ -108,9 +109,13 @@ class RemoteAgent:
     async def _relay(
         host: Host, ctx: AgentContext, ends: list[Finished | Failed | Blocked]
     ) -> Change:
-        """Poll the node until the attempt is over; ends are held back (see the module)."""
+        """Poll the node until the attempt is over; ends are held back (see the module).
+        Tasks the attempt asked to add are answered here, as this attempt, and the answers
+        go to the node with the next poll."""
+        answers: dict[int, dict[str, Any]] = {}
         while True:
-            batch: Batch = await host.actor.poll.remote(ctx.agent_id, WINDOW)
+            batch: Batch = await host.actor.poll.remote(ctx.agent_id, WINDOW, answers)
+            answers = {}
             if batch.active or batch.events:
                 ctx.on_activity()
             for event in batch.events:
@@ -118,6 +123,8 @@ class RemoteAgent:
                     ends.append(event)
                 else:
                     ctx.emit(event)
+            for number, request in batch.asks:
+                answers[number] = await _addition(ctx, request)
             if batch.done:
                 assert batch.change is not None
                 return batch.change
@@ -134,6 +141,19 @@ class RemoteAgent:
                 if force:
                     raise
                 force = True
+
+
+async def _addition(ctx: AgentContext, request: dict[str, Any]) -> dict[str, Any]:
+    """The run's answer to a task a remote attempt asks to add: checked as a local agent's
+    (`growth.answer` for this attempt), the request's shape again first."""
+    why = asks.problem(request)
+    if why is not None:
+        return {"ok": False, "code": 2, "error": f"error: {why}"}
+    if ctx.add_task is None:
+        why = "this agent cannot add tasks to its run"
+        return {"ok": False, "refused": {"rule": "no-additions", "message": why, "hint": ""}}
+    answer = ctx.add_task(request)
+    return await answer if inspect.isawaitable(answer) else answer
 
 
 class ClusterAgents:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.events import AgentEvent
 from orchestrator.gateway.grants import Access
@@ -57,3 +58,20 @@ class Batch:
     done: bool
     change: Change | None = None
     """With the last batch: what the attempt changed in its workspace."""
+    asks: tuple[tuple[int, dict[str, Any]], ...] = ()
+    """Tasks the attempt's processes asked to add (`orchestrator add`, the ``add_task``
+    tool), by request number: the driver answers them with its next poll."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What a host found on its node when it started."""
+
+    held: tuple[str, ...]
+    """API-key variables in the node's environment (the driver refuses such a node)."""
+    sandbox: str
+    """How attempts on this node are confined: the sandbox decision's summary line."""
+    warnings: tuple[str, ...] = ()
+    """What the node's confinement lacks (no cgroup limits, no sandbox at best-effort)."""
+    refused: str = ""
+    """Why this node cannot confine agents as the run requires (it gets no attempts)."""
