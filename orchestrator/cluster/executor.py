@@ -21,13 +21,12 @@ from typing import Any
 from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
 from orchestrator.cluster import asks
 from orchestrator.cluster.nodes import Cluster, Host
-from orchestrator.cluster.wire import AttemptSpec, Batch, Change
+from orchestrator.cluster.polling import Delivery, expecting
+from orchestrator.cluster.wire import AttemptSpec, Change
 from orchestrator.cluster.workspace import WorkspaceError
 from orchestrator.events import Blocked, Failed, Finished
 from orchestrator.plan.model import Plan
 
-WINDOW = 0.05
-"""How long a node gathers an attempt's events into one batch."""
 LOCAL_KINDS = frozenset({"build"})
 """Kinds that stay on the driver: the build check tests the integrated workspace."""
 
@@ -81,41 +80,53 @@ class RemoteAgent:
     async def _attempt(
         self, host: Host, spec: AttemptSpec, bundle: Any, ctx: AgentContext, ends: list[Any]
     ) -> Change:
-        try:
-            await host.actor.start.remote(spec, [bundle])
-            return await self._relay(host, ctx, ends)
-        except asyncio.CancelledError as stop:
-            await self._wind_down(host, ctx, ends, force=FORCE_STOP in stop.args)
-            raise
-        except Exception as exc:
-            if not self.cluster.is_lost(exc):  # a fault on the node: stop what runs there
-                with contextlib.suppress(*self.cluster.lost_errors):
-                    await self._stop(host, ctx)
-            raise
+        assert host.poller is not None
+        async with expecting(host.poller, ctx.agent_id) as batches:
+            try:
+                await host.actor.start.remote(spec, [bundle])
+                return await self._relay(host, batches, ctx, ends)
+            except asyncio.CancelledError as stop:
+                await self._wind_down(host, batches, ctx, ends, force=FORCE_STOP in stop.args)
+                raise
+            except Exception as exc:
+                if not self.cluster.is_lost(exc):  # a fault on the node: stop what runs there
+                    with contextlib.suppress(*self.cluster.lost_errors):
+                        await self._stop(host, ctx)
+                raise
 
     async def _wind_down(
-        self, host: Host, ctx: AgentContext, ends: list[Any], *, force: bool
+        self,
+        host: Host,
+        batches: asyncio.Queue[Delivery],
+        ctx: AgentContext,
+        ends: list[Any],
+        *,
+        force: bool,
     ) -> None:
         """Stopped: the attempt's processes on its node go, then its last words come back and
         its work is applied as far as it goes (a node that died meanwhile left nothing)."""
         gone: tuple[type[BaseException], ...] = (WorkspaceError, *self.cluster.lost_errors)
         try:
             await self._stop(host, ctx, force=force)
-            await self.cluster.integrate(await self._relay(host, ctx, ends), ctx.workspace)
+            change = await self._relay(host, batches, ctx, ends)
+            await self.cluster.integrate(change, ctx.workspace)
         except gone:
             pass
 
     @staticmethod
     async def _relay(
-        host: Host, ctx: AgentContext, ends: list[Finished | Failed | Blocked]
+        host: Host,
+        batches: asyncio.Queue[Delivery],
+        ctx: AgentContext,
+        ends: list[Finished | Failed | Blocked],
     ) -> Change:
-        """Poll the node until the attempt is over; ends are held back (see the module).
-        Tasks the attempt asked to add are answered here, as this attempt, and the answers
-        go to the node with the next poll."""
-        answers: dict[int, dict[str, Any]] = {}
+        """The attempt's batches (its node's poller brings them) until it is over; ends are
+        held back (see the module). Tasks the attempt asked to add are answered here, as this
+        attempt, and the answers sent to its host."""
         while True:
-            batch: Batch = await host.actor.poll.remote(ctx.agent_id, WINDOW, answers)
-            answers = {}
+            batch = await batches.get()
+            if isinstance(batch, BaseException):
+                raise batch
             if batch.active or batch.events:
                 ctx.on_activity()
             for event in batch.events:
@@ -123,10 +134,13 @@ class RemoteAgent:
                     ends.append(event)
                 else:
                     ctx.emit(event)
-            for number, request in batch.asks:
-                answers[number] = await _addition(ctx, request)
+            if batch.asks:
+                answers = {number: await _addition(ctx, req) for number, req in batch.asks}
+                await host.actor.answer.remote(ctx.agent_id, answers)
             if batch.done:
-                assert batch.change is not None
+                if batch.change is None:  # its change could not be taken: it fails
+                    ends.insert(0, Failed(batch.error))
+                    return Change(ctx.agent_id, "", "", b"")
                 return batch.change
 
     @staticmethod

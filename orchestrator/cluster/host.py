@@ -5,9 +5,10 @@ worktree of the attempt's base (`workspace.NodeRepo`), so it starts its programs
 way: its own process group, the parent-death signal, SIGTERM, grace, SIGKILL and the sweep
 for descendants that left the group (found by the run's id in their environment).
 
-Its events wait here until the driver polls them: a poll returns at once when something is
-waiting, after a short window that lets a burst of lines travel as one batch; the poll
-that reports the end also brings the attempt's change.
+Its events wait here until the driver polls them, one poll in flight per node for all of
+the node's attempts (`poll`): a poll returns at once when any attempt has something to say,
+after a short window that lets a burst of lines (of one attempt or of several) travel as one
+message; the batch that reports an attempt's end also brings its change.
 
 Attempts are confined as the run decided, by a decision made on this node (`confine`): its
 own bubblewrap and cgroups. Tasks an attempt asks to add (the ``add_task`` tool, or
@@ -24,7 +25,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,9 +49,6 @@ to its host at once (Ray), so this only bounds how long an idle call lives."""
 ACTIVITY_EVERY = 1.0
 """Output that is not a whole line (progress dots) answers a poll at most this often: enough
 for the driver's stall clock, few calls for an agent that only draws a progress bar."""
-KEEP_ENDED = 256
-"""Changes of ended attempts kept for a poll that asks again (the driver dropped the answer
-of one it cancelled while waiting)."""
 ASK_TIMEOUT = 60.0
 """How long an addition waits for the driver's answer (it comes with the next poll)."""
 
@@ -66,7 +63,9 @@ class _Running:
     checkout: Path
     task: asyncio.Task[None] | None = None
     events: list[AgentEvent] = field(default_factory=list)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    nudged: bool = False
+    """Its processes wrote something that is not a whole line, and it was not answered for
+    `ACTIVITY_EVERY`: the next poll says so."""
     active: bool = False
     done: bool = False
     checked_out: bool = False
@@ -76,6 +75,10 @@ class _Running:
     """The processes it started (pid -> start time): who may add tasks as this attempt."""
     asks: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def has_news(self) -> bool:
+        return bool(self.events or self.done or self.asks or self.nudged)
 
 
 class NodeHost:
@@ -87,7 +90,7 @@ class NodeHost:
         self._root = Path(tempfile.mkdtemp(prefix=PREFIX))
         self._lock = workspace.hold(self._root)
         self._attempts: dict[str, _Running] = {}
-        self._ended: OrderedDict[str, Change] = OrderedDict()
+        self._wake = asyncio.Event()
         self._pool: AgentPool | None = None
         self._repo = workspace.NodeRepo(self._root)
         self._confinement: Confinement | None = None
@@ -127,6 +130,7 @@ class NodeHost:
         except workspace.WorkspaceError as exc:
             run.events.append(Failed(f"node {self.node}: cannot check out the workspace: {exc}"))
             run.done = True
+            self._wake.set()
             return
         if self._pool is None:
             self._pool = AgentPool(spec.plan)
@@ -169,7 +173,7 @@ class NodeHost:
             for waiter in run.waiting.values():
                 if not waiter.done():
                     waiter.set_result(_unanswered("the attempt ended before the run answered"))
-            run.wake.set()
+            self._wake.set()
 
     def _spawned(self, run: _Running, pid: int) -> None:
         run.leaders[pid] = process_start_time(pid)
@@ -180,7 +184,7 @@ class NodeHost:
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         run.waiting[number] = answer
         run.asks.append((number, request))
-        run.wake.set()
+        self._wake.set()
         try:
             async with asyncio.timeout(ASK_TIMEOUT):
                 return await answer
@@ -203,42 +207,64 @@ class NodeHost:
         if isinstance(event, Started):
             event = replace(event, node=self.node)
         run.events.append(event)
-        run.wake.set()
+        self._wake.set()
 
     def _heard(self, run: _Running) -> None:
         run.active = True
-        if time.monotonic() - run.answered >= ACTIVITY_EVERY:
-            run.wake.set()
+        if not run.nudged and time.monotonic() - run.answered >= ACTIVITY_EVERY:
+            run.nudged = True
+            self._wake.set()
 
-    async def poll(
-        self, agent_id: str, window: float, answers: Mapping[int, dict[str, Any]] | None = None
-    ) -> Batch:
-        """What the attempt said since the last poll (waits up to `POLL_WAIT` for something),
-        after handing ``answers`` (the driver's, by request number) to the additions that
-        wait for them. An attempt that already ended (its end went to a poll whose answer
-        the driver dropped, being cancelled) answers with its change again."""
-        run = self._attempts.get(agent_id)
-        if run is None:
-            change = self._ended.get(agent_id, Change(agent_id, "", "", b""))
-            return Batch((), False, True, change)
-        for number, answer in (answers or {}).items():
-            waiter = run.waiting.get(number)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(answer)
-        if not run.events and not run.done and not run.asks:
+    async def poll(self, window: float) -> dict[str, Batch]:
+        """What every attempt on this node said since the last poll, by agent id (those
+        with nothing to say left out): waits up to `POLL_WAIT` for any of them, then
+        ``window`` more so that a burst travels as one message. An ended attempt's batch
+        brings its change (and it is forgotten here)."""
+        if not any(run.has_news for run in self._attempts.values()):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_WAIT):
-                    await run.wake.wait()
-            if not run.done:
-                await asyncio.sleep(window)
-        run.wake.clear()
-        run.answered = time.monotonic()
-        events, run.events = tuple(run.events), []
-        active, run.active = run.active, False
-        wanted, run.asks = tuple(run.asks), []
-        if not run.done:
-            return Batch(events, active, False, asks=wanted)
-        return Batch(events, active, True, await self.finish(agent_id))
+                    await self._wake.wait()
+            await asyncio.sleep(window)
+        self._wake.clear()
+        now = time.monotonic()
+        batches: dict[str, Batch] = {}
+        ended: list[str] = []
+        for agent_id, run in list(self._attempts.items()):
+            if not run.has_news:
+                continue
+            run.nudged, run.answered = False, now
+            events, run.events = tuple(run.events), []
+            active, run.active = run.active, False
+            wanted, run.asks = tuple(run.asks), []
+            batches[agent_id] = Batch(events, active, run.done, asks=wanted)
+            if run.done:
+                ended.append(agent_id)
+        if ended:  # their changes, collected side by side
+            async with asyncio.TaskGroup() as tg:
+                changes = {a: tg.create_task(self._collect(a)) for a in ended}
+            for agent_id, task in changes.items():
+                change = task.result()
+                if isinstance(change, str):
+                    batches[agent_id] = replace(batches[agent_id], error=change)
+                else:
+                    batches[agent_id] = replace(batches[agent_id], change=change)
+        return batches
+
+    async def _collect(self, agent_id: str) -> Change | str:
+        """`finish`, or why its change could not be taken (that attempt fails, no other)."""
+        try:
+            return await self.finish(agent_id)
+        except workspace.WorkspaceError as exc:
+            return f"node {self.node}: cannot take the attempt's change: {exc}"
+
+    async def answer(self, agent_id: str, answers: Mapping[int, dict[str, Any]]) -> None:
+        """Hand the driver's ``answers`` (by request number) to the additions of
+        ``agent_id`` that wait for them (none: the attempt ended meanwhile)."""
+        run = self._attempts.get(agent_id)
+        for number, reply in answers.items():
+            waiter = run.waiting.get(number) if run is not None else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(reply)
 
     async def stop(self, agent_id: str, force: bool) -> None:
         """Stop the attempt's processes (SIGTERM, grace, SIGKILL; ``force``: SIGKILL now),
@@ -262,9 +288,6 @@ class NodeHost:
                 change = await workspace.collect(run.checkout, run.spec.base, agent_id)
         finally:
             await asyncio.to_thread(shutil.rmtree, run.checkout.parent, True)
-        self._ended[agent_id] = change
-        while len(self._ended) > KEEP_ENDED:
-            self._ended.popitem(last=False)
         return change
 
     async def shutdown(self) -> None:

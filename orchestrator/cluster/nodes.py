@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator.cluster.host import NodeHost
 from orchestrator.cluster.leased import LeasedBases
+from orchestrator.cluster.polling import WINDOW, Poller
 from orchestrator.cluster.wire import Change, NodeReport
 from orchestrator.cluster.workspace import Snapshots
 from orchestrator.errors import ClusterError
@@ -47,6 +48,8 @@ class Host:
     running: int = 0
     alive: bool = True
     report: NodeReport | None = None
+    poller: Poller | None = None
+    """Its one poll in flight (runs in the cluster session's task group)."""
 
     def load(self, more: int = 0, *, need: float = 0.0) -> float:
         """The larger share of its CPUs and memory that its attempts (``more`` besides)
@@ -88,15 +91,30 @@ class Cluster:
     _lost: tuple[type[BaseException], ...] = ()
     _looked: float = 0.0
     _opened: bool = False
+    _group: asyncio.TaskGroup | None = None
+    _polling: list[asyncio.Task[None]] = field(default_factory=list)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Cluster]:
-        """`open`, then `aclose` however the run ends (also when opening failed halfway)."""
+        """`open`, then `aclose` however the run ends (also when opening failed halfway).
+        The hosts' pollers run in a task group the session owns; they end with it."""
+        failure: BaseException | None = None
         try:
-            await self.open()
-            yield self
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                try:
+                    await self.open()
+                    yield self
+                except BaseException as exc:  # raised again below as it is, not grouped
+                    failure = exc
+                finally:
+                    self._group = None
+                    for task in self._polling:
+                        task.cancel()
         finally:
             await self.aclose()
+        if failure is not None:
+            raise failure
 
     async def open(self) -> None:
         try:
@@ -162,7 +180,13 @@ class Cluster:
                 self._warn(f"node {node}: {warning}")
             resources = info.get("Resources") or {}
             cpus, memory = float(resources.get("CPU", 0)), float(resources.get("memory", 0))
-            self.hosts.append(Host(actor, node, cpus, memory, report=report))
+            host = Host(actor, node, cpus, memory, report=report)
+            host.poller = Poller(actor, self._lost, WINDOW)
+            if self._group is None:
+                await self._let_go(actor)
+                raise RuntimeError("a Cluster is used inside its session() only")
+            self._polling.append(self._group.create_task(host.poller.run()))
+            self.hosts.append(host)
         if not any(h.alive for h in self.hosts):
             if self._unconfined:
                 why = "; ".join(f"{n}: {w}" for n, w in list(self._unconfined.items())[:3])

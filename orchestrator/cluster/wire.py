@@ -60,7 +60,9 @@ class Batch:
     """With the last batch: what the attempt changed in its workspace."""
     asks: tuple[tuple[int, dict[str, Any]], ...] = ()
     """Tasks the attempt's processes asked to add (`orchestrator add`, the ``add_task``
-    tool), by request number: the driver answers them with its next poll."""
+    tool), by request number: the driver answers them (`NodeHost.answer`)."""
+    error: str = ""
+    """With the last batch instead of ``change``: why its change could not be taken."""
 
 
 @dataclass(frozen=True, slots=True)
