@@ -39,7 +39,6 @@ class Poller:
         self._someone = asyncio.Event()
         self.dead: BaseException | None = None
         """What ended this poller: its node was lost."""
-        self.calls = 0
 
     def expect(self, agent_id: str) -> asyncio.Queue[Delivery]:
         """The queue ``agent_id``'s batches come in (make it before the attempt starts)."""
@@ -61,7 +60,6 @@ class Poller:
                 await self._someone.wait()
                 continue
             try:
-                self.calls += 1
                 batches: dict[str, Batch] = await self.actor.poll.remote(self.window)
             except self._lost as exc:
                 self.dead = exc
