@@ -16,7 +16,7 @@ from orchestrator.cluster.asks import open_ask_server, owner, problem
 from orchestrator.cluster.confine import node_confinement
 from orchestrator.cluster.nodes import Cluster, Host
 from orchestrator.control.channel import request
-from orchestrator.plan.model import Limits, Plan, Task
+from orchestrator.plan.model import Limits, Plan, SandboxMode, Task
 from orchestrator.process.procfs import process_start_time
 from orchestrator.sandbox.support import probe
 
@@ -84,8 +84,9 @@ def test_a_node_decides_its_own_confinement_with_its_own_paths(tmp_path: Path) -
     assert conf is None
     assert report.sandbox.startswith("off")
     support = probe()
-    for mode in ("required", "best-effort"):
-        conf, report = node_confinement(plan, mode, tmp_path, home=tmp_path / "home")  # type: ignore[arg-type]
+    modes: tuple[SandboxMode, ...] = ("required", "best-effort")
+    for mode in modes:
+        conf, report = node_confinement(plan, mode, tmp_path, home=tmp_path / "home")
         if support.can_sandbox:
             assert conf is not None
             assert conf.scratch == tmp_path / "scratch"

@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakeapi import serve_in_thread, text, tool_use
@@ -115,7 +116,7 @@ def test_remote_agents_are_confined_and_a_node_without_a_sandbox_gets_none(
     assert key_leaks(cluster) == []
 
 
-def prompted(tid: str, prompt: str) -> dict[str, object]:
+def prompted(tid: str, prompt: str) -> dict[str, Any]:
     """A command task that runs its prompt (so a task it adds runs the prompt it is given)."""
     return {"id": tid, "agent": "command", "command": "sh -c {prompt}", "prompt": prompt}
 
