@@ -38,7 +38,6 @@ class RemoteAgent:
     inner: Agent
     kind: str
     cluster: Cluster
-    plan: Plan
 
     @property
     def uses_model(self) -> bool:
@@ -56,7 +55,7 @@ class RemoteAgent:
             kind=self.kind, task=ctx.task, attempt=ctx.attempt, prompt=ctx.prompt,
             script=ctx.script, env=ctx.env, grace=ctx.grace, depth=ctx.depth,
             parent=ctx.parent, notes=ctx.context_notes, model=ctx.model,
-            plan=self.plan, base=base, prefix=prefix,
+            base=base, prefix=prefix,
         )  # fmt: skip
         ends: list[Finished | Failed | Blocked] = []
         try:
@@ -183,7 +182,5 @@ class ClusterAgents:
             return self.local(kind)
         agent = self._agents.get(kind)
         if agent is None:
-            agent = self._agents[kind] = RemoteAgent(
-                self.local(kind), kind, self.cluster, self.plan
-            )
+            agent = self._agents[kind] = RemoteAgent(self.local(kind), kind, self.cluster)
         return agent

@@ -108,6 +108,7 @@ class NodeHost:
         held = tuple(sorted(name for name in SECRET_NAMES if os.environ.get(name)))
         conf, report = await asyncio.to_thread(node_confinement, plan, mode, self._root)
         self._confinement = conf
+        self._pool = AgentPool(plan)
         self._socket.parent.mkdir(mode=0o700, exist_ok=True)
         await self._serving.enter_async_context(asks.open_ask_server(self._socket, self._relay))
         return replace(report, held=held)
@@ -132,8 +133,7 @@ class NodeHost:
             run.done = True
             self._wake.set()
             return
-        if self._pool is None:
-            self._pool = AgentPool(spec.plan)
+        assert self._pool is not None, "ready() comes first"
         agent = self._pool(spec.kind)
         (here / "responses").mkdir()
         env = {**spec.env, QUOTA_VAR: str(self._socket)}  # additions go through this host

@@ -7,12 +7,13 @@ from typing import Any
 
 from orchestrator.events import AgentEvent
 from orchestrator.gateway.grants import Access
-from orchestrator.plan.model import Plan, Step, Task
+from orchestrator.plan.model import Step, Task
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptSpec:
-    """One attempt as a node needs it: never the API key (``env`` comes from `child_env`)."""
+    """One attempt as a node needs it: never the API key (``env`` comes from `child_env`).
+    The run's plan is not in it: its host got it once (`NodeHost.ready`)."""
 
     agent_id: str
     run_id: str
@@ -27,7 +28,6 @@ class AttemptSpec:
     parent: str | None
     notes: tuple[str, ...]
     model: Access | None
-    plan: Plan
     base: str
     """The workspace commit the attempt starts from (in the bundle it gets)."""
     prefix: str = ""
