@@ -278,7 +278,7 @@ async def _run_locked(
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
-            code, ended = _finish(run, journal, opts, survivors)
+            code, ended = _finish(run, journal, opts, survivors, sandbox)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -290,14 +290,15 @@ async def _run_locked(
 
 
 def _finish(
-    run: Run, journal: Journal, opts: RunOptions, survivors: list[int]
+    run: Run, journal: Journal, opts: RunOptions, survivors: list[int], sandbox: SandboxDecision
 ) -> tuple[int, tuple[str, Path | None, StorageFailed | None]]:
     """Record how the run ended, write REPORT.md, print the summary; the exit code and the
     ending (state, REPORT.md, the error to raise once the run's end was told).
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
     records land in the space it keeps in reserve) and `StorageFailed` is raised last. A run
-    that could not stop every process it started names them and never exits 0."""
+    that could not stop every process it started names them and never exits 0. ``sandbox``:
+    how the run was confined, with what the cluster's nodes said of their own."""
     stopped_by = run.recorder.failure
     final_state = "interrupted" if run.interrupted or stopped_by else "finished"
     code = run.exit_code()
@@ -314,7 +315,6 @@ def _finish(
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    sandbox = opts.sandbox or SandboxDecision("off", None)
     snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors,
                               "sandbox": sandbox.summary,
                               "sandbox_warnings": list(sandbox.warnings)})  # fmt: skip

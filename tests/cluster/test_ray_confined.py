@@ -101,6 +101,8 @@ def test_remote_agents_are_confined_and_a_node_without_a_sandbox_gets_none(
             proc.wait()
     log = (tmp_path / "orchestrator.log").read_text()
     assert "cannot make a sandbox (no bwrap on PATH" in log, log
+    report = (tmp_path / "agent-responses" / "REPORT.md").read_text()
+    assert "cannot make a sandbox (no bwrap on PATH" in report, "the report says it too"
     agents = {a["id"]: a for a in status(tmp_path)["agents"]}
     assert agents["stay"]["state"] == "cancelled"
     assert len({a["node"] for t, a in agents.items() if t in ("look", "escape", "stay")}) == 1
