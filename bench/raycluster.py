@@ -56,6 +56,9 @@ class RayCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "RAY_"))}
         env.update(
             {"RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": str(self.nodes),
+             # a token in ~/.ray (a local ray.init() makes one) must not turn auth on for
+             # some processes of this throwaway cluster and not others
+             "RAY_AUTH_MODE": "disabled",
              "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3",
              "RAY_health_check_initial_delay_ms": "0"}
         )  # fmt: skip

@@ -24,6 +24,7 @@ CANARY = "sk-ant-canary-9f8e7d6c5b4a-cluster"
 def driver_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "RAY_"))}
     env.update(ANTHROPIC_API_KEY=CANARY, NO_COLOR="1", COLUMNS="200", RAY_USAGE_STATS_ENABLED="0")
+    env.update(RAY_AUTH_MODE="disabled")  # as the test cluster (`RayCluster.env`)
     env.update(extra)
     return env
 
