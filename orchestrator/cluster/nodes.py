@@ -21,7 +21,7 @@ from typing import Any
 
 from orchestrator.cluster.host import NodeHost
 from orchestrator.cluster.leased import LeasedBases
-from orchestrator.cluster.polling import WINDOW, Poller
+from orchestrator.cluster.polling import WINDOW, Poller, window_for
 from orchestrator.cluster.wire import Change, NodeReport
 from orchestrator.cluster.workspace import Snapshots
 from orchestrator.errors import ClusterError
@@ -189,6 +189,7 @@ class Cluster:
                 raise RuntimeError("a Cluster is used inside its session() only")
             self._polling.append(self._group.create_task(host.poller.run()))
             self.hosts.append(host)
+        self._widen()
         if not any(h.alive for h in self.hosts):
             if self._unconfined:
                 why = "; ".join(f"{n}: {w}" for n, w in list(self._unconfined.items())[:3])
@@ -279,6 +280,14 @@ class Cluster:
         """``host``'s node died: it gets no more attempts; nodes are looked up again."""
         host.alive = False
         self._looked = 0.0
+        self._widen()
+
+    def _widen(self) -> None:
+        """Every node's poll window for the number of live nodes (`window_for`)."""
+        live = [h for h in self.hosts if h.alive]
+        for host in live:
+            if host.poller is not None:
+                host.poller.window = window_for(len(live))
 
     async def aclose(self) -> None:
         """Stop every host (each sweeps its node), then leave the cluster."""

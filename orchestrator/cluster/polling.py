@@ -21,11 +21,21 @@ from typing import Any
 from orchestrator.cluster.wire import Batch
 
 WINDOW = 0.05
-"""How long a node gathers its attempts' events into one batch."""
+"""How long a node gathers its attempts' events into one batch (at least; see `window_for`)."""
+MAX_CALLS = 400.0
+"""Polls a second that busy nodes may cost the driver together: at ~0.85 ms of its CPU each
+(docs/cluster.md), about a third of a core."""
 FAULT_PAUSE = 1.0
 """Seconds before polling again a host whose call failed without its node being lost."""
 
 Delivery = Batch | BaseException
+
+
+def window_for(nodes: int) -> float:
+    """Each node's window when ``nodes`` nodes are live: `WINDOW`, or wider once that many
+    busy nodes would poll more than `MAX_CALLS` times a second together (100 nodes: 250 ms,
+    so a progress file lags by up to that much)."""
+    return max(WINDOW, nodes / MAX_CALLS)
 
 
 class Poller:

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.cluster.asks import open_ask_server, owner, problem
 from orchestrator.cluster.confine import node_confinement
 from orchestrator.cluster.nodes import Cluster, Host
+from orchestrator.cluster.polling import MAX_CALLS, Poller, window_for
 from orchestrator.control.channel import request
 from orchestrator.plan.model import Limits, Plan, SandboxMode, Task
 from orchestrator.process.procfs import process_start_time
@@ -154,3 +155,20 @@ async def test_the_node_socket_relays_an_addition_for_the_process_that_asks(
     assert "only add" in lease["error"]
     assert len(relayed) == 2, "a malformed request never reaches the driver"
     assert not path.exists()
+
+
+@pytest.mark.parametrize(("nodes", "window"), [(1, 0.05), (20, 0.05), (40, 0.1), (100, 0.25)])
+def test_the_poll_window_widens_with_the_cluster(nodes: int, window: float) -> None:
+    assert window_for(nodes) == pytest.approx(window)
+    assert nodes / window_for(nodes) <= MAX_CALLS, "busy nodes together stay under the cap"
+
+
+def test_a_lost_node_narrows_the_others_windows_again(tmp_path: Path) -> None:
+    hosts = [Host(None, f"n{i}", 1, 0) for i in range(41)]
+    for host in hosts:
+        host.poller = Poller(None, (), window_for(len(hosts)))
+    cluster = cluster_of(tmp_path, *hosts)
+    cluster.lost(hosts[0])
+    assert {h.poller.window for h in hosts[1:] if h.poller} == {window_for(40)}
+    cluster.lost(hosts[1])
+    assert {h.poller.window for h in hosts[2:] if h.poller} == {window_for(39)}

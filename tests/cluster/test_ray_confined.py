@@ -93,7 +93,10 @@ def test_remote_agents_are_confined_and_a_node_without_a_sandbox_gets_none(
         (run_id,) = run_ids(tmp_path)
         assert key_leaks(cluster, [*run_processes(run_id), *daemons()]) == []
         wait_for(lambda: states(tmp_path).get("leaver") == "succeeded")
+        # the leaver's daemon died with its sandbox when its command ended; stay's lives on
+        wait_for(lambda: len(daemons()) == 1)
         assert orch(tmp_path, "cancel", "stay").returncode == 0
+        wait_for(lambda: daemons() == [], timeout=30)  # and dies with stay's, on cancel
         assert proc.wait(timeout=120) == 1  # one task cancelled
     finally:
         if proc.poll() is None:
