@@ -106,6 +106,11 @@ class ClaudeAgent:
     async def run(self, ctx: AgentContext) -> None:
         await Conversation(self, ctx).run()
 
+    @property
+    def clients_made(self) -> int:
+        """How many clients (connection pools) the run's attempts share out."""
+        return len(self._clients)
+
     async def aclose(self) -> None:
         """Close the clients (and their connections) if any were made."""
         clients, self._clients = self._clients, []
