@@ -1,16 +1,13 @@
 """What the gateway's thread and the scheduler's share: settings, grants, the ledger, flags.
 
 The scheduler's side writes (grants made and closed, a cancel, the fence); the gateway's side
-reads them per request and answers back only by *posting* callbacks to the scheduler's loop,
-so neither loop ever blocks on the other. Posts are batched (`Outbox`): one wake-up of the
-scheduler's loop carries every callback posted since its last one, so a burst of answers
-settling at once costs the scheduler one turn, not one wake-up (a self-pipe write) each.
+reads them per request and answers back only by *posting* callbacks to the scheduler's loop
+(``call_soon_threadsafe``), so neither loop ever blocks on the other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,49 +85,6 @@ class Hooks(Protocol):
         """An auth or billing failure stopped the run's model traffic (called once)."""
 
 
-class Outbox:
-    """Callbacks posted from the gateway's thread, run on the scheduler's loop in the order
-    posted; only the first post of a batch wakes that loop."""
-
-    __slots__ = ("_items", "_lock", "_loop", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self._scheduled = False
-
-    def post(self, callback: Callable[..., Any], *args: Any) -> None:
-        with self._lock:
-            self._items.append((callback, args))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._loop.call_soon_threadsafe(self._run)
-
-    def _run(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-            self._scheduled = False
-        for n, (callback, args) in enumerate(items):
-            try:
-                callback(*args)
-            except BaseException:
-                # As separate handles would: the loop reports this one, the rest still run.
-                self._requeue(items[n + 1 :])
-                raise
-
-    def _requeue(self, rest: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
-        if not rest:
-            return
-        with self._lock:
-            self._items[:0] = rest
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._loop.call_soon(self._run)
-
-
 class Shared:
     """The state both threads see. Plain attributes: each write is one atomic assignment."""
 
@@ -156,7 +110,6 @@ class Shared:
         self.settings = settings
         self.ceiling = max(ceiling, 1)
         self.main = main
-        self._outbox = Outbox(main)
         self.grants: dict[str, Grant] = {}
         """By token."""
         self.fence: str | None = None
@@ -171,7 +124,7 @@ class Shared:
 
     def post(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` on the scheduler's loop, soon, in the order posted."""
-        self._outbox.post(callback, *args)
+        self.main.call_soon_threadsafe(callback, *args)
 
     def stop_traffic(self, reason: str) -> None:
         """Refuse every request from now on; tell the scheduler once."""
