@@ -162,12 +162,7 @@ async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> No
 
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    # No cookie jar: agents share no cookies through the gateway, and no request pays for
-    # filtering a jar.
-    jar = aiohttp.DummyCookieJar()
-    async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=True, cookie_jar=jar
-    ) as session:
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
         proxy = Proxy(shared, session)
         runner = web.AppRunner(
             proxy.app(), handle_signals=False, access_log=None, handler_cancellation=True
