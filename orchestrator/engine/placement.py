@@ -8,6 +8,7 @@ crash, and never a silent fallback to the shared directory.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import cast
 
 from orchestrator.engine.state import AgentRecord, Spawn
@@ -26,7 +27,8 @@ async def lease(
     place: Place | None = None
     try:
         place = await places.lease(rec.id, spawn.role, spawn.task.id)
-        if place.done is None and place.held is None:
+        if place.done is None and place.held is None and not os.path.isdir(place.path):
+            # one stat on the loop (the usual case: it exists), a thread only to make it
             await asyncio.to_thread(place.path.mkdir, parents=True, exist_ok=True)
     except asyncio.CancelledError:
         stopped = _stopped(rec)

@@ -236,9 +236,9 @@ class Run(RunQueries, RunRequests):
         rec.state = "running"
         rec.started = time.time()
         rec.last_event = time.monotonic()
-        self.recorder.agent_started(rec, attempt.header(rec, spawn))
+        recorded = self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
-        rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
+        rec.handle = self._tg.create_task(self._attempt(rec, spawn, recorded), name=rec.id)
         rec.handle.add_done_callback(functools.partial(self._never_ran, rec))
 
     def _never_ran(self, rec: AgentRecord, _: object) -> None:
@@ -246,7 +246,7 @@ class Run(RunQueries, RunRequests):
         if rec.state == "running":
             self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
-    async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
+    async def _attempt(self, rec: AgentRecord, spawn: Spawn, recorded: int) -> None:
         place = await placement.lease(self.places, rec, spawn)
         if isinstance(place, tuple):  # no checkout (failed), or its work has landed already
             return self._end(rec, *place)
@@ -268,8 +268,9 @@ class Run(RunQueries, RunRequests):
             add_task=functools.partial(growth.answer, self, adder=rec.id),
         )
         try:  # it starts once its start is on disk (``written``): recorded before acted on
+            written = functools.partial(self.recorder.written, recorded)
             state, reason = await attempt.run_attempt(
-                rec, ctx, agent, stop=self._stop, written=self.recorder.written
+                rec, ctx, agent, stop=self._stop, written=written
             )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
