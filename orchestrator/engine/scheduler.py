@@ -17,6 +17,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from orchestrator.agents.base import FORCE_STOP, Agent
 from orchestrator.engine import attempt, growth, placement
@@ -66,6 +67,7 @@ class Run(RunQueries, RunRequests):
         self.journal = journal
         self._agent_for = agents
         self.places = places or InPlace(plan.workspace)
+        self._made: set[Path] = set()  # directories agents were given that exist
         self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
@@ -247,7 +249,7 @@ class Run(RunQueries, RunRequests):
             self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn, recorded: int) -> None:
-        place = await placement.lease(self.places, rec, spawn)
+        place = await placement.lease(self.places, rec, spawn, self._made)
         if isinstance(place, tuple):  # no checkout (failed), or its work has landed already
             return self._end(rec, *place)
         agent = self._agent_for(spawn.task.agent)
@@ -268,9 +270,8 @@ class Run(RunQueries, RunRequests):
             add_task=functools.partial(growth.answer, self, adder=rec.id),
         )
         try:  # it starts once its start is on disk (``written``): recorded before acted on
-            written = functools.partial(self.recorder.written, recorded)
             state, reason = await attempt.run_attempt(
-                rec, ctx, agent, stop=self._stop, written=written
+                rec, ctx, agent, stop=self._stop, written=lambda: self.recorder.written(recorded)
             )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)

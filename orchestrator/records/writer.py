@@ -5,10 +5,11 @@ carries them out in the order they were submitted, taking whatever has queued up
 batch, so thousands of agents' creates and appends cost the loop an append to a deque each.
 `written` (a wait) and `when_written` (a callback) are the barrier: they return once every
 write submitted before them (or before a `mark`) is in its file; the thread says so as soon
-as it has carried out the write someone waits for, not only at the end of its batch. Whoever tells anyone about a transition (a
-waiter, the printed status line) goes through it, so "an agent's words reach its file before
-anyone is told" holds, and so does "recorded before acted on": an agent's process is started
-only once the records before it are written.
+as it has carried out the write someone waits for, not only at the end of its batch.
+Whoever tells anyone about a transition (a waiter, the printed status line) goes through it,
+so "an agent's words reach its file before anyone is told" holds, and so does "recorded
+before acted on": an agent's process is started only once its start record (and every write
+before it) is written.
 
 Outside `run` (before a run's loop starts it, after it stopped) a write is carried out at once
 on the caller's thread, as it always was: one order, whoever writes.
