@@ -133,10 +133,10 @@ class Run(RunQueries, RunRequests):
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
         """Raise the fence (nothing starts, no model request is sent), stop every running agent."""
         self._raise_fence(reason)
-        sig = signal.SIGKILL if force else signal.SIGTERM
-        for rec in list(self.agents.values()):
-            if rec.state == "running":
-                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not per step
+        running = [rec for rec in self.agents.values() if rec.state == "running"]
+        for rec in running:  # one pass over every group first: the signals go out together
+            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL if force else signal.SIGTERM)
+        for rec in running:  # then what each stop records (and the grace, then SIGKILL)
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
