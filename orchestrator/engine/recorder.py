@@ -115,7 +115,6 @@ class Recorder:
 
         Returns the mark of the journal's record: the agent may act once it is written
         (`written`); its progress file is created right after it, before anything it says."""
-        self.writer.poll()
         if self.journal is not None:
             self.journal.record("agent", **rec.started_fields())
         mark = self.writer.mark()
@@ -126,7 +125,6 @@ class Recorder:
         """Mask secrets in ``event`` and buffer it; the event as written and its shown line."""
         if self._secrets:
             event = scrub_event(event, self._secrets)
-        self.writer.poll()  # the loop is here anyway: it may release a waiter
         self._live_dirty[rec.id] = rec
         return event, self.progress.append(rec.id, event)
 
@@ -146,7 +144,6 @@ class Recorder:
 
     def agent_ended(self, rec: AgentRecord, notes: list[str]) -> None:
         """The orchestrator's own ``notes`` (what happens next), the status line, the journal."""
-        self.writer.poll()
         for line in (*rec.changes, *notes):
             self.progress.note(rec.id, line)
         self.progress.finish(rec.id, rec.status_line(), rec.status_record())

@@ -4,12 +4,8 @@ The event loop decides what to write and hands each write over with `submit`; on
 carries them out in the order they were submitted, taking whatever has queued up as one
 batch, so thousands of agents' creates and appends cost the loop an append to a deque each.
 `written` (a wait) and `when_written` (a callback) are the barrier: they return once every
-write submitted before them (or before a `mark`) is in its file. The thread says how far it
-got at the end of each batch (a wake-up of the loop). Mid-batch it counts, and the loop reads
-that count whenever it records anything (`poll`: no wake-up, no lock); only when the loop has
-not looked for `QUIET` and someone waits for a write it has carried out does the thread wake
-it mid-batch. So an agent starts as soon as its record is written, and a busy loop is not
-woken once per write (on a busy loop every wake-up costs both threads a turn of the GIL).
+write submitted before them (or before a `mark`) is in its file; the thread says so as soon
+as it has carried out the write someone waits for, not only at the end of its batch.
 Whoever tells anyone about a transition (a waiter, the printed status line) goes through it,
 so "an agent's words reach its file before anyone is told" holds, and so does "recorded
 before acted on": an agent's process is started only once its start record (and every write
@@ -26,13 +22,10 @@ import heapq
 import itertools
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 
 Write = Callable[[], None]
-QUIET = 0.001
-"""Seconds without a `poll` after which the thread wakes the loop for a waiter mid-batch."""
 
 
 class FileWriter:
@@ -50,15 +43,10 @@ class FileWriter:
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         """A heap of (write count, order, callback): the callback runs once that many are done."""
         self._order = itertools.count()
+        self._wanted: float = math.inf
+        """The smallest count a waiter waits for (read by the thread: it reports on reaching it)."""
         self._failed: asyncio.Future[None] | None = None
         self._base = 0
-        self._progress = 0
-        """Writes the thread has carried out since it started (written by it, read by `poll`)."""
-        self._polled = False
-        self._looked = 0.0
-        """When the loop last read the thread's count (`poll`), by `time.monotonic`."""
-        self._wanted: float = math.inf
-        """The smallest count a waiter waits for (read by the thread for its mid-batch report)."""
 
     def submit(self, write: Write) -> None:
         """Carry out ``write`` after every write submitted before it (at once when no thread)."""
@@ -70,22 +58,6 @@ class FileWriter:
         with self._wake:
             self._queue.append(write)
             self._wake.notify()
-
-    def poll(self) -> None:
-        """Take in how far the thread got (on a later turn of the loop) if that releases a
-        waiter: a busy loop learns it without the thread waking it."""
-        if self._thread is None or self._polled or not self._waiters:
-            return
-        self._looked = time.monotonic()
-        done = self._base + self._progress
-        if self._waiters[0][0] <= done:
-            assert self._loop is not None
-            self._polled = True
-            self._loop.call_soon(self._advance_polled, done)
-
-    def _advance_polled(self, done: int) -> None:
-        self._polled = False
-        self._advance(done)
 
     def mark(self) -> int:
         """The place of the last write submitted so far, for ``upto`` (`written`)."""
@@ -130,7 +102,6 @@ class FileWriter:
         self._failed = loop.create_future()
         self._stopping = False
         self._base = self._submitted  # every write before this one was carried out at once
-        self._progress = 0
         self._thread = threading.Thread(target=self._work, name="orchestrator-writer", daemon=True)
         self._thread.start()
 
@@ -180,13 +151,9 @@ class FileWriter:
                 for write in batch:
                     write()
                     count += 1
-                    self._progress = count  # for `poll`
                     if self._base + count >= self._wanted:  # someone waits for this one
-                        now = time.monotonic()
-                        if now - self._looked > QUIET:  # and the loop does not look: wake it
-                            self._looked = now
-                            self._wanted = math.inf  # the loop sets the next one
-                            loop.call_soon_threadsafe(self._advance_to, count)
+                        self._wanted = math.inf  # the loop sets the next one it waits for
+                        loop.call_soon_threadsafe(self._advance_to, count)
             except BaseException as exc:
                 loop.call_soon_threadsafe(self._fail, exc)
                 return
