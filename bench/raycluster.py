@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
-COMMON = ("--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats")
+COMMON = ("--object-store-memory=80000000", "--disable-usage-stats")
 
 
 def _free_port() -> int:
@@ -55,6 +56,9 @@ class RayCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "RAY_"))}
         env.update(
             {"RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": str(self.nodes),
+             # a token in ~/.ray (a local ray.init() makes one) must not turn auth on for
+             # some processes of this throwaway cluster and not others
+             "RAY_AUTH_MODE": "disabled",
              "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3",
              "RAY_health_check_initial_delay_ms": "0"}
         )  # fmt: skip
@@ -84,9 +88,9 @@ class RayCluster:
         if proc.returncode != 0:
             raise RuntimeError(f"ray start {node} failed: {out.decode(errors='replace')[-2000:]}")
 
-    def join(self, node: str, **env: str) -> None:
-        """Another node (another raylet on this machine)."""
-        self.start(node, f"--address={self.address}", *COMMON, **env)
+    def join(self, node: str, *, cpus: int = 1, **env: str) -> None:
+        """Another node (another raylet on this machine) offering Ray ``cpus`` CPUs."""
+        self.start(node, f"--address={self.address}", f"--num-cpus={cpus}", *COMMON, **env)
 
     def kill(self, node: str) -> None:
         """SIGKILL every process of ``node`` (a node that dies)."""
@@ -114,8 +118,11 @@ class RayCluster:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-def start_cluster() -> RayCluster:
-    """Head and second node, 1 CPU and a small object store each (the machine is shared)."""
+def start_cluster(
+    cpus: tuple[int, int] = (1, 1), head_env: Mapping[str, str] | None = None
+) -> RayCluster:
+    """Head and second node, ``cpus`` CPUs in Ray each (one by default: the machine is
+    shared) and a small object store; ``head_env``: added to the head's environment."""
     port = _free_port()
     temp = Path(f"/tmp/rt{uuid.uuid4().hex[:6]}")  # Unix socket paths must stay short
     cluster = RayCluster(f"127.0.0.1:{port}", temp)
@@ -123,10 +130,24 @@ def start_cluster() -> RayCluster:
     try:
         cluster.start(
             "head", "--head", f"--port={port}", "--include-dashboard=false",
-            f"--temp-dir={temp}", *COMMON,
+            f"--temp-dir={temp}", f"--num-cpus={cpus[0]}", *COMMON, **(head_env or {}),
         )  # fmt: skip
-        cluster.join("second")
+        cluster.join("second", cpus=cpus[1])
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def path_without(program: str, where: Path) -> str:
+    """A PATH like this one in which ``program`` is not found: ``where`` (made here) holds a
+    link to every other program of the PATH's directories (a node without bubblewrap)."""
+    where.mkdir(parents=True, exist_ok=True)
+    dirs = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(d):
+                link = where / entry.name
+                if entry.name != program and not link.exists() and not link.is_symlink():
+                    link.symlink_to(entry.path)
+    return str(where)

@@ -8,6 +8,10 @@ of ``true`` commands (nothing to wait for but the orchestration), and the driver
 event its agents sent. Both nodes share this machine's 2 cores with the driver, so the
 cluster figures are an upper bound of what a node costs; `docs/cluster.md` turns them into
 an estimate for 100 nodes.
+
+Goals (ratios to the local run measured in the same sitting): the DAG's makespan on the
+cluster at most `GOAL_MAKESPAN` times the local one, and the driver's CPU per task and per
+agent event at most `GOAL_DRIVER_CPU` times the local one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from orchestrator.plan.model import Task
 
 CONCURRENCY = 32
 """Agents at once in both setups (the cluster's hosts split them between the nodes)."""
+GOAL_MAKESPAN = 2.0
+GOAL_DRIVER_CPU = 2.0
 
 
 def command_tasks(
@@ -93,26 +99,38 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     local, remote = data["local"], data["cluster"]
     mk_local = Stat.of(r["wall"] / cp for r in local["dag"])
     mk_remote = Stat.of(r["wall"] / cp for r in remote["dag"])
+    ratio = mk_remote.median / mk_local.median
     fig.row(
         f"{len(dag):,}-task DAG of command agents, makespan / critical path",
         measured=f"cluster {mk_remote.fmt(times)}",
         baseline=f"local {mk_local.fmt(times)}; cp {secs(cp)}; floor {times(floor / cp)}",
-        ratio=times(mk_remote.median / mk_local.median),
+        ratio=times(ratio),
+        goal=f"<= {GOAL_MAKESPAN:g}x local",
+        met=ratio <= GOAL_MAKESPAN,
     )
     n = len(trues)
     for what, key in (("wall per task", "wall"), ("driver CPU per task", "cpu")):
         loc = Stat.of(r[key] / n for r in local["true"])
         rem = Stat.of(r[key] / n for r in remote["true"])
+        ratio = rem.median / loc.median
         fig.row(
             f"{n} `true` commands, {what}",
             measured=f"cluster {rem.fmt(ms)}",
             baseline=f"local {loc.fmt(ms)}",
-            ratio=times(rem.median / loc.median),
+            ratio=times(ratio),
+            goal=f"<= {GOAL_DRIVER_CPU:g}x local" if key == "cpu" else "-",
+            met=ratio <= GOAL_DRIVER_CPU if key == "cpu" else None,
         )
     per_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in remote["dag"])
+    local_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in local["dag"])
+    ratio = per_event.median / local_event.median
     fig.row(
-        "driver CPU per agent event, all of it (cluster DAG runs)",
-        measured=per_event.fmt(ms),
+        "driver CPU per agent event, all of it (the DAG runs)",
+        measured=f"cluster {per_event.fmt(ms)}",
+        baseline=f"local {local_event.fmt(ms)}",
+        ratio=times(ratio),
+        goal=f"<= {GOAL_DRIVER_CPU:g}x local",
+        met=ratio <= GOAL_DRIVER_CPU,
         note=f"{remote['dag'][0]['events']:,} events per run",
     )
     agent_seconds = IDLE_AGENTS * IDLE_SECONDS

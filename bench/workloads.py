@@ -162,15 +162,14 @@ async def run_orchestrator(
     if during is not None:
         during(run)
     try:
-        if remote is not None:
-            await remote.open()
-        async with around(responses) if around else contextlib.nullcontext():
-            t0 = time.perf_counter()
-            await (drive(run) if drive is not None else run.execute())
-            wall = time.perf_counter() - t0
+        async with contextlib.AsyncExitStack() as stack:
+            if remote is not None:
+                await stack.enter_async_context(remote.session())
+            async with around(responses) if around else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                await (drive(run) if drive is not None else run.execute())
+                wall = time.perf_counter() - t0
     finally:
-        if remote is not None:
-            await remote.aclose()
         await pool.aclose()
         if jr is not None:
             jr.close()

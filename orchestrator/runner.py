@@ -38,6 +38,7 @@ from orchestrator.isolation.setup import deliver_run, open_workspaces, refuse_ov
 from orchestrator.plan.model import Plan
 from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
+from orchestrator.process.env import TOKEN_VAR
 from orchestrator.records import history
 from orchestrator.records.journal import Journal, load
 from orchestrator.records.resume import (
@@ -181,7 +182,9 @@ async def _run_locked(
     exports = quota.exports(rundir.socket)
     places = await open_workspaces(plan, opts.responses, run_id, journal, resumed)
     pool = AgentPool(plan)
-    remote = remote_agents(plan, pool, opts.cluster, run_id, opts.responses, places)
+    sandbox = opts.sandbox or SandboxDecision("off", None)
+    mode = plan.sandbox_mode if opts.sandbox is not None else "off"  # the decision's mode
+    remote = remote_agents(plan, pool, opts.cluster, run_id, opts.responses, places, sandbox=mode)
     settings = RunSettings(
         exports=exports,
         responses=opts.responses,
@@ -194,10 +197,6 @@ async def _run_locked(
         sandbox=opts.sandbox.confinement if opts.sandbox else None,
         keep_open=opts.keep_open,
     )
-    sandbox = opts.sandbox or SandboxDecision("off", None)
-    if remote is not None and sandbox.mode != "off":  # not yet on the nodes: said, recorded
-        unconfined = "agents on the Ray cluster's nodes run without the sandbox (only the build"
-        sandbox = replace(sandbox, warnings=(*sandbox.warnings, f"{unconfined} check is confined)"))
     for warning in sandbox.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     live = opts.live and sys.stdout.isatty()
@@ -227,10 +226,14 @@ async def _run_locked(
         async with _open_web(opts):  # the page outlives the run's end: it shows it
             async with contextlib.AsyncExitStack() as stack:
                 stack.push_async_callback(pool.aclose)
-                lend = functools.partial(quota.handle, run, token=exports[quota.TOKEN_VAR])
+                lend = functools.partial(quota.handle, run, token=exports[TOKEN_VAR])
                 try:
-                    if remote is not None:
+                    if remote is not None:  # each node decided its own confinement
                         await stack.enter_async_context(remote.cluster.session())
+                        for warning in remote.cluster.warnings:
+                            sys.stderr.write(f"warning: {warning}\n")
+                        more = (*sandbox.warnings, *remote.cluster.warnings)
+                        sandbox = replace(sandbox, warnings=more)
                     await stack.enter_async_context(
                         channel.open_control_server(run, rundir.socket, more=lend)
                     )
@@ -275,7 +278,7 @@ async def _run_locked(
                     if parent is not None and used is not None:
                         used.agents = run.governor.started
                         await parent.flush()
-            code, ended = _finish(run, journal, opts, survivors)
+            code, ended = _finish(run, journal, opts, survivors, sandbox)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -287,14 +290,15 @@ async def _run_locked(
 
 
 def _finish(
-    run: Run, journal: Journal, opts: RunOptions, survivors: list[int]
+    run: Run, journal: Journal, opts: RunOptions, survivors: list[int], sandbox: SandboxDecision
 ) -> tuple[int, tuple[str, Path | None, StorageFailed | None]]:
     """Record how the run ended, write REPORT.md, print the summary; the exit code and the
     ending (state, REPORT.md, the error to raise once the run's end was told).
 
     After a failed write (`Recorder.failure`) the run is ``interrupted`` (its journal's last
     records land in the space it keeps in reserve) and `StorageFailed` is raised last. A run
-    that could not stop every process it started names them and never exits 0."""
+    that could not stop every process it started names them and never exits 0. ``sandbox``:
+    how the run was confined, with what the cluster's nodes said of their own."""
     stopped_by = run.recorder.failure
     final_state = "interrupted" if run.interrupted or stopped_by else "finished"
     code = run.exit_code()
@@ -311,7 +315,6 @@ def _finish(
                    build=run.repairs.build_state)  # fmt: skip
     journal.close()
     snap = snapshot.from_run(run, state=final_state)
-    sandbox = opts.sandbox or SandboxDecision("off", None)
     snap = replace(snap, run={**snap.run, "pid": os.getpid(), "survivors": survivors,
                               "sandbox": sandbox.summary,
                               "sandbox_warnings": list(sandbox.warnings)})  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,9 +72,12 @@ class AgentContext:
     budget: Budget | None = None
     """The run's budget. Requests through the gateway are reserved and settled there; an
     agent that spends money elsewhere charges it with ``settle(0, cost)``."""
-    add_task: Callable[[Mapping[str, object]], dict[str, Any]] | None = None
+    add_task: (
+        Callable[[Mapping[str, object]], dict[str, Any] | Awaitable[dict[str, Any]]] | None
+    ) = None
     """Add a task to the run, as this agent (`orchestrator.engine.growth.answer`): the answer,
-    a refusal included; never raises for what was asked."""
+    a refusal included, or an awaitable of it (on a cluster node); never raises for what was
+    asked."""
     model: Access | None = None
     """The model gateway's URL and this attempt's token, for agents that use a model (None:
     the run has no gateway). The agent's program gets these, never the API key."""

@@ -318,13 +318,6 @@ def run(
         from orchestrator.sandbox.decision import check
 
         confinement = check(plan, responses=responses)
-        if confinement.mode == "required" and (cluster is not None or plan.executor == "ray"):
-            raise EnvironmentProblem(
-                "error: the plan needs a sandbox (sandbox: required, the default with model "
-                "agents) and agents on a Ray cluster's nodes run without one; nothing was "
-                "started (hint: write sandbox: best-effort in the plan to run them unconfined, "
-                "with a warning)"
-            )
         opts = RunOptions(
             sandbox=confinement,
             responses=responses,

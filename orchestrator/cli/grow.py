@@ -43,14 +43,15 @@ def add(
     Exit codes: 0 added, 1 refused (the answer says which rule), 2 a bad request, 3 no run
     is there to take it.
     """
-    from orchestrator.control import channel, quota
+    from orchestrator.control import channel
+    from orchestrator.process.env import QUOTA_VAR
     from orchestrator.records.rundir import RunDir
 
     payload: dict[str, Any] = {"op": "add", "id": task_id, "prompt": prompt}
     if kind is not None:
         payload["kind"] = kind
     payload["depends_on"] = list(after or [])
-    inside = os.environ.get(quota.QUOTA_VAR, "")
+    inside = os.environ.get(QUOTA_VAR, "")
     try:
         if responses is None and inside:
             where = inside

@@ -20,20 +20,24 @@ if TYPE_CHECKING:
     from orchestrator.agents.base import Agent
     from orchestrator.cluster.executor import ClusterAgents
     from orchestrator.isolation.checkouts import Workspaces
-    from orchestrator.plan.model import Plan
+    from orchestrator.plan.model import Plan, SandboxMode
 
 
 def remote_agents(
     plan: Plan, local: Callable[[str], Agent], address: str | None, run_id: str, responses: Path,
-    places: Workspaces | None = None,
+    places: Workspaces | None = None, *, sandbox: SandboxMode = "off",
 ) -> ClusterAgents | None:  # fmt: skip
     """The run's agents on a Ray cluster (``address``: ``run --cluster``, which beats the
     plan's ``executor: ray``), their `Cluster` as ``.cluster``; None: a local run.
-    ``places``: the run's workspaces (isolation's checkouts, where remote work lands)."""
+    ``places``: the run's workspaces (isolation's checkouts, where remote work lands);
+    ``sandbox``: the run's sandbox mode (each node confines its attempts by it)."""
     if address is None and plan.executor != "ray":
         return None
     from orchestrator.cluster.executor import ClusterAgents
     from orchestrator.cluster.nodes import Cluster
 
-    cluster = Cluster(address or plan.address, run_id, plan.workspace, (responses,), places)
+    cluster = Cluster(
+        address or plan.address, run_id, plan.workspace, (responses,), places,
+        plan=plan, sandbox=sandbox,
+    )  # fmt: skip
     return ClusterAgents(plan, local, cluster)

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
+from orchestrator.cluster import asks
 from orchestrator.cluster.nodes import Cluster, Host
-from orchestrator.cluster.wire import AttemptSpec, Batch, Change
+from orchestrator.cluster.polling import Delivery, expecting
+from orchestrator.cluster.wire import AttemptSpec, Change
 from orchestrator.cluster.workspace import WorkspaceError
 from orchestrator.events import Blocked, Failed, Finished
 from orchestrator.plan.model import Plan
 
-WINDOW = 0.05
-"""How long a node gathers an attempt's events into one batch."""
 LOCAL_KINDS = frozenset({"build"})
 """Kinds that stay on the driver: the build check tests the integrated workspace."""
 
@@ -37,7 +38,6 @@ class RemoteAgent:
     inner: Agent
     kind: str
     cluster: Cluster
-    plan: Plan
 
     @property
     def uses_model(self) -> bool:
@@ -55,10 +55,9 @@ class RemoteAgent:
             kind=self.kind, task=ctx.task, attempt=ctx.attempt, prompt=ctx.prompt,
             script=ctx.script, env=ctx.env, grace=ctx.grace, depth=ctx.depth,
             parent=ctx.parent, notes=ctx.context_notes, model=ctx.model,
-            plan=self.plan, base=base, prefix=prefix,
+            base=base, prefix=prefix,
         )  # fmt: skip
         ends: list[Finished | Failed | Blocked] = []
-        host.running += 1
         try:
             change = await self._attempt(host, spec, bundle, ctx, ends)
         except Exception as exc:
@@ -80,37 +79,53 @@ class RemoteAgent:
     async def _attempt(
         self, host: Host, spec: AttemptSpec, bundle: Any, ctx: AgentContext, ends: list[Any]
     ) -> Change:
-        try:
-            await host.actor.start.remote(spec, [bundle])
-            return await self._relay(host, ctx, ends)
-        except asyncio.CancelledError as stop:
-            await self._wind_down(host, ctx, ends, force=FORCE_STOP in stop.args)
-            raise
-        except Exception as exc:
-            if not self.cluster.is_lost(exc):  # a fault on the node: stop what runs there
-                with contextlib.suppress(*self.cluster.lost_errors):
-                    await self._stop(host, ctx)
-            raise
+        assert host.poller is not None
+        async with expecting(host.poller, ctx.agent_id) as batches:
+            try:
+                await host.actor.start.remote(spec, [bundle])
+                return await self._relay(host, batches, ctx, ends)
+            except asyncio.CancelledError as stop:
+                await self._wind_down(host, batches, ctx, ends, force=FORCE_STOP in stop.args)
+                raise
+            except Exception as exc:
+                if not self.cluster.is_lost(exc):  # a fault on the node: stop what runs there
+                    with contextlib.suppress(*self.cluster.lost_errors):
+                        await self._stop(host, ctx)
+                raise
 
     async def _wind_down(
-        self, host: Host, ctx: AgentContext, ends: list[Any], *, force: bool
+        self,
+        host: Host,
+        batches: asyncio.Queue[Delivery],
+        ctx: AgentContext,
+        ends: list[Any],
+        *,
+        force: bool,
     ) -> None:
         """Stopped: the attempt's processes on its node go, then its last words come back and
         its work is applied as far as it goes (a node that died meanwhile left nothing)."""
         gone: tuple[type[BaseException], ...] = (WorkspaceError, *self.cluster.lost_errors)
         try:
             await self._stop(host, ctx, force=force)
-            await self.cluster.integrate(await self._relay(host, ctx, ends), ctx.workspace)
+            change = await self._relay(host, batches, ctx, ends)
+            await self.cluster.integrate(change, ctx.workspace)
         except gone:
             pass
 
     @staticmethod
     async def _relay(
-        host: Host, ctx: AgentContext, ends: list[Finished | Failed | Blocked]
+        host: Host,
+        batches: asyncio.Queue[Delivery],
+        ctx: AgentContext,
+        ends: list[Finished | Failed | Blocked],
     ) -> Change:
-        """Poll the node until the attempt is over; ends are held back (see the module)."""
+        """The attempt's batches (its node's poller brings them) until it is over; ends are
+        held back (see the module). Tasks the attempt asked to add are answered here, as this
+        attempt, and the answers sent to its host."""
         while True:
-            batch: Batch = await host.actor.poll.remote(ctx.agent_id, WINDOW)
+            batch = await batches.get()
+            if isinstance(batch, BaseException):
+                raise batch
             if batch.active or batch.events:
                 ctx.on_activity()
             for event in batch.events:
@@ -118,8 +133,13 @@ class RemoteAgent:
                     ends.append(event)
                 else:
                     ctx.emit(event)
+            if batch.asks:
+                answers = {number: await _addition(ctx, req) for number, req in batch.asks}
+                await host.actor.answer.remote(ctx.agent_id, answers)
             if batch.done:
-                assert batch.change is not None
+                if batch.change is None:  # its change could not be taken: it fails
+                    ends.insert(0, Failed(batch.error))
+                    return Change(ctx.agent_id, "", "", b"")
                 return batch.change
 
     @staticmethod
@@ -136,6 +156,19 @@ class RemoteAgent:
                 force = True
 
 
+async def _addition(ctx: AgentContext, request: dict[str, Any]) -> dict[str, Any]:
+    """The run's answer to a task a remote attempt asks to add: checked as a local agent's
+    (`growth.answer` for this attempt), the request's shape again first."""
+    why = asks.problem(request)
+    if why is not None:
+        return {"ok": False, "code": 2, "error": f"error: {why}"}
+    if ctx.add_task is None:
+        why = "this agent cannot add tasks to its run"
+        return {"ok": False, "refused": {"rule": "no-additions", "message": why, "hint": ""}}
+    answer = ctx.add_task(request)
+    return await answer if inspect.isawaitable(answer) else answer
+
+
 class ClusterAgents:
     """The run's agents by kind (the scheduler's factory): remote ones for every kind but
     `LOCAL_KINDS`, which ``local`` (the run's `AgentPool`) gives as they are."""
@@ -149,7 +182,5 @@ class ClusterAgents:
             return self.local(kind)
         agent = self._agents.get(kind)
         if agent is None:
-            agent = self._agents[kind] = RemoteAgent(
-                self.local(kind), kind, self.cluster, self.plan
-            )
+            agent = self._agents[kind] = RemoteAgent(self.local(kind), kind, self.cluster)
         return agent

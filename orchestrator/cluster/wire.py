@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.events import AgentEvent
 from orchestrator.gateway.grants import Access
-from orchestrator.plan.model import Plan, Step, Task
+from orchestrator.plan.model import Step, Task
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptSpec:
-    """One attempt as a node needs it: never the API key (``env`` comes from `child_env`)."""
+    """One attempt as a node needs it: never the API key (``env`` comes from `child_env`).
+    The run's plan is not in it: its host got it once (`NodeHost.ready`)."""
 
     agent_id: str
     run_id: str
@@ -26,7 +28,6 @@ class AttemptSpec:
     parent: str | None
     notes: tuple[str, ...]
     model: Access | None
-    plan: Plan
     base: str
     """The workspace commit the attempt starts from (in the bundle it gets)."""
     prefix: str = ""
@@ -57,3 +58,22 @@ class Batch:
     done: bool
     change: Change | None = None
     """With the last batch: what the attempt changed in its workspace."""
+    asks: tuple[tuple[int, dict[str, Any]], ...] = ()
+    """Tasks the attempt's processes asked to add (`orchestrator add`, the ``add_task``
+    tool), by request number: the driver answers them (`NodeHost.answer`)."""
+    error: str = ""
+    """With the last batch instead of ``change``: why its change could not be taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What a host found on its node when it started."""
+
+    held: tuple[str, ...]
+    """API-key variables in the node's environment (the driver refuses such a node)."""
+    sandbox: str
+    """How attempts on this node are confined: the sandbox decision's summary line."""
+    warnings: tuple[str, ...] = ()
+    """What the node's confinement lacks (no cgroup limits, no sandbox at best-effort)."""
+    refused: str = ""
+    """Why this node cannot confine agents as the run requires (it gets no attempts)."""

@@ -28,12 +28,11 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.control.channel import request
 from orchestrator.errors import EnvironmentProblem, RunError
 from orchestrator.plan.model import Plan
+from orchestrator.process.env import QUOTA_VAR, TOKEN_VAR
 
 if TYPE_CHECKING:
     from orchestrator.engine.scheduler import Run
 
-QUOTA_VAR = "ORCHESTRATOR_QUOTA"
-TOKEN_VAR = "ORCHESTRATOR_QUOTA_TOKEN"
 OPS = frozenset({"lease", "release", "charge"})
 FORWARD_EVERY = 0.05
 """Seconds between forwards of the costs charged meanwhile (batched: one request per tick)."""

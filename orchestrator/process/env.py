@@ -20,6 +20,11 @@ SECRET_NAMES: frozenset[str] = frozenset(
     {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "CODEX_API_KEY"}
 )
 """The model APIs' credentials: the orchestrator's model gateway holds them, no child does."""
+QUOTA_VAR = "ORCHESTRATOR_QUOTA"
+"""The control socket an agent reaches its run through (`orchestrator add`, nested runs): the
+run's own, or on a cluster node its host's, which relays additions to the driver."""
+TOKEN_VAR = "ORCHESTRATOR_QUOTA_TOKEN"
+"""The token a nested run shows its parent run (`orchestrator.control.quota`)."""
 
 
 def child_env(

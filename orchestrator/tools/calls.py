@@ -8,8 +8,9 @@ run in ``asyncio.to_thread``, one hop per call.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from orchestrator.process.lines import Stream
@@ -134,8 +135,9 @@ _TYPES: dict[str, Callable[[object], bool]] = {
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "array": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
-AddTask = Callable[[Mapping[str, object]], dict[str, Any]]
-"""The run's answer to an addition (`orchestrator.engine.growth.answer`, for this agent)."""
+AddTask = Callable[[Mapping[str, object]], dict[str, Any] | Awaitable[dict[str, Any]]]
+"""The run's answer to an addition (`orchestrator.engine.growth.answer`, for this agent), or
+an awaitable of it (an agent on a cluster node: its host relays the request to the driver)."""
 
 
 def check_args(name: str, args: object) -> dict[str, Any]:
@@ -215,6 +217,8 @@ async def dispatch(
                 if add_task is None:
                     raise ToolError("add_task: this agent cannot add tasks to its run")
                 answer = add_task(a)
+                if inspect.isawaitable(answer):
+                    answer = await answer
                 return ToolOutcome(json.dumps(answer), is_error=not answer.get("ok"))
             case "report_blocker":
                 return _ending(a["reason"], "blocked", "reason")

@@ -174,29 +174,3 @@ def test_what_a_dead_process_left_is_swept_and_a_live_one_s_is_kept(tmp_path: Pa
         assert (tmp_path / "orchestrator-node-foreign").exists()
     finally:
         os.close(held)
-
-
-@pytest.mark.parametrize("how", ["plan", "flag"])
-def test_a_cluster_run_that_requires_a_sandbox_is_refused_before_anything_starts(
-    tmp_path: Path, how: str
-) -> None:
-    # Agents on the nodes are not confined yet: `sandbox: required` (the default with model
-    # agents) must refuse rather than run them unconfined. No cluster is needed to see it.
-    (tmp_path / "ws").mkdir()
-    executor = "executor: ray\naddress: 127.0.0.1:1\n" if how == "plan" else ""
-    (tmp_path / "plan.yaml").write_text(
-        f"name: c\nworkspace: ws\n{executor}"
-        "tasks:\n  - id: api\n    agent: claude\n    prompt: write api.txt\n"
-    )
-    flag = ["--cluster", "127.0.0.1:1"] if how == "flag" else []
-    args = ["run", "plan.yaml", "--no-live", *flag]
-    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test-not-real"}
-    done = subprocess.run(  # noqa: TID251 - the CLI as a user runs it
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 3, done.stderr
-    assert "sandbox: required" in done.stderr
-    assert "sandbox: best-effort" in done.stderr, "the hint says how to run it anyway"
-    assert "Traceback" not in done.stderr
-    assert not (tmp_path / "agent-responses" / ".run").exists(), "nothing was started"
