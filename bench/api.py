@@ -5,13 +5,19 @@ count as the orchestrator's loop lag. Each agent makes one streamed request and 
 (the default reply is a plain text answer that ends the turn). A one-agent run first warms
 up the process (the ``anthropic`` import happens once, on first use). The figure is
 "not measured" when the claude agent is not part of this build.
+
+Next to the wall time, the CPU each agent cost this process, split into the event loop's
+thread (the SDK's requests and the scheduler) and every other thread (the model gateway's,
+the journal's writer): which one a goal is missed by decides where the work should go.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,15 +60,28 @@ def claude_missing() -> str | None:
     return None
 
 
-async def fan_out(cfg: Config, n: int) -> tuple[float, float]:
-    """(wall seconds, loop lag p99) of ``n`` claude agents making one request each."""
+@dataclasses.dataclass(frozen=True)
+class FanOut:
+    wall: float
+    lag_p99: float
+    loop_cpu: float
+    """CPU seconds of the event loop's thread (this one) during the run."""
+    other_cpu: float
+    """CPU seconds of every other thread of this process during the run."""
+
+
+async def fan_out(cfg: Config, n: int) -> FanOut:
+    """``n`` claude agents making one request each: wall, loop lag and CPU."""
     tasks = tuple(
         Task(f"c{i}", agent="claude", prompt="Answer OK and finish.", max_turns=3) for i in range(n)
     )
+    loop0, all0 = time.thread_time(), time.process_time()
     async with LagProbe() as probe:
         out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=wide_limits(n))
+    loop_cpu = time.thread_time() - loop0
+    other = time.process_time() - all0 - loop_cpu
     cleanup(out.responses)
-    return out.wall, probe.p(99)
+    return FanOut(out.wall, probe.p(99), loop_cpu, other)
 
 
 async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
@@ -79,14 +98,19 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     server_dir.mkdir()
     walls: dict[int, list[float]] = {n: [] for n in sizes}
     lags: dict[int, list[float]] = {n: [] for n in sizes}
+    loop_cpu: list[float] = []
+    other_cpu: list[float] = []
     latency = cfg.pick(LATENCY, QUICK_LATENCY)
     with spawn_fake_api(server_dir, latency=latency) as api, api_environment(api.url):
         await fan_out(cfg, 1)  # warm-up: the SDK import and the first connection
         for _ in range(min(cfg.repeats, 2)):
             for n in sizes:
-                wall, lag = await fan_out(cfg, n)
-                walls[n].append(wall)
-                lags[n].append(lag)
+                got = await fan_out(cfg, n)
+                walls[n].append(got.wall)
+                lags[n].append(got.lag_p99)
+                if n == sizes[-1]:
+                    loop_cpu.append(got.loop_cpu / n)
+                    other_cpu.append(got.other_cpu / n)
         requests = len(api.requests())
     one = Stat.of(walls[sizes[0]])
     data: dict[str, Any] = {"latency": latency, "requests_seen": requests, "sizes": {}}
@@ -119,5 +143,15 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
                 goal=f"<= {ms(GOAL_LAG)}",
                 met=lag_p99.median <= GOAL_LAG,
             )
+            fig.row(
+                f"CPU per agent, {n} agents",
+                measured=f"loop thread {Stat.of(loop_cpu).fmt(ms)}",
+                baseline=f"other threads {Stat.of(other_cpu).fmt(ms)}",
+                note="loop: the SDK's requests and the scheduler; others: the gateway, the writer",
+            )
+    data["cpu_per_agent"] = {
+        "loop_thread": Stat.of(loop_cpu).as_json(),
+        "other_threads": Stat.of(other_cpu).as_json(),
+    }
     fig.data = data
     return {"B5": fig}

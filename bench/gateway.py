@@ -14,6 +14,10 @@ gateway's usage events, as a run's scheduler does.
   (request sent to last byte) through the gateway and direct. Next to it, the CPU time the
   gateway's thread spent per request (from ``/proc``): what the gateway costs the machine,
   which on a crowded machine becomes the added latency.
+- **The floor**: the same side-by-side load once more with a bare aiohttp relay
+  (``bench.relay``: the gateway's server, client and loop, none of its bookkeeping) in place
+  of the gateway: its added latency and CPU per request are what relaying through aiohttp in
+  this interpreter costs at all, whatever the gateway does on top.
 - **500 streaming agents**: 500 clients send 3 streamed requests each, one after another
   (an agent's turns; each answer starts after 1 s, as in B5, and streams 20 events 25 ms
   apart), through the gateway, then directly, alternately: the ratio of the wall times, and
@@ -70,10 +74,10 @@ class Through:
     """CPU seconds the gateway's thread used while serving (see `gateway_cpu`)."""
 
 
-def gateway_cpu() -> float:
-    """CPU seconds used so far by the gateway's thread of this process (0 if none)."""
+def gateway_cpu(name: str = "gateway") -> float:
+    """CPU seconds used so far by the thread of this process called ``name`` (0 if none)."""
     for thread in threading.enumerate():
-        if thread.name == "gateway" and thread.native_id is not None:
+        if thread.name == name and thread.native_id is not None:
             try:
                 with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
                     return int(f.read().split()[0]) / 1e9
@@ -135,6 +139,23 @@ async def side_by_side(
     return direct, through
 
 
+async def side_by_side_bare(
+    cfg: Config, upstream: str, *, clients: int, requests: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """As `side_by_side`, through a bare relay (`bench.relay`) instead of the gateway."""
+    from bench.relay import THREAD, open_bare_relay
+
+    keys = cfg.tmp / "direct.txt"
+    keys.write_text(KEY + "\n")
+    async with open_bare_relay(upstream, ("x-api-key", KEY)) as url:
+        start = gateway_cpu(THREAD)
+        direct, through = await loadgen(
+            [(upstream, keys, clients), (url, keys, clients)], requests=requests
+        )
+        through["cpu_per_request"] = (gateway_cpu(THREAD) - start) / (clients * requests)
+    return direct, through
+
+
 async def alone(
     cfg: Config, upstream: str, *, through: bool, clients: int, requests: int
 ) -> tuple[dict[str, Any], float, int]:
@@ -162,6 +183,8 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     direct_p: dict[int, list[float]] = {50: [], 99: []}
     first_byte: list[float] = []
     cpu: list[float] = []
+    bare_added: list[float] = []
+    bare_cpu: list[float] = []
     (cfg.tmp / "lat").mkdir()
     with spawn_fake_api(cfg.tmp / "lat", script, latency=0.5) as api:
         await alone(cfg, api.url, through=True, clients=10, requests=1)  # warm-up: imports
@@ -175,6 +198,11 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
                 percentile(through["first_byte"], 50) - percentile(direct["first_byte"], 50)
             )
             cpu.append(through["cpu_per_request"])
+            direct, bare = await side_by_side_bare(
+                cfg, api.url, clients=streams, requests=per_client
+            )
+            bare_added.append(percentile(bare["latency"], 50) - percentile(direct["latency"], 50))
+            bare_cpu.append(bare["cpu_per_request"])
     for q, goal in ((50, GOAL_P50), (99, GOAL_P99)):
         stat = Stat.of(added[q])
         fig.row(
@@ -185,10 +213,19 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             met=stat.median <= goal,
             note=f"time to first byte p50: +{Stat.of(first_byte).fmt(ms)}" if q == 50 else "",
         )
+    cpu_ratio = Stat.of(c / b for c, b in zip(cpu, bare_cpu, strict=True))
     fig.row(
         "gateway CPU per streamed request (42 events)",
         measured=Stat.of(cpu).fmt(ms),
-        note="the gateway thread's CPU time over the requests it served",
+        baseline=f"bare aiohttp relay {Stat.of(bare_cpu).fmt(ms)}",
+        ratio=cpu_ratio.fmt(times),
+        note="each thread's CPU time over the requests it served",
+    )
+    fig.row(
+        f"floor: added latency p50 of a bare aiohttp relay, {streams} streams",
+        measured=Stat.of(bare_added).fmt(ms),
+        goal=f"<= {ms(GOAL_P50)}",
+        note="the same load through bench.relay (no gateway bookkeeping), side by side",
     )
     # --- 500 streaming agents -----------------------------------------------------------------
     agents, turns = cfg.pick((500, 3), (100, 2))
@@ -229,6 +266,8 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         "direct": {str(q): Stat.of(v).as_json() for q, v in direct_p.items()},
         "added_first_byte_p50": Stat.of(first_byte).as_json(),
         "gateway_cpu_per_request": Stat.of(cpu).as_json(),
+        "bare_relay_cpu_per_request": Stat.of(bare_cpu).as_json(),
+        "bare_relay_added_p50": Stat.of(bare_added).as_json(),
         "walls": {"direct": walls[False], "through": walls[True]},
         "lag_p99": {"direct": lags[False], "through": lags[True]},
     }

@@ -69,6 +69,8 @@ class _Running:
     active: bool = False
     done: bool = False
     checked_out: bool = False
+    stopped: bool = False
+    """A stop came (perhaps while `NodeHost.start` was still checking out): it never starts."""
     answered: float = 0.0
     """When a poll last returned (monotonic)."""
     leaders: dict[int, int | None] = field(default_factory=dict)
@@ -130,6 +132,10 @@ class NodeHost:
             run.checked_out = True
         except workspace.WorkspaceError as exc:
             run.events.append(Failed(f"node {self.node}: cannot check out the workspace: {exc}"))
+            run.done = True
+            self._wake.set()
+            return
+        if run.stopped:  # stopped while its checkout was made: nothing of it runs
             run.done = True
             self._wake.set()
             return
@@ -270,13 +276,14 @@ class NodeHost:
         """Stop the attempt's processes (SIGTERM, grace, SIGKILL; ``force``: SIGKILL now),
         then sweep descendants that left its group."""
         run = self._attempts.get(agent_id)
+        if run is not None:
+            run.stopped = True
         if run is not None and run.task is not None and not run.task.done():
             run.task.cancel()
             if force:
                 await asyncio.sleep(0)
                 run.task.cancel()  # a second cancel cuts the grace short, as on the driver
-            with contextlib.suppress(asyncio.CancelledError):
-                await run.task
+            await asyncio.wait({run.task})  # its end, without swallowing a cancel of this call
         await asyncio.to_thread(orphans.sweep_run, self.run_id, agent_id=agent_id)
 
     async def finish(self, agent_id: str) -> Change:

@@ -8,6 +8,7 @@ crash, and never a silent fallback to the shared directory.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import cast
 
 from orchestrator.engine.state import AgentRecord, Spawn
@@ -17,17 +18,19 @@ from orchestrator.isolation.checkouts import Place, Workspaces
 
 
 async def lease(
-    places: Workspaces, rec: AgentRecord, spawn: Spawn
+    places: Workspaces, rec: AgentRecord, spawn: Spawn, made: set[Path]
 ) -> Place | tuple[AgentState, str]:
     """A place for this attempt; else how the attempt ends without running: ``failed`` (no
     checkout could be made), ``succeeded`` (its task's work landed before a crash, or a
     person's resolution of its conflict just landed) or ``escalated`` (that resolution is
-    not finished: conflict markers remain)."""
+    not finished: conflict markers remain). ``made``: the directories made (or found) so far
+    in this run; a thread makes only the others (not one thread hop per agent)."""
     place: Place | None = None
     try:
         place = await places.lease(rec.id, spawn.role, spawn.task.id)
-        if place.done is None and place.held is None:
+        if place.done is None and place.held is None and place.path not in made:
             await asyncio.to_thread(place.path.mkdir, parents=True, exist_ok=True)
+            made.add(place.path)
     except asyncio.CancelledError:
         stopped = _stopped(rec)
         if place is not None and place.done is None and place.held is None:

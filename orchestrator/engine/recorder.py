@@ -3,8 +3,9 @@
 The scheduler decides; the recorder writes. For every transition the agent's words reach its
 progress file (buffered, flushed by `run_background`) before the journal records the change;
 both are carried out in that order by the run's writer thread, and the scheduler tells
-anyone (`when_written`, `written`) and starts an agent's process only after the thread has
-carried out everything submitted before. Secrets are masked here, once, in every event
+anyone (`when_written`, `written`) only after the thread has carried out everything
+submitted before, and starts an agent's process once the journal's record of its start (and
+every write before it) is carried out. Secrets are masked here, once, in every event
 whatever the agent's kind.
 
 A write that fails once the run has started (a full disk, a file-size limit) never raises into
@@ -74,9 +75,10 @@ class Recorder:
         """Call ``callback`` once everything recorded so far is in its file."""
         self.writer.when_written(callback)
 
-    async def written(self) -> None:
-        """Return once everything recorded so far is in its file."""
-        await self.writer.written()
+    async def written(self, upto: int | None = None) -> None:
+        """Return once everything recorded so far (or up to ``upto``, a mark that
+        `agent_started` returned) is in its file."""
+        await self.writer.written(upto)
 
     async def run_background(self) -> None:
         """Write files on the writer thread, flush progress files, sync the journal and
@@ -108,11 +110,16 @@ class Recorder:
 
     # --- agents ----------------------------------------------------------------------------
 
-    def agent_started(self, rec: AgentRecord, header: str) -> None:
-        """The journal first: no progress file exists that the journal does not name."""
+    def agent_started(self, rec: AgentRecord, header: str) -> int:
+        """The journal first: no progress file exists that the journal does not name.
+
+        Returns the mark of the journal's record: the agent may act once it is written
+        (`written`); its progress file is created right after it, before anything it says."""
         if self.journal is not None:
             self.journal.record("agent", **rec.started_fields())
+        mark = self.writer.mark()
         self.progress.open(rec.id, header)
+        return mark
 
     def event(self, rec: AgentRecord, event: AgentEvent) -> tuple[AgentEvent, str]:
         """Mask secrets in ``event`` and buffer it; the event as written and its shown line."""

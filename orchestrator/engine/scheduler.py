@@ -17,6 +17,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from orchestrator.agents.base import FORCE_STOP, Agent
 from orchestrator.engine import attempt, growth, placement
@@ -66,6 +67,7 @@ class Run(RunQueries, RunRequests):
         self.journal = journal
         self._agent_for = agents
         self.places = places or InPlace(plan.workspace)
+        self._made: set[Path] = set()  # directories agents were given that exist
         self._prior = dict(prior_attempts or {})
         self._on_event = on_event
         self.agents: dict[str, AgentRecord] = {}
@@ -133,10 +135,10 @@ class Run(RunQueries, RunRequests):
     def cancel_all(self, *, reason: str = "cancel --all", force: bool = False) -> None:
         """Raise the fence (nothing starts, no model request is sent), stop every running agent."""
         self._raise_fence(reason)
-        sig = signal.SIGKILL if force else signal.SIGTERM
-        for rec in list(self.agents.values()):
-            if rec.state == "running":
-                group.signal_recorded(rec.pid, rec.pstart, sig)  # every group now, not per step
+        running = [rec for rec in self.agents.values() if rec.state == "running"]
+        for rec in running:  # one pass over every group first: the signals go out together
+            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL if force else signal.SIGTERM)
+        for rec in running:  # then what each stop records (and the grace, then SIGKILL)
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
         self._check_finished()
@@ -238,9 +240,9 @@ class Run(RunQueries, RunRequests):
         rec.state = "running"
         rec.started = time.time()
         rec.last_event = time.monotonic()
-        self.recorder.agent_started(rec, attempt.header(rec, spawn))
+        recorded = self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
-        rec.handle = self._tg.create_task(self._attempt(rec, spawn), name=rec.id)
+        rec.handle = self._tg.create_task(self._attempt(rec, spawn, recorded), name=rec.id)
         rec.handle.add_done_callback(functools.partial(self._never_ran, rec))
 
     def _never_ran(self, rec: AgentRecord, _: object) -> None:
@@ -248,8 +250,8 @@ class Run(RunQueries, RunRequests):
         if rec.state == "running":
             self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
-    async def _attempt(self, rec: AgentRecord, spawn: Spawn) -> None:
-        place = await placement.lease(self.places, rec, spawn)
+    async def _attempt(self, rec: AgentRecord, spawn: Spawn, recorded: int) -> None:
+        place = await placement.lease(self.places, rec, spawn, self._made)
         if isinstance(place, tuple):  # no checkout (failed), or its work has landed already
             return self._end(rec, *place)
         agent = self._agent_for(spawn.task.agent)
@@ -271,7 +273,7 @@ class Run(RunQueries, RunRequests):
         )
         try:  # it starts once its start is on disk (``written``): recorded before acted on
             state, reason = await attempt.run_attempt(
-                rec, ctx, agent, stop=self._stop, written=self.recorder.written
+                rec, ctx, agent, stop=self._stop, written=lambda: self.recorder.written(recorded)
             )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)

@@ -139,14 +139,14 @@ async def open_gateway(
 
 def _thread(shared: Shared, ready: concurrent.futures.Future[object]) -> None:
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_serve(shared, ready))
     except BaseException as exc:  # handed to the scheduler's side, which raises it
         if not ready.done():
             ready.set_exception(exc)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop when it is installed (the ``fast`` extra): the gateway's work is
     relaying small events, where it costs about a fifth less CPU (B11); else asyncio's."""
     try:

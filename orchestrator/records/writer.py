@@ -4,10 +4,12 @@ The event loop decides what to write and hands each write over with `submit`; on
 carries them out in the order they were submitted, taking whatever has queued up as one
 batch, so thousands of agents' creates and appends cost the loop an append to a deque each.
 `written` (a wait) and `when_written` (a callback) are the barrier: they return once every
-write submitted before them is in its file. Whoever tells anyone about a transition (a
-waiter, the printed status line) goes through it, so "an agent's words reach its file before
-anyone is told" holds, and so does "recorded before acted on": an agent's process is started
-only once the records before it are written.
+write submitted before them (or before a `mark`) is in its file; the thread says so as soon
+as it has carried out the write someone waits for, not only at the end of its batch.
+Whoever tells anyone about a transition (a waiter, the printed status line) goes through it,
+so "an agent's words reach its file before anyone is told" holds, and so does "recorded
+before acted on": an agent's process is started only once its start record (and every write
+before it) is written.
 
 Outside `run` (before a run's loop starts it, after it stopped) a write is carried out at once
 on the caller's thread, as it always was: one order, whoever writes.
@@ -16,6 +18,9 @@ on the caller's thread, as it always was: one order, whoever writes.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +40,11 @@ class FileWriter:
         self._submitted = 0
         self._done = 0
         """Writes known on the loop to be carried out (advanced by the thread's reports)."""
-        self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
+        self._waiters: list[tuple[int, int, Callable[[], None]]] = []
+        """A heap of (write count, order, callback): the callback runs once that many are done."""
+        self._order = itertools.count()
+        self._wanted: float = math.inf
+        """The smallest count a waiter waits for (read by the thread: it reports on reaching it)."""
         self._failed: asyncio.Future[None] | None = None
         self._base = 0
 
@@ -50,17 +59,24 @@ class FileWriter:
             self._queue.append(write)
             self._wake.notify()
 
-    def when_written(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop once every write submitted so far is carried out
-        (at once when they all are)."""
-        if self._done >= self._submitted:
+    def mark(self) -> int:
+        """The place of the last write submitted so far, for ``upto`` (`written`)."""
+        return self._submitted
+
+    def when_written(self, callback: Callable[[], None], upto: int | None = None) -> None:
+        """Call ``callback`` on the loop once every write submitted so far (or up to ``upto``,
+        a `mark`) is carried out (at once when they all are)."""
+        target = self._submitted if upto is None else upto
+        if self._done >= target:
             callback()
         else:
-            self._waiters.append((self._submitted, callback))
+            heapq.heappush(self._waiters, (target, next(self._order), callback))
+            self._wanted = min(self._wanted, target)
 
-    async def written(self) -> None:
-        """Return once every write submitted so far is carried out."""
-        if self._done >= self._submitted:
+    async def written(self, upto: int | None = None) -> None:
+        """Return once every write submitted so far (or up to ``upto``, a `mark`) is carried
+        out."""
+        if self._done >= (self._submitted if upto is None else upto):
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -68,7 +84,7 @@ class FileWriter:
             if not done.done():
                 done.set_result(None)
 
-        self._waiters.append((self._submitted, wake))
+        self.when_written(wake, upto)
         await done
 
     @property
@@ -135,6 +151,9 @@ class FileWriter:
                 for write in batch:
                     write()
                     count += 1
+                    if self._base + count >= self._wanted:  # someone waits for this one
+                        self._wanted = math.inf  # the loop sets the next one it waits for
+                        loop.call_soon_threadsafe(self._advance_to, count)
             except BaseException as exc:
                 loop.call_soon_threadsafe(self._fail, exc)
                 return
@@ -146,9 +165,11 @@ class FileWriter:
 
     def _advance(self, done: int) -> None:
         self._done = max(self._done, done)
-        while self._waiters and self._waiters[0][0] <= self._done:
-            _, callback = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._done:
+            callback = heapq.heappop(waiters)[2]
             callback()
+        self._wanted = waiters[0][0] if waiters else math.inf
 
     def _fail(self, exc: BaseException) -> None:
         if self._failed is not None and not self._failed.done():

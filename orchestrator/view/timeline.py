@@ -17,6 +17,7 @@ or wait on it would have shortened the run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -82,7 +83,9 @@ def build(
     anything shows).
     """
     started = [a for a in agents if isinstance(a.get("started"), int | float)]
-    t0 = _num(snapshot_run.get("started")) or min((a["started"] for a in started), default=0.0)
+    first = min((float(a["started"]) for a in started), default=None)
+    # nothing started yet: the picture begins (and ends) now, not at the epoch
+    t0 = _num(snapshot_run.get("started")) or first or now or 0.0
     ends = [a["ended"] for a in started if isinstance(a.get("ended"), int | float)]
     last = max([*ends, *(a["started"] for a in started), t0])
     t_end = now if now is not None else (_num(snapshot_run.get("ended")) or last)
@@ -229,10 +232,12 @@ def _legend(timeline: Timeline, span: float) -> str:
 
 
 def _tick(span: float) -> float:
+    """A round step that puts at most 12 ticks on ``span`` seconds, however long it is."""
     for step in (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600):
         if span / step <= 12:
             return float(step)
-    return 7200.0
+    hours = math.ceil(span / 12 / 3600)
+    return 3600.0 * hours
 
 
 def _seconds(s: float) -> str:

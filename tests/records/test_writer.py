@@ -131,3 +131,34 @@ async def test_no_one_is_told_an_agent_ended_before_its_status_line_is_in_its_fi
         assert "one" in text
         assert text.rstrip().splitlines()[-1].startswith("status: succeeded")
         await main
+
+
+async def test_a_wait_up_to_a_mark_returns_while_later_writes_are_still_held() -> None:
+    """An agent starts once its own start is recorded, not once every later write is."""
+    w = FileWriter()
+    gate = threading.Event()
+    order: list[int] = []
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        w.submit(lambda: order.append(0))
+        mark = w.mark()
+        w.submit(hold(gate))  # everything after the mark is held
+        w.submit(lambda: order.append(1))
+        async with asyncio.timeout(10):
+            await w.written(mark)
+        assert order == [0]
+        everything = tg.create_task(w.written())
+        told: list[str] = []
+        w.when_written(lambda: told.append("all"))
+        w.when_written(lambda: told.append("mark"), upto=mark)
+        assert told == ["mark"]  # at once: that much is written
+        await asyncio.sleep(0.05)
+        assert not everything.done()
+        assert told == ["mark"]
+        gate.set()
+        async with asyncio.timeout(10):
+            await everything
+        assert order == [0, 1]
+        assert told == ["mark", "all"]
+        runner.cancel()

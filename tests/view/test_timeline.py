@@ -76,6 +76,21 @@ def test_running_agents_end_at_now_and_an_empty_run_draws() -> None:
     ET.fromstring(svg(empty, title="nothing"))
 
 
+def test_a_run_that_has_not_started_yet_draws_a_short_picture_not_decades() -> None:
+    # the web feed draws before the run's start is known: the axis begins now, not at 1970
+    tl = build({"plan": "p"}, [], {"a": []}, now=1_800_000_000.0)
+    assert tl.end - tl.start < 1.0
+    picture = svg(tl, title="p")
+    assert len(picture) < 4_000, "an empty run's picture is a few hundred bytes"
+
+
+@pytest.mark.parametrize("span", [1.0, 3_000.0, 86_400.0 * 30, 1e9])
+def test_the_axis_has_at_most_a_dozen_ticks_whatever_the_span(span: float) -> None:
+    tl = build(RUN, [agent("a", 100.0, 100.0 + span)], {"a": []})
+    ticks = svg(tl, title="p").count('stroke="#eee"')
+    assert 2 <= ticks <= 13
+
+
 def test_the_svg_is_well_formed_escapes_text_and_shows_every_agent() -> None:
     agents = [agent(f"t{i}", 100.0 + i * 0.01, 101.0 + i * 0.01) for i in range(500)]
     agents.append(agent("x", 100.0, 100.5, reason="<script>&"))

@@ -5,7 +5,8 @@ a worker thread the first time a claude agent runs, so ``--help``, ``validate``,
 and scripted runs never pay for it and the event loop never stalls on it.
 
 One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): it owns the
-``AsyncAnthropic`` client (made on first use, closed by `ClaudeAgent.aclose`) and a local
+``AsyncAnthropic`` clients (made on first use, closed by `ClaudeAgent.aclose`; one per
+``agents_per_client`` concurrent agents, see `ClaudeSettings`) and a local
 `orchestrator.gateway.limiter.ApiLimiter` that paces how many requests the SDK builds per
 turn of the event loop. Each attempt is one
 `orchestrator.agents.claude.conversation.Conversation`:
@@ -50,6 +51,8 @@ from orchestrator.gateway.limiter import ApiLimiter, RetryPolicy
 from orchestrator.plan.model import Plan
 
 if TYPE_CHECKING:
+    import ssl
+
     import anthropic
 
 
@@ -70,9 +73,15 @@ class ClaudeSettings:
     """Ceiling of one ``run_command`` (the model may ask for less)."""
     requests_per_second: float = 50.0
     keepalive_connections: int = 16
-    """Idle connections kept for reuse. The connection pool probes every idle connection's
-    socket whenever a request starts or ends; with the SDK's default of 100, 200 agents
-    finishing together spent a second of CPU in one loop turn (measured), with 8, half."""
+    """Idle connections kept for reuse, per client. The connection pool probes every idle
+    connection's socket whenever a request starts or ends; with the SDK's default of 100,
+    200 agents finishing together spent a second of CPU in one loop turn (measured), with 8,
+    half."""
+    agents_per_client: int = 16
+    """Concurrent agents that share one client (one connection pool). The pool walks all
+    its connections whenever a request starts or ends, so one pool for 500 agents costs
+    each request a walk over 500 (B5 at 500 agents: about a tenth of the loop's CPU); a run makes
+    ``max_concurrency / agents_per_client`` clients, and an attempt uses one of them."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -91,48 +100,81 @@ class ClaudeAgent:
         self.requests_sent = 0
         self.run_wide_failure: str | None = None
         """Set by a failure no request of this run can get past (a bad key, no credit)."""
-        self._client: anthropic.AsyncAnthropic | None = None
+        self._clients: list[anthropic.AsyncAnthropic] = []
         self._making = False
         self._made = asyncio.Event()
+        self._attempts = 0
 
     async def run(self, ctx: AgentContext) -> None:
         await Conversation(self, ctx).run()
 
+    @property
+    def clients_made(self) -> int:
+        """How many clients (connection pools) the run's attempts share out."""
+        return len(self._clients)
+
     async def aclose(self) -> None:
-        """Close the client (and its connections) if one was made."""
-        client, self._client = self._client, None
-        if client is not None:
+        """Close the clients (and their connections) if any were made."""
+        clients, self._clients = self._clients, []
+        for client in clients:
             await client.close()
 
     async def client(self, access: Access) -> anthropic.AsyncAnthropic:
-        """The run's client for one attempt: aimed at the gateway, with the attempt's token.
+        """A client for one attempt: aimed at the gateway, with the attempt's token.
 
-        The run's one client is made on first use (see `make_client`); each attempt gets a
-        copy of it with its own token, sharing its connection pool.
+        The run's clients are made on first use, all at once (see `make_clients`); attempts
+        take them in turn, each getting a copy with its own token that shares the
+        client's connection pool.
 
-        The first caller makes it in a worker thread (the import takes over a second, the TLS
-        context tens of milliseconds); the others wait on an event that wakes them all at
-        once (a lock would hand over to them one loop turn each).
+        The first caller makes them in a worker thread (the import takes over a second, the
+        TLS context tens of milliseconds); the others wait on an event that wakes them all
+        at once (a lock would hand over to them one loop turn each).
         """
-        while self._client is None:
+        while not self._clients:
             if self._making:
                 await self._made.wait()
                 continue
             self._making = True
             try:
-                self._client = await asyncio.to_thread(
-                    make_client, self.settings, base_url=access.url,
-                    connections=self.limiter.ceiling,
+                self._clients = await asyncio.to_thread(
+                    make_clients, self.settings, base_url=access.url,
+                    concurrency=self.limiter.ceiling,
                 )  # fmt: skip
             finally:
                 self._making = False
                 self._made.set()
                 self._made = asyncio.Event()
-        return self._client.with_options(api_key=access.token)
+        client = self._clients[self._attempts % len(self._clients)]
+        self._attempts += 1
+        return client.with_options(api_key=access.token)
+
+
+def clients_for(concurrency: int, agents_per_client: int) -> int:
+    """How many clients a run of ``concurrency`` agents at once gets."""
+    return max(1, -(-max(concurrency, 1) // max(agents_per_client, 1)))
+
+
+def make_clients(
+    settings: ClaudeSettings, *, base_url: str, concurrency: int
+) -> list[anthropic.AsyncAnthropic]:
+    """The run's clients (`clients_for` of them), sharing one TLS context."""
+    import ssl  # here, not at the top: `--help` never loads it
+
+    context = ssl.create_default_context()
+    count = clients_for(concurrency, settings.agents_per_client)
+    return [
+        make_client(settings, base_url=base_url, connections=settings.agents_per_client,
+                    verify=context)
+        for _ in range(count)
+    ]  # fmt: skip
 
 
 def make_client(
-    settings: ClaudeSettings, *, base_url: str, connections: int
+    settings: ClaudeSettings,
+    *,
+    base_url: str,
+    connections: int,
+    verify: ssl.SSLContext | bool = True,
 ) -> anthropic.AsyncAnthropic:
     """An ``AsyncAnthropic`` aimed at the gateway that never retries by itself (the
     limiter's policy does). Its key is a placeholder: attempts copy it with their token.
@@ -150,6 +192,6 @@ def make_client(
         auth_token=None,
         max_retries=0,
         timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        http_client=sdk.DefaultAsyncHttpxClient(limits=limits),
+        http_client=sdk.DefaultAsyncHttpxClient(limits=limits, verify=verify),
     )
     return client
