@@ -84,11 +84,9 @@ class Run(RunQueries, RunRequests):
         self.ended_at: float | None = None
         self._unsettled = len(self.tasks)
         self._env = dict(os.environ if settings.env is None else settings.env)  # cheap to read
-        secrets = secret_values(
-            settings.env,
-            *(v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES),
-            *(self._env.get(name) for t in plan.tasks for name in t.secrets),  # declared ones
-        )
+        named = (v for t in plan.tasks for k, v in t.env if k in SECRET_NAMES)
+        declared = (self._env.get(n) for t in plan.tasks for n in t.secrets)  # `secrets:`
+        secrets = secret_values(settings.env, *named, *declared)
         self.recorder = Recorder(
             settings, journal, secrets=secrets, on_failure=lambda why: self.cancel_all(reason=why)
         )
