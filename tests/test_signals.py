@@ -10,6 +10,8 @@ import functools
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,3 +247,20 @@ def test_random_signals_leave_no_process_of_the_run(fleet: Fleet, seed: int) -> 
 @pytest.mark.parametrize("seed", range(100, 160))
 def test_random_signals_soak(fleet: Fleet, seed: int) -> None:
     kill_scenario(fleet, seed)
+
+
+def test_ctrl_c_before_the_run_s_handlers_ends_by_sigint_without_a_traceback() -> None:
+    # a KeyboardInterrupt anywhere before a run installs its handlers (loading the plan,
+    # preflight): the program ends by SIGINT as the shell expects, never with a traceback
+    code = (
+        "import orchestrator.cli as cli\n"
+        "def interrupted():\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.app = interrupted\n"
+        "cli.main()\n"
+    )
+    done = subprocess.run(  # noqa: TID251 - a sync test, no loop here
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == -signal.SIGINT
+    assert "Traceback" not in done.stderr

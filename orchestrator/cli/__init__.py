@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -348,3 +349,13 @@ def main() -> None:
     except OrchestratorError as exc:  # a command that forgot to map its error
         sys.stderr.write(f"{exc}\n")
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before a run's own handlers were up: nothing is
+        die_by_sigint()  # recorded as running yet, so end as an interrupted program does
+
+
+def die_by_sigint() -> NoReturn:
+    """End by SIGINT itself (the status a shell expects of Ctrl-C), without a traceback."""
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(130)  # not reached unless SIGINT is blocked
