@@ -36,9 +36,9 @@ from orchestrator.cluster import asks, workspace
 from orchestrator.cluster.confine import node_confinement
 from orchestrator.cluster.wire import AttemptSpec, Batch, Change, NodeReport
 from orchestrator.events import AgentEvent, Failed, Started
-from orchestrator.plan.model import Plan, SandboxMode
+from orchestrator.plan.model import SECRET_NAMES, Plan, SandboxMode
 from orchestrator.process import orphans
-from orchestrator.process.env import QUOTA_VAR, SECRET_NAMES
+from orchestrator.process.env import QUOTA_VAR
 from orchestrator.process.procfs import process_start_time
 from orchestrator.sandbox.confinement import Confinement
 

@@ -18,7 +18,7 @@ from orchestrator.agents.base import Agent, AgentContext, Budget
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
 from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
 from orchestrator.gateway.grants import Access
-from orchestrator.plan.model import Limits
+from orchestrator.plan.model import SECRET_NAMES, Limits
 from orchestrator.process.env import child_env
 from orchestrator.process.lines import one_line
 from orchestrator.records.progress import clean
@@ -89,7 +89,9 @@ def context(
     key: agents that use a model get ``model``, the gateway's URL and their own token.
     """
     task = spawn.task
-    secrets = {name: env[name] for name in task.secrets if name in env}  # the orchestrator's
+    secrets = {  # the orchestrator's values; a model API's key never (the loader refuses it too)
+        name: env[name] for name in task.secrets if name in env and name not in SECRET_NAMES
+    }
     env = child_env(
         agent_id=rec.id,
         run_id=settings.run_id,

@@ -27,8 +27,7 @@ from orchestrator.gateway.ledger import Ledger
 from orchestrator.gateway.pricing import PriceTable
 from orchestrator.gateway.service import Gateway, open_gateway
 from orchestrator.gateway.shared import Upstream
-from orchestrator.plan.model import Plan, Task
-from orchestrator.process.env import SECRET_NAMES
+from orchestrator.plan.model import SECRET_NAMES, Plan, Task
 from orchestrator.sandbox.scratch import own_dir
 
 AGENTS_PER_SLOT = 4

@@ -33,9 +33,8 @@ from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecor
 from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
 from orchestrator.isolation.checkouts import InPlace, Workspaces
 from orchestrator.plan.graph import graph_of
-from orchestrator.plan.model import Plan
+from orchestrator.plan.model import SECRET_NAMES, Plan
 from orchestrator.process import group, orphans, procfs
-from orchestrator.process.env import SECRET_NAMES
 from orchestrator.process.secrets import secret_values
 from orchestrator.records.journal import Journal
 

@@ -12,6 +12,11 @@ from typing import Literal, TypeAlias
 
 AGENT_KINDS: frozenset[str] = frozenset({"claude", "command", "scripted"})
 PRESETS: frozenset[str] = frozenset({"claude-code", "codex", "aider"})
+SECRET_NAMES: frozenset[str] = frozenset(
+    {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "CODEX_API_KEY"}
+)
+"""The model APIs' credentials: the orchestrator's model gateway holds them, no child does
+(``pass_env`` of one asks for a gateway token in its place; ``secrets:`` may not name one)."""
 
 
 # --- scripted agent steps -------------------------------------------------------------------

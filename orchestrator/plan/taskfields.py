@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from orchestrator.plan.fields import Errors, Fields, closest, text_of
-from orchestrator.plan.model import AGENT_KINDS, PRESETS, Task
+from orchestrator.plan.model import AGENT_KINDS, PRESETS, SECRET_NAMES, Task
 from orchestrator.plan.nodes import Map, Seq, show
 
 DEFAULT_AGENT = "claude"
@@ -276,6 +276,10 @@ def secrets_of(f: Fields, agent: str) -> tuple[str, ...]:
         if not _ENV_NAME.fullmatch(name):
             message = f"{f.owner}: secrets name {show(name)} is not allowed"
             f.errs.add(node, "bad-env", message, _ENV_HINT)
+        elif name in SECRET_NAMES:  # the model gateway holds it; no agent ever gets it
+            message = f"{f.owner}: secrets may not name {name}: the run's model gateway holds it"
+            hint = f"pass_env: [{name}] gives the program a gateway URL and token in its place"
+            f.errs.add(node, "secret-model-key", message, hint)
     return tuple(dict.fromkeys(name for name, _ in names))
 
 

@@ -10,16 +10,13 @@ import os
 import sys
 from collections.abc import Mapping
 
+from orchestrator.plan.model import SECRET_NAMES
 from orchestrator.process.procfs import AGENT_ID_VAR, OUTER_RUNS_VAR, RUN_ID_VAR
 
 ENV_ALLOWLIST: tuple[str, ...] = (
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
     "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "NO_COLOR",
 )  # fmt: skip
-SECRET_NAMES: frozenset[str] = frozenset(
-    {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "CODEX_API_KEY"}
-)
-"""The model APIs' credentials: the orchestrator's model gateway holds them, no child does."""
 QUOTA_VAR = "ORCHESTRATOR_QUOTA"
 """The control socket an agent reaches its run through (`orchestrator add`, nested runs): the
 run's own, or on a cluster node its host's, which relays additions to the driver."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from orchestrator.events import AgentEvent
-from orchestrator.process.env import SECRET_NAMES
+from orchestrator.plan.model import SECRET_NAMES
 
 REDACTED = "[REDACTED]"
 MIN_SECRET = 8

@@ -17,7 +17,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from orchestrator.process.env import SECRET_NAMES
+from orchestrator.plan.model import SECRET_NAMES
 from orchestrator.process.lines import Stream
 from orchestrator.process.spawn import run_streaming
 from orchestrator.sandbox.confinement import Confinement

@@ -107,6 +107,9 @@ def load(tmp_path: Path, task: str) -> Plan:
          "secret-in-env"),
         ("{id: a, agent: claude, prompt: x, secrets: [GITHUB_TOKEN]}", "bad-key"),
         ('{id: a, agent: command, command: ["true"], secrets: ["1X"]}', "bad-env"),
+        ('{id: a, agent: command, command: ["true"], secrets: [ANTHROPIC_API_KEY]}',
+         "secret-model-key"),
+        ('{id: a, agent: codex, prompt: x, secrets: [OPENAI_API_KEY]}', "secret-model-key"),
     ],
 )  # fmt: skip
 def test_credentials_in_the_environment_are_refused_with_a_hint(
@@ -118,6 +121,8 @@ def test_credentials_in_the_environment_are_refused_with_a_hint(
     assert (error.rule, error.where.line) == (rule, 2), str(error)
     if rule == "secret-in-env":
         assert "secrets:" in (error.hint or "")
+    if rule == "secret-model-key":  # the key never reaches an agent: a gateway token does
+        assert "pass_env" in (error.hint or "")
 
 
 def test_declared_secrets_and_model_keys_by_name_load(tmp_path: Path) -> None:

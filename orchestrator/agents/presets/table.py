@@ -48,8 +48,7 @@ from typing import Literal, TypeAlias
 
 from orchestrator.agents.command import command_argv
 from orchestrator.gateway.grants import Access
-from orchestrator.plan.model import Limits, Task
-from orchestrator.process.env import SECRET_NAMES
+from orchestrator.plan.model import SECRET_NAMES, Limits, Task
 
 ParserName: TypeAlias = Literal["stream-json", "lines"]
 FlagStyle: TypeAlias = Literal["claude-code", "none"]

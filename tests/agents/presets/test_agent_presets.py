@@ -58,8 +58,8 @@ from orchestrator.events import (
     ToolResult,
     Usage,
 )
-from orchestrator.plan.model import Limits, Plan, Task
-from orchestrator.process.env import SECRET_NAMES, child_env
+from orchestrator.plan.model import SECRET_NAMES, Limits, Plan, Task
+from orchestrator.process.env import child_env
 
 HANG = 10.0
 """Gross bound that only detects hangs."""
