@@ -161,6 +161,8 @@ async def run_streaming(
         if confined is not None:
             if joined is not None:  # the join ends once bubblewrap is gone: waited for
                 await asyncio.shield(asyncio.wait([joined]))
+                if not joined.cancelled():
+                    joined.exception()  # seen: a stop that came first left it unasked
             if not confined.release_nowait():  # the agent left files in its temp directory:
                 # off the loop (it may be large), and finished even when cancelled.
                 await asyncio.shield(asyncio.to_thread(confined.release))

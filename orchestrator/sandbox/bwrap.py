@@ -91,7 +91,10 @@ class Sandboxed:
             assert self.cgroup is not None
             for procs in self.cgroup.procs:
                 procs.write_text(str(pid))
-            os.write(block, b"x")
+            try:
+                os.write(block, b"x")
+            except BrokenPipeError:  # bubblewrap is gone (killed meanwhile): nothing started
+                return
         finally:
             os.close(block)
 
