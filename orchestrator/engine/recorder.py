@@ -90,6 +90,13 @@ class Recorder:
                 tg.create_task(self.journal.run_syncer())
                 tg.create_task(self._journal_live())
 
+    async def close(self) -> None:
+        """Every buffered line handed over and carried out, the writer thread gone: after
+        `run_background` or in its place (a run with nothing left to do ends before that
+        task's first step, so its own ``finally`` never runs)."""
+        self.progress.flush_all()
+        await self.writer.stop()
+
     # --- the run ---------------------------------------------------------------------------
 
     def run_started(self, started: float) -> None:

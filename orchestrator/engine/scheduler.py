@@ -1,10 +1,9 @@
 """The scheduler: the only owner of run state (dispatch and transitions).
 
-It starts each task the moment its own dependencies have succeeded (``mode="async"``) or wave
-by wave (``mode="batch"``), asks the governor before every start, runs every agent inside one
-``asyncio.TaskGroup`` and turns agents' events into state. The recorder writes (progress file
-first, then the journal) before waiters (`orchestrator.engine.queries`) are told; recovery
-(`orchestrator.engine.repairs`) carries out what the policy decides about an ended agent.
+It starts each task once its own dependencies succeeded (``mode="async"``) or wave by wave
+(``mode="batch"``), asks the governor before every start, runs every agent in one TaskGroup and
+turns agents' events into state. The recorder writes (progress file, then journal) before
+waiters (`engine.queries`) are told; `engine.repairs` acts on what the policy decides.
 """
 
 from __future__ import annotations
@@ -103,18 +102,20 @@ class Run(RunQueries, RunRequests):
     async def execute(self) -> None:
         """Run the plan to the end (or until stopped); never raises for an agent's failure."""
         self.recorder.run_started(self.started_at)
-        async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
-            self._tg = tg
-            background = tg.create_task(self.recorder.run_background())
-            for tid, rec in self.tasks.items():
-                if rec.state == "succeeded":
+        try:
+            async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
+                self._tg = tg
+                background = tg.create_task(self.recorder.run_background())
+                for tid in [t for t, rec in self.tasks.items() if rec.state == "succeeded"]:
                     self.frontier.succeeded(tid, self._pending)
-            self._queue(self.frontier.initial(self._pending))
-            self._dispatch()
-            self._check_finished()
-            await self._finished.wait()
-            background.cancel()
-        self._tg = None
+                self._queue(self.frontier.initial(self._pending))
+                self._dispatch()
+                self._check_finished()
+                await self._finished.wait()
+                background.cancel()
+        finally:
+            self._tg = None
+            await self.recorder.close()  # also when run_background never began (nothing to do)
         self.ended_at = time.time()
 
     def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:

@@ -111,22 +111,31 @@ class FileWriter:
         A write that raises (a bug: writers take their own `OSError`s) ends this coroutine
         with that exception, so the run's TaskGroup fails loudly instead of going on."""
         self.start()
-        thread = self._thread
-        assert thread is not None
         assert self._failed is not None
         try:
             await self._failed
         finally:
-            with self._wake:
-                self._stopping = True
-                self._wake.notify()
-            try:
-                # What is still queued are the run's last records: wait for them, off the loop.
-                await asyncio.shield(asyncio.to_thread(thread.join))
-            finally:
-                thread.join()  # cancelled again while waiting: the records still come first
-                self._thread = None
-                self._drain_here()
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop the thread once every write queued is carried out; idempotent.
+
+        `run`'s own ending calls it, and so must the thread's owner: a `run` task cancelled
+        before its first step (a run with nothing to do) never reaches its ``finally``, and a
+        write queued to a thread nobody stops can land after its file was closed."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        try:
+            # What is still queued are the run's last records: wait for them, off the loop.
+            await asyncio.shield(asyncio.to_thread(thread.join))
+        finally:
+            thread.join()  # cancelled again while waiting: the records still come first
+            self._thread = None
+            self._drain_here()
 
     def _drain_here(self) -> None:
         """Writes queued after the thread left (none, but never lose one), then the waiters."""

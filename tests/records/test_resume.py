@@ -242,7 +242,7 @@ def kill_and_resume(fleet: Fleet, seed: int) -> None:
         if final.code == 0:
             break
     state = fleet.journal()
-    assert state.run["state"] == "finished", seed
+    assert state.run["state"] == "finished", (seed, final.code, final.text)
     for tid in ids:
         assert state.tasks[tid]["state"] == "succeeded", (seed, tid)
         assert ran(fleet)[tid] >= 1

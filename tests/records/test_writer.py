@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import scripted
 
+from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
-from orchestrator.plan.model import Say, Sleep
+from orchestrator.engine.state import RunSettings
+from orchestrator.plan.model import Plan, Say, Sleep
+from orchestrator.records.journal import Journal, load
 from orchestrator.records.writer import FileWriter
 
 
@@ -162,3 +165,59 @@ async def test_a_wait_up_to_a_mark_returns_while_later_writes_are_still_held() -
         assert order == [0, 1]
         assert told == ["mark", "all"]
         runner.cancel()
+
+
+def writer_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "orchestrator-writer"}
+
+
+async def test_stop_ends_a_started_thread_whose_run_task_never_took_a_step() -> None:
+    """A `run` task cancelled before its first step never reaches its ``finally``; `stop`
+    still writes what is queued and ends the thread (else a late write meets a closed file)."""
+    w = FileWriter()
+    gate = threading.Event()
+    order: list[int] = []
+    before = writer_threads()
+    w.start()
+    w.submit(hold(gate))
+    w.submit(lambda: order.append(1))
+    runner = asyncio.get_running_loop().create_task(w.run())
+    runner.cancel()  # before its first step: its body never runs
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert writer_threads() - before, "the thread is still there: nobody stopped it"
+    stopping = asyncio.get_running_loop().create_task(w.stop())
+    await asyncio.sleep(0.02)
+    assert not stopping.done(), "stop returned before the queued writes were carried out"
+    gate.set()
+    async with asyncio.timeout(10):
+        await stopping
+    assert order == [1]
+    assert not writer_threads() - before
+    w.submit(lambda: order.append(2))  # stopped: at once again
+    assert order == [1, 2]
+    await w.stop()  # idempotent
+
+
+async def test_a_run_with_nothing_left_to_do_leaves_no_writer_behind(
+    workspace: Path, responses: Path
+) -> None:
+    """A resumed run whose tasks all succeeded earlier ends before its background task's first
+    step; the record of its end, made after `execute`, must land at once (the soak saw a
+    resumed run exit 0 with its journal still saying ``running``)."""
+    plan = Plan("test", (scripted("a", Say("x")), scripted("b", Say("y"))), workspace=workspace)
+    settings = RunSettings(responses=responses, run_id="test-nothing-left", progress_interval=0.01)
+    path = responses / ".run" / "journal.jsonl"
+    journal = Journal(path, fresh=True)
+    pool = AgentPool(plan)
+    before = writer_threads()
+    try:
+        run = Run(plan, settings, agents=pool, journal=journal, done_tasks=["a", "b"])
+        async with asyncio.timeout(10):
+            await run.execute()
+        assert not writer_threads() - before
+        journal.record("run", state="finished")  # what the runner records next
+        assert load(path).run["state"] == "finished"
+    finally:
+        journal.close()
+        await pool.aclose()
