@@ -139,16 +139,18 @@ async def test_cancel_stops_the_agents_process_group(make_run: MakeRun) -> None:
 async def test_timeout_and_stall_end_as_timed_out_with_the_reason(make_run: MakeRun) -> None:
     run = make_run(
         sleeper("slow", 30, timeout=0.2),
-        scripted("quiet", Say("one"), Sleep(30), stall_timeout=0.2),
+        scripted("quiet", Say("one"), Sleep(30), stall_timeout=1),
+        # talks every 0.1 s for 3 s: longer than its stall timeout, never silent for it (1 s,
+        # not less: a loaded machine's loop can lag for several tenths of a second)
         scripted(
-            "trickle", *(s for _ in range(8) for s in (Say("."), Sleep(0.05))), stall_timeout=0.2
+            "trickle", *(s for _ in range(30) for s in (Say("."), Sleep(0.1))), stall_timeout=1
         ),
     )
     await run.execute()
     assert run.agents["slow"].state == "timed_out"
     assert run.agents["slow"].reason == "timed out after 0.2s"
     assert run.agents["quiet"].state == "timed_out"
-    assert run.agents["quiet"].reason == "stalled: no output for 0.2s"
+    assert run.agents["quiet"].reason == "stalled: no output for 1s"
     assert run.agents["trickle"].state == "succeeded"
 
 
