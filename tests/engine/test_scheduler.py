@@ -108,18 +108,22 @@ async def test_max_depth_zero_still_runs_plan_tasks(make_run: MakeRun) -> None:
     assert run.tasks["a"].state == "succeeded"
 
 
-async def test_cancel_one_agent_leaves_the_others_running(make_run: MakeRun) -> None:
+async def test_cancel_one_agent_leaves_the_others_running(
+    make_run: MakeRun, workspace: Path
+) -> None:
+    held = RunStep("while [ ! -e go ]; do sleep 0.02; done")  # until the test says go
     run = make_run(
-        sleeper("victim", 30), sleeper("other", 0.3), scripted("after", deps=("victim",))
+        sleeper("victim", 30), scripted("other", held), scripted("after", deps=("victim",))
     )
     async with asyncio.TaskGroup() as tg:
         tg.create_task(run.execute())
-        while "victim" not in run.agents:
+        while "victim" not in run.agents or "other" not in run.agents:
             await asyncio.sleep(0.01)
         assert run.cancel("victim") == ["victim"]
         assert run.cancel("victim") == []  # idempotent
         assert await run.wait("victim") == "cancelled"
         assert run.agents["other"].state == "running"
+        await asyncio.to_thread((workspace / "go").touch)
     assert run.tasks["other"].state == "succeeded"
     assert run.tasks["after"].state == "skipped"
     assert run.exit_code() == 1
