@@ -158,8 +158,9 @@ async def test_timeout_and_stall_end_as_timed_out_with_the_reason(make_run: Make
     assert run.agents["trickle"].state == "succeeded"
 
 
-async def test_wait_any_and_peek(make_run: MakeRun) -> None:
-    run = make_run(sleeper("fast", 0.05), sleeper("slow", 0.5))
+async def test_wait_any_and_peek(make_run: MakeRun, workspace: Path) -> None:
+    held = RunStep("while [ ! -e go ]; do sleep 0.02; done")  # until the test says go
+    run = make_run(sleeper("fast", 0.05), scripted("slow", held))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(run.execute())
         assert run.peek("slow").state in ("pending", "running")
@@ -168,6 +169,7 @@ async def test_wait_any_and_peek(make_run: MakeRun) -> None:
         assert run.peek("fast").last_lines[-1] == "finished: fast done"
         with pytest.raises(UnknownAgentError):
             run.peek("nope")
+        await asyncio.to_thread((workspace / "go").touch)
     assert await run.wait("slow") == "succeeded"
 
 

@@ -501,7 +501,7 @@ async def test_twenty_children_run_concurrently(run_env: RunEnv, tmp_path: Path)
     barrier = (
         f'touch "{tmp_path}/$$"; n=0; '
         f'until [ "$(ls "{tmp_path}" | wc -l)" -ge 20 ]; do '
-        '[ $n -ge 600 ] && exit 1; n=$((n + 1)); sleep 0.05; done'
+        "[ $n -ge 600 ] && exit 1; n=$((n + 1)); sleep 0.05; done"
     )
     codes: list[int] = []
 

@@ -112,7 +112,7 @@ async def test_no_one_is_told_an_agent_ended_before_its_status_line_is_in_its_fi
     make_run: Callable[..., Run], responses: Path
 ) -> None:
     gate = threading.Event()
-    run = make_run(scripted("a", Say("one"), Sleep(1.0), Say("two")))
+    run = make_run(scripted("a", Say("one"), Sleep(3.0), Say("two")))  # 3 s: a loaded loop lags
     async with asyncio.TaskGroup() as tg:
         main = tg.create_task(run.execute())
         async with asyncio.timeout(10):
