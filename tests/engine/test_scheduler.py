@@ -108,18 +108,22 @@ async def test_max_depth_zero_still_runs_plan_tasks(make_run: MakeRun) -> None:
     assert run.tasks["a"].state == "succeeded"
 
 
-async def test_cancel_one_agent_leaves_the_others_running(make_run: MakeRun) -> None:
+async def test_cancel_one_agent_leaves_the_others_running(
+    make_run: MakeRun, workspace: Path
+) -> None:
+    held = RunStep("while [ ! -e go ]; do sleep 0.02; done")  # until the test says go
     run = make_run(
-        sleeper("victim", 30), sleeper("other", 0.3), scripted("after", deps=("victim",))
+        sleeper("victim", 30), scripted("other", held), scripted("after", deps=("victim",))
     )
     async with asyncio.TaskGroup() as tg:
         tg.create_task(run.execute())
-        while "victim" not in run.agents:
+        while "victim" not in run.agents or "other" not in run.agents:
             await asyncio.sleep(0.01)
         assert run.cancel("victim") == ["victim"]
         assert run.cancel("victim") == []  # idempotent
         assert await run.wait("victim") == "cancelled"
         assert run.agents["other"].state == "running"
+        await asyncio.to_thread((workspace / "go").touch)
     assert run.tasks["other"].state == "succeeded"
     assert run.tasks["after"].state == "skipped"
     assert run.exit_code() == 1
@@ -139,16 +143,18 @@ async def test_cancel_stops_the_agents_process_group(make_run: MakeRun) -> None:
 async def test_timeout_and_stall_end_as_timed_out_with_the_reason(make_run: MakeRun) -> None:
     run = make_run(
         sleeper("slow", 30, timeout=0.2),
-        scripted("quiet", Say("one"), Sleep(30), stall_timeout=0.2),
+        scripted("quiet", Say("one"), Sleep(30), stall_timeout=1),
+        # talks every 0.1 s for 3 s: longer than its stall timeout, never silent for it (1 s,
+        # not less: a loaded machine's loop can lag for several tenths of a second)
         scripted(
-            "trickle", *(s for _ in range(8) for s in (Say("."), Sleep(0.05))), stall_timeout=0.2
+            "trickle", *(s for _ in range(30) for s in (Say("."), Sleep(0.1))), stall_timeout=1
         ),
     )
     await run.execute()
     assert run.agents["slow"].state == "timed_out"
     assert run.agents["slow"].reason == "timed out after 0.2s"
     assert run.agents["quiet"].state == "timed_out"
-    assert run.agents["quiet"].reason == "stalled: no output for 0.2s"
+    assert run.agents["quiet"].reason == "stalled: no output for 1s"
     assert run.agents["trickle"].state == "succeeded"
 
 
