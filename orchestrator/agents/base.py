@@ -58,7 +58,7 @@ class AgentContext:
     script: tuple[Step, ...]
     workspace: Path
     responses: Path
-    env: dict[str, str]
+    env: Mapping[str, str]
     emit: Callable[[AgentEvent], None]
     on_process: Callable[[int], None] = lambda pid: None
     on_activity: Callable[[], None] = lambda: None

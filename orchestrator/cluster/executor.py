@@ -53,7 +53,7 @@ class RemoteAgent:
         spec = AttemptSpec(
             agent_id=ctx.agent_id, run_id=ctx.env.get("ORCHESTRATOR_RUN_ID", ""),
             kind=self.kind, task=ctx.task, attempt=ctx.attempt, prompt=ctx.prompt,
-            script=ctx.script, env=ctx.env, grace=ctx.grace, depth=ctx.depth,
+            script=ctx.script, env=dict(ctx.env), grace=ctx.grace, depth=ctx.depth,
             parent=ctx.parent, notes=ctx.context_notes, model=ctx.model,
             base=base, prefix=prefix,
         )  # fmt: skip

@@ -19,7 +19,7 @@ from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
 from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
 from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import SECRET_NAMES, Limits
-from orchestrator.process.env import child_env
+from orchestrator.process.env import ChildEnv
 from orchestrator.process.lines import one_line
 from orchestrator.records.progress import clean
 from orchestrator.sandbox.confinement import Confinement
@@ -92,14 +92,15 @@ def context(
     secrets = {  # the orchestrator's values; a model API's key never (the loader refuses it too)
         name: env[name] for name in task.secrets if name in env and name not in SECRET_NAMES
     }
-    env = child_env(
+    env = ChildEnv(  # built when a process is started: an idle agent holds no copy
         agent_id=rec.id,
         run_id=settings.run_id,
         depth=rec.depth + 1,
-        extra=dict(task.env),
+        task_env=task.env,
         pass_env=task.pass_env + pass_env,
         source=env,
-        run_vars={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), **settings.exports},
+        max_depth=limits.max_depth,
+        exports=settings.exports,
     )
     return AgentContext(
         agent_id=rec.id,
@@ -112,7 +113,7 @@ def context(
         env=env,
         emit=emit,
         on_process=on_process,
-        on_activity=_activity(rec),
+        on_activity=rec.touch,
         grace=limits.grace,
         depth=rec.depth,
         parent=rec.parent,
@@ -131,15 +132,6 @@ def _confinement(settings: RunSettings, model: Access | None) -> Confinement | N
     if settings.sandbox is None:
         return None
     return settings.sandbox.through_gateway(model.url if model is not None else None)
-
-
-def _activity(rec: AgentRecord) -> Callable[[], None]:
-    """What an agent's processes call when they write anything: the stall clock restarts."""
-
-    def heard() -> None:
-        rec.last_event = time.monotonic()
-
-    return heard
 
 
 def outcome(rec: AgentRecord) -> tuple[AgentState, str]:

@@ -241,11 +241,11 @@ class Run(RunQueries, RunRequests):
         recorded = self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
         rec.handle = self._tg.create_task(self._attempt(rec, spawn, recorded), name=rec.id)
-        rec.handle.add_done_callback(functools.partial(self._never_ran, rec))
+        rec.handle.add_done_callback(self._never_ran)  # no partial per agent: found by name
 
-    def _never_ran(self, rec: AgentRecord, _: object) -> None:
+    def _never_ran(self, handle: asyncio.Task[None]) -> None:
         """Its task was cancelled before its first step (its code never ran): it ends here."""
-        if rec.state == "running":
+        if (rec := self.agents[handle.get_name()]).state == "running":
             self._end(rec, *(rec.stop or ("cancelled", "the run was torn down")))
 
     async def _attempt(self, rec: AgentRecord, spawn: Spawn, recorded: int) -> None:

@@ -6,7 +6,7 @@ Only the scheduler mutates them; views read them through `snapshot`.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ from orchestrator.records.progress import brief
 from orchestrator.sandbox.confinement import Confinement
 
 Role = Literal["task", "fixer", "build"]
+LAST_LINES = 20
+"""How many of an agent's last lines its record keeps (``peek``, a blocker's context)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ class AgentRecord:
     tokens_out: int = 0
     cost_usd: float = 0.0
     last_line: str = ""
-    lines: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    lines: list[str] = field(default_factory=list)
+    """Its last `LAST_LINES` lines as shown, oldest first (a list: an idle agent holds one
+    line, and a deque costs a 64-slot block from its first)."""
     reason: str = ""
     summary: str = ""
     terminal: AgentEvent | None = None
@@ -123,6 +127,8 @@ class AgentRecord:
         self.last_event = now
         if line:
             self.last_line = line[:200]
+            if len(self.lines) >= LAST_LINES:
+                del self.lines[0]
             self.lines.append(self.last_line)
         match event:
             case Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost):
@@ -137,6 +143,10 @@ class AgentRecord:
                 self.terminal = event
             case _:
                 pass
+
+    def touch(self) -> None:
+        """Its processes wrote something, a whole line or not: the stall clock restarts."""
+        self.last_event = time.monotonic()
 
     def started_fields(self) -> dict[str, object]:
         """What the journal records when the agent starts."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from orchestrator.plan.model import SECRET_NAMES
 from orchestrator.process.procfs import AGENT_ID_VAR, OUTER_RUNS_VAR, RUN_ID_VAR
@@ -67,3 +67,58 @@ def child_env(
     env["ORCHESTRATOR_DEPTH"] = str(depth)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+class ChildEnv(Mapping[str, str]):
+    """`child_env` of one agent, built when first read and kept from then on.
+
+    An agent that starts no process (a scripted agent that sleeps, an API agent between
+    requests) never holds one: 10,000 idle agents would hold 10,000 copies of the same
+    allowlist (about 0.9 KiB each). Until read it keeps only references to what it is built
+    from, each shared with the task or the run.
+    """
+
+    __slots__ = ("_agent_id", "_built", "_depth", "_exports", "_max_depth", "_pass_env",
+                 "_run_id", "_source", "_task_env")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        run_id: str,
+        depth: int,
+        task_env: tuple[tuple[str, str], ...],
+        pass_env: tuple[str, ...],
+        source: Mapping[str, str],
+        max_depth: int,
+        exports: Mapping[str, str],
+    ) -> None:
+        self._agent_id, self._run_id, self._depth = agent_id, run_id, depth
+        self._task_env, self._pass_env, self._source = task_env, pass_env, source
+        self._max_depth, self._exports = max_depth, exports
+        self._built: dict[str, str] | None = None
+
+    def _env(self) -> dict[str, str]:
+        if self._built is None:
+            self._built = child_env(
+                agent_id=self._agent_id,
+                run_id=self._run_id,
+                depth=self._depth,
+                extra=dict(self._task_env),
+                pass_env=self._pass_env,
+                source=self._source,
+                run_vars={"ORCHESTRATOR_MAX_DEPTH": str(self._max_depth), **self._exports},
+            )
+        return self._built
+
+    def __getitem__(self, key: str) -> str:
+        return self._env()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._env())
+
+    def __len__(self) -> int:
+        return len(self._env())
+
+    def __repr__(self) -> str:
+        return f"ChildEnv({self._env()!r})"

@@ -186,7 +186,8 @@ class _File:
     partial: str = ""
     md_bytes: int = 0
     js_bytes: int = 0
-    capped: set[str] = field(default_factory=set)
+    capped: frozenset[str] = frozenset()
+    """The paths whose cap was reached (the writer thread's; shared empty until one is)."""
     lost: dict[str, tuple[int, str]] = field(default_factory=dict)
     """Per path: bytes that could not be written and why; said once a write succeeds."""
     broken: bool = False
@@ -336,7 +337,7 @@ class ProgressWriter:
         room = self.cap - written - len(tail)
         if len(data) > room:
             marker = b"" if path in f.capped else self._marker(f, path, "truncated")
-            f.capped.add(path)
+            f.capped |= {path}
             data = _whole_lines(data[: max(room - len(marker), 0)]) + marker
         lost = f.lost.pop(path, None)
         if lost is not None:

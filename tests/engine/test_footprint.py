@@ -1,0 +1,87 @@
+"""What an idle agent holds (issue 18, B4: <= 4 KiB per sleeping agent beyond a bare task).
+
+Structural checks, not a memory threshold: the records have no instance dict, the last lines
+are a short list, and an attempt's child environment is built only when something reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from orchestrator.engine import attempt
+from orchestrator.engine.governor import Governor
+from orchestrator.engine.state import LAST_LINES, AgentRecord, RunSettings, Spawn, TaskRecord
+from orchestrator.events import Text
+from orchestrator.plan.model import Limits, Sleep, Task
+from orchestrator.process.env import child_env
+
+
+class Counted(Mapping[str, str]):
+    """A mapping that counts how often it is read."""
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self.data, self.reads = dict(data), 0
+
+    def __getitem__(self, key: str) -> str:
+        self.reads += 1
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.reads += 1
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __contains__(self, key: object) -> bool:
+        self.reads += 1
+        return key in self.data
+
+
+def test_records_have_no_instance_dict() -> None:
+    rec = AgentRecord("a", "a", "scripted", "task", 1, 0, None)
+    assert not hasattr(rec, "__dict__")
+    assert not hasattr(TaskRecord(Task("a", agent="scripted")), "__dict__")
+
+
+def test_an_agent_keeps_its_last_lines_oldest_dropped() -> None:
+    rec = AgentRecord("a", "a", "scripted", "task", 1, 0, None)
+    assert rec.lines == []
+    for i in range(LAST_LINES + 5):
+        rec.heard(Text(f"line {i}\n"), f"line {i}", float(i))
+    assert rec.lines == [f"line {i}" for i in range(5, LAST_LINES + 5)]
+    assert rec.last_line == f"line {LAST_LINES + 4}"
+    assert rec.last_event == LAST_LINES + 4
+
+
+def test_an_attempt_builds_its_child_environment_only_when_read(tmp_path: Path) -> None:
+    task = Task(
+        "t", agent="scripted", script=(Sleep(1.0),), env=(("PLAN_VAR", "1"),), pass_env=("XTRA",)
+    )
+    spawn = Spawn("t", task, 1, "task", "", task.script, depth=0)
+    rec = AgentRecord.of(spawn)
+    source = Counted({**os.environ, "XTRA": "x", "ANTHROPIC_API_KEY": "sk-secret"})
+    settings = RunSettings(responses=tmp_path, run_id="r1", exports={"ORCHESTRATOR_QUOTA": "/s"})
+    limits = Limits()
+    ctx = attempt.context(
+        rec, spawn, workspace=tmp_path, settings=settings, env=source, limits=limits,
+        emit=lambda event: None, on_process=lambda pid: None, budget=Governor(limits),
+    )  # fmt: skip
+    assert source.reads == 0, "an idle agent holds no copy of the environment"
+    built = dict(ctx.env)
+    assert built == child_env(
+        agent_id="t", run_id="r1", depth=1, extra={"PLAN_VAR": "1"}, pass_env=("XTRA",),
+        source=source.data,
+        run_vars={"ORCHESTRATOR_MAX_DEPTH": str(limits.max_depth), "ORCHESTRATOR_QUOTA": "/s"},
+    )  # fmt: skip
+    assert (built["PLAN_VAR"], built["XTRA"], built["ORCHESTRATOR_DEPTH"]) == ("1", "x", "1")
+    assert "ANTHROPIC_API_KEY" not in built
+    reads = source.reads
+    assert dict(ctx.env) == built
+    assert source.reads == reads, "built once, then kept"
+    # the agent's other callbacks do not hold a closure each: the stall clock is the record's
+    rec.last_event = 0.0
+    ctx.on_activity()
+    assert rec.last_event > 0.0
