@@ -557,8 +557,8 @@ async def test_429_retry_after_is_honoured(
     [
         (text("never finished").with_stall(after_events=3), "the upstream stream broke off"),
         (text("cut short").with_drop(after_events=3), "the upstream stream broke off"),
-        (text("too slow").with_trickle(0.3), "passed its deadline"),
-        (text("late").with_delay(1.5), "[gateway: upstream unreachable: "),
+        (text("too slow").with_trickle(1.0), "passed its deadline"),  # 5 gaps: 5 s > 4 s
+        (text("late").with_delay(5.0), "[gateway: upstream unreachable: "),
     ],
 )
 async def test_stalls_drops_and_deadlines_mid_stream_are_retried(
@@ -568,14 +568,15 @@ async def test_stalls_drops_and_deadlines_mid_stream_are_retried(
     reply: Reply,
     why: str,
 ) -> None:
-    # Upstream silence is the gateway's to notice (0.5 s here): before the answer began it
+    # Upstream silence is the gateway's to notice (2 s here): before the answer began it
     # retries; after, it ends the stream with an error event and the agent sends its turn
-    # again. The agent's own wall clock per request (1 s) catches a trickle.
+    # again. The agent's own wall clock per request (4 s) catches a trickle. (Seconds, not
+    # tenths: a loaded machine's lag must not read as silence, nor the retry miss its deadline.)
     api.script([reply, text("Done.")])
     settings = ClaudeSettings(
-        read_timeout=0.5, request_deadline=1.0, retry=RetryPolicy(base_delay=0.01, max_delay=0.02)
+        read_timeout=2.0, request_deadline=4.0, retry=RetryPolicy(base_delay=0.01, max_delay=0.02)
     )
-    gateway = replace(FAST_GATEWAY, read_timeout=0.5)
+    gateway = replace(FAST_GATEWAY, read_timeout=2.0)
     run, _ = claude_run(claude("t"), settings=settings, gateway=gateway)
     await execute(run)
 
