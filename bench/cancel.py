@@ -11,6 +11,11 @@ full round trip including the interpreter start.
 Three kinds of children: ``sleep`` (honours SIGTERM), ``sh -c "trap '' TERM; exec sleep"``
 (ignores it, so it dies only by SIGKILL after the grace period), and, for ``cancel --all``,
 many honouring ones at once.
+
+The floor, measured in the same run: the very command line an agent's ``sleep`` runs as
+(the run's sandbox, less the cgroup, which a kill does not wait for), spawned by this process
+in a session of its own and stopped with one ``killpg(SIGTERM)`` (one at a time, then all at
+once): what the kernel takes to end a sandboxed process group, with no orchestrator at all.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -26,8 +33,13 @@ from typing import Any
 from bench.core import Config, Figure, Stat, ms, percentile
 from bench.startup import cli
 from orchestrator.control import channel
+from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import load
 from orchestrator.records.rundir import RunDir
+from orchestrator.sandbox.bwrap import sandbox
+from orchestrator.sandbox.confinement import Confinement
+from orchestrator.sandbox.decision import decide
+from orchestrator.sandbox.support import probe
 
 GOAL_HONOURS = 0.005
 GOAL_IGNORES_EXTRA = 0.010
@@ -62,7 +74,7 @@ class Orchestrator:
             cwd=where, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def wait_running(self, ids: list[str], *, timeout: float = 120.0) -> dict[str, int]:
+    def wait_running(self, ids: list[str], *, timeout: float = 600.0) -> dict[str, int]:
         """Agent id -> pgid, once the journal shows every one running with its process."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -169,16 +181,19 @@ def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         ignoring = [cancel_one(orch, a, pgids[a]) for a in ignore]
     finally:
         orch.stop()
+    floor_one, floor_all = bare_kills(cfg.tmp / "cancel-floor", n_honour, n_all)
     gone = [g for _, g in single]
     p95 = percentile(gone, 95)
     fig.row(
         "cancel -> group gone, honours SIGTERM",
         measured=f"p95 {ms(p95)}",
-        baseline="-",
+        baseline=f"floor p95 {ms(percentile(floor_one, 95))}",
+        ratio=f"{p95 / max(percentile(floor_one, 95), 1e-9):.2f}x floor",
         goal=f"p95 <= {ms(GOAL_HONOURS)}",
         met=p95 <= GOAL_HONOURS,
         note=(
-            f"p50 {ms(percentile(gone, 50))}, n={len(gone)}; control round trip p50 "
+            f"p50 {ms(percentile(gone, 50))} (floor {ms(percentile(floor_one, 50))}), "
+            f"n={len(gone)}; control round trip p50 "
             f"{ms(percentile([r for r, _ in single], 50))}; `orchestrator cancel` command "
             f"{Stat.of(r for r, _ in via_cli).fmt(ms)} (its start -> gone "
             f"{Stat.of(g for _, g in via_cli).fmt(ms)})"
@@ -201,8 +216,8 @@ def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     fig.row(
         f"cancel --all, {n_all:,} agents",
         measured=f"all gone in {last.fmt(ms)}",
-        baseline="-",
-        ratio=f"{per_1000.fmt(ms)}/1,000",
+        baseline=f"floor: all gone in {ms(floor_all)}",
+        ratio=f"{per_1000.fmt(ms)}/1,000; {last.median / max(floor_all, 1e-9):.2f}x floor",
         goal=f"<= {ms(GOAL_ALL_PER_1000)} per 1,000",
         met=per_1000.median <= GOAL_ALL_PER_1000,
         note=f"first gone after {Stat.of(r['first_gone'] for r in all_runs).fmt(ms)}",
@@ -214,8 +229,99 @@ def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         "cli_round_trip": [r for r, _ in via_cli],
         "ignores_gone": [g for _, g in ignoring],
         "cancel_all": all_runs,
+        "floor_one_gone": floor_one,
+        "floor_all_gone": floor_all,
     }
     return {"B8": fig}
+
+
+def bare_kills(where: Path, n_one: int, n_all: int) -> tuple[list[float], float]:
+    """The floor (see the module): seconds from ``killpg(SIGTERM)`` to gone for ``n_one``
+    sandboxed ``sleep`` groups stopped one at a time, and for ``n_all`` stopped at once."""
+    where.mkdir(parents=True)
+    (where / "ws").mkdir()
+    conf = _confinement(where)
+    one: list[float] = []
+    for _ in range(n_one):
+        (proc,) = _spawn_sleepers(conf, where, 1)
+        fds = open_pidfds([proc.pid])
+        t0 = time.perf_counter()
+        os.killpg(proc.pid, signal.SIGTERM)
+        one.append(wait_exits(fds, t0)[proc.pid])
+        proc.wait()
+    procs = _spawn_sleepers(conf, where, n_all)
+    fds = open_pidfds([p.pid for p in procs])
+    t0 = time.perf_counter()
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+    all_gone = max(wait_exits(fds, t0).values())
+    for proc in procs:
+        proc.wait()
+    if conf is not None:
+        shutil.rmtree(conf.scratch, ignore_errors=True)
+    return one, all_gone
+
+
+def _confinement(where: Path) -> Confinement | None:
+    """The sandbox a run here would give a command agent, less its cgroup; None without one."""
+    support = probe()
+    if not support.can_sandbox:
+        return None
+    plan = Plan("floor", (Task("a", agent="command", command=HONOURS),), workspace=where / "ws")
+    decision = decide(plan, support, responses=where / "responses", scratch=where / "scratch")
+    conf = decision.confinement
+    if conf is None:
+        return None
+    return Confinement(bwrap=conf.bwrap, scratch=conf.scratch, protected=conf.protected,
+                       hidden=conf.hidden)  # fmt: skip
+
+
+def _spawn_sleepers(conf: Confinement | None, where: Path, n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` groups of ``sleep 3600`` (sandboxed with ``conf``), once every sleep runs."""
+    program = shutil.which(HONOURS[0]) or "/bin/sleep"
+    procs: list[subprocess.Popen[bytes]] = []
+    for _ in range(n):
+        argv: list[str] = [program, HONOURS[1]]
+        fds: tuple[int, ...] = ()
+        line = None
+        if conf is not None:
+            line = sandbox(conf, argv, cwd=where / "ws", env=dict(os.environ))
+            sink = os.open(os.devnull, os.O_WRONLY)
+            at = line.argv.index("--info-fd")
+            argv, fds = [*line.argv[: at + 1], str(sink), *line.argv[at + 2 :]], (sink,)
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=where / "ws", start_new_session=True, pass_fds=fds,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if line is not None:
+                line.release()
+        procs.append(proc)
+    deadline = time.monotonic() + 600  # 1,000 bubblewraps starting at once take minutes here
+    while not all(_runs_sleep(p.pid) for p in procs):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the floor's sleepers did not all start in time")
+        _nap(0.02)
+    return procs
+
+
+def _runs_sleep(pid: int) -> bool:
+    """Whether a ``sleep`` runs in ``pid`` or among its descendants."""
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/comm") as fh:
+                if fh.read().strip() == "sleep":
+                    return True
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def cancel_all(where: Path, n: int, grace: float) -> dict[str, Any]:

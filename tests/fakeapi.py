@@ -272,6 +272,7 @@ class FakeMessagesAPI:
         *,
         default: Reply | None = None,
         latency: float = 0.0,
+        gather: int = 0,
         api_key: str | None = None,
         validate: bool = True,
         host: str = "127.0.0.1",
@@ -283,6 +284,9 @@ class FakeMessagesAPI:
         self.script(script)
         self.default = default or text("OK")
         self.latency = latency
+        self.gather = gather
+        """Hold every answer until this many requests have arrived (``latency``: at most that
+        long): a server whose answers all wait proves the requests were in flight together."""
         self.api_key = api_key
         """When set, a request with another key gets 401 ``authentication_error``."""
         self.validate = validate
@@ -449,7 +453,12 @@ class FakeMessagesAPI:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             reply = self._choose(record, bad_json)
-            wait = self.latency + reply.delay
+            if self.gather:
+                with contextlib.suppress(TimeoutError):  # then answer anyway: the test sees why
+                    await self.wait_for_requests(self.gather, timeout=self.latency or 60.0)
+                wait = reply.delay
+            else:
+                wait = self.latency + reply.delay
             if wait > 0:
                 await asyncio.sleep(wait)
             if reply.status != 200:
@@ -941,7 +950,7 @@ def load_script(path: Path) -> tuple[list[Reply], Reply | None, JSON]:
         data = {"replies": data}
     replies = [reply_from_json(r) for r in data.get("replies", [])]
     default = reply_from_json(data["default"]) if "default" in data else None
-    options = {k: data[k] for k in ("latency", "api_key", "validate") if k in data}
+    options = {k: data[k] for k in ("latency", "gather", "api_key", "validate") if k in data}
     return replies, default, options
 
 
@@ -961,6 +970,8 @@ async def _serve_forever(
         replies, default, options = load_script(Path(args.script))
     if args.latency is not None:
         options["latency"] = args.latency
+    if args.gather:
+        options["gather"] = args.gather
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -980,6 +991,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port-file", help="write the bound port here (atomically) once listening")
     parser.add_argument("--script", help="JSON script file (see reply_from_json)")
     parser.add_argument("--latency", type=float, default=None, help="seconds before each answer")
+    parser.add_argument("--gather", type=int, default=0, help="answer once this many arrived")
     parser.add_argument("--log", help="append every request here as a JSON line (keys hashed)")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
@@ -1016,6 +1028,7 @@ def spawn_fake_api(
     script: Sequence[Mapping[str, Any]] | Mapping[str, Any] = (),
     *,
     latency: float | None = None,
+    gather: int = 0,
     timeout: float = 30.0,
 ) -> Iterator[FakeAPIProcess]:
     """Start ``python tests/fakeapi.py`` in its own process; stop it (SIGTERM) afterwards.
@@ -1030,6 +1043,8 @@ def spawn_fake_api(
     argv += ["--script", str(script_file), "--log", str(log)]
     if latency is not None:
         argv += ["--latency", str(latency)]
+    if gather:
+        argv += ["--gather", str(gather)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None

@@ -103,8 +103,8 @@ def test_a_second_sigint_kills_at_once_even_with_a_long_grace(fleet: Fleet) -> N
     poll(lambda: said.read_text().count("stopping: interrupted by SIGINT") == 2, what="the lines")
     t0 = time.monotonic()
     run.send_signal(signal.SIGINT)
-    done = fleet.finish(run, timeout=15)
-    assert time.monotonic() - t0 < 5
+    done = fleet.finish(run, timeout=30)
+    assert time.monotonic() - t0 < 20  # against a 60 s grace
     assert done.code == 130
     assert not processes_with_marker(run_id)
     for path in progress_files(fleet):

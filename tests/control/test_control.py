@@ -196,8 +196,8 @@ def test_cancel_force_skips_the_grace_of_an_agent_that_ignores_sigterm(fleet: Fl
     pgid = fleet.wait_running("a").agents["a"]["pgid"]
     t0 = time.monotonic()
     assert fleet.cli("cancel", "a", "--force").code == 0
-    poll(lambda: group_gone(pgid), timeout=5, what="the group to be gone despite a 30 s grace")
-    assert time.monotonic() - t0 < 5
+    poll(lambda: group_gone(pgid), timeout=20, what="the group to be gone despite a 30 s grace")
+    assert time.monotonic() - t0 < 20  # the CLI's own start included (seconds at load 20)
     assert fleet.finish(run, timeout=10).code == 1
 
 

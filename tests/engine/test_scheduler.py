@@ -139,16 +139,18 @@ async def test_cancel_stops_the_agents_process_group(make_run: MakeRun) -> None:
 async def test_timeout_and_stall_end_as_timed_out_with_the_reason(make_run: MakeRun) -> None:
     run = make_run(
         sleeper("slow", 30, timeout=0.2),
-        scripted("quiet", Say("one"), Sleep(30), stall_timeout=0.2),
+        scripted("quiet", Say("one"), Sleep(30), stall_timeout=1),
+        # talks every 0.1 s for 3 s: longer than its stall timeout, never silent for it (1 s,
+        # not less: a loaded machine's loop can lag for several tenths of a second)
         scripted(
-            "trickle", *(s for _ in range(8) for s in (Say("."), Sleep(0.05))), stall_timeout=0.2
+            "trickle", *(s for _ in range(30) for s in (Say("."), Sleep(0.1))), stall_timeout=1
         ),
     )
     await run.execute()
     assert run.agents["slow"].state == "timed_out"
     assert run.agents["slow"].reason == "timed out after 0.2s"
     assert run.agents["quiet"].state == "timed_out"
-    assert run.agents["quiet"].reason == "stalled: no output for 0.2s"
+    assert run.agents["quiet"].reason == "stalled: no output for 1s"
     assert run.agents["trickle"].state == "succeeded"
 
 
@@ -212,12 +214,14 @@ async def test_progress_file_golden(make_run: MakeRun, responses: Path, workspac
     assert (workspace / "pkg/__init__.py").read_text() == "x = 1\n"
 
 
+# Each prints for 4 s, longer than the 3 s stall timeout (generous: a loaded machine may take
+# a second to start the interpreter, and the stall clock runs from the spawn).
 DOTS = (
-    "import sys,time\nfor _ in range(12):\n"
+    "import sys,time\nfor _ in range(40):\n"
     "    sys.stdout.write('.'); sys.stdout.flush(); time.sleep(0.1)"
 )
 BAR = (
-    "import sys,time\nfor i in range(12):\n"
+    "import sys,time\nfor i in range(40):\n"
     "    sys.stderr.write(f'\\r{i * 8}% ' + '#' * i); sys.stderr.flush(); time.sleep(0.1)"
 )
 SILENT = "import time; time.sleep(30)"
@@ -230,7 +234,7 @@ async def test_a_stall_is_silence_not_a_missing_newline(make_run: MakeRun) -> No
     from orchestrator.plan.model import Task
 
     def python(tid: str, code: str) -> Task:
-        return Task(tid, agent="command", command=(sys.executable, "-c", code), stall_timeout=0.5)
+        return Task(tid, agent="command", command=(sys.executable, "-c", code), stall_timeout=3)
 
     run = make_run(python("dots", DOTS), python("bar", BAR), python("silent", SILENT))
     async with asyncio.timeout(30):
@@ -238,7 +242,7 @@ async def test_a_stall_is_silence_not_a_missing_newline(make_run: MakeRun) -> No
     assert run.agents["dots"].state == "succeeded", run.agents["dots"].reason
     assert run.agents["bar"].state == "succeeded", run.agents["bar"].reason
     assert run.agents["silent"].state == "timed_out"
-    assert run.agents["silent"].reason == "stalled: no output for 0.5s"
+    assert run.agents["silent"].reason == "stalled: no output for 3s"
 
 
 async def test_an_agent_cancelled_before_its_first_step_still_ends_and_the_run_with_it(

@@ -10,7 +10,6 @@ the files the run wrote.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import importlib
 import json
@@ -508,14 +507,16 @@ async def test_20_agents_ride_out_a_storm_longer_than_any_count_of_tries(
     gateway: GatewaySettings,
 ) -> None:
     # Every request fails (429 with a short retry-after, 529 without) until the storm is
-    # over. The agents used to give up after 8 tries a turn; the gateway keeps trying for
-    # as long as each agent's own deadline allows, so every agent just answers late.
+    # over: ``storm`` seconds, and at least ten failures per agent on average (so that, however
+    # slowly a loaded machine retries, some agent is refused more than the 8 tries a turn used
+    # to get). The gateway keeps trying for as long as each agent's own deadline allows, so
+    # every agent just answers late.
     started: list[float] = []
 
     def respond(body: JSON, index: int) -> Reply:
         now = asyncio.get_running_loop().time()
         started.append(started[0] if started else now)
-        if now - started[0] < storm:
+        if now - started[0] < storm or index < 20 * 10:
             return rate_limited(0.05) if index % 2 else overloaded()
         return tool_use("finish", {"summary": "done after the storm"})
 
@@ -760,17 +761,17 @@ async def loop_lag() -> AsyncIterator[list[float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the server's cap (90 s) is the worst a broken run waits
 async def test_200_agents_have_their_requests_in_flight_together(
     make_run: Callable[..., Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server is a process of its own, so that the lag measured is the orchestrator's
-    # alone. It answers each request after LATENCY s: any two requests that arrived less than
-    # LATENCY s apart were in flight together. 3 s, not 1 s: on a loaded 2-core machine
-    # starting 200 agents takes more than a second, and what is checked is that requests
-    # overlap (nothing serialises them), not how fast agents start.
-    latency = 3.0
+    # alone. It answers no request before all 200 have arrived (or CAP s after one came):
+    # had any agent's request waited for another's answer, the first answers would have
+    # waited out the cap. No guess about how fast a loaded machine starts 200 agents.
+    cap = 90.0
     script = {"default": {"text": "All done here.", "trickle": 0.01, "chunk": 4}}
-    with spawn_fake_api(tmp_path, script, latency=latency) as server:
+    with spawn_fake_api(tmp_path, script, latency=cap, gather=200) as server:
         monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         tasks = [claude(f"a{n:03d}") for n in range(200)]
@@ -781,11 +782,12 @@ async def test_200_agents_have_their_requests_in_flight_together(
 
     assert {t.state for t in run.tasks.values()} == {"succeeded"}
     assert len(arrivals) == 200
-    together = max(bisect.bisect_left(arrivals, t + latency) - i for i, t in enumerate(arrivals))
-    assert together >= 190
+    spread = arrivals[-1] - arrivals[0]
+    assert spread < cap, f"the 200 requests arrived over {spread:.1f}s: some waited for others"
     assert worst[0] < 1.0, f"the event loop was blocked for {worst[0]:.2f}s"
     print(
-        f"\nin flight together: {together}; worst loop lag {worst[0] * 1000:.0f} ms "
+        f"\nall 200 in flight together, arrived within {spread:.2f}s; worst loop lag "
+        f"{worst[0] * 1000:.0f} ms "
         f"({worst[1] * 1000:.0f} ms wall clock, waits for a CPU included)"
     )
 
