@@ -25,6 +25,11 @@ from orchestrator.process import orphans
 from orchestrator.records.journal import JournalState, load
 
 ORCH = (sys.executable, "-m", "orchestrator")
+STARTING = 30.0
+"""Seconds a started `orchestrator run` may take to show its first records: a bound, not a
+figure. It needs about 0.8 s of CPU to get there (imports, checks); on a 2-core machine at
+load 19 that was 5 s of wall time for a whole trivial run, and 10 s was seen exceeded (the
+stop soak's one trial in 200 that "timed out waiting for the run id")."""
 T = TypeVar("T")
 
 
@@ -216,7 +221,10 @@ class Fleet:
         return state
 
     def run_id(self) -> str:
-        return poll(lambda: self.journal().run.get("run_id"), what="the run id in the journal")
+        def started() -> str | None:
+            return self.journal().run.get("run_id")
+
+        return poll(started, timeout=STARTING, what="the run id in the journal")
 
     def wait_running(self, *agents: str, timeout: float = 15.0) -> JournalState:
         """Until the journal shows each agent running with its process group recorded."""

@@ -19,6 +19,7 @@ import random
 import signal
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ LEFTOVER_WAIT = 3.0
 """SIGKILL takes effect asynchronously: a process still alive this long after the orchestrator
 exited is a leftover."""
 SOAK_TRIALS = int(os.environ.get("STOP_SOAK_TRIALS", "200"))
+SOAK_SEEDS = [int(s) for s in os.environ.get("STOP_SOAK_SEEDS", "").split(",") if s.strip()]
+"""Chosen seeds (``STOP_SOAK_SEEDS=1041,1059``) in place of the soak's range, to chase a
+failure seen in CI; each seed gives the same trial (its kind, plan and moments)."""
 
 # Shapes of an agent's shell command; "up" is printed once everything is in place.
 RESIST = {
@@ -159,7 +163,8 @@ def trial(fleet: Fleet, seed: int, kind: str) -> Trial:
     if done.code not in expected:
         result.problems.append(f"exit {done.code}: {done.err[-300:]}")
     if "Traceback" in done.text:
-        result.problems.append("a traceback")
+        start = done.text.index("Traceback")
+        result.problems.append(f"a traceback:\n{done.text[start:][-3000:]}")
     if done.code >= 0:
         state = fleet.journal()
         if state.run.get("state") not in ("finished", "interrupted"):
@@ -174,11 +179,11 @@ def trial(fleet: Fleet, seed: int, kind: str) -> Trial:
     return result
 
 
-def run_trials(tmp_path: Path, seeds: range) -> list[Trial]:
+def run_trials(tmp_path: Path, seeds: Sequence[int]) -> list[Trial]:
     trials = []
-    for seed in seeds:
+    for n, seed in enumerate(seeds):
         kind = KINDS[seed % len(KINDS)]
-        base = tmp_path / f"trial-{seed}"
+        base = tmp_path / f"trial-{n}-{seed}"  # a seed may repeat
         base.mkdir()
         fleet = Fleet(base)
         try:
@@ -232,4 +237,4 @@ def test_every_stop_ends_the_run_in_time_and_leaves_nothing(tmp_path: Path, kind
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_stop_soak(tmp_path: Path) -> None:
-    check(run_trials(tmp_path, range(1000, 1000 + SOAK_TRIALS)))
+    check(run_trials(tmp_path, SOAK_SEEDS or range(1000, 1000 + SOAK_TRIALS)))

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,21 +165,27 @@ class NodeHost:
             add_task=lambda request: self._ask(run, dict(request)),
             sandbox=self._confinement,
         )
-        run.task = asyncio.get_running_loop().create_task(self._run(run, agent.run(ctx)))
+        work = agent.run(ctx)
+        run.task = asyncio.get_running_loop().create_task(self._run(run, work))
+        # Its end in a callback, not in `_run`'s ``finally``: a stop that comes before the
+        # task's first step cancels code that never ran (and would never say it ended).
+        run.task.add_done_callback(lambda _: self._ended(run, work))
 
-    async def _run(self, run: _Running, work: object) -> None:
+    async def _run(self, run: _Running, work: Coroutine[Any, Any, None]) -> None:
         try:
-            await work  # type: ignore[misc]
+            await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # sent to the driver, whose attempt turns it into a state
             run.events.append(Failed(f"{type(exc).__name__}: {exc}"))
-        finally:
-            run.done = True
-            for waiter in run.waiting.values():
-                if not waiter.done():
-                    waiter.set_result(_unanswered("the attempt ended before the run answered"))
-            self._wake.set()
+
+    def _ended(self, run: _Running, work: Coroutine[Any, Any, None]) -> None:
+        work.close()  # never started (cancelled before its first step): nothing left unawaited
+        run.done = True
+        for waiter in run.waiting.values():
+            if not waiter.done():
+                waiter.set_result(_unanswered("the attempt ended before the run answered"))
+        self._wake.set()
 
     def _spawned(self, run: _Running, pid: int) -> None:
         run.leaders[pid] = process_start_time(pid)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, poll, sleepers, task
+from clirun import STARTING, Fleet, ends_with_status, poll, sleepers, task
 from conftest import processes_with_marker, scripted
 
 from orchestrator.errors import UsageError
@@ -368,7 +368,8 @@ def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any], processes: int = 0, **t
     fleet.wait_running(str(tasks[0]["id"]))
     run_id = fleet.run_id()
     if processes:
-        poll(lambda: len(processes_with_marker(run_id)) >= processes, what="the processes")
+        poll(lambda: len(processes_with_marker(run_id)) >= processes, timeout=STARTING,
+             what="the processes")  # fmt: skip
     run.kill()
     run.wait()
     return run_id
