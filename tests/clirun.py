@@ -26,8 +26,9 @@ from orchestrator.records.journal import JournalState, load
 
 ORCH = (sys.executable, "-m", "orchestrator")
 STARTING = 30.0
-"""Seconds a started `orchestrator run` may take to show its first records: a bound, not a
-figure. It needs about 0.8 s of CPU to get there (imports, checks); on a 2-core machine at
+"""Seconds a started `orchestrator run` may take to show its first records, and the default
+bound of every event a test waits for here (`poll`, `wait_running`, `wait_state`): a bound,
+not a figure; a test that passes never waits it out. It needs about 0.8 s of CPU to get there (imports, checks); on a 2-core machine at
 load 19 that was 5 s of wall time for a whole trivial run, and 10 s was seen exceeded (the
 stop soak's one trial in 200 that "timed out waiting for the run id")."""
 T = TypeVar("T")
@@ -63,7 +64,7 @@ def write_plan(path: Path, tasks: list[dict[str, Any]], **top: Any) -> Path:
     return path
 
 
-def poll(check: Callable[[], T | None], *, timeout: float = 10.0, what: str = "") -> T:
+def poll(check: Callable[[], T | None], *, timeout: float = STARTING, what: str = "") -> T:
     """Call ``check`` until it returns something true; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -226,7 +227,7 @@ class Fleet:
 
         return poll(started, timeout=STARTING, what="the run id in the journal")
 
-    def wait_running(self, *agents: str, timeout: float = 15.0) -> JournalState:
+    def wait_running(self, *agents: str, timeout: float = STARTING) -> JournalState:
         """Until the journal shows each agent running with its process group recorded."""
 
         def ready() -> JournalState | None:
@@ -239,7 +240,7 @@ class Fleet:
 
         return poll(ready, timeout=timeout, what=f"{', '.join(agents)} running")
 
-    def wait_state(self, agent: str, *states: str, timeout: float = 15.0) -> str:
+    def wait_state(self, agent: str, *states: str, timeout: float = STARTING) -> str:
         def reached() -> str | None:
             state = self.journal().agents.get(agent, {}).get("state")
             return state if state in states else None
