@@ -28,9 +28,10 @@ ORCH = (sys.executable, "-m", "orchestrator")
 STARTING = 30.0
 """Seconds a started `orchestrator run` may take to show its first records, and the default
 bound of every event a test waits for here (`poll`, `wait_running`, `wait_state`): a bound,
-not a figure; a test that passes never waits it out. It needs about 0.8 s of CPU to get there (imports, checks); on a 2-core machine at
-load 19 that was 5 s of wall time for a whole trivial run, and 10 s was seen exceeded (the
-stop soak's one trial in 200 that "timed out waiting for the run id")."""
+not a figure; a test that passes never waits it out. A run needs about 0.8 s of CPU to get
+there (imports, checks); on a 2-core machine at load 19 that was 5 s of wall time for a whole
+trivial run, and 10 s was seen exceeded (the stop soak's one trial in 200 that "timed out
+waiting for the run id")."""
 T = TypeVar("T")
 
 
