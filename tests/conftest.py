@@ -35,6 +35,24 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = config
+
+
+_CONFIG: pytest.Config | None = None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Print a failure the moment it happens, not only in the summary at the end: a CI run
+    cut off by its time limit still shows why each test that failed before the cut did."""
+    reporter = _CONFIG and _CONFIG.pluginmanager.get_plugin("terminalreporter")
+    if report.failed and reporter:
+        reporter.write_line("")
+        reporter.write_sep("!", f"FAILED {report.nodeid} ({report.when})")
+        reporter.write_line(report.longreprtext[-8000:])
+
+
 def scripted(tid: str, *steps: Step, deps: tuple[str, ...] = (), **kw: Any) -> Task:
     return Task(tid, agent="scripted", script=steps or (Say(tid),), depends_on=deps, **kw)
 

@@ -6,6 +6,7 @@ each task really ran. The plan-comparison logic (`plan_resume`) is pure and test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import STARTING, Fleet, ends_with_status, poll, sleepers, task
+from clirun import Fleet, ends_with_status, poll, sleepers, task
 from conftest import processes_with_marker, scripted
 
 from orchestrator.errors import UsageError
@@ -360,16 +361,13 @@ def test_a_fingerprint_ignores_where_the_task_sits_but_not_what_it_does() -> Non
 # --- a torn journal, and cleaners racing a resume ---------------------------------------------
 
 
-def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any], processes: int = 0, **top: Any) -> str:
-    """Start a run of ``tasks`` (the first one gated by ``ws/go``), SIGKILL it once at least
-    ``processes`` processes of the run are up; its run id."""
+def killed_mid_run(fleet: Fleet, *tasks: dict[str, Any], **top: Any) -> str:
+    """Start a run of ``tasks`` (the first one gated by ``ws/go``), SIGKILL it once the first
+    is running; its run id."""
     fleet.plan(*tasks, **top)
     run = fleet.start("run", "plan.yaml", "--no-live")
     fleet.wait_running(str(tasks[0]["id"]))
     run_id = fleet.run_id()
-    if processes:
-        poll(lambda: len(processes_with_marker(run_id)) >= processes, timeout=STARTING,
-             what="the processes")  # fmt: skip
     run.kill()
     run.wait()
     return run_id
@@ -402,6 +400,16 @@ def test_a_torn_journal_tail_reads_as_absent_and_resume_starts_on_a_new_line(
 STUBBORN_ESCAPEE = "setsid sh -c \"trap '' TERM; while :; do sleep 0.05; done\" & " + GATED
 
 
+def escapee_loops(run_id: str) -> list[int]:
+    """The run's processes running the escapee's loop (its ``trap`` in their command line)."""
+    found = []
+    for pid in processes_with_marker(run_id):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"trap '' TERM" in fh.read():
+                found.append(pid)
+    return found
+
+
 def test_a_resume_waits_for_a_cleaner_holding_the_lock_instead_of_exiting_75(
     fleet: Fleet,
 ) -> None:
@@ -419,10 +427,16 @@ def test_a_resume_waits_for_a_cleaner_holding_the_lock_instead_of_exiting_75(
 
 
 def status_and_resume_race(fleet: Fleet) -> None:
-    # killed only once the escapee is up: killed before it forked, there would be none
     # Unconfined: only there do escapees outlive the orchestrator (a sandbox dies with it).
-    run_id = killed_mid_run(fleet, task("a", {"run": STUBBORN_ESCAPEE}), processes=3, sandbox="off")
-    poll(lambda: len(processes_with_marker(run_id)) >= 1, what="the escapee")
+    # Killed only once the escapee's loop is up (found by its command line: a count of
+    # processes is racy, its `sleep`s live 20-50 ms and a loaded machine's scan is slower).
+    fleet.plan(task("a", {"run": STUBBORN_ESCAPEE}), sandbox="off")
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("a")
+    run_id = fleet.run_id()
+    poll(lambda: escapee_loops(run_id), what="the escapee's loop")
+    run.kill()
+    run.wait()
     (fleet.workspace / "go").touch()
     status = fleet.start("status", pipe=True)
     resume = fleet.start("run", "plan.yaml", "--no-live", "--resume", pipe=True)

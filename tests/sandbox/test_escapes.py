@@ -9,6 +9,7 @@ sandbox shows the corpus does escape there: the tests can fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -34,8 +35,22 @@ needs_bwrap = pytest.mark.skipif(
 pytestmark = [needs_bwrap, pytest.mark.timeout(90)]
 
 
+NONCES: list[str] = []
+"""Every nonce this module handed out: what its teardown kills, whatever a test left."""
+
+
 def nonce() -> str:
-    return f"7200.{random.randrange(10**9):09d}"
+    NONCES.append(f"7200.{random.randrange(10**9):09d}")
+    return NONCES[-1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_outlives_the_module() -> Iterator[None]:
+    """A test that failed (or was cut off by its timeout) before its own cleanup must not
+    leave a hopper forking for the rest of the suite: on CI that load slowed every later test."""
+    yield
+    for n in NONCES:
+        kill_all(n)
 
 
 def with_nonce(n: str) -> list[int]:
@@ -59,15 +74,21 @@ def with_nonce(n: str) -> list[int]:
 
 
 def kill_all(n: str) -> None:
-    for _ in range(20):  # the hopper keeps changing pid
+    """Kill the corpus: each process's whole group first, one atomic kill (the hopper keeps
+    changing pid, and on a loaded machine a scan is slower than its next fork: killed pid by
+    pid it survived 20 rounds), then the process itself."""
+    own = os.getpgrp()
+    for _ in range(50):
         pids = with_nonce(n)
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(OSError):
+                group = os.getpgid(pid)
+                if group != own:
+                    os.killpg(group, signal.SIGKILL)
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 @pytest.fixture
