@@ -59,7 +59,9 @@ class RayCluster:
              # a token in ~/.ray (a local ray.init() makes one) must not turn auth on for
              # some processes of this throwaway cluster and not others
              "RAY_AUTH_MODE": "disabled",
-             "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3",
+             # a node is dead after 10 s without a heartbeat (3 x 0.5 s declared a busy,
+             # live node dead, and the run that was opening on it failed)
+             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "10",
              "RAY_health_check_initial_delay_ms": "0"}
         )  # fmt: skip
         return env

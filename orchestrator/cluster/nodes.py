@@ -164,8 +164,8 @@ class Cluster:
             actor = actor_class.options(scheduling_strategy=where).remote(self.run_id, node)
             try:
                 report: NodeReport = await actor.ready.remote(plan, self.sandbox)
-            except self._lost:
-                continue
+            except (*self._lost, ray.exceptions.ActorUnschedulableError):
+                continue  # the node died since `ray.nodes()` listed it: it gets no attempts
             if report.held:
                 await self._let_go(actor)
                 raise ClusterError(

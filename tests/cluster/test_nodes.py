@@ -8,6 +8,7 @@ import collections
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from orchestrator.cluster.confine import node_confinement
 from orchestrator.cluster.nodes import Cluster, Host
 from orchestrator.cluster.polling import MAX_CALLS, Poller, window_for
 from orchestrator.control.channel import request
+from orchestrator.errors import ClusterError
 from orchestrator.plan.model import Limits, Plan, SandboxMode, Task
 from orchestrator.process.procfs import process_start_time
 from orchestrator.sandbox.support import probe
@@ -172,3 +174,34 @@ def test_a_lost_node_narrows_the_others_windows_again(tmp_path: Path) -> None:
     assert {h.poller.window for h in hosts[1:] if h.poller} == {window_for(40)}
     cluster.lost(hosts[1])
     assert {h.poller.window for h in hosts[2:] if h.poller} == {window_for(39)}
+
+
+async def test_a_node_that_died_since_it_was_listed_gets_no_host(tmp_path: Path) -> None:
+    """Ray lists a node, then declares it dead before its host is placed there: the run is
+    told there is no live node (a clear error), not shown Ray's traceback."""
+    exceptions = pytest.importorskip("ray.exceptions")
+    gone = "The node specified via NodeAffinitySchedulingStrategy doesn't exist any more"
+
+    class Actor:
+        class ready:
+            @staticmethod
+            async def remote(*args: Any) -> None:
+                raise exceptions.ActorUnschedulableError(gone)
+
+    class ActorClass:
+        def options(self, **kw: Any) -> ActorClass:
+            return self
+
+        def remote(self, *args: Any) -> type[Actor]:
+            return Actor
+
+    node_id = "d7a1760e45ca41abb798f8e0fd9e16c805c76d71cf77e4d895abb9c6"
+    listed = {"NodeManagerAddress": "192.0.2.2", "NodeID": node_id, "Alive": True}
+    cluster = cluster_of(tmp_path)
+    cluster._ray = SimpleNamespace(
+        remote=lambda **kw: lambda cls: ActorClass(), nodes=lambda: [listed], exceptions=exceptions
+    )
+    cluster._lost = (exceptions.RayActorError, exceptions.ActorUnavailableError)
+    with pytest.raises(ClusterError, match="has no live node"):
+        await cluster._add_hosts()
+    assert cluster.hosts == []
