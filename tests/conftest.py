@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from fakeapi import fake_api, fake_client  # noqa: F401  (shared fixtures)
-from fakes import marked_pids
+from fakes import kill_with_groups, leftover_run_processes, marked_pids
 
 from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
@@ -51,6 +52,24 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         reporter.write_line("")
         reporter.write_sep("!", f"FAILED {report.nodeid} ({report.when})")
         reporter.write_line(report.longreprtext[-8000:])
+
+
+@pytest.fixture(autouse=True)
+def nothing_outlives_its_test() -> Iterator[None]:
+    """Processes of a run that a test left behind are killed when it ends, and named: one
+    leaked fork-and-exit loop once slowed every later test of a CI run past its time limit."""
+    yield
+    left = leftover_run_processes()
+    if not left:
+        return
+    for _ in range(50):
+        kill_with_groups(still := leftover_run_processes())
+        if not still:
+            break
+        time.sleep(0.02)  # noqa: TID251 - a sync fixture teardown, no event loop
+    reporter = _CONFIG and _CONFIG.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write_line(f"\nleft behind by this test, killed: pids {left[:10]}")
 
 
 def scripted(tid: str, *steps: Step, deps: tuple[str, ...] = (), **kw: Any) -> Task:

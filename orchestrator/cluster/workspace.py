@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from orchestrator.cluster.wire import Change
+from orchestrator.process.capture import release, start_child
 
 _IDENTITY = ("-c", "user.name=orchestrator", "-c", "user.email=orchestrator@localhost")
 _GIT_TIMEOUT = 300.0
@@ -44,7 +45,7 @@ def git_env(home: Path) -> dict[str, str]:
 
 async def git(*args: str, cwd: Path, env: dict[str, str], data: bytes | None = None) -> bytes:
     """Run one git command to its end; its stdout, or `WorkspaceError` with its stderr."""
-    proc = await asyncio.create_subprocess_exec(
+    proc = await start_child(
         "git",
         *_IDENTITY,
         *args,
@@ -62,6 +63,7 @@ async def git(*args: str, cwd: Path, env: dict[str, str], data: bytes | None = N
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        release(proc)
     if proc.returncode != 0:
         said = err.decode(errors="replace").strip().splitlines()
         raise WorkspaceError(f"git {args[-1] if args else ''}: {said[-1] if said else 'failed'}")

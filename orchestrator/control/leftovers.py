@@ -17,6 +17,7 @@ from orchestrator.process.procfs import (
     any_alive,
     close_marked,
     is_live,
+    kill_marked,
     open_marked,
     process_start_time,
     signal_marked,
@@ -92,7 +93,7 @@ def stop_recorded(
             time.sleep(0.02)  # noqa: TID251 - a short-lived CLI process, not event-loop code
         for pgid in groups:
             kill_group(pgid, signal.SIGKILL)
-        signal_marked(marked, signal.SIGKILL)
+        kill_marked(marked)
     finally:
         close_marked(marked)
     if agent_ids is None and isinstance(run_id, str) and run_id:

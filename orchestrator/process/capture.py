@@ -13,6 +13,9 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from orchestrator.process import orphans
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,7 @@ async def run_captured(
     limit: float = 300.0,
 ) -> Captured:
     """Run ``argv`` to its end and return what it printed; TimeoutError after ``limit`` s."""
-    proc = await asyncio.create_subprocess_exec(
+    proc = await start_child(
         *argv,
         cwd=cwd,
         env=dict(env) if env is not None else None,
@@ -60,5 +63,23 @@ async def run_captured(
                 pass
             await asyncio.shield(proc.wait())
         raise
+    finally:
+        release(proc)
     assert proc.returncode is not None
     return Captured(tuple(argv), proc.returncode, out, err)
+
+
+async def start_child(*argv: str, **options: Any) -> asyncio.subprocess.Process:
+    """`asyncio.create_subprocess_exec`, the child kept from the orphan reaper: in `SPAWNED`
+    before anything else runs (the reaper holds off while it starts) until `release`. Taken
+    by the reaper, it would read to asyncio as exit code 255 ("Unknown child process")."""
+    with orphans.STARTING:
+        proc = await asyncio.create_subprocess_exec(*argv, **options)
+        orphans.SPAWNED.add(proc.pid)
+    return proc
+
+
+def release(proc: asyncio.subprocess.Process) -> None:
+    """Once asyncio has reaped it: the reaper may take a new process with its pid."""
+    if proc.returncode is not None:
+        orphans.SPAWNED.discard(proc.pid)

@@ -15,6 +15,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from orchestrator.process.procfs import (
     all_pids,
     close_marked,
     is_live,
+    kill_marked,
     open_marked,
     signal_marked,
     stat_fields,
@@ -36,8 +38,32 @@ _SURVIVOR_PATIENCE = 2.0
 
 
 SPAWNED: set[int] = set()
-"""Direct children started here and not yet reaped by their spawner (`process.spawn`).
-Process-wide by nature (it mirrors the kernel's list of our children), hence module state."""
+"""Direct children started here and not yet reaped by their spawner (`process.spawn`,
+`process.capture.start_child`). Process-wide by nature (it mirrors the kernel's list of our
+children), hence module state."""
+
+
+class _Starting:
+    """Counts children being started where the pid is known only after a yield (asyncio's
+    subprocesses): meanwhile the reaper leaves every zombie alone (`reap_orphans`)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+
+STARTING = _Starting()
 
 
 def reap_orphans() -> list[int]:
@@ -45,9 +71,13 @@ def reap_orphans() -> list[int]:
     the child subreaper. Never touches our own direct children (asyncio waits for those).
 
     Call it on the event loop's thread, where children are spawned: a spawn forks and
-    records the child in `SPAWNED` without yielding in between, so a child of ours never
-    looks adopted.
+    records the child in `SPAWNED` without yielding in between, or holds `STARTING` until
+    it has (asyncio's subprocesses), so a child of ours never looks adopted. (One taken
+    here reads to asyncio as exit code 255: git plumbing failed at random in runs of
+    hundreds of tasks.)
     """
+    if STARTING:
+        return []
     try:
         if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             return []  # nothing waitable: skip the /proc scan
@@ -74,15 +104,19 @@ def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> 
 
     Finds descendants that left their process group (``setsid``, double fork). Never signals
     the calling process; skips processes that vanish or cannot be read. Each match is opened
-    as a pidfd before its environment is read, so a recycled pid is never signalled. Rescans
-    while new matches turn up. Synchronous: call it through ``asyncio.to_thread``.
+    as a pidfd before its environment is read, so a recycled pid is never signalled; with
+    SIGKILL its whole group goes at once (`kill_marked`: a fork-and-exit loop cannot outrun
+    that). Rescans while new matches turn up. Synchronous: call it through ``asyncio.to_thread``.
     """
     me = os.getpid()
     signalled: list[int] = []
     for _ in range(_SWEEP_PASSES):
-        found = open_marked(run_id, [agent_id] if agent_id else None, skip={me, *signalled})
+        kill = sig == signal.SIGKILL
+        found = open_marked(
+            run_id, [agent_id] if agent_id else None, skip={me, *signalled}, stop=kill
+        )
         try:
-            signalled += signal_marked(found, sig)
+            signalled += kill_marked(found) if kill else signal_marked(found, sig)
         finally:
             close_marked(found)
         if not found:
@@ -97,12 +131,12 @@ def stop_run(run_id: str, *, patience: float = _SURVIVOR_PATIENCE) -> list[int]:
     sweep_run(run_id)
     deadline = time.monotonic() + patience
     while True:
-        left = open_marked(run_id)
+        left = open_marked(run_id, stop=True)
         try:
             alive = [m.pid for m in left if is_live(m.pid)]
+            kill_marked(left)  # found stopped: killed whatever comes next
             if not alive or time.monotonic() >= deadline:
                 return sorted(alive)
-            signal_marked(left, signal.SIGKILL)
         finally:
             close_marked(left)
         time.sleep(0.02)  # noqa: TID251 - runs in a worker thread, never on the event loop

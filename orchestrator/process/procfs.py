@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -79,7 +80,11 @@ class Marked:
 
 
 def open_marked(
-    run_id: str, agent_ids: Collection[str] | None = None, *, skip: Collection[int] = ()
+    run_id: str,
+    agent_ids: Collection[str] | None = None,
+    *,
+    skip: Collection[int] = (),
+    stop: bool = False,
 ) -> list[Marked]:
     """The processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>``, or names it
     among the outer runs of a nested run (and, with ``agent_ids``, whose
@@ -87,6 +92,9 @@ def open_marked(
 
     Each is opened as a pidfd before its environment is read, so what is returned is the
     process that carried the marker. Processes that vanish or cannot be read are skipped.
+    With ``stop``, each is sent SIGSTOP the moment it is found (for `kill_marked`): a scan
+    takes milliseconds, and a process that forks and exits could otherwise be gone, its
+    successor running, by the time the scan ends.
     """
     if not run_id:
         raise ValueError("run_id must not be empty")
@@ -115,6 +123,8 @@ def open_marked(
         )
         if ours and (agent_ids is None or agent_id in agent_ids):
             found.append(Marked(pid, pidfd, agent_id))
+            if stop:
+                signal_marked(found[-1:], signal.SIGSTOP)
         elif pidfd >= 0:
             os.close(pidfd)
     return found
@@ -133,6 +143,40 @@ def signal_marked(marked: Collection[Marked], sig: int) -> list[int]:
             continue
         got.append(m.pid)
     return got
+
+
+def kill_marked(marked: Collection[Marked], *, patience: float = 0.05) -> list[int]:
+    """SIGKILL each process, and first every process of its group at once.
+
+    Pid by pid, a process that keeps forking and exiting outruns the scan (a new pid every
+    few ms); one ``killpg`` ends the whole group, a child forked a moment ago included. Each
+    is stopped through its pidfd first, and its group read once it shows stopped and is
+    still alive: a stopped process cannot exit, fork or leave its group, so the group id
+    signalled is its own, never a recycled one. Never the caller's own group; a process that
+    does not stop within ``patience`` seconds (busy in the kernel) is killed alone. The pids
+    that were still there to get the SIGKILL.
+    """
+    held = [m for m in marked if m.pidfd >= 0]
+    signal_marked(held, signal.SIGSTOP)
+    own = os.getpgrp()
+    deadline = time.monotonic() + patience
+    for m in held:
+        while (fields := stat_fields(m.pid)) and fields[0] not in (b"T", b"t", b"Z", b"X"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)  # noqa: TID251 - synchronous by contract: called from a thread
+        stopped = bool(fields) and fields[0] in (b"T", b"t")
+        if stopped and _alive(m.pidfd) and int(fields[2]) not in (own, 0, 1):
+            try:
+                os.killpg(int(fields[2]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return signal_marked(marked, signal.SIGKILL)
+
+
+def _alive(pidfd: int) -> bool:
+    """A pidfd turns readable when its process exits."""
+    return not select.select([pidfd], [], [], 0)[0]
 
 
 def any_alive(marked: Collection[Marked]) -> bool:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.control import channel
 from orchestrator.errors import RunError
+from orchestrator.process.capture import release, start_child
 from orchestrator.process.group import stop_group
 from orchestrator.records.history import RunEntry, list_runs
 from orchestrator.web.feed import Feed, read_progress
@@ -301,7 +302,7 @@ async def open_in_process(responses: Path, *, port: int = 0) -> AsyncIterator[st
     yields its URL. A process of its own, so the page's work never competes with the run's
     event loop (nor its GIL); it ends with the block (SIGTERM: it sends the pages the final
     state first), and with the orchestrator if that is killed (a parent-death signal)."""
-    proc = await asyncio.create_subprocess_exec(
+    proc = await start_child(
         sys.executable, "-m", "orchestrator", "serve", "--responses", str(responses),
         "--port", str(port), "--parent", str(os.getpid()),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -317,6 +318,7 @@ async def open_in_process(responses: Path, *, port: int = 0) -> AsyncIterator[st
         yield url
     finally:
         await stop_group(proc, grace=STOP_GRACE)
+        release(proc)
 
 
 async def serve_forever(server: WebServer, *, ready: Callable[[WebServer], None]) -> None:

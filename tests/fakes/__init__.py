@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,40 @@ def marked_pids(run_id: str, *, var: str = RUN_ID_VAR) -> list[int]:
         if marker in entries:
             found.append(int(name))
     return found
+
+
+def leftover_run_processes() -> list[int]:
+    """Live processes carrying some run's marker other than the one this process was
+    started under (the suite may itself run inside an agent)."""
+    prefix = f"{RUN_ID_VAR}=".encode()
+    own = os.environ.get(RUN_ID_VAR)
+    mine = f"{RUN_ID_VAR}={own}".encode() if own else None
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                entries = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(e.startswith(prefix) and e != mine for e in entries):
+            found.append(int(name))
+    return found
+
+
+def kill_with_groups(pids: list[int]) -> None:
+    """SIGKILL each process and its whole group (one atomic kill, which a process that keeps
+    forking cannot outrun), never the caller's own group."""
+    own = os.getpgrp()
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+            if group not in (own, 0, 1):
+                os.killpg(group, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
 
 
 async def wait_until_no_marked(run_id: str) -> list[int]:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from fakes import fake, marked_pids
+
 from orchestrator.process import orphans, spawn
+from orchestrator.process.capture import run_captured
 
 
 async def test_reaping_as_fast_as_possible_never_takes_a_child_we_spawned(
@@ -35,6 +44,44 @@ async def test_reaping_as_fast_as_possible_never_takes_a_child_we_spawned(
         ]
         stop.set()
     assert codes == [0] * 100
+
+
+@pytest.fixture
+def every_cpu_busy() -> Iterator[None]:
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(2 * (os.cpu_count() or 2))
+    ]
+    yield
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
+
+
+async def test_reaping_flat_out_never_takes_a_helper_command_asyncio_waits_for(
+    every_cpu_busy: None,
+) -> None:
+    """Git plumbing runs through asyncio's subprocesses, whose pid is known only after a
+    yield: taken by the reaper, asyncio reads the exit code as 255 (a run of 500 tasks lost
+    3 of 5 times to "git worktree failed (255)"). Twenty at a time, 200 in all, with every
+    CPU busy: asyncio's waiter threads are slow to wake and reap, so the zombies wait, as
+    they did in that busy run (the old code failed here 3 runs of 3)."""
+    stop = asyncio.Event()
+
+    async def reap_flat_out() -> None:
+        while not stop.is_set():
+            orphans.reap_orphans()
+            await asyncio.sleep(0)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(reap_flat_out())
+        codes = []
+        for _ in range(10):
+            done = await asyncio.gather(*(run_captured(["/bin/true"]) for _ in range(20)))
+            codes += [d.returncode for d in done]
+        stop.set()
+    assert codes == [0] * 200
+    assert not orphans.SPAWNED, "each was forgotten once asyncio had reaped it"
 
 
 async def test_an_adopted_double_forked_descendant_is_reaped(tmp_path: Path) -> None:
@@ -69,3 +116,29 @@ async def test_an_adopted_double_forked_descendant_is_reaped(tmp_path: Path) -> 
         import ctypes
 
         ctypes.CDLL(None).prctl(36, 0, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER off for the suite
+
+
+@pytest.mark.timeout(60)
+def test_one_sweep_ends_a_process_that_keeps_forking_and_exiting(every_cpu_busy: None) -> None:
+    """Unconfined, a fork-and-exit loop (a new pid every 20 ms, in a session of its own) is
+    ended by one sweep, every time: each process is stopped the moment the scan finds it,
+    then its whole group killed at once. Pid by pid, the adversarial pass saw it outlive
+    the sweep in 15 of 25 tries (on a busy machine: every CPU is, here)."""
+    for _ in range(10):
+        run_id = f"hopper-{uuid.uuid4().hex[:8]}"
+        nonce = f"7200.{random.randrange(10**9):09d}"
+        env = {**os.environ, "ORCHESTRATOR_RUN_ID": run_id}
+        starter = subprocess.Popen(
+            fake("escapes", nonce, "hopper", "--then", "exit"),
+            env=env, stdout=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        assert starter.wait(timeout=30) == 0
+        deadline = time.monotonic() + 30
+        while not marked_pids(run_id):
+            assert time.monotonic() < deadline, "the hopper never ran"
+            time.sleep(0.01)  # noqa: TID251 - a sync test
+        orphans.sweep_run(run_id)
+        deadline = time.monotonic() + 2
+        while left := marked_pids(run_id):
+            assert time.monotonic() < deadline, f"the hopper outlived the sweep: {left}"
+            time.sleep(0.01)  # noqa: TID251 - a sync test
