@@ -35,11 +35,13 @@ async def deliver(
     tip = await git.rev(refs(run_id)["integration"])
     assert tip is not None
     branch = f"orchestrator/{run_id}"
-    if tip == base:
+    # tasks that changed nothing still land a commit each: the trees tell what changed
+    tree = await git.out("rev-parse", f"{tip}^{{tree}}")
+    if tip == base or tree == await git.out("rev-parse", f"{base}^{{tree}}"):
         return Delivery(branch, tip, False, ("delivery: nothing changed",))
     delivered = f"{refs(run_id)['ns']}/delivered"
     applied_before = await git.rev(delivered)
-    if tip == applied_before:
+    if applied_before and tree == await git.out("rev-parse", f"{applied_before}^{{tree}}"):
         line = f"delivery: nothing new since it was applied to {repo.top}"
         return Delivery(branch, tip, True, (line,))
     base = applied_before or base  # the user's files hold what was applied before

@@ -93,3 +93,17 @@ async def test_isolation_none_keeps_the_shared_directory_and_warns_when_writers_
     assert journal.run["isolation"] == "none"
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "warning: isolation is none" in err
+
+
+async def test_tasks_that_changed_nothing_deliver_nothing(tmp_path: Path) -> None:
+    """Each task lands a commit, files changed or not: the delivery compares trees. A run of
+    agents that wrote nothing said "not applied: ... No valid patches in input" and named a
+    branch to take."""
+    repo = make_repo(tmp_path / "repo", {"app.py": "v1\n"})
+    (repo / "notes.txt").write_text("the user's own, untracked\n")
+    plan = plan_file(tmp_path, repo, [task("a", {"say": "looked"}), task("b", deps=("a",))])
+    code, journal = await run(plan, tmp_path / "responses", deliver="apply")
+    assert code == 0
+    assert [t["state"] for t in journal.tasks.values()] == ["succeeded", "succeeded"]
+    assert journal.run["delivery_lines"] == ["delivery: nothing changed"]
+    assert (repo / "notes.txt").read_text() == "the user's own, untracked\n"
