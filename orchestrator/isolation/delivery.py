@@ -33,8 +33,11 @@ async def deliver(
 ) -> Delivery:
     git = repo.git
     tip = await git.rev(refs(run_id)["integration"])
-    assert tip is not None
     branch = f"orchestrator/{run_id}"
+    if tip is None:  # deleted under the run, or git failing: nothing can be delivered
+        ref = refs(run_id)["integration"]
+        line = f"delivery: none: git cannot read the run's integration ref {ref}"
+        return Delivery(branch, base, False, (line,))
     # tasks that changed nothing still land a commit each: the trees tell what changed
     tree = await git.out("rev-parse", f"{tip}^{{tree}}")
     if tip == base or tree == await git.out("rev-parse", f"{base}^{{tree}}"):

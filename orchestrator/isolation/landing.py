@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.errors import RunError
 from orchestrator.isolation.gitx import Git, GitFailed
 
 LOCKFILES = (
@@ -68,8 +69,11 @@ class LandingQueue:
         self._lock = asyncio.Lock()
 
     async def tip(self) -> str:
+        """The integration tip; `RunError` (the attempt's failure, not the run's crash) when
+        git cannot read it."""
         tip = await self.git.rev(self.ref)
-        assert tip is not None, "the run's integration ref is missing"
+        if tip is None:
+            raise RunError(f"error: git cannot read the run's integration ref {self.ref}")
         return tip
 
     async def landed(self) -> dict[str, str]:

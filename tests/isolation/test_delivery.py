@@ -8,6 +8,8 @@ from pathlib import Path
 from clirun import tree
 from isohelp import git, make_repo, plan_file, run, task, write
 
+from orchestrator.records.journal import load
+
 
 def user_files(repo: Path) -> dict[str, tuple[int, int]]:
     return {k: v for k, v in tree(repo).items() if not k.startswith(".git")}
@@ -107,3 +109,38 @@ async def test_tasks_that_changed_nothing_deliver_nothing(tmp_path: Path) -> Non
     assert [t["state"] for t in journal.tasks.values()] == ["succeeded", "succeeded"]
     assert journal.run["delivery_lines"] == ["delivery: nothing changed"]
     assert (repo / "notes.txt").read_text() == "the user's own, untracked\n"
+
+
+async def test_an_unreadable_integration_ref_fails_the_attempts_not_the_run(
+    tmp_path: Path,
+) -> None:
+    """Git that cannot read the run's integration ref (deleted here; a git exit code misread
+    in a busy run did it) fails the attempts that need it, each with the reason: the run
+    ends with exit 1. It crashed with an AssertionError and a traceback."""
+    repo = make_repo(tmp_path / "repo", {"app.py": "v1\n"})
+    gate = tmp_path / "go"
+    plan = plan_file(tmp_path, repo, [
+        task("a", {"run": f"while [ ! -e {gate} ]; do sleep 0.02; done"}),
+        task("b", deps=("a",)),
+    ])  # fmt: skip
+    responses = tmp_path / "responses"
+    journal = responses / ".run" / "journal.jsonl"
+
+    async def lose_the_ref() -> None:
+        while not (journal.exists() and '"state": "running"' in journal.read_text()):
+            await asyncio.sleep(0.02)
+        run_id = load(journal).run["run_id"]
+        git(repo, "update-ref", "-d", f"refs/orchestrator/{run_id}/integration")
+        gate.touch()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(lose_the_ref())
+        result = tg.create_task(run(plan, responses))
+    code, state = result.result()
+    assert code == 1
+    assert f"refs/orchestrator/{state.run['run_id']}/integration" in state.agents["a"]["reason"]
+    assert state.tasks["b"]["state"] == "skipped"
+    assert state.run["delivery_lines"] == [
+        f"delivery: none: git cannot read the run's integration ref "
+        f"refs/orchestrator/{state.run['run_id']}/integration"
+    ]
