@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,24 +27,25 @@ def fake(name: str, *args: object) -> list[str]:
     return [sys.executable, str(FAKES / f"{name}.py"), *(str(a) for a in args)]
 
 
+def _environs() -> Iterator[tuple[int, list[bytes]]]:
+    """Every other process's pid and environment entries (those that vanish are skipped)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                yield int(name), f.read().split(b"\0")
+        except OSError:
+            continue
+
+
 def marked_pids(run_id: str, *, var: str = RUN_ID_VAR) -> list[int]:
     """Live processes whose environment holds ``ORCHESTRATOR_RUN_ID=<run_id>`` (our own scan).
 
     Zombies have an empty environ and do not count: they are dead, only not yet reaped.
     """
     marker = f"{var}={run_id}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                entries = f.read().split(b"\0")
-        except OSError:
-            continue
-        if marker in entries:
-            found.append(int(name))
-    return found
+    return [pid for pid, entries in _environs() if marker in entries]
 
 
 def leftover_run_processes() -> list[int]:
@@ -53,18 +54,11 @@ def leftover_run_processes() -> list[int]:
     prefix = f"{RUN_ID_VAR}=".encode()
     own = os.environ.get(RUN_ID_VAR)
     mine = f"{RUN_ID_VAR}={own}".encode() if own else None
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                entries = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(e.startswith(prefix) and e != mine for e in entries):
-            found.append(int(name))
-    return found
+    return [
+        pid
+        for pid, entries in _environs()
+        if any(e.startswith(prefix) and e != mine for e in entries)
+    ]
 
 
 def kill_with_groups(pids: list[int]) -> None:

@@ -19,20 +19,20 @@ from orchestrator.process import orphans, spawn
 from orchestrator.process.capture import run_captured
 
 
+async def reap_flat_out(stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        orphans.reap_orphans()
+        await asyncio.sleep(0)
+
+
 async def test_reaping_as_fast_as_possible_never_takes_a_child_we_spawned(
     tmp_path: Path,
 ) -> None:
     """The reaper runs on the loop's thread; a spawn under way pauses it, so asyncio still
     gets every exit code of its own children (a stolen one would read as 255)."""
     stop = asyncio.Event()
-
-    async def reap_flat_out() -> None:
-        while not stop.is_set():
-            orphans.reap_orphans()
-            await asyncio.sleep(0)
-
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(reap_flat_out())
+        tg.create_task(reap_flat_out(stop))
         codes = [
             await spawn.run_streaming(
                 ["/bin/true"],
@@ -67,14 +67,8 @@ async def test_reaping_flat_out_never_takes_a_helper_command_asyncio_waits_for(
     CPU busy: asyncio's waiter threads are slow to wake and reap, so the zombies wait, as
     they did in that busy run (the old code failed here 3 runs of 3)."""
     stop = asyncio.Event()
-
-    async def reap_flat_out() -> None:
-        while not stop.is_set():
-            orphans.reap_orphans()
-            await asyncio.sleep(0)
-
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(reap_flat_out())
+        tg.create_task(reap_flat_out(stop))
         codes = []
         for _ in range(10):
             done = await asyncio.gather(*(run_captured(["/bin/true"]) for _ in range(20)))

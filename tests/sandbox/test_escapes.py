@@ -9,7 +9,6 @@ sandbox shows the corpus does escape there: the tests can fail.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from clirun import Fleet, poll
+from fakes import kill_with_groups
 
 from orchestrator.sandbox.support import probe
 
@@ -74,21 +74,14 @@ def with_nonce(n: str) -> list[int]:
 
 
 def kill_all(n: str) -> None:
-    """Kill the corpus: each process's whole group first, one atomic kill (the hopper keeps
-    changing pid, and on a loaded machine a scan is slower than its next fork: killed pid by
-    pid it survived 20 rounds), then the process itself."""
-    own = os.getpgrp()
+    """Kill the corpus, each process with its whole group (`kill_with_groups`): the hopper
+    keeps changing pid, and on a loaded machine a scan is slower than its next fork (killed
+    pid by pid, it survived 20 rounds)."""
     for _ in range(50):
         pids = with_nonce(n)
         if not pids:
             return
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                group = os.getpgid(pid)
-                if group != own:
-                    os.killpg(group, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        kill_with_groups(pids)
 
 
 @pytest.fixture
