@@ -39,8 +39,8 @@ async def deliver(
         line = f"delivery: none: git cannot read the run's integration ref {ref}"
         return Delivery(branch, base, False, (line,))
     # tasks that changed nothing still land a commit each: the trees tell what changed
-    tree = await git.out("rev-parse", f"{tip}^{{tree}}")
-    if tip == base or tree == await git.out("rev-parse", f"{base}^{{tree}}"):
+    tree, base_tree = (await git.out("rev-parse", f"{tip}^{{tree}}", f"{base}^{{tree}}")).split()
+    if tree == base_tree:
         return Delivery(branch, tip, False, ("delivery: nothing changed",))
     delivered = f"{refs(run_id)['ns']}/delivered"
     applied_before = await git.rev(delivered)

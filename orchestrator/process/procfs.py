@@ -166,17 +166,12 @@ def kill_marked(marked: Collection[Marked], *, patience: float = 0.05) -> list[i
                 break
             time.sleep(0.001)  # noqa: TID251 - synchronous by contract: called from a thread
         stopped = bool(fields) and fields[0] in (b"T", b"t")
-        if stopped and _alive(m.pidfd) and int(fields[2]) not in (own, 0, 1):
+        if stopped and any_alive([m]) and int(fields[2]) not in (own, 0, 1):
             try:
                 os.killpg(int(fields[2]), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
     return signal_marked(marked, signal.SIGKILL)
-
-
-def _alive(pidfd: int) -> bool:
-    """A pidfd turns readable when its process exits."""
-    return not select.select([pidfd], [], [], 0)[0]
 
 
 def any_alive(marked: Collection[Marked]) -> bool:
