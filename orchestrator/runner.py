@@ -39,6 +39,7 @@ from orchestrator.plan.model import Plan
 from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
 from orchestrator.process.env import TOKEN_VAR
+from orchestrator.process.warm import WARM, WarmSandboxes
 from orchestrator.records import history
 from orchestrator.records.journal import Journal, load
 from orchestrator.records.resume import (
@@ -256,6 +257,9 @@ async def _run_locked(
                 except OSError as exc:
                     journal.close()
                     raise _unusable(exc, rundir.socket) from None
+                # Sandboxes started ahead for the run's spawns (`orchestrator.process.warm`).
+                warm = WarmSandboxes() if settings.sandbox is not None else None
+                warm_set = WARM.set(warm)
                 try:
                     async with asyncio.TaskGroup() as tg:
                         helpers = [tg.create_task(_reap_orphans_forever())]
@@ -273,6 +277,9 @@ async def _run_locked(
                     given = "branch" if run.interrupted else None  # it says how on stderr
                     await deliver_run(places, plan, how=given, record=journal.record)
                 finally:
+                    WARM.reset(warm_set)
+                    if warm is not None:  # before the sweep: those processes are no survivors
+                        await warm.close()
                     if printer is not None:
                         printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)

@@ -35,6 +35,7 @@ from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
 from orchestrator.process.orphans import SPAWNED, libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
 from orchestrator.process.secretpipe import SECRETS_FD_VAR, open_secrets
+from orchestrator.process.warm import WARM, launch_ahead
 from orchestrator.sandbox.bwrap import Sandboxed, exit_code
 from orchestrator.sandbox.bwrap import sandbox as confine
 from orchestrator.sandbox.confinement import Confinement
@@ -113,19 +114,26 @@ async def run_streaming(
     # cancellation included) goes through `stop_group`, so no spawn is ever half-made.
     confined: Sandboxed | None = None
     handed = open_secrets(secrets) if secrets else None
+    child: _Child | None = None
     try:
         if sandbox is not None:
             _check_program(args[0], env=env, cwd=cwd)  # reported as an unconfined spawn would
-            confined = confine(sandbox, args, cwd=cwd, env=env)
+            # Secrets go through a descriptor only a fresh spawn can pass.
+            ahead = None if handed is not None else launch_ahead(sandbox, args, cwd=cwd, env=env)
+            if ahead is not None:
+                confined, child = ahead[0], _Child(loop, ahead[1].proc, ahead[1].fds)
+            else:
+                confined = confine(sandbox, args, cwd=cwd, env=env)
             args, env = confined.argv, confined.env
-        if handed is not None:
-            env = {**env, SECRETS_FD_VAR: str(handed)}
-        if confined is not None and pdeathsig == "auto":
-            pdeathsig = "off"  # bubblewrap's --die-with-parent: no exec of setpriv
-        args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
-        fds = confined.pass_fds if confined is not None else ()
-        fds += (handed,) if handed is not None else ()
-        child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
+        if child is None:
+            if handed is not None:
+                env = {**env, SECRETS_FD_VAR: str(handed)}
+            if confined is not None and pdeathsig == "auto":
+                pdeathsig = "off"  # bubblewrap's --die-with-parent: no exec of setpriv
+            args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
+            fds = confined.pass_fds if confined is not None else ()
+            fds += (handed,) if handed is not None else ()
+            child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
     except BaseException:
         if confined is not None:
             confined.release()
@@ -163,6 +171,10 @@ async def run_streaming(
                 await asyncio.shield(asyncio.wait([joined]))
                 if not joined.cancelled():
                     joined.exception()  # seen: a stop that came first left it unasked
+            warm = WARM.get()
+            if warm is not None and confined.cgroup is not None:  # the run waits, not the agent
+                warm.remove_later(confined.cgroup)
+                confined.cgroup = None
             if not confined.release_nowait():  # the agent left files in its temp directory:
                 # off the loop (it may be large), and finished even when cancelled.
                 await asyncio.shield(asyncio.to_thread(confined.release))

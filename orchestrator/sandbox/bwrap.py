@@ -62,6 +62,9 @@ class Sandboxed:
     cgroup: AgentCgroup | None
     pass_fds: tuple[int, ...] = ()
     """The child's ends of the info and block pipes: passed to the spawn, then closed here."""
+    options: int = 0
+    """With ``ahead``: where bubblewrap's options end in `argv` (``--`` and the command
+    follow), for a process that execs bubblewrap with its options read from a descriptor."""
     _info: int = -1
     _block: int = -1
     _init: int | None = None
@@ -152,17 +155,56 @@ def _child_pid(said: bytes) -> int | None:
     return pid if isinstance(pid, int) and pid > 1 else None
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """A bubblewrap started ahead (`orchestrator.process.warm`), waiting for its options: its
+    cgroup, already joined, and its info pipe (our end, and the number it has there)."""
+
+    cgroup: AgentCgroup | None
+    info: int
+    info_child: int
+
+
+def wants_cgroup(conf: Confinement) -> bool:
+    """Whether each spawn under ``conf`` gets a cgroup of its own (limits to enforce)."""
+    return conf.cgroups is not None and (conf.memory is not None or conf.pids is not None)
+
+
 def sandbox(
-    conf: Confinement, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+    conf: Confinement,
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    ahead: Ahead | None = None,
 ) -> Sandboxed:
     """Make the private temp directory and the cgroup of one spawn and its command line.
+
+    With ``ahead`` the command line is the one its process execs: bubblewrap's, without the
+    outer ``env`` (its process already ignores SIGTERM) and without a join (it is in its
+    cgroup already, so everything it forks is born there); the environment is given in the
+    options (``--clearenv``, ``--setenv``), since that process was started with another one.
 
     OSError when either cannot be made (the spawn does not happen)."""
     own_dir(conf.scratch)
     tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=conf.scratch))
     made = Sandboxed([], {}, tmp, None)
+    made.env = {**env, INSIDE_VAR: "1"}
+    if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
+        made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
+    if ahead is not None:
+        made.cgroup, made._info = ahead.cgroup, ahead.info
+        environ = [x for k, v in made.env.items() for x in ("--setenv", k, v)]
+        made.argv = [
+            conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp), "--info-fd",
+            str(ahead.info_child), "--clearenv", *environ,
+        ]  # fmt: skip
+        made.options = len(made.argv)
+        made.argv += ["--", *_inner(conf), *argv]
+        return made
     try:
-        if conf.cgroups is not None and (conf.memory is not None or conf.pids is not None):
+        if wants_cgroup(conf):
+            assert conf.cgroups is not None
             made.cgroup = open_agent(conf.cgroups, memory=conf.memory, pids=conf.pids)
         info, info_child = os.pipe()
         made._info = info
@@ -184,9 +226,6 @@ def sandbox(
     except BaseException:
         made.release()
         raise
-    made.env = {**env, INSIDE_VAR: "1"}
-    if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
-        made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
     return made
 
 

@@ -9,13 +9,16 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.plan.model import Limits, Plan, SandboxSpec, Task
 from orchestrator.process.lines import Stream
 from orchestrator.process.spawn import run_streaming
+from orchestrator.process.warm import WARM, WarmSandboxes
 from orchestrator.sandbox.confinement import Confinement
 from orchestrator.sandbox.decision import decide
 from orchestrator.sandbox.support import probe
@@ -37,20 +40,47 @@ def confinement(tmp_path: Path, workspace: Path, **limits: int) -> Confinement:
     return decision.confinement
 
 
+AHEAD = {"on": False}
+"""Set by `each_spawn_path`: whether `spawn` goes through a sandbox started ahead."""
+
+
+@pytest.fixture(params=["fresh", "started ahead"])
+def each_spawn_path(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The test once as a spawn outside a run does it (bubblewrap spawned then), once as a
+    run's spawns do (`orchestrator.process.warm`: a sandbox started ahead, in its cgroup)."""
+    AHEAD["on"] = request.param == "started ahead"
+    yield
+    AHEAD["on"] = False
+
+
+async def spawn(conf: Confinement, argv: list[str], **kw: Any) -> int:
+    if not AHEAD["on"]:
+        return await run_streaming(argv, sandbox=conf, **kw)
+    warm = WarmSandboxes()
+    was = WARM.set(warm)
+    try:
+        await warm.fill(conf, kw["env"])
+        code = await run_streaming(argv, sandbox=conf, **kw)
+    finally:
+        WARM.reset(was)
+        await warm.close()
+    assert warm.taken == 1, "the spawn took the sandbox started ahead"
+    return code
+
+
 async def run(conf: Confinement, cwd: Path, script: str, **kw: object) -> tuple[int, list[str]]:
     lines: list[str] = []
 
     def on_line(stream: Stream, line: str) -> None:
         lines.append(line)
 
-    code = await run_streaming(
-        ["/bin/sh", "-c", script], cwd=cwd, env=dict(os.environ), on_line=on_line,
-        sandbox=conf, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+    code = await spawn(conf, ["/bin/sh", "-c", script], cwd=cwd, env=dict(os.environ),
+                       on_line=on_line, **kw)  # fmt: skip
     return code, lines
 
 
 @needs_cgroups
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_the_memory_limit_kills_what_goes_past_it(tmp_path: Path, workspace: Path) -> None:
     conf = confinement(tmp_path, workspace, memory=64 * 2**20)
     grab = f"{sys.executable} -c 'b = bytearray(400 * 2**20); print(len(b))'"
@@ -62,6 +92,7 @@ async def test_the_memory_limit_kills_what_goes_past_it(tmp_path: Path, workspac
 
 
 @needs_cgroups
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_the_pids_limit_stops_a_fork_burst(tmp_path: Path, workspace: Path) -> None:
     conf = confinement(tmp_path, workspace, pids=20)
     burst = f"{sys.executable} {FORKER}"
@@ -71,6 +102,7 @@ async def test_the_pids_limit_stops_a_fork_burst(tmp_path: Path, workspace: Path
     assert started < 20
 
 
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_sigterm_reaches_the_agent_which_gets_its_grace(
     tmp_path: Path, workspace: Path
 ) -> None:
@@ -90,13 +122,13 @@ async def test_sigterm_reaches_the_agent_which_gets_its_grace(
 
     pids: list[int] = []
     task = asyncio.ensure_future(
-        run_streaming(
+        spawn(
+            conf,
             ["/bin/sh", "-c", script],
             cwd=workspace,
             env=dict(os.environ),
             on_line=on_line,
             on_start=pids.append,
-            sandbox=conf,
         )
     )
     await asyncio.wait_for(seen.wait(), 10)
@@ -107,6 +139,7 @@ async def test_sigterm_reaches_the_agent_which_gets_its_grace(
     assert "got term" in lines
 
 
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_a_signal_death_reads_as_unconfined(tmp_path: Path, workspace: Path) -> None:
     conf = confinement(tmp_path, workspace)
     assert (await run(conf, workspace, "kill -9 $$"))[0] == -9
@@ -120,6 +153,7 @@ async def test_a_missing_program_raises_as_unconfined(tmp_path: Path, workspace:
                             on_line=lambda s, line: None, sandbox=conf)  # fmt: skip
 
 
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_the_private_temp_dir_is_writable_and_removed(
     tmp_path: Path, workspace: Path
 ) -> None:
@@ -135,6 +169,7 @@ def git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)  # noqa: TID251
 
 
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_a_linked_worktree_can_commit_but_not_touch_hooks(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -166,6 +201,7 @@ def test_sandbox_spec_defaults_follow_the_agents() -> None:
     assert off.sandbox_mode == "off"
 
 
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_a_scratch_directory_planted_as_a_link_is_refused(
     tmp_path: Path, workspace: Path
 ) -> None:
@@ -179,6 +215,7 @@ async def test_a_scratch_directory_planted_as_a_link_is_refused(
 
 
 @needs_cgroups
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_swap_is_limited_with_memory_where_the_controller_allows(
     tmp_path: Path, workspace: Path
 ) -> None:
@@ -202,6 +239,7 @@ async def test_swap_is_limited_with_memory_where_the_controller_allows(
 
 
 @needs_cgroups
+@pytest.mark.usefixtures("each_spawn_path")
 async def test_nothing_of_the_agent_runs_outside_its_cgroup(
     tmp_path: Path, workspace: Path
 ) -> None:
