@@ -44,6 +44,8 @@ AHEAD = 2
 """Sandboxes kept started per kind of spawn."""
 _MARKERS = (RUN_ID_VAR, OUTER_RUNS_VAR)
 _F_GETPIPE_SZ = 1032
+_BWRAP_MAX_ARGS = 9000 - 10
+"""bubblewrap's own cap on the arguments it parses (``MAX_ARGS``), less those in its argv."""
 
 Key = tuple[object, ...]
 
@@ -71,6 +73,8 @@ class Started:
     def launch(self, argv: list[str], options: int) -> bool:
         """Hand it bubblewrap's command line, ``argv[1:options]`` being the options; False
         (and nothing ran) when it cannot take it whole: it died, or it does not fit at once."""
+        if options > _BWRAP_MAX_ARGS:  # bubblewrap refuses more from ``--args``
+            return False
         given = [_nul_separated(argv[1:options]), _nul_separated(argv[options:])]
         try:
             for fd, data in zip((self.options, self.command), given, strict=True):
