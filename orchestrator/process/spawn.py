@@ -172,10 +172,9 @@ async def run_streaming(
                 if not joined.cancelled():
                     joined.exception()  # seen: a stop that came first left it unasked
             warm = WARM.get()
-            if warm is not None and confined.cgroup is not None:  # the run waits, not the agent
-                warm.remove_later(confined.cgroup)
-                confined.cgroup = None
-            if not confined.release_nowait():  # the agent left files in its temp directory:
+            if warm is not None:  # in a run: the run waits for the clean-up, not the agent
+                warm.later(confined.release)
+            elif not confined.release_nowait():  # the agent left files in its temp directory:
                 # off the loop (it may be large), and finished even when cancelled.
                 await asyncio.shield(asyncio.to_thread(confined.release))
     if pipes.error is not None:

@@ -42,6 +42,10 @@ from orchestrator.sandbox.confinement import Confinement
 
 AHEAD = 2
 """Sandboxes kept started per kind of spawn."""
+REFILL_AFTER = 0.01
+"""Seconds after a spawn took one before the next is started: a fork and a shell's start
+that would compete for the CPU with the spawn's own start (bubblewrap's, a few ms) wait
+until it is under way."""
 _MARKERS = (RUN_ID_VAR, OUTER_RUNS_VAR)
 _F_GETPIPE_SZ = 1032
 _BWRAP_MAX_ARGS = 9000 - 10
@@ -144,7 +148,7 @@ class WarmSandboxes:
                 got = entry
             else:  # killed while it waited: it never ran anything
                 self.discard(entry)
-        self._top_up(key, conf, env)
+        self._top_up(key, conf, env, after=REFILL_AFTER)
         return got
 
     async def fill(self, conf: Confinement, env: Mapping[str, str]) -> None:
@@ -152,26 +156,30 @@ class WarmSandboxes:
         (`take` does the same without waiting)."""
         if self._closed or self._bash is None:
             return
-        self._top_up(_key(conf, env), conf, env)
+        self._top_up(_key(conf, env), conf, env, after=0.0)
         if self._tasks:  # the ones started before too
             await asyncio.wait(set(self._tasks))
 
-    def _top_up(self, key: Key, conf: Confinement, env: Mapping[str, str]) -> None:
+    def _top_up(self, key: Key, conf: Confinement, env: Mapping[str, str], *, after: float) -> None:
         if key in self._broken:
             return
         markers = {k: env[k] for k in _MARKERS if k in env}
         more = self._ahead - len(self._ready.get(key, [])) - self._filling.get(key, 0)
         for _ in range(more):
             self._filling[key] = self._filling.get(key, 0) + 1
-            task = asyncio.get_running_loop().create_task(self._fill(key, conf, markers))
+            fill = self._fill(key, conf, markers, after=after)
+            task = asyncio.get_running_loop().create_task(fill)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _fill(self, key: Key, conf: Confinement, markers: dict[str, str]) -> None:
+    async def _fill(
+        self, key: Key, conf: Confinement, markers: dict[str, str], *, after: float
+    ) -> None:
         entry: Started | None = None
         ready = False
         try:
             assert self._bash is not None
+            await asyncio.sleep(after)
             entry = _start(self._bash, conf.bwrap, markers)
             if wants_cgroup(conf):
                 joining = asyncio.ensure_future(asyncio.to_thread(_join, entry, conf))
@@ -196,15 +204,12 @@ class WarmSandboxes:
     def discard(self, entry: Started) -> None:
         """End a sandbox taken but not used (it died, or its command line did not fit)."""
         entry.kill()
-        self._later(entry.reap)
+        self.later(entry.reap)
 
-    def remove_later(self, cgroup: AgentCgroup) -> None:
-        """Remove a spawn's cgroup (its processes are gone) in a thread, off the spawn's path:
-        an ``rmdir`` on cgroupfs waits for the kernel, 2-9 ms on the kernels measured."""
-        self._later(cgroup.remove)
-
-    def _later(self, call: Callable[[], None]) -> None:
-        """``call`` in a thread; `close` waits for it."""
+    def later(self, call: Callable[[], None]) -> None:
+        """``call`` in a thread, off the spawn's path; `close` waits for it. For a spawn's
+        clean-up once its processes are gone: an ``rmdir`` of its cgroup waits for the
+        kernel (2-9 ms on the kernels measured), its temp directory's for the disk."""
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(call))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

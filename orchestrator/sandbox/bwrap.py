@@ -192,6 +192,7 @@ def sandbox(
     made.env = {**env, INSIDE_VAR: "1"}
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
+    inner = _inner(conf, made.env)
     if ahead is not None:
         made.cgroup, made._info = ahead.cgroup, ahead.info
         environ = [x for k, v in made.env.items() for x in ("--setenv", k, v)]
@@ -200,7 +201,7 @@ def sandbox(
             str(ahead.info_child), "--clearenv", *environ,
         ]  # fmt: skip
         made.options = len(made.argv)
-        made.argv += ["--", *_inner(conf), *argv]
+        made.argv += ["--", *inner, *argv]
         return made
     try:
         if wants_cgroup(conf):
@@ -221,7 +222,7 @@ def sandbox(
             sync += ["--block-fd", str(block_child)]
         made.argv = [
             ENV, "--ignore-signal=TERM", conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp),
-            *sync, "--", *_inner(conf), *argv,
+            *sync, "--", *inner, *argv,
         ]  # fmt: skip
     except BaseException:
         made.release()
@@ -229,13 +230,18 @@ def sandbox(
     return made
 
 
-def _inner(conf: Confinement) -> list[str]:
+def _inner(conf: Confinement, env: dict[str, str]) -> list[str]:
     """What runs the command inside: ``env`` giving SIGTERM back its default, or the
-    gateway's relay (which does the same) for ``network: gateway``."""
+    gateway's relay (which does the same) for ``network: gateway``.
+
+    ``env`` runs without the locale variables, which it hands to the command as assignments
+    (taken out of ``env``, the spawn's environment): with them it loads the locale's files
+    before it execs, some 0.3 ms of every sandboxed start (B13)."""
     if conf.network == "gateway" and conf.gateway_port is not None:
         return [sys.executable, "-I", "-S", FORWARD, str(conf.gateway_socket),
                 str(conf.gateway_port), "--"]  # fmt: skip
-    return [ENV, "--default-signal=TERM"]
+    locale = [name for name in env if name == "LANG" or name.startswith("LC_")]
+    return [ENV, "--default-signal=TERM", *(f"{name}={env.pop(name)}" for name in locale)]
 
 
 def _inside(path: str, trees: Sequence[Path]) -> bool:

@@ -71,7 +71,8 @@ async def test_a_spawn_through_a_sandbox_started_ahead_is_a_fresh_one(
     tmp_path: Path, workspace: Path
 ) -> None:
     conf = confinement(tmp_path, workspace)
-    env = run_env({"ODD": "-- a 'b' \"c\" $d", "LINES": "one\ntwo", "EMPTY": ""})
+    odd = {"ODD": "-- a 'b' \"c\" $d", "LINES": "one\ntwo", "EMPTY": ""}
+    env = run_env({**odd, "LANG": "C.UTF-8", "LC_MESSAGES": "C"})
     fresh = await spawn(conf, workspace, ENV_AND_PLACE, env)
     warm = WarmSandboxes()
     was = WARM.set(warm)
@@ -86,6 +87,7 @@ async def test_a_spawn_through_a_sandbox_started_ahead_is_a_fresh_one(
     assert tmpdir_free(ahead[1]) == tmpdir_free(fresh[1])
     assert "SigIgn:\t0000000000000000" in ahead[1], "SIGTERM is the agent's again"
     assert "ODD=-- a 'b' \"c\" $d" in ahead[1]
+    assert {"LANG=C.UTF-8", "LC_MESSAGES=C"} <= set(ahead[1]), "the locale reaches the command"
 
 
 async def test_close_ends_every_sandbox_started_ahead_and_removes_its_cgroup(
