@@ -33,7 +33,9 @@ class ProcessLike(Protocol):
     async def wait(self) -> int: ...
 
 
-async def stop_group(proc: ProcessLike, *, grace: float, last: int | None = None) -> int | None:
+async def stop_group(
+    proc: ProcessLike, *, grace: float, last: int | None = None, group: int | None = None
+) -> int | None:
     """Stop ``proc``'s whole process group: SIGTERM, up to ``grace`` s, SIGKILL, reap.
 
     Idempotent, and fine when the process has already exited (then only leftovers of the group
@@ -45,8 +47,12 @@ async def stop_group(proc: ProcessLike, *, grace: float, last: int | None = None
     ``last`` names a member whose exit means the group is empty (a sandbox's init: its PID
     namespace ends with it): its exit is awaited through a pidfd and reaped here if it is
     ours, so that the group is known to be gone without polling scans of ``/proc``.
+
+    ``group``: the group the process's work runs in when it is not the process's own (a
+    sandbox's, led by its init: SIGTERM goes there, not to bubblewrap); SIGKILL goes to
+    both.
     """
-    pgid = proc.pid
+    pgid = group or proc.pid
     cancelled: asyncio.CancelledError | None = None
     try:
         if proc.returncode is None:
@@ -59,6 +65,8 @@ async def stop_group(proc: ProcessLike, *, grace: float, last: int | None = None
     except asyncio.CancelledError as exc:
         cancelled = exc  # a second cancel means "now": SIGKILL, finish the reap, re-raise
     kill_group(pgid, signal.SIGKILL)
+    if pgid != proc.pid:
+        kill_group(proc.pid, signal.SIGKILL)
     interrupted = await _finish(_reaped(proc), _REAP_TIMEOUT)
     interrupted |= await _finish(_wait_group_gone(pgid, last), _GONE_TIMEOUT)
     if cancelled is not None:

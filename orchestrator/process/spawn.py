@@ -92,7 +92,9 @@ async def run_streaming(
 
     With ``sandbox`` the command runs confined (`orchestrator.sandbox.bwrap`): its own PID
     namespace, ``/proc`` and mount view, ``cwd`` writable, a private ``TMPDIR``, its cgroup
-    limits; ``on_start`` gets the pid of the sandbox's outermost process (the group id).
+    limits; ``on_start`` gets the pid of the sandbox's init, which leads the group the
+    command runs in (bubblewrap is outside it), once bubblewrap has said it (after the
+    cgroup's join: a millisecond or two after the spawn).
     There ``"auto"`` takes bubblewrap's own ``--die-with-parent`` (no extra exec).
 
     With ``secrets`` (name -> value) the program finds them on a pipe whose descriptor
@@ -144,14 +146,17 @@ async def run_streaming(
     if confined is not None:
         confined.spawned()
     pipes = Pipes(loop, on_line, max_line, child.fds, pgid=child.pid, on_activity=on_activity)
-    joined: asyncio.Future[None] | None = None
+    joined: asyncio.Future[int | None] | None = None
+    group: int | None = None  # a sandbox's: its init's session (see `orchestrator.sandbox.bwrap`)
     try:
         try:
-            on_start(child.pid)
             if confined is not None and confined.joins:
                 # While bubblewrap builds the mounts; its command waits for the join.
                 joined = loop.run_in_executor(None, confined.join)
-                await asyncio.shield(joined)
+                group = await asyncio.shield(joined)
+            elif confined is not None:
+                group = await _init_said(loop, confined)
+            on_start(group or child.pid)
             await child.wait()
             await _drain(pipes, drain)
         finally:
@@ -161,7 +166,7 @@ async def run_streaming(
             # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
             settled = joined is None or joined.done()  # else the join still reads the info
             last = _init_of(confined, child) if settled else None
-            await stop_group(child, grace=grace, last=last)
+            await stop_group(child, grace=grace, last=last, group=group)
             pipes.close()
     finally:
         pipes.detach()
@@ -185,9 +190,32 @@ async def run_streaming(
 
 
 def _init_of(confined: Sandboxed | None, child: _Child) -> int | None:
-    """A sandbox's init once bubblewrap has exited (its info is complete then), else None."""
-    if confined is None or child.returncode is None:
+    """A sandbox's init once bubblewrap said it or has exited, else None."""
+    if confined is None:
         return None
+    return confined.init_pid()
+
+
+async def _init_said(loop: asyncio.AbstractEventLoop, confined: Sandboxed) -> int | None:
+    """The sandbox's init, once bubblewrap has said it (right after it made the namespace,
+    before the mounts); None when it died first."""
+    if confined.init_pid() is not None or confined.info < 0:  # said all already
+        return confined.init_pid()
+    fd = confined.info
+    said = loop.create_future()
+
+    def readable() -> None:
+        if confined.read_info():
+            loop.remove_reader(fd)  # read_info closed it: forget it before its number is reused
+            if not said.done():
+                said.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await said
+    finally:
+        if confined.info >= 0:
+            loop.remove_reader(fd)
     return confined.init_pid()
 
 

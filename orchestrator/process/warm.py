@@ -4,12 +4,12 @@ waiting for its command line.
 Why: moving a process into a cgroup (cgroup v1, and v2 without ``favordynmods``) waits for
 an RCU grace period unless another move happened a few milliseconds before: 8-16 ms on the
 kernels measured, in the way of every sandboxed agent's start, whose first process must be
-counted before it runs anything (B13). A warm sandbox is a ``bash`` started ahead (under
-``env --ignore-signal=TERM``, as `orchestrator.sandbox.bwrap` starts bubblewrap) and moved
-into its cgroup in a thread, off every agent's path. A spawn writes bubblewrap's whole
-command line to it (NUL-separated, read by ``mapfile``) and it execs bubblewrap: every
-process of the sandbox is born in the cgroup, so the agent's start moves nothing and waits
-for no grace period, and the fork and exec of the outer ``env`` were done ahead too.
+counted before it runs anything (B13). A warm sandbox is a ``bash`` started ahead (in a
+session of its own, as every spawn) and moved into its cgroup in a thread, off every agent's
+path. A spawn hands it bubblewrap's command line (``--`` and the command on one pipe, read by
+``mapfile``; the options on another, which bubblewrap reads at once: ``--args``) and it
+execs bubblewrap: every process of the sandbox is born in the cgroup, so the agent's start
+moves nothing and waits for no grace period, and the fork was done ahead too.
 
 `WARM` holds the run's `WarmSandboxes` (the runner sets it for the run's tasks); spawns
 outside a run take the usual path. ``ahead`` entries are kept per kind of spawn (the same
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from orchestrator.process.orphans import SPAWNED
 from orchestrator.process.procfs import OUTER_RUNS_VAR, RUN_ID_VAR
-from orchestrator.sandbox.bwrap import ENV, Ahead, Sandboxed, wants_cgroup
+from orchestrator.sandbox.bwrap import Ahead, Sandboxed, wants_cgroup
 from orchestrator.sandbox.bwrap import sandbox as confine
 from orchestrator.sandbox.cgroups import AgentCgroup, open_agent
 from orchestrator.sandbox.confinement import Confinement
@@ -265,8 +265,8 @@ def _key(conf: Confinement, env: Mapping[str, str]) -> Key:
 
 
 def _start(bash: str, bwrap: str, markers: dict[str, str]) -> Started:
-    """Start one: ``env --ignore-signal=TERM bash``, which reads ``--`` and the command from
-    one pipe and then execs bubblewrap, which reads its options from another (``--args``).
+    """Start one: ``bash``, which reads ``--`` and the command from one pipe and then execs
+    bubblewrap, which reads its options from another (``--args``).
     Synchronous (fork and exec), on the loop's thread: bubblewrap's ``--die-with-parent``
     ties the sandbox to the thread that started this process."""
     command_r, command_w = os.pipe()
@@ -281,7 +281,7 @@ def _start(bash: str, bwrap: str, markers: dict[str, str]) -> Started:
     )
     try:
         proc = subprocess.Popen(
-            [ENV, "--ignore-signal=TERM", bash, "--noprofile", "--norc", "-c", script, "warm"],
+            [bash, "--noprofile", "--norc", "-c", script, "warm"],
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,

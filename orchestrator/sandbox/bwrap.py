@@ -1,21 +1,26 @@
 """One sandboxed spawn: the bubblewrap command line, its private temp directory and cgroup.
 
-The command line, outside in::
+The command line::
 
-    env --ignore-signal=TERM bwrap <namespaces, mounts> --info-fd I [--block-fd B] -- env
-        --default-signal=TERM <argv>
+    bwrap <namespaces, mounts> --new-session --info-fd I [--block-fd B] -- <argv>
 
-The outer ``env`` sets SIGTERM to ignored before it execs bubblewrap, so that a SIGTERM to
-the spawn's process group reaches the agent's processes but not bubblewrap: the agent gets
-its grace period and bubblewrap reports its exit code. ``env --default-signal=TERM`` gives
-the agent the default disposition back. bubblewrap makes a PID namespace (its init is pid 1:
-when it ends, the kernel kills every process left in the namespace, whatever its session,
-group or environment), a fresh ``/proc`` showing only the sandbox, ``/dev``, and a read-only
-view of ``/`` in which only the working directory, a private temp directory and the plan's
-``writable`` paths are writable; the run directory, git hooks and git config are read-only
-even inside them; home secrets are empty. ``--die-with-parent`` ties bubblewrap to the
-thread that spawned it (the parent-death signal, which ``setpriv`` gave before) and the
-namespace to bubblewrap.
+bubblewrap (the spawn's process, leading a session and group of its own) makes a PID
+namespace whose first process, the sandbox's init, leads a new session and process group
+(``--new-session``); the agent's command runs in that group. The init's pid (outside) is
+what bubblewrap says on the info pipe, and it is the agent's group: SIGTERM to it reaches
+the agent's processes, not the init (a namespace's init ignores a signal it has no handler
+for, even from outside) nor bubblewrap, which is in the spawn's own group; so the agent gets
+its grace period, and bubblewrap reports its exit code. No wrapper process is needed to keep
+bubblewrap from a SIGTERM (``env --ignore-signal=TERM`` outside, and the ``env`` inside that
+gave the agent its SIGTERM back, cost two execs per start, ~1.2 ms: B13). When the init ends,
+the kernel kills every process left in the namespace, whatever its session, group or
+environment. bubblewrap makes a fresh ``/proc`` showing only the sandbox, ``/dev``, and a
+read-only view of ``/`` in which only the working directory, a private temp directory and
+the plan's ``writable`` paths are writable; the run directory, git hooks and git config are
+read-only even inside them; home secrets are empty. ``--die-with-parent`` ties bubblewrap to
+the thread that spawned it (the parent-death signal, which ``setpriv`` gave before) and the
+namespace to bubblewrap. ``--new-session`` also takes the terminal away from the agent (no
+``TIOCSTI`` into the user's shell).
 
 With a cgroup the spawn joins it without an exec of its own: bubblewrap tells the sandbox's
 first process (``--info-fd``) while it builds the mounts, `Sandboxed.join` writes that pid
@@ -44,7 +49,6 @@ from orchestrator.sandbox.scratch import own_dir
 
 INSIDE_VAR = "ORCHESTRATOR_SANDBOXED"
 """Set inside every sandbox: a run started by a confined agent is confined by its sandbox."""
-ENV = "/usr/bin/env"
 FORWARD = str(Path(__file__).with_name("forward.py"))
 _INFO_CAP = 4096
 FIRST_SIGNAL_CODE = 129
@@ -67,6 +71,7 @@ class Sandboxed:
     follow), for a process that execs bubblewrap with its options read from a descriptor."""
     _info: int = -1
     _block: int = -1
+    _said: bytes = b""
     _init: int | None = None
 
     @property
@@ -74,53 +79,67 @@ class Sandboxed:
         """Whether `join` must run (and succeed) before the sandbox starts its command."""
         return self._block >= 0
 
+    @property
+    def info(self) -> int:
+        """Our end of bubblewrap's info pipe while it is still to be read (else -1)."""
+        return self._info
+
     def spawned(self) -> None:
         """Close our copies of the child's ends (the spawn has them, or failed)."""
         for fd in self.pass_fds:
             os.close(fd)
         self.pass_fds = ()
 
-    def join(self) -> None:
+    def join(self) -> int | None:
         """Put the sandbox's first process into the agent's cgroup, then let it start the
-        command. Synchronous: the cgroup write waits for the kernel (~1 ms): run it in a
-        thread. OSError when it cannot be joined (the caller kills the spawn); when
-        bubblewrap died before it said anything, there is nothing to join."""
+        command; its init's pid (see `read_info`). Synchronous: the cgroup write waits for
+        the kernel (~1 ms): run it in a thread. OSError when it cannot be joined (the caller
+        kills the spawn); when bubblewrap died before it said anything, there is nothing to
+        join (None)."""
         block = self._block
         self._block = -1
         try:
-            pid = self._read_init(blocking=True)
+            os.set_blocking(self._info, True)
+            self.read_info()  # blocks until bubblewrap has said all
+            pid = self._init
             if pid is None:
-                return
+                return None
             assert self.cgroup is not None
             for procs in self.cgroup.procs:
                 procs.write_text(str(pid))
             try:
                 os.write(block, b"x")
             except BrokenPipeError:  # bubblewrap is gone (killed meanwhile): nothing started
-                return
+                return None
+            return pid
         finally:
             os.close(block)
 
-    def init_pid(self) -> int | None:
-        """The pid (outside) of the sandbox's init, once bubblewrap has exited: when it is
-        gone, every process of the sandbox is (a PID namespace ends with its init)."""
-        if self._info >= 0:
-            return self._read_init(blocking=False)
-        return self._init
-
-    def _read_init(self, *, blocking: bool) -> int | None:
-        info = self._info
+    def read_info(self) -> bool:
+        """Read what bubblewrap said so far (without waiting, unless the descriptor was made
+        blocking); True once it has said all (it closed the pipe): then `init_pid` knows.
+        Its first process, the sandbox's init, leads the sandbox's session and group
+        (``--new-session``): the group that stops the agent."""
+        if self._info < 0:
+            return True
+        while chunk := _read_some(self._info):
+            if len(self._said) < _INFO_CAP:
+                self._said += chunk
+        if chunk is None:
+            return False
+        os.close(self._info)
         self._info = -1
-        try:
-            os.set_blocking(info, blocking)
-            said = b""
-            while chunk := os.read(info, _INFO_CAP):  # EOF: bubblewrap closed it
-                said += chunk
-        except BlockingIOError:
-            said = b""  # bubblewrap is still there: nothing to rely on
-        finally:
-            os.close(info)
-        self._init = _child_pid(said)
+        self._init = _child_pid(self._said)
+        return True
+
+    def init_pid(self) -> int | None:
+        """The pid (outside) of the sandbox's init, once bubblewrap said it (None before,
+        or when it died first): when the init is gone, every process of the sandbox is (a
+        PID namespace ends with its init)."""
+        if self._info >= 0:
+            os.set_blocking(self._info, False)
+            if not self.read_info():  # bubblewrap is still there, has not said all
+                return None
         return self._init
 
     def release_nowait(self) -> bool:
@@ -145,6 +164,14 @@ class Sandboxed:
         if self.cgroup is not None:
             self.cgroup.remove()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _read_some(fd: int) -> bytes | None:
+    """What ``fd`` has now (``b""``: end of file; None: nothing yet, it is non-blocking)."""
+    try:
+        return os.read(fd, _INFO_CAP)
+    except BlockingIOError:
+        return None
 
 
 def _child_pid(said: bytes) -> int | None:
@@ -180,10 +207,10 @@ def sandbox(
 ) -> Sandboxed:
     """Make the private temp directory and the cgroup of one spawn and its command line.
 
-    With ``ahead`` the command line is the one its process execs: bubblewrap's, without the
-    outer ``env`` (its process already ignores SIGTERM) and without a join (it is in its
-    cgroup already, so everything it forks is born there); the environment is given in the
-    options (``--clearenv``, ``--setenv``), since that process was started with another one.
+    With ``ahead`` the command line is the one its process execs, without a join (it is in
+    its cgroup already, so everything it forks is born there); the environment is given in
+    the options (``--clearenv``, ``--setenv``), since that process was started with another
+    one.
 
     OSError when either cannot be made (the spawn does not happen)."""
     own_dir(conf.scratch)
@@ -192,7 +219,7 @@ def sandbox(
     made.env = {**env, INSIDE_VAR: "1"}
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays
-    inner = _inner(conf, made.env)
+    inner = _inner(conf)
     if ahead is not None:
         made.cgroup, made._info = ahead.cgroup, ahead.info
         environ = [x for k, v in made.env.items() for x in ("--setenv", k, v)]
@@ -221,8 +248,7 @@ def sandbox(
             made.pass_fds += (block_child,)
             sync += ["--block-fd", str(block_child)]
         made.argv = [
-            ENV, "--ignore-signal=TERM", conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp),
-            *sync, "--", *inner, *argv,
+            conf.bwrap, *bwrap_args(conf, cwd=Path(cwd), tmp=tmp), *sync, "--", *inner, *argv,
         ]  # fmt: skip
     except BaseException:
         made.release()
@@ -230,18 +256,13 @@ def sandbox(
     return made
 
 
-def _inner(conf: Confinement, env: dict[str, str]) -> list[str]:
-    """What runs the command inside: ``env`` giving SIGTERM back its default, or the
-    gateway's relay (which does the same) for ``network: gateway``.
-
-    ``env`` runs without the locale variables, which it hands to the command as assignments
-    (taken out of ``env``, the spawn's environment): with them it loads the locale's files
-    before it execs, some 0.3 ms of every sandboxed start (B13)."""
+def _inner(conf: Confinement) -> list[str]:
+    """What runs before the command inside: nothing, or for ``network: gateway`` the
+    gateway's relay, which then execs the command."""
     if conf.network == "gateway" and conf.gateway_port is not None:
         return [sys.executable, "-I", "-S", FORWARD, str(conf.gateway_socket),
                 str(conf.gateway_port), "--"]  # fmt: skip
-    locale = [name for name in env if name == "LANG" or name.startswith("LC_")]
-    return [ENV, "--default-signal=TERM", *(f"{name}={env.pop(name)}" for name in locale)]
+    return []
 
 
 def _inside(path: str, trees: Sequence[Path]) -> bool:
@@ -253,7 +274,8 @@ def _inside(path: str, trees: Sequence[Path]) -> bool:
 
 def bwrap_args(conf: Confinement, *, cwd: Path, tmp: Path) -> list[str]:
     """bubblewrap's options for a spawn working in ``cwd`` (see the module docstring)."""
-    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL"]
+    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--new-session"]
+    args += ["--cap-drop", "ALL"]
     if conf.network in ("none", "gateway"):  # gateway: only loopback, relayed (`forward`)
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]

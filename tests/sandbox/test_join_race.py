@@ -67,11 +67,16 @@ class Gate:
             dirs.append(refused)
         self.cgroup = AgentCgroup(tuple(dirs))
 
-    async def reached(self) -> None:
-        """The join has the sandbox's pid and waits at the FIFO (or is about to)."""
+    async def reached(self) -> int:
+        """The join has the sandbox's pid and waits at the FIFO (or is about to): bubblewrap's
+        pid (the spawn's process, whose child the sandbox's init is). The spawn reports its
+        group only once the join is done."""
         procs = self.seen / "cgroup.procs"
         while not (procs.exists() and procs.read_text()):
             await asyncio.sleep(0.01)
+        init = int(procs.read_text())
+        stat = await asyncio.to_thread(Path(f"/proc/{init}/stat").read_text)
+        return int(stat.rsplit(")", 1)[1].split()[1])  # its parent
 
     def open(self) -> None:
         """Let the join's FIFO write through (it blocks until a reader comes)."""
@@ -123,9 +128,9 @@ async def test_bubblewrap_killed_while_the_join_waits_ends_the_spawn_with_its_co
     gated(monkeypatch, gate)
     pids: list[int] = []
     task = start(conf, workspace, pids)
-    await asyncio.wait_for(gate.reached(), 30)
-    kill_group(pids[0], signal.SIGKILL)
-    await asyncio.wait_for(bubblewrap_gone(pids[0]), 30)
+    bubblewrap = await asyncio.wait_for(gate.reached(), 30)
+    kill_group(bubblewrap, signal.SIGKILL)
+    await asyncio.wait_for(bubblewrap_gone(bubblewrap), 30)
     await asyncio.to_thread(gate.open)
     code = await asyncio.wait_for(task, 30)  # without the fix: BrokenPipeError
     assert code == -signal.SIGKILL
@@ -147,9 +152,9 @@ async def test_a_stop_while_the_join_waits_leaves_no_unretrieved_error(
     pids: list[int] = []
     try:
         task = start(conf, workspace, pids)
-        await asyncio.wait_for(gate.reached(), 30)
+        bubblewrap = await asyncio.wait_for(gate.reached(), 30)
         task.cancel()
-        await asyncio.wait_for(bubblewrap_gone(pids[0]), 30)  # the stop killed it
+        await asyncio.wait_for(bubblewrap_gone(bubblewrap), 30)  # the stop killed it
         await asyncio.to_thread(gate.open)
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 30)
