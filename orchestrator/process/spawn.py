@@ -155,7 +155,7 @@ async def run_streaming(
                 joined = loop.run_in_executor(None, confined.join)
                 group = await asyncio.shield(joined)
             elif confined is not None:
-                group = await _init_said(loop, confined)
+                group = await confined.said()
             on_start(group or child.pid)
             await child.wait()
             await _drain(pipes, drain)
@@ -165,7 +165,7 @@ async def run_streaming(
                 kill_group(child.pid, signal.SIGKILL)
             # After a normal exit this only SIGKILLs leftovers, e.g. a pipe-holding grandchild.
             settled = joined is None or joined.done()  # else the join still reads the info
-            last = _init_of(confined, child) if settled else None
+            last = confined.init_pid() if confined is not None and settled else None
             await stop_group(child, grace=grace, last=last, group=group)
             pipes.close()
     finally:
@@ -187,36 +187,6 @@ async def run_streaming(
     code = child.returncode
     assert code is not None, "the child was waited for"
     return code if confined is None else exit_code(code)
-
-
-def _init_of(confined: Sandboxed | None, child: _Child) -> int | None:
-    """A sandbox's init once bubblewrap said it or has exited, else None."""
-    if confined is None:
-        return None
-    return confined.init_pid()
-
-
-async def _init_said(loop: asyncio.AbstractEventLoop, confined: Sandboxed) -> int | None:
-    """The sandbox's init, once bubblewrap has said it (right after it made the namespace,
-    before the mounts); None when it died first."""
-    if confined.init_pid() is not None or confined.info < 0:  # said all already
-        return confined.init_pid()
-    fd = confined.info
-    said = loop.create_future()
-
-    def readable() -> None:
-        if confined.read_info():
-            loop.remove_reader(fd)  # read_info closed it: forget it before its number is reused
-            if not said.done():
-                said.set_result(None)
-
-    loop.add_reader(fd, readable)
-    try:
-        await said
-    finally:
-        if confined.info >= 0:
-            loop.remove_reader(fd)
-    return confined.init_pid()
 
 
 async def _drain(pipes: Pipes, quiet: float) -> None:

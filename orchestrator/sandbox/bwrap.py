@@ -34,6 +34,7 @@ init has exited, so no scan of ``/proc`` is needed to know the sandbox is gone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -131,6 +132,29 @@ class Sandboxed:
         self._info = -1
         self._init = _child_pid(self._said)
         return True
+
+    async def said(self) -> int | None:
+        """`init_pid`, waiting (on the running loop) until bubblewrap has said it: right after
+        it made the namespace, before the mounts. None when it died first."""
+        if self.init_pid() is not None or self._info < 0:  # said all already
+            return self._init
+        loop = asyncio.get_running_loop()
+        fd = self._info
+        done = loop.create_future()
+
+        def readable() -> None:
+            if self.read_info():
+                loop.remove_reader(fd)  # read_info closed it: forget it before its number is reused
+                if not done.done():
+                    done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await done
+        finally:
+            if self._info >= 0:
+                loop.remove_reader(fd)
+        return self._init
 
     def init_pid(self) -> int | None:
         """The pid (outside) of the sandbox's init, once bubblewrap said it (None before,

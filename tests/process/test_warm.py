@@ -9,11 +9,13 @@ we may use); the limits themselves are tested through both paths in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,20 @@ def tmpdir_free(lines: list[str]) -> list[str]:
     return [line for line in lines if not line.startswith("TMPDIR=")]
 
 
+@contextlib.asynccontextmanager
+async def started_ahead(conf: Confinement, env: dict[str, str]) -> AsyncIterator[WarmSandboxes]:
+    """Spawns in the block go through the run's way: sandboxes started ahead for ``conf``
+    and ``env``, ready when the block begins, all ended when it ends."""
+    warm = WarmSandboxes()
+    was = WARM.set(warm)
+    try:
+        await warm.fill(conf, env)
+        yield warm
+    finally:
+        WARM.reset(was)
+        await warm.close()
+
+
 async def test_a_spawn_through_a_sandbox_started_ahead_is_a_fresh_one(
     tmp_path: Path, workspace: Path
 ) -> None:
@@ -74,14 +90,8 @@ async def test_a_spawn_through_a_sandbox_started_ahead_is_a_fresh_one(
     odd = {"ODD": "-- a 'b' \"c\" $d", "LINES": "one\ntwo", "EMPTY": ""}
     env = run_env({**odd, "LANG": "C.UTF-8", "LC_MESSAGES": "C"})
     fresh = await spawn(conf, workspace, ENV_AND_PLACE, env)
-    warm = WarmSandboxes()
-    was = WARM.set(warm)
-    try:
-        await warm.fill(conf, env)
+    async with started_ahead(conf, env) as warm:
         ahead = await spawn(conf, workspace, ENV_AND_PLACE, env)
-    finally:
-        WARM.reset(was)
-        await warm.close()
     assert warm.taken == 1
     assert ahead[0] == fresh[0] == 5
     assert tmpdir_free(ahead[1]) == tmpdir_free(fresh[1])
@@ -130,17 +140,11 @@ async def test_a_sandbox_killed_while_it_waited_is_passed_over(
 ) -> None:
     conf = confinement(tmp_path, workspace)
     env = run_env()
-    warm = WarmSandboxes()
-    was = WARM.set(warm)
-    try:
-        await warm.fill(conf, env)
+    async with started_ahead(conf, env) as warm:
         for pid in marked_pids(env[RUN_ID_VAR]):
             os.killpg(pid, signal.SIGKILL)
         await gone(env[RUN_ID_VAR])  # dead (zombies): a kill still in flight is another story
         code, lines = await spawn(conf, workspace, "echo fresh; exit 4", env)
-    finally:
-        WARM.reset(was)
-        await warm.close()
     assert (code, lines) == (4, ["fresh"])
     assert warm.taken == 0, "no dead sandbox was handed the command"
 
@@ -150,14 +154,8 @@ async def test_a_command_line_too_long_to_hand_over_is_spawned_fresh(
 ) -> None:
     conf = confinement(tmp_path, workspace)
     env = run_env({"BIG": "x" * 100_000})  # more than a pipe holds at once
-    warm = WarmSandboxes()
-    was = WARM.set(warm)
-    try:
-        await warm.fill(conf, env)
+    async with started_ahead(conf, env) as warm:
         code, lines = await spawn(conf, workspace, 'echo "${#BIG}"', env)
-    finally:
-        WARM.reset(was)
-        await warm.close()
     assert (code, lines) == (0, ["100000"])
     assert warm.taken == 0
     assert marked_pids(env[RUN_ID_VAR]) == []
@@ -168,15 +166,9 @@ async def test_a_spawn_with_secrets_never_takes_a_sandbox_started_ahead(
 ) -> None:
     conf = confinement(tmp_path, workspace)
     env = run_env()
-    warm = WarmSandboxes()
-    was = WARM.set(warm)
-    try:
-        await warm.fill(conf, env)
+    async with started_ahead(conf, env) as warm:
         read = 'head -n 1 "/proc/self/fd/$ORCHESTRATOR_SECRETS_FD"'
         code, lines = await spawn(conf, workspace, read, env, secrets={"TOKEN": "s3cret"})
-    finally:
-        WARM.reset(was)
-        await warm.close()
     assert code == 0
     assert lines == ["TOKEN=s3cret"], "handed over by a fresh spawn's descriptor"
     assert warm.taken == 0
