@@ -740,6 +740,14 @@ def _pieces(s: str, size: int) -> list[str]:
     return [s[i : i + size] for i in range(0, len(s), size)] or [""]
 
 
+def stream_events(reply: Reply, model: str = "claude-sonnet-4-6") -> list[tuple[str, JSON]]:
+    """The SSE events (name, data) this server sends for ``reply`` to a streamed request
+    (for the benchmark's instrument, which sends the same events from another program)."""
+    body = {"model": model, "max_tokens": 256, "stream": True, "messages": []}
+    record = RecordedRequest(0, "POST", "/v1/messages", {}, body, 0.0, 0)
+    return _stream_events(_message_json(reply, record), reply.chunk)
+
+
 def _stream_events(msg: JSON, chunk: int) -> list[tuple[str, JSON]]:
     """The SSE events of a message, in the order and shapes the real API sends them."""
     usage = dict(msg["usage"])

@@ -31,7 +31,6 @@ import json
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from orchestrator.events import Failed, Text, Usage
@@ -55,7 +54,9 @@ from orchestrator.gateway.replies import (
     upstream_headers,
 )
 from orchestrator.gateway.shared import Shared, Upstream
-from orchestrator.gateway.silence import open_silence_limit
+from orchestrator.gateway.upstream import HIGH_WATER, Response, UpstreamClient, UpstreamError
+
+LOW_WATER = HIGH_WATER // 4
 
 
 @dataclass(slots=True)
@@ -81,18 +82,15 @@ class _Exchange:
 class Proxy:
     """The request handlers of one gateway (one aiohttp app)."""
 
-    def __init__(self, shared: Shared, session: aiohttp.ClientSession) -> None:
+    def __init__(self, shared: Shared, client: UpstreamClient) -> None:
         self.shared = shared
-        self.session = session
+        self.client = client
         s = shared.settings
         # Forwarding a request costs the gateway little: no pacing per turn of its loop.
         self.limiter = ApiLimiter(
             ceiling=shared.ceiling, rate=s.requests_per_second, per_turn=max(shared.ceiling, 16)
         )
         shared.limiter = self.limiter
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout
-        )
         self._settled = asyncio.Event()
 
     def app(self) -> web.Application:
@@ -261,25 +259,23 @@ class Proxy:
         headers = upstream_headers(request.headers.items(), ex.upstream.credential)
         for attempt in itertools.count():
             async with self.limiter.slot() as permit:
+                answer: Answer | None = None
                 try:
-                    upstream = await self.session.post(
-                        url, data=ex.prepared.raw, headers=headers, timeout=self.timeout
-                    )
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    self.limiter.report(permit, "other")
-                    failure = ApiFailure("transient", f"upstream unreachable: {_what(exc)}")
-                    answer: Answer | None = None
-                else:
+                    upstream = await self.client.post(url, ex.prepared.raw, headers)
                     try:
                         if upstream.status < 400:
                             self.limiter.report(permit, "ok")
                             return await self._relay(request, upstream, ex, permit)
-                        data = await upstream.read()
+                        data = await upstream.read(self.shared.settings.read_timeout)
                     finally:
-                        upstream.release()
+                        self.client.release(upstream)
+                except (TimeoutError, OSError) as exc:  # UpstreamError is an OSError
+                    self.limiter.report(permit, "other")
+                    failure = ApiFailure("transient", f"upstream unreachable: {_what(exc)}")
+                else:
                     failure = classify(upstream.status, upstream.headers, data)
                     # The gateway retries what can be retried: a client must not try again.
-                    kept = [h for h in client_headers(upstream.headers.items())
+                    kept = [h for h in client_headers(upstream.items)
                             if h[0].lower() != "x-should-retry"]  # fmt: skip
                     answer = Answer(upstream.status, data, (*kept, ("x-should-retry", "false")))
                     slow = failure.kind in ("rate_limit", "overload")
@@ -325,46 +321,95 @@ class Proxy:
         return delay
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, ex: _Exchange, permit: Permit
+        self, request: web.Request, upstream: Response, ex: _Exchange, permit: Permit
     ) -> web.StreamResponse:
         """Pass a successful answer through, reading its usage on the way."""
-        headers = client_headers(upstream.headers.items())
+        headers = client_headers(upstream.items)
         streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        silence = self.shared.settings.read_timeout
         if not streamed:
-            data = await upstream.read()
+            data = await upstream.read(silence)
             ex.answered = len(data)
             if ex.metered:
                 ex.tokens = ex.dialect.usage_of(data)
             return web.Response(status=upstream.status, body=data, headers=headers)
         out = web.StreamResponse(status=upstream.status, headers=headers)
-        await out.prepare(request)
-        scanner, hide = ex.scanner, ex.dialect.stream_filter(ex.prepared)
+        chunked = request.version >= (1, 1)  # else the body ends where the connection does
+        if chunked:
+            out.enable_chunked_encoding()
+        await out.prepare(request)  # a StreamResponse sends its headers now
         ex.answered = 0
-        # A stream's silence is watched once per answer (`open_silence_limit`), not by
-        # aiohttp's timer re-armed at every read: a tenth of the gateway's CPU.
-        if upstream.connection is not None:
-            upstream.connection.protocol.read_timeout = None  # type: ignore[union-attr]
+        sink = _Sink(ex, request, chunked, upstream)
         try:
-            async with open_silence_limit(self.shared.settings.read_timeout) as silence:
-                async for chunk in upstream.content.iter_any():
-                    silence.touch()
-                    ex.answered += len(chunk)
-                    scanner.feed(chunk)
-                    if hide is not None:
-                        chunk = hide.feed(chunk)
-                        if not chunk:
-                            continue
-                    await out.write(chunk)
-                if hide is not None and (rest := hide.rest()):
-                    await out.write(rest)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+            await upstream.pipe(sink, silence)
+            sink.end()
+        except (UpstreamError, TimeoutError) as exc:
             # Headers are gone: say it the way the API does, as an error event mid-stream.
             message = f"orchestrator gateway: the upstream stream broke off ({_what(exc)})"
             await out.write(_stream_error(ex.dialect, message))
-        if scanner.error == ex.dialect.overloaded:
+        finally:
+            sink.stop()
+        if ex.scanner.error == ex.dialect.overloaded:
             self.limiter.report(permit, "slow_down")
         await out.write_eof()
         return out
+
+
+class _Sink:
+    """Where a stream's pieces go as the upstream's connection reads them: counted, scanned
+    for usage, filtered (OpenAI's usage chunk the agent did not ask for) and written to the
+    agent's connection, framed as the response's chunks, with no task switch. While the
+    agent reads slower than the upstream sends, the upstream is not read from."""
+
+    __slots__ = ("_check", "_chunked", "_ex", "_hide", "_transport", "_upstream")
+
+    def __init__(
+        self, ex: _Exchange, request: web.Request, chunked: bool, upstream: Response
+    ) -> None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the agent's connection is gone")
+        self._ex = ex
+        self._hide = ex.dialect.stream_filter(ex.prepared)
+        self._transport = transport
+        self._chunked = chunked
+        self._upstream = upstream
+        self._check: asyncio.TimerHandle | None = None
+
+    def __call__(self, piece: bytes) -> None:
+        ex = self._ex
+        ex.answered = (ex.answered or 0) + len(piece)
+        ex.scanner.feed(piece)
+        if self._hide is not None:
+            piece = self._hide.feed(piece)
+        self._write(piece)
+
+    def end(self) -> None:
+        if self._hide is not None:
+            self._write(self._hide.rest())
+
+    def _write(self, piece: bytes) -> None:
+        if not piece:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            raise ConnectionResetError("the agent closed its connection")
+        transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if self._chunked else piece)
+        if self._check is None and transport.get_write_buffer_size() > HIGH_WATER:
+            self._upstream.pause()
+            self._check = asyncio.get_running_loop().call_later(0.005, self._drained)
+
+    def _drained(self) -> None:
+        if self._transport.is_closing() or self._transport.get_write_buffer_size() < LOW_WATER:
+            self._check = None
+            self._upstream.resume()
+        else:
+            self._check = asyncio.get_running_loop().call_later(0.005, self._drained)
+
+    def stop(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+            self._check = None
 
 
 def _local(answer: Answer) -> web.Response:

@@ -49,6 +49,8 @@ class Gateway:
         grant = Grant(agent_id, new_token(), deadline, emit, account)
         self._by_agent[agent_id] = grant
         self.shared.grants[grant.token] = grant
+        if self.shared.ahead is not None:
+            self._loop.call_soon_threadsafe(self.shared.ahead, len(self.shared.grants))
         return grant
 
     def access(self, grant: Grant) -> Access:
@@ -157,15 +159,21 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> None:
-    import aiohttp
     from aiohttp import web
 
     from orchestrator.gateway.proxy import Proxy
+    from orchestrator.gateway.upstream import UpstreamClient
 
     stop = asyncio.Event()
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-        proxy = Proxy(shared, session)
+    settings = shared.settings
+    client = UpstreamClient(
+        connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout
+    )
+    if shared.upstream is not None:
+        url = shared.upstream.url
+        shared.ahead = lambda want: client.open_ahead(url, want)
+    try:
+        proxy = Proxy(shared, client)
         runner = web.AppRunner(
             proxy.app(), handle_signals=False, access_log=None, handler_cancellation=True
         )
@@ -183,3 +191,5 @@ async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> No
             await stop.wait()
         finally:
             await runner.cleanup()
+    finally:
+        client.close()

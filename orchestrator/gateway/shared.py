@@ -120,6 +120,9 @@ class Shared:
         """Why the run's model traffic is stopped (a 401, 403 or billing failure)."""
         self.limiter: ApiLimiter | None = None
         """The gateway thread's limiter, for figures (its capacity, lowest, peak)."""
+        self.ahead: Callable[[int], None] | None = None
+        """Set by the gateway's thread, called on its loop: keep this many connections to
+        the Anthropic upstream open ahead of requests (one per grant)."""
 
     def grant_of(self, headers: object) -> Grant | None:
         token = token_of(headers)

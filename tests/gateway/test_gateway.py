@@ -159,6 +159,32 @@ async def test_a_stream_passes_through_metered_with_the_real_key_upstream(gw: Se
     assert gw.ledger.reserved_usd == 0.0
 
 
+async def test_a_large_stream_to_a_slow_reader_arrives_whole_and_metered(gw: Setup) -> None:
+    """6 MiB streamed as fast as the upstream can, read by an agent that stops for a while
+    after the first chunk: the gateway stops reading upstream while the agent is behind
+    (its sink's high-water mark) and loses nothing."""
+    big = "".join(chr(ord("a") + n % 26) for n in range(6 * 1024 * 1024))
+    gw.api.script([text(big, output_tokens=5).with_trickle(0.0, chunk=256 * 1024)])
+    grant = gw.grant()
+    headers = {"x-api-key": grant.token, "anthropic-version": "2023-06-01"}
+    body = {"model": MODEL, "max_tokens": 100, "stream": True, "messages": []}
+    got = bytearray()
+    async with gw.http.post(gw.gateway.url + "/v1/messages", json=body, headers=headers) as r:
+        assert r.status == 200
+        async for chunk in r.content.iter_chunked(64 * 1024):
+            if not got:
+                await asyncio.sleep(0.3)  # behind: the gateway's buffer fills meanwhile
+            got += chunk
+    deltas = [
+        json.loads(line[6:])["delta"]["text"]
+        for line in bytes(got).split(b"\n")
+        if line.startswith(b"data: ") and b"text_delta" in line
+    ]
+    assert "".join(deltas) == big
+    await gw.hooks.until(lambda: bool(gw.usages()))
+    assert gw.usages()[0].tokens_out == 5
+
+
 async def test_a_plain_request_and_count_tokens_pass_through(gw: Setup) -> None:
     gw.api.script([text("plain").with_usage(input_tokens=10, output_tokens=5)])
     grant = gw.grant()
