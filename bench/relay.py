@@ -1,13 +1,13 @@
-"""B11's floors: the least any aiohttp relay costs, and the least any relay in this
-interpreter costs, to set the gateway's own figures against.
+"""B11's references: a relay built on aiohttp, and the least any relay in this interpreter
+costs, to set the gateway's own figures against.
 
-`open_bare_relay` runs, like the gateway, an aiohttp server and one pooled client session
-on a thread of their own with uvloop when it is installed, and relays ``POST /v1/messages``
-upstream the way the gateway does (body read, one ``session.post``, the answer's chunks
-passed through as they arrive), but does nothing else: no token, no reservation, no
-limiter, no usage scanning, no settlement, no events. Its CPU per request under the same
-load is what relaying through aiohttp costs in this interpreter; the gateway's CPU beyond
-it is the gateway's own bookkeeping. `open_byte_pipe` goes further down: it copies bytes
+`open_bare_relay` runs, as the gateway did until it had a server and client of its own, an
+aiohttp server and one pooled client session on a thread of their own with uvloop when it
+is installed, and relays ``POST /v1/messages`` upstream (body read, one ``session.post``,
+the answer's chunks passed through as they arrive), but does nothing else: no token, no
+reservation, no limiter, no usage scanning, no settlement, no events. Its CPU per request
+under the same load is what relaying through aiohttp costs in this interpreter, with no
+bookkeeping at all. `open_byte_pipe` goes further down: it copies bytes
 between sockets and knows nothing of HTTP, so the latency it adds is what one more hop
 through a Python thread costs on this machine.
 """

@@ -1,7 +1,7 @@
 """One request through the gateway: admit, reserve, forward (retrying storms), meter, settle.
 
-Runs on the gateway's own thread and event loop (`orchestrator.gateway.service` starts it);
-the only module that imports aiohttp. For each request of a model API (``POST
+Runs on the gateway's own thread and event loop (`orchestrator.gateway.service` starts it),
+called by its server (`orchestrator.gateway.server`). For each request of a model API (``POST
 /v1/messages`` for Anthropic's; ``POST /v1/chat/completions`` and ``POST /v1/responses``
 for OpenAI's: `orchestrator.gateway.dialects`):
 
@@ -31,8 +31,6 @@ import json
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from orchestrator.events import Failed, Text, Usage
 from orchestrator.gateway.dialects import ANTHROPIC, CHAT, RESPONSES, Dialect, Scanner
 from orchestrator.gateway.grants import Grant
@@ -46,17 +44,26 @@ from orchestrator.gateway.metering import (
 from orchestrator.gateway.openai_wire import Prepared, error_body, stream_error
 from orchestrator.gateway.pricing import TokenCount
 from orchestrator.gateway.replies import (
-    Answer,
+    Answer as Reply,
+)
+from orchestrator.gateway.replies import (
     RefusalKind,
     classify,
     client_headers,
     refusal,
     upstream_headers,
 )
+from orchestrator.gateway.server import Answer, Full, Request, Stream
 from orchestrator.gateway.shared import Shared, Upstream
 from orchestrator.gateway.upstream import HIGH_WATER, Response, UpstreamClient, UpstreamError
 
 LOW_WATER = HIGH_WATER // 4
+_ROUTES: dict[str, tuple[Dialect, bool]] = {
+    "/v1/messages": (ANTHROPIC, False),
+    "/v1/messages/count_tokens": (ANTHROPIC, True),
+    "/v1/chat/completions": (CHAT, False),
+    "/v1/responses": (RESPONSES, False),
+}
 
 
 @dataclass(slots=True)
@@ -80,7 +87,7 @@ class _Exchange:
 
 
 class Proxy:
-    """The request handlers of one gateway (one aiohttp app)."""
+    """The request handlers of one gateway."""
 
     def __init__(self, shared: Shared, client: UpstreamClient) -> None:
         self.shared = shared
@@ -93,42 +100,22 @@ class Proxy:
         shared.limiter = self.limiter
         self._settled = asyncio.Event()
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.shared.settings.max_body)
-        app.router.add_post("/v1/messages", self.messages)
-        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/v1/responses", self.responses)
-        app.router.add_route("*", "/api/hello", self.hello)  # Claude Code's connectivity probe
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
-        return app
-
-    async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, ANTHROPIC, counting=False)
-
-    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, ANTHROPIC, counting=True)
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, CHAT, counting=False)
-
-    async def responses(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, RESPONSES, counting=False)
-
-    async def hello(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(status=200)
-
-    async def not_found(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Answer:
+        """Answer one request (`orchestrator.gateway.server` calls it)."""
+        route = _ROUTES.get(request.path) if request.method == "POST" else None
+        if route is not None:
+            dialect, counting = route
+            return await self._serve(request, dialect, counting=counting)
+        if request.path == "/api/hello":  # Claude Code's connectivity probe
+            return Full(200)
         served = "/v1/messages, /v1/chat/completions and /v1/responses"
         message = f"Not found: {request.method} {request.path} (the gateway serves {served})"
         body = {"type": "error", "error": {"type": "not_found_error", "message": message}}
-        return web.json_response(body, status=404)
+        return Full(404, json.dumps(body).encode(), [("content-type", "application/json")])
 
     # --- admit and reserve ------------------------------------------------------------------
 
-    async def _serve(
-        self, request: web.Request, dialect: Dialect, *, counting: bool
-    ) -> web.StreamResponse:
+    async def _serve(self, request: Request, dialect: Dialect, *, counting: bool) -> Answer:
         upstream = self.shared.openai if dialect.openai else self.shared.upstream
         grant, answer = self._admit(request, openai=dialect.openai)
         if answer is not None:
@@ -168,7 +155,7 @@ class Proxy:
         finally:
             grant.in_flight.discard(me)
 
-    def _admit(self, request: web.Request, *, openai: bool) -> tuple[Grant | None, Answer | None]:
+    def _admit(self, request: Request, *, openai: bool) -> tuple[Grant | None, Reply | None]:
         shared = self.shared
         grant = shared.grant_of(request.headers)
         if grant is None or grant.closed:
@@ -199,7 +186,7 @@ class Proxy:
             return "cancelled", "the run's budget is spent; no more requests"
         return None
 
-    async def _reserve(self, grant: Grant, amount: float, *, openai: bool) -> Answer | None:
+    async def _reserve(self, grant: Grant, amount: float, *, openai: bool) -> Reply | None:
         """Hold ``amount``; while others' reservations stand in the way, wait for them."""
         ledger = self.shared.ledger
         while not ledger.reserve(amount, account=grant.account):
@@ -253,13 +240,13 @@ class Proxy:
 
     # --- forward, retrying ------------------------------------------------------------------
 
-    async def _forward(self, request: web.Request, ex: _Exchange) -> web.StreamResponse:
+    async def _forward(self, request: Request, ex: _Exchange) -> Answer:
         shared = self.shared
         url = ex.upstream.url.rstrip("/") + ex.dialect.upstream_path(request.path_qs)
         headers = upstream_headers(request.headers.items(), ex.upstream.credential)
         for attempt in itertools.count():
             async with self.limiter.slot() as permit:
-                answer: Answer | None = None
+                answer: Reply | None = None
                 try:
                     upstream = await self.client.post(url, ex.prepared.raw, headers)
                     try:
@@ -277,7 +264,7 @@ class Proxy:
                     # The gateway retries what can be retried: a client must not try again.
                     kept = [h for h in client_headers(upstream.items)
                             if h[0].lower() != "x-should-retry"]  # fmt: skip
-                    answer = Answer(upstream.status, data, (*kept, ("x-should-retry", "false")))
+                    answer = Reply(upstream.status, data, (*kept, ("x-should-retry", "false")))
                     slow = failure.kind in ("rate_limit", "overload")
                     hold = failure.retry_after if slow else None
                     if hold is not None:
@@ -294,7 +281,7 @@ class Proxy:
                     else:
                         raw = json.dumps({"type": "error", "error": {"type": "api_error",
                                           "message": message}}).encode()  # fmt: skip
-                    return web.Response(status=502, body=raw, content_type="application/json")
+                    return Full(502, raw, [("content-type", "application/json")])
                 return _local(answer)
             wait = f"{delay:.1f} s" if delay >= 1 else f"{delay * 1000:.0f} ms"
             note = f"[gateway: {failure.message}; retrying in {wait} (try {attempt + 2})]\n"
@@ -321,8 +308,8 @@ class Proxy:
         return delay
 
     async def _relay(
-        self, request: web.Request, upstream: Response, ex: _Exchange, permit: Permit
-    ) -> web.StreamResponse:
+        self, request: Request, upstream: Response, ex: _Exchange, permit: Permit
+    ) -> Answer:
         """Pass a successful answer through, reading its usage on the way."""
         headers = client_headers(upstream.items)
         streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
@@ -332,27 +319,21 @@ class Proxy:
             ex.answered = len(data)
             if ex.metered:
                 ex.tokens = ex.dialect.usage_of(data)
-            return web.Response(status=upstream.status, body=data, headers=headers)
-        out = web.StreamResponse(status=upstream.status, headers=headers)
-        chunked = request.version >= (1, 1)  # else the body ends where the connection does
-        if chunked:
-            out.enable_chunked_encoding()
-        await out.prepare(request)  # a StreamResponse sends its headers now
+            return Full(upstream.status, data, headers)
+        out = request.stream(upstream.status, headers)
         ex.answered = 0
-        sink = _Sink(ex, request, chunked, upstream)
+        sink = _Sink(ex, out, upstream)
         try:
-            await upstream.pipe(sink, silence)
-            sink.end()
+            await upstream.pipe(sink, silence, sink.end)
         except (UpstreamError, TimeoutError) as exc:
             # Headers are gone: say it the way the API does, as an error event mid-stream.
             message = f"orchestrator gateway: the upstream stream broke off ({_what(exc)})"
-            await out.write(_stream_error(ex.dialect, message))
+            out.write(_stream_error(ex.dialect, message))
         finally:
             sink.stop()
         if ex.scanner.error == ex.dialect.overloaded:
             self.limiter.report(permit, "slow_down")
-        await out.write_eof()
-        return out
+        return out  # the server ends it
 
 
 class _Sink:
@@ -361,18 +342,13 @@ class _Sink:
     agent's connection, framed as the response's chunks, with no task switch. While the
     agent reads slower than the upstream sends, the upstream is not read from."""
 
-    __slots__ = ("_check", "_chunked", "_ex", "_hide", "_transport", "_upstream")
+    __slots__ = ("_check", "_ex", "_hide", "_out", "_transport", "_upstream")
 
-    def __init__(
-        self, ex: _Exchange, request: web.Request, chunked: bool, upstream: Response
-    ) -> None:
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("the agent's connection is gone")
+    def __init__(self, ex: _Exchange, out: Stream, upstream: Response) -> None:
         self._ex = ex
         self._hide = ex.dialect.stream_filter(ex.prepared)
-        self._transport = transport
-        self._chunked = chunked
+        self._out = out
+        self._transport = out.transport
         self._upstream = upstream
         self._check: asyncio.TimerHandle | None = None
 
@@ -385,16 +361,19 @@ class _Sink:
         self._write(piece)
 
     def end(self) -> None:
-        if self._hide is not None:
-            self._write(self._hide.rest())
+        """The upstream's answer is complete: the agent's is too, at once."""
+        try:
+            if self._hide is not None:
+                self._write(self._hide.rest())
+            self._out.end()
+        except ConnectionResetError:
+            pass  # the agent has gone; its handler is being cancelled
 
     def _write(self, piece: bytes) -> None:
         if not piece:
             return
+        self._out.write(piece)
         transport = self._transport
-        if transport.is_closing():
-            raise ConnectionResetError("the agent closed its connection")
-        transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if self._chunked else piece)
         if self._check is None and transport.get_write_buffer_size() > HIGH_WATER:
             self._upstream.pause()
             self._check = asyncio.get_running_loop().call_later(0.005, self._drained)
@@ -412,8 +391,8 @@ class _Sink:
             self._check = None
 
 
-def _local(answer: Answer) -> web.Response:
-    return web.Response(status=answer.status, body=answer.body, headers=list(answer.headers))
+def _local(answer: Reply) -> Full:
+    return Full(answer.status, answer.body, answer.headers)
 
 
 def _stream_error(dialect: Dialect, message: str) -> bytes:

@@ -1,15 +1,16 @@
 """The gateway as a service of the run: its own thread and event loop, and the API the
 scheduler uses to give out tokens, take them back and stop traffic.
 
-`open_gateway` starts a thread that runs an event loop with an aiohttp server on
-``127.0.0.1`` (an ephemeral port; also on a Unix socket when the settings name one, for
-sandboxes without network) and a client session to the upstream API; it returns once
-the server listens and stops it (and joins the thread) when the block ends. The server's
-work (parsing, relaying streams, retries) thus never runs on the scheduler's loop; the two
-share only `orchestrator.gateway.shared.Shared`.
+`open_gateway` starts a thread that runs an event loop with the gateway's HTTP server
+(`orchestrator.gateway.server`) on ``127.0.0.1`` (an ephemeral port; also on a Unix socket
+when the settings name one, for sandboxes without network) and its client to the upstream
+API (`orchestrator.gateway.upstream`); it returns once the server listens and stops it (and
+joins the thread) when the block ends. The server's work (parsing, relaying streams,
+retries) thus never runs on the scheduler's loop; the two share only
+`orchestrator.gateway.shared.Shared`.
 
-The thread imports aiohttp when it starts: a run whose agents never talk to a model never
-pays for it, and ``--help`` or ``status`` never import it.
+The thread imports the server and httptools when it starts: a run whose agents never talk
+to a model never pays for them, and ``--help`` or ``status`` never import them.
 """
 
 from __future__ import annotations
@@ -159,9 +160,8 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> None:
-    from aiohttp import web
-
     from orchestrator.gateway.proxy import Proxy
+    from orchestrator.gateway.server import Server
     from orchestrator.gateway.upstream import UpstreamClient
 
     stop = asyncio.Event()
@@ -172,24 +172,15 @@ async def _serve(shared: Shared, ready: concurrent.futures.Future[object]) -> No
     if shared.upstream is not None:
         url = shared.upstream.url
         shared.ahead = lambda want: client.open_ahead(url, want)
+    server = Server(Proxy(shared, client).handle, max_body=settings.max_body)
     try:
-        proxy = Proxy(shared, client)
-        runner = web.AppRunner(
-            proxy.app(), handle_signals=False, access_log=None, handler_cancellation=True
-        )
-        await runner.setup()
-        try:
-            host = shared.settings.host
-            site = web.TCPSite(runner, host, 0, backlog=2048)
-            await site.start()
-            port = runner.addresses[0][1]
-            if shared.settings.unix is not None:  # for sandboxes without network
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(shared.settings.unix)  # a killed run's, at our pid's path
-                await web.UnixSite(runner, shared.settings.unix, backlog=2048).start()
-            ready.set_result((f"http://{host}:{port}", asyncio.get_running_loop(), stop))
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        port = await server.listen_tcp(settings.host)
+        if settings.unix is not None:  # for sandboxes without network
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(settings.unix)  # a killed run's, at our pid's path
+            await server.listen_unix(settings.unix)
+        ready.set_result((f"http://{settings.host}:{port}", asyncio.get_running_loop(), stop))
+        await stop.wait()
     finally:
+        await server.close()
         client.close()

@@ -19,7 +19,6 @@ server that compresses anyway is decompressed (gzip and deflate).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
@@ -137,6 +136,7 @@ class Response:
         self._done: asyncio.Future[None] = loop.create_future()
         self._pieces: list[bytes] = []
         self._sink: Callable[[bytes], None] | None = None
+        self._end: Callable[[], None] | None = None
         self._inflate: zlib._Decompress | None = None
         self.last = time.monotonic()
         """When the upstream last sent something (the caller watches silence with it)."""
@@ -182,6 +182,8 @@ class Response:
         inflate, self._inflate = self._inflate, None
         if inflate is not None and (rest := inflate.flush()):
             self.body(rest)
+        if self._end is not None:
+            self._end()
         if not self._done.done():
             self._done.set_result(None)
 
@@ -200,14 +202,20 @@ class Response:
         self._pieces.clear()
         return data
 
-    async def pipe(self, sink: Callable[[bytes], None], silence: float) -> None:
-        """Hand each piece of the body to ``sink`` as it arrives (what came before, first);
-        return at its end. ``sink`` runs inside the loop's read callback: it must not block.
-        """
+    async def pipe(
+        self, sink: Callable[[bytes], None], silence: float, end: Callable[[], None] | None = None
+    ) -> None:
+        """Hand each piece of the body to ``sink`` as it arrives (what came before, first),
+        and call ``end`` once the body is complete; return then. Both run inside the loop's
+        read callback (the agent has the last byte without waiting for a task switch), so
+        they must not block."""
         pieces, self._pieces = self._pieces, []
         for piece in pieces:
             sink(piece)
         self._sink = sink
+        self._end = end
+        if self.complete and end is not None:
+            end()
         await self._wait_done(silence)
 
     def pause(self) -> None:
@@ -238,14 +246,25 @@ class Response:
         return None
 
     async def _wait_done(self, silence: float) -> None:
-        while not self._done.done():
+        """Until the body is complete; TimeoutError after ``silence`` seconds with nothing.
+        One timer per answer, set again only when it fires (a piece just notes the time)."""
+        loop = self._loop
+
+        def check() -> None:
             left = self.last + silence - time.monotonic()
-            if left <= 0:
-                self._conn.close()
-                raise TimeoutError(f"the upstream was silent for {silence:g} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._done), left)
-        self._done.result()
+            if self._done.done():
+                return
+            if left > 0:
+                timer[0] = loop.call_later(left, check)
+                return
+            self.fail(TimeoutError(f"the upstream was silent for {silence:g} s"))
+            self._conn.close()
+
+        timer = [loop.call_later(silence, check)]
+        try:
+            await self._done
+        finally:
+            timer[0].cancel()
 
 
 class UpstreamClient:
@@ -291,18 +310,16 @@ class UpstreamClient:
         conn.response = response
         assert conn.transport is not None
         conn.transport.write(data)
+        why = f"no answer from the upstream in {self.read_timeout:g} s"
+        timer = loop.call_later(self.read_timeout, response.fail, TimeoutError(why))
         try:
-            while not response._head.done():
-                left = response.last + self.read_timeout - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no answer from the upstream in {self.read_timeout:g} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(response._head), left)
-            response._head.result()
+            await response._head
         except BaseException:
             conn.response = None
             conn.close()
             raise
+        finally:
+            timer.cancel()
         return response
 
     async def _connection(self, origin: Origin) -> _Connection:
