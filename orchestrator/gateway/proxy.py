@@ -249,17 +249,22 @@ class Proxy:
                 answer: Reply | None = None
                 try:
                     upstream = await self.client.post(url, ex.prepared.raw, headers)
-                    try:
-                        if upstream.status < 400:
-                            self.limiter.report(permit, "ok")
-                            return await self._relay(request, upstream, ex, permit)
-                        data = await upstream.read(self.shared.settings.read_timeout)
-                    finally:
-                        self.client.release(upstream)
+                    if upstream.status >= 400:
+                        try:
+                            data = await upstream.read(self.shared.settings.read_timeout)
+                        finally:
+                            self.client.release(upstream)
                 except (TimeoutError, OSError) as exc:  # UpstreamError is an OSError
                     self.limiter.report(permit, "other")
                     failure = ApiFailure("transient", f"upstream unreachable: {_what(exc)}")
                 else:
+                    if upstream.status < 400:
+                        # What goes wrong from here (the agent hanging up) is not retried.
+                        self.limiter.report(permit, "ok")
+                        try:
+                            return await self._relay(request, upstream, ex, permit)
+                        finally:
+                            self.client.release(upstream)
                     failure = classify(upstream.status, upstream.headers, data)
                     # The gateway retries what can be retried: a client must not try again.
                     kept = [h for h in client_headers(upstream.items)

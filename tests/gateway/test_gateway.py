@@ -185,6 +185,20 @@ async def test_a_large_stream_to_a_slow_reader_arrives_whole_and_metered(gw: Set
     assert gw.usages()[0].tokens_out == 5
 
 
+async def test_an_agent_that_hangs_up_mid_stream_is_not_retried_for(gw: Setup) -> None:
+    gw.api.script([text("x" * 400).with_usage(input_tokens=100).with_trickle(0.02, chunk=8)])
+    grant = gw.grant()
+    headers = {"x-api-key": grant.token, "anthropic-version": "2023-06-01"}
+    body = {"model": MODEL, "max_tokens": 100, "stream": True, "messages": []}
+    async with gw.http.post(gw.gateway.url + "/v1/messages", json=body, headers=headers) as r:
+        assert r.status == 200
+        await r.content.readany()  # the first events, then the agent goes away
+        r.close()
+    await gw.hooks.until(lambda: bool(gw.usages()))  # settled: what it read is metered
+    assert len(gw.api.requests) == 1  # asked once: a hang-up is not the upstream's failure
+    assert not any(isinstance(e, Text) for e in gw.events["a1"])  # no "retrying" note
+
+
 async def test_a_plain_request_and_count_tokens_pass_through(gw: Setup) -> None:
     gw.api.script([text("plain").with_usage(input_tokens=10, output_tokens=5)])
     grant = gw.grant()
