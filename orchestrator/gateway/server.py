@@ -54,9 +54,6 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._by_name
-
 
 class Full:
     """A complete answer: status, body, headers (``content-length`` is the server's)."""
@@ -74,10 +71,9 @@ class Full:
 class Stream:
     """An answer whose body is written as it comes (`Request.stream` starts it)."""
 
-    __slots__ = ("_request", "chunked", "ended", "transport")
+    __slots__ = ("chunked", "ended", "transport")
 
     def __init__(self, request: Request, status: int, headers: Iterable[tuple[str, str]]):
-        self._request = request
         self.transport = request.transport
         self.chunked = request.version >= (1, 1)
         self.ended = False
