@@ -1,25 +1,28 @@
 """B11: the model gateway's cost: the same streaming load sent straight to a local Messages
 API and sent through the gateway, side by side in one run.
 
-The upstream is the fake Messages API (``tests/fakeapi.py``) in a process of its own; the
-load is ``bench.loadgen`` in another (streaming clients, each with its own token); the
-gateway runs where it runs in a real run: on its own thread in this process, whose event
-loop (the scheduler's, in a run) is measured by a lag probe meanwhile and receives the
-gateway's usage events, as a run's scheduler does.
+The gateway runs where it runs in a real run: on its own thread in this process, whose event
+loop (the scheduler's, in a run) receives the gateway's usage events, as a run's scheduler
+does.
 
-- **Added latency**: 100 clients keep 100 streams in flight, directly to a local upstream,
-  then through the gateway, then through the two floors below, one after another, a few
-  times over; each answer starts after 0.5 s and streams its 45 events 25 ms apart (a model
-  streaming 40 events a second). The clients' first requests are spread over one such
-  interval: agents are not phase-locked. The instrument is ``bench/wire.mjs`` in Node (an
-  upstream, and the load in another process): an instrument in Python spent more CPU per
-  event than the gateway does, and its own loop lag (3-7 ms at the median, changing from
-  run to run) was most of what it measured. A request's latency (sent to last byte) is
-  taken net of the upstream's own time for it (the ``: served`` stamp the upstream puts on
-  its last event), so a timer of the upstream that fires late counts for neither path. The
-  figure is the difference of the percentiles of that net latency, through and direct, over
-  the requests after each client's first; the first ones (the client connects, 100 clients
-  within 25 ms) have a row of their own.
+- **Added latency**: 100 clients keep 100 streams in flight, each sending its requests one
+  after another, directly to a local upstream, then through the gateway, then through the
+  two floors below, one after another, a few times over; each answer starts after 0.5 s and
+  streams its 45 events 25 ms apart (a model streaming 40 events a second), 1.625 s in all.
+  The clients' first requests are spread over that length, so the streams run at phases of
+  their own, as agents' turns do (an agent asks again when its tool call is done, not when
+  the others do). The instrument is ``bench/wire.mjs`` in Node (an upstream, and the load in
+  another process): an instrument in Python spent more CPU per event than the gateway does,
+  and its own loop lag (3-7 ms at the median, changing from run to run) was most of what it
+  measured. A request's latency (sent to last byte) is taken net of the upstream's own time
+  for it (the ``: served`` stamp the upstream puts on its last event), so a timer of the
+  upstream that fires late counts for neither path. The figure is the difference of the
+  percentiles of that net latency, through and direct, over the requests after each
+  client's first.
+  **The herd** has rows of its own: the same 100 clients all starting within 25 ms, so that
+  every wave of 100 requests (and of 100 last events) reaches the gateway within a few
+  milliseconds and queues on its one thread; and each client's first request in it (the
+  client connects too).
   Next to it, the CPU time the gateway's thread spent per request (from ``/proc``): what
   the gateway costs the machine.
 - **The references**: the same load through a bare aiohttp relay (``bench.relay``: an
@@ -30,7 +33,8 @@ gateway's usage events, as a run's scheduler does.
 - **500 streaming agents**: 500 clients send 3 streamed requests each, one after another
   (an agent's turns; each answer starts after 1 s, as in B5, and streams 20 events 25 ms
   apart), through the gateway, then directly, alternately: the ratio of the wall times, and
-  the lag of this process's event loop.
+  the lag of this process's event loop. The upstream is the fake Messages API
+  (``tests/fakeapi.py``) in a process of its own, the load ``bench.loadgen`` in another.
 
 The gateway's request rate limit is raised for the figure (its default, 50 a second, would
 make 500 agents wait for policy, not for the gateway's work); its AIMD ceiling is the
@@ -259,44 +263,48 @@ async def _added_latency(cfg: Config, fig: Figure, repeats: int) -> None:
     from bench.relay import THREAD, open_bare_relay, open_byte_pipe
     from tests.fakeapi import stream_events, text
 
-    streams, per_client = cfg.pick((100, 8), (100, 3))
-    trickle = 0.025
+    streams, per_client, per_herd = cfg.pick((100, 6, 8), (100, 3, 3))
+    trickle, first_event = 0.025, 0.5
     events = stream_events(text("x" * 312).with_trickle(trickle, chunk=8))
+    length = first_event + len(events) * trickle  # one answer, start to end
     keys = cfg.tmp / "direct.txt"
     keys.write_text(KEY + "\n")
     paths = ("gateway", "bare", "pipe")
     added: dict[str, dict[int, list[float]]] = {p: {50: [], 99: []} for p in paths}
     direct_p: dict[int, list[float]] = {50: [], 99: []}
+    herd: dict[int, list[float]] = {50: [], 99: []}
     firsts: dict[int, list[float]] = {50: [], 99: []}
     cpu: dict[str, list[float]] = {"gateway": [], "bare": []}
-    load = {"clients": streams, "requests": per_client, "stagger": trickle}
-    async with wire_upstream(cfg.tmp, events, latency=0.5, trickle=trickle) as upstream:
+    steady = {"clients": streams, "requests": per_client, "stagger": length}
+    herded = {"clients": streams, "requests": per_herd, "stagger": trickle}
+    async with wire_upstream(cfg.tmp, events, latency=first_event, trickle=trickle) as upstream:
         await wire_load(upstream, keys, clients=10, requests=1, stagger=0)  # warm-up
         async with gateway_for(upstream, cfg.tmp / "gateway.txt", streams) as gw:
             await wire_load(gw.url, gw.tokens, clients=10, requests=1, stagger=0)
             for _ in range(repeats):
-                direct_all = await wire_load(upstream, keys, **load)
-                direct = net(direct_all)
+                direct = net(await wire_load(upstream, keys, **steady))
                 start = gateway_cpu()
-                through_all = await wire_load(gw.url, gw.tokens, **load)
-                through = net(through_all)
-                for q in (50, 99):
-                    firsts[q].append(
-                        percentile(net(through_all, first=True), q)
-                        - percentile(net(direct_all, first=True), q)
-                    )
+                through = net(await wire_load(gw.url, gw.tokens, **steady))
                 cpu["gateway"].append((gateway_cpu() - start) / (streams * per_client))
                 async with open_bare_relay(upstream, ("x-api-key", KEY)) as url:
                     start = gateway_cpu(THREAD)
-                    bare = net(await wire_load(url, keys, **load))
+                    bare = net(await wire_load(url, keys, **steady))
                     cpu["bare"].append((gateway_cpu(THREAD) - start) / (streams * per_client))
                 async with open_byte_pipe(upstream) as url:
-                    pipe = net(await wire_load(url, keys, **load))
+                    pipe = net(await wire_load(url, keys, **steady))
+                herd_direct = await wire_load(upstream, keys, **herded)
+                herd_through = await wire_load(gw.url, gw.tokens, **herded)
                 for q in (50, 99):
                     d = percentile(direct, q)
                     direct_p[q].append(d)
                     for path, values in (("gateway", through), ("bare", bare), ("pipe", pipe)):
                         added[path][q].append(percentile(values, q) - d)
+                    herd[q].append(percentile(net(herd_through), q)
+                                   - percentile(net(herd_direct), q))  # fmt: skip
+                    firsts[q].append(
+                        percentile(net(herd_through, first=True), q)
+                        - percentile(net(herd_direct, first=True), q)
+                    )
     for q, goal in ((50, GOAL_P50), (99, GOAL_P99)):
         stat = Stat.of(added["gateway"][q])
         fig.row(
@@ -305,11 +313,17 @@ async def _added_latency(cfg: Config, fig: Figure, repeats: int) -> None:
             baseline=f"direct p{q} {Stat.of(direct_p[q]).fmt(ms)} (net of the upstream's time)",
             goal=f"<= {ms(goal)}",
             met=stat.median <= goal,
+            note=f"streams at phases of their own: first requests spread over {length:g} s",
         )
     fig.row(
-        "added latency p50 | p99 of each client's first request",
+        f"added latency p50 | p99, a herd: {streams} requests within {ms(trickle)}, in waves",
+        measured=f"{Stat.of(herd[50]).fmt(ms)} | {Stat.of(herd[99]).fmt(ms)}",
+        note="all clients start together, so each wave of requests queues on the gateway's thread",
+    )
+    fig.row(
+        "added latency p50 | p99 of each client's first request, in the herd",
         measured=f"{Stat.of(firsts[50]).fmt(ms)} | {Stat.of(firsts[99]).fmt(ms)}",
-        note="the gateway accepts the client's connection; 100 clients start within 25 ms",
+        note="the gateway accepts the client's connection too",
     )
     cpu_ratio = Stat.of(c / b for c, b in zip(cpu["gateway"], cpu["bare"], strict=True))
     fig.row(
@@ -332,6 +346,7 @@ async def _added_latency(cfg: Config, fig: Figure, repeats: int) -> None:
                 p: {str(q): Stat.of(v).as_json() for q, v in added[p].items()} for p in paths
             },
             "direct": {str(q): Stat.of(v).as_json() for q, v in direct_p.items()},
+            "herd_added": {str(q): Stat.of(v).as_json() for q, v in herd.items()},
             "first_request_added": {str(q): Stat.of(v).as_json() for q, v in firsts.items()},
             "cpu_per_request": {p: Stat.of(v).as_json() for p, v in cpu.items()},
         }

@@ -9,7 +9,8 @@
 //   node bench/wire.mjs serve EVENTS LATENCY TRICKLE
 //       Answer every POST with the SSE events in the JSON file EVENTS ([[name, data], ...],
 //       the fake API's own, written by the bench): headers after LATENCY seconds, then one
-//       event every TRICKLE seconds; the last event ends with the comment ": served S", the
+//       event every TRICKLE seconds (event n at n * TRICKLE after the headers, so streams
+//       keep the phases they started with); the last event ends with the comment ": served S", the
 //       seconds from the request's arrival (its body read) to that write. Prints
 //       "listening URL".
 //
@@ -42,6 +43,10 @@ function serve([eventsFile, latency, trickle]) {
           "request-id": `req_wire${(served++).toString().padStart(6, "0")}`,
         });
         res.flushHeaders();
+        // Each event at its own time from this stream's start, not TRICKLE after the one
+        // before: chained timers take their start from the loop's cached clock, so one late
+        // turn of this loop would merge the streams it delayed into a clump for good.
+        const begun = now();
         let n = 0;
         const next = () => {
           let payload = events[n];
@@ -50,7 +55,9 @@ function serve([eventsFile, latency, trickle]) {
           }
           res.write(payload);
           n += 1;
-          if (n < events.length) setTimeout(next, Number(trickle) * 1000);
+          if (n < events.length) {
+            setTimeout(next, Math.max(0, begun + n * Number(trickle) - now()) * 1000);
+          }
           else res.end();
         };
         next();
