@@ -135,7 +135,7 @@ class Run(RunQueries, RunRequests):
         self._raise_fence(reason)
         running = [rec for rec in self.agents.values() if rec.state == "running"]
         for rec in running:  # one pass over every group first: the signals go out together
-            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL if force else signal.SIGTERM)
+            group.stop_recorded(rec.pid, rec.pstart, force=force)  # SIGTERM: its only one
         for rec in running:  # then what each stop records (and the grace, then SIGKILL)
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
@@ -299,6 +299,8 @@ class Run(RunQueries, RunRequests):
             rec.stop = (state, reason)
             grace = 0.0 if force else self.plan.limits.grace
             line = self.recorder.stopping(rec, reason, grace)
+            if not force:  # now, not when its task next runs; the grace counts from here
+                group.terminate_recorded(rec.pid, rec.pstart)
             if self._on_event is not None:
                 self._on_event(rec, line, None)
             rec.handle.cancel(FORCE_STOP if force else None)
