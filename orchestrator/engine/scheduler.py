@@ -274,7 +274,7 @@ class Run(RunQueries, RunRequests):
                 rec, ctx, agent, stop=self._stop, written=lambda: self.recorder.written(recorded)
             )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
-                await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
+                await orphans.sweep_agent(self.settings.run_id, rec.id)  # one scan for many
             await self.models.release(rec.id)  # its token is refused; its usage is in
         except asyncio.CancelledError:
             self.models.release_nowait(rec.id)
