@@ -135,7 +135,7 @@ class Run(RunQueries, RunRequests):
         self._raise_fence(reason)
         running = [rec for rec in self.agents.values() if rec.state == "running"]
         for rec in running:  # one pass over every group first: the signals go out together
-            group.signal_recorded(rec.pid, rec.pstart, signal.SIGKILL if force else signal.SIGTERM)
+            group.stop_recorded(rec.pid, rec.pstart, force=force)  # SIGTERM: its only one
         for rec in running:  # then what each stop records (and the grace, then SIGKILL)
             self._stop(rec.id, "cancelled", reason, force=force)
         self._dispatch()
@@ -274,7 +274,7 @@ class Run(RunQueries, RunRequests):
                 rec, ctx, agent, stop=self._stop, written=lambda: self.recorder.written(recorded)
             )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
-                await asyncio.to_thread(orphans.sweep_run, self.settings.run_id, agent_id=rec.id)
+                await orphans.sweep_agent(self.settings.run_id, rec.id)  # one scan for many
             await self.models.release(rec.id)  # its token is refused; its usage is in
         except asyncio.CancelledError:
             self.models.release_nowait(rec.id)
@@ -299,6 +299,8 @@ class Run(RunQueries, RunRequests):
             rec.stop = (state, reason)
             grace = 0.0 if force else self.plan.limits.grace
             line = self.recorder.stopping(rec, reason, grace)
+            if not force:  # now, not when its task next runs; the grace counts from here
+                group.terminate_recorded(rec.pid, rec.pstart)
             if self._on_event is not None:
                 self._on_event(rec, line, None)
             rec.handle.cancel(FORCE_STOP if force else None)

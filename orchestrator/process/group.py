@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -15,6 +16,11 @@ _REAP_TIMEOUT = 5.0
 """After SIGKILL a process dies at once unless it is stuck in the kernel; we wait this long."""
 _GONE_TIMEOUT = 2.0
 """And this long for the rest of its group to die."""
+
+_TERMINATED: dict[int, tuple[int, float]] = {}
+"""Groups sent SIGTERM ahead of their `stop_group` (`terminate_recorded`): group id -> (its
+leader's start time, when, on the monotonic clock). Process-wide by nature, like the
+kernel's groups it mirrors; `stop_group` takes its group's entry."""
 
 
 class ProcessLike(Protocol):
@@ -56,7 +62,7 @@ async def stop_group(
     cancelled: asyncio.CancelledError | None = None
     try:
         if proc.returncode is None:
-            kill_group(pgid, signal.SIGTERM)
+            grace = _grace_left(pgid, grace)
             try:
                 async with asyncio.timeout(grace):
                     await proc.wait()
@@ -69,11 +75,22 @@ async def stop_group(
         kill_group(proc.pid, signal.SIGKILL)
     interrupted = await _finish(_reaped(proc), _REAP_TIMEOUT)
     interrupted |= await _finish(_wait_group_gone(pgid, last), _GONE_TIMEOUT)
+    _TERMINATED.pop(pgid, None)  # a SIGTERM sent while this ran: the group is gone now
     if cancelled is not None:
         raise cancelled
     if interrupted:
         raise asyncio.CancelledError
     return proc.returncode
+
+
+def _grace_left(pgid: int, grace: float) -> float:
+    """Send the group its SIGTERM unless `terminate_recorded` sent it already; the grace
+    left, counted from that one SIGTERM (a second one could read as "now" to the agent)."""
+    sent = _TERMINATED.pop(pgid, None)
+    if sent is None or process_start_time(pgid) != sent[0]:
+        kill_group(pgid, signal.SIGTERM)
+        return grace
+    return max(0.0, grace - (time.monotonic() - sent[1]))
 
 
 async def _reaped(proc: ProcessLike) -> None:
@@ -189,3 +206,28 @@ def signal_recorded(pid: int | None, pstart: int | None, sig: int) -> bool:
     if not pid or pstart is None or process_start_time(pid) != pstart:
         return False
     return kill_group(pid, sig)
+
+
+def terminate_recorded(pid: int | None, pstart: int | None) -> bool:
+    """SIGTERM, now, to the group led by ``pid`` if ``pid`` is still the process that started
+    at ``pstart``; once only: the group's `stop_group` sends no second one and counts its
+    grace from this one. For a stop decided outside the agent's task (a cancel request), so
+    the group gets its signal in the turn of the loop that decided it. False when it is not
+    that process (gone), else True (sent now or before)."""
+    if not pid or pstart is None:
+        return False
+    sent = _TERMINATED.get(pid)
+    if sent is not None and sent[0] == pstart and process_start_time(pid) == pstart:
+        return True
+    if not signal_recorded(pid, pstart, signal.SIGTERM):
+        return False
+    _TERMINATED[pid] = (pstart, time.monotonic())
+    return True
+
+
+def stop_recorded(pid: int | None, pstart: int | None, *, force: bool) -> bool:
+    """SIGKILL (``force``) or the group's one SIGTERM (`terminate_recorded`) to the group
+    led by ``pid`` if it is still the process that started at ``pstart``."""
+    if force:
+        return signal_recorded(pid, pstart, signal.SIGKILL)
+    return terminate_recorded(pid, pstart)

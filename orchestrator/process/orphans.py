@@ -5,11 +5,12 @@ environment, so a descendant that left its process group (``setsid``, a double f
 found by a scan of ``/proc``. As child subreaper the orchestrator adopts such descendants and
 reaps them; with ``PR_SET_DUMPABLE`` off, agents running as the same user cannot read its
 ``/proc`` files (its environment holds the API key). All synchronous: call the scans through
-``asyncio.to_thread``.
+``asyncio.to_thread`` (`sweep_agent` does, for the sweep after an agent's stop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import functools
 import os
@@ -17,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from orchestrator.process.procfs import (
     all_pids,
@@ -108,13 +109,15 @@ def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> 
     SIGKILL its whole group goes at once (`kill_marked`: a fork-and-exit loop cannot outrun
     that). Rescans while new matches turn up. Synchronous: call it through ``asyncio.to_thread``.
     """
+    return _sweep(run_id, {agent_id} if agent_id else None, sig)
+
+
+def _sweep(run_id: str, agent_ids: Collection[str] | None, sig: int) -> list[int]:
     me = os.getpid()
     signalled: list[int] = []
     for _ in range(_SWEEP_PASSES):
         kill = sig == signal.SIGKILL
-        found = open_marked(
-            run_id, [agent_id] if agent_id else None, skip={me, *signalled}, stop=kill
-        )
+        found = open_marked(run_id, agent_ids, skip={me, *signalled}, stop=kill)
         try:
             signalled += kill_marked(found) if kill else signal_marked(found, sig)
         finally:
@@ -122,6 +125,68 @@ def sweep_run(run_id: str, *, agent_id: str = "", sig: int = signal.SIGKILL) -> 
         if not found:
             break
     return signalled
+
+
+class _Batch:
+    """Agents whose leftovers the next sweep of their run looks for, and its outcome."""
+
+    __slots__ = ("agents", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.agents: set[str] = set()
+        self.done: asyncio.Future[list[int]] = loop.create_future()
+        self.done.add_done_callback(_seen)  # its waiters may all be gone (the run torn down)
+
+
+def _seen(done: asyncio.Future[list[int]]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
+_NEXT: dict[str, _Batch] = {}
+"""Per run id, the sweep still to start (it takes every agent that asks before it starts)."""
+_UNDER_WAY: dict[str, asyncio.AbstractEventLoop] = {}
+"""Run ids with a sweep in its thread now, and the loop that waits for it."""
+
+
+async def sweep_agent(run_id: str, agent_id: str) -> list[int]:
+    """`sweep_run` for one agent that was stopped, in a thread; the pids signalled (of every
+    agent of its sweep).
+
+    One sweep of a run at a time: agents stopped while one is under way (or in the same turn
+    of the loop) share the next, one scan of ``/proc`` for all of them, which starts after
+    each of them was stopped. ``cancel --all`` of 1,000 agents is then a few scans, not
+    1,000 threads each reading every process's environment while the kernel ends the
+    sandboxes and the loop answers requests."""
+    loop = asyncio.get_running_loop()
+    batch = _NEXT.get(run_id)
+    if batch is None or batch.done.get_loop() is not loop:  # (another loop's: it ended)
+        batch = _NEXT[run_id] = _Batch(loop)
+        if _UNDER_WAY.get(run_id) is not loop:
+            loop.call_soon(_start_sweep, loop, run_id)
+    batch.agents.add(agent_id)
+    return await asyncio.shield(batch.done)  # a cancelled waiter leaves it to the others
+
+
+def _start_sweep(loop: asyncio.AbstractEventLoop, run_id: str) -> None:
+    batch = _NEXT.pop(run_id, None)
+    if batch is None:
+        return
+    _UNDER_WAY[run_id] = loop
+    scan = loop.run_in_executor(None, _sweep, run_id, frozenset(batch.agents), signal.SIGKILL)
+
+    def finished(scan: asyncio.Future[list[int]]) -> None:
+        _UNDER_WAY.pop(run_id, None)
+        if scan.cancelled():  # the executor shut down before it ran
+            batch.done.cancel()
+        elif (error := scan.exception()) is not None:
+            batch.done.set_exception(error)
+        else:
+            batch.done.set_result(scan.result())
+        if run_id in _NEXT:  # asked for while this one ran: it starts now
+            _start_sweep(loop, run_id)
+
+    scan.add_done_callback(finished)
 
 
 def stop_run(run_id: str, *, patience: float = _SURVIVOR_PATIENCE) -> list[int]:

@@ -136,3 +136,33 @@ def test_one_sweep_ends_a_process_that_keeps_forking_and_exiting(every_cpu_busy:
         while left := marked_pids(run_id):
             assert time.monotonic() < deadline, f"the hopper outlived the sweep: {left}"
             time.sleep(0.01)  # noqa: TID251 - a sync test
+
+
+def _marked_sleeper(run_id: str, agent: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ORCHESTRATOR_RUN_ID": run_id, "ORCHESTRATOR_AGENT_ID": agent}
+    code = "import time; time.sleep(60)"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+
+
+async def test_sweeps_asked_for_together_share_one_scan_and_find_each_agents_leftovers() -> None:
+    """`sweep_agent`: agents stopped in the same turn (a `cancel --all`) get one sweep, which
+    kills what each left behind and nothing of an agent that did not ask."""
+    run_id = f"sweeps-{uuid.uuid4().hex[:8]}"
+    left = {agent: _marked_sleeper(run_id, agent) for agent in ("a", "b", "c", "keep")}
+    try:
+        async with asyncio.timeout(30):
+            while len(marked_pids(run_id)) < len(left):
+                await asyncio.sleep(0.01)
+            swept = await asyncio.gather(*(orphans.sweep_agent(run_id, a) for a in "abc"))
+            killed = {left[a].pid for a in "abc"}
+            assert [sorted(s) for s in swept] == [sorted(killed)] * 3  # one scan: one outcome
+            for agent, proc in left.items():
+                if agent != "keep":
+                    assert await asyncio.to_thread(proc.wait) == -9
+            assert left["keep"].poll() is None
+            # Later: a sweep of its own, which finds only what it asks for.
+            assert await orphans.sweep_agent(run_id, "keep") == [left["keep"].pid]
+    finally:
+        for proc in left.values():
+            proc.kill()
+        await asyncio.to_thread(lambda: [proc.wait() for proc in left.values()])
