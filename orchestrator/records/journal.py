@@ -22,10 +22,12 @@ Records are partial updates merged by key: ``{"k": "run", ...}`` for the run,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import os
+import queue
 import re
 import threading
 import time
@@ -136,8 +138,14 @@ class Journal:
             self.close()
             raise
         self._reserved: int | None = self._size
-        self._dirty = False
-        self._wake = threading.Condition()
+        self._synced = self._size
+        """How much of the file the last fsync covered (the syncer's; ``_size`` is the
+        writer's): each has one writer, so no lock is shared between them."""
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """Wakes the syncer: rung by a write when the syncer waits for one, and to stop it.
+        Not a lock: a thread holding one while it waits for the interpreter would hold up
+        the other, and each wait for the interpreter is up to a switch interval."""
+        self._idle = False
         self._stopping = False
         self.records = 0
         self._handed: deque[tuple[int, bytes]] = deque()
@@ -196,9 +204,8 @@ class Journal:
         self.records += len(batch)
         if self._reserved is not None and self._reserved - self._size < RESERVE // 2:
             self._renew_reserve()
-        with self._wake:
-            self._dirty = True
-            self._wake.notify()
+        if self._idle:
+            self._bell.put(None)
 
     def _renew_reserve(self) -> None:
         if self._fd is None or self._reserved is None:
@@ -216,10 +223,23 @@ class Journal:
         exc.filename = exc.filename or str(self.path)
         self.on_failure(str(self.path), exc)
 
+    @property
+    def size(self) -> int:
+        """Bytes in the file, counted as they are written (the file's size, without a
+        system call: counted once a write has returned)."""
+        return self._size
+
+    def fileno(self) -> int:
+        """Its descriptor (`ValueError` once closed)."""
+        if self._fd is None:
+            raise ValueError("the journal is closed")
+        return self._fd
+
     def sync(self) -> None:
-        with self._wake:
-            dirty, self._dirty = self._dirty, False
-        if self._fd is not None and dirty:
+        """fsync what was written since the last fsync, if anything was."""
+        size = self._size
+        if self._fd is not None and size != self._synced:
+            self._synced = size
             try:
                 os.fsync(self._fd)
             except OSError as exc:
@@ -235,9 +255,8 @@ class Journal:
         try:
             await asyncio.Event().wait()
         finally:
-            with self._wake:
-                self._stopping = True
-                self._wake.notify()
+            self._stopping = True
+            self._bell.put(None)
             try:
                 await asyncio.shield(asyncio.to_thread(thread.join))
             finally:
@@ -246,17 +265,18 @@ class Journal:
 
     def _sync_forever(self) -> None:
         last = -self.interval
-        while True:
-            with self._wake:
-                while not self._dirty and not self._stopping:
-                    self._wake.wait()
-                # this thread's own pace: what is written meanwhile goes with this fsync
-                while (pause := last + self.interval - time.monotonic()) > 0:
-                    if self._stopping:
-                        break
-                    self._wake.wait(pause)
-                if self._stopping:
-                    return  # the last sync is the caller's, after the last writes
+        while not self._stopping:  # the last sync is the caller's, after the last writes
+            if self._size == self._synced:
+                self._idle = True  # then look again: a write either sees it or is seen
+                if self._size == self._synced and not self._stopping:
+                    self._bell.get()
+                self._idle = False
+                continue
+            # this thread's own pace: what is written meanwhile goes with this fsync
+            if (pause := last + self.interval - time.monotonic()) > 0:
+                with contextlib.suppress(queue.Empty):
+                    self._bell.get(timeout=pause)  # rung only to stop it
+                continue
             last = time.monotonic()
             self.sync()
 

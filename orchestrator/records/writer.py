@@ -37,6 +37,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import queue
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -132,7 +133,12 @@ class FileWriter:
 
     def __init__(self) -> None:
         self._queue: deque[_Queued] = deque()
-        self._wake = threading.Condition()
+        """Appended on the loop, taken from by the thread (both atomic: no lock between them,
+        for a thread that holds a lock while it waits for the interpreter holds up the other,
+        and each wait for the interpreter is up to a switch interval)."""
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """Wakes the thread: rung by `submit` when it waits for writes, and to stop it."""
+        self._idle = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,10 +168,9 @@ class FileWriter:
             write()
             self._done = self._submitted
             return
-        item = _Queued(self._submitted, write, key, record, last)
-        with self._wake:
-            self._queue.append(item)
-            self._wake.notify()
+        self._queue.append(_Queued(self._submitted, write, key, record, last))
+        if self._idle:
+            self._bell.put(None)
 
     def mark(self) -> int:
         """The place of the last write submitted so far, for ``upto`` (`written`)."""
@@ -233,9 +238,8 @@ class FileWriter:
         thread = self._thread
         if thread is None:
             return
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
+        self._stopping = True
+        self._bell.put(None)
         try:
             # What is still queued are the run's last records: wait for them, off the loop.
             await asyncio.shield(asyncio.to_thread(thread.join))
@@ -246,8 +250,7 @@ class FileWriter:
 
     def _drain_here(self) -> None:
         """Writes queued after the thread left (none, but never lose one), then the waiters."""
-        with self._wake:
-            rest, self._queue = self._queue, deque()
+        rest, self._queue = self._queue, deque()
         for item in rest:
             item.write()
         self._advance(self._submitted)
@@ -258,18 +261,21 @@ class FileWriter:
         assert self._loop is not None
         report = self._loop.call_soon_threadsafe
         order = _Order()
+        inbox = self._queue
         top = 0
         while True:
-            if self._queue or not order.pending:
-                with self._wake:
-                    while not self._queue and not order.pending and not self._stopping:
-                        self._wake.wait()
-                    if not self._queue and not order.pending:
-                        return
-                    taken, self._queue = self._queue, deque()
-                for item in taken:
-                    order.add(item)
-                top = taken[-1].seq if taken else top
+            while inbox:
+                item = inbox.popleft()
+                order.add(item)
+                top = item.seq
+            if not order.pending:
+                if self._stopping:
+                    return  # what comes after this look is the caller's (`_drain_here`)
+                self._idle = True  # then look again: a submit either sees it or is seen
+                if not inbox and not self._stopping:
+                    self._bell.get()
+                self._idle = False
+                continue
             items = order.next()
             try:
                 items[-1].write()
