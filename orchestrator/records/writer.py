@@ -73,10 +73,6 @@ class _Order:
         """Per key, its last writes (status lines) not yet carried out."""
         self.records: deque[int] = deque()
         self.fences: deque[int] = deque()
-        self.yielded = False
-        """The journal just had its turn: the oldest write has the next one, so the writes
-        that an agent's start waits for (every write before its record) are never starved
-        by a stream of records."""
 
     def add(self, item: _Queued) -> None:
         self.pending[item.seq] = item
@@ -95,13 +91,8 @@ class _Order:
     def next(self) -> list[_Queued]:
         """What to carry out now, as one: the journal's oldest records while nothing they
         follow is left (the last one's write writes them all); else the oldest file write of
-        the key the oldest record waits for; else the oldest write. After the journal's
-        turn the oldest write has one, so a stream of records never starves the writes an
-        agent's start waits for (every write before its start record)."""
+        the key the oldest record waits for; else the oldest write."""
         records = self.records
-        if self.yielded or not records:
-            self.yielded = False  # after the journal's turn, the oldest write has one
-            return [self.pending[self.oldest()]]
         fence = self.fences[0] if self.fences else math.inf
         run: list[_Queued] = []
         for seq in records:
@@ -115,10 +106,7 @@ class _Order:
                     return [self.pending[self.files[item.key][0]]]
                 break
             run.append(item)
-        if not run:
-            return [self.pending[self.oldest()]]
-        self.yielded = len(run) < len(self.pending)  # others wait: the next turn is theirs
-        return run
+        return run or [self.pending[self.oldest()]]
 
     def done(self, item: _Queued) -> None:
         del self.pending[item.seq]

@@ -264,11 +264,11 @@ async def test_a_record_goes_ahead_of_other_agents_writes_but_after_its_own_stat
             await w.written()
         assert order == [
             "record b",  # b's earlier file writes are no status line: it need not wait
-            "busy: more",  # after the journal's turn, the oldest write's
             "a: words",  # "record a" waits for a's status line, and so for a's writes before it
             "a: status",
             "record a",
-            "b: create",  # then the oldest first
+            "busy: more",  # then what nothing waits for, oldest first
+            "b: create",
             "b: words",  # after "record b": no file is written that the journal does not name
         ]
         runner.cancel()
