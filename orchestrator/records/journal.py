@@ -22,17 +22,20 @@ Records are partial updates merged by key: ``{"k": "run", ...}`` for the run,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import os
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.records.rundir import open_run_file, write_all
 
@@ -43,13 +46,23 @@ disk (its agents' ends, the final run record); renewed when half of it is used."
 _FALLOC_FL_KEEP_SIZE = 1
 OnFailure = Callable[[str, OSError], None]
 Write = Callable[[], None]
+_KEYED = frozenset({"agent", "task", "build"})
+"""Records about one agent, task or build: written after what was submitted for its files."""
+
+
+class Submit(Protocol):
+    """Where a record's write goes (`orchestrator.records.writer.FileWriter.submit`)."""
+
+    def __call__(
+        self, write: Write, key: str | None = None, /, *, record: bool = False
+    ) -> None: ...
 
 
 def _raise(path: str, exc: OSError) -> None:
     raise exc
 
 
-def _at_once(write: Write) -> None:
+def _at_once(write: Write, key: str | None = None, /, *, record: bool = False) -> None:
     write()
 
 
@@ -125,42 +138,74 @@ class Journal:
             self.close()
             raise
         self._reserved: int | None = self._size
-        self._dirty = False
-        self._wake = threading.Condition()
+        self._synced = self._size
+        """How much of the file the last fsync covered (the syncer's; ``_size`` is the
+        writer's): each has one writer, so no lock is shared between them."""
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """Wakes the syncer: rung by a write when the syncer waits for one, and to stop it.
+        Not a lock: a thread holding one while it waits for the interpreter would hold up
+        the other, and each wait for the interpreter is up to a switch interval."""
+        self._idle = False
         self._stopping = False
         self.records = 0
-        self.submit: Callable[[Write], None] = _at_once
-        """Where writes go: carried out at once, or the run's writer thread."""
+        self._handed: deque[tuple[int, bytes]] = deque()
+        """Records handed to ``submit`` and not written yet, numbered."""
+        self._handed_over = 0
+        self.submit: Submit = _at_once
+        """Where writes go: carried out at once, or the run's writer thread (which writes a
+        record in order with the records before it and after what was submitted for the files
+        it is about, its ``id``: an agent's end after its status line)."""
         self._renew_reserve()
 
     def record(self, rec_type: str, /, **fields: Any) -> None:
-        """Append one record (in order with every write before it); durable within about
-        ``interval`` after it is written."""
+        """Append one record (in order with the records before it, after the status line of
+        the agent it is about); durable within about ``interval`` after it is written."""
         if self._fd is None:
             return
         fields["k"] = rec_type
         fields["t"] = round(time.time(), 6)
         data = json_line(fields).encode("utf-8", "replace")
-        self.submit(lambda: self._append(data))
+        if self.submit is _at_once:
+            self._append((data,))
+            return
+        about = fields.get("id") if rec_type in _KEYED else fields.get("agent")
+        key = about if isinstance(about, str) else None  # None: after every write before it
+        self._handed_over += 1
+        self._handed.append((self._handed_over, data))
+        self.submit(functools.partial(self._write_through, self._handed_over), key, record=True)
 
-    def _append(self, data: bytes) -> None:
+    def _write_through(self, upto: int) -> None:
+        """Write every record handed over up to number ``upto`` that is not written yet, as
+        one write (the writer thread calls only the last of records that may go together)."""
+        handed = self._handed
+        batch = []
+        while handed and handed[0][0] <= upto:
+            batch.append(handed.popleft()[1])
+        if batch:
+            self._append(batch)
+
+    def _append(self, batch: Sequence[bytes]) -> None:
         if self._fd is None:
             return
+        data = b"".join(batch)
         if self._torn:
             data = b"\n" + data
         try:
             write_all(self._fd, data)
         except OSError as exc:
+            if len(batch) > 1:  # one by one: the first ones may still fit (the reserve)
+                for one in batch:
+                    self._append((one,))
+                return
             self._failed(exc)
             return
         self._torn = False
         self._size += len(data)
-        self.records += 1
+        self.records += len(batch)
         if self._reserved is not None and self._reserved - self._size < RESERVE // 2:
             self._renew_reserve()
-        with self._wake:
-            self._dirty = True
-            self._wake.notify()
+        if self._idle:
+            self._bell.put(None)
 
     def _renew_reserve(self) -> None:
         if self._fd is None or self._reserved is None:
@@ -178,10 +223,23 @@ class Journal:
         exc.filename = exc.filename or str(self.path)
         self.on_failure(str(self.path), exc)
 
+    @property
+    def size(self) -> int:
+        """Bytes in the file, counted as they are written (the file's size, without a
+        system call: counted once a write has returned)."""
+        return self._size
+
+    def fileno(self) -> int:
+        """Its descriptor (`ValueError` once closed)."""
+        if self._fd is None:
+            raise ValueError("the journal is closed")
+        return self._fd
+
     def sync(self) -> None:
-        with self._wake:
-            dirty, self._dirty = self._dirty, False
-        if self._fd is not None and dirty:
+        """fsync what was written since the last fsync, if anything was."""
+        size = self._size
+        if self._fd is not None and size != self._synced:
+            self._synced = size
             try:
                 os.fsync(self._fd)
             except OSError as exc:
@@ -197,9 +255,8 @@ class Journal:
         try:
             await asyncio.Event().wait()
         finally:
-            with self._wake:
-                self._stopping = True
-                self._wake.notify()
+            self._stopping = True
+            self._bell.put(None)
             try:
                 await asyncio.shield(asyncio.to_thread(thread.join))
             finally:
@@ -208,17 +265,18 @@ class Journal:
 
     def _sync_forever(self) -> None:
         last = -self.interval
-        while True:
-            with self._wake:
-                while not self._dirty and not self._stopping:
-                    self._wake.wait()
-                # this thread's own pace: what is written meanwhile goes with this fsync
-                while (pause := last + self.interval - time.monotonic()) > 0:
-                    if self._stopping:
-                        break
-                    self._wake.wait(pause)
-                if self._stopping:
-                    return  # the last sync is the caller's, after the last writes
+        while not self._stopping:  # the last sync is the caller's, after the last writes
+            if self._size == self._synced:
+                self._idle = True  # then look again: a write either sees it or is seen
+                if self._size == self._synced and not self._stopping:
+                    self._bell.get()
+                self._idle = False
+                continue
+            # this thread's own pace: what is written meanwhile goes with this fsync
+            if (pause := last + self.interval - time.monotonic()) > 0:
+                with contextlib.suppress(queue.Empty):
+                    self._bell.get(timeout=pause)  # rung only to stop it
+                continue
             last = time.monotonic()
             self.sync()
 

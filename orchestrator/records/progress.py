@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from orchestrator import ids
 from orchestrator.events import (
@@ -62,7 +64,14 @@ def _raise(path: str, exc: OSError) -> None:
     raise exc
 
 
-def _at_once(write: Write) -> None:
+class Submit(Protocol):
+    """Where writes go (`orchestrator.records.writer.FileWriter.submit`): each names the agent
+    whose files it writes, and ``last`` is its status line (journaled after it)."""
+
+    def __call__(self, write: Write, key: str, /, *, last: bool = False) -> None: ...
+
+
+def _at_once(write: Write, key: str, /, *, last: bool = False) -> None:
     write()
 
 
@@ -181,6 +190,8 @@ class _File:
     md: str
     jsonl: str
     t0: float
+    key: str
+    """The agent's id: its writes are carried out in order."""
     md_buf: list[str] = field(default_factory=list)
     js_buf: list[str] = field(default_factory=list)
     partial: str = ""
@@ -217,16 +228,17 @@ class ProgressWriter:
         self.on_failure = on_failure
         self._files: dict[str, _File] = {}
         self._dirty: dict[str, _File] = {}
-        self.submit: Callable[[Write], None] = _at_once
-        """Where writes go: carried out at once, or the run's writer thread."""
+        self.submit: Submit = _at_once
+        """Where writes go, each with the agent whose files it writes: carried out at once, or
+        the run's writer thread (in order for each agent)."""
 
     def open(self, agent_id: str, header: str) -> str:
         """Create (truncate) the agent's files and write the header at once."""
         md = _safe_join(self._dir, f"{agent_id}.md")  # str: no Path work on the hot path
         jsonl = _safe_join(self._dir, f"{agent_id}.events.jsonl")
-        f = _File(md=md, jsonl=jsonl, t0=time.monotonic())
+        f = _File(md=md, jsonl=jsonl, t0=time.monotonic(), key=agent_id)
         self._files[agent_id] = f
-        self.submit(lambda: self._create(f, header))
+        self.submit(lambda: self._create(f, header), agent_id)
         return md
 
     def _create(self, f: _File, header: str) -> None:
@@ -315,7 +327,8 @@ class ProgressWriter:
     def _write(self, f: _File, *, md_last: str = "", js_last: str = "") -> None:
         md, f.md_buf = f.md_buf, []
         js, f.js_buf = f.js_buf, []
-        self.submit(lambda: self._write_out(f, md, js, md_last, js_last))
+        write = functools.partial(self._write_out, f, md, js, md_last, js_last)
+        self.submit(write, f.key, last=bool(md_last))
 
     def _write_out(
         self, f: _File, md: list[str], js: list[str], md_last: str, js_last: str

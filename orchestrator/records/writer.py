@@ -1,11 +1,27 @@
 """The writer thread: a run's file writes (progress files, journal) carried out off the loop.
 
 The event loop decides what to write and hands each write over with `submit`; one thread
-carries them out in the order they were submitted, taking whatever has queued up as one
-batch, so thousands of agents' creates and appends cost the loop an append to a deque each.
+carries them out, so thousands of agents' creates and appends cost the loop an append to a
+deque each. Each write names the file it belongs to (its ``key``: an agent's progress files),
+and the order that matters is kept, not more:
+
+- the writes of one key are carried out in the order they were submitted;
+- the journal's records (``record=True``) in the order they were submitted, each after every
+  write of its own key submitted before it (an agent's end is journaled once its status line
+  is in its file), and each write after a record of its key waits for it (no progress file
+  exists that the journal does not name);
+- a write without a key is a fence: after every write submitted before it, before every
+  write submitted after it (what the thread did for every write before keys).
+
+Within that order the journal goes first: its records are never queued behind the creates
+and appends of other agents' files (on a disk where creating a file costs hundreds of
+microseconds, a burst of a thousand starts is a quarter of a second of creates), so a record
+is written, and fsynced by the journal's group commit, within milliseconds of its
+transition. Whatever nothing waits for goes oldest first.
+
 `written` (a wait) and `when_written` (a callback) are the barrier: they return once every
-write submitted before them (or before a `mark`) is in its file; the thread says so as soon
-as it has carried out the write someone waits for, not only at the end of its batch.
+write submitted before them (or before a `mark`) is in its file, whatever the order the
+thread took; the thread says so as soon as it has carried out the write someone waits for.
 Whoever tells anyone about a transition (a waiter, the printed status line) goes through it,
 so "an agent's words reach its file before anyone is told" holds, and so does "recorded
 before acted on": an agent's process is started only once its start record (and every write
@@ -21,43 +37,140 @@ import asyncio
 import heapq
 import itertools
 import math
+import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 Write = Callable[[], None]
+MAX_RECORDS = 1024
+"""At most this many of the journal's records are written as one."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    seq: int
+    """Its place in the order of submission (1 for the first write ever submitted)."""
+    write: Write
+    key: str | None
+    record: bool
+    last: bool
+
+
+class _Order:
+    """What the thread has taken in and not yet carried out, and which of it goes next.
+
+    The thread's own: the loop never touches it. Every choice it makes is a write whose
+    predecessors (see the module) are all carried out: the oldest write has none left, and the
+    journal's oldest record waits at most for the writes of its key, oldest first."""
+
+    def __init__(self) -> None:
+        self.pending: OrderedDict[int, _Queued] = OrderedDict()
+        self.files: dict[str, deque[int]] = {}
+        """Per key, its file writes not yet carried out."""
+        self.lasts: dict[str, deque[int]] = {}
+        """Per key, its last writes (status lines) not yet carried out."""
+        self.records: deque[int] = deque()
+        self.fences: deque[int] = deque()
+
+    def add(self, item: _Queued) -> None:
+        self.pending[item.seq] = item
+        if item.record:
+            self.records.append(item.seq)
+        if item.key is None:
+            self.fences.append(item.seq)
+        elif not item.record:
+            self.files.setdefault(item.key, deque()).append(item.seq)
+            if item.last:
+                self.lasts.setdefault(item.key, deque()).append(item.seq)
+
+    def oldest(self) -> int:
+        return next(iter(self.pending))
+
+    def next(self) -> list[_Queued]:
+        """What to carry out now, as one: the journal's oldest records while nothing they
+        follow is left (the last one's write writes them all); else the oldest file write of
+        the key the oldest record waits for; else the oldest write."""
+        records = self.records
+        fence = self.fences[0] if self.fences else math.inf
+        run: list[_Queued] = []
+        for seq in records:
+            item = self.pending[seq]
+            if seq >= fence or len(run) == MAX_RECORDS:
+                break
+            assert item.key is not None  # a record without a key is a fence
+            lasts = self.lasts.get(item.key)
+            if lasts and lasts[0] < seq:  # its agent's status line goes first
+                if not run:
+                    return [self.pending[self.files[item.key][0]]]
+                break
+            run.append(item)
+        return run or [self.pending[self.oldest()]]
+
+    def done(self, item: _Queued) -> None:
+        del self.pending[item.seq]
+        if item.record:
+            self.records.popleft()
+        if item.key is None:
+            self.fences.popleft()
+        elif not item.record:
+            _pop(self.files, item.key, item.seq)
+            if item.last:
+                _pop(self.lasts, item.key, item.seq)
+
+
+def _pop(chains: dict[str, deque[int]], key: str, seq: int) -> None:
+    chain = chains[key]
+    assert chain[0] == seq, "a key's writes are carried out in order"
+    chain.popleft()
+    if not chain:
+        del chains[key]
 
 
 class FileWriter:
     """One thread per run that carries out its file writes in order (see the module)."""
 
     def __init__(self) -> None:
-        self._queue: deque[Write] = deque()
-        self._wake = threading.Condition()
+        self._queue: deque[_Queued] = deque()
+        """Appended on the loop, taken from by the thread (both atomic: no lock between them,
+        for a thread that holds a lock while it waits for the interpreter holds up the other,
+        and each wait for the interpreter is up to a switch interval)."""
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """Wakes the thread: rung by `submit` when it waits for writes, and to stop it."""
+        self._idle = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._submitted = 0
         self._done = 0
-        """Writes known on the loop to be carried out (advanced by the thread's reports)."""
+        """Writes known on the loop to be carried out, every one before them too (advanced
+        by the thread's reports)."""
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         """A heap of (write count, order, callback): the callback runs once that many are done."""
         self._order = itertools.count()
         self._wanted: float = math.inf
         """The smallest count a waiter waits for (read by the thread: it reports on reaching it)."""
         self._failed: asyncio.Future[None] | None = None
-        self._base = 0
 
-    def submit(self, write: Write) -> None:
-        """Carry out ``write`` after every write submitted before it (at once when no thread)."""
+    def submit(
+        self, write: Write, key: str | None = None, *, record: bool = False, last: bool = False
+    ) -> None:
+        """Carry out ``write`` in its place (see the module): a file write of ``key`` (its
+        ``last``: its status line), a journal ``record`` about ``key``, or with no key a
+        fence. At once when there is no thread.
+
+        A record's write must also write every record submitted before it that is not written
+        yet (the journal writes through): of records that may go together the thread calls
+        the last only, so a burst of them costs one ``os.write``."""
         self._submitted += 1
         if self._thread is None:
             write()
             self._done = self._submitted
             return
-        with self._wake:
-            self._queue.append(write)
-            self._wake.notify()
+        self._queue.append(_Queued(self._submitted, write, key, record, last))
+        if self._idle:
+            self._bell.put(None)
 
     def mark(self) -> int:
         """The place of the last write submitted so far, for ``upto`` (`written`)."""
@@ -101,7 +214,6 @@ class FileWriter:
         self._loop = loop
         self._failed = loop.create_future()
         self._stopping = False
-        self._base = self._submitted  # every write before this one was carried out at once
         self._thread = threading.Thread(target=self._work, name="orchestrator-writer", daemon=True)
         self._thread.start()
 
@@ -126,9 +238,8 @@ class FileWriter:
         thread = self._thread
         if thread is None:
             return
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
+        self._stopping = True
+        self._bell.put(None)
         try:
             # What is still queued are the run's last records: wait for them, off the loop.
             await asyncio.shield(asyncio.to_thread(thread.join))
@@ -139,38 +250,45 @@ class FileWriter:
 
     def _drain_here(self) -> None:
         """Writes queued after the thread left (none, but never lose one), then the waiters."""
-        with self._wake:
-            rest, self._queue = self._queue, deque()
-        for write in rest:
-            write()
+        rest, self._queue = self._queue, deque()
+        for item in rest:
+            item.write()
         self._advance(self._submitted)
 
     def _work(self) -> None:
+        """The thread: take in what was submitted, carry out the next write, and say how far
+        the writes are carried out without a gap when someone waits for that or it is idle."""
         assert self._loop is not None
-        loop = self._loop
-        count = 0
+        report = self._loop.call_soon_threadsafe
+        order = _Order()
+        inbox = self._queue
+        top = 0
         while True:
-            with self._wake:
-                while not self._queue and not self._stopping:
-                    self._wake.wait()
-                if not self._queue:
-                    return
-                batch, self._queue = self._queue, deque()
+            while inbox:
+                item = inbox.popleft()
+                order.add(item)
+                top = item.seq
+            if not order.pending:
+                if self._stopping:
+                    return  # what comes after this look is the caller's (`_drain_here`)
+                self._idle = True  # then look again: a submit either sees it or is seen
+                if not inbox and not self._stopping:
+                    self._bell.get()
+                self._idle = False
+                continue
+            items = order.next()
             try:
-                for write in batch:
-                    write()
-                    count += 1
-                    if self._base + count >= self._wanted:  # someone waits for this one
-                        self._wanted = math.inf  # the loop sets the next one it waits for
-                        loop.call_soon_threadsafe(self._advance_to, count)
+                items[-1].write()
             except BaseException as exc:
-                loop.call_soon_threadsafe(self._fail, exc)
+                report(self._fail, exc)
                 return
-            loop.call_soon_threadsafe(self._advance_to, count)
-
-    def _advance_to(self, count: int) -> None:
-        """The thread has carried out ``count`` writes since `run` began."""
-        self._advance(self._base + count)
+            for item in items:
+                order.done(item)
+            if not order.pending:
+                report(self._advance, top)  # idle: everything taken in is carried out
+            elif (done := order.oldest() - 1) >= self._wanted:  # someone waits for this much
+                self._wanted = math.inf  # the loop sets the next one it waits for
+                report(self._advance, done)
 
     def _advance(self, done: int) -> None:
         self._done = max(self._done, done)

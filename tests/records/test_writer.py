@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import resource
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +169,23 @@ async def test_a_wait_up_to_a_mark_returns_while_later_writes_are_still_held() -
         runner.cancel()
 
 
+def held(gate: threading.Event, started: threading.Event) -> Callable[[], None]:
+    """A write that says it has begun, then holds the writer thread until ``gate`` is set."""
+
+    def wait() -> None:
+        started.set()
+        gate.wait(10)
+
+    return wait
+
+
+async def holding(w: FileWriter, key: str, gate: threading.Event) -> None:
+    """Submit a write of ``key`` that holds the thread, and return once it has begun."""
+    started = threading.Event()
+    w.submit(held(gate, started), key)
+    assert await asyncio.to_thread(started.wait, 10), "the writer never began the write"
+
+
 def writer_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "orchestrator-writer"}
 
@@ -221,3 +240,134 @@ async def test_a_run_with_nothing_left_to_do_leaves_no_writer_behind(
     finally:
         journal.close()
         await pool.aclose()
+
+
+async def test_a_record_goes_ahead_of_other_agents_writes_but_after_its_own_status_line() -> None:
+    """The journal is not queued behind other agents' files: a record waits only for the
+    status line (``last``) of the agent it is about, and for the records before it."""
+    w = FileWriter()
+    gate = threading.Event()
+    order: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        await holding(w, "busy", gate)  # the thread is held by agent "busy"'s files
+        w.submit(lambda: order.append("busy: more"), "busy")
+        w.submit(lambda: order.append("a: words"), "a")
+        w.submit(lambda: order.append("a: status"), "a", last=True)
+        w.submit(lambda: order.append("b: create"), "b")
+        w.submit(lambda: order.append("record b"), "b", record=True)
+        w.submit(lambda: order.append("record a"), "a", record=True)
+        w.submit(lambda: order.append("b: words"), "b")
+        gate.set()
+        async with asyncio.timeout(10):
+            await w.written()
+        assert order == [
+            "record b",  # b's earlier file writes are no status line: it need not wait
+            "a: words",  # "record a" waits for a's status line, and so for a's writes before it
+            "a: status",
+            "record a",
+            "busy: more",  # then what nothing waits for, oldest first
+            "b: create",
+            "b: words",  # after "record b": no file is written that the journal does not name
+        ]
+        runner.cancel()
+
+
+async def test_records_that_may_go_together_are_written_by_the_last_ones_write() -> None:
+    """A record's write writes the records before it (the journal writes through): the
+    thread calls only the last of a run of records that may go, and a record held back by
+    its agent's status line ends the run."""
+    w = FileWriter()
+    gate = threading.Event()
+    called: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        await holding(w, "busy", gate)
+        for name in ("r1", "r2", "r3"):
+            w.submit(lambda name=name: called.append(name), name, record=True)  # type: ignore[misc]
+        w.submit(lambda: called.append("c: status"), "c", last=True)
+        w.submit(lambda: called.append("r4"), "c", record=True)
+        w.submit(lambda: called.append("r5"), "e", record=True)
+        gate.set()
+        async with asyncio.timeout(10):
+            await w.written()
+        assert called == ["r3", "c: status", "r5"]
+        runner.cancel()
+
+
+async def test_a_write_without_a_key_is_a_fence() -> None:
+    w = FileWriter()
+    gate = threading.Event()
+    order: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        await holding(w, "busy", gate)
+        w.submit(lambda: order.append("busy: more"), "busy")
+        w.submit(lambda: order.append("fence"))
+        w.submit(lambda: order.append("record"), "a", record=True)
+        gate.set()
+        async with asyncio.timeout(10):
+            await w.written()
+        assert order == ["busy: more", "fence", "record"]
+        runner.cancel()
+
+
+async def test_the_journal_is_written_ahead_of_other_agents_queued_file_writes(
+    tmp_path: Path,
+) -> None:
+    """What B10 measures: records submitted behind other agents' file writes are written
+    (and so fsynced by the group commit) before them, not queued behind them."""
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path, fresh=True)
+    w = FileWriter()
+    journal.submit = w.submit
+    gate = threading.Event()
+    seen: list[dict[str, object]] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            w.start()
+            runner = tg.create_task(w.run())
+            await holding(w, "slow", gate)
+            for _ in range(3):  # that agent's files, queued behind it
+                w.submit(lambda: seen.append(load(path).agents.get("a", {})), "slow")
+            journal.record("agent", id="a", state="running")
+            journal.record("agent", id="a", state="succeeded")
+            gate.set()
+            async with asyncio.timeout(10):
+                await w.written()
+            assert seen == [{"id": "a", "state": "succeeded"}] * 3
+            assert journal.records == 2
+            runner.cancel()
+    finally:
+        gate.set()
+        journal.close()
+
+
+def test_a_batch_the_disk_refuses_is_retried_record_by_record(tmp_path: Path) -> None:
+    """Records written as one write that the disk refuses whole are tried one at a time, so
+    the ones that still fit land (as they did when each had a write of its own)."""
+    path = tmp_path / "journal.jsonl"
+    failures: list[OSError] = []
+    journal = Journal(path, fresh=True, on_failure=lambda p, exc: failures.append(exc))
+    queued: list[Callable[[], None]] = []
+    journal.submit = lambda write, key=None, /, *, record=False: queued.append(write)
+    journal.record("agent", id="a", state="running")
+    journal.record("agent", id="b", state="running", pad="x" * 5000)
+    limit = len(path.read_bytes()) + 200  # room for a's record, not for b's
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        queued[-1]()  # the last record's write writes both
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    journal.close()
+    state = load(path)
+    assert state.agents["a"]["state"] == "running"
+    assert "b" not in state.agents
+    assert state.torn == 0
+    assert len(failures) == 1
