@@ -2,10 +2,11 @@
 
 The scheduler decides; the recorder writes. For every transition the agent's words reach its
 progress file (buffered, flushed by `run_background`) before the journal records the change;
-both are carried out in that order by the run's writer thread, and the scheduler tells
+the run's writer thread carries out each agent's writes in that order (its records go ahead
+of other agents' file writes: `orchestrator.records.writer`), and the scheduler tells
 anyone (`when_written`, `written`) only after the thread has carried out everything
 submitted before, and starts an agent's process once the journal's record of its start (and
-every write before it) is carried out. Secrets are masked here, once, in every event
+every write submitted before it) is carried out. Secrets are masked here, once, in every event
 whatever the agent's kind.
 
 A write that fails once the run has started (a full disk, a file-size limit) never raises into
