@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.process import orphans
+from orchestrator.process.child import Child
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ async def run_captured(
     subprocesses start a thread per child and take several turns of the loop to connect,
     and each of those turns is one that a `cancel` or a ``status`` waits behind while git
     plumbing seals the work of agents that were just stopped (B8)."""
-    child = _Captured.start(argv, cwd=cwd, env=env, stdin=stdin)
+    child = _Captured(argv, cwd=cwd, env=env, stdin=stdin)
     try:
         async with asyncio.timeout(limit):
             await child.done
@@ -67,69 +67,33 @@ async def run_captured(
     return Captured(tuple(argv), code, bytes(child.out[1]), bytes(child.out[2]))
 
 
-_POLL_EXIT = 0.005
-"""Where there are no pidfds, how often a helper's exit is polled."""
-
-
 class _Captured:
-    """One helper command: its output so far, its exit, its reaping (see `run_captured`)."""
+    """One helper command (a `Child`): its output so far, its stdin fed as it takes it, and
+    ``done`` once it has exited and both pipes are at their end (see `run_captured`)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], fds: dict[int, int], data: bytes) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.proc = proc
-        self.fds = fds
-        """Our ends: 1 and 2 read (stdout, stderr), 0 written (stdin, when given)."""
-        self.out = {1: bytearray(), 2: bytearray()}
-        self.data = memoryview(data)
-        self.exited: asyncio.Future[None] = self.loop.create_future()
-        self.done: asyncio.Future[None] = self.loop.create_future()
-        self._poll: asyncio.TimerHandle | None = None
-        try:
-            self._pidfd = os.pidfd_open(proc.pid)
-        except (OSError, AttributeError):  # no pidfds: poll
-            self._pidfd = -1
-        for n in (1, 2):
-            self.loop.add_reader(fds[n], self._read, n)
-        if 0 in fds:
-            self._write()
-        if self._pidfd >= 0:
-            self.loop.add_reader(self._pidfd, self._check)
-        self._check()
-
-    @classmethod
-    def start(
-        cls,
+    def __init__(
+        self,
         argv: Sequence[str],
         *,
         cwd: Path | None,
         env: Mapping[str, str] | None,
         stdin: bytes | None,
-    ) -> _Captured:
-        ours: dict[int, int] = {}
-        theirs: dict[int, int] = {}
-        try:
-            for n in (0, 1, 2) if stdin is not None else (1, 2):
-                r, w = os.pipe()  # not inheritable (PEP 446)
-                ours[n], theirs[n] = (w, r) if n == 0 else (r, w)
-                os.set_blocking(ours[n], False)
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=theirs.get(0, subprocess.DEVNULL),
-                stdout=theirs[1],
-                stderr=theirs[2],
-                cwd=cwd,
-                env=dict(env) if env is not None else None,
-                start_new_session=True,
-            )
-        except BaseException:
-            for fd in ours.values():
-                os.close(fd)
-            raise
-        finally:
-            for fd in theirs.values():
-                os.close(fd)
-        orphans.SPAWNED.add(proc.pid)  # before any await: the orphan reaper must leave it to us
-        return cls(proc, ours, stdin or b"")
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.child = Child.start(self.loop, list(argv), cwd=cwd, env=env, stdin=stdin is not None)
+        self.proc = self.child.proc
+        self.fds = dict(self.child.fds)
+        """Our ends: 1 and 2 read (stdout, stderr), 0 written (stdin, when given)."""
+        self.out = {1: bytearray(), 2: bytearray()}
+        self.data = memoryview(stdin or b"")
+        self.exited = self.child.exited
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        for n in (1, 2):
+            os.set_blocking(self.fds[n], False)
+            self.loop.add_reader(self.fds[n], self._read, n)
+        if 0 in self.fds:
+            self._write()
+        self.exited.add_done_callback(lambda _: self._settle())
 
     def _read(self, n: int) -> None:
         try:
@@ -165,30 +129,10 @@ class _Captured:
         os.close(fd)
         self._settle()
 
-    def _check(self) -> None:
-        if self.proc.poll() is None:  # waitpid(WNOHANG): reaps it once it has exited
-            if self._pidfd < 0:
-                self._poll = self.loop.call_later(_POLL_EXIT, self._check)
-            return
-        self._unwatch()
-        orphans.SPAWNED.discard(self.proc.pid)  # reaped: the pid may name another process now
-        if not self.exited.done():
-            self.exited.set_result(None)
-        self._settle()
-
     def _settle(self) -> None:
         if self.exited.done() and 1 not in self.fds and 2 not in self.fds and not self.done.done():
             self._close(0)  # stdin not taken whole: nobody reads it any more
             self.done.set_result(None)
-
-    def _unwatch(self) -> None:
-        if self._pidfd >= 0:
-            self.loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-        if self._poll is not None:
-            self._poll.cancel()
-            self._poll = None
 
     def kill(self) -> None:
         """SIGKILL to its group while it runs (it leads a session of its own)."""
@@ -199,16 +143,10 @@ class _Captured:
                 pass
 
     def close(self) -> None:
-        """Stop watching it. One not reaped yet (cancelled again while it died after `kill`)
-        is left to the orphan reaper, which reaps any zombie of ours not in `SPAWNED`."""
+        """Stop watching it (one not reaped yet is left to the orphan reaper: `Child.close`)."""
         for n in list(self.fds):
             self._close(n)
-        self._unwatch()
-        if self.proc.returncode is None:
-            self.proc.poll()
-        orphans.SPAWNED.discard(self.proc.pid)
-        if self.proc.returncode is None:  # SIGKILLed: its zombie is the reaper's, not Popen's
-            self.proc.returncode = -signal.SIGKILL
+        self.child.close()
         if not self.done.done():
             self.done.cancel()
 

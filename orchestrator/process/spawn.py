@@ -24,15 +24,15 @@ import functools
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from orchestrator.process.child import Child
 from orchestrator.process.group import kill_group, stop_group
 from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
-from orchestrator.process.orphans import SPAWNED, libc_prctl
+from orchestrator.process.orphans import libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
 from orchestrator.process.secretpipe import SECRETS_FD_VAR, open_secrets
 from orchestrator.process.warm import WARM, launch_ahead
@@ -45,8 +45,6 @@ DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
 
 
 _PR_SET_PDEATHSIG = 1
-_POLL_EXIT = 0.02
-"""Where there are no pidfds, how often a child's exit is polled."""
 _DRAIN_CAP = 10.0
 """However busy the pipes are after the child exited, they are cut off after this many seconds."""
 
@@ -116,14 +114,14 @@ async def run_streaming(
     # cancellation included) goes through `stop_group`, so no spawn is ever half-made.
     confined: Sandboxed | None = None
     handed = open_secrets(secrets) if secrets else None
-    child: _Child | None = None
+    child: Child | None = None
     try:
         if sandbox is not None:
             _check_program(args[0], env=env, cwd=cwd)  # reported as an unconfined spawn would
             # Secrets go through a descriptor only a fresh spawn can pass.
             ahead = None if handed is not None else launch_ahead(sandbox, args, cwd=cwd, env=env)
             if ahead is not None:
-                confined, child = ahead[0], _Child(loop, ahead[1].proc, ahead[1].fds)
+                confined, child = ahead[0], Child(loop, ahead[1].proc, ahead[1].fds)
             else:
                 confined = confine(sandbox, args, cwd=cwd, env=env)
             args, env = confined.argv, confined.env
@@ -135,7 +133,7 @@ async def run_streaming(
             args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
             fds = confined.pass_fds if confined is not None else ()
             fds += (handed,) if handed is not None else ()
-            child = _Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
+            child = Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
     except BaseException:
         if confined is not None:
             confined.release()
@@ -287,113 +285,3 @@ def _death_signal_hook() -> Callable[[], None] | None:
             os.kill(os.getpid(), kill)
 
     return hook
-
-
-class _Child:
-    """A spawned process as `ProcessLike`: ``wait`` returns on its exit, whatever its pipes do.
-
-    The exit is seen through a pidfd on the event loop (or, where there are none, by polling),
-    and the child is reaped here, never by asyncio's child watcher: nothing about it depends
-    on a pipe reaching EOF or on a watcher thread.
-    """
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes], fds: dict[int, int]
-    ) -> None:
-        self._loop = loop
-        self._proc = proc
-        self.fds = fds
-        """Our read ends of its stdout (1) and stderr (2); `Pipes` owns them from now on."""
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self._poll: asyncio.TimerHandle | None = None
-        try:
-            self._pidfd = os.pidfd_open(proc.pid)
-        except (OSError, AttributeError):  # no pidfds (old kernel, not Linux): poll instead
-            self._pidfd = -1
-        if self._pidfd >= 0:
-            loop.add_reader(self._pidfd, self._check)
-        self._check()
-
-    @classmethod
-    def start(
-        cls,
-        loop: asyncio.AbstractEventLoop,
-        args: list[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        preexec: Callable[[], None] | None,
-        pass_fds: tuple[int, ...] = (),
-    ) -> _Child:
-        """Fork and exec (synchronously, as ``loop.subprocess_exec`` would) and watch the exit."""
-        out_r, out_w = os.pipe()  # not inheritable (PEP 446)
-        err_r, err_w = os.pipe()  # not inheritable (PEP 446)
-        try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=err_w,
-                cwd=cwd,
-                env=dict(env),
-                start_new_session=True,
-                preexec_fn=preexec,
-                pass_fds=pass_fds,
-            )
-        except BaseException:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        SPAWNED.add(proc.pid)  # before any await: the orphan reaper must leave it to us
-        return cls(loop, proc, {1: out_r, 2: err_r})
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode
-
-    async def wait(self) -> int:
-        # shield: a cancelled waiter must not cancel the shared future.
-        await asyncio.shield(self.exited)
-        code = self.returncode
-        assert code is not None
-        return code
-
-    def close(self) -> None:
-        """Stop watching. A child not reaped yet (stuck in the kernel) is left to the orphan
-        reaper, which reaps any zombie of ours that is not in `SPAWNED`."""
-        self._unwatch()
-        if self._proc.returncode is None:
-            self._proc.poll()
-        SPAWNED.discard(self._proc.pid)
-        if self._proc.returncode is None:
-            # It got SIGKILL and will be a zombie of ours: the reaper takes it, not Popen.
-            self._proc.returncode = -signal.SIGKILL
-
-    def _check(self) -> None:
-        if self._proc.poll() is None:  # waitpid(WNOHANG): reaps it once it has exited
-            if self._pidfd < 0 and self._poll is None:
-                self._poll = self._loop.call_later(_POLL_EXIT, self._tick)
-            return
-        self._unwatch()
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def _tick(self) -> None:
-        self._poll = None
-        self._check()
-
-    def _unwatch(self) -> None:
-        if self._pidfd >= 0:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-        if self._poll is not None:
-            self._poll.cancel()
-            self._poll = None

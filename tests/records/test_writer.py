@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,26 @@ async def holding(w: FileWriter, key: str, gate: threading.Event) -> None:
     assert await asyncio.to_thread(started.wait, 10), "the writer never began the write"
 
 
+@contextlib.asynccontextmanager
+async def held_writer(key: str = "busy") -> AsyncIterator[FileWriter]:
+    """A running writer whose thread is held by a write of ``key``: what the block submits
+    queues up behind it; at the block's end the thread goes on and everything is written."""
+    w = FileWriter()
+    gate = threading.Event()
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        try:
+            await holding(w, key, gate)
+            yield w
+            gate.set()
+            async with asyncio.timeout(10):
+                await w.written()
+        finally:
+            gate.set()
+            runner.cancel()
+
+
 def writer_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "orchestrator-writer"}
 
@@ -245,13 +266,8 @@ async def test_a_run_with_nothing_left_to_do_leaves_no_writer_behind(
 async def test_a_record_goes_ahead_of_other_agents_writes_but_after_its_own_status_line() -> None:
     """The journal is not queued behind other agents' files: a record waits only for the
     status line (``last``) of the agent it is about, and for the records before it."""
-    w = FileWriter()
-    gate = threading.Event()
     order: list[str] = []
-    async with asyncio.TaskGroup() as tg:
-        w.start()
-        runner = tg.create_task(w.run())
-        await holding(w, "busy", gate)  # the thread is held by agent "busy"'s files
+    async with held_writer() as w:  # the thread is held by agent "busy"'s files
         w.submit(lambda: order.append("busy: more"), "busy")
         w.submit(lambda: order.append("a: words"), "a")
         w.submit(lambda: order.append("a: status"), "a", last=True)
@@ -259,60 +275,38 @@ async def test_a_record_goes_ahead_of_other_agents_writes_but_after_its_own_stat
         w.submit(lambda: order.append("record b"), "b", record=True)
         w.submit(lambda: order.append("record a"), "a", record=True)
         w.submit(lambda: order.append("b: words"), "b")
-        gate.set()
-        async with asyncio.timeout(10):
-            await w.written()
-        assert order == [
-            "record b",  # b's earlier file writes are no status line: it need not wait
-            "a: words",  # "record a" waits for a's status line, and so for a's writes before it
-            "a: status",
-            "record a",
-            "busy: more",  # then what nothing waits for, oldest first
-            "b: create",
-            "b: words",  # after "record b": no file is written that the journal does not name
-        ]
-        runner.cancel()
+    assert order == [
+        "record b",  # b's earlier file writes are no status line: it need not wait
+        "a: words",  # "record a" waits for a's status line, and so for a's writes before it
+        "a: status",
+        "record a",
+        "busy: more",  # then what nothing waits for, oldest first
+        "b: create",
+        "b: words",  # after "record b": no file is written that the journal does not name
+    ]
 
 
 async def test_records_that_may_go_together_are_written_by_the_last_ones_write() -> None:
     """A record's write writes the records before it (the journal writes through): the
     thread calls only the last of a run of records that may go, and a record held back by
     its agent's status line ends the run."""
-    w = FileWriter()
-    gate = threading.Event()
     called: list[str] = []
-    async with asyncio.TaskGroup() as tg:
-        w.start()
-        runner = tg.create_task(w.run())
-        await holding(w, "busy", gate)
+    async with held_writer() as w:
         for name in ("r1", "r2", "r3"):
             w.submit(lambda name=name: called.append(name), name, record=True)  # type: ignore[misc]
         w.submit(lambda: called.append("c: status"), "c", last=True)
         w.submit(lambda: called.append("r4"), "c", record=True)
         w.submit(lambda: called.append("r5"), "e", record=True)
-        gate.set()
-        async with asyncio.timeout(10):
-            await w.written()
-        assert called == ["r3", "c: status", "r5"]
-        runner.cancel()
+    assert called == ["r3", "c: status", "r5"]
 
 
 async def test_a_write_without_a_key_is_a_fence() -> None:
-    w = FileWriter()
-    gate = threading.Event()
     order: list[str] = []
-    async with asyncio.TaskGroup() as tg:
-        w.start()
-        runner = tg.create_task(w.run())
-        await holding(w, "busy", gate)
+    async with held_writer() as w:
         w.submit(lambda: order.append("busy: more"), "busy")
         w.submit(lambda: order.append("fence"))
         w.submit(lambda: order.append("record"), "a", record=True)
-        gate.set()
-        async with asyncio.timeout(10):
-            await w.written()
-        assert order == ["busy: more", "fence", "record"]
-        runner.cancel()
+    assert order == ["busy: more", "fence", "record"]
 
 
 async def test_the_journal_is_written_ahead_of_other_agents_queued_file_writes(
@@ -322,27 +316,17 @@ async def test_the_journal_is_written_ahead_of_other_agents_queued_file_writes(
     (and so fsynced by the group commit) before them, not queued behind them."""
     path = tmp_path / "journal.jsonl"
     journal = Journal(path, fresh=True)
-    w = FileWriter()
-    journal.submit = w.submit
-    gate = threading.Event()
     seen: list[dict[str, object]] = []
     try:
-        async with asyncio.TaskGroup() as tg:
-            w.start()
-            runner = tg.create_task(w.run())
-            await holding(w, "slow", gate)
+        async with held_writer("slow") as w:
+            journal.submit = w.submit
             for _ in range(3):  # that agent's files, queued behind it
                 w.submit(lambda: seen.append(load(path).agents.get("a", {})), "slow")
             journal.record("agent", id="a", state="running")
             journal.record("agent", id="a", state="succeeded")
-            gate.set()
-            async with asyncio.timeout(10):
-                await w.written()
-            assert seen == [{"id": "a", "state": "succeeded"}] * 3
-            assert journal.records == 2
-            runner.cancel()
+        assert seen == [{"id": "a", "state": "succeeded"}] * 3
+        assert journal.records == 2
     finally:
-        gate.set()
         journal.close()
 
 
