@@ -6,8 +6,8 @@ the run's writer thread carries out each agent's writes in that order (its recor
 of other agents' file writes: `orchestrator.records.writer`), and the scheduler tells
 anyone (`when_written`, `written`) only after the thread has carried out everything
 submitted before, and starts an agent's process once the journal's record of its start (and
-every write submitted before it) is carried out. Secrets are masked here, once, in every event
-whatever the agent's kind.
+the records before it, each after its agent's status line) is carried out
+(`start_written`). Secrets are masked here, once, in every event whatever the agent's kind.
 
 A write that fails once the run has started (a full disk, a file-size limit) never raises into
 the scheduler: the writers take it back to whole lines, and the recorder keeps the first
@@ -81,6 +81,15 @@ class Recorder:
         `agent_started` returned) is in its file."""
         await self.writer.written(upto)
 
+    async def start_written(self, mark: int) -> None:
+        """Return once the start record `agent_started` returned ``mark`` of is in the journal
+        (and the records before it), not behind other agents' file writes; without a journal,
+        once everything submitted up to ``mark`` is carried out."""
+        if self.journal is not None:
+            await self.writer.carried(mark)
+        else:
+            await self.writer.written(mark)
+
     async def run_background(self) -> None:
         """Write files on the writer thread, flush progress files, sync the journal and
         journal live agents until cancelled."""
@@ -122,7 +131,8 @@ class Recorder:
         """The journal first: no progress file exists that the journal does not name.
 
         Returns the mark of the journal's record: the agent may act once it is written
-        (`written`); its progress file is created right after it, before anything it says."""
+        (`start_written`); its progress file is created right after it, before anything it
+        says."""
         if self.journal is not None:
             self.journal.record("agent", **rec.started_fields())
         mark = self.writer.mark()

@@ -270,8 +270,9 @@ class Run(RunQueries, RunRequests):
             add_task=functools.partial(growth.answer, self, adder=rec.id),
         )
         try:  # it starts once its start is on disk (``written``): recorded before acted on
+            written = functools.partial(self.recorder.start_written, recorded)
             state, reason = await attempt.run_attempt(
-                rec, ctx, agent, stop=self._stop, written=lambda: self.recorder.written(recorded)
+                rec, ctx, agent, stop=self._stop, written=written
             )
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await orphans.sweep_agent(self.settings.run_id, rec.id)  # one scan for many

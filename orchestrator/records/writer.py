@@ -23,9 +23,13 @@ transition. Whatever nothing waits for goes oldest first.
 write submitted before them (or before a `mark`) is in its file, whatever the order the
 thread took; the thread says so as soon as it has carried out the write someone waits for.
 Whoever tells anyone about a transition (a waiter, the printed status line) goes through it,
-so "an agent's words reach its file before anyone is told" holds, and so does "recorded
-before acted on": an agent's process is started only once its start record (and every write
-before it) is written.
+so "an agent's words reach its file before anyone is told" holds.
+
+`carried` waits for one write and what the order puts before it, not for everything
+submitted before it: an agent's start record is carried out once the records before it
+(its dependencies' ends, each after its agent's status line) are, so the agent starts then
+(recorded before acted on) and not behind the creates of every agent started in the same
+burst.
 
 Outside `run` (before a run's loop starts it, after it stopped) a write is carried out at once
 on the caller's thread, as it always was: one order, whoever writes.
@@ -151,6 +155,12 @@ class FileWriter:
         self._order = itertools.count()
         self._wanted: float = math.inf
         """The smallest count a waiter waits for (read by the thread: it reports on reaching it)."""
+        self._through = 0
+        """Set by the thread: every write up to this one is carried out."""
+        self._ahead: set[int] = set()
+        """Set by the thread: writes past ``_through`` carried out (records taken first)."""
+        self._awaited: dict[int, list[Callable[[], None]]] = {}
+        """The loop's: writes someone waits for one by one (`carried`), read by the thread."""
         self._failed: asyncio.Future[None] | None = None
 
     def submit(
@@ -185,6 +195,35 @@ class FileWriter:
         else:
             heapq.heappush(self._waiters, (target, next(self._order), callback))
             self._wanted = min(self._wanted, target)
+
+    def when_carried(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop once write ``seq`` (a `mark` just after submitting
+        it) is carried out, and with it whatever the order puts first (see the module), but
+        not every write submitted before it. At once when it is."""
+        waiting = self._awaited.setdefault(seq, [])
+        waiting.append(callback)
+        # The thread publishes first and looks here second; this side the other way round,
+        # and what the thread takes out of ``_ahead`` it has put under ``_through`` first.
+        if len(waiting) == 1 and (seq in self._ahead or seq <= self._through or seq <= self._done):
+            self._carried((seq,))
+
+    async def carried(self, seq: int) -> None:
+        """Return once write ``seq`` is carried out (`when_carried`)."""
+        if seq <= self._done or seq <= self._through:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.when_carried(seq, wake)
+        await done
+
+    def _carried(self, seqs: tuple[int, ...] | list[int]) -> None:
+        for seq in seqs:
+            for callback in self._awaited.pop(seq, ()):
+                callback()
 
     async def written(self, upto: int | None = None) -> None:
         """Return once every write submitted so far (or up to ``upto``, a `mark`) is carried
@@ -253,7 +292,10 @@ class FileWriter:
         rest, self._queue = self._queue, deque()
         for item in rest:
             item.write()
+        self._through = self._submitted
+        self._ahead.clear()
         self._advance(self._submitted)
+        self._carried(list(self._awaited))
 
     def _work(self) -> None:
         """The thread: take in what was submitted, carry out the next write, and say how far
@@ -262,6 +304,10 @@ class FileWriter:
         report = self._loop.call_soon_threadsafe
         order = _Order()
         inbox = self._queue
+        awaited = self._awaited
+        ahead = self._ahead
+        passed: list[int] = []
+        """A heap of what is in ``ahead``, to take it out once ``_through`` passes it."""
         top = 0
         while True:
             while inbox:
@@ -284,11 +330,21 @@ class FileWriter:
                 return
             for item in items:
                 order.done(item)
+            through = order.oldest() - 1 if order.pending else top
+            self._through = through
+            for item in items:
+                if item.seq > through:
+                    ahead.add(item.seq)
+                    heapq.heappush(passed, item.seq)
+            while passed and passed[0] <= through:
+                ahead.discard(heapq.heappop(passed))
+            if awaited and (hits := [it.seq for it in items if it.seq in awaited]):
+                report(self._carried, hits)
             if not order.pending:
                 report(self._advance, top)  # idle: everything taken in is carried out
-            elif (done := order.oldest() - 1) >= self._wanted:  # someone waits for this much
+            elif through >= self._wanted:  # someone waits for this much
                 self._wanted = math.inf  # the loop sets the next one it waits for
-                report(self._advance, done)
+                report(self._advance, through)
 
     def _advance(self, done: int) -> None:
         self._done = max(self._done, done)

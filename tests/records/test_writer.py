@@ -286,6 +286,64 @@ async def test_a_record_goes_ahead_of_other_agents_writes_but_after_its_own_stat
     ]
 
 
+async def test_a_record_is_carried_while_other_agents_earlier_writes_are_still_held() -> None:
+    """What an agent's start waits for (`carried`): its start record, and what the order puts
+    before it (the status line of the agent a record is about), not the creates of agents
+    started before it, which the barrier (`written`) still waits for."""
+    w = FileWriter()
+    first, second = threading.Event(), threading.Event()
+    order: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        try:
+            await holding(w, "busy", first)
+            w.submit(hold(second), "b")  # another agent's create, held once the thread gets to it
+            w.submit(lambda: order.append("a: status"), "a", last=True)
+            w.submit(lambda: order.append("record a"), "a", record=True)
+            record = w.mark()
+            carried = tg.create_task(w.carried(record))
+            barrier = tg.create_task(w.written(record))
+            await asyncio.sleep(0)
+            assert not carried.done(), "carried before the thread took the record"
+            first.set()
+            async with asyncio.timeout(10):
+                await carried
+            assert order == ["a: status", "record a"]
+            told: list[str] = []
+            w.when_carried(record, lambda: told.append("late"))  # asked after: at once
+            assert told == ["late"]
+            await asyncio.sleep(0.02)
+            assert not barrier.done(), "the barrier passed b's held create"
+            second.set()
+            async with asyncio.timeout(10):
+                await barrier
+            await w.carried(record)
+        finally:
+            first.set()
+            second.set()
+            runner.cancel()
+
+
+async def test_a_wait_for_one_write_is_answered_when_the_writer_stops() -> None:
+    """Writes still queued when the thread stops are carried out by `stop`, and whoever waits
+    for one of them is told."""
+    w = FileWriter()
+    gate = threading.Event()
+    told: list[str] = []
+    w.start()
+    await holding(w, "busy", gate)
+    w.submit(lambda: None, "a", record=True)
+    w.when_carried(w.mark(), lambda: told.append("a"))
+    stopping = asyncio.get_running_loop().create_task(w.stop())
+    await asyncio.sleep(0)
+    assert told == []
+    gate.set()
+    async with asyncio.timeout(10):
+        await stopping
+    assert told == ["a"]
+
+
 async def test_records_that_may_go_together_are_written_by_the_last_ones_write() -> None:
     """A record's write writes the records before it (the journal writes through): the
     thread calls only the last of a run of records that may go, and a record held back by
