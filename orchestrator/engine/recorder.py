@@ -5,9 +5,9 @@ progress file (buffered, flushed by `run_background`) before the journal records
 the run's writer thread carries out each agent's writes in that order (its records go ahead
 of other agents' file writes: `orchestrator.records.writer`), and the scheduler tells
 anyone (`when_written`, `written`) only after the thread has carried out everything
-submitted before, and starts an agent's process once the journal's record of its start (and
-the records before it, each after its agent's status line) is carried out
-(`start_written`). Secrets are masked here, once, in every event whatever the agent's kind.
+submitted before, and starts an agent's process once its progress files are created, after
+the journal's record of its start and the records before it (`start_written`). Secrets are
+masked here, once, in every event whatever the agent's kind.
 
 A write that fails once the run has started (a full disk, a file-size limit) never raises into
 the scheduler: the writers take it back to whole lines, and the recorder keeps the first
@@ -82,13 +82,10 @@ class Recorder:
         await self.writer.written(upto)
 
     async def start_written(self, mark: int) -> None:
-        """Return once the start record `agent_started` returned ``mark`` of is in the journal
-        (and the records before it), not behind other agents' file writes; without a journal,
-        once everything submitted up to ``mark`` is carried out."""
-        if self.journal is not None:
-            await self.writer.carried(mark)
-        else:
-            await self.writer.written(mark)
+        """Return once the agent `agent_started` returned ``mark`` for has its progress files
+        and its start record is in the journal (and the records before it), not behind other
+        agents' file writes (`FileWriter.carried`)."""
+        await self.writer.carried(mark)
 
     async def run_background(self) -> None:
         """Write files on the writer thread, flush progress files, sync the journal and
@@ -130,14 +127,13 @@ class Recorder:
     def agent_started(self, rec: AgentRecord, header: str) -> int:
         """The journal first: no progress file exists that the journal does not name.
 
-        Returns the mark of the journal's record: the agent may act once it is written
-        (`start_written`); its progress file is created right after it, before anything it
-        says."""
+        Returns the mark of its progress files' create, made right after the record and
+        before anything it says: the agent may act once that is carried out
+        (`start_written`), and so its start record too."""
         if self.journal is not None:
             self.journal.record("agent", **rec.started_fields())
-        mark = self.writer.mark()
         self.progress.open(rec.id, header)
-        return mark
+        return self.writer.mark()
 
     def event(self, rec: AgentRecord, event: AgentEvent) -> tuple[AgentEvent, str]:
         """Mask secrets in ``event`` and buffer it; the event as written and its shown line."""

@@ -26,10 +26,12 @@ Whoever tells anyone about a transition (a waiter, the printed status line) goes
 so "an agent's words reach its file before anyone is told" holds.
 
 `carried` waits for one write and what the order puts before it, not for everything
-submitted before it: an agent's start record is carried out once the records before it
-(its dependencies' ends, each after its agent's status line) are, so the agent starts then
-(recorded before acted on) and not behind the creates of every agent started in the same
-burst.
+submitted before it, and the thread takes what someone waits for that way ahead of other
+file writes (after the journal's records). An agent starts once its progress files are
+created: after its start record (recorded before acted on), after the records before that
+(its dependencies' ends, each after its agent's status line), and not behind the creates
+of every agent started in the same burst. Its end is then never held back by its own
+create, so a record is not kept from the disk by a burst of other agents' creates.
 
 Outside `run` (before a run's loop starts it, after it stopped) a write is carried out at once
 on the caller's thread, as it always was: one order, whoever writes.
@@ -77,6 +79,8 @@ class _Order:
         """Per key, its last writes (status lines) not yet carried out."""
         self.records: deque[int] = deque()
         self.fences: deque[int] = deque()
+        self.urgent: list[int] = []
+        """A heap of the writes someone waits for one by one (`FileWriter.carried`)."""
 
     def add(self, item: _Queued) -> None:
         self.pending[item.seq] = item
@@ -95,7 +99,9 @@ class _Order:
     def next(self) -> list[_Queued]:
         """What to carry out now, as one: the journal's oldest records while nothing they
         follow is left (the last one's write writes them all); else the oldest file write of
-        the key the oldest record waits for; else the oldest write."""
+        the key the oldest record waits for; else, with no record left, the oldest file write
+        of the key of the oldest write someone waits for (an agent's create, which its start
+        waits for); else the oldest write."""
         records = self.records
         fence = self.fences[0] if self.fences else math.inf
         run: list[_Queued] = []
@@ -110,7 +116,23 @@ class _Order:
                     return [self.pending[self.files[item.key][0]]]
                 break
             run.append(item)
-        return run or [self.pending[self.oldest()]]
+        if run:
+            return run
+        if not records and (wanted := self._wanted_file(fence)) is not None:
+            return [wanted]
+        return [self.pending[self.oldest()]]
+
+    def _wanted_file(self, fence: float) -> _Queued | None:
+        urgent, pending = self.urgent, self.pending
+        while urgent and urgent[0] not in pending:
+            heapq.heappop(urgent)
+        if not urgent:
+            return None
+        item = pending[urgent[0]]
+        if item.key is None or item.record:
+            return None  # a fence or a record: they go in the order above
+        first = self.files[item.key][0]
+        return pending[first] if first < fence else None
 
     def done(self, item: _Queued) -> None:
         del self.pending[item.seq]
@@ -161,6 +183,8 @@ class FileWriter:
         """Set by the thread: writes past ``_through`` carried out (records taken first)."""
         self._awaited: dict[int, list[Callable[[], None]]] = {}
         """The loop's: writes someone waits for one by one (`carried`), read by the thread."""
+        self._urgent: deque[int] = deque()
+        """Appended on the loop as a write is first waited for, taken in by the thread."""
         self._failed: asyncio.Future[None] | None = None
 
     def submit(
@@ -204,8 +228,12 @@ class FileWriter:
         waiting.append(callback)
         # The thread publishes first and looks here second; this side the other way round,
         # and what the thread takes out of ``_ahead`` it has put under ``_through`` first.
-        if len(waiting) == 1 and (seq in self._ahead or seq <= self._through or seq <= self._done):
+        if len(waiting) > 1:
+            return
+        if seq in self._ahead or seq <= self._through or seq <= self._done:
             self._carried((seq,))
+        else:
+            self._urgent.append(seq)
 
     async def carried(self, seq: int) -> None:
         """Return once write ``seq`` is carried out (`when_carried`)."""
@@ -305,6 +333,7 @@ class FileWriter:
         order = _Order()
         inbox = self._queue
         awaited = self._awaited
+        urgent = self._urgent
         ahead = self._ahead
         passed: list[int] = []
         """A heap of what is in ``ahead``, to take it out once ``_through`` passes it."""
@@ -314,6 +343,8 @@ class FileWriter:
                 item = inbox.popleft()
                 order.add(item)
                 top = item.seq
+            while urgent:
+                heapq.heappush(order.urgent, urgent.popleft())
             if not order.pending:
                 if self._stopping:
                     return  # what comes after this look is the caller's (`_drain_here`)

@@ -325,6 +325,24 @@ async def test_a_record_is_carried_while_other_agents_earlier_writes_are_still_h
             runner.cancel()
 
 
+async def test_a_write_someone_waits_for_goes_ahead_of_other_agents_file_writes() -> None:
+    """An agent's start waits for its own create: the thread takes it (after its key's
+    earlier writes and the journal's records) ahead of the creates of agents before it."""
+    order: list[str] = []
+    async with held_writer() as w:
+        for name in ("b", "c"):
+            w.submit(lambda name=name: order.append(f"{name}: create"), name)  # type: ignore[misc]
+        w.submit(lambda: order.append("record a"), "a", record=True)
+        w.submit(lambda: order.append("a: create"), "a")
+        create = w.mark()
+        w.submit(lambda: order.append("a: words"), "a")
+        waiting = asyncio.get_running_loop().create_task(w.carried(create))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+    await waiting
+    assert order == ["record a", "a: create", "b: create", "c: create", "a: words"]
+
+
 async def test_a_wait_for_one_write_is_answered_when_the_writer_stops() -> None:
     """Writes still queued when the thread stops are carried out by `stop`, and whoever waits
     for one of them is told."""
