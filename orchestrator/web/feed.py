@@ -90,9 +90,9 @@ class Feed:
     most as often as a few times its own build time, so however large the run, the page's
     share of the machine stays small: a slow build only means fewer, newer states. The state's
     build is timed in CPU, not wall time: on a crowded machine the wall time of the same work
-    grows with the crowd, and spacing states by it delayed every page by seconds' fractions
-    without saving the run any CPU. News seen between states goes out as soon as the next
-    one is due, not at the next poll after that.
+    grows with the crowd, and spacing states by it held every page back (in B12, states
+    p95 0.26-0.51 s apart instead of 0.1 s) without saving the run any CPU. News seen between
+    states goes out as soon as the next one is due, not at the next poll after that.
     """
 
     def __init__(self, responses: Path) -> None:
