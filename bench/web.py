@@ -4,7 +4,7 @@ The same run twice, side by side: without the web server, then with it (in a pro
 own, as `run --web` starts it) and 20 WebSocket clients in another process (as browsers are).
 Measured: the main loop's lag p99 in both (the page must not slow the run), and for every
 agent's end, how long until each client saw it (the journal's end time to the client's
-receipt of the first state that shows it).
+receipt of the first state or patch that shows it).
 """
 
 from __future__ import annotations

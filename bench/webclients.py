@@ -1,7 +1,8 @@
 """Simulated browsers for B12: ``python bench/webclients.py URL N``.
 
-Opens N WebSockets to the page's feed, prints ``connected``, and records for every task that
-ends how long after its recorded end each client first got a state showing it. When stdin
+Opens N WebSockets to the page's feed as the page does (whole state once, then patches of
+the rows that changed), prints ``connected``, and records for every task that ends how long
+after its recorded end each client first got a message showing it. When stdin
 closes it prints the latencies (seconds) as one JSON list and exits.
 """
 
@@ -16,7 +17,7 @@ import time
 async def client(url: str, latencies: list[float], stop: asyncio.Event) -> None:
     import aiohttp
 
-    ws_url = url.replace("http://", "ws://").replace("/?token=", "/ws?token=")
+    ws_url = url.replace("http://", "ws://").replace("/?token=", "/ws?patches=1&token=")
     seen: set[str] = set()
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
         while not stop.is_set():

@@ -150,7 +150,11 @@ def from_journal(journal: JournalState, *, alive: bool) -> Snapshot:
         | ({"reason": LOST_REASON} if gone and a.get("state") == "running" else {})
         for aid, a in journal.agents.items()
     )  # fmt: skip
-    tasks = tuple({"id": tid, **_agents_of(journal, tid), **t} for tid, t in journal.tasks.items())
+    of_task = _agents_by_task(journal)
+    tasks = tuple(
+        {"id": tid, **of_task.get(tid, {"attempts": [], "fixers": []}), **t}
+        for tid, t in journal.tasks.items()
+    )
     return Snapshot(
         run=run,
         agents=agents,
@@ -192,16 +196,18 @@ def graph_of_journal(
     return graph
 
 
-def _agents_of(journal: JournalState, task_id: str) -> dict[str, list[str]]:
-    """A task's attempts and fixers, from the agents the journal recorded for it."""
-    mine = sorted(
-        (a.get("started") or 0.0, aid, a.get("role"))
-        for aid, a in journal.agents.items()
-        if a.get("task") == task_id
-    )
+def _agents_by_task(journal: JournalState) -> dict[str, dict[str, list[str]]]:
+    """Each task's attempts and fixers, from the agents the journal recorded for it (one pass
+    over the agents: a view rebuilt several times a second must not cost tasks x agents)."""
+    mine: dict[Any, list[tuple[float, str, Any]]] = {}
+    for aid, a in journal.agents.items():
+        mine.setdefault(a.get("task"), []).append((a.get("started") or 0.0, aid, a.get("role")))
     return {
-        "attempts": [aid for _, aid, role in mine if role in ("task", None)],
-        "fixers": [aid for _, aid, role in mine if role == "fixer"],
+        tid: {
+            "attempts": [aid for _, aid, role in agents if role in ("task", None)],
+            "fixers": [aid for _, aid, role in agents if role == "fixer"],
+        }
+        for tid, agents in ((tid, sorted(found)) for tid, found in mine.items())
     }
 
 

@@ -142,8 +142,9 @@ class WebServer:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
         await ws.prepare(request)
         follow: dict[str, Any] = {"agent": None, "offset": 0}
+        patches = request.query.get("patches") == "1"
         async with asyncio.TaskGroup() as tg:
-            sender = tg.create_task(self._send_loop(ws, follow))
+            sender = tg.create_task(self._send_loop(ws, follow, patches=patches))
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
@@ -158,8 +159,11 @@ class WebServer:
             sender.cancel()
         return ws
 
-    async def _send_loop(self, ws: web.WebSocketResponse, follow: dict[str, Any]) -> None:
-        """This client's sender: the newest state when it changes, its followed file as it
+    async def _send_loop(
+        self, ws: web.WebSocketResponse, follow: dict[str, Any], *, patches: bool
+    ) -> None:
+        """This client's sender: the newest state when it changes (with ``patches``: whole
+        once, then what changed since the version it was sent), its followed file as it
         grows. Waiting on this client never holds up the feed or another client."""
         sent = svg = 0
         self._sent[id(ws)] = 0
@@ -170,9 +174,11 @@ class WebServer:
                     async with asyncio.timeout(SEND_TIMEOUT):
                         await ws.send_str(self.feed.svg)
                 if self.feed.version > sent:
-                    sent = self.feed.version
+                    frame = self.feed.frame
+                    text = frame.patch(sent) if patches and sent else frame.text
+                    sent = frame.version
                     async with asyncio.timeout(SEND_TIMEOUT):
-                        await ws.send_str(self.feed.text)
+                        await ws.send_str(text)
                     self._sent[id(ws)] = sent
                     self._delivered.set()
                 agent = follow["agent"]

@@ -134,6 +134,47 @@ async def test_cancel_needs_the_header_and_our_origin_then_stops_the_agent(
             assert rows(state)["after"]["state"] in ("waiting", "skipped")
 
 
+async def test_a_page_that_asks_for_patches_gets_the_state_once_then_the_rows_that_changed(
+    live: tuple[Fleet, WebServer],
+) -> None:
+    _, server = live
+    cancel = f"http://127.0.0.1:{server.port}/api/cancel?token={server.token}"
+    kinds: list[str] = []
+    have: dict[str, dict[str, Any]] = {}
+
+    async def merge_until(ws: aiohttp.ClientWebSocketResponse, done: str) -> list[list[str]]:
+        """Merge states and patches until the row of ``done`` ended; the ids each carried."""
+        carried = []
+        async with asyncio.timeout(WAIT):
+            async for msg in ws:
+                data = json.loads(msg.data)
+                if data["type"] in ("state", "patch"):
+                    kinds.append(data["type"])
+                    have.update(rows(data))
+                    carried.append(sorted(rows(data)))
+                    if have.get(done, {}).get("ended"):
+                        return carried
+        raise AssertionError("the socket closed")
+
+    async with aiohttp.ClientSession() as http:
+        ws_url = f"ws://127.0.0.1:{server.port}/ws?patches=1&token={server.token}"
+        async with http.ws_connect(ws_url) as ws:
+            await merge_until(ws, "quick")
+            assert kinds[0] == "state"
+            assert set(have) == {"slow", "after", "quick"}
+            async with http.post(cancel, json={"agents": ["slow"]},
+                                 headers={TOKEN_HEADER: server.token}) as r:  # fmt: skip
+                assert r.status == 200
+            carried = await merge_until(ws, "slow")
+        assert set(kinds[1:]) == {"patch"}
+        assert all("quick" not in ids for ids in carried)  # it did not change
+        assert have["slow"]["state"] == "cancelled"
+        plain = f"ws://127.0.0.1:{server.port}/ws?token={server.token}"
+        async with http.ws_connect(plain) as ws:
+            whole = rows(await next_state(ws, lambda s: rows(s)["slow"]["state"] == "cancelled"))
+        assert (have["quick"], have["slow"]) == (whole["quick"], whole["slow"])
+
+
 def test_the_server_of_run_web_dies_with_a_killed_orchestrator(fleet: Fleet) -> None:
     fleet.plan(task("slow", {"sleep": 60}))
     proc = fleet.start("run", "plan.yaml", "--no-live", "--web")
