@@ -9,6 +9,8 @@ commit on its branch. `InPlace` (``isolation: none``) runs everyone in the works
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,6 +74,22 @@ class Workspaces(Protocol):
     ) -> HandBack: ...
 
 
+def wip_sealers() -> int:
+    """How many checkouts of agents that did not succeed are sealed at once: half the CPUs
+    this process may run on, at least one.
+
+    Such a seal lands nothing, and it is four to six git processes. A burst of stops
+    (``cancel`` after ``cancel``, a deadline, a budget) sealing all at once filled both
+    CPUs of a small machine, and the next stop's SIGTERM, the sandbox's end and the control
+    socket's answer waited for them (B8); queued, the seals take their turn after.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
+
+
 def work_branch(run_id: str, agent_id: str) -> str:
     """The branch an agent's checkout is on (the delivery is ``orchestrator/<run>``)."""
     return f"orchestrator/work/{run_id}/{agent_id}"
@@ -133,6 +151,7 @@ class Checkouts:
         self._carry: dict[str, tuple[str, str]] = {}
         self._kept: dict[str, Kept] = {}
         """Escalated conflicts whose checkout is kept for a person (found again on resume)."""
+        self._sealers = asyncio.Semaphore(wip_sealers())
 
     async def start(self, *, resume: bool) -> None:
         """Fix the run's base (a snapshot of the user's checkout) and its integration ref;
@@ -225,8 +244,9 @@ class Checkouts:
             return HandBack(state, reason)
         if state != "succeeded":
             if place.conflict is None:
-                await seal_wip(git, slot, note=state)
-                await self.pool.release(slot)
+                async with self._sealers:  # in turn: see `wip_sealers`
+                    await seal_wip(git, slot, note=state)
+                    await self.pool.release(slot)
             elif place.task_id in self._kept:  # as its fixer left it: not a person's work
                 await self._keep(self._kept[place.task_id])
             # a conflicted checkout stays exactly as it is (locked, kept) for a person

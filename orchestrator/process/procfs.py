@@ -103,6 +103,7 @@ def open_marked(
     outer_var = f"{OUTER_RUNS_VAR}=".encode()
     outer_id = run_id.encode()
     me = os.getpid()
+    wanted = None if agent_ids is None else [agent_var + a.encode() for a in agent_ids]
     found: list[Marked] = []
 
     def ours(environ: list[bytes]) -> bool:
@@ -116,6 +117,8 @@ def open_marked(
         raw = _environ(pid)  # most processes are not ours: no pidfd, no parse for them
         if raw is None or (run_marker not in raw and outer_var not in raw):
             continue
+        if wanted is not None and not any(w in raw for w in wanted):
+            continue  # another agent's (a sweep after one stop passes all the run's others)
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:  # gone, or no pidfd support: signalled by pid (racy) below
