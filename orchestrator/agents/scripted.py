@@ -29,36 +29,19 @@ class ScriptedAgent:
         ctx.emit(Started(detail=f"scripted ({len(ctx.script)} steps)"))
         workspace: Workspace | None = None  # built on the first write: it costs ~20 lstat calls
         said = ""
-        for step in ctx.script:
+        for step in ctx.script:  # few locals: an agent asleep in a step holds this frame
             match step:
-                case Say(text=text):
-                    said = text
-                    ctx.emit(Text(text + "\n"))
+                case Say(text=said):
+                    ctx.emit(Text(said + "\n"))
                 case Sleep(seconds=seconds):
                     await asyncio.sleep(seconds)
-                case Write(path=path, content=content):
-                    ctx.emit(ToolCall("write", f"{path} ({len(content)} chars)"))
+                case Write():
                     if workspace is None:
                         workspace = Workspace(ctx.workspace, responses=ctx.responses)
-                    try:
-                        await asyncio.to_thread(write_file, workspace, path, content)
-                    except ToolError as exc:
-                        ctx.emit(Failed(f"write {path}: {exc}"))
+                    if not await _write(ctx, workspace, step):
                         return
-                case Run(command=command):
-                    ctx.emit(ToolCall("run", command))
-                    code = await spawn.run_streaming(
-                        ["/bin/sh", "-c", command],
-                        cwd=ctx.workspace,
-                        env=ctx.env,
-                        on_line=lambda stream, line: ctx.emit(Output(line, _stream(stream))),
-                        on_start=ctx.on_process,
-                        on_activity=ctx.on_activity,
-                        grace=ctx.grace,
-                        sandbox=ctx.sandbox,
-                    )
-                    if code != 0:
-                        ctx.emit(Failed(f"command failed with exit code {code}: {command}"))
+                case Run():
+                    if not await _run(ctx, step.command):
                         return
                 case Block(reason=reason):
                     ctx.emit(Blocked(reason))
@@ -69,6 +52,36 @@ class ScriptedAgent:
                 case _:
                     assert_never(step)
         ctx.emit(Finished(said))
+
+
+async def _write(ctx: AgentContext, workspace: Workspace, step: Write) -> bool:
+    """Write a workspace file; False (after saying why) when the workspace refused it."""
+    ctx.emit(ToolCall("write", f"{step.path} ({len(step.content)} chars)"))
+    try:
+        await asyncio.to_thread(write_file, workspace, step.path, step.content)
+    except ToolError as exc:
+        ctx.emit(Failed(f"write {step.path}: {exc}"))
+        return False
+    return True
+
+
+async def _run(ctx: AgentContext, command: str) -> bool:
+    """Run a shell command, its output streamed; False (after saying so) when it failed."""
+    ctx.emit(ToolCall("run", command))
+    code = await spawn.run_streaming(
+        ["/bin/sh", "-c", command],
+        cwd=ctx.workspace,
+        env=ctx.env,
+        on_line=lambda stream, line: ctx.emit(Output(line, _stream(stream))),
+        on_start=ctx.on_process,
+        on_activity=ctx.on_activity,
+        grace=ctx.grace,
+        sandbox=ctx.sandbox,
+    )
+    if code != 0:
+        ctx.emit(Failed(f"command failed with exit code {code}: {command}"))
+        return False
+    return True
 
 
 def _stream(name: str) -> Literal["stdout", "stderr"]:

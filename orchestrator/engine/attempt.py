@@ -1,30 +1,64 @@
 """One attempt of one agent: its progress-file header, its timers, and how it ended.
 
-`run_attempt` runs an agent under its wall-clock timeout and its stall watch. Both stop
+`Watch` runs around an agent's run: its wall-clock timeout and its stall watch. Both stop
 the agent through the scheduler's ``stop`` (which records why, then cancels the task), so a
 timeout, a stall and a user's cancel all end the same way: the agent's processes are stopped
-as a group and the attempt returns the recorded state.
+as a group and the attempt ends in the recorded state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol
 
-from orchestrator.agents.base import Agent, AgentContext, Budget
+from orchestrator.agents.base import AgentContext, Budget
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn
 from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finished
 from orchestrator.gateway.grants import Access
-from orchestrator.plan.model import SECRET_NAMES, Limits
+from orchestrator.plan.model import SECRET_NAMES, Limits, Task
 from orchestrator.process.env import ChildEnv
 from orchestrator.process.lines import one_line
 from orchestrator.records.progress import clean
 from orchestrator.sandbox.confinement import Confinement
 
 Stop = Callable[[str, AgentState, str], bool]
+NO_SECRETS: Mapping[str, str] = MappingProxyType({})
+"""What an attempt whose task declares no ``secrets:`` gets (shared, never written to)."""
+
+
+class Host(Protocol):
+    """What an attempt's callbacks reach in the run (the scheduler)."""
+
+    def agent_event(self, rec: AgentRecord, event: AgentEvent) -> None: ...
+
+    def agent_process(self, rec: AgentRecord, pid: int) -> None: ...
+
+    def agent_adds(self, rec: AgentRecord, request: Mapping[str, object]) -> dict[str, Any]: ...
+
+
+class Hooks:
+    """One attempt's callbacks (``emit``, ``on_process``, ``add_task``) as methods of one
+    small object: an idle agent holds it and a bound method per callback, not a partial, its
+    argument tuple and a bound method of the run each (about 0.5 KiB at 10,000 agents each)."""
+
+    __slots__ = ("host", "rec")
+
+    def __init__(self, host: Host, rec: AgentRecord) -> None:
+        self.host, self.rec = host, rec
+
+    def emit(self, event: AgentEvent) -> None:
+        self.host.agent_event(self.rec, event)
+
+    def on_process(self, pid: int) -> None:
+        self.host.agent_process(self.rec, pid)
+
+    def add_task(self, request: Mapping[str, object]) -> dict[str, Any]:
+        return self.host.agent_adds(self.rec, request)
 
 
 PROMPT_INDENT = "    "
@@ -91,7 +125,7 @@ def context(
     task = spawn.task
     secrets = {  # the orchestrator's values; a model API's key never (the loader refuses it too)
         name: env[name] for name in task.secrets if name in env and name not in SECRET_NAMES
-    }
+    } or NO_SECRETS
     env = ChildEnv(  # built when a process is started: an idle agent holds no copy
         agent_id=rec.id,
         run_id=settings.run_id,
@@ -151,65 +185,61 @@ def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
             return "succeeded", ""
 
 
-async def run_attempt(
-    rec: AgentRecord,
-    ctx: AgentContext,
-    agent: Agent,
-    *,
-    stop: Stop,
-    written: Callable[[], Awaitable[None]],
-) -> tuple[AgentState, str]:
-    """Run ``agent`` to its end, once ``written()`` (the records of its start are on disk:
-    recorded before acted on) returned; returns (state, reason).
+class Watch:
+    """One attempt's watch: a context manager around the agent's run, and one timer for both
+    its wall-clock deadline and its stall limit.
 
-    A cancellation that ``stop`` asked for (recorded in ``rec.stop``) is absorbed here and
+    The timer fires at whichever comes first; a talking agent just moves the next check later;
+    both stop the agent through ``stop``. On leaving, the attempt's (state, reason) is in
+    ``ended``: from its terminal event, or a crash (the one place an agent's crash becomes a
+    value). A cancellation that ``stop`` asked for (recorded in ``rec.stop``) is absorbed and
     becomes that state, whether it came before the agent started or while it ran; any other
-    cancellation (the run torn down) propagates.
-    """
-    loop = asyncio.get_running_loop()
-    task = ctx.task
-    me = asyncio.current_task()
-    assert me is not None
-    watch = _Watch(rec, stop, loop.time() + task.timeout, task.timeout, task.stall_timeout)
-    try:
-        await written()
-        await agent.run(ctx)
-        state, reason = outcome(rec)
-    except asyncio.CancelledError:
-        if rec.stop is None:
-            raise
-        while me.cancelling():
-            me.uncancel()
-        state, reason = rec.stop
-    except Exception as exc:  # the one place an agent's crash becomes a value
-        state, reason = "failed", f"{type(exc).__name__}: {exc}"
-    finally:
-        watch.cancel()
-    if rec.stop is not None:
-        state, reason = rec.stop
-    return state, reason
-
-
-class _Watch:
-    """One timer per attempt for both its wall-clock deadline and its stall limit.
-
-    It fires at whichever comes first; a talking agent just moves the next check later.
+    (the run torn down) propagates. A context manager, not a coroutine around the agent's: an
+    idle agent holds no frame for it.
     """
 
-    __slots__ = ("deadline", "handle", "rec", "stall", "stop", "timeout")
+    __slots__ = ("context", "deadline", "ended", "handle", "rec", "stall", "stop", "timeout")
 
-    def __init__(self, rec: AgentRecord, stop: Stop, deadline: float, timeout: float, stall: float):
-        self.rec, self.stop, self.deadline = rec, stop, deadline
-        self.timeout, self.stall = timeout, stall
-        self.handle = asyncio.get_running_loop().call_at(
-            min(deadline, self._stall_due()), self.fire
-        )
+    def __init__(
+        self, rec: AgentRecord, task: Task, stop: Stop, *, context: contextvars.Context | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.rec, self.stop, self.deadline = rec, stop, loop.time() + task.timeout
+        self.timeout, self.stall = task.timeout, task.stall_timeout
+        self.ended: tuple[AgentState, str] = ("succeeded", "")
+        self.context = context
+        """Where its timer runs (None: a copy of the current context, made for each timer)."""
+        when = min(self.deadline, self._stall_due())
+        self.handle = loop.call_at(when, self, context=context)  # the watch is the callback
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        self.handle.cancel()
+        rec = self.rec
+        if exc is None:
+            self.ended = outcome(rec)
+        elif isinstance(exc, asyncio.CancelledError):
+            if rec.stop is None:
+                return False
+            me = asyncio.current_task()
+            while me is not None and me.cancelling():
+                me.uncancel()
+        elif isinstance(exc, Exception):
+            self.ended = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            return False
+        if rec.stop is not None:
+            self.ended = rec.stop
+        return True
 
     def _stall_due(self) -> float:
         # rec.last_event is time.monotonic(), the clock asyncio's default loop uses too
         return self.rec.last_event + self.stall
 
-    def fire(self) -> None:
+    def __call__(self) -> None:
+        """Its timer fired."""
         rec = self.rec
         if rec.state != "running":
             return
@@ -220,7 +250,5 @@ class _Watch:
         elif now >= self._stall_due():
             self.stop(rec.id, "timed_out", f"stalled: no output for {self.stall:g}s")
         else:
-            self.handle = loop.call_at(min(self.deadline, self._stall_due()), self.fire)
-
-    def cancel(self) -> None:
-        self.handle.cancel()
+            when = min(self.deadline, self._stall_due())
+            self.handle = loop.call_at(when, self, context=self.context)

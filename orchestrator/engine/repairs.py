@@ -149,7 +149,7 @@ class Repairs:
                     spawn = spawns.fixer_spawn(self.plan, action, rec, self._build_output())
                     assert spawn is not None, "the policy is told (Capacity.no_fixer) first"
                     for tid in action.tasks:
-                        host.tasks[tid].fixers.append(action.fixer_id)
+                        host.tasks[tid].fixer(action.fixer_id)
                         host.tasks[tid].state = "blocked"
                     host.enqueue_first(spawn)
                 case recovery.RetryTask(task_id=tid, attempt=attempt):

@@ -9,6 +9,7 @@ waiters (`engine.queries`) are told; `engine.repairs` acts on what the policy de
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import math
 import os
@@ -17,8 +18,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from orchestrator.agents.base import FORCE_STOP, Agent
+from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
 from orchestrator.engine import attempt, growth, placement
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
@@ -96,12 +98,17 @@ class Run(RunQueries, RunRequests):
         self._unsettled, self._succeeded = self._unsettled - len(done), len(done)
         self.unstarted = self._unsettled  # tasks with no attempt in this run yet, not settled
         self.additions = growth.Additions(self.tasks.values(), plan.fixer.agent)
+        self._ended_early = self._never_ran  # bound once: not a method object per agent
+        self._stop_one = self._stop  # bound once: every attempt's watch holds it
+        self._callbacks = contextvars.Context()  # `execute` sets the run's
 
     # --- public API -------------------------------------------------------------------------
 
     async def execute(self) -> None:
         """Run the plan to the end (or until stopped); never raises for an agent's failure."""
         self.recorder.run_started(self.started_at)
+        # One context for every agent's done callback and timer: not a copy per agent each.
+        self._callbacks = contextvars.copy_context()
         try:
             async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -229,7 +236,7 @@ class Run(RunQueries, RunRequests):
         rec = AgentRecord.of(spawn)
         self.agents[rec.id] = rec
         if spawn.parent in self.agents:
-            self.agents[spawn.parent].children.append(rec.id)
+            self.agents[spawn.parent].child(rec.id)
         if spawn.role == "task":
             trec = self.tasks[task.id]
             self.unstarted -= not trec.attempts
@@ -241,7 +248,7 @@ class Run(RunQueries, RunRequests):
         recorded = self.recorder.agent_started(rec, attempt.header(rec, spawn))
         self.governor.spawned(counts=spawn.role != "build")
         rec.handle = self._tg.create_task(self._attempt(rec, spawn, recorded), name=rec.id)
-        rec.handle.add_done_callback(self._never_ran)  # no partial per agent: found by name
+        rec.handle.add_done_callback(self._ended_early, context=self._callbacks)  # found by name
 
     def _never_ran(self, handle: asyncio.Task[None]) -> None:
         """Its task was cancelled before its first step (its code never ran): it ends here."""
@@ -253,27 +260,12 @@ class Run(RunQueries, RunRequests):
         if isinstance(place, tuple):  # no checkout (failed), or its work has landed already
             return self._end(rec, *place)
         agent = self._agent_for(spawn.task.agent)
-        emit = functools.partial(self._emit, rec)
-        model = self.models.grant(rec, spawn.task, emit) if wants_model(agent, spawn.task) else None
-        ctx = attempt.context(
-            rec,
-            spawn,
-            workspace=place.path,
-            settings=self.settings,
-            env=self._env,
-            limits=self.plan.limits,
-            emit=emit,
-            on_process=functools.partial(self._on_process, rec),
-            budget=self.governor,
-            model=model,
-            pass_env=agent.pass_env,
-            add_task=functools.partial(growth.answer, self, adder=rec.id),
-        )
-        try:  # it starts once its start is on disk (``written``): recorded before acted on
-            written = functools.partial(self.recorder.start_written, recorded)
-            state, reason = await attempt.run_attempt(
-                rec, ctx, agent, stop=self._stop, written=written
-            )
+        ctx = self._context(rec, spawn, place.path, agent)
+        try:
+            with attempt.Watch(rec, ctx.task, self._stop_one, context=self._callbacks) as watch:
+                await self.recorder.start_written(recorded)  # recorded before acted on
+                await agent.run(ctx)
+            state, reason = watch.ended
             if rec.stop is not None:  # stopped: also catch descendants that left its group
                 await orphans.sweep_agent(self.settings.run_id, rec.id)  # one scan for many
             await self.models.release(rec.id)  # its token is refused; its usage is in
@@ -283,6 +275,19 @@ class Run(RunQueries, RunRequests):
             raise
         state, reason = await placement.hand_back(self.places, rec, spawn, place, state, reason)
         self._end(rec, state, reason)
+
+    def _context(self, rec: AgentRecord, spawn: Spawn, path: Path, agent: Agent) -> AgentContext:
+        """The attempt's context (a plain call: the attempt's coroutine keeps none of this
+        call's scratch)."""
+        hooks = attempt.Hooks(self, rec)
+        model = None
+        if wants_model(agent, spawn.task):
+            model = self.models.grant(rec, spawn.task, hooks.emit)
+        return attempt.context(
+            rec, spawn, workspace=path, settings=self.settings, env=self._env,
+            limits=self.plan.limits, emit=hooks.emit, on_process=hooks.on_process,
+            budget=self.governor, model=model, pass_env=agent.pass_env, add_task=hooks.add_task,
+        )  # fmt: skip
 
     def _stop(self, agent_id: str, state: AgentState, reason: str, *, force: bool = False) -> bool:
         rec = self.agents.get(agent_id)
@@ -311,7 +316,8 @@ class Run(RunQueries, RunRequests):
             rec.handle.cancel(FORCE_STOP)  # a second cancel cuts the grace short
         return False
 
-    def _emit(self, rec: AgentRecord, event: AgentEvent) -> None:
+    def agent_event(self, rec: AgentRecord, event: AgentEvent) -> None:
+        """What an agent emitted (`attempt.Hooks.emit`)."""
         event, line = self.recorder.event(rec, event)
         rec.heard(event, line, time.monotonic())
         match event:
@@ -322,7 +328,12 @@ class Run(RunQueries, RunRequests):
         if self._on_event is not None:
             self._on_event(rec, line, event)
 
-    def _on_process(self, rec: AgentRecord, pid: int) -> None:
+    def agent_adds(self, rec: AgentRecord, request: Mapping[str, object]) -> dict[str, Any]:
+        """A task an agent asks to add (`attempt.Hooks.add_task`)."""
+        return growth.answer(self, request, adder=rec.id)
+
+    def agent_process(self, rec: AgentRecord, pid: int) -> None:
+        """A process an agent started (`attempt.Hooks.on_process`)."""
         rec.pid = pid
         rec.pstart = procfs.process_start_time(pid)
         self.recorder.process(rec)

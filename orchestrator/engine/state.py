@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -56,7 +56,7 @@ class RunSettings:
     or ``best-effort`` on a machine that cannot make one)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Spawn:
     """A request to start one agent; queued until the governor admits it."""
 
@@ -102,11 +102,12 @@ class AgentRecord:
     handle: asyncio.Task[None] | None = None
     done: asyncio.Event | None = None
     last_event: float = 0.0
-    children: list[str] = field(default_factory=list)
+    children: Sequence[str] = ()
+    """The agents it spawned (a list from its first: most agents spawn none; `child`)."""
     force: bool = False
     node: str | None = None
     """The cluster node the attempt runs on (None: this machine)."""
-    changes: list[str] = field(default_factory=list)
+    changes: Sequence[str] = ()
     """What its checkout's work changed and where it landed (lines for its progress file)."""
 
     @classmethod
@@ -121,6 +122,13 @@ class AgentRecord:
             depth=spawn.depth,
             parent=spawn.parent,
         )
+
+    def child(self, agent_id: str) -> None:
+        """It spawned ``agent_id``."""
+        if isinstance(self.children, list):
+            self.children.append(agent_id)
+        else:
+            self.children = [agent_id]
 
     def heard(self, event: AgentEvent, line: str, now: float) -> None:
         """What the agent just said (``line`` as shown), at monotonic time ``now``."""
@@ -201,7 +209,8 @@ class TaskRecord:
     task: Task
     state: AgentState = "pending"
     attempts: list[str] = field(default_factory=list)
-    fixers: list[str] = field(default_factory=list)
+    fixers: Sequence[str] = ()
+    """Its fixers' agent ids (a list from the first: `fixer`)."""
     reason: str = ""
     final: bool = False
     settled: asyncio.Event | None = None
@@ -211,3 +220,10 @@ class TaskRecord:
     """0 for a task of the plan; the n-th task added while the run went on."""
     added_by: str | None = None
     """The agent that added it (None for a plan task, or a task a person added)."""
+
+    def fixer(self, agent_id: str) -> None:
+        """A fixer (``agent_id``) works on a blocker of it."""
+        if isinstance(self.fixers, list):
+            self.fixers.append(agent_id)
+        else:
+            self.fixers = [agent_id]

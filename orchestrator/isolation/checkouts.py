@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +35,7 @@ Record = Callable[..., None]
 """``journal.record`` (or a stand-in): ``record(kind, **fields)``."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Place:
     """Where one attempt runs."""
 
@@ -53,7 +53,7 @@ class Place:
     held: str | None = None
     """Set when the agent must not run and its task stays escalated (this reason): its
     kept checkout still holds conflict markers a person has not resolved."""
-    changes: list[str] = field(default_factory=list)
+    changes: Sequence[str] = ()
     """With ``done``: what landed (lines for the progress file), when it landed just now."""
 
 

@@ -62,7 +62,8 @@ class Known:
         return known
 
     def add(self, task: Task) -> None:
-        self.folded.setdefault(task.id.lower(), task.id)
+        folded = task.id.lower()  # a new string even when it equals the id: keep the id's
+        self.folded.setdefault(task.id if folded == task.id else folded, task.id)
         self.firsts.setdefault(task.agent, task)
 
     def has(self, task_id: str) -> bool:

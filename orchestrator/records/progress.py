@@ -21,8 +21,8 @@ import functools
 import os
 import stat
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -187,22 +187,49 @@ def render(event: AgentEvent) -> str:
 
 @dataclass(slots=True)
 class _File:
-    md: str
-    jsonl: str
+    """One agent's two files and what is buffered for them.
+
+    An idle agent's holds no path strings (they are joined when written: the directory is
+    shared, the name checked at `ProgressWriter.open`) and no empty buffers or dicts."""
+
+    dir: str
     t0: float
     key: str
     """The agent's id: its writes are carried out in order."""
-    md_buf: list[str] = field(default_factory=list)
-    js_buf: list[str] = field(default_factory=list)
+    md_buf: list[str] | None = None
+    js_buf: list[str] | None = None
     partial: str = ""
     md_bytes: int = 0
     js_bytes: int = 0
     capped: frozenset[str] = frozenset()
     """The paths whose cap was reached (the writer thread's; shared empty until one is)."""
-    lost: dict[str, tuple[int, str]] = field(default_factory=dict)
+    lost: dict[str, tuple[int, str]] | None = None
     """Per path: bytes that could not be written and why; said once a write succeeds."""
     broken: bool = False
     """The files could not be created: nothing more is tried."""
+
+    @property
+    def md(self) -> str:
+        return os.path.join(self.dir, self.key + ".md")
+
+    @property
+    def jsonl(self) -> str:
+        return os.path.join(self.dir, self.key + ".events.jsonl")
+
+    def md_buffer(self) -> list[str]:
+        if self.md_buf is None:
+            self.md_buf = []
+        return self.md_buf
+
+    def js_buffer(self) -> list[str]:
+        if self.js_buf is None:
+            self.js_buf = []
+        return self.js_buf
+
+    def lost_map(self) -> dict[str, tuple[int, str]]:
+        if self.lost is None:
+            self.lost = {}
+        return self.lost
 
 
 class ProgressWriter:
@@ -235,8 +262,8 @@ class ProgressWriter:
     def open(self, agent_id: str, header: str) -> str:
         """Create (truncate) the agent's files and write the header at once."""
         md = _safe_join(self._dir, f"{agent_id}.md")  # str: no Path work on the hot path
-        jsonl = _safe_join(self._dir, f"{agent_id}.events.jsonl")
-        f = _File(md=md, jsonl=jsonl, t0=time.monotonic(), key=agent_id)
+        _safe_join(self._dir, f"{agent_id}.events.jsonl")  # checked once; `_File` joins it
+        f = _File(dir=self._dir, t0=time.monotonic(), key=agent_id)
         self._files[agent_id] = f
         self.submit(lambda: self._create(f, header), agent_id)
         return md
@@ -267,17 +294,17 @@ class ProgressWriter:
             while len(f.partial) > MAX_PARTIAL:  # an endless line, cut into bounded ones
                 whole.append(f.partial[:MAX_PARTIAL])
                 f.partial = f.partial[MAX_PARTIAL:]
-            f.md_buf.extend(stamp + line + "\n" for line in whole)
+            f.md_buffer().extend(stamp + line + "\n" for line in whole)
         else:
             # A usage report (the model gateway's, from another thread) may arrive while the
             # agent's text line is still open: it goes before that line, never into it.
             if f.partial and not isinstance(event, Usage):
-                f.md_buf.append(stamp + f.partial + "\n")
+                f.md_buffer().append(stamp + f.partial + "\n")
                 f.partial = ""
-            f.md_buf.extend(stamp + line + "\n" for line in text.split("\n"))
+            f.md_buffer().extend(stamp + line + "\n" for line in text.split("\n"))
         record = event_to_dict(event)
         record["t"] = round(time.time(), 6)
-        f.js_buf.append(json_line(record))
+        f.js_buffer().append(json_line(record))
         self._dirty[agent_id] = f
         return next((ln for ln in reversed(text.split("\n")) if ln.strip()), "")
 
@@ -288,7 +315,7 @@ class ProgressWriter:
         f = self._files[agent_id]
         stamp = f"[+{time.monotonic() - f.t0:7.2f}s] "
         self._end_partial(f, stamp)
-        f.md_buf.extend(stamp + part + "\n" for part in clean(line).split("\n"))
+        f.md_buffer().extend(stamp + part + "\n" for part in clean(line).split("\n"))
         self._dirty[agent_id] = f
 
     def finish(self, agent_id: str, status_line: str, record: dict[str, object]) -> None:
@@ -302,7 +329,7 @@ class ProgressWriter:
     @staticmethod
     def _end_partial(f: _File, stamp: str) -> None:
         if f.partial:
-            f.md_buf.append(stamp + f.partial + "\n")
+            f.md_buffer().append(stamp + f.partial + "\n")
             f.partial = ""
 
     def flush(self, agent_id: str) -> None:
@@ -325,13 +352,13 @@ class ProgressWriter:
             self.flush_all()
 
     def _write(self, f: _File, *, md_last: str = "", js_last: str = "") -> None:
-        md, f.md_buf = f.md_buf, []
-        js, f.js_buf = f.js_buf, []
+        md, f.md_buf = f.md_buf or (), None
+        js, f.js_buf = f.js_buf or (), None
         write = functools.partial(self._write_out, f, md, js, md_last, js_last)
         self.submit(write, f.key, last=bool(md_last))
 
     def _write_out(
-        self, f: _File, md: list[str], js: list[str], md_last: str, js_last: str
+        self, f: _File, md: Sequence[str], js: Sequence[str], md_last: str, js_last: str
     ) -> None:
         if f.broken:
             return
@@ -352,7 +379,7 @@ class ProgressWriter:
             marker = b"" if path in f.capped else self._marker(f, path, "truncated")
             f.capped |= {path}
             data = _whole_lines(data[: max(room - len(marker), 0)]) + marker
-        lost = f.lost.pop(path, None)
+        lost = f.lost.pop(path, None) if f.lost else None
         if lost is not None:
             data = self._marker(f, path, "lost", *lost) + data
         if not data and not tail:
@@ -372,20 +399,20 @@ class ProgressWriter:
                 self._lost(f, path, len(data), exc)
                 if not tail:
                     return 0
-            size, why = f.lost.pop(path)
+            size, why = f.lost_map().pop(path)
             note = self._marker(f, path, "lost", size, why)
             try:
                 write_all(fd, note + tail)
             except OSError:
-                f.lost[path] = (size + len(tail), why)
+                f.lost_map()[path] = (size + len(tail), why)
                 return 0
             return len(note) + len(tail)
         finally:
             os.close(fd)
 
     def _lost(self, f: _File, path: str, size: int, exc: OSError) -> None:
-        before = f.lost.get(path, (0, ""))[0]
-        f.lost[path] = (before + size, exc.strerror or str(exc))
+        lost = f.lost_map()
+        lost[path] = (lost.get(path, (0, ""))[0] + size, exc.strerror or str(exc))
         self.on_failure(path, exc)
 
     def _marker(self, f: _File, path: str, what: str, size: int = 0, why: str = "") -> bytes:

@@ -1,7 +1,9 @@
 """What an idle agent holds (issue 18, B4: <= 4 KiB per sleeping agent beyond a bare task).
 
 Structural checks, not a memory threshold: the records have no instance dict, the last lines
-are a short list, and an attempt's child environment is built only when something reads it.
+are a short list, an attempt's child environment is built only when something reads it, its
+callbacks are methods of one small object, and idle progress files and records hold no empty
+containers.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from orchestrator.engine import attempt
 from orchestrator.engine.governor import Governor
 from orchestrator.engine.state import LAST_LINES, AgentRecord, RunSettings, Spawn, TaskRecord
-from orchestrator.events import Text
+from orchestrator.events import AgentEvent, Started, Text
 from orchestrator.plan.model import Limits, Sleep, Task
 from orchestrator.process.env import child_env
+from orchestrator.records.progress import ProgressWriter
 
 
 class Counted(Mapping[str, str]):
@@ -85,3 +89,48 @@ def test_an_attempt_builds_its_child_environment_only_when_read(tmp_path: Path) 
     rec.last_event = 0.0
     ctx.on_activity()
     assert rec.last_event > 0.0
+
+
+def test_an_idle_progress_file_holds_no_buffers_or_paths(tmp_path: Path) -> None:
+    writer = ProgressWriter(tmp_path)
+    writer.open("a", "# a\n")
+    writer.append("a", Started(detail="scripted (1 steps)"))
+    writer.flush_all()
+    (idle,) = writer._files.values()
+    assert (idle.md_buf, idle.js_buf, idle.lost) == (None, None, None)
+    assert not hasattr(idle, "__dict__")
+    assert idle.md == str(tmp_path / "a.md")
+    assert "started: scripted (1 steps)" in (tmp_path / "a.md").read_text()
+
+
+def test_an_attempts_callbacks_share_one_small_object() -> None:
+    seen: list[tuple[str, object]] = []
+
+    class Host:
+        def agent_event(self, rec: AgentRecord, event: AgentEvent) -> None:
+            seen.append((rec.id, event))
+
+        def agent_process(self, rec: AgentRecord, pid: int) -> None:
+            seen.append((rec.id, pid))
+
+        def agent_adds(self, rec: AgentRecord, request: Mapping[str, object]) -> dict[str, Any]:
+            seen.append((rec.id, request))
+            return {"ok": True}
+
+    rec = AgentRecord("a", "a", "scripted", "task", 1, 0, None)
+    hooks = attempt.Hooks(Host(), rec)
+    assert not hasattr(hooks, "__dict__")
+    hooks.emit(Text("hi\n"))
+    hooks.on_process(42)
+    assert hooks.add_task({"id": "b"}) == {"ok": True}
+    assert seen == [("a", Text("hi\n")), ("a", 42), ("a", {"id": "b"})]
+
+
+def test_a_record_makes_its_children_list_at_the_first_child() -> None:
+    rec = AgentRecord("a", "a", "scripted", "task", 1, 0, None)
+    trec = TaskRecord(Task("a", agent="scripted"))
+    assert (rec.children, rec.changes, trec.fixers) == ((), (), ())
+    rec.child("b")
+    rec.child("c")
+    trec.fixer("fix-a-1")
+    assert (rec.children, trec.fixers) == (["b", "c"], ["fix-a-1"])
