@@ -159,7 +159,7 @@ async def test_a_denied_tool_call_blocks_the_attempt_and_escalates_with_the_call
         rec.reason == f"permission: claude-code was denied 1 tool call: Write({outside} (2 chars))"
     )
     assert run.tasks["t"].state == "escalated"
-    assert run.tasks["t"].fixers == []  # never sent to a fixer: it would be denied the same
+    assert not run.tasks["t"].fixers  # never sent to a fixer: it would be denied the same
     [escalation] = run.repairs.escalations
     assert f"Write({outside}" in str(escalation["reason"])
     assert "permission_mode or allowed_tools" in str(escalation["next_step"])
