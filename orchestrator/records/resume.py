@@ -7,6 +7,7 @@ in their progress file and the journal, never silently done.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shlex
@@ -20,7 +21,8 @@ from orchestrator.ids import collisions
 from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
-from orchestrator.records.progress import end_file
+from orchestrator.records.progress import open_regular, safe_path, status_line_of
+from orchestrator.records.rundir import write_all
 
 
 def fingerprint(task: Task) -> str:
@@ -193,3 +195,34 @@ def _shown(path: Path, cwd: Path) -> str:
         return str(full.relative_to(os.path.abspath(cwd)))
     except ValueError:
         return str(full)
+
+
+def end_file(responses: Path, agent_id: str, text: str) -> bool:
+    """End the progress file of an agent no writer has open (lost with its orchestrator);
+    False when there is no such file (never created, removed, a link or not a file)."""
+    try:
+        fd = open_regular(safe_path(responses, f"{agent_id}.md"), os.O_RDWR | os.O_APPEND)
+    except (ValueError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO, errno.EISDIR):
+            return False
+        raise
+    try:
+        if _ends_with_status(fd):
+            return True  # it ended just before its orchestrator died: one status line only
+        write_all(fd, status_line_of(text).encode("utf-8", "replace"))
+    except OSError as exc:
+        exc.filename = exc.filename or f"{responses / agent_id}.md"
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def _ends_with_status(fd: int) -> bool:
+    """Whether the file's last line is already a status line (read from its end only)."""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, 4096, max(size - 4096, 0)) if size else b""
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return last.startswith(b"status: ")
