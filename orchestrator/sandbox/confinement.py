@@ -34,7 +34,8 @@ class Confinement:
     bwrap: str
     """The bubblewrap binary."""
     scratch: Path
-    """Where each spawn's private temp directory is made (removed after the spawn)."""
+    """Where each spawn's private temp directory is made (removed after the spawn, or kept
+    empty for the next one: `orchestrator.sandbox.scratch.keep_tmp`)."""
     network: Network = "full"
     memory: int | None = None
     """Bytes per agent; None: not enforced (no usable memory cgroup)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from clirun import Fleet, poll, quiet_env
 
-from orchestrator.sandbox.scratch import OWNER, own_dir, prune_dead, start_time
+from orchestrator.sandbox.scratch import OWNER, keep_tmp, new_tmp, own_dir, prune_dead, start_time
 from orchestrator.sandbox.support import probe
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,3 +96,21 @@ def test_a_run_prunes_what_a_killed_run_left(fleet: Fleet, tmp_path: Path) -> No
         poll(lambda: not left.exists(), what="the dead run's scratch directory to go")
     finally:
         fleet.finish(second, timeout=30)
+
+
+def test_an_empty_temp_dir_is_handed_out_again_and_a_used_one_never(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    own_dir(scratch)
+    first = new_tmp(scratch)
+    assert keep_tmp(first), "empty, ours, 0700: kept"
+    assert new_tmp(scratch) == first
+    assert new_tmp(scratch) != first, "handed out once"
+    (first / "f").write_text("left by an agent")
+    assert not keep_tmp(first), "not empty"
+    (first / "f").unlink()
+    first.chmod(0o755)
+    assert not keep_tmp(first), "not as a fresh one is made"
+    first.chmod(0o700)
+    assert keep_tmp(first)
+    first.rmdir()  # its scratch directory removed at a run's end: never handed out
+    assert new_tmp(scratch) != first
