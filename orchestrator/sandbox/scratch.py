@@ -106,6 +106,12 @@ def keep_tmp(tmp: Path) -> bool:
     return True
 
 
+def forget_tmps(scratch: Path) -> None:
+    """Hand out none of the temp directories kept in ``scratch`` any more (it is being
+    removed: a run's end)."""
+    _SPARES.pop(scratch, None)
+
+
 def prune_dead(scratch: Path) -> list[Path]:
     """Remove the scratch directories beside ``scratch`` whose owner is gone; the removed.
 

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from clirun import Fleet, poll, quiet_env
 
-from orchestrator.sandbox.scratch import OWNER, keep_tmp, new_tmp, own_dir, prune_dead, start_time
+from orchestrator.sandbox.scratch import (
+    OWNER,
+    forget_tmps,
+    keep_tmp,
+    new_tmp,
+    own_dir,
+    prune_dead,
+    start_time,
+)
 from orchestrator.sandbox.support import probe
 
 pytestmark = pytest.mark.timeout(60)
@@ -112,5 +120,9 @@ def test_an_empty_temp_dir_is_handed_out_again_and_a_used_one_never(tmp_path: Pa
     assert not keep_tmp(first), "not as a fresh one is made"
     first.chmod(0o700)
     assert keep_tmp(first)
-    first.rmdir()  # its scratch directory removed at a run's end: never handed out
+    first.rmdir()  # removed meanwhile: never handed out
     assert new_tmp(scratch) != first
+    second = new_tmp(scratch)
+    assert keep_tmp(second)
+    forget_tmps(scratch)  # a run's end: its scratch directory is removed next
+    assert new_tmp(scratch) != second
