@@ -54,7 +54,7 @@ from orchestrator.records.resume import (
 )
 from orchestrator.records.rundir import RunDir, RunLock
 from orchestrator.sandbox.decision import SandboxDecision
-from orchestrator.sandbox.scratch import forget_tmps, prune_dead
+from orchestrator.sandbox.scratch import prune_dead
 from orchestrator.view import console, report, snapshot
 
 
@@ -284,7 +284,7 @@ async def _run_locked(
                         printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if settings.sandbox is not None:  # its private temp directories
-                        forget_tmps(settings.sandbox.scratch)
+                        settings.sandbox.spares.forget()
                         await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started

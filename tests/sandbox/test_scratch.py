@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,9 +14,7 @@ from clirun import Fleet, poll, quiet_env
 
 from orchestrator.sandbox.scratch import (
     OWNER,
-    forget_tmps,
-    keep_tmp,
-    new_tmp,
+    SpareTmps,
     own_dir,
     prune_dead,
     start_time,
@@ -109,20 +108,23 @@ def test_a_run_prunes_what_a_killed_run_left(fleet: Fleet, tmp_path: Path) -> No
 def test_an_empty_temp_dir_is_handed_out_again_and_a_used_one_never(tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     own_dir(scratch)
-    first = new_tmp(scratch)
-    assert keep_tmp(first), "empty, ours, 0700: kept"
-    assert new_tmp(scratch) == first
-    assert new_tmp(scratch) != first, "handed out once"
+    spares = SpareTmps()
+    first = spares.take(scratch)
+    assert spares.keep(first), "empty, ours, 0700: kept"
+    assert spares.take(scratch) == first
+    assert spares.take(scratch) != first, "handed out once"
     (first / "f").write_text("left by an agent")
-    assert not keep_tmp(first), "not empty"
+    assert not spares.keep(first), "not empty"
     (first / "f").unlink()
     first.chmod(0o755)
-    assert not keep_tmp(first), "not as a fresh one is made"
+    assert not spares.keep(first), "not as a fresh one is made"
     first.chmod(0o700)
-    assert keep_tmp(first)
+    assert spares.keep(first)
     first.rmdir()  # removed meanwhile: never handed out
-    assert new_tmp(scratch) != first
-    second = new_tmp(scratch)
-    assert keep_tmp(second)
-    forget_tmps(scratch)  # a run's end: its scratch directory is removed next
-    assert new_tmp(scratch) != second
+    assert spares.take(scratch) != first
+    second = spares.take(scratch)
+    assert spares.keep(second)
+    assert SpareTmps().take(scratch) != second, "another run's: not shared"
+    assert pickle.loads(pickle.dumps(spares)).take(scratch) != second, "not to another machine"
+    spares.forget()  # a run's end: its scratch directory is removed next
+    assert spares.take(scratch) != second
