@@ -284,6 +284,7 @@ async def _run_locked(
                         printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
                     if settings.sandbox is not None:  # its private temp directories
+                        settings.sandbox.spares.forget()
                         await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)
                     if parent is not None and used is not None:
                         used.agents = run.governor.started

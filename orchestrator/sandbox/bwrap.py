@@ -39,14 +39,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.sandbox.cgroups import AgentCgroup, open_agent
 from orchestrator.sandbox.confinement import Confinement
-from orchestrator.sandbox.scratch import own_dir
+from orchestrator.sandbox.scratch import SpareTmps, own_dir
 
 INSIDE_VAR = "ORCHESTRATOR_SANDBOXED"
 """Set inside every sandbox: a run started by a confined agent is confined by its sandbox."""
@@ -67,9 +66,13 @@ class Sandboxed:
     cgroup: AgentCgroup | None
     pass_fds: tuple[int, ...] = ()
     """The child's ends of the info and block pipes: passed to the spawn, then closed here."""
+    tmp_done: bool = False
+    """The temp directory is removed or kept (`release` leaves it then)."""
     options: int = 0
     """With ``ahead``: where bubblewrap's options end in `argv` (``--`` and the command
     follow), for a process that execs bubblewrap with its options read from a descriptor."""
+    spares: SpareTmps | None = None
+    """Where an empty temp directory is kept for the next spawn (`release`)."""
     _info: int = -1
     _block: int = -1
     _said: bytes = b""
@@ -169,17 +172,23 @@ class Sandboxed:
     def release_nowait(self) -> bool:
         """`release` when it is cheap (the temp directory is empty: a few system calls, fine
         on the event loop); False when it is not, and `release` must run in a thread."""
-        try:
-            os.rmdir(self.tmp)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return False
+        if not self._kept():
+            try:
+                os.rmdir(self.tmp)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False
+        self.tmp_done = True
         self.release()
         return True
 
+    def _kept(self) -> bool:
+        return self.spares is not None and self.spares.keep(self.tmp)
+
     def release(self) -> None:
-        """Remove the cgroup and the private temp directory (synchronous: may be large)."""
+        """Remove the cgroup and the private temp directory (synchronous: may be large); an
+        empty temp directory is kept for the next spawn (`SpareTmps`)."""
         self.spawned()
         for fd in (self._info, self._block):  # a spawn that failed: never read
             if fd >= 0:
@@ -187,7 +196,9 @@ class Sandboxed:
         self._info = self._block = -1
         if self.cgroup is not None:
             self.cgroup.remove()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.tmp_done and not self._kept():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp_done = True
 
 
 def _read_some(fd: int) -> bytes | None:
@@ -238,8 +249,8 @@ def sandbox(
 
     OSError when either cannot be made (the spawn does not happen)."""
     own_dir(conf.scratch)
-    tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=conf.scratch))
-    made = Sandboxed([], {}, tmp, None)
+    tmp = conf.spares.take(conf.scratch)
+    made = Sandboxed([], {}, tmp, None, spares=conf.spares)
     made.env = {**env, INSIDE_VAR: "1"}
     if not _inside(env.get("TMPDIR", ""), (Path(cwd), *conf.writable)):
         made.env["TMPDIR"] = str(tmp)  # a TMPDIR the plan made writable stays

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from orchestrator.plan.model import Network, Plan
 from orchestrator.sandbox.cgroups import CgroupBase
+from orchestrator.sandbox.scratch import SpareTmps
 
 HOME_SECRETS: tuple[str, ...] = (
     ".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".netrc", ".git-credentials",
@@ -34,7 +35,8 @@ class Confinement:
     bwrap: str
     """The bubblewrap binary."""
     scratch: Path
-    """Where each spawn's private temp directory is made (removed after the spawn)."""
+    """Where each spawn's private temp directory is made (removed after the spawn, or kept
+    empty for the next one in `spares`)."""
     network: Network = "full"
     memory: int | None = None
     """Bytes per agent; None: not enforced (no usable memory cgroup)."""
@@ -46,6 +48,9 @@ class Confinement:
     """Read-only even where they lie inside a writable path (the run directory)."""
     hidden: tuple[Path, ...] = ()
     """Home secrets: empty and read-only inside."""
+    spares: SpareTmps = dataclasses.field(default_factory=SpareTmps, compare=False, repr=False)
+    """The run's empty temp directories kept for its next spawns (shared by the copies that
+    `widened` and `through_gateway` make)."""
     gateway_port: int | None = None
     """With ``network: gateway``, the port of the run's gateway that an attempt was given:
     inside, ``127.0.0.1:<port>`` is relayed to `gateway_socket` (`orchestrator.sandbox.forward`).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 from clirun import Fleet, poll, quiet_env
 
-from orchestrator.sandbox.scratch import OWNER, own_dir, prune_dead, start_time
+from orchestrator.sandbox.scratch import (
+    OWNER,
+    SpareTmps,
+    own_dir,
+    prune_dead,
+    start_time,
+)
 from orchestrator.sandbox.support import probe
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,3 +103,28 @@ def test_a_run_prunes_what_a_killed_run_left(fleet: Fleet, tmp_path: Path) -> No
         poll(lambda: not left.exists(), what="the dead run's scratch directory to go")
     finally:
         fleet.finish(second, timeout=30)
+
+
+def test_an_empty_temp_dir_is_handed_out_again_and_a_used_one_never(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    own_dir(scratch)
+    spares = SpareTmps()
+    first = spares.take(scratch)
+    assert spares.keep(first), "empty, ours, 0700: kept"
+    assert spares.take(scratch) == first
+    assert spares.take(scratch) != first, "handed out once"
+    (first / "f").write_text("left by an agent")
+    assert not spares.keep(first), "not empty"
+    (first / "f").unlink()
+    first.chmod(0o755)
+    assert not spares.keep(first), "not as a fresh one is made"
+    first.chmod(0o700)
+    assert spares.keep(first)
+    first.rmdir()  # removed meanwhile: never handed out
+    assert spares.take(scratch) != first
+    second = spares.take(scratch)
+    assert spares.keep(second)
+    assert SpareTmps().take(scratch) != second, "another run's: not shared"
+    assert pickle.loads(pickle.dumps(spares)).take(scratch) != second, "not to another machine"
+    spares.forget()  # a run's end: its scratch directory is removed next
+    assert spares.take(scratch) != second
