@@ -40,6 +40,7 @@ on the caller's thread, as it always was: one order, whoever writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import math
@@ -146,6 +147,18 @@ class _Order:
                 _pop(self.lasts, item.key, item.seq)
 
 
+async def _called(register: Callable[[Callable[[], None]], None]) -> None:
+    """Return once the callback given to ``register`` is called (on the loop)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    register(wake)
+    await done
+
+
 def _pop(chains: dict[str, deque[int]], key: str, seq: int) -> None:
     chain = chains[key]
     assert chain[0] == seq, "a key's writes are carried out in order"
@@ -239,14 +252,7 @@ class FileWriter:
         """Return once write ``seq`` is carried out (`when_carried`)."""
         if seq <= self._done or seq <= self._through:
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        self.when_carried(seq, wake)
-        await done
+        await _called(functools.partial(self.when_carried, seq))
 
     def _carried(self, seqs: tuple[int, ...] | list[int]) -> None:
         for seq in seqs:
@@ -258,14 +264,7 @@ class FileWriter:
         out."""
         if self._done >= (self._submitted if upto is None else upto):
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        self.when_written(wake, upto)
-        await done
+        await _called(lambda wake: self.when_written(wake, upto))
 
     @property
     def pending(self) -> int:
