@@ -82,9 +82,12 @@ class _Order:
         self.fences: deque[int] = deque()
         self.urgent: list[int] = []
         """A heap of the writes someone waits for one by one (`FileWriter.carried`)."""
+        self.top = 0
+        """The last write taken in."""
 
     def add(self, item: _Queued) -> None:
         self.pending[item.seq] = item
+        self.top = item.seq
         if item.record:
             self.records.append(item.seq)
         if item.key is None:
@@ -125,10 +128,10 @@ class _Order:
 
     def _wanted_file(self, fence: float) -> _Queued | None:
         urgent, pending = self.urgent, self.pending
-        while urgent and urgent[0] not in pending:
-            heapq.heappop(urgent)
-        if not urgent:
-            return None
+        while urgent and urgent[0] not in pending and urgent[0] <= self.top:
+            heapq.heappop(urgent)  # carried out already
+        if not urgent or urgent[0] not in pending:
+            return None  # not taken in yet: next time
         item = pending[urgent[0]]
         if item.key is None or item.record:
             return None  # a fence or a record: they go in the order above
@@ -336,12 +339,10 @@ class FileWriter:
         ahead = self._ahead
         passed: list[int] = []
         """A heap of what is in ``ahead``, to take it out once ``_through`` passes it."""
-        top = 0
         while True:
             while inbox:
                 item = inbox.popleft()
                 order.add(item)
-                top = item.seq
             while urgent:
                 heapq.heappush(order.urgent, urgent.popleft())
             if not order.pending:
@@ -360,7 +361,7 @@ class FileWriter:
                 return
             for item in items:
                 order.done(item)
-            through = order.oldest() - 1 if order.pending else top
+            through = order.oldest() - 1 if order.pending else order.top
             self._through = through
             for item in items:
                 if item.seq > through:
@@ -371,7 +372,7 @@ class FileWriter:
             if awaited and (hits := [it.seq for it in items if it.seq in awaited]):
                 report(self._carried, hits)
             if not order.pending:
-                report(self._advance, top)  # idle: everything taken in is carried out
+                report(self._advance, order.top)  # idle: everything taken in is carried out
             elif through >= self._wanted:  # someone waits for this much
                 self._wanted = math.inf  # the loop sets the next one it waits for
                 report(self._advance, through)
