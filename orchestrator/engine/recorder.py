@@ -76,10 +76,9 @@ class Recorder:
         """Call ``callback`` once everything recorded so far is in its file."""
         self.writer.when_written(callback)
 
-    async def written(self, upto: int | None = None) -> None:
-        """Return once everything recorded so far (or up to ``upto``, a mark that
-        `agent_started` returned) is in its file."""
-        await self.writer.written(upto)
+    async def written(self) -> None:
+        """Return once everything recorded so far is in its file."""
+        await self.writer.written()
 
     async def start_written(self, mark: int) -> None:
         """Return once the agent `agent_started` returned ``mark`` for has its progress files

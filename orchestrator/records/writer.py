@@ -223,7 +223,8 @@ class FileWriter:
             self._bell.put(None)
 
     def mark(self) -> int:
-        """The place of the last write submitted so far, for ``upto`` (`written`)."""
+        """The place of the last write submitted so far, for ``upto`` (`written`) or for
+        `carried`."""
         return self._submitted
 
     def when_written(self, callback: Callable[[], None], upto: int | None = None) -> None:
