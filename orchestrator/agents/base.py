@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.events import AgentEvent
+from orchestrator.events import AgentEvent, Output
 from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import Step, Task
+from orchestrator.process.lines import Stream
 from orchestrator.sandbox.confinement import Confinement
 
 
@@ -87,6 +88,18 @@ class AgentContext:
     secrets: Mapping[str, str] = field(default_factory=dict)
     """The task's declared ``secrets`` (name -> value): pass them to `run_streaming`, which
     hands them to the program once, through a pipe; never put them in ``env``."""
+    emit_output: Callable[[Stream, Sequence[str]], None] | None = None
+    """Lines a program printed, many in one call (`output`); None: ``emit`` takes them, one
+    `Output` event each."""
+
+    def output(self, stream: Stream, lines: Sequence[str]) -> None:
+        """Lines the agent's program printed on ``stream``, in order: recorded as one `Output`
+        event each would be, in one call (a chunk of a flood costs one stamp and one pass)."""
+        if self.emit_output is not None:
+            self.emit_output(stream, lines)
+            return
+        for line in lines:
+            self.emit(Output(line, stream))
 
 
 FORCE_STOP = "orchestrator: stop now"

@@ -1,8 +1,9 @@
 """Any CLI agent as a subprocess in a process group of its own.
 
 The task's ``command`` is a template: ``{prompt}``, ``{agent_id}`` and ``{workspace}`` are filled
-in per argument (other braces stay as written). Output lines become `Output` events; a line
-``BLOCKED: <reason>`` reports a blocker. The exit code decides how the attempt ends. Timeouts
+in per argument (other braces stay as written). Output lines become `Output` events (a chunk
+read at once in one call, `AgentContext.output`); a line ``BLOCKED: <reason>`` reports a
+blocker. The exit code decides how the attempt ends. Timeouts
 and stalls are the scheduler's: it cancels `CommandAgent.run`, which stops the whole group.
 """
 
@@ -12,6 +13,7 @@ import errno
 import re
 import shlex
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from orchestrator.events import (
     Blocked,
     Failed,
     FailureKind,
-    Output,
     Started,
 )
 from orchestrator.plan.model import Task
@@ -125,14 +126,22 @@ class CommandAgent:
             ctx.emit(Started(detail=_detail(task), pid=pid))
             ctx.on_process(pid)
 
-        def on_line(stream: Stream, line: str) -> None:
-            ctx.emit(Output(line, stream))
-            if seen.blocked is None:
-                seen.blocked = blocked_reason(line)
-                if seen.blocked is not None:
-                    ctx.emit(Blocked(seen.blocked))
-            if stream == "stdout" and line.strip():
-                seen.last_stdout = line
+        def on_lines(stream: Stream, lines: list[str]) -> None:
+            rest: Sequence[str] = lines
+            if seen.blocked is None and any("BLOCKED" in line for line in lines):
+                for i, line in enumerate(lines):
+                    seen.blocked = blocked_reason(line)
+                    if seen.blocked is not None:  # its line, the blocker, then the rest
+                        ctx.output(stream, lines[: i + 1])
+                        ctx.emit(Blocked(seen.blocked))
+                        rest = lines[i + 1 :]
+                        break
+            if rest:
+                ctx.output(stream, rest)
+            if stream == "stdout":
+                seen.last_stdout = next(
+                    (ln for ln in reversed(lines) if ln.strip()), seen.last_stdout
+                )
 
         env = ctx.env
         if ctx.model is not None:  # its task asked for a key: a gateway token stands in
@@ -146,7 +155,7 @@ class CommandAgent:
                 argv,
                 cwd=ctx.workspace,
                 env=env,
-                on_line=on_line,
+                on_lines=on_lines,
                 on_start=on_start,
                 on_activity=ctx.on_activity,
                 grace=ctx.grace,

@@ -9,10 +9,10 @@ fails; both end the attempt. The demo and the tests run on it.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal, assert_never
+from typing import assert_never
 
 from orchestrator.agents.base import AgentContext
-from orchestrator.events import Blocked, Failed, Finished, Output, Started, Text, ToolCall
+from orchestrator.events import Blocked, Failed, Finished, Started, Text, ToolCall
 from orchestrator.plan.model import Block, Fail, Run, Say, Sleep, Write
 from orchestrator.process import spawn
 from orchestrator.tools.files import write_file
@@ -72,7 +72,7 @@ async def _run(ctx: AgentContext, command: str) -> bool:
         ["/bin/sh", "-c", command],
         cwd=ctx.workspace,
         env=ctx.env,
-        on_line=lambda stream, line: ctx.emit(Output(line, _stream(stream))),
+        on_lines=ctx.output,
         on_start=ctx.on_process,
         on_activity=ctx.on_activity,
         grace=ctx.grace,
@@ -82,7 +82,3 @@ async def _run(ctx: AgentContext, command: str) -> bool:
         ctx.emit(Failed(f"command failed with exit code {code}: {command}"))
         return False
     return True
-
-
-def _stream(name: str) -> Literal["stdout", "stderr"]:
-    return "stderr" if name == "stderr" else "stdout"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from orchestrator.events import AgentEvent, AgentState, Blocked, Failed, Finishe
 from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import SECRET_NAMES, Limits, Task
 from orchestrator.process.env import ChildEnv
-from orchestrator.process.lines import one_line
+from orchestrator.process.lines import Stream, one_line
 from orchestrator.records.progress import clean
 from orchestrator.sandbox.confinement import Confinement
 
@@ -35,6 +35,8 @@ class Host(Protocol):
     """What an attempt's callbacks reach in the run (the scheduler)."""
 
     def agent_event(self, rec: AgentRecord, event: AgentEvent) -> None: ...
+
+    def agent_output(self, rec: AgentRecord, stream: Stream, lines: Sequence[str]) -> None: ...
 
     def agent_process(self, rec: AgentRecord, pid: int) -> None: ...
 
@@ -53,6 +55,9 @@ class Hooks:
 
     def emit(self, event: AgentEvent) -> None:
         self.host.agent_event(self.rec, event)
+
+    def output(self, stream: Stream, lines: Sequence[str]) -> None:
+        self.host.agent_output(self.rec, stream, lines)
 
     def on_process(self, pid: int) -> None:
         self.host.agent_process(self.rec, pid)
@@ -110,6 +115,7 @@ def context(
     emit: Callable[[AgentEvent], None],
     on_process: Callable[[int], None],
     budget: Budget,
+    emit_output: Callable[[Stream, Sequence[str]], None] | None = None,
     model: Access | None = None,
     pass_env: tuple[str, ...] = (),
     add_task: Callable[[Mapping[str, object]], dict[str, Any]] | None = None,
@@ -146,6 +152,7 @@ def context(
         responses=settings.responses,
         env=env,
         emit=emit,
+        emit_output=emit_output,
         on_process=on_process,
         on_activity=rec.touch,
         grace=limits.grace,

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from orchestrator.engine.state import AgentRecord, RunSettings, TaskRecord
+from orchestrator.engine.state import LAST_LINES, AgentRecord, RunSettings, TaskRecord
 from orchestrator.events import AgentEvent
-from orchestrator.process.secrets import scrub_event
+from orchestrator.process.lines import Stream
+from orchestrator.process.secrets import scrub_event, scrub_text
 from orchestrator.records.journal import Journal
 from orchestrator.records.progress import ProgressWriter, brief
 from orchestrator.records.writer import FileWriter
@@ -140,6 +141,14 @@ class Recorder:
             event = scrub_event(event, self._secrets)
         self._live_dirty[rec.id] = rec
         return event, self.progress.append(rec.id, event)
+
+    def output(self, rec: AgentRecord, stream: Stream, lines: Sequence[str]) -> list[str]:
+        """Lines its program printed, masked and buffered as `event` would one `Output` each;
+        the last `LAST_LINES` of them as shown."""
+        if self._secrets:
+            lines = [scrub_text(line, self._secrets) for line in lines]
+        self._live_dirty[rec.id] = rec
+        return self.progress.output(rec.id, stream, lines, keep=LAST_LINES)
 
     def process(self, rec: AgentRecord) -> None:
         if self.journal is not None:

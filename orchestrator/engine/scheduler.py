@@ -24,6 +24,7 @@ from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
 from orchestrator.engine import attempt, growth, placement
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
+from orchestrator.engine.heard import AgentCalls
 from orchestrator.engine.models import ModelTraffic, wants_model
 from orchestrator.engine.queries import RunQueries
 from orchestrator.engine.recorder import Recorder
@@ -31,11 +32,11 @@ from orchestrator.engine.repairs import Repairs
 from orchestrator.engine.requests import RunRequests
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
-from orchestrator.events import AgentEvent, AgentState, BuildChecked, Finished, Usage
+from orchestrator.events import AgentEvent, AgentState, Finished
 from orchestrator.isolation.checkouts import InPlace, Workspaces
 from orchestrator.plan.graph import graph_of
 from orchestrator.plan.model import SECRET_NAMES, Plan
-from orchestrator.process import group, orphans, procfs
+from orchestrator.process import group, orphans
 from orchestrator.process.secrets import secret_values
 from orchestrator.records.journal import Journal
 
@@ -44,7 +45,7 @@ BURST = 64
 """Agents started in one turn of the event loop before the dispatcher yields."""
 
 
-class Run(RunQueries, RunRequests):
+class Run(RunQueries, RunRequests, AgentCalls):
     """One execution of a plan. Create, then ``await execute()``; monitors work meanwhile."""
 
     def __init__(
@@ -285,7 +286,8 @@ class Run(RunQueries, RunRequests):
             model = self.models.grant(rec, spawn.task, hooks.emit)
         return attempt.context(
             rec, spawn, workspace=path, settings=self.settings, env=self._env,
-            limits=self.plan.limits, emit=hooks.emit, on_process=hooks.on_process,
+            limits=self.plan.limits, emit=hooks.emit, emit_output=hooks.output,
+            on_process=hooks.on_process,
             budget=self.governor, model=model, pass_env=agent.pass_env, add_task=hooks.add_task,
         )  # fmt: skip
 
@@ -316,27 +318,9 @@ class Run(RunQueries, RunRequests):
             rec.handle.cancel(FORCE_STOP)  # a second cancel cuts the grace short
         return False
 
-    def agent_event(self, rec: AgentRecord, event: AgentEvent) -> None:
-        """What an agent emitted (`attempt.Hooks.emit`)."""
-        event, line = self.recorder.event(rec, event)
-        rec.heard(event, line, time.monotonic())
-        match event:
-            case Usage() if self.governor.budget_spent:  # charged by the gateway or the agent
-                self._budget_gone()
-            case BuildChecked():
-                self.repairs.record_build(rec.id, event)
-        if self._on_event is not None:
-            self._on_event(rec, line, event)
-
     def agent_adds(self, rec: AgentRecord, request: Mapping[str, object]) -> dict[str, Any]:
         """A task an agent asks to add (`attempt.Hooks.add_task`)."""
         return growth.answer(self, request, adder=rec.id)
-
-    def agent_process(self, rec: AgentRecord, pid: int) -> None:
-        """A process an agent started (`attempt.Hooks.on_process`)."""
-        rec.pid = pid
-        rec.pstart = procfs.process_start_time(pid)
-        self.recorder.process(rec)
 
     # --- transitions ------------------------------------------------------------------------
 

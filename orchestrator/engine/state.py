@@ -152,6 +152,15 @@ class AgentRecord:
             case _:
                 pass
 
+    def heard_lines(self, shown: Sequence[str], now: float) -> None:
+        """Lines its program printed, as shown: `heard` of an `Output` each, in one step."""
+        self.last_event = now
+        kept = [line[:200] for line in shown[-LAST_LINES:] if line]
+        if kept:
+            self.last_line = kept[-1]
+            self.lines += kept
+            del self.lines[:-LAST_LINES]
+
     def touch(self) -> None:
         """Its processes wrote something, a whole line or not: the stall clock restarts."""
         self.last_event = time.monotonic()

@@ -51,11 +51,14 @@ def one_line(text: str, limit: int | None = None) -> str:
 
 
 class LineSplitter:
-    """Bytes in, clean bounded lines out; memory stays under ``max_line`` bytes per stream."""
+    """Bytes in, clean bounded lines out; memory stays under ``max_line`` bytes per stream.
+
+    ``emit`` gets the lines each `feed` ends as one list, in order (never an empty one): a
+    chunk of a thousand lines costs its consumer one call, not a thousand."""
 
     __slots__ = ("_buf", "_dropped", "_emit", "_max")
 
-    def __init__(self, emit: Callable[[str], None], max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, emit: Callable[[list[str]], None], max_line: int = DEFAULT_MAX_LINE) -> None:
         if max_line < 1:
             raise ValueError("max_line must be positive")
         self._emit = emit
@@ -74,21 +77,26 @@ class LineSplitter:
             rest, partial = parts.pop(), b""  # max_lines complete lines, the rest unsplit
         else:
             rest, partial = b"", parts.pop()  # every line, then the start of the next one
-        deliver = self._deliver
-        for part in parts:
-            if self._buf or self._dropped or len(part) > self._max:
-                self._add(part)
-                self._end_line()
-            else:  # the common case: a whole line within one chunk
-                deliver(part, 0)
+        if self._buf or self._dropped or (len(data) > self._max and _longest(parts) > self._max):
+            lines = []
+            for part in parts:
+                if self._buf or self._dropped or len(part) > self._max:
+                    self._add(part)
+                    lines.append(self._end_line())
+                else:
+                    lines.append(_text(part))
+        else:  # the common case: whole lines within one chunk
+            lines = [clean_line(part.decode("utf-8", "replace")) for part in parts]
         if partial:
             self._add(partial)
+        if lines:
+            self._emit(lines)
         return rest
 
     def flush(self) -> None:
         """End the stream: a last line without a newline is delivered too."""
         if self._buf or self._dropped:
-            self._end_line()
+            self._emit([self._end_line()])
 
     def _add(self, part: bytes) -> None:
         room = self._max - len(self._buf)
@@ -98,18 +106,22 @@ class LineSplitter:
             self._buf += part[:room]
             self._dropped += len(part) - room
 
-    def _end_line(self) -> None:
+    def _end_line(self) -> str:
         raw, dropped = bytes(self._buf), self._dropped
         self._buf.clear()
         self._dropped = 0
-        self._deliver(raw, dropped)
+        if not dropped:
+            return _text(raw)
+        # Cut before a character split by the limit rather than show a replacement char.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = decoder.decode(raw, final=False)
+        dropped += len(decoder.getstate()[0])
+        return f"{clean_line(text)} …[truncated {dropped} bytes]"
 
-    def _deliver(self, raw: bytes, dropped: int) -> None:
-        if dropped:
-            # Cut before a character split by the limit rather than show a replacement char.
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            text = decoder.decode(raw, final=False)
-            dropped += len(decoder.getstate()[0])
-            self._emit(f"{clean_line(text)} …[truncated {dropped} bytes]")
-        else:
-            self._emit(clean_line(raw.decode("utf-8", errors="replace")))
+
+def _text(raw: bytes) -> str:
+    return clean_line(raw.decode("utf-8", errors="replace"))
+
+
+def _longest(parts: list[bytes]) -> int:
+    return max(map(len, parts), default=0)

@@ -93,7 +93,7 @@ class Pipes:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        on_line: Callable[[Stream, str], None],
+        on_lines: Callable[[Stream, list[str]], None],
         max_line: int,
         fds: Mapping[int, int],
         *,
@@ -112,8 +112,8 @@ class Pipes:
         """Told of every chunk read, line or not: dots and ``\\r`` bars are output too."""
         self._backlog: dict[int, bytes] = {}
         self._splitters: dict[int, LineSplitter] = {
-            1: LineSplitter(functools.partial(on_line, "stdout"), max_line),
-            2: LineSplitter(functools.partial(on_line, "stderr"), max_line),
+            1: LineSplitter(functools.partial(on_lines, "stdout"), max_line),
+            2: LineSplitter(functools.partial(on_lines, "stderr"), max_line),
         }
         for key, fd in self._fds.items():
             os.set_blocking(fd, False)

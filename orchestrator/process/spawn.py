@@ -49,6 +49,11 @@ _DRAIN_CAP = 10.0
 """However busy the pipes are after the child exited, they are cut off after this many seconds."""
 
 
+def _each(on_line: Callable[[Stream, str], None], stream: Stream, lines: list[str]) -> None:
+    for line in lines:
+        on_line(stream, line)
+
+
 def _ignore_pid(pid: int) -> None:
     pass
 
@@ -58,7 +63,8 @@ async def run_streaming(
     *,
     cwd: Path,
     env: Mapping[str, str],
-    on_line: Callable[[Stream, str], None],
+    on_line: Callable[[Stream, str], None] | None = None,
+    on_lines: Callable[[Stream, list[str]], None] | None = None,
     on_start: Callable[[int], None] = _ignore_pid,
     on_activity: Callable[[], None] | None = None,
     grace: float = 5.0,
@@ -70,6 +76,9 @@ async def run_streaming(
     secrets: Mapping[str, str] | None = None,
 ) -> int:
     """Run ``argv`` in a new process group, call ``on_line`` per output line, return the exit code.
+
+    ``on_lines`` instead gets the lines of each chunk read at once as a list, in order (one
+    call for a burst of output: what a program that floods its pipe costs); pass one of the two.
 
     The code is negative (``-signum``) when the child was killed by a signal. With ``shell`` the
     elements of ``argv`` are joined by spaces and run by ``/bin/sh -c``. ``on_start`` gets the
@@ -103,10 +112,14 @@ async def run_streaming(
     Spawn errors (``FileNotFoundError``, ``PermissionError``, other ``OSError``) propagate
     before ``on_start`` is called; a sandbox's cgroup that cannot be joined raises its
     ``OSError`` after it, once the spawn (which never ran the command) is gone. An exception
-    raised by ``on_line`` kills the group at once and is re-raised here once the child is
-    gone. On cancellation the group is stopped (see `stop_group`) and ``CancelledError``
-    propagates.
+    raised by ``on_line`` (or ``on_lines``) kills the group at once and is re-raised here once
+    the child is gone. On cancellation the group is stopped (see `stop_group`) and
+    ``CancelledError`` propagates.
     """
+    if on_lines is None and on_line is not None:
+        on_lines = functools.partial(_each, on_line)
+    elif on_lines is None or on_line is not None:
+        raise TypeError("run_streaming takes one of on_line and on_lines")
     args = _command_line(argv, shell=shell)
     loop = asyncio.get_running_loop()
     await spawn_turn(loop)
@@ -143,7 +156,7 @@ async def run_streaming(
             os.close(handed)  # the child's now: once it has read it, nobody can
     if confined is not None:
         confined.spawned()
-    pipes = Pipes(loop, on_line, max_line, child.fds, pgid=child.pid, on_activity=on_activity)
+    pipes = Pipes(loop, on_lines, max_line, child.fds, pgid=child.pid, on_activity=on_activity)
     joined: asyncio.Future[int | None] | None = None
     group: int | None = None  # a sandbox's: its init's session (see `orchestrator.sandbox.bwrap`)
     try:

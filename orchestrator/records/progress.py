@@ -41,8 +41,8 @@ from orchestrator.events import (
     Usage,
     event_to_dict,
 )
-from orchestrator.process.lines import clean_line, one_line
-from orchestrator.records.journal import json_line
+from orchestrator.process.lines import Stream, clean_line, one_line
+from orchestrator.records.journal import json_line, json_string
 from orchestrator.records.rundir import write_all
 
 DEFAULT_CAP = 50 * 1024 * 1024
@@ -50,6 +50,8 @@ MAX_PARTIAL = 64 * 1024
 """Text without a newline is cut into lines this long: an endless line stays bounded."""
 REASON_CHARS = 300
 """A status line carries at most this much of the reason (the whole one is above it)."""
+_LINE_KEY = '"line": '
+"""Where an `Output` record's line goes in its JSON (`ProgressWriter.output`)."""
 _OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO in place must not block us
 _OPEN_APPEND = os.O_WRONLY | os.O_APPEND | _OPEN
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN
@@ -276,6 +278,32 @@ class ProgressWriter:
         f.js_buffer().append(json_line(record))
         self._dirty[agent_id] = f
         return next((ln for ln in reversed(text.split("\n")) if ln.strip()), "")
+
+    def output(
+        self, agent_id: str, stream: Stream, lines: Sequence[str], *, keep: int
+    ) -> list[str]:
+        """Buffer lines a program printed, as `append` would one `Output` each (the same bytes
+        in both files), with one stamp and one time: they arrived in one read. Returns the
+        last ``keep`` of them as shown.
+
+        A line that is not plain printable text (a tab, a newline put in by the caller) goes
+        through `append`, which cleans it."""
+        if not all(map(str.isprintable, lines)):
+            return [self.append(agent_id, Output(line, stream)) for line in lines][-keep:]
+        f = self._files[agent_id]
+        mark = "| " if stream == "stdout" else "! "
+        stamp = f"[+{time.monotonic() - f.t0:7.2f}s] "
+        self._end_partial(f, stamp)
+        head = stamp + mark
+        f.md_buffer().append(head + ("\n" + head).join(lines) + "\n")
+        record = event_to_dict(Output("", stream))
+        record["t"] = round(time.time(), 6)
+        layout = json_line(record)  # the encoder's own, the line left empty
+        at = layout.index(_LINE_KEY + '""') + len(_LINE_KEY)
+        before, after = layout[:at], layout[at + 2 :]
+        f.js_buffer().extend([before + json_string(line) + after for line in lines])
+        self._dirty[agent_id] = f
+        return [mark + line for line in lines[-keep:]]
 
     def note(self, agent_id: str, line: str) -> None:
         """A line from the orchestrator itself (a denial, a link to a fixer) in the .md only.

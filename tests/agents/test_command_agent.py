@@ -205,6 +205,23 @@ async def test_a_blocked_line_blocks_the_attempt_once_and_output_goes_on(harness
     )
 
 
+async def test_a_chunk_of_lines_comes_in_one_call_split_at_its_blocker(harness: Harness) -> None:
+    """Lines read at once reach ``emit_output`` together; a blocker among them comes right
+    after its own line, before the lines after it (one write: one read, PIPE_BUF atomic)."""
+    said: list[object] = []
+    ctx = harness.context(
+        command_task(sys.executable, "-c", "print('a\\nBLOCKED: x\\nb\\nBLOCKED: y\\nlast')")
+    )
+    ctx.emit = said.append
+    ctx.emit_output = lambda stream, lines: said.append((stream, list(lines)))
+    await CommandAgent().run(ctx)
+    assert said[1:] == [
+        ("stdout", ["a", "BLOCKED: x"]),
+        Blocked("x"),
+        ("stdout", ["b", "BLOCKED: y", "last"]),
+    ]
+
+
 async def test_a_blocked_attempt_stays_blocked_whatever_the_exit_code(harness: Harness) -> None:
     rec = await harness.run(command_task(*fake("blocked", 5)))
     assert rec.terminal() == [Blocked("need schema")]

@@ -9,16 +9,17 @@ containers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestrator.engine import attempt
 from orchestrator.engine.governor import Governor
 from orchestrator.engine.state import LAST_LINES, AgentRecord, RunSettings, Spawn, TaskRecord
-from orchestrator.events import AgentEvent, Started, Text
+from orchestrator.events import AgentEvent, Output, Started, Text
 from orchestrator.plan.model import Limits, Sleep, Task
 from orchestrator.process.env import child_env
+from orchestrator.process.lines import Stream
 from orchestrator.records.progress import ProgressWriter
 
 
@@ -58,6 +59,17 @@ def test_an_agent_keeps_its_last_lines_oldest_dropped() -> None:
     assert rec.lines == [f"line {i}" for i in range(5, LAST_LINES + 5)]
     assert rec.last_line == f"line {LAST_LINES + 4}"
     assert rec.last_event == LAST_LINES + 4
+
+
+def test_lines_heard_in_chunks_keep_what_lines_heard_one_by_one_keep() -> None:
+    one, many = (AgentRecord("a", "a", "command", "task", 1, 0, None) for _ in range(2))
+    chunks = [[f"| {i}" for i in range(n, n + size)] for n, size in ((0, 3), (3, 30), (33, 1))]
+    for chunk in chunks:
+        many.heard_lines(chunk, 7.0)
+        for line in chunk:
+            one.heard(Output(line[2:]), line, 7.0)
+    assert many.lines == one.lines == [f"| {i}" for i in range(34 - LAST_LINES, 34)]
+    assert (many.last_line, many.last_event) == (one.last_line, one.last_event) == ("| 33", 7.0)
 
 
 def test_an_attempt_builds_its_child_environment_only_when_read(tmp_path: Path) -> None:
@@ -110,6 +122,9 @@ def test_an_attempts_callbacks_share_one_small_object() -> None:
         def agent_event(self, rec: AgentRecord, event: AgentEvent) -> None:
             seen.append((rec.id, event))
 
+        def agent_output(self, rec: AgentRecord, stream: Stream, lines: Sequence[str]) -> None:
+            seen.append((rec.id, (stream, *lines)))
+
         def agent_process(self, rec: AgentRecord, pid: int) -> None:
             seen.append((rec.id, pid))
 
@@ -121,9 +136,12 @@ def test_an_attempts_callbacks_share_one_small_object() -> None:
     hooks = attempt.Hooks(Host(), rec)
     assert not hasattr(hooks, "__dict__")
     hooks.emit(Text("hi\n"))
+    hooks.output("stderr", ["x", "y"])
     hooks.on_process(42)
     assert hooks.add_task({"id": "b"}) == {"ok": True}
-    assert seen == [("a", Text("hi\n")), ("a", 42), ("a", {"id": "b"})]
+    assert seen == [
+        ("a", Text("hi\n")), ("a", ("stderr", "x", "y")), ("a", 42), ("a", {"id": "b"})
+    ]  # fmt: skip
 
 
 def test_a_record_makes_its_children_list_at_the_first_child() -> None:

@@ -265,3 +265,40 @@ async def test_an_agent_cancelled_before_its_first_step_still_ends_and_the_run_w
     assert run.tasks["b"].state == "skipped"
     last = (responses / "a.md").read_text().rstrip().splitlines()[-1]
     assert last.startswith("status: cancelled")
+
+
+async def test_a_flood_of_output_is_recorded_line_by_line_masked_and_in_order(
+    make_run: MakeRun, responses: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of a program's output go to the files in one pass each (`Run.agent_output`):
+    every line still gets its own stamped line and record, in order, secrets masked, and the
+    agent's last lines are the last ones it printed."""
+    import json
+    import sys
+
+    from orchestrator.plan.model import Task
+
+    key = "sk-ant-canary-0123456789"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    code = (  # the key is not in the command line itself: only in what the program prints
+        "import sys\nkey = 'sk-ant-' + 'canary-0123456789'\n"
+        "for i in range(3000): sys.stdout.write(f'line {i} {key}\\n')"
+    )
+    run = make_run(Task("flood", agent="command", command=(sys.executable, "-c", code)))
+    async with asyncio.timeout(30):
+        await run.execute()
+    rec = run.agents["flood"]
+    assert rec.state == "succeeded", rec.reason
+    md = (responses / "flood.md").read_text()
+    jsonl = (responses / "flood.events.jsonl").read_text()
+    assert key not in md
+    assert key not in jsonl
+    shown = [ln.split("] ", 1)[1] for ln in md.splitlines() if "] | line " in ln]
+    assert shown == [f"| line {i} [REDACTED]" for i in range(3000)]
+    records = [json.loads(ln) for ln in jsonl.splitlines()]
+    lines = [r["line"] for r in records if r["event"] == "output"]
+    assert lines == [f"line {i} [REDACTED]" for i in range(3000)]
+    assert rec.lines[:-1] == [
+        f"| line {i} [REDACTED]" for i in range(2981, 3000)
+    ]  # then "finished"
+    assert rec.summary == "line 2999 [REDACTED]"

@@ -253,7 +253,7 @@ async def test_an_on_line_error_kills_the_child_and_propagates(run_env: RunEnv) 
 
 def test_line_splitter_stops_after_max_lines_and_resumes_where_it_stopped() -> None:
     out: list[str] = []
-    splitter = LineSplitter(out.append, 10)
+    splitter = LineSplitter(out.extend, 10)
     rest = splitter.feed(b"a\nb\nc\nd", 2)
     assert out == ["a", "b"]
     assert rest == b"c\nd"
@@ -265,9 +265,19 @@ def test_line_splitter_stops_after_max_lines_and_resumes_where_it_stopped() -> N
     assert out == ["a", "b", "c", "de", "f", "", "", "", "", "", ""]
 
 
+def test_line_splitter_hands_over_what_a_chunk_ends_in_one_call() -> None:
+    calls: list[list[str]] = []
+    splitter = LineSplitter(calls.append, 10)
+    splitter.feed(b"a\nb\nc")
+    splitter.feed(b"d\n0123456789AB\ne\n")  # a held line, a cut one, a plain one: one call
+    splitter.feed(b"f")
+    splitter.flush()
+    assert calls == [["a", "b"], ["cd", "0123456789 …[truncated 2 bytes]", "e"], ["f"]]
+
+
 def split(chunks: list[bytes], max_line: int = 10) -> list[str]:
     out: list[str] = []
-    splitter = LineSplitter(out.append, max_line)
+    splitter = LineSplitter(out.extend, max_line)
     for chunk in chunks:
         splitter.feed(chunk)
     splitter.flush()
@@ -309,7 +319,7 @@ def test_line_splitter_agrees_with_a_plain_split(
     data: bytes, cuts: list[int], max_lines: int | None
 ) -> None:
     out: list[str] = []
-    splitter = LineSplitter(out.append, 10_000)
+    splitter = LineSplitter(out.extend, 10_000)
     bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
     for lo, hi in itertools.pairwise(bounds):
         chunk = data[lo:hi]
@@ -326,7 +336,7 @@ def test_line_splitter_agrees_with_a_plain_split(
 @given(data=st.binary(max_size=300), max_line=st.integers(min_value=1, max_value=20))
 def test_line_splitter_bounds_every_line(data: bytes, max_line: int) -> None:
     out: list[str] = []
-    splitter = LineSplitter(out.append, max_line)
+    splitter = LineSplitter(out.extend, max_line)
     splitter.feed(data)
     splitter.flush()
     assert len(out) == data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
@@ -337,7 +347,7 @@ def test_line_splitter_bounds_every_line(data: bytes, max_line: int) -> None:
 
 def test_line_splitter_memory_stays_bounded() -> None:
     out: list[str] = []
-    splitter = LineSplitter(out.append, 100)
+    splitter = LineSplitter(out.extend, 100)
     for _ in range(1000):
         splitter.feed(b"y" * 10_000)
         assert len(splitter._buf) <= 100
@@ -724,3 +734,11 @@ async def test_many_flooding_children_lose_no_line(tmp_path: Path) -> None:
         tasks = [tg.create_task(one(n)) for n in range(40)]
     assert [t.result() for t in tasks] == [0] * 40
     assert counts == dict.fromkeys(range(40), 1500)
+
+
+async def test_run_streaming_takes_exactly_one_line_callback(run_env: RunEnv) -> None:
+    """Refused before anything is spawned (the fixture finds no child of the run)."""
+    both: dict[str, Any] = {"on_line": lambda s, ln: None, "on_lines": lambda s, ls: None}
+    for callbacks in ({}, both):
+        with pytest.raises(TypeError, match="one of on_line and on_lines"):
+            await run_streaming(["true"], cwd=ROOT, env=run_env.env, **callbacks)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.events import Blocked, Output, Started, Text, ToolCall, Usage
+from orchestrator.records import progress
 from orchestrator.records.progress import ProgressWriter, clean, safe_path
 
 STAMP = re.compile(r"\[\+\s*\d+\.\d\ds\] ")
@@ -225,8 +230,6 @@ def test_a_write_the_disk_refuses_leaves_whole_lines_and_says_what_is_missing(
     import errno
     import os
 
-    from orchestrator.records import progress
-
     failures: list[str] = []
     w = ProgressWriter(tmp_path, on_failure=lambda path, exc: failures.append(exc.strerror or ""))
     w.open("a", "# a\n")
@@ -253,3 +256,39 @@ def test_a_write_the_disk_refuses_leaves_whole_lines_and_says_what_is_missing(
     assert text.endswith("after\n\nstatus: succeeded\n")
     records = [json.loads(x) for x in (tmp_path / "a.events.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records] == ["lost", "text", "status"]
+
+
+PIECES = ["a", " ", '"', "\\", "é", "\t", "\n", "\x1b[31m", "\u202e", "\u2028", "status: x", "🙂"]
+LINE = st.lists(st.sampled_from(PIECES), max_size=6).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(LINE, min_size=1, max_size=6),
+    stream=st.sampled_from(["stdout", "stderr"]),
+    open_text=st.sampled_from(["", "half a li"]),
+)
+def test_a_chunk_of_output_lines_is_written_as_one_output_event_each_would_be(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[str],
+    stream: Literal["stdout", "stderr"],
+    open_text: str,
+) -> None:
+    """`ProgressWriter.output` (a chunk at once) and `append` (an `Output` per line) leave the
+    same bytes in both files, whatever the lines hold; printable chunks take the fast path."""
+    frozen = SimpleNamespace(monotonic=lambda: 1.5, time=lambda: 1_700_000_000.123456)
+    made = []
+    for batch in (True, False):
+        where = tmp_path_factory.mktemp("chunk")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(progress, "time", frozen)
+            w = ProgressWriter(where)
+            w.open("a", "# a\n\n")
+            w.append("a", Text(open_text))
+            if batch:
+                shown = w.output("a", stream, lines, keep=2)
+            else:
+                shown = [w.append("a", Output(line, stream)) for line in lines][-2:]
+            w.finish("a", "succeeded", {"event": "status", "state": "succeeded"})
+        made.append((shown, (where / "a.md").read_bytes(), (where / "a.events.jsonl").read_bytes()))
+    assert made[0] == made[1]
