@@ -32,6 +32,7 @@ from orchestrator.engine.repairs import Repairs
 from orchestrator.engine.requests import RunRequests
 from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
+from orchestrator.engine.switching import switching
 from orchestrator.events import AgentEvent, AgentState, Finished
 from orchestrator.isolation.checkouts import InPlace, Workspaces
 from orchestrator.plan.graph import graph_of
@@ -110,20 +111,21 @@ class Run(RunQueries, RunRequests, AgentCalls):
         self.recorder.run_started(self.started_at)
         # One context for every agent's done callback and timer: not a copy per agent each.
         self._callbacks = contextvars.copy_context()
-        try:
-            async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
-                self._tg = tg
-                background = tg.create_task(self.recorder.run_background())
-                for tid in [t for t, rec in self.tasks.items() if rec.state == "succeeded"]:
-                    self.frontier.succeeded(tid, self._pending)
-                self._queue(self.frontier.initial(self._pending))
-                self._dispatch()
-                self._check_finished()
-                await self._finished.wait()
-                background.cancel()
-        finally:
-            self._tg = None
-            await self.recorder.close()  # also when run_background never began (nothing to do)
+        with switching(self.settings.switch_interval):
+            try:
+                async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
+                    self._tg = tg
+                    background = tg.create_task(self.recorder.run_background())
+                    for tid in [t for t, rec in self.tasks.items() if rec.state == "succeeded"]:
+                        self.frontier.succeeded(tid, self._pending)
+                    self._queue(self.frontier.initial(self._pending))
+                    self._dispatch()
+                    self._check_finished()
+                    await self._finished.wait()
+                    background.cancel()
+            finally:
+                self._tg = None
+                await self.recorder.close()  # also when run_background never began
         self.ended_at = time.time()
 
     def cancel(self, agent_id: str, *, tree: bool = False, force: bool = False) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from orchestrator.engine.switching import RUN_SWITCH_INTERVAL
 from orchestrator.events import (
     AgentEvent,
     AgentState,
@@ -54,6 +55,9 @@ class RunSettings:
     sandbox: Confinement | None = None
     """How every agent process of the run is confined; None: not at all (``sandbox: off``,
     or ``best-effort`` on a machine that cannot make one)."""
+    switch_interval: float | None = RUN_SWITCH_INTERVAL
+    """The interpreter's thread switch interval while the run goes, at most (None: as it is;
+    `orchestrator.engine.switching`)."""
 
 
 @dataclass(frozen=True, slots=True)
