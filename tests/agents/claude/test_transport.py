@@ -7,6 +7,7 @@ wire is raised as the httpx exception `classify` reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -70,6 +71,24 @@ async def test_an_answer_closed_before_its_end_closes_its_connection(
             assert r.status_code == 200
             async for _ in r.aiter_bytes():
                 break
+        assert b"message_stop" in b"".join(await stream(client, api.url))
+
+    assert way.client.opened == 2
+
+
+async def test_a_request_cancelled_before_its_answer_closes_its_connection(
+    api: FakeMessagesAPI,
+) -> None:
+    # An agent stopped while it waits (a cancel, its deadline) leaves no connection that a
+    # later request could take with the old answer still to come on it.
+    api.script([text("late").with_delay(30.0), text("next")])
+    way = transport()
+    async with httpx2.AsyncClient(transport=way) as client:
+        async with asyncio.TaskGroup() as tg:
+            waiting = tg.create_task(stream(client, api.url))
+            await api.wait_for_requests(1)
+            waiting.cancel()
+        assert waiting.cancelled()
         assert b"message_stop" in b"".join(await stream(client, api.url))
 
     assert way.client.opened == 2
