@@ -24,7 +24,7 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -137,6 +137,8 @@ class Response:
         self._pieces: list[bytes] = []
         self._sink: Callable[[bytes], None] | None = None
         self._end: Callable[[], None] | None = None
+        self._more: asyncio.Future[None] | None = None
+        """What `pieces` waits on for the next piece (or the end)."""
         self._inflate: zlib._Decompress | None = None
         self.last = time.monotonic()
         """When the upstream last sent something (the caller watches silence with it)."""
@@ -176,6 +178,7 @@ class Response:
             self._sink(data)
         else:
             self._pieces.append(data)
+            self._wake()
 
     def finish(self) -> None:
         self.complete = True
@@ -186,12 +189,19 @@ class Response:
             self._end()
         if not self._done.done():
             self._done.set_result(None)
+        self._wake()
 
     def fail(self, exc: Exception) -> None:
         for future in (self._head, self._done):
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # retrieved here: the waiter, if any, raises it
+        self._wake()
+
+    def _wake(self) -> None:
+        more, self._more = self._more, None
+        if more is not None and not more.done():
+            more.set_result(None)
 
     # for the caller
 
@@ -201,6 +211,27 @@ class Response:
         data = b"".join(self._pieces)
         self._pieces.clear()
         return data
+
+    async def pieces(self, silence: float) -> AsyncIterator[bytes]:
+        """The body as it arrives, what came since the last step joined into one piece
+        (``silence`` seconds with nothing: TimeoutError, and the connection is closed)."""
+        while True:
+            if self._pieces:
+                data = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
+                self._pieces.clear()
+                yield data
+                continue
+            if self._done.done():
+                self._done.result()  # the failure, if it failed
+                return
+            more = self._more = self._loop.create_future()
+            try:
+                async with asyncio.timeout(silence):
+                    await more
+            except TimeoutError:
+                self.fail(TimeoutError(f"the upstream was silent for {silence:g} s"))
+                self._conn.close()
+                raise
 
     async def pipe(
         self, sink: Callable[[bytes], None], silence: float, end: Callable[[], None] | None = None
@@ -284,8 +315,11 @@ class UpstreamClient:
         self.opened = 0
         """Connections opened so far (for tests: reuse is visible here)."""
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
-        """Send ``body`` to ``url`` and wait for the answer's status and headers."""
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, head_wait: float | None = None
+    ) -> Response:
+        """Send ``body`` to ``url`` and wait for the answer's status and headers (at most
+        ``head_wait`` seconds; the client's ``read_timeout`` when None)."""
         parts = urlsplit(url)
         origin = _origin(url)
         port = origin[2]
@@ -310,8 +344,9 @@ class UpstreamClient:
         conn.response = response
         assert conn.transport is not None
         conn.transport.write(data)
-        why = f"no answer from the upstream in {self.read_timeout:g} s"
-        timer = loop.call_later(self.read_timeout, response.fail, TimeoutError(why))
+        wait = self.read_timeout if head_wait is None else head_wait
+        why = f"no answer from the upstream in {wait:g} s"
+        timer = loop.call_later(wait, response.fail, TimeoutError(why))
         try:
             await response._head
         except BaseException:

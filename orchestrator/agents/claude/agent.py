@@ -6,7 +6,8 @@ and scripted runs never pay for it and the event loop never stalls on it.
 
 One `ClaudeAgent` serves every claude agent of a run (the pool builds it once): it owns the
 ``AsyncAnthropic`` clients (made on first use, closed by `ClaudeAgent.aclose`; one per
-``agents_per_client`` concurrent agents, see `ClaudeSettings`) and a local
+``agents_per_client`` concurrent agents, see `ClaudeSettings`; their HTTP goes over
+`orchestrator.agents.claude.transport`, the gateway's own client) and a local
 `orchestrator.gateway.limiter.ApiLimiter` that paces how many requests the SDK builds per
 turn of the event loop. Each attempt is one
 `orchestrator.agents.claude.conversation.Conversation`:
@@ -72,16 +73,12 @@ class ClaudeSettings:
     command_timeout: float = 600.0
     """Ceiling of one ``run_command`` (the model may ask for less)."""
     requests_per_second: float = 50.0
-    keepalive_connections: int = 16
-    """Idle connections kept for reuse, per client. The connection pool probes every idle
-    connection's socket whenever a request starts or ends; with the SDK's default of 100,
-    200 agents finishing together spent a second of CPU in one loop turn (measured), with 8,
-    half."""
     agents_per_client: int = 16
-    """Concurrent agents that share one client (one connection pool). The pool walks all
-    its connections whenever a request starts or ends, so one pool for 500 agents costs
-    each request a walk over 500 (B5 at 500 agents: about a tenth of the loop's CPU); a run makes
-    ``max_concurrency / agents_per_client`` clients, and an attempt uses one of them."""
+    """Concurrent agents that share one client; a run makes ``max_concurrency /
+    agents_per_client`` clients, and an attempt uses one of them. (It was chosen for the
+    SDK's own connection pool, which walked all its connections whenever a request started
+    or ended; the gateway transport's pool takes an idle connection without a walk, and one
+    client for 500 agents measured the same as 32: B5 2.31-2.63 s against 2.18-2.66 s.)"""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -120,11 +117,14 @@ class ClaudeAgent:
             await client.close()
 
     async def client(self, access: Access) -> anthropic.AsyncAnthropic:
-        """A client for one attempt: aimed at the gateway, with the attempt's token.
+        """A client for one attempt, aimed at the gateway. The attempt's token is not in
+        it: each request carries it (`orchestrator.agents.claude.sdk.auth_headers`).
 
         The run's clients are made on first use, all at once (see `make_clients`); attempts
-        take them in turn, each getting a copy with its own token that shares the
-        client's connection pool.
+        take them in turn. A copy per attempt with its token (``with_options``) cost each
+        attempt the copy and a hop to a worker thread and back (a copy looks up the
+        platform for its headers on its first request): B5 at 500 agents took 2.18-2.66 s
+        without them, 2.51-2.82 s with them.
 
         The first caller makes them in a worker thread (the import takes over a second, the
         TLS context tens of milliseconds); the others wait on an event that wakes them all
@@ -146,7 +146,7 @@ class ClaudeAgent:
                 self._made = asyncio.Event()
         client = self._clients[self._attempts % len(self._clients)]
         self._attempts += 1
-        return client.with_options(api_key=access.token)
+        return client
 
 
 def clients_for(concurrency: int, agents_per_client: int) -> int:
@@ -162,36 +162,33 @@ def make_clients(
 
     context = ssl.create_default_context()
     count = clients_for(concurrency, settings.agents_per_client)
-    return [
-        make_client(settings, base_url=base_url, connections=settings.agents_per_client,
-                    verify=context)
-        for _ in range(count)
-    ]  # fmt: skip
+    return [make_client(settings, base_url=base_url, tls=context) for _ in range(count)]
 
 
 def make_client(
-    settings: ClaudeSettings,
-    *,
-    base_url: str,
-    connections: int,
-    verify: ssl.SSLContext | bool = True,
+    settings: ClaudeSettings, *, base_url: str, tls: ssl.SSLContext | None = None
 ) -> anthropic.AsyncAnthropic:
     """An ``AsyncAnthropic`` aimed at the gateway that never retries by itself (the
-    limiter's policy does). Its key is a placeholder: attempts copy it with their token.
+    limiter's policy does), on the gateway transport
+    (`orchestrator.agents.claude.transport`). Its key is a placeholder that the gateway
+    refuses: each request carries its attempt's token instead
+    (`orchestrator.agents.claude.sdk.auth_headers`).
     Synchronous, and slow the first time: run it in a thread.
     """
     sdk = importlib.import_module("anthropic")
     httpx = importlib.import_module("httpx2")
-    limits = httpx.Limits(
-        max_connections=max(connections, 1000),
-        max_keepalive_connections=settings.keepalive_connections,
-    )
+    transport = importlib.import_module("orchestrator.agents.claude.transport")
     client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(
         base_url=base_url,
         api_key="orchestrator-gateway",
         auth_token=None,
         max_retries=0,
         timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        http_client=sdk.DefaultAsyncHttpxClient(limits=limits, verify=verify),
-    )
+        http_client=sdk.DefaultAsyncHttpxClient(
+            transport=transport.GatewayTransport(
+                connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                tls=tls,
+            )
+        ),
+    )  # fmt: skip
     return client

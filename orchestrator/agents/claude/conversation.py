@@ -59,6 +59,8 @@ class Conversation:
         self.warned: set[str] = set()
         self.deadline = time.monotonic() + ctx.task.timeout
         self.client: anthropic.AsyncAnthropic
+        self.headers: dict[str, str] = {}
+        """The attempt's token, sent with each of its requests (the client is shared)."""
         self.mid_line = False
         """Whether streamed text left a line open (for `say`)."""
 
@@ -73,6 +75,7 @@ class Conversation:
             self.emit(Failed(why, kind="config"))
             return
         self.client = await self.agent.client(ctx.model)
+        self.headers = sdk.auth_headers(ctx.model)
         self._add("user", [text_block(START)])
         last_text = ""
         for _turn in range(task.max_turns):
@@ -211,7 +214,9 @@ class Conversation:
             # Synchronous: nothing else runs in between. The SDK warns about deprecated
             # models here; the note goes to the progress file instead of the terminal.
             warnings.simplefilter("always")
-            manager = self.client.messages.stream(**params, timeout=waiting)
+            manager = self.client.messages.stream(
+                **params, timeout=waiting, extra_headers=self.headers
+            )
         for w in caught:
             note = str(w.message).split("\n")[0]
             if note not in self.warned:

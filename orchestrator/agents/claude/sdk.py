@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.agents.claude.prompt import text_block
+from orchestrator.gateway.grants import Access
 from orchestrator.gateway.limiter import ApiFailure, parse_retry_after
 from orchestrator.gateway.replies import REFUSAL_HEADER
 
@@ -75,6 +76,15 @@ def classify(exc: BaseException) -> ApiFailure | None:
     if isinstance(exc, OSError):
         return ApiFailure("transient", f"API connection failed: {exc}")
     return None
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def auth_headers(access: Access) -> dict[str, str]:
+    """The headers that carry an attempt's token in each of its requests: the SDK's own
+    spelling of the name, so that they replace the shared client's placeholder key."""
+    return {"Authorization": f"Bearer {access.token}"}
 
 
 # --- SDK values to plain data -----------------------------------------------------------------
