@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from orchestrator.events import Failed, Text, Usage
+from orchestrator.gateway.connection import HIGH_WATER, Response, UpstreamError
 from orchestrator.gateway.dialects import ANTHROPIC, CHAT, RESPONSES, Dialect, Scanner
 from orchestrator.gateway.grants import Grant
 from orchestrator.gateway.limiter import ApiFailure, ApiLimiter, Permit, backoff
@@ -55,7 +56,7 @@ from orchestrator.gateway.replies import (
 )
 from orchestrator.gateway.server import Answer, Full, Request, Stream
 from orchestrator.gateway.shared import Shared, Upstream
-from orchestrator.gateway.upstream import HIGH_WATER, Response, UpstreamClient, UpstreamError
+from orchestrator.gateway.upstream import UpstreamClient
 
 LOW_WATER = HIGH_WATER // 4
 _ROUTES: dict[str, tuple[Dialect, bool]] = {

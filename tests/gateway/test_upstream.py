@@ -16,7 +16,8 @@ import pytest
 import trustme
 from fakeapi import FakeMessagesAPI, text
 
-from orchestrator.gateway.upstream import UpstreamClient, UpstreamError
+from orchestrator.gateway.connection import UpstreamError
+from orchestrator.gateway.upstream import UpstreamClient
 
 BODY = b'{"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": []}'
 HEADERS = {"x-api-key": "k", "content-type": "application/json", "anthropic-version": "1"}

@@ -25,7 +25,8 @@ from collections.abc import AsyncIterator
 
 import httpx2
 
-from orchestrator.gateway.upstream import Response, UpstreamClient, UpstreamError
+from orchestrator.gateway.connection import Response, UpstreamError
+from orchestrator.gateway.upstream import UpstreamClient
 
 _OWN_HEADERS = frozenset(
     {"host", "content-length", "accept-encoding", "transfer-encoding", "connection"}
