@@ -18,6 +18,7 @@ from fakeapi import FakeMessagesAPI, text
 from orchestrator.agents.claude.agent import ClaudeSettings, make_client
 from orchestrator.agents.claude.sdk import auth_headers, classify
 from orchestrator.agents.claude.transport import GatewayTransport
+from orchestrator.gateway.connection import Response
 from orchestrator.gateway.grants import Access
 
 MODEL = "claude-sonnet-4-6"
@@ -66,13 +67,23 @@ async def test_an_answer_closed_before_its_end_closes_its_connection(
 ) -> None:
     api.script([text("long " * 200).with_trickle(0.05, chunk=5), text("next")])
     way = transport()
+    closed: list[bool] = []  # per answer given back: whether its connection was closed
+    give_back = way.client.release
+
+    def release(response: Response) -> None:
+        give_back(response)
+        closed.append(response._conn.closed)
+
+    way.client.release = release  # type: ignore[method-assign]
     async with httpx2.AsyncClient(transport=way) as client:
         async with client.stream("POST", f"{api.url}/v1/messages", json=BODY, headers=HEADERS) as r:
             assert r.status_code == 200
             async for _ in r.aiter_bytes():
                 break
+        assert closed == [True]  # given back at once, and closed: not pooled half-read
         assert b"message_stop" in b"".join(await stream(client, api.url))
 
+    assert closed == [True, False]
     assert way.client.opened == 2
 
 
