@@ -288,8 +288,11 @@ class ProgressWriter:
 
         A line that is not plain printable text (a tab, a newline put in by the caller) goes
         through `append`, which cleans it."""
+        tail = max(len(lines) - keep, 0)
+        if not lines:
+            return []
         if not all(map(str.isprintable, lines)):
-            return [self.append(agent_id, Output(line, stream)) for line in lines][-keep:]
+            return [self.append(agent_id, Output(line, stream)) for line in lines][tail:]
         f = self._files[agent_id]
         mark = "| " if stream == "stdout" else "! "
         stamp = f"[+{time.monotonic() - f.t0:7.2f}s] "
@@ -303,7 +306,7 @@ class ProgressWriter:
         before, after = layout[:at], layout[at + 2 :]
         f.js_buffer().extend([before + json_string(line) + after for line in lines])
         self._dirty[agent_id] = f
-        return [mark + line for line in lines[-keep:]]
+        return [mark + line for line in lines[tail:]]
 
     def note(self, agent_id: str, line: str) -> None:
         """A line from the orchestrator itself (a denial, a link to a fixer) in the .md only.

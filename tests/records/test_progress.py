@@ -292,3 +292,13 @@ def test_a_chunk_of_output_lines_is_written_as_one_output_event_each_would_be(
             w.finish("a", "succeeded", {"event": "status", "state": "succeeded"})
         made.append((shown, (where / "a.md").read_bytes(), (where / "a.events.jsonl").read_bytes()))
     assert made[0] == made[1]
+
+
+def test_no_output_lines_write_nothing_and_keep_zero_shows_none(tmp_path: Path) -> None:
+    w = ProgressWriter(tmp_path)
+    w.open("a", "# a\n\n")
+    assert w.output("a", "stdout", [], keep=5) == []
+    assert w.output("a", "stdout", ["x", "y"], keep=0) == []
+    assert w.output("a", "stderr", ["z"], keep=5) == ["! z"]
+    w.finish("a", "succeeded", {"event": "status", "state": "succeeded"})
+    assert body(tmp_path / "a.md") == "# a\n\n| x\n| y\n! z\n\nstatus: succeeded\n"
