@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.agents.claude.agent import ClaudeAgent
+from orchestrator.agents.claude.sdk import auth_headers
 from orchestrator.drafting.survey import survey
 from orchestrator.engine.models import ModelTraffic
 from orchestrator.engine.state import AgentRecord, RunSettings
@@ -198,6 +199,7 @@ async def open_model(
             access = traffic.grant(rec, task, meter)
             assert access is not None  # a credential is there, so the gateway is
             client = await agent.client(access)
+            token = auth_headers(access)  # the client is shared: each request carries it
 
             sdk = importlib.import_module("anthropic")
 
@@ -206,7 +208,7 @@ async def open_model(
                                           "system": system, "messages": messages}  # fmt: skip
                 try:
                     async with asyncio.timeout(agent.settings.request_deadline):
-                        reply = await client.messages.create(**params)
+                        reply = await client.messages.create(**params, extra_headers=token)
                 except (sdk.APIError, TimeoutError) as exc:
                     why = stopped[0] if stopped else str(exc)
                     raise RunError(f"error: the model did not answer: {why}") from None
