@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from orchestrator.process.procfs import group_has_live_member, process_start_time, stat_fields
 
@@ -52,7 +52,9 @@ async def stop_group(
 
     ``last`` names a member whose exit means the group is empty (a sandbox's init: its PID
     namespace ends with it): its exit is awaited through a pidfd and reaped here if it is
-    ours, so that the group is known to be gone without polling scans of ``/proc``.
+    ours, so that the group is known to be gone without polling scans of ``/proc``. After a
+    normal end (the process reaped, ``last`` exited or the group empty) nothing is waited
+    for: the stop takes no turn of the loop.
 
     ``group``: the group the process's work runs in when it is not the process's own (a
     sandbox's, led by its init: SIGTERM goes there, not to bubblewrap); SIGKILL goes to
@@ -73,8 +75,13 @@ async def stop_group(
     kill_group(pgid, signal.SIGKILL)
     if pgid != proc.pid:
         kill_group(proc.pid, signal.SIGKILL)
-    interrupted = await _finish(_reaped(proc), _REAP_TIMEOUT)
-    interrupted |= await _finish(_wait_group_gone(pgid, last), _GONE_TIMEOUT)
+    interrupted = False
+    # Each wait is a task and turns of the loop, milliseconds on a busy one: none is made
+    # for what is known already.
+    if proc.returncode is None:
+        interrupted = await _finish(_reaped(proc), _REAP_TIMEOUT)
+    if not _group_gone_nowait(pgid, last):
+        interrupted |= await _finish(_wait_group_gone(pgid, last), _GONE_TIMEOUT)
     _TERMINATED.pop(pgid, None)  # a SIGTERM sent while this ran: the group is gone now
     if cancelled is not None:
         raise cancelled
@@ -123,6 +130,18 @@ async def _finish(aw: Coroutine[Any, Any, None], limit: float) -> bool:
     return cancelled
 
 
+def _group_gone_nowait(pgid: int, last: int | None) -> bool:
+    """True when no member of the group is left, known without waiting (``last`` has
+    exited, see `stop_group`, or the group is empty); False when that is not known yet."""
+    if last is not None and _exited_nowait(last, pgid):
+        return True
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return True
+    return False
+
+
 async def _wait_group_gone(pgid: int, last: int | None = None) -> None:
     """Wait until no member of the group is left, SIGKILL having been sent (bounded by the
     caller).
@@ -156,10 +175,10 @@ async def _wait_exited(pid: int, pgid: int) -> bool:
     except (OSError, AttributeError):
         return False
     try:
-        fields = stat_fields(pid)  # after the pidfd: the process it names
-        if len(fields) < 3 or int(fields[2]) != pgid:
+        member = _member(pid, pgid)
+        if member == "other":
             return True
-        if fields[0] != b"Z":
+        if member == "live":
             loop = asyncio.get_running_loop()
             exited: asyncio.Future[None] = loop.create_future()
 
@@ -176,6 +195,36 @@ async def _wait_exited(pid: int, pgid: int) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _exited_nowait(pid: int, pgid: int) -> bool:
+    """`_wait_exited` without the wait: True when it would return at once (the exited
+    ``pid`` reaped if it is ours); False while it runs, or where there are no pidfds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        return False
+    try:
+        match _member(pid, pgid):
+            case "live":
+                return False
+            case "zombie":
+                _reap_nowait(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _member(pid: int, pgid: int) -> Literal["live", "zombie", "other"]:
+    """What ``pid`` is to group ``pgid``, read once a pidfd holds it (so it is the process
+    the pidfd names): a live member, an exited one not yet reaped, or no member (gone, or
+    a recycled pid of another group: never reaped here)."""
+    fields = stat_fields(pid)
+    if len(fields) < 3 or int(fields[2]) != pgid:
+        return "other"
+    return "zombie" if fields[0] == b"Z" else "live"
 
 
 def _reap_nowait(pidfd: int) -> None:

@@ -1,18 +1,21 @@
-"""Stopping a group when the stop is decided outside the agent's task: one SIGTERM, at once."""
+"""Stopping a group when the stop is decided outside the agent's task: one SIGTERM, at once;
+and a group already gone is known to be so without waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fakes import RUN_ID_VAR, fake, is_running, wait_until_gone, wait_until_no_marked
 
-from orchestrator.process.group import stop_recorded, terminate_recorded
+from orchestrator.process.group import stop_group, stop_recorded, terminate_recorded
 from orchestrator.process.procfs import process_start_time
 from orchestrator.process.spawn import run_streaming
 
@@ -100,3 +103,83 @@ async def test_a_process_that_is_not_the_one_recorded_is_never_signalled(
         async with asyncio.timeout(HANG):
             await task
     assert not terminate_recorded(pid, pstart)  # gone
+
+
+# --- a group already gone ---------------------------------------------------------------------
+
+
+@dataclass
+class Exited:
+    """A process whose exit is known (`ProcessLike`)."""
+
+    pid: int
+    returncode: int | None
+
+    async def wait(self) -> int:
+        raise AssertionError("an exited process is not waited for")
+
+
+def spawn_session(env: dict[str, str], argv: list[str] | None = None) -> int:
+    """A process (by default one that exits at once) in a session and group of its own,
+    reaped by nobody but the test."""
+    argv = argv or [sys.executable, "-c", "pass"]
+    return os.posix_spawn(argv[0], argv, env, setsid=True)
+
+
+def reaped(pid: int) -> bool:
+    """True once our child ``pid`` is reaped (it is left as it is either way)."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def run_without_a_turn(coro: Coroutine[object, object, int | None]) -> int | None:
+    """What ``coro`` returns when it finishes without yielding to the loop; fails if it
+    waits for anything."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    finally:
+        coro.close()
+    raise AssertionError("it waited for a turn of the loop")
+
+
+async def test_stopping_an_exited_process_whose_group_is_gone_waits_for_nothing(
+    marked_env: dict[str, str],
+) -> None:
+    """Every agent that ends by itself is stopped this way: no task, no turn of the loop."""
+    pid = spawn_session(marked_env)
+    _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    assert (
+        run_without_a_turn(stop_group(Exited(pid, os.waitstatus_to_exitcode(status)), grace=HANG))
+        == 0
+    )
+
+
+async def test_an_exited_last_member_is_reaped_and_ends_the_stop_at_once(
+    marked_env: dict[str, str],
+) -> None:
+    """A sandbox's init that exited (a zombie: its PID namespace, and everything in it, is
+    gone) ends the group; when it is our child it is reaped on the way."""
+    init = spawn_session(marked_env)
+    await asyncio.to_thread(os.waitid, os.P_PID, init, os.WEXITED | os.WNOWAIT)  # not reaped
+    bwrap = spawn_session(marked_env)  # the process stopped: exited, its exit known
+    _, status = await asyncio.to_thread(os.waitpid, bwrap, 0)
+    stopped = stop_group(Exited(bwrap, os.waitstatus_to_exitcode(status)), grace=HANG,
+                         last=init, group=init)  # fmt: skip
+    assert run_without_a_turn(stopped) == 0
+    assert reaped(init)  # by the stop
+
+
+async def test_a_live_last_member_is_killed_and_waited_for(marked_env: dict[str, str]) -> None:
+    """While ``last`` runs the group is not gone: the stop kills it and waits for its exit."""
+    init = spawn_session(marked_env, fake("sleeper"))
+    bwrap = spawn_session(marked_env)
+    _, status = await asyncio.to_thread(os.waitpid, bwrap, 0)
+    async with asyncio.timeout(HANG):
+        await stop_group(Exited(bwrap, os.waitstatus_to_exitcode(status)), grace=HANG,
+                         last=init, group=init)  # fmt: skip
+    assert reaped(init)
