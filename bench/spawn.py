@@ -8,6 +8,11 @@ a sandbox, both run it: the orchestrator's agents confined (bubblewrap, a privat
 directory each; no cgroup, whose set-up is the kernel's cost and is B13's), the baseline
 the very command line the sandbox spawns, so the ratio measures the orchestrator, not
 bubblewrap. Elsewhere both run ``true`` bare.
+
+The orchestrator's progress files and journal go to the scratch dir, then (alternated with
+it, on a machine with one) to tmpfs: an agent's slot includes its two file creates, and on a
+disk where a create costs most of a millisecond (ext4 skipping recently deleted inodes)
+that is what the scratch row measures.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import shutil
 import time
 
-from bench.core import Config, Figure, Stat, times, us
+from bench.core import Config, Figure, Stat, times, tmpfs_dir, us
 from bench.sandbox import bare_line
 from bench.workloads import cleanup, run_orchestrator, wide_limits
 from orchestrator.plan.model import Plan, Task
@@ -46,13 +51,18 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         made = sandbox(conf, [program], cwd=workspace, env=dict(os.environ))
         argv, sink = bare_line(made.argv)
         fds = (sink,)
-    orch: list[float] = []
+    places = [("scratch dir", cfg.tmp)]
+    shm = tmpfs_dir()
+    if shm is not None:
+        places.append(("tmpfs", shm))
+    orch: dict[str, list[float]] = {label: [] for label, _ in places}
     bare: list[float] = []
     try:
         for _ in range(cfg.repeats):
-            out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=limits, sandbox=conf)
-            orch.append(out.wall / n)
-            cleanup(out.responses)
+            for label, where in places:
+                out = await run_orchestrator(tasks, tmp=where, limits=limits, sandbox=conf)
+                orch[label].append(out.wall / n)
+                cleanup(out.responses)
             bare.append(await spawn_bare(argv, n, fds) / n)
     finally:
         for fd in fds:
@@ -61,25 +71,30 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             made.release()
         if conf is not None:
             shutil.rmtree(conf.scratch, ignore_errors=True)
-    o, b = Stat.of(orch), Stat.of(bare)
-    ratio = Stat.of(x / y for x, y in zip(orch, bare, strict=True))
+        if shm is not None:
+            cleanup(shm)
+    b = Stat.of(bare)
     what = "sandboxed (bwrap, no cgroup) on both sides" if conf else "no sandbox here: bare"
-    fig.row(
-        f"{n:,} `true` agents, {CONCURRENCY} at a time",
-        measured=f"{o.fmt(us)}/agent",
-        baseline=f"bare {b.fmt(us)}/spawn of the same command line",
-        ratio=ratio.fmt(times),
-        goal=f"<= {GOAL:g}x",
-        met=ratio.median <= GOAL,
-        note=what,
-    )
+    ratios = {}
+    for label, per_agent in orch.items():
+        o = Stat.of(per_agent)
+        ratio = ratios[label] = Stat.of(x / y for x, y in zip(per_agent, bare, strict=True))
+        fig.row(
+            f"{n:,} `true` agents, {CONCURRENCY} at a time, files in {label}",
+            measured=f"{o.fmt(us)}/agent",
+            baseline=f"bare {b.fmt(us)}/spawn of the same command line",
+            ratio=ratio.fmt(times),
+            goal=f"<= {GOAL:g}x",
+            met=ratio.median <= GOAL,
+            note=what,
+        )
     fig.data = {
         "agents": n,
         "concurrency": CONCURRENCY,
         "sandboxed": conf is not None,
-        "orchestrator_per_agent": o.as_json(),
+        "orchestrator_per_agent": {k: Stat.of(v).as_json() for k, v in orch.items()},
         "bare_per_spawn": b.as_json(),
-        "ratio": ratio.as_json(),
+        "ratio": {k: r.as_json() for k, r in ratios.items()},
     }
     return {"B7": fig}
 
