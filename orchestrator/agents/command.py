@@ -3,8 +3,8 @@
 The task's ``command`` is a template: ``{prompt}``, ``{agent_id}`` and ``{workspace}`` are filled
 in per argument (other braces stay as written). Output lines become `Output` events (a chunk
 read at once in one call, `AgentContext.output`); a line ``BLOCKED: <reason>`` reports a
-blocker. The exit code decides how the attempt ends. Timeouts
-and stalls are the scheduler's: it cancels `CommandAgent.run`, which stops the whole group.
+blocker. The exit code decides how the attempt ends. Timeouts and stalls are the
+scheduler's: it cancels `CommandAgent.run`, which stops the whole group.
 """
 
 from __future__ import annotations
