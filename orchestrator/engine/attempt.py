@@ -23,7 +23,7 @@ from orchestrator.gateway.grants import Access
 from orchestrator.plan.model import SECRET_NAMES, Limits, Task
 from orchestrator.process.env import ChildEnv
 from orchestrator.process.lines import Stream, one_line
-from orchestrator.records.progress import clean
+from orchestrator.records.render import clean
 from orchestrator.sandbox.confinement import Confinement
 
 Stop = Callable[[str, AgentState, str], bool]

@@ -26,7 +26,8 @@ from orchestrator.events import AgentEvent
 from orchestrator.process.lines import Stream
 from orchestrator.process.secrets import scrub_event, scrub_text
 from orchestrator.records.journal import Journal
-from orchestrator.records.progress import ProgressWriter, brief
+from orchestrator.records.progress import ProgressWriter
+from orchestrator.records.render import brief
 from orchestrator.records.writer import FileWriter
 
 LIVE_INTERVAL = 0.25

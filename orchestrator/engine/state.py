@@ -24,7 +24,7 @@ from orchestrator.events import (
 )
 from orchestrator.gateway.shared import GatewaySettings
 from orchestrator.plan.model import Step, Task
-from orchestrator.records.progress import brief
+from orchestrator.records.render import brief
 from orchestrator.sandbox.confinement import Confinement
 
 Role = Literal["task", "fixer", "build"]

@@ -29,27 +29,19 @@ from typing import Protocol
 from orchestrator import ids
 from orchestrator.events import (
     AgentEvent,
-    Blocked,
-    BuildChecked,
-    Failed,
-    Finished,
     Output,
-    Started,
     Text,
-    ToolCall,
-    ToolResult,
     Usage,
     event_to_dict,
 )
-from orchestrator.process.lines import Stream, clean_line, one_line
+from orchestrator.process.lines import Stream
 from orchestrator.records.journal import json_line, json_string
+from orchestrator.records.render import clean, output_mark, render, status_line_of
 from orchestrator.records.rundir import write_all
 
 DEFAULT_CAP = 50 * 1024 * 1024
 MAX_PARTIAL = 64 * 1024
 """Text without a newline is cut into lines this long: an endless line stays bounded."""
-REASON_CHARS = 300
-"""A status line carries at most this much of the reason (the whole one is above it)."""
 _LINE_KEY = '"line": '
 """Where an `Output` record's line goes in its JSON (`ProgressWriter.output`)."""
 _OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO in place must not block us
@@ -77,13 +69,6 @@ def _at_once(write: Write, key: str, /, *, last: bool = False) -> None:
     write()
 
 
-def clean(text: str) -> str:
-    """Text safe for a terminal and a file, line by line (newlines are kept)."""
-    if "\n" not in text:
-        return clean_line(text)
-    return "\n".join(clean_line(line) for line in text.split("\n"))
-
-
 def safe_path(responses: Path, name: str) -> Path:
     """``responses/name``, refusing any name that could leave the directory."""
     return Path(_safe_join(str(responses), name))
@@ -93,26 +78,6 @@ def _safe_join(responses: str, name: str) -> str:
     if not ids.is_file_name(name):
         raise ValueError(f"refusing unsafe progress file name {name!r}")
     return os.path.join(responses, name)
-
-
-def brief(reason: str) -> str:
-    """A reason as a status line carries it: its first line, at most `REASON_CHARS`.
-
-    ``…`` marks what was left out; the whole reason is in the lines above and in the
-    ``.events.jsonl``. So the status line never ends in words from a later line of it."""
-    lines = [ln for ln in reason.strip().split("\n") if ln.strip()]
-    if not lines:
-        return ""
-    first = one_line(lines[0], REASON_CHARS)
-    return first if len(lines) == 1 or first.endswith("…") else first + " …"
-
-
-def status_line_of(text: str) -> str:
-    """The last line of every progress file, after a blank line: ``status: <text>``.
-
-    The one writer of it: `ProgressWriter.finish` for live agents, `end_file` for agents whose
-    writer is gone. ``text`` is cleaned and kept to one line, so it cannot forge another."""
-    return f"\nstatus: {one_line(text)}\n"
 
 
 def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
@@ -128,32 +93,6 @@ def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", str(path))
     return fd
-
-
-def render(event: AgentEvent) -> str:
-    """The human line for one event (without timestamp); Text may hold several lines."""
-    match event:
-        case Started(detail=detail, pid=pid, node=node):
-            where = f" on node {node}" if node else ""
-            return f"started: {detail}" + (f" (pid {pid}{where})" if pid else where)
-        case Text(text=text):
-            return text
-        case ToolCall(name=name, summary=summary):
-            return f"-> {name}: {summary}"
-        case ToolResult(name=name, summary=summary, is_error=is_error):
-            return f"<- {name}{' ERROR' if is_error else ''}: {summary}"
-        case Output(line=line, stream=stream):
-            return ("| " if stream == "stdout" else "! ") + line
-        case Blocked(reason=reason):
-            return f"BLOCKED: {reason}"
-        case Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost):
-            return f"usage: {tin} in / {tout} out tokens, ${cost:.4f}"
-        case Finished(summary=summary):
-            return f"finished: {summary}" if summary else "finished"
-        case Failed(error=error, kind=kind):
-            return f"failed ({kind}): {error}"
-        case BuildChecked(exit_code=code, command=command):
-            return f"check: `{command}` exited {code}"
 
 
 @dataclass(slots=True)
@@ -294,7 +233,7 @@ class ProgressWriter:
         if not all(map(str.isprintable, lines)):
             return [self.append(agent_id, Output(line, stream)) for line in lines][tail:]
         f = self._files[agent_id]
-        mark = "| " if stream == "stdout" else "! "
+        mark = output_mark(stream)
         stamp = f"[+{time.monotonic() - f.t0:7.2f}s] "
         self._end_partial(f, stamp)
         head = stamp + mark

@@ -21,7 +21,8 @@ from orchestrator.ids import collisions
 from orchestrator.plan.additions import Known, Refusal, task_of_request, template_for
 from orchestrator.plan.model import Plan, Task
 from orchestrator.records.journal import Journal, JournalState
-from orchestrator.records.progress import open_regular, safe_path, status_line_of
+from orchestrator.records.progress import open_regular, safe_path
+from orchestrator.records.render import status_line_of
 from orchestrator.records.rundir import write_all
 
 

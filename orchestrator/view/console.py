@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from orchestrator.engine.state import AgentRecord
 from orchestrator.events import AgentEvent, Text
 from orchestrator.process.lines import one_line
-from orchestrator.records.progress import MAX_PARTIAL, clean
+from orchestrator.records.progress import MAX_PARTIAL
+from orchestrator.records.render import clean
 from orchestrator.view import snapshot
 
 if TYPE_CHECKING:

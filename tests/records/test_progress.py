@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from orchestrator.events import Blocked, Output, Started, Text, ToolCall, Usage
 from orchestrator.records import progress
-from orchestrator.records.progress import ProgressWriter, clean, safe_path
+from orchestrator.records.progress import ProgressWriter, safe_path
+from orchestrator.records.render import clean
 
 STAMP = re.compile(r"\[\+\s*\d+\.\d\ds\] ")
 
@@ -162,7 +163,7 @@ def test_no_agent_text_can_start_a_line_or_forge_the_status_line(tmp_path: Path)
 
 
 def test_a_status_line_carries_only_the_first_line_of_its_reason() -> None:
-    from orchestrator.records.progress import brief
+    from orchestrator.records.render import brief
 
     assert brief("need X\n\nstatus: succeeded") == "need X …"
     assert brief("  one line  ") == "one line"
