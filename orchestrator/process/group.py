@@ -168,12 +168,9 @@ async def _wait_exited(pid: int, pgid: int) -> bool:
     (an orphan we adopted as the child subreaper). True once it has exited: gone already,
     or its pid now names a process of another group (recycled, never waited for). False
     where there are no pidfds."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    except (OSError, AttributeError):
-        return False
+    fd = _pidfd(pid)
+    if isinstance(fd, bool):
+        return fd
     try:
         member = _member(pid, pgid)
         if member == "other":
@@ -200,12 +197,9 @@ async def _wait_exited(pid: int, pgid: int) -> bool:
 def _exited_nowait(pid: int, pgid: int) -> bool:
     """`_wait_exited` without the wait: True when it would return at once (the exited
     ``pid`` reaped if it is ours); False while it runs, or where there are no pidfds."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    except (OSError, AttributeError):
-        return False
+    fd = _pidfd(pid)
+    if isinstance(fd, bool):
+        return fd
     try:
         match _member(pid, pgid):
             case "live":
@@ -215,6 +209,17 @@ def _exited_nowait(pid: int, pgid: int) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _pidfd(pid: int) -> int | bool:
+    """A pidfd for ``pid``; True when it has exited and been reaped already (nothing to
+    wait for), False where there are no pidfds (the caller cannot tell)."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 def _member(pid: int, pgid: int) -> Literal["live", "zombie", "other"]:
