@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.engine.state import LAST_LINES, AgentRecord, RunSettings, TaskRecord
 from orchestrator.events import AgentEvent
@@ -82,11 +82,12 @@ class Recorder:
         """Return once everything recorded so far is in its file."""
         await self.writer.written()
 
-    async def start_written(self, mark: int) -> None:
-        """Return once the agent `agent_started` returned ``mark`` for has its progress files
+    def start_written(self, mark: int) -> Awaitable[None]:
+        """Done once the agent `agent_started` returned ``mark`` for has its progress files
         and its start record is in the journal (and the records before it), not behind other
-        agents' file writes (`FileWriter.carried`)."""
-        await self.writer.carried(mark)
+        agents' file writes (`FileWriter.carried`: a future, the one object a waiting agent
+        holds for it)."""
+        return self.writer.carried(mark)
 
     async def run_background(self) -> None:
         """Write files on the writer thread, flush progress files, sync the journal and

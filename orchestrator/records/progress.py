@@ -175,7 +175,8 @@ class ProgressWriter:
         _safe_join(self._dir, f"{agent_id}.events.jsonl")  # checked once; `_File` joins it
         f = _File(dir=self._dir, t0=time.monotonic(), key=agent_id)
         self._files[agent_id] = f
-        self.submit(lambda: self._create(f, header), agent_id)
+        # A partial of the plain function: two objects while it waits, where a closure is five.
+        self.submit(functools.partial(ProgressWriter._create, self, f, header), agent_id)
         return md
 
     def _create(self, f: _File, header: str) -> None:

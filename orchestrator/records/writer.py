@@ -40,7 +40,6 @@ on the caller's thread, as it always was: one order, whoever writes.
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import itertools
 import math
@@ -197,7 +196,7 @@ class FileWriter:
         """Set by the thread: every write up to this one is carried out."""
         self._ahead: set[int] = set()
         """Set by the thread: writes past ``_through`` carried out (records taken first)."""
-        self._awaited: dict[int, list[Callable[[], None]]] = {}
+        self._awaited: dict[int, list[Callable[[], None] | asyncio.Future[None]]] = {}
         """The loop's: writes someone waits for one by one (`carried`), read by the thread."""
         self._urgent: deque[int] = deque()
         """Appended on the loop as a write is first waited for, taken in by the thread."""
@@ -237,10 +236,10 @@ class FileWriter:
             heapq.heappush(self._waiters, (target, next(self._order), callback))
             self._wanted = min(self._wanted, target)
 
-    def when_carried(self, seq: int, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop once write ``seq`` (a `mark` just after submitting
-        it) is carried out, and with it whatever the order puts first (see the module), but
-        not every write submitted before it. At once when it is."""
+    def when_carried(self, seq: int, callback: Callable[[], None] | asyncio.Future[None]) -> None:
+        """Call ``callback`` (or set a future's result) on the loop once write ``seq`` (a
+        `mark` just after submitting it) is carried out, and with it whatever the order puts
+        first (see the module), but not every write submitted before it. At once when it is."""
         waiting = self._awaited.setdefault(seq, [])
         waiting.append(callback)
         # The thread publishes first and looks here second; this side the other way round,
@@ -252,16 +251,24 @@ class FileWriter:
         else:
             self._urgent.append(seq)
 
-    async def carried(self, seq: int) -> None:
-        """Return once write ``seq`` is carried out (`when_carried`)."""
+    def carried(self, seq: int) -> asyncio.Future[None]:
+        """A future done once write ``seq`` is carried out (`when_carried`). A future, not a
+        coroutine: an agent waiting for its create holds this one object (a coroutine and
+        its callback were six, and thousands of them wait in a burst of starts)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if seq <= self._done or seq <= self._through:
-            return
-        await _called(functools.partial(self.when_carried, seq))
+            done.set_result(None)
+        else:
+            self.when_carried(seq, done)
+        return done
 
     def _carried(self, seqs: tuple[int, ...] | list[int]) -> None:
         for seq in seqs:
-            for callback in self._awaited.pop(seq, ()):
-                callback()
+            for waiter in self._awaited.pop(seq, ()):
+                if not isinstance(waiter, asyncio.Future):
+                    waiter()
+                elif not waiter.done():  # else cancelled: its waiter is gone
+                    waiter.set_result(None)
 
     async def written(self, upto: int | None = None) -> None:
         """Return once every write submitted so far (or up to ``upto``, a `mark`) is carried

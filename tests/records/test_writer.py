@@ -7,7 +7,7 @@ import contextlib
 import resource
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -302,7 +302,7 @@ async def test_a_record_is_carried_while_other_agents_earlier_writes_are_still_h
             w.submit(lambda: order.append("a: status"), "a", last=True)
             w.submit(lambda: order.append("record a"), "a", record=True)
             record = w.mark()
-            carried = tg.create_task(w.carried(record))
+            carried = w.carried(record)
             barrier = tg.create_task(w.written(record))
             await asyncio.sleep(0)
             assert not carried.done(), "carried before the thread took the record"
@@ -336,11 +336,35 @@ async def test_a_write_someone_waits_for_goes_ahead_of_other_agents_file_writes(
         w.submit(lambda: order.append("a: create"), "a")
         create = w.mark()
         w.submit(lambda: order.append("a: words"), "a")
-        waiting = asyncio.get_running_loop().create_task(w.carried(create))
+        waiting = w.carried(create)
         await asyncio.sleep(0)
         assert not waiting.done()
     await waiting
     assert order == ["record a", "a: create", "b: create", "c: create", "a: words"]
+
+
+async def test_a_cancelled_wait_for_one_write_leaves_the_others_told() -> None:
+    """An agent cancelled while it waits for its create (the run torn down, a cancel) drops
+    its future; the thread's report then skips it and still tells whoever else waits."""
+    told: list[str] = []
+    async with held_writer() as w:
+        w.submit(lambda: None, "a")
+        create = w.mark()
+        gone = asyncio.get_running_loop().create_task(_await(w.carried(create)))
+        kept = w.carried(create)
+        w.when_carried(create, lambda: told.append("callback"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        assert not kept.done()
+    async with asyncio.timeout(10):
+        await kept
+    assert told == ["callback"]
+
+
+async def _await(waiting: Awaitable[None]) -> None:
+    await waiting
 
 
 async def test_a_wait_for_one_write_is_answered_when_the_writer_stops() -> None:
