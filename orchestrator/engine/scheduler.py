@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.agents.base import FORCE_STOP, Agent, AgentContext
-from orchestrator.engine import attempt, growth, placement
+from orchestrator.engine import attempt, collecting, growth, placement
 from orchestrator.engine.frontier import Frontier
 from orchestrator.engine.governor import Denial, Governor
 from orchestrator.engine.heard import AgentCalls
@@ -111,18 +111,21 @@ class Run(RunQueries, RunRequests, AgentCalls):
         self.recorder.run_started(self.started_at)
         # One context for every agent's done callback and timer: not a copy per agent each.
         self._callbacks = contextvars.copy_context()
-        with switching(self.settings.switch_interval):
+        every = self.settings.full_collection
+        with switching(self.settings.switch_interval), collecting.deferred(every):
             try:
                 async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
                     self._tg = tg
-                    background = tg.create_task(self.recorder.run_background())
+                    background = [tg.create_task(self.recorder.run_background())]
+                    background.append(tg.create_task(collecting.collect_every(every)))
                     for tid in [t for t, rec in self.tasks.items() if rec.state == "succeeded"]:
                         self.frontier.succeeded(tid, self._pending)
                     self._queue(self.frontier.initial(self._pending))
                     self._dispatch()
                     self._check_finished()
                     await self._finished.wait()
-                    background.cancel()
+                    for task in background:
+                        task.cancel()
             finally:
                 self._tg = None
                 await self.recorder.close()  # also when run_background never began

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from orchestrator.engine.collecting import RUN_FULL_COLLECTION
 from orchestrator.engine.switching import RUN_SWITCH_INTERVAL
 from orchestrator.events import (
     AgentEvent,
@@ -58,6 +59,10 @@ class RunSettings:
     switch_interval: float | None = RUN_SWITCH_INTERVAL
     """The interpreter's thread switch interval while the run goes, at most (None: as it is;
     `orchestrator.engine.switching`)."""
+    full_collection: float | None = RUN_FULL_COLLECTION
+    """Seconds between the full collections of the interpreter's cycle collector while the
+    run goes, which allocation no longer triggers (None: the interpreter's own schedule;
+    `orchestrator.engine.collecting`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,105 @@
+"""Full collections while a run goes: on a clock, not from allocation
+(`orchestrator.engine.collecting`)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import scripted
+
+from orchestrator.engine.collecting import NEVER, RUN_FULL_COLLECTION, collect_every, deferred
+from orchestrator.engine.scheduler import Run
+from orchestrator.plan.model import Say, Sleep
+
+
+@pytest.fixture(autouse=True)
+def default_thresholds() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
+
+
+@pytest.fixture
+def full_collections() -> Iterator[list[int]]:
+    """How many full collections begin while the test runs (the collector's own callback)."""
+    seen: list[int] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            seen.append(1)
+
+    gc.callbacks.append(callback)
+    yield seen
+    gc.callbacks.remove(callback)
+
+
+def allocate() -> list[list[int]]:
+    """Enough long-lived containers that the interpreter's own schedule collects in full."""
+    return [[i] for i in range(400_000)]
+
+
+def test_allocation_brings_no_full_collection_in_the_block(full_collections: list[int]) -> None:
+    kept = allocate()  # the premise: outside the block, this much does bring one
+    assert full_collections, "the interpreter made no full collection for 400,000 objects"
+    full_collections.clear()
+    with deferred(600.0):
+        assert gc.get_threshold() == (700, 10, NEVER)
+        more = allocate()
+        assert len(more) == len(kept)
+        assert full_collections == []
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_none_a_collector_switched_off_or_a_block_already_open_leave_it() -> None:
+    with deferred(None):
+        assert gc.get_threshold() == (700, 10, 10)
+    gc.disable()
+    try:
+        with deferred(600.0):
+            assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.enable()
+    with deferred(600.0), deferred(600.0):  # another run's block inside: the outer one restores
+        assert gc.get_threshold() == (700, 10, NEVER)
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_change_made_meanwhile_is_not_undone() -> None:
+    with deferred(600.0):
+        gc.set_threshold(500, 5, 5)  # someone else's
+    assert gc.get_threshold() == (500, 5, 5)
+
+
+async def test_the_clock_collects_in_full(full_collections: list[int]) -> None:
+    async with asyncio.timeout(20):
+        clock = asyncio.create_task(collect_every(0.01))
+        while not full_collections:
+            await asyncio.sleep(0.01)
+        clock.cancel()
+    idle = asyncio.create_task(collect_every(None))  # none: it only waits to be cancelled
+    await asyncio.sleep(0.05)
+    assert not idle.done()
+    idle.cancel()
+
+
+async def test_a_run_defers_full_collections_and_keeps_its_clock(
+    make_run: Callable[..., Run], full_collections: list[int]
+) -> None:
+    seen: list[int] = []
+    run = make_run(scripted("a", Say("hi"), Sleep(0.3), Say("bye")))
+    assert run.settings.full_collection == RUN_FULL_COLLECTION
+    run.settings = dataclasses.replace(run.settings, full_collection=0.05)
+    run._on_event = lambda rec, line, event: seen.append(gc.get_threshold()[2])
+    async with asyncio.timeout(20):
+        await run.execute()
+    assert run.agents["a"].state == "succeeded"
+    assert seen
+    assert seen == [NEVER] * len(seen)
+    assert full_collections, "the run's clock made no full collection in 0.3 s"
+    assert gc.get_threshold() == (700, 10, 10)
