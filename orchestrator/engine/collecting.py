@@ -4,10 +4,10 @@ A run holds its agents' records, contexts and tasks until they end: some forty o
 agent, alive for the agent's life. CPython's full collection (its oldest generation) walks
 every tracked object, 0.25 us each here, so with 10,000 live agents each one stalled the event
 loop for 120-200 ms, and it came every time the oldest generation had grown by a quarter:
-seven times in B4's 6.5 s. While a run goes on, full collections come on a clock instead:
-once every `RUN_FULL_COLLECTION` seconds (a stall of that size, then), never from allocation.
-The young generations are collected as always, and they are where short-lived cycles die.
-The interpreter's own schedule comes back when the run ends.
+five times in one of B4's 6.5 s runs. While a run goes on, full collections come on a clock
+instead: once every `RUN_FULL_COLLECTION` seconds (a stall of that size, then), never from
+allocation. The young generations are collected as always, and they are where short-lived
+cycles die. The interpreter's own schedule comes back when the run ends.
 """
 
 from __future__ import annotations
