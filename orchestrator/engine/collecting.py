@@ -43,10 +43,8 @@ def deferred(every: float | None) -> Iterator[None]:
             gc.set_threshold(*before)
 
 
-async def collect_every(every: float | None) -> None:
-    """A full collection every ``every`` seconds until cancelled (in the run's TaskGroup);
-    with None, none: it only waits to be cancelled."""
+async def collect_every(every: float) -> None:
+    """A full collection every ``every`` seconds until cancelled (in the run's TaskGroup)."""
     while True:
-        await asyncio.sleep(every if every is not None else NEVER)
-        if every is not None:
-            gc.collect()
+        await asyncio.sleep(every)
+        gc.collect()

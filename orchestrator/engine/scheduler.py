@@ -117,7 +117,8 @@ class Run(RunQueries, RunRequests, AgentCalls):
                 async with self.models.open(self._env, self._agent_for), asyncio.TaskGroup() as tg:
                     self._tg = tg
                     background = [tg.create_task(self.recorder.run_background())]
-                    background.append(tg.create_task(collecting.collect_every(every)))
+                    if every is not None:
+                        background.append(tg.create_task(collecting.collect_every(every)))
                     for tid in [t for t, rec in self.tasks.items() if rec.state == "succeeded"]:
                         self.frontier.succeeded(tid, self._pending)
                     self._queue(self.frontier.initial(self._pending))

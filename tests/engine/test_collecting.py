@@ -82,10 +82,6 @@ async def test_the_clock_collects_in_full(full_collections: list[int]) -> None:
         while not full_collections:
             await asyncio.sleep(0.01)
         clock.cancel()
-    idle = asyncio.create_task(collect_every(None))  # none: it only waits to be cancelled
-    await asyncio.sleep(0.05)
-    assert not idle.done()
-    idle.cancel()
 
 
 async def test_a_run_defers_full_collections_and_keeps_its_clock(
@@ -103,3 +99,17 @@ async def test_a_run_defers_full_collections_and_keeps_its_clock(
     assert seen == [NEVER] * len(seen)
     assert full_collections, "the run's clock made no full collection in 0.3 s"
     assert gc.get_threshold() == (700, 10, 10)
+
+
+async def test_a_run_without_a_clock_keeps_the_interpreters_schedule(
+    make_run: Callable[..., Run],
+) -> None:
+    seen: list[int] = []
+    run = make_run(scripted("a", Say("hi")))
+    run.settings = dataclasses.replace(run.settings, full_collection=None)
+    run._on_event = lambda rec, line, event: seen.append(gc.get_threshold()[2])
+    async with asyncio.timeout(20):
+        await run.execute()
+    assert run.agents["a"].state == "succeeded"
+    assert seen
+    assert seen == [10] * len(seen)
