@@ -20,7 +20,8 @@ Pending = Callable[[str], bool]
 class Frontier:
     def __init__(self, graph: Graph, *, mode: Literal["async", "batch"]) -> None:
         self.mode = mode
-        self._children = dependents_of(graph)
+        # Only tasks that have dependents: a list per leaf was ~80 bytes a task for nothing.
+        self._children = {tid: kids for tid, kids in dependents_of(graph).items() if kids}
         self._waiting = {tid: len(deps) for tid, deps in graph.items()}
         self._waves = waves(graph) if mode == "batch" else []
         self._wave = 0

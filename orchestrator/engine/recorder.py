@@ -21,6 +21,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 
+from orchestrator.engine.collecting import trim_heap
 from orchestrator.engine.state import LAST_LINES, AgentRecord, RunSettings, TaskRecord
 from orchestrator.events import AgentEvent
 from orchestrator.process.lines import Stream
@@ -53,6 +54,7 @@ class Recorder:
         )
         self.journal = journal
         self.writer = FileWriter()
+        self.writer.on_drained = trim_heap
         self.progress.submit = self.writer.submit
         if journal is not None:
             journal.submit = self.writer.submit

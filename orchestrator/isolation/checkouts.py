@@ -110,15 +110,17 @@ class InPlace:
         self._warned = False
 
     async def lease(self, agent_id: str, role: str, task_id: str) -> Place:
-        if role != "build":
-            if self._writers and self._warn is not None and not self._warned:
+        if role != "build" and self._warn is not None and not self._warned:
+            if self._writers:
                 self._warned = True
                 self._warn(
                     f"warning: isolation is none and {agent_id} writes in {self.workspace} while "
                     f"{', '.join(sorted(self._writers))} still run: their edits can overwrite "
                     "each other (hint: drop isolation: none)"
                 )
-            self._writers.add(agent_id)
+                self._writers = set()  # said once: 10,000 agents at once need no set of names
+            else:
+                self._writers.add(agent_id)
         return Place(self.workspace, agent_id, task_id, role)
 
     async def hand_back(

@@ -52,6 +52,10 @@ from dataclasses import dataclass
 Write = Callable[[], None]
 MAX_RECORDS = 1024
 """At most this many of the journal's records are written as one."""
+BURST = 4096
+"""Writes carried out since the thread was last idle that make a burst: once it has nothing
+left after one, it drops the tables the burst grew (a set or dict keeps its largest size) and
+calls `FileWriter.on_drained`."""
 
 
 @dataclass(slots=True)
@@ -98,6 +102,16 @@ class _Order:
 
     def oldest(self) -> int:
         return next(iter(self.pending))
+
+    def emptied(self) -> _Order:
+        """A new order that goes on from this one, which holds nothing: its tables at their
+        smallest again."""
+        assert not self.pending
+        fresh = _Order()
+        fresh.top = self.top
+        fresh.urgent = [seq for seq in self.urgent if seq > self.top]  # not taken in yet
+        heapq.heapify(fresh.urgent)
+        return fresh
 
     def next(self) -> list[_Queued]:
         """What to carry out now, as one: the journal's oldest records while nothing they
@@ -201,6 +215,9 @@ class FileWriter:
         self._urgent: deque[int] = deque()
         """Appended on the loop as a write is first waited for, taken in by the thread."""
         self._failed: asyncio.Future[None] | None = None
+        self.on_drained: Callable[[], None] | None = None
+        """Called on the thread when it has carried out a `BURST` of writes and has nothing
+        left: the run gives back the memory the burst freed (`trim_heap`)."""
 
     def submit(
         self, write: Write, key: str | None = None, *, record: bool = False, last: bool = False
@@ -347,6 +364,8 @@ class FileWriter:
         ahead = self._ahead
         passed: list[int] = []
         """A heap of what is in ``ahead``, to take it out once ``_through`` passes it."""
+        carried = 0
+        """Writes carried out since the thread was last idle."""
         while True:
             while inbox:
                 item = inbox.popleft()
@@ -356,6 +375,17 @@ class FileWriter:
             if not order.pending:
                 if self._stopping:
                     return  # what comes after this look is the caller's (`_drain_here`)
+                if carried >= BURST:
+                    # Nothing is ahead of ``_through`` now: the loop finds the same in a new set.
+                    order, self._ahead = order.emptied(), set()
+                    ahead = self._ahead
+                    if self.on_drained is not None:
+                        try:
+                            self.on_drained()
+                        except BaseException as exc:
+                            report(self._fail, exc)
+                            return
+                carried = 0
                 self._idle = True  # then look again: a submit either sees it or is seen
                 if not inbox and not self._stopping:
                     self._bell.get()
@@ -367,6 +397,7 @@ class FileWriter:
             except BaseException as exc:
                 report(self._fail, exc)
                 return
+            carried += len(items)
             for item in items:
                 order.done(item)
             through = order.oldest() - 1 if order.pending else order.top

@@ -1,20 +1,31 @@
-"""Full collections while a run goes: on a clock, not from allocation
-(`orchestrator.engine.collecting`)."""
+"""Full collections while a run goes: on a clock, not from allocation; and what a burst
+freed given back (`orchestrator.engine.collecting`)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import gc
+import os
+import platform
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from conftest import scripted
 
-from orchestrator.engine.collecting import NEVER, RUN_FULL_COLLECTION, collect_every, deferred
+from orchestrator.engine import recorder as recorder_module
+from orchestrator.engine.collecting import (
+    NEVER,
+    RUN_FULL_COLLECTION,
+    collect_every,
+    deferred,
+    trim_heap,
+)
 from orchestrator.engine.scheduler import Run
 from orchestrator.plan.model import Say, Sleep
+from orchestrator.records import writer as writer_module
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +124,38 @@ async def test_a_run_without_a_clock_keeps_the_interpreters_schedule(
     assert run.agents["a"].state == "succeeded"
     assert seen
     assert seen == [10] * len(seen)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_trim_heap_gives_back_what_was_freed_below_live_memory() -> None:
+    """Freed memory below a live block stays resident (``free`` trims only the heap's top);
+    `trim_heap` gives its pages back."""
+    blocks = [bytes(2000) for _ in range(20_000)]  # 40 MB of heap blocks, each past pymalloc
+    pin = [bytes(2000) for _ in range(10)]  # live above them: the heap's top is not free
+    del blocks
+    before = rss()
+    trim_heap()
+    after = rss()
+    assert before - after > 20_000_000, (before, after)
+    assert len(pin) == 10
+
+
+async def test_a_run_gives_back_memory_after_its_writer_drains_a_burst(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[str] = []
+    monkeypatch.setattr(writer_module, "BURST", 4)
+    monkeypatch.setattr(
+        recorder_module, "trim_heap", lambda: trims.append(threading.current_thread().name)
+    )
+    run = make_run(*(scripted(f"t{i}", Say("hi"), Sleep(0.5), Say("bye")) for i in range(20)))
+    async with asyncio.timeout(20):
+        await run.execute()
+    assert all(rec.state == "succeeded" for rec in run.agents.values())
+    assert trims
+    assert set(trims) == {"orchestrator-writer"}

@@ -37,3 +37,15 @@ def test_batch_skips_waves_with_nothing_left_to_run() -> None:
     pending = {"a", "c"}  # b settled already (say, skipped), so c cannot start either
     assert f.initial(pending.__contains__) == ["a"]
     assert f.settled("a", set().__contains__) == []
+
+
+def test_a_task_nothing_depends_on_holds_no_list_and_can_gain_dependents() -> None:
+    """Leaves (most tasks of a wide plan) hold nothing in the reverse map; a task added at
+    run time may still depend on one."""
+    pending = set(GRAPH)
+    f = Frontier(GRAPH, mode="async")
+    assert f.dependents("c") == ()
+    assert "c" not in f._children
+    assert f.add("d", ("c",), lambda t: False) is False
+    assert f.dependents("c") == ["d"]
+    assert f.succeeded("c", (pending | {"d"}).__contains__) == ["d"]

@@ -17,6 +17,7 @@ from orchestrator.agents.pool import AgentPool
 from orchestrator.engine.scheduler import Run
 from orchestrator.engine.state import RunSettings
 from orchestrator.plan.model import Plan, Say, Sleep
+from orchestrator.records import writer as writer_module
 from orchestrator.records.journal import Journal, load
 from orchestrator.records.writer import FileWriter
 
@@ -455,3 +456,94 @@ def test_a_batch_the_disk_refuses_is_retried_record_by_record(tmp_path: Path) ->
     assert "b" not in state.agents
     assert state.torn == 0
     assert len(failures) == 1
+
+
+async def test_after_a_burst_the_thread_drops_its_tables_and_says_it_drained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst leaves the thread's tables at their largest (a set never shrinks): once it has
+    carried one out and has nothing left it starts them afresh and calls ``on_drained``,
+    and writes after that keep their order and their waits."""
+    monkeypatch.setattr(writer_module, "BURST", 40)
+    drained = threading.Event()
+    told: list[str] = []
+
+    def on_drained() -> None:
+        told.append(threading.current_thread().name)
+        drained.set()
+
+    order: list[str] = []
+    async with held_writer() as w:
+        w.on_drained = on_drained
+        for i in range(30):  # records go ahead of the creates: the set of writes ahead grows
+            w.submit(lambda i=i: order.append(f"{i}: create"), str(i))  # type: ignore[misc]
+            w.submit(lambda i=i: order.append(f"record {i}"), str(i), record=True)  # type: ignore[misc]
+        ahead = w._ahead
+    async with asyncio.timeout(10):
+        assert await asyncio.to_thread(drained.wait, 10)
+    assert told == ["orchestrator-writer"]
+    assert w._ahead is not ahead
+    assert not w._ahead
+    # the records went first, as one write (the last one's); then the creates, in order
+    assert order == ["record 29"] + [f"{i}: create" for i in range(30)]
+    drained.clear()
+    after: list[str] = []
+    async with held_writer() as w2:  # a fresh thread for the rest of the check
+        w2.on_drained = on_drained
+        w2.submit(lambda: after.append("a: create"), "a")
+        create = w2.mark()
+        w2.submit(lambda: after.append("b: create"), "b")
+        waiting = w2.carried(create)
+    async with asyncio.timeout(10):
+        await waiting
+    assert after == ["a: create", "b: create"]
+    assert not drained.is_set()  # fewer than a burst: nothing to drop
+
+
+async def test_the_same_thread_keeps_order_and_waits_across_a_drain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "BURST", 10)
+    drained = threading.Event()
+    order: list[str] = []
+    w = FileWriter()
+    w.on_drained = drained.set
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        for i in range(20):
+            w.submit(lambda i=i: order.append(f"{i}"), "a")  # type: ignore[misc]
+        assert await asyncio.to_thread(drained.wait, 10)
+        w.submit(lambda: order.append("record b"), "b", record=True)
+        w.submit(lambda: order.append("b: create"), "b")
+        create = w.mark()
+        w.submit(lambda: order.append("b: words"), "b")
+        async with asyncio.timeout(10):
+            await w.carried(create)
+            await w.written()
+        runner.cancel()
+    assert order == [f"{i}" for i in range(20)] + ["record b", "b: create", "b: words"]
+
+
+async def test_an_on_drained_that_raises_ends_the_writer_with_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "BURST", 2)
+    w = FileWriter()
+
+    def broken() -> None:
+        raise RuntimeError("a bug in on_drained")
+
+    w.on_drained = broken
+
+    async def run_broken() -> None:
+        async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+            tg.create_task(w.run())
+            await asyncio.sleep(0)
+            for _ in range(3):
+                w.submit(lambda: None, "a")
+            await asyncio.sleep(30)
+
+    with pytest.raises(ExceptionGroup) as info:
+        await run_broken()
+    assert info.group_contains(RuntimeError, match="a bug in on_drained")
