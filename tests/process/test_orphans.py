@@ -17,6 +17,7 @@ from fakes import fake, marked_pids
 
 from orchestrator.process import orphans, spawn
 from orchestrator.process.capture import run_captured
+from orchestrator.process.procfs import stat_fields
 
 
 async def reap_flat_out(stop: asyncio.Event) -> None:
@@ -166,3 +167,42 @@ async def test_sweeps_asked_for_together_share_one_scan_and_find_each_agents_lef
         for proc in left.values():
             proc.kill()
         await asyncio.to_thread(lambda: [proc.wait() for proc in left.values()])
+
+
+def test_the_reaper_reads_our_children_not_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel lists a process's children, the reaper looks at those alone: a look
+    at every process on the machine held the loop 10-20 ms each time something exited."""
+    if orphans._children(os.getpid()) is None:
+        pytest.skip("this kernel keeps no children file (CONFIG_PROC_CHILDREN)")
+    kids = [subprocess.Popen(["sleep", "5"]) for _ in range(3)]
+    try:
+        assert {k.pid for k in kids} <= set(orphans._children(os.getpid()) or [])
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()
+
+    def everyone() -> list[int]:
+        raise AssertionError("scanned every process")
+
+    monkeypatch.setattr(orphans, "all_pids", everyone)
+    zombie = subprocess.Popen(["true"])
+    _wait_for_zombie(zombie.pid)
+    assert zombie.pid in orphans.reap_orphans()
+    zombie.returncode = 0  # reaped here: Popen must not wait for it again
+
+
+def test_without_a_children_file_the_reaper_looks_at_every_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(orphans, "_children", lambda me: None)
+    zombie = subprocess.Popen(["true"])
+    _wait_for_zombie(zombie.pid)
+    assert zombie.pid in orphans.reap_orphans()
+    zombie.returncode = 0
+
+
+def _wait_for_zombie(pid: int) -> None:
+    """Until ``pid`` has exited, leaving it a zombie (not reaped)."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    assert stat_fields(pid)[0] == b"Z"
