@@ -249,6 +249,13 @@ def _launch(
     return [setpriv, "--pdeathsig", "KILL", "--", *args], None
 
 
+_FOUND: dict[tuple[str, str], str] = {}
+"""(program, PATH) -> where `shutil.which` last found it. The check asks only whether the
+program is there to exec; while that file still is, one ``access`` says so, instead of a
+``stat`` along the PATH (23 us, on the loop, for every spawn)."""
+_FOUND_MAX = 256
+
+
 def _check_program(program: str, *, env: Mapping[str, str], cwd: Path) -> None:
     if "/" in program:
         path = Path(cwd, program)  # an absolute program ignores cwd
@@ -256,8 +263,17 @@ def _check_program(program: str, *, env: Mapping[str, str], cwd: Path) -> None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         if path.is_dir() or not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
-    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return
+    search = env.get("PATH", os.defpath)
+    found = _FOUND.get((program, search))
+    if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
+        return
+    found = shutil.which(program, path=search)
+    if found is None:
+        _FOUND.pop((program, search), None)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if len(_FOUND) < _FOUND_MAX:
+        _FOUND[(program, search)] = found
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -742,3 +743,37 @@ async def test_run_streaming_takes_exactly_one_line_callback(run_env: RunEnv) ->
     for callbacks in ({}, both):
         with pytest.raises(TypeError, match="one of on_line and on_lines"):
             await run_streaming(["true"], cwd=ROOT, env=run_env.env, **callbacks)
+
+
+@needs_setpriv  # the check is setpriv's and the sandbox's (a direct exec raises by itself)
+async def test_a_program_found_once_is_checked_where_it_was_and_looked_for_again_once_gone(
+    run_env: RunEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before each spawn (is the program on PATH?) looks along the PATH once; then
+    the file it found answers, until it is gone."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "tool-5c1e"
+    program.write_text("#!/bin/sh\necho ran\n")
+    program.chmod(0o755)
+    env = {**run_env.env, "PATH": f"{bin_dir}:{run_env.env.get('PATH', os.defpath)}"}
+    looked: list[str] = []
+    real_which = shutil.which
+
+    def which(cmd: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
+        looked.append(cmd)
+        return real_which(cmd, mode, path)
+
+    monkeypatch.setattr(shutil, "which", which)
+    for _ in range(3):
+        lines = Lines()
+        code = await run_streaming(
+            ["tool-5c1e"], cwd=ROOT, env=env, on_line=lines, pdeathsig="setpriv"
+        )
+        assert code == 0
+        assert lines.text() == ["ran"]
+    assert looked.count("tool-5c1e") == 1
+    program.unlink()
+    with pytest.raises(FileNotFoundError, match="tool-5c1e"):
+        await run_streaming(["tool-5c1e"], cwd=ROOT, env=env, on_line=Lines(), pdeathsig="setpriv")
+    assert looked.count("tool-5c1e") == 2
