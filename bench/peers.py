@@ -12,7 +12,10 @@ process of its own, one after the other in the same run.
   sampled from /proc every 50 ms.
 
 The orchestrator runs twice: as users get it (every agent in its own bubblewrap sandbox,
-which its peers do not pay for) and with ``sandbox: off`` (the orchestrator alone).
+which its peers do not pay for) and with ``sandbox: off`` (the orchestrator alone). Where
+this machine can make a sandbox, ``make`` runs twice too: the second time with each recipe
+in bubblewrap, with the namespaces and mounts the plan's sandbox would get here (no cgroup,
+no start handshake): the kernel's part of a sandbox, paid by a peer.
 """
 
 from __future__ import annotations
