@@ -167,7 +167,8 @@ async def measure_b4(cfg: Config) -> Figure:
     bare_delta = Stat.of(r["idle_rss"] - r["rss_before"] for r in bare).median
     # Sampled with every agent asleep and the writer caught up: where the writer could not
     # catch up before the first agent ended (a slow disk), the other place's runs say it.
-    idle = [r for r in orch if r["all_idle"]] or orch
+    qualified = [r for r in orch if r["all_idle"]]
+    idle = qualified or orch
     per_agent = Stat.of((r["idle_rss"] - r["rss_before"] - bare_delta) / n for r in idle)
     at_burst = Stat.of((r["burst_rss"] - r["rss_before"] - bare_delta) / n for r in orch)
     backlog = Stat.of(r.get("backlog", 0) for r in orch)
@@ -206,7 +207,7 @@ async def measure_b4(cfg: Config) -> Figure:
         note=(
             "RSS while every agent sleeps and the writer thread has carried out every write, "
             "minus RSS before the run, in a fresh process: the runs where that came before "
-            f"the first agent's end ({len(idle) if idle is not orch else 0} of {len(orch)})"
+            f"the first agent's end ({len(qualified)} of {len(orch)})"
         ),
     )
     fig.row(

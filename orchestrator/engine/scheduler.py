@@ -34,7 +34,8 @@ from orchestrator.engine.spawns import dependency_notes, first_spawn, links
 from orchestrator.engine.state import AgentRecord, RunSettings, Spawn, TaskRecord
 from orchestrator.engine.switching import switching
 from orchestrator.events import AgentEvent, AgentState, Finished
-from orchestrator.isolation.checkouts import InPlace, Workspaces
+from orchestrator.isolation.checkouts import Workspaces
+from orchestrator.isolation.inplace import InPlace
 from orchestrator.plan.graph import graph_of
 from orchestrator.plan.model import SECRET_NAMES, Plan
 from orchestrator.process import group, orphans

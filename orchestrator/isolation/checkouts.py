@@ -4,7 +4,8 @@
 tip (tasks, fixers, build fixers), the task's own conflicted checkout (its conflict fixer),
 or a tool-owned checkout of the integrated tree (the build). `Checkouts.hand_back` seals what
 the agent left; a task or fixer that succeeded is landed, anything else is kept as a WIP
-commit on its branch. `InPlace` (``isolation: none``) runs everyone in the workspace.
+commit on its branch. `orchestrator.isolation.inplace` (``isolation: none``) runs
+everyone in the workspace.
 """
 
 from __future__ import annotations
@@ -98,36 +99,6 @@ def work_branch(run_id: str, agent_id: str) -> str:
 def title_of(prompt: str, task_id: str) -> str:
     first = next((line.strip() for line in prompt.splitlines() if line.strip()), "")
     return (first[:69] + "...") if len(first) > 72 else (first or task_id)
-
-
-class InPlace:
-    """``isolation: none``: every agent works in the workspace itself, as it always did."""
-
-    def __init__(self, workspace: Path, *, warn: Callable[[str], None] | None = None) -> None:
-        self.workspace = workspace
-        self._warn = warn
-        self._writers: set[str] = set()
-        self._warned = False
-
-    async def lease(self, agent_id: str, role: str, task_id: str) -> Place:
-        if role != "build" and self._warn is not None and not self._warned:
-            if self._writers:
-                self._warned = True
-                self._warn(
-                    f"warning: isolation is none and {agent_id} writes in {self.workspace} while "
-                    f"{', '.join(sorted(self._writers))} still run: their edits can overwrite "
-                    "each other (hint: drop isolation: none)"
-                )
-                self._writers = set()  # said once: 10,000 agents at once need no set of names
-            else:
-                self._writers.add(agent_id)
-        return Place(self.workspace, agent_id, task_id, role)
-
-    async def hand_back(
-        self, place: Place, state: str, reason: str, *, summary: str, kind: str, prompt: str
-    ) -> HandBack:
-        self._writers.discard(place.agent_id)
-        return HandBack(state, reason)
 
 
 class Checkouts:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.errors import RunError
-from orchestrator.isolation.checkouts import Checkouts, InPlace, Workspaces
+from orchestrator.isolation.checkouts import Checkouts, Workspaces
 from orchestrator.isolation.delivery import deliver
+from orchestrator.isolation.inplace import InPlace
 from orchestrator.isolation.repo import check_folder_size, open_repo
 from orchestrator.plan.model import Plan
 from orchestrator.records.journal import Journal

@@ -45,122 +45,15 @@ import itertools
 import math
 import queue
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-Write = Callable[[], None]
-MAX_RECORDS = 1024
-"""At most this many of the journal's records are written as one."""
+from orchestrator.records.order import Order, Queued, Write
+
 BURST = 4096
 """Writes carried out since the thread was last idle that make a burst: once it has nothing
 left after one, it drops the tables the burst grew (a set or dict keeps its largest size) and
 calls `FileWriter.on_drained`."""
-
-
-@dataclass(slots=True)
-class _Queued:
-    seq: int
-    """Its place in the order of submission (1 for the first write ever submitted)."""
-    write: Write
-    key: str | None
-    record: bool
-    last: bool
-
-
-class _Order:
-    """What the thread has taken in and not yet carried out, and which of it goes next.
-
-    The thread's own: the loop never touches it. Every choice it makes is a write whose
-    predecessors (see the module) are all carried out: the oldest write has none left, and the
-    journal's oldest record waits at most for the writes of its key, oldest first."""
-
-    def __init__(self) -> None:
-        self.pending: OrderedDict[int, _Queued] = OrderedDict()
-        self.files: dict[str, deque[int]] = {}
-        """Per key, its file writes not yet carried out."""
-        self.lasts: dict[str, deque[int]] = {}
-        """Per key, its last writes (status lines) not yet carried out."""
-        self.records: deque[int] = deque()
-        self.fences: deque[int] = deque()
-        self.urgent: list[int] = []
-        """A heap of the writes someone waits for one by one (`FileWriter.carried`)."""
-        self.top = 0
-        """The last write taken in."""
-
-    def add(self, item: _Queued) -> None:
-        self.pending[item.seq] = item
-        self.top = item.seq
-        if item.record:
-            self.records.append(item.seq)
-        if item.key is None:
-            self.fences.append(item.seq)
-        elif not item.record:
-            self.files.setdefault(item.key, deque()).append(item.seq)
-            if item.last:
-                self.lasts.setdefault(item.key, deque()).append(item.seq)
-
-    def oldest(self) -> int:
-        return next(iter(self.pending))
-
-    def emptied(self) -> _Order:
-        """A new order that goes on from this one, which holds nothing: its tables at their
-        smallest again."""
-        assert not self.pending
-        fresh = _Order()
-        fresh.top = self.top
-        fresh.urgent = [seq for seq in self.urgent if seq > self.top]  # not taken in yet
-        heapq.heapify(fresh.urgent)
-        return fresh
-
-    def next(self) -> list[_Queued]:
-        """What to carry out now, as one: the journal's oldest records while nothing they
-        follow is left (the last one's write writes them all); else the oldest file write of
-        the key the oldest record waits for; else, with no record left, the oldest file write
-        of the key of the oldest write someone waits for (an agent's create, which its start
-        waits for); else the oldest write."""
-        records = self.records
-        fence = self.fences[0] if self.fences else math.inf
-        run: list[_Queued] = []
-        for seq in records:
-            item = self.pending[seq]
-            if seq >= fence or len(run) == MAX_RECORDS:
-                break
-            assert item.key is not None  # a record without a key is a fence
-            lasts = self.lasts.get(item.key)
-            if lasts and lasts[0] < seq:  # its agent's status line goes first
-                if not run:
-                    return [self.pending[self.files[item.key][0]]]
-                break
-            run.append(item)
-        if run:
-            return run
-        if not records and (wanted := self._wanted_file(fence)) is not None:
-            return [wanted]
-        return [self.pending[self.oldest()]]
-
-    def _wanted_file(self, fence: float) -> _Queued | None:
-        urgent, pending = self.urgent, self.pending
-        while urgent and urgent[0] not in pending and urgent[0] <= self.top:
-            heapq.heappop(urgent)  # carried out already
-        if not urgent or urgent[0] not in pending:
-            return None  # not taken in yet: next time
-        item = pending[urgent[0]]
-        if item.key is None or item.record:
-            return None  # a fence or a record: they go in the order above
-        first = self.files[item.key][0]
-        return pending[first] if first < fence else None
-
-    def done(self, item: _Queued) -> None:
-        del self.pending[item.seq]
-        if item.record:
-            self.records.popleft()
-        if item.key is None:
-            self.fences.popleft()
-        elif not item.record:
-            _pop(self.files, item.key, item.seq)
-            if item.last:
-                _pop(self.lasts, item.key, item.seq)
 
 
 async def _called(register: Callable[[Callable[[], None]], None]) -> None:
@@ -175,19 +68,11 @@ async def _called(register: Callable[[Callable[[], None]], None]) -> None:
     await done
 
 
-def _pop(chains: dict[str, deque[int]], key: str, seq: int) -> None:
-    chain = chains[key]
-    assert chain[0] == seq, "a key's writes are carried out in order"
-    chain.popleft()
-    if not chain:
-        del chains[key]
-
-
 class FileWriter:
     """One thread per run that carries out its file writes in order (see the module)."""
 
     def __init__(self) -> None:
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         """Appended on the loop, taken from by the thread (both atomic: no lock between them,
         for a thread that holds a lock while it waits for the interpreter holds up the other,
         and each wait for the interpreter is up to a switch interval)."""
@@ -234,7 +119,7 @@ class FileWriter:
             write()
             self._done = self._submitted
             return
-        self._queue.append(_Queued(self._submitted, write, key, record, last))
+        self._queue.append(Queued(self._submitted, write, key, record, last))
         if self._idle:
             self._bell.put(None)
 
@@ -357,7 +242,7 @@ class FileWriter:
         the writes are carried out without a gap when someone waits for that or it is idle."""
         assert self._loop is not None
         report = self._loop.call_soon_threadsafe
-        order = _Order()
+        order = Order()
         inbox = self._queue
         awaited = self._awaited
         urgent = self._urgent

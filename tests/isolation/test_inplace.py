@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.isolation.checkouts import InPlace
+from orchestrator.isolation.inplace import InPlace
 
 
 async def test_overlapping_writers_are_warned_about_once_and_then_not_tracked(
