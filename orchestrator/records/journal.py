@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import queue
-import re
 import threading
 import time
 from collections import deque
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.records.jsonl import json_bytes, now
 from orchestrator.records.rundir import open_run_file, write_all
 
 JOURNAL_NAME = "journal.jsonl"
@@ -88,29 +88,6 @@ def reserve_space(fd: int, offset: int, length: int) -> None:
 
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-
-
-_RAW_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""What JSON may carry raw but a terminal or ``str.splitlines`` would act on: DEL and C1
-controls, the Unicode line separators, bidi overrides. Below 0x20 JSON escapes itself."""
-
-
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
-"""One encoder for every record (``json.dumps`` with options builds a new one per call)."""
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """One record as one JSON line that is only data, whatever its strings hold."""
-    text = _ENCODE(record)
-    if not text.isprintable():  # the common case skips the regex
-        text = _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
-    return text + "\n"
-
-
-def json_string(text: str) -> str:
-    """``text`` as `json_line` encodes it inside a record, when ``text`` is printable (else
-    `json_line` has more to escape)."""
-    return _ENCODE(text)
 
 
 class Journal:
@@ -169,8 +146,8 @@ class Journal:
         if self._fd is None:
             return
         fields["k"] = rec_type
-        fields["t"] = round(time.time(), 6)
-        data = json_line(fields).encode("utf-8", "replace")
+        fields["t"] = now()
+        data = json_bytes(fields)
         if self.submit is _at_once:
             self._append((data,))
             return

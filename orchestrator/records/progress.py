@@ -35,14 +35,14 @@ from orchestrator.events import (
     event_to_dict,
 )
 from orchestrator.process.lines import Stream
-from orchestrator.records.journal import json_line, json_string
+from orchestrator.records.jsonl import json_line, json_string, now
 from orchestrator.records.render import clean, output_mark, render, status_line_of
 from orchestrator.records.rundir import write_all
 
 DEFAULT_CAP = 50 * 1024 * 1024
 MAX_PARTIAL = 64 * 1024
 """Text without a newline is cut into lines this long: an endless line stays bounded."""
-_LINE_KEY = '"line": '
+_LINE_KEY = '"line":'
 """Where an `Output` record's line goes in its JSON (`ProgressWriter.output`)."""
 _OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO in place must not block us
 _OPEN_APPEND = os.O_WRONLY | os.O_APPEND | _OPEN
@@ -196,9 +196,8 @@ class ProgressWriter:
     def append(self, agent_id: str, event: AgentEvent) -> str:
         """Buffer one event; returns the rendered text (for last-line displays)."""
         f = self._files[agent_id]
-        now = time.monotonic()
         text = clean(render(event))
-        stamp = f"[+{now - f.t0:7.2f}s] "
+        stamp = f"[+{time.monotonic() - f.t0:7.2f}s] "
         if isinstance(event, Text):
             text = f.partial + text
             *whole, f.partial = text.split("\n")
@@ -212,11 +211,16 @@ class ProgressWriter:
             if f.partial and not isinstance(event, Usage):
                 f.md_buffer().append(stamp + f.partial + "\n")
                 f.partial = ""
-            f.md_buffer().extend(stamp + line + "\n" for line in text.split("\n"))
+            if "\n" not in text:  # most events: one line
+                f.md_buffer().append(stamp + text + "\n")
+            else:
+                f.md_buffer().extend(stamp + line + "\n" for line in text.split("\n"))
         record = event_to_dict(event)
-        record["t"] = round(time.time(), 6)
+        record["t"] = now()
         f.js_buffer().append(json_line(record))
         self._dirty[agent_id] = f
+        if "\n" not in text:
+            return text if text.strip() else ""
         return next((ln for ln in reversed(text.split("\n")) if ln.strip()), "")
 
     def output(
@@ -240,7 +244,7 @@ class ProgressWriter:
         head = stamp + mark
         f.md_buffer().append(head + ("\n" + head).join(lines) + "\n")
         record = event_to_dict(Output("", stream))
-        record["t"] = round(time.time(), 6)
+        record["t"] = now()
         layout = json_line(record)  # the encoder's own, the line left empty
         at = layout.index(_LINE_KEY + '""') + len(_LINE_KEY)
         before, after = layout[:at], layout[at + 2 :]
@@ -359,7 +363,7 @@ class ProgressWriter:
         """The line that says a file is incomplete: text in the .md, a record in the .jsonl."""
         name = os.path.basename(path)
         if path == f.jsonl:
-            record: dict[str, object] = {"event": what, "t": round(time.time(), 6)}
+            record: dict[str, object] = {"event": what, "t": now()}
             more = {"cap": self.cap} if what == "truncated" else {"bytes": size, "error": why}
             record.update(more)
             return json_line(record).encode()

@@ -26,7 +26,7 @@ from orchestrator.tools.workspace import Workspace
 SUPPORT = probe()
 pytestmark = pytest.mark.skipif(not SUPPORT.can_sandbox, reason="cannot make a sandbox here")
 
-JOURNAL_PID = "$(sed -n 's/.*\"pid\": \\([0-9]*\\).*/\\1/p' {journal} | head -n 1)"
+JOURNAL_PID = "$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' {journal} | head -n 1)"
 
 
 @pytest.fixture
