@@ -50,6 +50,20 @@ def full_collections() -> Iterator[list[int]]:
     gc.callbacks.remove(callback)
 
 
+@pytest.fixture
+def middle_collections() -> Iterator[list[int]]:
+    """How many collections of the middle generation begin while the test runs."""
+    seen: list[int] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 1:
+            seen.append(1)
+
+    gc.callbacks.append(callback)
+    yield seen
+    gc.callbacks.remove(callback)
+
+
 def allocate() -> list[list[int]]:
     """Enough long-lived containers that the interpreter's own schedule collects in full."""
     return [[i] for i in range(400_000)]
@@ -60,11 +74,42 @@ def test_allocation_brings_no_full_collection_in_the_block(full_collections: lis
     assert full_collections, "the interpreter made no full collection for 400,000 objects"
     full_collections.clear()
     with deferred(600.0):
-        assert gc.get_threshold() == (700, 10, NEVER)
+        assert gc.get_threshold() == (700, NEVER, NEVER)
         more = allocate()
         assert len(more) == len(kept)
         assert full_collections == []
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_in_the_block_the_youngest_generation_alone_is_collected_on_allocation(
+    middle_collections: list[int],
+) -> None:
+    young: list[int] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 0:
+            young.append(1)
+
+    kept = allocate()
+    assert middle_collections, "the premise: outside the block, allocation collects the middle"
+    middle_collections.clear()
+    gc.callbacks.append(callback)
+    try:
+        with deferred(600.0):
+            more = allocate()
+            assert len(more) == len(kept)
+    finally:
+        gc.callbacks.remove(callback)
+    assert young, "the youngest generation is still collected: short-lived cycles die there"
+    assert middle_collections == []
+
+
+def test_the_clock_collects_the_middle_generation_too() -> None:
+    with deferred(600.0):
+        gc.collect(0)  # survivors go to the middle generation, where allocation leaves them
+        assert gc.get_count()[1] >= 1
+        gc.collect()  # what `collect_every` does
+        assert gc.get_count()[:2] == (0, 0)
 
 
 def test_none_a_collector_switched_off_or_a_block_already_open_leave_it() -> None:
@@ -77,7 +122,7 @@ def test_none_a_collector_switched_off_or_a_block_already_open_leave_it() -> Non
     finally:
         gc.enable()
     with deferred(600.0), deferred(600.0):  # another run's block inside: the outer one restores
-        assert gc.get_threshold() == (700, 10, NEVER)
+        assert gc.get_threshold() == (700, NEVER, NEVER)
     assert gc.get_threshold() == (700, 10, 10)
 
 
