@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -69,6 +70,12 @@ class Hooks:
 PROMPT_INDENT = "    "
 
 
+@functools.lru_cache(maxsize=4)
+def _utc(second: int) -> str:
+    """A second as a header gives it (the agents started in one second share one string)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
 def header(rec: AgentRecord, spawn: Spawn) -> str:
     """The top of ``<agent>.md``: who, what, when, the prompt and the context given.
 
@@ -86,7 +93,7 @@ def header(rec: AgentRecord, spawn: Spawn) -> str:
         f"- attempt: {rec.attempt}",
         f"- depends on: {deps or '(none)'}",
         f"- parent: {rec.parent + '.md' if rec.parent else '-'}",
-        f"- started: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rec.started))}",
+        f"- started: {_utc(int(time.time() if rec.started is None else rec.started))}",
         "",
         "## Prompt",
         "",

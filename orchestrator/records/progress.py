@@ -171,13 +171,14 @@ class ProgressWriter:
 
     def open(self, agent_id: str, header: str) -> str:
         """Create (truncate) the agent's files and write the header at once."""
-        md = _safe_join(self._dir, f"{agent_id}.md")  # str: no Path work on the hot path
-        _safe_join(self._dir, f"{agent_id}.events.jsonl")  # checked once; `_File` joins it
+        # The sidecar's name is the longer one: when it is a safe file name, so is the .md's
+        # (the same characters and a shorter suffix). Checked once; `_File` joins the paths.
+        _safe_join(self._dir, f"{agent_id}.events.jsonl")
         f = _File(dir=self._dir, t0=time.monotonic(), key=agent_id)
         self._files[agent_id] = f
         # A partial of the plain function: two objects while it waits, where a closure is five.
         self.submit(functools.partial(ProgressWriter._create, self, f, header), agent_id)
-        return md
+        return f.md
 
     def _create(self, f: _File, header: str) -> None:
         for path, text in ((f.md, header), (f.jsonl, "")):

@@ -9,6 +9,7 @@ import gc
 import os
 import platform
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,12 +105,21 @@ def test_in_the_block_the_youngest_generation_alone_is_collected_on_allocation(
     assert middle_collections == []
 
 
-def test_the_clock_collects_the_middle_generation_too() -> None:
+def test_a_cycle_that_outlived_the_youngest_generation_waits_for_the_clock() -> None:
+    class Node:
+        other: Node
+
     with deferred(600.0):
-        gc.collect(0)  # survivors go to the middle generation, where allocation leaves them
-        assert gc.get_count()[1] >= 1
-        gc.collect()  # what `collect_every` does
-        assert gc.get_count()[:2] == (0, 0)
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        gc.collect(0)  # it survives its first collection: into the middle generation
+        del a, b
+        kept = allocate()  # what would bring collections of the middle one outside the block
+        assert gone() is not None, "allocation collected the middle generation"
+        gc.collect()  # the clock's collection (`collect_every`)
+        assert gone() is None
+        assert kept
 
 
 def test_none_a_collector_switched_off_or_a_block_already_open_leave_it() -> None:

@@ -93,6 +93,18 @@ def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
         safe_path(tmp_path, name)
 
 
+@pytest.mark.parametrize("agent_id", ["../x", "a/b", "", ".", "a.", ".hidden", "x" * 120, "x\n"])
+def test_an_agent_id_that_would_make_either_file_name_unsafe_is_refused(
+    tmp_path: Path, agent_id: str
+) -> None:
+    """One check, of the longer name, covers both files ("a." makes "a..md"; 120 characters
+    fit as a .md and not as a sidecar): nothing is created."""
+    w = ProgressWriter(tmp_path)
+    with pytest.raises(ValueError, match="unsafe"):
+        w.open(agent_id, "header")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_symlink_in_place_of_the_file_is_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("canary")
