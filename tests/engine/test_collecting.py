@@ -4,6 +4,7 @@ freed given back (`orchestrator.engine.collecting`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import os
@@ -37,32 +38,28 @@ def default_thresholds() -> Iterator[None]:
     gc.set_threshold(*before)
 
 
+@contextlib.contextmanager
+def collections_of(generation: int) -> Iterator[list[int]]:
+    """How many collections of ``generation`` begin in the block (the collector's own
+    callback)."""
+    seen: list[int] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == generation:
+            seen.append(1)
+
+    gc.callbacks.append(callback)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(callback)
+
+
 @pytest.fixture
 def full_collections() -> Iterator[list[int]]:
-    """How many full collections begin while the test runs (the collector's own callback)."""
-    seen: list[int] = []
-
-    def callback(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start" and info["generation"] == 2:
-            seen.append(1)
-
-    gc.callbacks.append(callback)
-    yield seen
-    gc.callbacks.remove(callback)
-
-
-@pytest.fixture
-def middle_collections() -> Iterator[list[int]]:
-    """How many collections of the middle generation begin while the test runs."""
-    seen: list[int] = []
-
-    def callback(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start" and info["generation"] == 1:
-            seen.append(1)
-
-    gc.callbacks.append(callback)
-    yield seen
-    gc.callbacks.remove(callback)
+    """How many full collections begin while the test runs."""
+    with collections_of(2) as seen:
+        yield seen
 
 
 def allocate() -> list[list[int]]:
@@ -82,27 +79,15 @@ def test_allocation_brings_no_full_collection_in_the_block(full_collections: lis
     assert gc.get_threshold() == (700, 10, 10)
 
 
-def test_in_the_block_the_youngest_generation_alone_is_collected_on_allocation(
-    middle_collections: list[int],
-) -> None:
-    young: list[int] = []
-
-    def callback(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start" and info["generation"] == 0:
-            young.append(1)
-
-    kept = allocate()
-    assert middle_collections, "the premise: outside the block, allocation collects the middle"
-    middle_collections.clear()
-    gc.callbacks.append(callback)
-    try:
-        with deferred(600.0):
-            more = allocate()
-            assert len(more) == len(kept)
-    finally:
-        gc.callbacks.remove(callback)
+def test_in_the_block_the_youngest_generation_alone_is_collected_on_allocation() -> None:
+    with collections_of(1) as middle:
+        kept = allocate()
+    assert middle, "the premise: outside the block, allocation collects the middle generation"
+    with deferred(600.0), collections_of(0) as young, collections_of(1) as middle:
+        more = allocate()
+        assert len(more) == len(kept)
     assert young, "the youngest generation is still collected: short-lived cycles die there"
-    assert middle_collections == []
+    assert middle == []
 
 
 def test_a_cycle_that_outlived_the_youngest_generation_waits_for_the_clock() -> None:
