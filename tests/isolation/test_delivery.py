@@ -127,7 +127,7 @@ async def test_an_unreadable_integration_ref_fails_the_attempts_not_the_run(
     journal = responses / ".run" / "journal.jsonl"
 
     async def lose_the_ref() -> None:
-        while not (journal.exists() and '"state":"running"' in journal.read_text()):
+        while not (journal.exists() and load(journal).run.get("state") == "running"):
             await asyncio.sleep(0.02)
         run_id = load(journal).run["run_id"]
         git(repo, "update-ref", "-d", f"refs/orchestrator/{run_id}/integration")
