@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
-import sys
 from collections.abc import Callable, Iterator
+
+from orchestrator.process import libc
 
 RUN_FULL_COLLECTION = 600.0
 """Seconds between a run's full collections (what is garbage in cycles among long-lived
@@ -74,17 +74,7 @@ def trim_heap() -> None:
         trim(0)
 
 
-@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
     import ctypes  # here: not on the import path of every command
 
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # a libc without it (musl): nothing to do
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    fn: Callable[[int], int] = trim
-    return fn
+    return libc.function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)

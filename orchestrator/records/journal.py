@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.process import libc
 from orchestrator.records.jsonl import json_bytes, now
 from orchestrator.records.rundir import open_run_file, write_all
 
@@ -66,16 +67,11 @@ def _at_once(write: Write, key: str | None = None, /, *, record: bool = False) -
     write()
 
 
-@functools.cache
-def _libc_fallocate() -> Any:
+def _libc_fallocate() -> Callable[..., int] | None:
     import ctypes  # here: `status` reads journals and must start fast
 
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    return fn
+    types = (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong)
+    return libc.function("fallocate", types, ctypes.c_int)
 
 
 def reserve_space(fd: int, offset: int, length: int) -> None:
