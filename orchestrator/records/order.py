@@ -57,9 +57,9 @@ class Order:
         if item.key is None:
             self.fences.append(item.seq)
         elif not item.record:
-            self.files.setdefault(item.key, deque()).append(item.seq)
+            _chain(self.files, item.key).append(item.seq)
             if item.last:
-                self.lasts.setdefault(item.key, deque()).append(item.seq)
+                _chain(self.lasts, item.key).append(item.seq)
 
     def oldest(self) -> int:
         return next(iter(self.pending))
@@ -122,6 +122,15 @@ class Order:
             _pop(self.files, item.key, item.seq)
             if item.last:
                 _pop(self.lasts, item.key, item.seq)
+
+
+def _chain(chains: dict[str, deque[int]], key: str) -> deque[int]:
+    """The key's chain, made on its first write (not a new deque for every write, as
+    ``setdefault`` would)."""
+    chain = chains.get(key)
+    if chain is None:
+        chain = chains[key] = deque()
+    return chain
 
 
 def _pop(chains: dict[str, deque[int]], key: str, seq: int) -> None:
