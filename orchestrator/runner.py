@@ -39,6 +39,7 @@ from orchestrator.plan.model import Plan
 from orchestrator.preflight import run_depth
 from orchestrator.process import orphans
 from orchestrator.process.env import TOKEN_VAR
+from orchestrator.process.guard import GUARD
 from orchestrator.process.warm import WARM, WarmSandboxes
 from orchestrator.records import history
 from orchestrator.records.journal import Journal, load
@@ -283,6 +284,7 @@ async def _run_locked(
                     if printer is not None:
                         printer.flush()
                     survivors = await asyncio.to_thread(orphans.stop_run, run_id)
+                    GUARD.forget(run_id)  # nothing of the run is left for it to stop
                     if settings.sandbox is not None:  # its private temp directories
                         settings.sandbox.spares.forget()
                         await asyncio.to_thread(shutil.rmtree, settings.sandbox.scratch, True)

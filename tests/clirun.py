@@ -119,6 +119,30 @@ def sleepers(run_id: str) -> set[str]:
     return found
 
 
+def guard_of(pid: int) -> int:
+    """The pid of the guard (`orchestrator.process.guard`) the orchestrator ``pid`` started."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            with open(entry / "stat", "rb") as fh:
+                parent = int(fh.read().rsplit(b")", 1)[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"orchestrator.process.guard" in command and parent == pid:
+            return int(entry.name)
+    raise AssertionError(f"orchestrator {pid} has no guard")
+
+
+def kill_with_its_guard(run: subprocess.Popen[str]) -> None:
+    """SIGKILL an orchestrator and its guard first: what its unconfined agents started is
+    left running, as after a `pkill -9 -f orchestrator`, for `status` or `cancel` to find."""
+    os.kill(guard_of(run.pid), signal.SIGKILL)
+    run.kill()
+    run.wait()
+
+
 def ends_with_status(path: Path) -> bool:
     lines = path.read_text(encoding="utf-8", errors="replace").rstrip("\n").split("\n")
     return lines[-1].startswith("status: ")

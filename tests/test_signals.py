@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, poll, sleepers, task
+from clirun import Fleet, ends_with_status, kill_with_its_guard, poll, sleepers, task
 from conftest import processes_with_marker
 
 from orchestrator.events import TERMINAL_STATES
@@ -143,23 +143,41 @@ def agent_env(pid: int) -> str:
     return ""
 
 
-def test_after_sigkill_the_children_die_and_status_stops_the_leftovers(fleet: Fleet) -> None:
+def killed_running(fleet: Fleet) -> tuple[subprocess.Popen[str], str]:
+    """A run of two agents, one whose descendants left its group, SIGKILLed mid-run."""
     # Unconfined: in a sandbox nothing is left to stop (tests/sandbox/test_escapes.py).
     fleet.plan(forever("a"), forever("b", ESCAPES), sandbox="off")
     run = fleet.start("run", "plan.yaml", "--no-live")
-    state = fleet.wait_running("a", "b")
+    fleet.wait_running("a", "b")
     run_id = fleet.run_id()
-    leaders = [state.agents[a]["pgid"] for a in ("a", "b")]
     poll(lambda: len(processes_with_marker(run_id)) >= 5, what="b's escaped descendants")
     poll(lambda: sleepers(run_id) == {"a", "b"}, what="both agents' sleeps")
+    return run, run_id
+
+
+def test_after_sigkill_the_guard_stops_every_process_of_the_run(fleet: Fleet) -> None:
+    run, run_id = killed_running(fleet)
     run.kill()
     run.wait()
     poll(
-        lambda: not any(p in processes_with_marker(run_id) for p in leaders),
+        lambda: not processes_with_marker(run_id),
         timeout=5,
-        what="the direct children to die with the orchestrator (PR_SET_PDEATHSIG)",
+        what="the guard to stop the children and the descendants that left their group",
     )
-    assert processes_with_marker(run_id), "grandchildren outlive a SIGKILL until someone looks"
+    done = fleet.cli("status", "--json")
+    assert done.code == 0
+    shown = json.loads(done.out)
+    assert shown["run"]["state"] == "interrupted"
+    assert {a["id"]: a["state"] for a in shown["agents"]} == {"a": "lost", "b": "lost"}
+    assert "stopped" not in done.err, "nothing was left to stop"
+    assert "lost with its orchestrator: a, b" in done.err
+    assert "hint: continue it with orchestrator run plan.yaml --resume" in done.err
+
+
+def test_with_the_guard_killed_too_status_stops_the_leftovers(fleet: Fleet) -> None:
+    run, run_id = killed_running(fleet)
+    kill_with_its_guard(run)
+    assert processes_with_marker(run_id), "with no guard they outlive a SIGKILL until a look"
     done = fleet.cli("status", "--json")
     assert done.code == 0
     shown = json.loads(done.out)

@@ -10,13 +10,12 @@ reaps them; with ``PR_SET_DUMPABLE`` off, agents running as the same user cannot
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from orchestrator.process import libc
 from orchestrator.process.procfs import (
@@ -28,6 +27,9 @@ from orchestrator.process.procfs import (
     signal_marked,
     stat_fields,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -181,6 +183,8 @@ async def sweep_agent(run_id: str, agent_id: str) -> list[int]:
     each of them was stopped. ``cancel --all`` of 1,000 agents is then a few scans, not
     1,000 threads each reading every process's environment while the kernel ends the
     sandboxes and the loop answers requests."""
+    import asyncio  # here: the guard process imports this module and must start fast
+
     loop = asyncio.get_running_loop()
     batch = _NEXT.get(run_id)
     if batch is None or batch.done.get_loop() is not loop:  # (another loop's: it ended)
@@ -263,6 +267,8 @@ def set_child_subreaper() -> bool:
 
 def libc_prctl() -> Callable[[int, int, int, int, int], int] | None:
     """libc's prctl (`orchestrator.process.libc`: loaded once, in the parent)."""
+    import ctypes
+
     return libc.function(
         "prctl", (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong),
         ctypes.c_int,

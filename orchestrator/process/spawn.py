@@ -1,7 +1,8 @@
 """The process layer: every subprocess of the program is started, read and stopped here.
 
-A child runs in a session (and process group) of its own, gets SIGKILL when the orchestrator's
-spawning thread dies (``PR_SET_PDEATHSIG``, set by util-linux ``setpriv`` or by ``prctl`` in a
+A child runs in a session (and process group) of its own, ends when the orchestrator dies
+(a run's: through the process's guard, `orchestrator.process.guard`; else SIGKILL when the
+spawning thread dies, ``PR_SET_PDEATHSIG`` set by util-linux ``setpriv`` or by ``prctl`` in a
 ``preexec_fn``), and its pipes are read by loop callbacks, not ``StreamReader.readline``:
 lines are bounded, decoded leniently and stripped of terminal escapes before anyone sees
 them. The spawn itself is synchronous (fork and exec, as ``loop.subprocess_exec`` does too)
@@ -31,16 +32,18 @@ from typing import Literal, TypeAlias
 
 from orchestrator.process.child import Child
 from orchestrator.process.group import kill_group, stop_group
+from orchestrator.process.guard import GUARD
 from orchestrator.process.lines import DEFAULT_MAX_LINE, Stream
 from orchestrator.process.orphans import libc_prctl
 from orchestrator.process.pipes import Pipes, spawn_turn
+from orchestrator.process.procfs import RUN_ID_VAR
 from orchestrator.process.secretpipe import SECRETS_FD_VAR, open_secrets
 from orchestrator.process.warm import WARM, launch_ahead
 from orchestrator.sandbox.bwrap import Sandboxed, exit_code
 from orchestrator.sandbox.bwrap import sandbox as confine
 from orchestrator.sandbox.confinement import Confinement
 
-DeathSignal: TypeAlias = Literal["auto", "setpriv", "prctl", "off"]
+DeathSignal: TypeAlias = Literal["auto", "guard", "setpriv", "prctl", "off"]
 """How a child learns that the orchestrator died (see `run_streaming`)."""
 
 
@@ -89,13 +92,18 @@ async def run_streaming(
     or ``drain`` seconds pass without output (a grandchild holding them), or 10 s at most;
     then the group is killed.
 
-    The child gets SIGKILL when the thread that spawned it (the event loop's) dies:
-    ``pdeathsig="setpriv"`` execs the command through util-linux ``setpriv --pdeathsig KILL``
-    (vfork, so the loop waits ~0.3 ms; one extra exec, ~+0.9 ms per spawn whatever our size);
-    ``"prctl"`` calls prctl in a ``preexec_fn`` (forces fork(): the loop waits ~2 ms at 20 MB
-    RSS, ~5 ms at 80 MB, ~20 ms at 500 MB); ``"auto"`` takes setpriv when installed (util-linux
-    2.33+), else prctl; ``"off"`` neither. Under setpriv a script without a ``#!`` line runs
-    with /bin/sh instead of failing with ENOEXEC.
+    Nothing outlives the orchestrator: ``pdeathsig="guard"`` leaves that to the process's
+    guard (`orchestrator.process.guard`), which stops every process carrying the run's
+    marker (``ORCHESTRATOR_RUN_ID`` in ``env``) when the orchestrator dies, with no cost per
+    spawn (OSError when ``env`` has no run id or no guard can be started). The others give
+    the child SIGKILL when the thread that spawned it (the event loop's) dies:
+    ``"setpriv"`` execs the command through util-linux ``setpriv --pdeathsig KILL`` (vfork,
+    so the loop waits ~0.3 ms; one extra exec, ~+0.9 ms and ~1 ms of CPU per spawn whatever
+    our size); ``"prctl"`` calls prctl in a ``preexec_fn`` (forces fork(): the loop waits ~2
+    ms at 20 MB RSS, ~5 ms at 80 MB, ~20 ms at 500 MB); ``"auto"`` takes the guard for a
+    run's spawn, else setpriv when installed (util-linux 2.33+), else prctl; ``"off"`` none.
+    A script without a ``#!`` line runs with /bin/sh, as ``execvp`` (setpriv's, bubblewrap's)
+    would run it, instead of failing with ENOEXEC.
 
     With ``sandbox`` the command runs confined (`orchestrator.sandbox.bwrap`): its own PID
     namespace, ``/proc`` and mount view, ``cwd`` writable, a private ``TMPDIR``, its cgroup
@@ -146,7 +154,16 @@ async def run_streaming(
             args, preexec = _launch(args, env=env, cwd=cwd, how=pdeathsig)
             fds = confined.pass_fds if confined is not None else ()
             fds += (handed,) if handed is not None else ()
-            child = Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
+            try:
+                child = Child.start(loop, args, cwd=cwd, env=env, preexec=preexec, pass_fds=fds)
+            except OSError as exc:
+                if exc.errno != errno.ENOEXEC:
+                    raise
+                # Not a binary, no `#!` line: a shell script, as execvp would run it.
+                script = [_found(args[0], env=env, cwd=cwd), *args[1:]]
+                child = Child.start(
+                    loop, ["/bin/sh", *script], cwd=cwd, env=env, preexec=preexec, pass_fds=fds
+                )
     except BaseException:
         if confined is not None:
             confined.release()
@@ -235,7 +252,12 @@ def _launch(
     args: list[str], *, env: Mapping[str, str], cwd: Path, how: DeathSignal
 ) -> tuple[list[str], Callable[[], None] | None]:
     """The command line to exec and the ``preexec_fn`` that give the child its death signal."""
-    if how == "auto":
+    if how in ("auto", "guard"):
+        run_id = env.get(RUN_ID_VAR)
+        if run_id and GUARD.covers(run_id):
+            return args, None  # the guard stops the run's processes if we die
+        if how == "guard":
+            raise OSError(errno.ESRCH, "no guard watches this spawn (no run id, or no guard)")
         how = "setpriv" if _setpriv() else "prctl"
     if how == "off":
         return args, None
@@ -254,6 +276,14 @@ _FOUND: dict[tuple[str, str], str] = {}
 program is there to exec; while that file still is, one ``access`` says so, instead of a
 ``stat`` along the PATH (23 us, on the loop, for every spawn)."""
 _FOUND_MAX = 256
+
+
+def _found(program: str, *, env: Mapping[str, str], cwd: Path) -> str:
+    """Where ``program`` is, as exec would look for it (checked by `_check_program` first)."""
+    if "/" in program:
+        return str(Path(cwd, program))
+    found = _FOUND.get((program, env.get("PATH", os.defpath)))
+    return found or shutil.which(program, path=env.get("PATH", os.defpath)) or program
 
 
 def _check_program(program: str, *, env: Mapping[str, str], cwd: Path) -> None:

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, live_in_group, poll, sleepers, task, write_plan
+from clirun import (
+    Fleet,
+    ends_with_status,
+    kill_with_its_guard,
+    live_in_group,
+    poll,
+    sleepers,
+    task,
+    write_plan,
+)
 from conftest import processes_with_marker
 
 from orchestrator.control import channel, leftovers
@@ -322,8 +331,7 @@ def test_with_the_orchestrator_gone_cancel_stops_the_recorded_agent_itself(fleet
     run_id = fleet.run_id()
     # Running is not yet sleeping: wait until each agent's shell has started its sleep.
     poll(lambda: sleepers(run_id) == {"a", "b"}, what="both agents' sleeps")
-    run.kill()  # SIGKILL: no cleanup of its own; the agents' sleeps survive it
-    run.wait()
+    kill_with_its_guard(run)  # no cleanup of its own, no guard: the agents' sleeps survive
     poll(lambda: processes_with_marker(run_id), what="the agents' leftovers")
     one = fleet.cli("cancel", "a")
     assert one.code == 0, one.err
