@@ -260,6 +260,8 @@ async def _run_locked(
                     raise _unusable(exc, rundir.socket) from None
                 # Sandboxes started ahead for the run's spawns (`orchestrator.process.warm`).
                 warm = WarmSandboxes() if settings.sandbox is not None else None
+                if settings.sandbox is None:  # its guard, up before the first burst of spawns
+                    GUARD.covers(run_id)
                 warm_set = WARM.set(warm)
                 try:
                     async with asyncio.TaskGroup() as tg:
