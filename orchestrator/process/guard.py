@@ -54,6 +54,8 @@ class Guard:
     def covers(self, run_id: str) -> bool:
         """Make sure the guard watches ``run_id``'s processes (starting it, or another one
         if it died); False when it cannot, and the spawn needs a death signal of its own."""
+        if not run_id or not run_id.isprintable() or any(c.isspace() for c in run_id):
+            return False  # not one word of a line on the guard's pipe
         with self._lock:
             if self.broken:
                 return False
@@ -90,6 +92,9 @@ class Guard:
         return False
 
     def _start(self) -> bool:
+        if not sys.platform.startswith("linux"):  # no pidfds, no /proc to sweep
+            self.broken = True
+            return False
         read, write = os.pipe()  # both not inheritable: stdin is a copy of the read end
         try:
             pid = os.posix_spawn(

@@ -279,7 +279,7 @@ _FOUND_MAX = 256
 
 
 def _found(program: str, *, env: Mapping[str, str], cwd: Path) -> str:
-    """Where ``program`` is, as exec would look for it (checked by `_check_program` first)."""
+    """Where ``program`` is, as exec found it (it said ENOEXEC: the file is there)."""
     if "/" in program:
         return str(Path(cwd, program))
     found = _FOUND.get((program, env.get("PATH", os.defpath)))

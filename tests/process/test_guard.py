@@ -117,3 +117,8 @@ async def test_a_script_without_a_shebang_runs_with_sh(
         pdeathsig=how,  # type: ignore[arg-type]
     )
     assert (code, seen) == (0, ["from sh: x"])
+
+
+@pytest.mark.parametrize("run_id", ["", "a b", "a\nrun b", "a\tb", "a\x00b"])
+def test_a_run_id_that_is_not_one_word_is_not_told_to_the_guard(run_id: str) -> None:
+    assert GUARD.covers(run_id) is False  # the spawn gives its child its own death signal
