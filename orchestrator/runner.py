@@ -136,6 +136,7 @@ async def _open_journal(
     if old.run.get("run_id") and old.run.get("state") == "running":
         # the last orchestrator died without ending its run: stop what it left behind
         await asyncio.to_thread(leftovers.stop_recorded, old, None, grace=plan.limits.grace)
+        await asyncio.to_thread(leftovers.outlast_guard, old)  # its sweep is over
     resumed = None
     if opts.resume:
         plan, added, notes = added_tasks(old, plan)
@@ -242,6 +243,10 @@ async def _run_locked(
                     await stack.enter_async_context(
                         channel.open_control_server(run, rundir.socket, more=lend)
                     )
+                    guard = None
+                    if settings.sandbox is None:  # its guard, up before the first spawns
+                        GUARD.covers(run_id)
+                        guard = GUARD.record()
                     journal.record(
                         "run", run_id=run_id, plan=plan.name, pid=os.getpid(), mode=opts.mode,
                         state="running", workspace=str(plan.workspace),
@@ -250,7 +255,7 @@ async def _run_locked(
                         depends_on={t.id: list(t.depends_on) for t in plan.tasks if t.depends_on},
                         grace=plan.limits.grace,
                         sandbox=sandbox.summary, sandbox_warnings=list(sandbox.warnings),
-                        **how,
+                        guard=guard, **how,
                     )  # fmt: skip
                 except EnvironmentProblem:  # a refused .run/ file, an unusable cluster
                     journal.close()
@@ -260,8 +265,6 @@ async def _run_locked(
                     raise _unusable(exc, rundir.socket) from None
                 # Sandboxes started ahead for the run's spawns (`orchestrator.process.warm`).
                 warm = WarmSandboxes() if settings.sandbox is not None else None
-                if settings.sandbox is None:  # its guard, up before the first burst of spawns
-                    GUARD.covers(run_id)
                 warm_set = WARM.set(warm)
                 try:
                     async with asyncio.TaskGroup() as tg:

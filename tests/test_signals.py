@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, kill_with_its_guard, poll, sleepers, task
+from clirun import (
+    Fleet,
+    ends_with_status,
+    guard_of,
+    kill_with_its_guard,
+    poll,
+    sleepers,
+    task,
+)
 from conftest import processes_with_marker
 
 from orchestrator.events import TERMINAL_STATES
@@ -157,6 +165,8 @@ def killed_running(fleet: Fleet) -> tuple[subprocess.Popen[str], str]:
 
 def test_after_sigkill_the_guard_stops_every_process_of_the_run(fleet: Fleet) -> None:
     run, run_id = killed_running(fleet)
+    guard = fleet.journal().run["guard"]
+    assert guard["pid"] == guard_of(run.pid), "the run's record names its guard"
     run.kill()
     run.wait()
     poll(

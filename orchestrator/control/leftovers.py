@@ -53,6 +53,26 @@ def _alive_as_recorded(pid: int, pstart: object) -> bool:
     return isinstance(pstart, int) and process_start_time(pid) == pstart
 
 
+def outlast_guard(journal: JournalState, *, patience: float = 5.0) -> bool:
+    """Wait (up to ``patience`` seconds) until the guard of the journal's dead orchestrator
+    (`orchestrator.process.guard`, recorded in the run's record) has exited: it exits once
+    it has stopped the run's processes, and a run resumed under the same id must not start
+    an agent while that sweep could still take it for a leftover. True once it is gone (or
+    none was recorded). Blocking: call it through a thread."""
+    guard = journal.run.get("guard")
+    if not isinstance(guard, dict):
+        return True
+    pid, pstart = guard.get("pid"), guard.get("pstart")
+    if not isinstance(pid, int) or pid <= 1:
+        return True
+    deadline = time.monotonic() + patience
+    while _alive_as_recorded(pid, pstart) and is_live(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)  # noqa: TID251 - runs in a worker thread, never on the event loop
+    return True
+
+
 def stop_recorded(
     journal: JournalState, agent_ids: list[str] | None, *, grace: float, tree: bool = False
 ) -> list[str]:

@@ -30,6 +30,8 @@ import sys
 import threading
 from pathlib import Path
 
+from orchestrator.process.procfs import process_start_time
+
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _CODE = (
     "import os, sys; os.chdir('/'); sys.path.insert(0, sys.argv[1]); "
@@ -66,6 +68,13 @@ class Guard:
                     return False
                 self._runs.add(run_id)
             return True
+
+    def record(self) -> dict[str, int | None] | None:
+        """The guard's pid and start time, for the run's record (`control.leftovers.
+        outlast_guard`: a resumed run waits for the dead orchestrator's guard); None while
+        none runs."""
+        pid = self.pid
+        return None if pid is None else {"pid": pid, "pstart": process_start_time(pid)}
 
     def forget(self, run_id: str) -> None:
         """The run's processes are all stopped: the guard leaves that run alone from now on

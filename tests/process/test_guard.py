@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 from fakes import RUN_ID_VAR, fake, is_running, marked_pids, wait_until_gone, wait_until_no_marked
 
+from orchestrator.control.leftovers import outlast_guard
 from orchestrator.process.guard import GUARD
+from orchestrator.process.procfs import process_start_time
 from orchestrator.process.spawn import run_streaming
+from orchestrator.records.journal import JournalState
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG = 10.0
@@ -122,3 +125,34 @@ async def test_a_script_without_a_shebang_runs_with_sh(
 @pytest.mark.parametrize("run_id", ["", "a b", "a\nrun b", "a\tb", "a\x00b"])
 def test_a_run_id_that_is_not_one_word_is_not_told_to_the_guard(run_id: str) -> None:
     assert GUARD.covers(run_id) is False  # the spawn gives its child its own death signal
+
+
+def journal_with_guard(pid: int, pstart: int | None) -> JournalState:
+    state = JournalState()
+    state.run.update(run_id="r", state="running", guard={"pid": pid, "pstart": pstart})
+    return state
+
+
+async def test_a_resumed_run_waits_for_the_dead_orchestrators_guard() -> None:
+    guard = await asyncio.create_subprocess_exec("sleep", "0.3")
+    state = journal_with_guard(guard.pid, process_start_time(guard.pid))
+    waiting = asyncio.ensure_future(asyncio.to_thread(outlast_guard, state, patience=HANG))
+    await guard.wait()  # reaped here: then it is gone for the wait too
+    async with asyncio.timeout(HANG):
+        assert await waiting is True
+
+
+async def test_a_guard_that_does_not_exit_is_waited_for_only_so_long() -> None:
+    guard = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        state = journal_with_guard(guard.pid, process_start_time(guard.pid))
+        assert await asyncio.to_thread(outlast_guard, state, patience=0.1) is False
+    finally:
+        guard.kill()
+        await guard.wait()
+
+
+def test_a_recycled_pid_or_no_guard_is_not_waited_for() -> None:
+    me = os.getpid()
+    assert outlast_guard(journal_with_guard(me, (process_start_time(me) or 0) + 1)) is True
+    assert outlast_guard(JournalState()) is True
