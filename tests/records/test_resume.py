@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Fleet, ends_with_status, poll, sleepers, task
+from clirun import Fleet, ends_with_status, kill_with_its_guard, poll, sleepers, task
 from conftest import processes_with_marker, scripted
 
 from orchestrator.errors import UsageError
@@ -75,8 +75,7 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
     fleet.wait_state("b", "succeeded")
     run_id = fleet.run_id()
     poll(lambda: "slow" in sleepers(run_id), what="slow's escaped sleep")
-    run.kill()
-    run.wait()
+    kill_with_its_guard(run)  # and with no guard to stop them (tests/test_signals.py)
     leftovers = poll(lambda: processes_with_marker(run_id), what="slow's leftovers")
     resumed = fleet.start("run", "plan.yaml", "--no-live", "--resume")
     fleet.wait_running("slow+2")
@@ -98,6 +97,25 @@ def test_resume_after_sigkill_keeps_successes_and_marks_the_vanished_lost(fleet:
     assert "- attempt: 2" in (fleet.responses / "slow+2.md").read_text()
     for path in progress_files(fleet):
         assert ends_with_status(path), path.name
+    assert not processes_with_marker(run_id)
+
+
+def test_resume_at_once_after_sigkill_is_not_stopped_by_the_old_guard(fleet: Fleet) -> None:
+    gate = "echo slow >> ran.txt; setsid sleep 30 & while [ ! -e go ]; do sleep 0.02; done"
+    fleet.plan(task("slow", {"run": gate}), sandbox="off")
+    run = fleet.start("run", "plan.yaml", "--no-live")
+    fleet.wait_running("slow")
+    run_id = fleet.run_id()
+    poll(lambda: "slow" in sleepers(run_id), what="slow's escaped sleep")
+    run.kill()  # its guard sweeps the run (same id as the resumed one) as this one starts
+    run.wait()
+    resumed = fleet.start("run", "plan.yaml", "--no-live", "--resume")
+    fleet.wait_running("slow+2")
+    poll(lambda: ran(fleet).get("slow") == 2, what="the second attempt's start")
+    (fleet.workspace / "go").touch()
+    again = fleet.finish(resumed)
+    assert again.code == 0, again.text
+    assert fleet.journal().agents["slow+2"]["state"] == "succeeded"
     assert not processes_with_marker(run_id)
 
 
