@@ -1,12 +1,13 @@
 """The guard: a process of its own that stops a run's processes when the orchestrator dies.
 
 Why: a child must not outlive a SIGKILLed orchestrator. A death signal per child
-(``setpriv --pdeathsig KILL``, one more exec a spawn) costs about 1 ms of CPU and 0.9 ms of
-the agent's start for each unconfined spawn (a 2,000-task plan of ``sleep`` commands used
-7.1 s of CPU with it, 5.0 s without), and it reaches the child alone: whatever the child
-started lived on until ``status`` or ``--resume`` looked.
+(``setpriv --pdeathsig KILL``, one more exec a spawn) cost about 1 ms of CPU and 1-4 ms of
+each unconfined agent's start and end (a 2,000-task plan of ``sleep`` commands, 64 at a
+time, used 7.6-8.2 s of CPU with it, 5.2-6.5 s with the guard), and it reached the child
+alone: whatever the child started lived on until ``status`` or ``--resume`` looked.
 
-How: one guard per orchestrator process, started by the first spawn that needs it (``python
+How: one guard per orchestrator process, started with a run that has no sandboxes (its pid
+and start time go in the run's record), or else by the first spawn that needs it (``python
 -I`` running `main`, in a session of its own: a Ctrl-C in the terminal is not for it; no
 environment of ours: it holds no key and carries no run's marker). The orchestrator writes a
 line on its stdin for every run whose processes it starts (``run <id>``) and one once it has
