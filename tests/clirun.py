@@ -119,6 +119,11 @@ def sleepers(run_id: str) -> set[str]:
     return found
 
 
+def ppid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[-1].split()[1])
+
+
 def guard_of(pid: int) -> int:
     """The pid of the guard (`orchestrator.process.guard`) the orchestrator ``pid`` started."""
     for entry in Path("/proc").iterdir():
@@ -126,8 +131,7 @@ def guard_of(pid: int) -> int:
             continue
         try:
             command = (entry / "cmdline").read_bytes()
-            with open(entry / "stat", "rb") as fh:
-                parent = int(fh.read().rsplit(b")", 1)[-1].split()[1])
+            parent = ppid_of(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue
         if b"orchestrator.process.guard" in command and parent == pid:

@@ -24,6 +24,7 @@ from clirun import (
     guard_of,
     kill_with_its_guard,
     poll,
+    ppid_of,
     sleepers,
     task,
 )
@@ -49,11 +50,6 @@ ESCAPES = "setsid sleep 30 & (sleep 30 &); sleep 30"
 
 def armed(path: Path) -> bool:
     return path.exists() and "| armed" in path.read_text(encoding="utf-8")
-
-
-def ppid_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        return int(fh.read().rsplit(b")", 1)[-1].split()[1])
 
 
 def progress_files(fleet: Fleet) -> list[Path]:
@@ -151,8 +147,8 @@ def agent_env(pid: int) -> str:
     return ""
 
 
-def killed_running(fleet: Fleet) -> tuple[subprocess.Popen[str], str]:
-    """A run of two agents, one whose descendants left its group, SIGKILLed mid-run."""
+def running_with_escapes(fleet: Fleet) -> tuple[subprocess.Popen[str], str]:
+    """A run of two agents, one whose descendants left its group, once they all run."""
     # Unconfined: in a sandbox nothing is left to stop (tests/sandbox/test_escapes.py).
     fleet.plan(forever("a"), forever("b", ESCAPES), sandbox="off")
     run = fleet.start("run", "plan.yaml", "--no-live")
@@ -164,7 +160,7 @@ def killed_running(fleet: Fleet) -> tuple[subprocess.Popen[str], str]:
 
 
 def test_after_sigkill_the_guard_stops_every_process_of_the_run(fleet: Fleet) -> None:
-    run, run_id = killed_running(fleet)
+    run, run_id = running_with_escapes(fleet)
     guard = fleet.journal().run["guard"]
     assert guard["pid"] == guard_of(run.pid), "the run's record names its guard"
     run.kill()
@@ -185,7 +181,7 @@ def test_after_sigkill_the_guard_stops_every_process_of_the_run(fleet: Fleet) ->
 
 
 def test_with_the_guard_killed_too_status_stops_the_leftovers(fleet: Fleet) -> None:
-    run, run_id = killed_running(fleet)
+    run, run_id = running_with_escapes(fleet)
     kill_with_its_guard(run)
     assert processes_with_marker(run_id), "with no guard they outlive a SIGKILL until a look"
     done = fleet.cli("status", "--json")

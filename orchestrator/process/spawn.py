@@ -160,7 +160,7 @@ async def run_streaming(
                 if exc.errno != errno.ENOEXEC:
                     raise
                 # Not a binary, no `#!` line: a shell script, as execvp would run it.
-                script = [_found(args[0], env=env, cwd=cwd), *args[1:]]
+                script = [_check_program(args[0], env=env, cwd=cwd), *args[1:]]
                 child = Child.start(
                     loop, ["/bin/sh", *script], cwd=cwd, env=env, preexec=preexec, pass_fds=fds
                 )
@@ -278,32 +278,27 @@ program is there to exec; while that file still is, one ``access`` says so, inst
 _FOUND_MAX = 256
 
 
-def _found(program: str, *, env: Mapping[str, str], cwd: Path) -> str:
-    """Where ``program`` is, as exec found it (it said ENOEXEC: the file is there)."""
-    if "/" in program:
-        return str(Path(cwd, program))
-    found = _FOUND.get((program, env.get("PATH", os.defpath)))
-    return found or shutil.which(program, path=env.get("PATH", os.defpath)) or program
-
-
-def _check_program(program: str, *, env: Mapping[str, str], cwd: Path) -> None:
+def _check_program(program: str, *, env: Mapping[str, str], cwd: Path) -> str:
+    """Where ``program`` is, as exec would find it; the error exec would give when it is
+    not there or not executable."""
     if "/" in program:
         path = Path(cwd, program)  # an absolute program ignores cwd
         if not path.exists():
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         if path.is_dir() or not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
-        return
+        return str(path)
     search = env.get("PATH", os.defpath)
     found = _FOUND.get((program, search))
     if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
-        return
+        return found
     found = shutil.which(program, path=search)
     if found is None:
         _FOUND.pop((program, search), None)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
     if len(_FOUND) < _FOUND_MAX:
         _FOUND[(program, search)] = found
+    return found
 
 
 @functools.cache
