@@ -547,3 +547,116 @@ async def test_an_on_drained_that_raises_ends_the_writer_with_its_error(
     with pytest.raises(ExceptionGroup) as info:
         await run_broken()
     assert info.group_contains(RuntimeError, match="a bug in on_drained")
+
+
+# --- reports in batches -----------------------------------------------------------------------
+
+
+Stuck = tuple[FileWriter, Callable[[], None], threading.Event]
+
+
+def _counting_reports(w: FileWriter) -> list[int]:
+    """Count the thread's reports of carried writes (each wakes the loop), by their size."""
+    sizes: list[int] = []
+    carried = w._carried
+
+    def counted(seqs: tuple[int, ...] | list[int]) -> None:
+        if seqs:  # `stop` answers whoever still waits, with an empty list when none do
+            sizes.append(len(seqs))
+        carried(seqs)
+
+    w._carried = counted  # type: ignore[method-assign]
+    return sizes
+
+
+def _patient(monkeypatch: pytest.MonkeyPatch, **rules: float) -> None:
+    """Make every rule that reports a held write at once never fire, but those given."""
+    values = {"REPORT_AFTER": 10**9, "REPORT_WITHIN": 3600.0, "SLOW_WRITE": 3600.0} | rules
+    for name, value in values.items():
+        monkeypatch.setattr(writer_module, name, value)
+
+
+async def test_in_a_burst_the_writes_someone_waits_for_are_reported_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of 200 agents' creates, each waited for: one report per `REPORT_AFTER` of
+    them and one for the rest once the thread is idle, not one each."""
+    _patient(monkeypatch, REPORT_AFTER=32)
+    order: list[int] = []
+    async with held_writer() as w:
+        sizes = _counting_reports(w)
+        waits = []
+        for i in range(200):
+            w.submit(lambda i=i: order.append(i), f"a{i}")  # type: ignore[misc]
+            waits.append(w.carried(w.mark()))
+    async with asyncio.timeout(10):
+        await asyncio.gather(*waits)
+    assert order == list(range(200))
+    assert sizes == [32] * 6 + [8]
+
+
+async def test_a_wait_is_reported_at_once_when_the_next_write_is_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing else anyone waits for comes next (an agent starting alone, another agent's
+    words): its report goes before the thread takes that write."""
+    _patient(monkeypatch)
+    async with stuck_at_the_end() as (w, go, stuck):
+        w.submit(lambda: None, "a")
+        waiting = w.carried(w.mark())
+        w.submit(hold(stuck), "b")  # nobody waits for it, and it does not end
+        go()
+        async with asyncio.timeout(10):
+            await waiting
+
+
+def _taking(seconds: float) -> Callable[[], None]:
+    """A write that takes ``seconds`` (a slow disk), waiting off the loop."""
+
+    def write() -> None:
+        threading.Event().wait(seconds)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    ("rules", "slow"),
+    [({"SLOW_WRITE": 100e-6}, 0.002), ({"REPORT_WITHIN": 0.001}, 0.005)],
+    ids=["writes-are-slow", "the-first-waited-long-enough"],
+)
+async def test_a_held_report_does_not_wait_for_a_write_that_may_take_long(
+    monkeypatch: pytest.MonkeyPatch, rules: dict[str, float], slow: float
+) -> None:
+    """Three creates in a row, each waited for, the third one stuck: on a disk whose writes
+    are slow, or once the first waited `REPORT_WITHIN`, the first two are told before the
+    third begins, not held back by it."""
+    _patient(monkeypatch, **rules)
+    async with stuck_at_the_end() as (w, go, stuck):
+        w.submit(_taking(slow), "a")
+        first = w.carried(w.mark())
+        w.submit(_taking(slow), "b")
+        second = w.carried(w.mark())
+        w.submit(hold(stuck), "c")
+        third = w.carried(w.mark())
+        go()
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, second)
+        assert not third.done()
+
+
+@contextlib.asynccontextmanager
+async def stuck_at_the_end() -> AsyncIterator[Stuck]:
+    """A running writer whose thread is held until the block calls ``go``, and a gate for a
+    write that stays stuck until the block ends."""
+    w = FileWriter()
+    busy, stuck = threading.Event(), threading.Event()
+    async with asyncio.TaskGroup() as tg:
+        w.start()
+        runner = tg.create_task(w.run())
+        try:
+            await holding(w, "busy", busy)
+            yield w, busy.set, stuck
+        finally:
+            busy.set()
+            stuck.set()
+            runner.cancel()
