@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -199,9 +200,71 @@ def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
             return "succeeded", ""
 
 
+GRAIN = 0.01
+"""Seconds a watch's timer may fire late (`Clock`); never early."""
+_NEVER = -2
+"""The bucket of a time that never comes."""
+Check = Callable[[], None]
+"""A watch's check, called once its time has come (`Watch` itself)."""
+
+
+class Clock:
+    """The timers of a run's watches, in buckets of `GRAIN` seconds: one loop timer for each
+    bucket that holds a watch, not one for each watch. Each ``TimerHandle`` is pushed on the
+    loop's heap, whose comparisons run in Python: with ten thousand agents waiting, their
+    watches' handles were most of that heap.
+
+    Due watches are called one by one (``call_soon``, each in its own context), so one that
+    raises is reported as a timer's exception would be and the others still run. A bucket
+    left empty by `remove` has its timer cancelled."""
+
+    __slots__ = ("_buckets", "context")
+
+    def __init__(self, context: contextvars.Context | None = None) -> None:
+        self._buckets: dict[int, tuple[asyncio.TimerHandle, dict[Check, None]]] = {}
+        self.context = context
+        """Where its timers and the watches' checks run (None: a copy of the current
+        context for each)."""
+
+    def add(self, when: float, watch: Check) -> int:
+        """Call ``watch`` at loop time ``when`` or up to `GRAIN` later; its bucket (for
+        `remove`). A time that is not finite is never due."""
+        if not math.isfinite(when):
+            return _NEVER
+        slot = math.ceil(when / GRAIN)
+        held = self._buckets.get(slot)
+        if held is None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_at(slot * GRAIN, self._due, slot, context=self.context)
+            held = self._buckets[slot] = (timer, {})
+        held[1][watch] = None
+        return slot
+
+    def remove(self, slot: int, watch: Check) -> None:
+        held = self._buckets.get(slot)
+        if held is None:
+            return  # due already
+        timer, watches = held
+        watches.pop(watch, None)
+        if not watches:
+            timer.cancel()
+            del self._buckets[slot]
+
+    def __len__(self) -> int:
+        """Loop timers it holds."""
+        return len(self._buckets)
+
+    def _due(self, slot: int) -> None:
+        held = self._buckets.pop(slot, None)
+        if held is not None:
+            loop = asyncio.get_running_loop()
+            for watch in held[1]:
+                loop.call_soon(watch, context=self.context)
+
+
 class Watch:
-    """One attempt's watch: a context manager around the agent's run, and one timer for both
-    its wall-clock deadline and its stall limit.
+    """One attempt's watch: a context manager around the agent's run, and one timer (in the
+    run's `Clock`) for both its wall-clock deadline and its stall limit.
 
     The timer fires at whichever comes first; a talking agent just moves the next check later;
     both stop the agent through ``stop``. On leaving, the attempt's (state, reason) is in
@@ -212,25 +275,24 @@ class Watch:
     idle agent holds no frame for it.
     """
 
-    __slots__ = ("context", "deadline", "ended", "handle", "rec", "stall", "stop", "timeout")
+    __slots__ = ("clock", "deadline", "ended", "rec", "slot", "stall", "stop", "timeout")
 
-    def __init__(
-        self, rec: AgentRecord, task: Task, stop: Stop, *, context: contextvars.Context | None
-    ) -> None:
+    def __init__(self, rec: AgentRecord, task: Task, stop: Stop, clock: Clock) -> None:
         loop = asyncio.get_running_loop()
         self.rec, self.stop, self.deadline = rec, stop, loop.time() + task.timeout
         self.timeout, self.stall = task.timeout, task.stall_timeout
         self.ended: tuple[AgentState, str] = ("succeeded", "")
-        self.context = context
-        """Where its timer runs (None: a copy of the current context, made for each timer)."""
-        when = min(self.deadline, self._stall_due())
-        self.handle = loop.call_at(when, self, context=context)  # the watch is the callback
+        self.clock = clock
+        self.slot = clock.add(min(self.deadline, self._stall_due()), self)
+        """Its timer's bucket in ``clock``; -1 once it has left (a check already due then
+        does nothing)."""
 
     def __enter__(self) -> Watch:
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
-        self.handle.cancel()
+        self.clock.remove(self.slot, self)
+        self.slot = -1
         rec = self.rec
         if exc is None:
             self.ended = outcome(rec)
@@ -255,7 +317,7 @@ class Watch:
     def __call__(self) -> None:
         """Its timer fired."""
         rec = self.rec
-        if rec.state != "running":
+        if self.slot < 0 or rec.state != "running":
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -264,5 +326,4 @@ class Watch:
         elif now >= self._stall_due():
             self.stop(rec.id, "timed_out", f"stalled: no output for {self.stall:g}s")
         else:
-            when = min(self.deadline, self._stall_due())
-            self.handle = loop.call_at(when, self, context=self.context)
+            self.slot = self.clock.add(min(self.deadline, self._stall_due()), self)

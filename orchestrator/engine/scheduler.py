@@ -104,6 +104,7 @@ class Run(RunQueries, RunRequests, AgentCalls):
         self._ended_early = self._never_ran  # bound once: not a method object per agent
         self._stop_one = self._stop  # bound once: every attempt's watch holds it
         self._callbacks = contextvars.Context()  # `execute` sets the run's
+        self._clock = attempt.Clock(self._callbacks)  # the agents' watches' timers
 
     # --- public API -------------------------------------------------------------------------
 
@@ -112,6 +113,7 @@ class Run(RunQueries, RunRequests, AgentCalls):
         self.recorder.run_started(self.started_at)
         # One context for every agent's done callback and timer: not a copy per agent each.
         self._callbacks = contextvars.copy_context()
+        self._clock = attempt.Clock(self._callbacks)
         every = self.settings.full_collection
         with switching(self.settings.switch_interval), collecting.deferred(every):
             try:
@@ -270,7 +272,7 @@ class Run(RunQueries, RunRequests, AgentCalls):
         agent = self._agent_for(spawn.task.agent)
         ctx = self._context(rec, spawn, place.path, agent)
         try:
-            with attempt.Watch(rec, ctx.task, self._stop_one, context=self._callbacks) as watch:
+            with attempt.Watch(rec, ctx.task, self._stop_one, self._clock) as watch:
                 await self.recorder.start_written(recorded)  # recorded before acted on
                 await agent.run(ctx)
             state, reason = watch.ended
