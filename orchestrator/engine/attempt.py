@@ -214,9 +214,9 @@ class Clock:
     loop's heap, whose comparisons run in Python: with ten thousand agents waiting, their
     watches' handles were most of that heap.
 
-    Due watches are called one by one (``call_soon``, each in its own context), so one that
-    raises is reported as a timer's exception would be and the others still run. A bucket
-    left empty by `remove` has its timer cancelled."""
+    Due watches are called one by one (each its own ``call_soon``), so one that raises is
+    reported as a timer's exception would be and the others still run. A bucket left empty
+    by `remove` has its timer cancelled."""
 
     __slots__ = ("_buckets", "context")
 

@@ -330,7 +330,8 @@ class FileWriter:
             while passed and passed[0] <= through:
                 ahead.discard(heapq.heappop(passed))
             if awaited and (hits := [it.seq for it in items if it.seq in awaited]):
-                since = since if held else ended
+                if not held:
+                    since = ended
                 held += hits
             if not order.pending:
                 if held:
