@@ -202,8 +202,8 @@ def outcome(rec: AgentRecord) -> tuple[AgentState, str]:
 
 GRAIN = 0.01
 """Seconds a watch's timer may fire late (`Clock`); never early."""
-_NEVER = -2
-"""The bucket of a time that never comes."""
+NO_SLOT = -1
+"""No bucket: a time that never comes (`Clock.add`), or a watch that has left."""
 Check = Callable[[], None]
 """A watch's check, called once its time has come (`Watch` itself)."""
 
@@ -230,7 +230,7 @@ class Clock:
         """Call ``watch`` at loop time ``when`` or up to `GRAIN` later; its bucket (for
         `remove`). A time that is not finite is never due."""
         if not math.isfinite(when):
-            return _NEVER
+            return NO_SLOT
         slot = math.ceil(when / GRAIN)
         held = self._buckets.get(slot)
         if held is None:
@@ -284,15 +284,15 @@ class Watch:
         self.ended: tuple[AgentState, str] = ("succeeded", "")
         self.clock = clock
         self.slot = clock.add(min(self.deadline, self._stall_due()), self)
-        """Its timer's bucket in ``clock``; -1 once it has left (a check already due then
-        does nothing)."""
+        """Its timer's bucket in ``clock``; `NO_SLOT` once it has left (a check already due
+        then does nothing)."""
 
     def __enter__(self) -> Watch:
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
         self.clock.remove(self.slot, self)
-        self.slot = -1
+        self.slot = NO_SLOT
         rec = self.rec
         if exc is None:
             self.ended = outcome(rec)
@@ -317,7 +317,7 @@ class Watch:
     def __call__(self) -> None:
         """Its timer fired."""
         rec = self.rec
-        if self.slot < 0 or rec.state != "running":
+        if self.slot == NO_SLOT or rec.state != "running":
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
