@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.engine.state import AgentRecord
-from orchestrator.events import AgentEvent, Text
+from orchestrator.events import AgentEvent, Text, Usage
 from orchestrator.process.lines import one_line
 from orchestrator.records.progress import MAX_PARTIAL
 from orchestrator.records.render import clean
@@ -36,7 +36,9 @@ class PlainPrinter:
     Lines are gathered and written at most every `FRAME` seconds in one write (and by
     `flush`), so 10,000 agents' lines cost a few writes a second, not one each. An agent's
     streamed words are shown a whole line at a time: a line still growing is held until it
-    ends (a newline, or the agent's next event of another kind)."""
+    ends (a newline, or the agent's next event of another kind). A usage report (the model
+    gateway's, from its own thread, may come mid-line) goes before that line and does not
+    end it, as in the progress file."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self._out = out or sys.stdout
@@ -53,6 +55,9 @@ class PlainPrinter:
             self._open[rec.id] = rest
             for part in whole:
                 self._add(rec.id, clean(part))
+            return
+        if isinstance(event, Usage):
+            self._add(rec.id, line)
             return
         held = self._open.pop(rec.id, "")
         if held:

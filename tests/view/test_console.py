@@ -11,7 +11,7 @@ from clirun import Fleet, quiet_env
 from fakeapi import serve_in_thread, text
 
 from orchestrator.engine.state import AgentRecord
-from orchestrator.events import Finished, Output, Text
+from orchestrator.events import Finished, Output, Text, Usage
 from orchestrator.view.console import PlainPrinter
 
 KEY = "sk-ant-canary-console-0123456789"
@@ -36,6 +36,23 @@ async def test_streamed_words_are_printed_once_per_line_not_once_per_chunk() -> 
         f"{'a':>16} | And a sec\n",
         f"{'a':>16} | finished: done\n",
         f"{'a':>16} | status: succeeded\n",
+    ]
+
+
+async def test_a_usage_report_mid_line_is_printed_before_it_and_does_not_end_it() -> None:
+    """The gateway reports a request's usage from its own thread: under load that report
+    can arrive while the agent's streamed line is still growing. It goes before the line
+    (as in the progress file), never cuts it in two."""
+    out = io.StringIO()
+    show = PlainPrinter(out)
+    a = record("a")
+    show(a, "(the growing line)", Text("one two "))
+    show(a, "usage: 12 in / 0 out tokens, $0.0001", Usage(12, 0, 0.0001))
+    show(a, "(the growing line)", Text("three four\n"))
+    show.flush()
+    assert out.getvalue().splitlines() == [
+        f"{'a':>16} | usage: 12 in / 0 out tokens, $0.0001",
+        f"{'a':>16} | one two three four",
     ]
 
 
