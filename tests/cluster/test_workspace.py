@@ -157,6 +157,47 @@ async def test_a_node_fetches_each_base_once_and_an_agent_s_own_commit_comes_bac
         snaps.close()
 
 
+async def test_a_removed_checkout_leaves_no_record_in_the_node_s_repository(
+    workspace: Path, tmp_path: Path
+) -> None:
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await base_of(snaps)
+
+        async def fetch() -> bytes:
+            return bundle
+
+        node = tmp_path / "node"
+        node.mkdir()
+        repo = NodeRepo(node)
+        checkouts = [node / f"attempt-{i}" / f"attempt-{i}" for i in range(3)]
+        for into in checkouts:
+            await repo.checkout(base, fetch, into)
+        records = repo.dir / "worktrees"
+        assert len(list(records.iterdir())) == 3
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "keep").write_text("not the node's\n")
+        # an agent rewrote its .git file: the record is found by name, nothing else is touched
+        (checkouts[1] / ".git").write_text(f"gitdir: {outside}\n")
+        for into in checkouts[:2]:
+            await asyncio.to_thread(repo.remove, into, into.parent)
+            assert not into.parent.exists()
+        assert [r.name for r in records.iterdir()] == ["attempt-2"]
+        assert (outside / "keep").read_text() == "not the node's\n"
+        listed = await git("--git-dir", str(repo.dir), "worktree", "list", "--porcelain",
+                           cwd=node, env=git_env(node))  # fmt: skip
+        assert listed.decode().count("worktree ") == 2  # the repository and the live checkout
+        await asyncio.to_thread(repo.remove, checkouts[2], checkouts[2].parent)
+        await asyncio.to_thread(repo.remove, checkouts[2], checkouts[2].parent)  # idempotent
+        assert list(records.iterdir()) == []
+        assert sorted(p.name for p in node.iterdir()) == ["repo.git"]  # nothing else left
+        again = await check_out(node, base, bundle, name="again")
+        assert (again / "src" / "app.py").read_text() == "print('hi')\n"
+    finally:
+        snaps.close()
+
+
 def test_what_a_dead_process_left_is_swept_and_a_live_one_s_is_kept(tmp_path: Path) -> None:
     live, dead = tmp_path / "orchestrator-node-live", tmp_path / "orchestrator-node-dead"
     for root in (live, dead):
