@@ -55,15 +55,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 @pytest.fixture(autouse=True)
-def nothing_outlives_its_test() -> Iterator[None]:
+def nothing_outlives_its_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Processes of a run that a test left behind are killed when it ends, and named: one
-    leaked fork-and-exit loop once slowed every later test of a CI run past its time limit."""
+    leaked fork-and-exit loop once slowed every later test of a CI run past its time limit.
+    Only this session's runs (see `leftover_run_processes`)."""
     yield
-    left = leftover_run_processes()
+    ours = tmp_path_factory.getbasetemp().resolve()
+    left = leftover_run_processes(ours)
     if not left:
         return
     for _ in range(50):
-        kill_with_groups(still := leftover_run_processes())
+        kill_with_groups(still := leftover_run_processes(ours))
         if not still:
             break
         time.sleep(0.02)  # noqa: TID251 - a sync fixture teardown, no event loop

@@ -48,9 +48,13 @@ def marked_pids(run_id: str, *, var: str = RUN_ID_VAR) -> list[int]:
     return [pid for pid, entries in _environs() if marker in entries]
 
 
-def leftover_run_processes() -> list[int]:
+def leftover_run_processes(within: Path) -> list[int]:
     """Live processes carrying some run's marker other than the one this process was
-    started under (the suite may itself run inside an agent)."""
+    started under (the suite may itself run inside an agent), of this suite's runs only:
+    working in ``within`` (the session's temporary directory) or naming it in their
+    environment (a run's control socket). Another suite
+    on this machine, or a user's own run, is not this suite's to kill: killing every marked
+    process once made a second suite's agents vanish mid-run (``lost``)."""
     prefix = f"{RUN_ID_VAR}=".encode()
     own = os.environ.get(RUN_ID_VAR)
     mine = f"{RUN_ID_VAR}={own}".encode() if own else None
@@ -58,7 +62,20 @@ def leftover_run_processes() -> list[int]:
         pid
         for pid, entries in _environs()
         if any(e.startswith(prefix) and e != mine for e in entries)
+        and _belongs(pid, entries, within)
     ]
+
+
+def _belongs(pid: int, entries: list[bytes], within: Path) -> bool:
+    """Whether process ``pid`` works in ``within`` or names it in its environment."""
+    top = str(within).encode()
+    if any(top + b"/" in e for e in entries):
+        return True
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+    except OSError:
+        return False  # gone, or not ours to look at
+    return cwd == str(within) or cwd.startswith(f"{within}/")
 
 
 def kill_with_groups(pids: list[int]) -> None:
