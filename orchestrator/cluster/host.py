@@ -300,7 +300,7 @@ class NodeHost:
             if run.checked_out:
                 change = await workspace.collect(run.checkout, run.spec.base, agent_id)
         finally:
-            await asyncio.to_thread(self._repo.remove, run.checkout, run.checkout.parent)
+            await self._repo.remove(run.checkout, run.checkout.parent)
         return change
 
     async def shutdown(self) -> None:

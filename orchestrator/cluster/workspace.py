@@ -185,25 +185,36 @@ class NodeRepo:
             await self._git("worktree", "add", "-q", "--no-checkout", "--detach", str(into), base)
         await git("reset", "-q", "--hard", cwd=into, env=self._env)
 
-    def remove(self, checkout: Path, root: Path) -> None:
+    async def remove(self, checkout: Path, root: Path) -> None:
         """Remove ``root`` (``checkout`` or a directory that holds it) and the checkout's
-        record in the repository (blocking: call it on a thread).
+        record in the repository.
 
-        Git reads every worktree's record at each `worktree add`, made one at a time: with
-        the records of a thousand finished attempts left behind each one took 40 ms
-        against 8, and each kept a copy of the checkout's index. The record goes first by a
-        rename, so a `worktree add` meanwhile sees it whole or not at all."""
+        Git reads every worktree's record at each `worktree add`: with the records of a
+        thousand finished attempts left behind each one took 40 ms against 8, and each kept
+        a copy of the checkout's index. The record goes by a rename while no `worktree add`
+        runs (one that found it listed and then missing dies: "Invalid path"), and is
+        deleted after, with the checkout."""
+        async with self._lock:
+            trash = await asyncio.to_thread(self._unrecord, checkout)
+        await asyncio.to_thread(_remove_all, (trash, root))
+
+    def _unrecord(self, checkout: Path) -> Path:
+        """Move ``checkout``'s record out of the repository; where it went."""
         name = _record_name(checkout, self.dir / "worktrees")
         trash = self.dir.parent / f"removed-{name}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.dir / "worktrees" / name, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
+        return trash
 
     async def prune(self) -> None:
         """Forget the worktrees whose directories are gone."""
         if self.dir.exists():
             await self._git("worktree", "prune")
+
+
+def _remove_all(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _record_name(checkout: Path, records: Path) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cluster import workspace as workspace_module
 from orchestrator.cluster.workspace import (
     NodeRepo,
     Snapshots,
@@ -181,19 +182,86 @@ async def test_a_removed_checkout_leaves_no_record_in_the_node_s_repository(
         # an agent rewrote its .git file: the record is found by name, nothing else is touched
         (checkouts[1] / ".git").write_text(f"gitdir: {outside}\n")
         for into in checkouts[:2]:
-            await asyncio.to_thread(repo.remove, into, into.parent)
+            await repo.remove(into, into.parent)
             assert not into.parent.exists()
         assert [r.name for r in records.iterdir()] == ["attempt-2"]
         assert (outside / "keep").read_text() == "not the node's\n"
         listed = await git("--git-dir", str(repo.dir), "worktree", "list", "--porcelain",
                            cwd=node, env=git_env(node))  # fmt: skip
         assert listed.decode().count("worktree ") == 2  # the repository and the live checkout
-        await asyncio.to_thread(repo.remove, checkouts[2], checkouts[2].parent)
-        await asyncio.to_thread(repo.remove, checkouts[2], checkouts[2].parent)  # idempotent
+        await repo.remove(checkouts[2], checkouts[2].parent)
+        await repo.remove(checkouts[2], checkouts[2].parent)  # idempotent
         assert list(records.iterdir()) == []
         assert sorted(p.name for p in node.iterdir()) == ["repo.git"]  # nothing else left
         again = await check_out(node, base, bundle, name="again")
         assert (again / "src" / "app.py").read_text() == "print('hi')\n"
+    finally:
+        snaps.close()
+
+
+async def test_a_record_is_moved_out_only_while_no_checkout_is_being_made(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`worktree add` lists every record and dies on one that vanished meanwhile ("Invalid
+    path"), so a record leaves under the lock that makes checkouts one at a time."""
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await base_of(snaps)
+        repo = NodeRepo(tmp_path)
+        held: list[bool] = []
+        rename = os.rename
+
+        def watched(src: str | Path, dst: str | Path) -> None:
+            held.append(repo._lock.locked())
+            rename(src, dst)
+
+        monkeypatch.setattr(workspace_module.os, "rename", watched)
+        checkouts = [tmp_path / f"attempt-{i}" / f"attempt-{i}" for i in range(3)]
+
+        async def fetch() -> bytes:
+            return bundle
+
+        for into in checkouts:
+            await repo.checkout(base, fetch, into)
+        await asyncio.gather(*(repo.remove(into, into.parent) for into in checkouts))
+        assert held == [True, True, True]
+    finally:
+        snaps.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_checkouts_made_while_others_are_removed_never_fail(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """600 attempts, 32 at once, on one node: without the lock 1-2 of them failed."""
+    snaps = await open_snapshots(workspace)
+    try:
+        base, bundle = await base_of(snaps)
+        node = tmp_path / "node"
+        node.mkdir()
+        repo = NodeRepo(node)
+        slots = asyncio.Semaphore(32)
+        failed: list[str] = []
+
+        async def fetch() -> bytes:
+            return bundle
+
+        async def attempt(i: int) -> None:
+            into = node / f"attempt-{i}" / f"attempt-{i}"
+            async with slots:
+                try:
+                    await repo.checkout(base, fetch, into)
+                    await asyncio.sleep(0.002 * (i % 5))
+                    assert (await collect(into, base, f"a{i}")).empty
+                except WorkspaceError as exc:
+                    failed.append(str(exc))
+                finally:
+                    await repo.remove(into, into.parent)
+
+        await asyncio.gather(*(attempt(i) for i in range(600)))
+        assert failed == []
+        assert list((repo.dir / "worktrees").iterdir()) == []
     finally:
         snaps.close()
 
