@@ -124,3 +124,18 @@ def key_leaks(cluster: RayCluster, agents: list[int] = ()) -> list[str]:  # type
             if any(f in data for f in forms):
                 leaks.append(str(path))
     return leaks
+
+
+def host_loops(cluster: RayCluster) -> dict[int, bool]:
+    """The run's node hosts (their actors' processes) and whether each runs asyncio's own
+    event loop (Ray's is uvloop when installed, which forks the whole actor for every child)."""
+    hosts = {}
+    for pid in cluster.processes():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if title.startswith(b"ray::NodeHost"):
+            hosts[pid] = b"RAY_USE_UVLOOP=0" in env
+    return hosts

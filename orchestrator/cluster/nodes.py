@@ -33,6 +33,12 @@ NODES_EVERY = 30.0
 _CLOSE_TIMEOUT = 30.0
 KEEP_BASES = 16
 """Bases kept in the object store (a node that has one needs it no more)."""
+HOST_ENV = {"env_vars": {"RAY_USE_UVLOOP": "0"}}
+"""A host actor's runtime environment: asyncio's own event loop, not uvloop (Ray's choice
+when it is installed, as the ``fast`` extra does). uvloop starts a child by fork(), which
+copies the actor's page tables (about 100 MB of Python and Ray): the git commands of each
+attempt cost its node several ms of CPU that way, and the two hosts of B16's `true` batch
+40% of a core each. asyncio's loop starts it by vfork()."""
 
 
 @dataclass(slots=True, eq=False)
@@ -161,7 +167,8 @@ class Cluster:
             if not info.get("Alive") or node in known:
                 continue
             where = NodeAffinitySchedulingStrategy(info["NodeID"], soft=False)
-            actor = actor_class.options(scheduling_strategy=where).remote(self.run_id, node)
+            options = {"scheduling_strategy": where, "runtime_env": HOST_ENV}
+            actor = actor_class.options(**options).remote(self.run_id, node)
             try:
                 report: NodeReport = await actor.ready.remote(plan, self.sandbox)
             except (*self._lost, ray.exceptions.ActorUnschedulableError):

@@ -16,6 +16,7 @@ from fakeapi import serve_in_thread, text, tool_use
 from rayhelp import (
     CANARY,
     driver_env,
+    host_loops,
     key_leaks,
     orch,
     run_ids,
@@ -128,6 +129,9 @@ def test_cancel_of_one_remote_agent_with_and_without_grace_and_of_all(
         sleeps = run_processes(run_id)
         assert sleeps  # they run, on the nodes
         assert key_leaks(ray_cluster, sleeps) == []
+        loops = host_loops(ray_cluster)
+        assert loops, "no node host found"
+        assert all(loops.values()), "a node host runs uvloop: each git command forks it"
         assert orch(tmp_path, "cancel", "a").returncode == 0
         wait_for(lambda: states(tmp_path).get("a") == "cancelled")
         assert orch(tmp_path, "cancel", "--force", "d").returncode == 0
