@@ -35,10 +35,10 @@ KEEP_BASES = 16
 """Bases kept in the object store (a node that has one needs it no more)."""
 HOST_ENV = {"env_vars": {"RAY_USE_UVLOOP": "0"}}
 """A host actor's runtime environment: asyncio's own event loop, not uvloop (Ray's choice
-when it is installed, as the ``fast`` extra does). uvloop starts a child by fork(), which
-copies the actor's page tables (about 100 MB of Python and Ray): the git commands of each
-attempt cost its node several ms of CPU that way, and the two hosts of B16's `true` batch
-40% of a core each. asyncio's loop starts it by vfork()."""
+when it is installed, as the ``fast`` and ``dev`` extras do). uvloop starts a child by
+fork(), which copies the actor's page tables (about 100 MB of Python and Ray): the git
+commands of each attempt cost its node several ms of CPU that way, and the two hosts of
+B16's `true` batch 40% of a core each. asyncio's loop starts it by vfork()."""
 
 
 @dataclass(slots=True, eq=False)

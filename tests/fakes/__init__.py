@@ -52,9 +52,9 @@ def leftover_run_processes(within: Path) -> list[int]:
     """Live processes carrying some run's marker other than the one this process was
     started under (the suite may itself run inside an agent), of this suite's runs only:
     working in ``within`` (the session's temporary directory) or naming it in their
-    environment (a run's control socket). Another suite
-    on this machine, or a user's own run, is not this suite's to kill: killing every marked
-    process once made a second suite's agents vanish mid-run (``lost``)."""
+    environment (a run's control socket). Another suite on this machine, or a user's own
+    run, is not this suite's to kill: killing every marked process once made a second
+    suite's agents vanish mid-run (``lost``)."""
     prefix = f"{RUN_ID_VAR}=".encode()
     own = os.environ.get(RUN_ID_VAR)
     mine = f"{RUN_ID_VAR}={own}".encode() if own else None
