@@ -199,11 +199,13 @@ class NodeRepo:
         await asyncio.to_thread(_remove_all, (trash, root))
 
     def _unrecord(self, checkout: Path) -> Path:
-        """Move ``checkout``'s record out of the repository; where it went."""
-        name = _record_name(checkout, self.dir / "worktrees")
-        trash = self.dir.parent / f"removed-{name}"
+        """Move ``checkout``'s record out of the repository; where it went. Git names a
+        record after its checkout's directory (a number added only to a name taken, and each
+        checkout's is unique), so nothing the checkout holds, its ``.git`` file included,
+        decides what is touched."""
+        trash = self.dir.parent / f"removed-{checkout.name}"
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self.dir / "worktrees" / name, trash)
+            os.rename(self.dir / "worktrees" / checkout.name, trash)
         return trash
 
     async def prune(self) -> None:
@@ -215,24 +217,6 @@ class NodeRepo:
 def _remove_all(paths: tuple[Path, ...]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _record_name(checkout: Path, records: Path) -> str:
-    """The name of ``checkout``'s record under ``records``: from its ``.git`` file when that
-    points there (git adds a number to a name already taken), else the checkout's own name
-    (what git starts from). Never a path: whatever the file says, only ``records`` is touched."""
-    try:
-        said = (checkout / ".git").read_text(errors="replace")
-    except OSError:
-        return checkout.name
-    target = Path(said.removeprefix("gitdir:").strip())
-    if (
-        said.startswith("gitdir:")
-        and target.parent == records
-        and target.name not in ("", ".", "..")
-    ):
-        return target.name
-    return checkout.name
 
 
 async def collect(into: Path, base: str, agent_id: str) -> Change:
