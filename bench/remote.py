@@ -4,7 +4,9 @@ Ray cluster on this same machine (`bench.raycluster`), side by side in one run.
 Figures: makespan over the critical path (the DAG's sleeps, computed exactly from its seeded
 durations; with 32 agents at once the floor is the total work over 32 when that is longer),
 and per-task overhead: wall time and the driver's own CPU per task for a batch
-of ``true`` commands (nothing to wait for but the orchestration), and the driver's CPU per
+of ``true`` commands (nothing to wait for but the orchestration), the same batch's wall time
+in a workspace of `WORKSPACE_FILES` files (the other runs' workspace is empty; a node checks
+the workspace out for its attempts, a local run works in it), and the driver's CPU per
 event its agents sent. Both nodes share this machine's 2 cores with the driver, so the
 cluster figures are an upper bound of what a node costs; `docs/cluster.md` turns them into
 an estimate for 100 nodes.
@@ -62,10 +64,28 @@ def events_of(out: Outcome) -> int:
     return sum(sum(1 for _ in path.open("rb")) for path in out.responses.glob("*.events.jsonl"))
 
 
-async def timed(tasks: tuple[Task, ...], cfg: Config, cluster: str | None) -> dict[str, Any]:
+WORKSPACE_FILES = 500
+"""Files in the workspace of the second `true` batch: what a node's checkout costs."""
+
+
+def filled_workspace(tmp: Path, files: int) -> Path:
+    """A workspace of ``files`` small source files in 10 folders (about 40 KB)."""
+    ws = tmp / f"workspace-{files}"
+    for i in range(files):
+        path = ws / f"pkg{i % 10}" / f"mod{i}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"VALUE = {i}\n" * 8)
+    return ws
+
+
+async def timed(
+    tasks: tuple[Task, ...], cfg: Config, cluster: str | None, workspace: Path | None = None
+) -> dict[str, Any]:
     limits = wide_limits(len(tasks), max_concurrency=CONCURRENCY)
     cpu = time.process_time()
-    out = await run_orchestrator(tasks, tmp=cfg.tmp, limits=limits, cluster=cluster)
+    out = await run_orchestrator(
+        tasks, tmp=cfg.tmp, limits=limits, cluster=cluster, workspace=workspace
+    )
     cpu = time.process_time() - cpu
     events = events_of(out)
     cleanup(out.responses)
@@ -84,6 +104,8 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     floor = max(cp, sum(work.durations.values()) / CONCURRENCY)  # no schedule beats this
     dag = command_tasks(dict(work.graph), work.durations)
     trues = true_tasks(cfg.pick(400, 60))
+    files = cfg.pick(WORKSPACE_FILES, 50)
+    filled = filled_workspace(cfg.tmp, files)
     cluster = start_cluster()
     data: dict[str, Any] = {
         "tasks": len(dag), "critical_path": cp, "floor": floor, "concurrency": CONCURRENCY,
@@ -92,10 +114,12 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         for name, address in (("local", None), ("cluster", cluster.address)):
             runs = [await timed(dag, cfg, address) for _ in range(cfg.repeats)]
             over = [await timed(trues, cfg, address) for _ in range(cfg.repeats)]
+            full = [await timed(trues, cfg, address, filled) for _ in range(cfg.repeats)]
             idle = [await timed(idle_tasks(), cfg, address) for _ in range(cfg.repeats)]
-            data[name] = {"dag": runs, "true": over, "idle": idle}
+            data[name] = {"dag": runs, "true": over, "true_files": full, "idle": idle}
     finally:
         cluster.stop()
+        cleanup(filled)
     local, remote = data["local"], data["cluster"]
     mk_local = Stat.of(r["wall"] / cp for r in local["dag"])
     mk_remote = Stat.of(r["wall"] / cp for r in remote["dag"])
@@ -121,6 +145,15 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             goal=f"<= {GOAL_DRIVER_CPU:g}x local" if key == "cpu" else "-",
             met=ratio <= GOAL_DRIVER_CPU if key == "cpu" else None,
         )
+    loc = Stat.of(r["wall"] / n for r in local["true_files"])
+    rem = Stat.of(r["wall"] / n for r in remote["true_files"])
+    fig.row(
+        f"{n} `true` commands in a {files}-file workspace, wall per task",
+        measured=f"cluster {rem.fmt(ms)}",
+        baseline=f"local {loc.fmt(ms)}",
+        ratio=times(rem.median / loc.median),
+        note="each attempt on a node has a checkout of the workspace; a local one has none",
+    )
     per_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in remote["dag"])
     local_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in local["dag"])
     ratio = per_event.median / local_event.median

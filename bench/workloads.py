@@ -137,6 +137,7 @@ async def run_orchestrator(
     drive: Callable[[Run], Awaitable[None]] | None = None,
     on_event: Callable[[AgentRecord, str, AgentEvent | None], None] | None = None,
     sandbox: Confinement | None = None,
+    workspace: Path | None = None,
 ) -> Outcome:
     """Run ``tasks`` as the CLI would (progress files, sidecars, journal) but in this process.
 
@@ -145,12 +146,14 @@ async def run_orchestrator(
     ``drive(run)`` runs it instead of ``run.execute()`` (a view around it); ``on_event`` is
     told every event line as the CLI's plain printer is; with ``cluster`` (a Ray address) the
     agents run on that cluster's nodes (``run --cluster``); with ``sandbox`` every agent
-    process is confined by it (the CLI's default is in `orchestrator.sandbox.decision`).
+    process is confined by it (the CLI's default is in `orchestrator.sandbox.decision`);
+    ``workspace``: the plan's (default: an empty directory in ``tmp``).
     """
     responses = tmp / f"responses-{uuid.uuid4().hex[:8]}"
     (responses / ".run").mkdir(parents=True)
-    workspace = tmp / "workspace"
-    workspace.mkdir(exist_ok=True)
+    if workspace is None:
+        workspace = tmp / "workspace"
+        workspace.mkdir(exist_ok=True)
     plan = Plan("bench", tuple(tasks), workspace=workspace, limits=limits)
     settings = RunSettings(
         responses=responses, run_id=f"bench-{uuid.uuid4().hex[:12]}", mode=mode, sandbox=sandbox

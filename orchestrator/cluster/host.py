@@ -1,9 +1,10 @@
 """The node side: a `NodeHost` lives in one Ray actor per node and runs attempts there.
 
 Each attempt is the agent's own code (`AgentPool`, the same kinds as a local run) in a
-worktree of the attempt's base (`workspace.NodeRepo`), so it starts its programs the same
-way: its own process group, the parent-death signal, SIGTERM, grace, SIGKILL and the sweep
-for descendants that left the group (found by the run's id in their environment).
+worktree of the attempt's base (`workspace.NodeRepo`: one an earlier attempt left exactly as
+it was made, when there is one), so it starts its programs the same way: its own process
+group, the parent-death signal, SIGTERM, grace, SIGKILL and the sweep for descendants that
+left the group (found by the run's id in their environment).
 
 Its events wait here until the driver polls them, one poll in flight per node for all of
 the node's attempts (`poll`): a poll returns at once when any attempt has something to say,
@@ -39,7 +40,7 @@ from orchestrator.events import AgentEvent, Failed, Started
 from orchestrator.plan.model import SECRET_NAMES, Plan, SandboxMode
 from orchestrator.process import orphans
 from orchestrator.process.env import QUOTA_VAR
-from orchestrator.process.procfs import process_start_time
+from orchestrator.process.procfs import close_marked, open_marked, process_start_time
 from orchestrator.sandbox.confinement import Confinement
 
 PREFIX = "orchestrator-node-"
@@ -53,6 +54,16 @@ ASK_TIMEOUT = 60.0
 """How long an addition waits for the driver's answer (it comes with the next poll)."""
 
 
+def _left_behind(run_id: str, agent_ids: list[str]) -> set[str]:
+    """Those of ``agent_ids`` with a process still alive (one that left its group carries
+    their marker): one scan of ``/proc`` for all of them. Synchronous: call it in a thread."""
+    found = open_marked(run_id, agent_ids)
+    try:
+        return {marked.agent_id for marked in found}
+    finally:
+        close_marked(found)
+
+
 def _unanswered(why: str) -> dict[str, Any]:
     return {"ok": False, "refused": {"rule": "no-answer", "message": why, "hint": ""}}
 
@@ -60,7 +71,8 @@ def _unanswered(why: str) -> dict[str, Any]:
 @dataclass(slots=True)
 class _Running:
     spec: AttemptSpec
-    checkout: Path
+    checkout: Path | None = None
+    """Its worktree, once it has one."""
     task: asyncio.Task[None] | None = None
     events: list[AgentEvent] = field(default_factory=list)
     nudged: bool = False
@@ -68,7 +80,6 @@ class _Running:
     `ACTIVITY_EVERY`: the next poll says so."""
     active: bool = False
     done: bool = False
-    checked_out: bool = False
     stopped: bool = False
     """A stop came (perhaps while `NodeHost.start` was still checking out): it never starts."""
     answered: float = 0.0
@@ -119,17 +130,14 @@ class NodeHost:
         """Check the base out and start the agent; returns once it runs. ``bundle`` holds the
         base's bundle as an object reference (nested, so Ray moves it only when this node
         has not seen that base yet)."""
-        here = Path(tempfile.mkdtemp(prefix="attempt-", dir=self._root))
-        # a name of its own: git names a worktree's records after it, and same names race
-        run = self._attempts[spec.agent_id] = _Running(spec, here / here.name)
+        run = self._attempts[spec.agent_id] = _Running(spec)
 
         async def fetch() -> bytes:
             data: bytes = await bundle[0]
             return data
 
         try:
-            await self._repo.checkout(spec.base, fetch, run.checkout)
-            run.checked_out = True
+            run.checkout = checkout = await self._repo.take(spec.base, fetch)
         except workspace.WorkspaceError as exc:
             run.events.append(Failed(f"node {self.node}: cannot check out the workspace: {exc}"))
             run.done = True
@@ -141,9 +149,10 @@ class NodeHost:
             return
         assert self._pool is not None, "ready() comes first"
         agent = self._pool(spec.kind)
-        (here / "responses").mkdir()
+        responses = checkout.parent / "responses"  # removed when the checkout is kept
+        responses.mkdir()
         env = {**spec.env, QUOTA_VAR: str(self._socket)}  # additions go through this host
-        where = run.checkout / spec.prefix if spec.prefix else run.checkout
+        where = checkout / spec.prefix if spec.prefix else checkout
         where.mkdir(parents=True, exist_ok=True)  # a folder git has no file in yet
         ctx = AgentContext(
             agent_id=spec.agent_id,
@@ -152,7 +161,7 @@ class NodeHost:
             prompt=spec.prompt,
             script=spec.script,
             workspace=where,
-            responses=here / "responses",
+            responses=responses,
             env=env,
             emit=lambda event: self._said(run, event),
             on_process=lambda pid: self._spawned(run, pid),
@@ -252,8 +261,9 @@ class NodeHost:
             if run.done:
                 ended.append(agent_id)
         if ended:  # their changes, collected side by side
+            left = await asyncio.to_thread(_left_behind, self.run_id, ended)
             async with asyncio.TaskGroup() as tg:
-                changes = {a: tg.create_task(self._collect(a)) for a in ended}
+                changes = {a: tg.create_task(self._collect(a, a not in left)) for a in ended}
             for agent_id, task in changes.items():
                 change = task.result()
                 if isinstance(change, str):
@@ -262,10 +272,10 @@ class NodeHost:
                     batches[agent_id] = replace(batches[agent_id], change=change)
         return batches
 
-    async def _collect(self, agent_id: str) -> Change | str:
+    async def _collect(self, agent_id: str, gone: bool) -> Change | str:
         """`finish`, or why its change could not be taken (that attempt fails, no other)."""
         try:
-            return await self.finish(agent_id)
+            return await self.finish(agent_id, gone=gone)
         except workspace.WorkspaceError as exc:
             return f"node {self.node}: cannot take the attempt's change: {exc}"
 
@@ -292,15 +302,19 @@ class NodeHost:
             await asyncio.wait({run.task})  # its end, without swallowing a cancel of this call
         await asyncio.to_thread(orphans.sweep_run, self.run_id, agent_id=agent_id)
 
-    async def finish(self, agent_id: str) -> Change:
-        """The attempt's change to its workspace; its checkout is removed."""
+    async def finish(self, agent_id: str, *, gone: bool = False) -> Change:
+        """The attempt's change to its workspace. Its checkout is kept for the next attempt
+        when the attempt left it as it was made and ``gone`` (no process of it is left: the
+        caller looked), else removed (`workspace.NodeRepo.give_back`)."""
         run = self._attempts.pop(agent_id)
+        change = Change(agent_id, run.spec.base, run.spec.base, b"")
+        if run.checkout is None:
+            return change
+        clean = False
         try:
-            change = Change(agent_id, run.spec.base, run.spec.base, b"")
-            if run.checked_out:
-                change = await workspace.collect(run.checkout, run.spec.base, agent_id)
+            change, clean = await workspace.examine(run.checkout, run.spec.base, agent_id)
         finally:
-            await self._repo.remove(run.checkout, run.checkout.parent)
+            await self._repo.give_back(run.checkout, run.spec.base, clean=clean and gone)
         return change
 
     async def shutdown(self) -> None:

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from orchestrator.cluster import pristine
 from orchestrator.cluster.wire import Change
 from orchestrator.process.capture import release, start_child
 
@@ -152,38 +153,96 @@ def _ref(change: Change) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in change.agent_id)
 
 
+SPARES = 32
+"""Checkouts a node keeps for its next attempts (`NodeRepo.give_back`), at most."""
+
+
 class NodeRepo:
     """A node's one repository of the bases it was sent: a base travels to a node once,
-    then each attempt gets a worktree of it (``git worktree add``, then its files)."""
+    then each attempt gets a worktree of it (``git worktree add``, then its files), or the
+    worktree an earlier attempt left exactly as it was made (`give_back`, `take`).
 
-    def __init__(self, root: Path) -> None:
+    Each checkout lives in a directory of its own under ``root`` (its parent, named as it
+    is), which holds the attempt's other files."""
+
+    def __init__(self, root: Path, *, spares: int = SPARES) -> None:
         self.dir = root / "repo.git"
         self._env = git_env(root)
         self._lock = asyncio.Lock()
         self._bases: set[str] = set()
+        self._spares: list[tuple[Path, str]] = []
+        """Checkouts to hand out again, with the commit each is at (the last kept first)."""
+        self._keep = spares
+        self.reused = 0
+        """Attempts that were given a kept checkout."""
 
     async def _git(self, *args: str) -> bytes:
         return await git("--git-dir", str(self.dir), *args, cwd=self.dir.parent, env=self._env)
+
+    async def _fetch(self, base: str, bundle: Callable[[], Awaitable[bytes]]) -> None:
+        """Make sure this node has commit ``base`` (under the lock)."""
+        if not self._bases and not self.dir.exists():
+            await self._git("init", "-q", "--bare")
+        if base not in self._bases:
+            path = self.dir.parent / f"{base}.bundle"
+            await asyncio.to_thread(_write, path, await bundle())
+            try:
+                await self._git("bundle", "unbundle", str(path))  # HEAD or a named ref
+                await self._git("update-ref", f"refs/bases/{base}", base)
+            finally:
+                await asyncio.to_thread(path.unlink)
+            self._bases.add(base)
+
+    async def take(self, base: str, bundle: Callable[[], Awaitable[bytes]]) -> Path:
+        """A checkout of commit ``base``: the one last kept (moved to ``base`` if it is at
+        another commit: one ``git reset``), else a new one in a directory of its own.
+        ``bundle`` is called for the base's bundle the first time this node sees that base.
+        On `WorkspaceError` nothing of a new checkout is left."""
+        while self._spares:
+            spare, head = self._spares.pop()
+            if head != base:
+                async with self._lock:
+                    await self._fetch(base, bundle)
+                try:
+                    await git("reset", "-q", "--hard", base, cwd=spare, env=self._env)
+                except WorkspaceError:
+                    await self.remove(spare, spare.parent)
+                    continue
+            self.reused += 1
+            return spare
+        here = Path(tempfile.mkdtemp(prefix="attempt-", dir=self.dir.parent))
+        # a name of its own: git names a worktree's record after it, and same names race
+        into = here / here.name
+        try:
+            await self.checkout(base, bundle, into)
+        except WorkspaceError:
+            await self.remove(into, here)
+            raise
+        return into
 
     async def checkout(self, base: str, bundle: Callable[[], Awaitable[bytes]], into: Path) -> None:
         """``into`` (not existing yet) becomes a checkout of commit ``base``; ``bundle`` is
         called for the base's bundle the first time this node sees that base."""
         async with self._lock:
-            if not self._bases and not self.dir.exists():
-                await self._git("init", "-q", "--bare")
-            if base not in self._bases:
-                path = self.dir.parent / f"{base}.bundle"
-                await asyncio.to_thread(_write, path, await bundle())
-                try:
-                    await self._git("bundle", "unbundle", str(path))  # HEAD or a named ref
-                    await self._git("update-ref", f"refs/bases/{base}", base)
-                finally:
-                    await asyncio.to_thread(path.unlink)
-                self._bases.add(base)
+            await self._fetch(base, bundle)
             # one at a time: `worktree add` reads every other worktree's records, and a
             # half-made one fails it; the files are written outside the lock
             await self._git("worktree", "add", "-q", "--no-checkout", "--detach", str(into), base)
         await git("reset", "-q", "--hard", cwd=into, env=self._env)
+
+    async def give_back(self, checkout: Path, base: str, *, clean: bool) -> None:
+        """The attempt in ``checkout`` is over. The checkout is kept for the next attempt
+        when ``clean`` (git sees nothing in it but commit ``base``, ignored files included,
+        and no process of the attempt is left) and it is untouched otherwise too
+        (`pristine.untouched`): then everything else in its directory is removed. Else it
+        goes, with its record (`remove`)."""
+        if clean and len(self._spares) < self._keep:
+            record = self.dir / "worktrees" / checkout.name
+            kept = await asyncio.to_thread(_keepable, checkout, record, base)
+            if kept and len(self._spares) < self._keep:
+                self._spares.append((checkout, base))
+                return
+        await self.remove(checkout, checkout.parent)
 
     async def remove(self, checkout: Path, root: Path) -> None:
         """Remove ``root`` (``checkout`` or a directory that holds it) and the checkout's
@@ -214,6 +273,10 @@ class NodeRepo:
             await self._git("worktree", "prune")
 
 
+def _keepable(checkout: Path, record: Path, base: str) -> bool:
+    return pristine.untouched(checkout, record, base) and pristine.empty_beside(checkout)
+
+
 def _remove_all(paths: tuple[Path, ...]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
@@ -222,19 +285,26 @@ def _remove_all(paths: tuple[Path, ...]) -> None:
 async def collect(into: Path, base: str, agent_id: str) -> Change:
     """On a node: everything the attempt changed in ``into`` (committed by it or not) as one
     commit on ``base``; an attempt that changed nothing costs one ``git status``."""
+    return (await examine(into, base, agent_id))[0]
+
+
+async def examine(into: Path, base: str, agent_id: str) -> tuple[Change, bool]:
+    """`collect`, and whether git sees nothing in ``into`` but ``base``: no change, and no
+    ignored file either (those are no change, but the next attempt would find them)."""
     env = git_env(into.parent)
     status = await git(
-        "status", "--porcelain=v2", "--branch", "--untracked-files=all", cwd=into, env=env
-    )
+        "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--ignored=matching",
+        cwd=into, env=env,
+    )  # fmt: skip
     lines = status.decode(errors="replace").splitlines()
     head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), base)
-    if head == base and all(ln.startswith("#") for ln in lines):
-        return Change(agent_id, base, base, b"")
+    if head == base and all(ln.startswith(("#", "!")) for ln in lines):
+        return Change(agent_id, base, base, b""), not any(ln.startswith("!") for ln in lines)
     await git("add", "-A", ".", cwd=into, env=env)
     await git("commit", "-q", "--allow-empty", "--no-verify", "-m", agent_id, cwd=into, env=env)
     head = (await git("rev-parse", "HEAD", cwd=into, env=env)).decode().strip()
     bundle = await git("bundle", "create", "-q", "-", "HEAD", f"^{base}", cwd=into, env=env)
-    return Change(agent_id, base, head, bundle)
+    return Change(agent_id, base, head, bundle), False
 
 
 def hold(root: Path) -> int:
