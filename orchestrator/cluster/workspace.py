@@ -201,8 +201,12 @@ class NodeRepo:
         while self._spares:
             spare, head = self._spares.pop()
             if head != base:
-                async with self._lock:
-                    await self._fetch(base, bundle)
+                try:
+                    async with self._lock:
+                        await self._fetch(base, bundle)
+                except BaseException:
+                    self._spares.append((spare, head))  # still as it was: kept
+                    raise
                 try:
                     await git("reset", "-q", "--hard", base, cwd=spare, env=self._env)
                 except WorkspaceError:

@@ -13,7 +13,14 @@ import pytest
 
 from orchestrator.cluster.host import NodeHost
 from orchestrator.cluster.wire import AttemptSpec
-from orchestrator.cluster.workspace import NodeRepo, Snapshots, examine, git, git_env
+from orchestrator.cluster.workspace import (
+    NodeRepo,
+    Snapshots,
+    WorkspaceError,
+    examine,
+    git,
+    git_env,
+)
 from orchestrator.plan.model import Plan, Task
 from orchestrator.process.procfs import AGENT_ID_VAR, RUN_ID_VAR
 
@@ -259,3 +266,16 @@ async def test_a_host_keeps_a_checkout_only_when_no_process_of_its_attempt_is_le
     finally:
         await host.shutdown()
         snaps.close()
+
+
+async def test_a_base_that_cannot_be_fetched_leaves_the_kept_checkout_kept(node: Node) -> None:
+    base = await node.base()
+    first = await node.take(base)
+    assert await node.finish(first, base)
+
+    async def unreachable() -> bytes:
+        raise WorkspaceError("the driver's object store is gone")
+
+    with pytest.raises(WorkspaceError):
+        await node.repo.take("0" * 40, unreachable)
+    assert await node.take(base) == first  # still there, still handed out
