@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,12 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         cluster.stop()
         cleanup(filled)
     local, remote = data["local"], data["cluster"]
-    mk_local = Stat.of(r["wall"] / cp for r in local["dag"])
-    mk_remote = Stat.of(r["wall"] / cp for r in remote["dag"])
+
+    def both(runs: str, value: Callable[[dict[str, Any]], float]) -> tuple[Stat, Stat]:
+        """``value`` of each of the ``runs`` measured, locally and on the cluster."""
+        return Stat.of(map(value, local[runs])), Stat.of(map(value, remote[runs]))
+
+    mk_local, mk_remote = both("dag", lambda r: r["wall"] / cp)
     ratio = mk_remote.median / mk_local.median
     fig.row(
         f"{len(dag):,}-task DAG of command agents, makespan / critical path",
@@ -134,8 +139,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
     )
     n = len(trues)
     for what, key in (("wall per task", "wall"), ("driver CPU per task", "cpu")):
-        loc = Stat.of(r[key] / n for r in local["true"])
-        rem = Stat.of(r[key] / n for r in remote["true"])
+        loc, rem = both("true", lambda r: r[key] / n)  # noqa: B023 - called at once
         ratio = rem.median / loc.median
         fig.row(
             f"{n} `true` commands, {what}",
@@ -145,8 +149,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
             goal=f"<= {GOAL_DRIVER_CPU:g}x local" if key == "cpu" else "-",
             met=ratio <= GOAL_DRIVER_CPU if key == "cpu" else None,
         )
-    loc = Stat.of(r["wall"] / n for r in local["true_files"])
-    rem = Stat.of(r["wall"] / n for r in remote["true_files"])
+    loc, rem = both("true_files", lambda r: r["wall"] / n)
     fig.row(
         f"{n} `true` commands in a {files}-file workspace, wall per task",
         measured=f"cluster {rem.fmt(ms)}",
@@ -154,8 +157,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         ratio=times(rem.median / loc.median),
         note="each attempt on a node has a checkout of the workspace; a local one has none",
     )
-    per_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in remote["dag"])
-    local_event = Stat.of(r["cpu"] / max(r["events"], 1) for r in local["dag"])
+    local_event, per_event = both("dag", lambda r: r["cpu"] / max(r["events"], 1))
     ratio = per_event.median / local_event.median
     fig.row(
         "driver CPU per agent event, all of it (the DAG runs)",
@@ -167,8 +169,7 @@ async def measure(cfg: Config, want: set[str]) -> dict[str, Figure]:
         note=f"{remote['dag'][0]['events']:,} events per run",
     )
     agent_seconds = IDLE_AGENTS * IDLE_SECONDS
-    loc = Stat.of(r["cpu"] / agent_seconds for r in local["idle"])
-    rem = Stat.of(r["cpu"] / agent_seconds for r in remote["idle"])
+    loc, rem = both("idle", lambda r: r["cpu"] / agent_seconds)
     fig.row(
         f"{IDLE_AGENTS} agents waiting {IDLE_SECONDS:g} s: driver CPU per agent-second",
         measured=f"cluster {rem.fmt(ms)}",

@@ -302,7 +302,7 @@ class NodeHost:
             await asyncio.wait({run.task})  # its end, without swallowing a cancel of this call
         await asyncio.to_thread(orphans.sweep_run, self.run_id, agent_id=agent_id)
 
-    async def finish(self, agent_id: str, *, gone: bool = False) -> Change:
+    async def finish(self, agent_id: str, *, gone: bool) -> Change:
         """The attempt's change to its workspace. Its checkout is kept for the next attempt
         when the attempt left it as it was made and ``gone`` (no process of it is left: the
         caller looked), else removed (`workspace.NodeRepo.give_back`)."""

@@ -210,7 +210,7 @@ class NodeRepo:
                 try:
                     await git("reset", "-q", "--hard", base, cwd=spare, env=self._env)
                 except WorkspaceError:
-                    await self.remove(spare, spare.parent)
+                    await self.remove(spare)
                     continue
             self.reused += 1
             return spare
@@ -220,7 +220,7 @@ class NodeRepo:
         try:
             await self.checkout(base, bundle, into)
         except WorkspaceError:
-            await self.remove(into, here)
+            await self.remove(into)
             raise
         return into
 
@@ -246,11 +246,11 @@ class NodeRepo:
             if kept and len(self._spares) < self._keep:
                 self._spares.append((checkout, base))
                 return
-        await self.remove(checkout, checkout.parent)
+        await self.remove(checkout)
 
-    async def remove(self, checkout: Path, root: Path) -> None:
-        """Remove ``root`` (``checkout`` or a directory that holds it) and the checkout's
-        record in the repository.
+    async def remove(self, checkout: Path) -> None:
+        """Remove ``checkout`` with its directory (its parent) and its record in the
+        repository.
 
         Git reads every worktree's record at each `worktree add`: with the records of a
         thousand finished attempts left behind each one took 40 ms against 8, and each kept
@@ -259,7 +259,7 @@ class NodeRepo:
         deleted after, with the checkout."""
         async with self._lock:
             trash = await asyncio.to_thread(self._unrecord, checkout)
-        await asyncio.to_thread(_remove_all, (trash, root))
+        await asyncio.to_thread(_remove_all, (trash, checkout.parent))
 
     def _unrecord(self, checkout: Path) -> Path:
         """Move ``checkout``'s record out of the repository; where it went. Git names a

@@ -186,32 +186,27 @@ async def test_what_git_ignores_is_no_change_but_the_checkout_is_not_kept(
 
 
 async def test_a_node_keeps_at_most_its_spares_and_a_broken_one_is_replaced(
-    workspace: Path, tmp_path: Path
+    node: Node, workspace: Path, tmp_path: Path
 ) -> None:
-    snaps = Snapshots(workspace)
-    await snaps.open()
-    root = tmp_path / "node"
+    root = tmp_path / "small"
     root.mkdir()
-    try:
-        node = Node(snaps, root, spares=1)
-        base = await node.base()
-        one, two, three = [await node.take(base) for _ in range(3)]
-        assert all(await asyncio.gather(*(node.finish(c, base) for c in (one, two, three))))
-        kept = [c for c in (one, two, three) if c.parent.exists()]
-        assert len(kept) == 1  # the others removed: no room, however they came back
-        one = kept[0]
-        assert len(list((node.repo.dir / "worktrees").iterdir())) == 1
-        (one / ".git").unlink()  # broken after it was kept: git cannot move it
-        (workspace / "new.txt").write_text("new\n")
-        snaps._current = None
-        later = await node.base()
-        fresh = await node.take(later)
-        assert fresh != one
-        assert not one.parent.exists()
-        assert (fresh / "new.txt").read_text() == "new\n"
-        assert [p.name for p in (node.repo.dir / "worktrees").iterdir()] == [fresh.name]
-    finally:
-        snaps.close()
+    node = Node(node.snaps, root, spares=1)
+    base = await node.base()
+    one, two, three = [await node.take(base) for _ in range(3)]
+    assert all(await asyncio.gather(*(node.finish(c, base) for c in (one, two, three))))
+    kept = [c for c in (one, two, three) if c.parent.exists()]
+    assert len(kept) == 1  # the others removed: no room, however they came back
+    one = kept[0]
+    assert len(list((node.repo.dir / "worktrees").iterdir())) == 1
+    (one / ".git").unlink()  # broken after it was kept: git cannot move it
+    (workspace / "new.txt").write_text("new\n")
+    node.snaps._current = None
+    later = await node.base()
+    fresh = await node.take(later)
+    assert fresh != one
+    assert not one.parent.exists()
+    assert (fresh / "new.txt").read_text() == "new\n"
+    assert [p.name for p in (node.repo.dir / "worktrees").iterdir()] == [fresh.name]
 
 
 async def test_a_host_keeps_a_checkout_only_when_no_process_of_its_attempt_is_left(

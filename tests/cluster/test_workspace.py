@@ -182,15 +182,15 @@ async def test_a_removed_checkout_leaves_no_record_in_the_node_s_repository(
         # an agent rewrote its .git file: the record is found by name, nothing else is touched
         (checkouts[1] / ".git").write_text(f"gitdir: {outside}\n")
         for into in checkouts[:2]:
-            await repo.remove(into, into.parent)
+            await repo.remove(into)
             assert not into.parent.exists()
         assert [r.name for r in records.iterdir()] == ["attempt-2"]
         assert (outside / "keep").read_text() == "not the node's\n"
         listed = await git("--git-dir", str(repo.dir), "worktree", "list", "--porcelain",
                            cwd=node, env=git_env(node))  # fmt: skip
         assert listed.decode().count("worktree ") == 2  # the repository and the live checkout
-        await repo.remove(checkouts[2], checkouts[2].parent)
-        await repo.remove(checkouts[2], checkouts[2].parent)  # idempotent
+        await repo.remove(checkouts[2])
+        await repo.remove(checkouts[2])  # idempotent
         assert list(records.iterdir()) == []
         assert sorted(p.name for p in node.iterdir()) == ["repo.git"]  # nothing else left
         again = await check_out(node, base, bundle, name="again")
@@ -223,7 +223,7 @@ async def test_a_record_is_moved_out_only_while_no_checkout_is_being_made(
 
         for into in checkouts:
             await repo.checkout(base, fetch, into)
-        await asyncio.gather(*(repo.remove(into, into.parent) for into in checkouts))
+        await asyncio.gather(*(repo.remove(into) for into in checkouts))
         assert held == [True, True, True]
     finally:
         snaps.close()
@@ -257,7 +257,7 @@ async def test_checkouts_made_while_others_are_removed_never_fail(
                 except WorkspaceError as exc:
                     failed.append(str(exc))
                 finally:
-                    await repo.remove(into, into.parent)
+                    await repo.remove(into)
 
         await asyncio.gather(*(attempt(i) for i in range(600)))
         assert failed == []
