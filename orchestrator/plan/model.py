@@ -73,7 +73,8 @@ class Task:
     script: tuple[Step, ...] = ()
     retry_script: tuple[Step, ...] | None = None
     model: str = "claude-sonnet-4-6"
-    """The default: a current model (claude-sonnet-4-5, an older default, is deprecated)."""
+    """The default: a current model (the SDK warns about deprecated ones; the warning
+    becomes a note in the progress file)."""
     timeout: float = 20 * 60.0
     stall_timeout: float = 5 * 60.0
     max_turns: int = 30

@@ -210,7 +210,12 @@ async def test_a_chunk_of_lines_comes_in_one_call_split_at_its_blocker(harness: 
     after its own line, before the lines after it (one write: one read, PIPE_BUF atomic)."""
     said: list[object] = []
     ctx = harness.context(
-        command_task(sys.executable, "-c", "print('a\\nBLOCKED: x\\nb\\nBLOCKED: y\\nlast')")
+        # One write(2) (print would make two, text then newline: agents run unbuffered).
+        command_task(
+            sys.executable,
+            "-c",
+            "import os; os.write(1, b'a\\nBLOCKED: x\\nb\\nBLOCKED: y\\nlast\\n')",
+        )
     )
     ctx.emit = said.append
     ctx.emit_output = lambda stream, lines: said.append((stream, list(lines)))
