@@ -22,6 +22,7 @@ from bench.workloads import (
     cleanup,
     independent,
     layered,
+    list_schedule,
     random_dag,
     run_bare,
     run_orchestrator,
@@ -72,9 +73,19 @@ def baselines(cfg: Config, work: Workload) -> dict[str, Any]:
     """The critical path, and the same tasks' files created and appended as plain os calls
     in the scratch dir, one after the other (what the writer thread cannot go below)."""
     n = len(work)
-    floor = file_floor(cfg.tmp / f"floor-{len(work)}", n) * n
+    floor = file_floor(cfg.tmp / f"floor-{n}", n)
     return {"tasks": n, "critical_path": critical_path_length(work.graph, work.durations),
-            "file_floor": floor}  # fmt: skip
+            "file_floor": floor.total * n, "start_cost": floor.starts}  # fmt: skip
+
+
+def serial_starts(work: Workload, where: Path, start_cost: float | None = None) -> float:
+    """The makespan if nothing cost anything but every agent's start record and files,
+    created one agent after another in the order the agents start (as the run's writer
+    thread does, each agent acting once its own are done) at the file floor's cost in
+    ``where`` (measured there unless ``start_cost`` is given)."""
+    if start_cost is None:
+        start_cost = file_floor(where / f"floor-{len(work)}", len(work)).starts
+    return list_schedule(work.graph, work.durations, start_cost=start_cost)
 
 
 async def _measure_at(
@@ -106,8 +117,11 @@ async def _measure_at(
         entry = b1.data[work.name]
         entry[f"async_makespan{suffix}"] = Stat.of(runs).as_json()
         entry[f"async_over_cp{suffix}"] = async_.as_json()
+        cost = None if place else entry["start_cost"]
+        serial = serial_starts(work, where, cost) / cp
+        entry[f"serial_starts_over_cp{suffix}"] = serial
         if place:
-            baseline = f"cp {secs(cp)}"
+            baseline = f"cp {secs(cp)}; serial starts {times(serial)} cp"
         else:
             batch_out = await run_orchestrator(
                 tasks, tmp=where, limits=wide_limits(n), mode="batch"
@@ -120,7 +134,8 @@ async def _measure_at(
             floor = entry["file_floor"]
             baseline = (
                 f"cp {secs(cp)}; batch {times(batch / cp)}; bare {times(bare / cp)}; "
-                f"file floor {secs(floor)} ({times(floor / cp)} cp)"
+                f"file floor {secs(floor)} ({times(floor / cp)} cp); "
+                f"serial starts {times(serial)} cp"
             )
         goal = B1_GOAL_LARGE if size == "large" else B1_GOAL
         b1.row(
@@ -138,7 +153,10 @@ async def _measure_at(
 
 FLOOR_NOTE = (
     "file floor: every task's progress-file creates and appends and journal lines as plain os "
-    "calls one after the other in the scratch dir, as B2's"
+    "calls one after the other in the scratch dir, as B2's; serial starts: the makespan if "
+    "nothing cost anything but each agent's start record and files, created at the file floor's "
+    "cost one agent after another in start order (the writer thread's; an agent acts once its "
+    "own are done), over cp, in the row's place"
 )
 
 

@@ -21,7 +21,6 @@ no start handshake): the kernel's part of a sandbox, paid by a peer.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import os
 import shlex
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import Config, Figure, Stat, secs, times
-from bench.workloads import Workload, random_dag
+from bench.workloads import Workload, list_schedule, random_dag
 
 GOAL_VS_MAKE = 1.03
 BARE_RUNNER = r"""
@@ -67,28 +66,9 @@ RUNS = {"orchestrator": "plan.yaml", "unconfined": "plan-unconfined.yaml"}
 
 
 def ideal(work: Workload, slots: int) -> float:
-    """List scheduling with zero overhead: ready tasks start in plan order when a slot frees."""
-    order = {tid: i for i, tid in enumerate(work.graph)}
-    children: dict[str, list[str]] = {t: [] for t in work.graph}
-    for tid, deps in work.graph.items():
-        for dep in deps:
-            children[dep].append(tid)
-    waiting = {t: len(d) for t, d in work.graph.items()}
-    ready = [order[t] for t, n in waiting.items() if n == 0]
-    heapq.heapify(ready)
-    ids = list(work.graph)
-    running: list[tuple[float, str]] = []
-    now = 0.0
-    while ready or running:
-        while ready and len(running) < slots:
-            tid = ids[heapq.heappop(ready)]
-            heapq.heappush(running, (now + round(work.durations[tid], 3), tid))
-        now, done = heapq.heappop(running)
-        for child in children[done]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, order[child])
-    return now
+    """List scheduling with zero overhead: ready tasks start in plan order when a slot frees
+    (each duration to the millisecond, as the peers' ``sleep`` command lines have it)."""
+    return list_schedule(work.graph, {t: round(d, 3) for t, d in work.durations.items()}, slots)
 
 
 def _tree_rss(root: int) -> int:
